@@ -1,0 +1,430 @@
+"""Sweep configuration: load a YAML file, merge OmegaConf dotlist overrides, validate.
+
+Validation runs before Ray starts and reports every problem at once in one
+``ConfigError``: unknown keys (with "did you mean"), wrong types, unknown method
+or dataset names, a method that does not support the dataset's task, a search
+space entry that is malformed or points at a key that does not exist.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import os
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from raybench.registry import did_you_mean
+
+PACKAGE_ROOT = Path(__file__).resolve().parent
+SWEEPS_DIR = PACKAGE_ROOT.parent / "sweeps"
+DEFAULT_SWEEP = SWEEPS_DIR / "default.yaml"
+
+# The full schema with its defaults. Every key a sweep file may set is here,
+# except the method-specific keys under `method:`, which each method declares
+# (see raybench/methods). A default of None means "any type, optional".
+DEFAULTS: dict[str, Any] = {
+    "name": "sweep",
+    "data": {
+        "dataset": "synthetic_ravdess",
+        "root": None,  # None: ~/.cache/raybench/data/<dataset> (generated if synthetic)
+        "store_dir": None,  # None: ~/.cache/raybench/stores
+        "fps": 10.0,
+        "image_size": 48,
+        "sample_rate": 16000,
+        "audio": {
+            "features": "logmel",  # logmel | spectrogram
+            "n_mels": 40,
+            "n_fft": 400,  # 25 ms at 16 kHz
+            "win_ms": 25.0,
+            "hop_ms": 10.0,
+            "frames_per_video_frame": 4,  # audio feature steps per video frame in the store
+        },
+        "max_bad_fraction": 0.05,
+        "max_clips": None,  # int: use only the first N clips of the manifest (quick runs)
+        "split": {"seed": 0, "val_fraction": 0.2, "test_fraction": 0.2},
+        "ravdess": {"channels": ["speech"]},
+        "synth": {
+            "actors": 10,
+            "statements": 2,
+            "repetitions": 2,
+            "seconds": 2.0,
+            "fps": 15,
+            "size": 64,
+            "videos": 12,
+            "video_seconds": 20.0,
+            "seed": 0,
+        },
+    },
+    "method": {"name": "av_fusion"},
+    "window": {"length": 16, "hop": 8},
+    "train": {
+        "epochs": 10,
+        "batch_size": 32,
+        "lr": 1.0e-3,
+        "weight_decay": 0.0,
+        "num_workers": 2,
+        "use_gpu": False,
+        "cpus_per_worker": 1.0,
+        "amp": True,  # mixed precision; only takes effect on GPU
+        "seed": 0,
+        "eval_every": 1,
+    },
+    "tune": {
+        "metric": None,  # None: val/uar (categorical) or val/ccc (continuous)
+        "mode": "max",
+        "scheduler": "fifo",  # fifo | asha
+        "grace_period": 2,
+        "num_samples": 1,
+        "max_concurrent_trials": None,  # None: derived from the cluster's resources
+        "search_space": {},
+    },
+    "mlflow": {"tracking_uri": None, "experiment": None},
+    "storage": None,  # None: ~/raybench_results
+}
+
+SEARCH_KINDS = {
+    "grid": "a non-empty list of values",
+    "choice": "a non-empty list of values",
+    "uniform": "[low, high]",
+    "loguniform": "[low, high] with 0 < low < high",
+    "randint": "[low, high) integers",
+}
+CATEGORICAL_METRICS = ("acc", "uar", "f1")
+CONTINUOUS_METRICS = ("ccc", "ccc_valence", "ccc_arousal")
+
+
+class ConfigError(ValueError):
+    """Every problem found in a config, one per line."""
+
+    def __init__(self, problems: list[str], source: str = "config"):
+        self.problems = list(problems)
+        self.source = source
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"{source}: {len(self.problems)} problem(s)\n{lines}")
+
+
+def cache_home() -> Path:
+    return Path(os.environ.get("RAYBENCH_CACHE", "~/.cache/raybench")).expanduser()
+
+
+def _type_name(v: Any) -> str:
+    return {bool: "bool", int: "int", float: "float", str: "str", list: "list", dict: "mapping"}.get(
+        type(v), type(v).__name__
+    )
+
+
+def _type_ok(default: Any, value: Any) -> bool:
+    if default is None or value is None:
+        return True
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, int):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(default, (list, tuple)):
+        return isinstance(value, (list, tuple))
+    if isinstance(default, dict):
+        return isinstance(value, dict)
+    return isinstance(value, type(default))
+
+
+def _check_against(schema: dict, value: dict, prefix: str, problems: list[str], open_keys=()) -> None:
+    for key, v in value.items():
+        path = f"{prefix}{key}"
+        if path in open_keys:
+            continue
+        if key not in schema:
+            problems.append(f"unknown key {path!r}{did_you_mean(key, list(schema))}")
+            continue
+        d = schema[key]
+        if isinstance(d, dict) and d and isinstance(v, dict):
+            _check_against(d, v, path + ".", problems, open_keys)
+        elif isinstance(d, dict) and d and v is not None:
+            problems.append(f"{path!r} must be a mapping, got {_type_name(v)} {v!r}")
+        elif not _type_ok(d, v):
+            problems.append(f"{path!r} must be {_type_name(d)}, got {_type_name(v)} {v!r}")
+
+
+def _to_container(cfg: Any) -> dict:
+    return OmegaConf.to_container(cfg, resolve=True) if not isinstance(cfg, dict) else cfg
+
+
+def load_raw(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> dict:
+    """Read a sweep YAML and apply dotlist overrides; no defaults, no validation."""
+    path = Path(path) if path else DEFAULT_SWEEP
+    problems: list[str] = []
+    if not path.exists():
+        raise ConfigError([f"sweep file not found: {path}"], source=str(path))
+    try:
+        base = OmegaConf.load(path)
+    except Exception as e:  # yaml errors carry line numbers; keep them
+        raise ConfigError([f"cannot parse YAML: {e}"], source=str(path)) from None
+    if not isinstance(_to_container(base), dict):
+        raise ConfigError(["the top level must be a mapping"], source=str(path))
+    ov = []
+    for item in overrides or []:
+        if "=" not in item:
+            problems.append(f"override {item!r} is not of the form key=value")
+        else:
+            ov.append(item)
+    if problems:
+        raise ConfigError(problems, source="command line")
+    try:
+        merged = OmegaConf.merge(base, OmegaConf.from_dotlist(ov))
+    except Exception as e:
+        raise ConfigError([f"cannot apply overrides {ov}: {e}"], source="command line") from None
+    out = _to_container(merged)
+    out.setdefault("_source", str(path))
+    return out
+
+
+def deep_merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and out.get(k):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def get_dotted(cfg: dict, key: str, default: Any = KeyError) -> Any:
+    cur: Any = cfg
+    for part in key.split("."):
+        if not isinstance(cur, dict) or part not in cur:
+            if default is KeyError:
+                raise KeyError(key)
+            return default
+        cur = cur[part]
+    return cur
+
+
+def set_dotted(cfg: dict, key: str, value: Any) -> None:
+    parts = key.split(".")
+    cur = cfg
+    for part in parts[:-1]:
+        cur = cur.setdefault(part, {})
+    cur[parts[-1]] = value
+
+
+def _check_search_space(space: Any, problems: list[str]) -> None:
+    if not isinstance(space, dict):
+        problems.append(f"'tune.search_space' must be a mapping, got {_type_name(space)}")
+        return
+    for key, spec in space.items():
+        where = f"tune.search_space.{key}"
+        if not isinstance(spec, dict) or len(spec) != 1:
+            problems.append(f"{where!r} must be one of {{{', '.join(SEARCH_KINDS)}: ...}}, got {spec!r}")
+            continue
+        kind, arg = next(iter(spec.items()))
+        if kind not in SEARCH_KINDS:
+            problems.append(
+                f"{where!r}: unknown search kind {kind!r}{did_you_mean(kind, list(SEARCH_KINDS))}; "
+                f"known: {', '.join(SEARCH_KINDS)}"
+            )
+            continue
+        if not isinstance(arg, list) or not arg:
+            problems.append(f"{where}.{kind} must be {SEARCH_KINDS[kind]}, got {arg!r}")
+            continue
+        if kind in ("uniform", "loguniform", "randint"):
+            ok = len(arg) == 2 and all(isinstance(a, (int, float)) and not isinstance(a, bool) for a in arg)
+            ok = ok and arg[0] < arg[1] and (kind != "loguniform" or arg[0] > 0)
+            ok = ok and (kind != "randint" or all(isinstance(a, int) for a in arg))
+            if not ok:
+                problems.append(f"{where}.{kind} must be {SEARCH_KINDS[kind]}, got {arg!r}")
+
+
+def search_values(spec: dict) -> list[Any] | None:
+    """The finite list of values a grid/choice entry can take (None for continuous ones)."""
+    kind, arg = next(iter(spec.items()))
+    return list(arg) if kind in ("grid", "choice") else None
+
+
+def _variants(cfg: dict) -> list[dict]:
+    """Configs for every combination of the finite values of method.name and data.dataset."""
+    space = cfg.get("tune", {}).get("search_space") or {}
+    keys = [k for k in ("method.name", "data.dataset") if isinstance(space.get(k), dict)]
+    values = []
+    for k in keys:
+        vals = search_values(space[k]) if len(space[k]) == 1 else None
+        values.append(vals or [get_dotted(cfg, k, None)])
+    out = []
+    for combo in itertools.product(*values):
+        c = copy.deepcopy(cfg)
+        for k, v in zip(keys, combo):
+            set_dotted(c, k, v)
+        out.append(c)
+    return out or [cfg]
+
+
+def validate(raw: dict, source: str | None = None) -> dict:
+    """Merge ``raw`` over the defaults and check it; return the resolved config dict.
+
+    Raises ConfigError listing every problem.
+    """
+    from raybench.data.datasets import DATASETS
+    from raybench.methods import METHODS
+
+    source = source or raw.get("_source", "config")
+    raw = {k: v for k, v in raw.items() if k != "_source"}
+    problems: list[str] = []
+    method_keys = ("method",)
+    _check_against(DEFAULTS, raw, "", problems, open_keys=method_keys)
+    cfg = deep_merge(DEFAULTS, {k: v for k, v in raw.items() if k in DEFAULTS})
+    if not isinstance(cfg.get("method"), dict):
+        problems.append(f"'method' must be a mapping with a 'name', got {cfg.get('method')!r}")
+        raise ConfigError(problems, source)
+
+    _check_search_space(cfg["tune"]["search_space"], problems)
+    space = cfg["tune"]["search_space"] if isinstance(cfg["tune"]["search_space"], dict) else {}
+
+    # names and method-specific keys, for every method/dataset the sweep can reach
+    seen_pairs = set()
+    for variant in _variants(cfg):
+        mname, dname = variant["method"].get("name"), variant["data"].get("dataset")
+        if (mname, dname) in seen_pairs:
+            continue
+        seen_pairs.add((mname, dname))
+        method = METHODS.get_or_none(mname)
+        dataset = DATASETS.get_or_none(dname)
+        if method is None:
+            problems.append(f"'method.name': {METHODS.unknown_message(mname)}")
+        if dataset is None:
+            problems.append(f"'data.dataset': {DATASETS.unknown_message(dname)}")
+        if method is None or dataset is None:
+            continue
+        if dataset.task not in method.tasks:
+            problems.append(
+                f"method {mname!r} does not support dataset {dname!r}: the dataset's task is "
+                f"{dataset.task!r}, the method supports {', '.join(method.tasks)}"
+            )
+        mdefaults = dict(method.defaults)
+        for k, v in variant["method"].items():
+            if k == "name":
+                continue
+            if k not in mdefaults:
+                problems.append(
+                    f"unknown key 'method.{k}' for method {mname!r}{did_you_mean(k, list(mdefaults))}; "
+                    f"its keys: {', '.join(sorted(mdefaults)) or '(none)'}"
+                )
+            elif not _type_ok(mdefaults[k], v):
+                problems.append(f"'method.{k}' must be {_type_name(mdefaults[k])}, got {_type_name(v)} {v!r}")
+        metric = cfg["tune"]["metric"]
+        if metric is not None:
+            allowed = CATEGORICAL_METRICS if dataset.task == "categorical" else CONTINUOUS_METRICS
+            if not (isinstance(metric, str) and metric.startswith("val/") and metric[4:] in allowed):
+                problems.append(
+                    f"'tune.metric' {metric!r} does not fit the {dataset.task} dataset {dname!r}: "
+                    f"expected one of {', '.join('val/' + m for m in allowed)}"
+                )
+
+    # search-space keys must name existing settings
+    method_key_union = {"name"}
+    for variant in _variants(cfg):
+        m = METHODS.get_or_none(variant["method"].get("name"))
+        if m is not None:
+            method_key_union |= set(m.defaults)
+    for key in space:
+        if key.startswith("method."):
+            sub = key[len("method."):]
+            if sub not in method_key_union:
+                problems.append(
+                    f"'tune.search_space.{key}': no such method key{did_you_mean(sub, sorted(method_key_union))}"
+                )
+        elif not _has_key(DEFAULTS, key):
+            leaf = key.rsplit(".", 1)[-1]
+            parent = key.rsplit(".", 1)[0] if "." in key else ""
+            siblings = list(get_dotted(DEFAULTS, parent, {}) or {}) if parent else list(DEFAULTS)
+            problems.append(f"'tune.search_space.{key}': no such setting{did_you_mean(leaf, siblings)}")
+        elif isinstance(space[key], dict) and search_values(space[key]):
+            for v in search_values(space[key]):
+                d = get_dotted(DEFAULTS, key, None)
+                if not _type_ok(d, v):
+                    problems.append(
+                        f"'tune.search_space.{key}': value {v!r} must be {_type_name(d)}"
+                    )
+
+    # value checks
+    t, w, d = cfg["train"], cfg["window"], cfg["data"]
+    for key, val, lo in (
+        ("window.length", w["length"], 1),
+        ("window.hop", w["hop"], 1),
+        ("train.epochs", t["epochs"], 1),
+        ("train.batch_size", t["batch_size"], 1),
+        ("train.num_workers", t["num_workers"], 1),
+        ("data.image_size", d["image_size"], 8),
+    ):
+        if isinstance(val, (int, float)) and val < lo:
+            problems.append(f"{key!r} must be >= {lo}, got {val!r}")
+    if isinstance(d["fps"], (int, float)) and d["fps"] <= 0:
+        problems.append(f"'data.fps' must be > 0, got {d['fps']!r}")
+    if d["audio"].get("features") not in ("logmel", "spectrogram"):
+        problems.append(
+            f"'data.audio.features' must be 'logmel' or 'spectrogram', got {d['audio'].get('features')!r}"
+        )
+    if cfg["tune"]["mode"] not in ("max", "min"):
+        problems.append(f"'tune.mode' must be 'max' or 'min', got {cfg['tune']['mode']!r}")
+    if cfg["tune"]["scheduler"] not in ("fifo", "asha"):
+        problems.append(
+            f"'tune.scheduler' must be 'fifo' or 'asha', got {cfg['tune']['scheduler']!r}"
+            f"{did_you_mean(str(cfg['tune']['scheduler']), ['fifo', 'asha'])}"
+        )
+    mbf = d["max_bad_fraction"]
+    if isinstance(mbf, (int, float)) and not 0 <= mbf <= 1:
+        problems.append(f"'data.max_bad_fraction' must be within [0, 1], got {mbf!r}")
+    sp = d["split"]
+    if all(isinstance(sp.get(k), (int, float)) for k in ("val_fraction", "test_fraction")):
+        if sp["val_fraction"] <= 0 or sp["test_fraction"] < 0 or sp["val_fraction"] + sp["test_fraction"] >= 1:
+            problems.append(
+                "'data.split': need val_fraction > 0, test_fraction >= 0 and their sum < 1, got "
+                f"{sp['val_fraction']!r} and {sp['test_fraction']!r}"
+            )
+
+    if problems:
+        raise ConfigError(problems, source)
+    cfg["_source"] = source
+    return cfg
+
+
+def _has_key(schema: dict, key: str) -> bool:
+    cur: Any = schema
+    for part in key.split("."):
+        if not isinstance(cur, dict) or part not in cur:
+            return False
+        cur = cur[part]
+    return True
+
+
+def load(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> dict:
+    """Load, override and validate a sweep file; return the resolved config dict."""
+    return validate(load_raw(path, overrides))
+
+
+def resolve_trial_config(cfg: dict, trial_params: dict) -> dict:
+    """Apply a trial's sampled dotted params to the sweep config; add the method's defaults."""
+    from raybench.methods import METHODS
+
+    out = copy.deepcopy(cfg)
+    for k, v in trial_params.items():
+        set_dotted(out, k, v)
+    method = METHODS.get(out["method"]["name"])
+    out["method"] = {**method.defaults, **out["method"]}
+    return out
+
+
+def flatten(cfg: dict, prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1}; lists stay values."""
+    out: dict[str, Any] = {}
+    for k, v in cfg.items():
+        if str(k).startswith("_"):
+            continue
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out

@@ -1,0 +1,81 @@
+"""Aff-Wild2, valence-arousal track (see DATASETS.md).
+
+Annotations: ``<...>/VA_Set/{Train_Set,Validation_Set}/<video>[_left|_right].txt``
+(the edition's folder name varies, e.g. ``VA_Estimation_Challenge``), first line
+``valence,arousal``, one line per video frame, -5 where not annotated. Videos
+``<video>.mp4`` or ``.avi`` anywhere under the root.
+
+Splits: the official Train_Set is divided by subject into train and val
+(``data.split.val_fraction``, seeded); the official Validation_Set is the test
+split, since the challenge's test labels are withheld.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from raybench.data.datasets.base import DATASETS, Dataset
+from raybench.data.manifest import Clip, assign_splits
+
+SIDE_RE = re.compile(r"^(.*?)(_left|_right)?$")
+VIDEO_EXTS = (".mp4", ".avi", ".MP4", ".AVI")
+
+
+def read_va(path: str | Path) -> np.ndarray:
+    """Read an Aff-Wild2 VA file -> float32 [N, 2], NaN where not annotated (-5)."""
+    with open(path) as f:
+        header = f.readline().strip().lower().replace(" ", "")
+        if header != "valence,arousal":
+            raise ValueError(f"{path}: first line must be 'valence,arousal', got {header!r}")
+        rows = [line.strip() for line in f if line.strip()]
+    try:
+        va = np.array([[float(x) for x in r.split(",")] for r in rows], np.float32).reshape(-1, 2)
+    except ValueError as e:
+        raise ValueError(f"{path}: expected lines 'valence,arousal' of numbers: {e}") from None
+    va[(va <= -5).any(1)] = np.nan
+    return va
+
+
+class AffWild2(Dataset):
+    name = "affwild2"
+    task = "continuous"
+    class_names = ("valence", "arousal")
+    layout = (".../VA_Set/Train_Set/<video>.txt and .../VA_Set/Validation_Set/<video>.txt annotation files "
+              "with <video>.mp4|.avi videos anywhere under the root")
+
+    def manifest(self, root: Path, data_cfg: dict[str, Any]) -> list[Clip]:
+        root = Path(root)
+        ann_dirs = {p.name: p for p in root.rglob("*_Set") if p.is_dir() and p.name in ("Train_Set", "Validation_Set")}
+        if "Train_Set" not in ann_dirs:
+            raise self.layout_error(root, "no VA annotation folder Train_Set")
+        videos: dict[str, Path] = {}
+        for p in root.rglob("*"):
+            if p.suffix in VIDEO_EXTS and p.is_file():
+                videos.setdefault(p.stem, p)
+        clips, missing = [], []
+        for split_dir, split in (("Train_Set", None), ("Validation_Set", "test")):
+            if split_dir not in ann_dirs:
+                continue
+            for ann in sorted(ann_dirs[split_dir].glob("*.txt")):
+                video_name = SIDE_RE.match(ann.stem).group(1)
+                video = videos.get(ann.stem) or videos.get(video_name)
+                if video is None:
+                    missing.append(ann.name)
+                    continue
+                clips.append(Clip(clip_id=ann.stem, video_path=str(video), subject=ann.stem, split=split,
+                                  va_path=str(ann), meta={"official_split": split_dir}))
+        if missing:
+            raise self.layout_error(
+                root, f"{len(missing)} annotation file(s) without a video ({', '.join(missing[:5])})")
+        if not clips:
+            raise self.layout_error(root, "no annotation .txt files in Train_Set/Validation_Set")
+        sp = data_cfg.get("split") or {}
+        # Train_Set -> train/val by subject; Validation_Set is already "test"
+        return assign_splits(clips, sp.get("val_fraction", 0.2), 0.0, sp.get("seed", 0))
+
+
+DATASETS.register("affwild2", AffWild2())

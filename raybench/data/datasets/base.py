@@ -1,0 +1,53 @@
+"""What a dataset adapter is: a task, class names and a manifest parser."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any
+
+from raybench.config import cache_home
+from raybench.data.manifest import Clip
+from raybench.registry import Registry
+
+
+class LayoutError(FileNotFoundError):
+    """A dataset root that does not match the expected layout."""
+
+
+class Dataset(ABC):
+    name: str = ""
+    task: str = "categorical"  # categorical | continuous
+    class_names: tuple[str, ...] = ()
+    layout: str = ""  # one-line description of the expected tree, for error messages
+
+    def default_root(self, data_cfg: dict[str, Any]) -> Path:
+        return cache_home() / "data" / self.name
+
+    def ensure(self, root: Path, data_cfg: dict[str, Any]) -> Path:
+        """Make sure ``root`` exists (synthetic datasets generate themselves)."""
+        if not root.exists():
+            raise LayoutError(f"{self.name}: data.root {str(root)!r} does not exist; expected {self.layout}")
+        return root
+
+    @abstractmethod
+    def manifest(self, root: Path, data_cfg: dict[str, Any]) -> list[Clip]:
+        """Parse file names and annotations under ``root`` into clips (no decoding)."""
+
+    @property
+    def num_outputs(self) -> int:
+        return len(self.class_names) if self.task == "categorical" else 2
+
+    def layout_error(self, root: Path, what: str) -> LayoutError:
+        found = sorted(str(p.relative_to(root)) for p in list(root.rglob("*"))[:200])[:8]
+        return LayoutError(
+            f"{self.name}: {what} under {str(root)!r}; expected {self.layout}; "
+            f"found: {', '.join(found) if found else '(empty folder)'}"
+        )
+
+
+DATASETS: Registry[Dataset] = Registry("dataset")
+
+
+def get_dataset(name: str) -> Dataset:
+    return DATASETS.get(name)

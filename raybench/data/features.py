@@ -1,0 +1,53 @@
+"""Audio features with torchaudio, aligned to video frames.
+
+``audio_features`` returns (T * k, F): k feature steps per video frame, so a
+window of video frames [s, s+L) pairs with audio steps [s*k, (s+L)*k).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+@lru_cache(maxsize=8)
+def _transform(kind: str, sample_rate: int, n_fft: int, win: int, hop: int, n_mels: int):
+    import torchaudio
+
+    if kind == "logmel":
+        return torchaudio.transforms.MelSpectrogram(
+            sample_rate=sample_rate, n_fft=n_fft, win_length=win, hop_length=hop, n_mels=n_mels,
+            window_fn=torch.hann_window, power=2.0)
+    if kind == "spectrogram":
+        # Zhou et al.: Hamming window, log magnitude
+        return torchaudio.transforms.Spectrogram(n_fft=n_fft, win_length=win, hop_length=hop,
+                                                 window_fn=torch.hamming_window, power=1.0)
+    raise ValueError(f"data.audio.features must be 'logmel' or 'spectrogram', got {kind!r}")
+
+
+def audio_features(audio: np.ndarray, num_frames: int, sample_rate: int, cfg: dict) -> np.ndarray:
+    """Log features of a mono signal, resampled in time to ``num_frames * k`` steps -> float32 (T*k, F)."""
+    kind = cfg.get("features", "logmel")
+    win = int(round(cfg.get("win_ms", 25.0) * sample_rate / 1000))
+    hop = int(round(cfg.get("hop_ms", 10.0) * sample_rate / 1000))
+    n_fft = max(int(cfg.get("n_fft", 400)), win)
+    k = int(cfg.get("frames_per_video_frame", 4))
+    tf = _transform(kind, sample_rate, n_fft, win, hop, int(cfg.get("n_mels", 40)))
+    with torch.no_grad():
+        spec = tf(torch.from_numpy(np.ascontiguousarray(audio, np.float32)))  # (F, Tspec)
+        spec = torch.log(spec + 1e-6)
+        # align: the clip's audio covers the same span as its frames
+        steps = num_frames * k
+        out = F.interpolate(spec[None], size=steps, mode="linear", align_corners=False)[0]  # (F, T*k)
+    return out.T.contiguous().numpy().astype(np.float32)  # (T*k, F)
+
+
+def resample_labels(va: np.ndarray, frame_index: np.ndarray) -> np.ndarray:
+    """Per-source-frame labels [N, 2] -> labels of the chosen frames [T, 2] (NaN past the end)."""
+    out = np.full((len(frame_index), va.shape[1]), np.nan, np.float32)
+    ok = frame_index < len(va)
+    out[ok] = va[frame_index[ok]]
+    return out

@@ -1,0 +1,305 @@
+"""The Parquet clip store: decode each clip once, keep it for every trial.
+
+Layout of one store (``<store_dir>/<dataset>-<fingerprint>/``)::
+
+    parts/part-<hash>.parquet   decoded clips, one row per clip, written atomically
+    bad/<clip_id>.json          clips that could not be used, with the reason
+    _COMPLETE.json              the store's settings and counts, once every clip is done
+
+The fingerprint covers the dataset, its root and every preprocessing setting,
+so changing one builds a new store and changing a training setting never does.
+Split and fold assignment are *not* in the store: they come from the manifest,
+so a new split or fold reuses the decoded clips.
+
+An interrupted prepare resumes: clips already in a part or in ``bad/`` are
+skipped. A dataset that gains clips only decodes the new ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from raybench.config import cache_home
+from raybench.data.manifest import Clip
+
+log = logging.getLogger(__name__)
+
+STORE_VERSION = 1
+PREPROCESSING_KEYS = ("fps", "image_size", "sample_rate", "audio", "max_clips", "ravdess")
+
+
+class PrepareError(RuntimeError):
+    pass
+
+
+def fingerprint(dataset: str, root: str | Path, data_cfg: dict[str, Any]) -> str:
+    spec = {
+        "version": STORE_VERSION,
+        "dataset": dataset,
+        "root": str(Path(root).expanduser().resolve()),
+        **{k: data_cfg.get(k) for k in PREPROCESSING_KEYS},
+    }
+    return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _to_bytes(a: np.ndarray) -> bytes:
+    return np.ascontiguousarray(a).tobytes()
+
+
+def decode_row(row: dict[str, Any], data_cfg: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None, str | None]:
+    """Decode + featurise one manifest row -> (store row, bad reason, warning)."""
+    from raybench.data.datasets.affwild2 import read_va
+    from raybench.data.decode import DecodeError, decode_clip
+    from raybench.data.features import audio_features, resample_labels
+
+    try:
+        d = decode_clip(row["video_path"], float(data_cfg["fps"]), int(data_cfg["image_size"]),
+                        int(data_cfg["sample_rate"]))
+    except DecodeError as e:
+        return None, str(e), None
+    except Exception as e:  # anything unexpected in one file must not kill the whole stage
+        return None, f"{type(e).__name__}: {e}", None
+    T = len(d.frames)
+    feats = audio_features(d.audio, T, int(data_cfg["sample_rate"]), data_cfg["audio"])  # (T*k, F)
+    warning = None
+    va = np.zeros((0, 2), np.float32)
+    if row.get("va_path"):
+        try:
+            src_va = read_va(row["va_path"])
+        except (OSError, ValueError) as e:
+            return None, f"bad annotation: {e}", None
+        if len(src_va) != d.source_frames:
+            warning = (f"annotation {row['va_path']} has {len(src_va)} frames, video has {d.source_frames}: "
+                       f"frames past the shorter one are left unannotated")
+        va = resample_labels(src_va, d.frame_index)  # (T, 2), NaN unannotated
+        if np.isnan(va).all():
+            return None, f"no annotated frame in {row['va_path']}", warning
+    out = {
+        "clip_id": row["clip_id"],
+        "label": int(row["label"]) if row.get("label") is not None else -1,
+        "num_frames": T,
+        "video": _to_bytes(d.frames),
+        "video_shape": list(d.frames.shape),
+        "audio": _to_bytes(feats),
+        "audio_shape": list(feats.shape),
+        "va": _to_bytes(va),
+        "audio_sum": feats.astype(np.float64).sum(0).tolist(),
+        "audio_sumsq": (feats.astype(np.float64) ** 2).sum(0).tolist(),
+        "source_fps": d.source_fps,
+        "source_frames": d.source_frames,
+    }
+    return out, None, warning
+
+
+def _prepare_batch(batch: dict[str, np.ndarray], store_path: str, data_cfg: dict[str, Any]) -> dict[str, Any]:
+    """Ray Data map_batches function: decode a batch of manifest rows, write one part file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [json.loads(r) for r in batch["row"]]
+    good, status = [], {"clip_id": [], "ok": [], "reason": [], "warning": []}
+    for row in rows:
+        out, reason, warning = decode_row(row, data_cfg)
+        status["clip_id"].append(row["clip_id"])
+        status["ok"].append(out is not None)
+        status["reason"].append(reason or "")
+        status["warning"].append(warning or "")
+        if out is None:
+            _atomic_write_text(Path(store_path) / "bad" / f"{row['clip_id']}.json",
+                               json.dumps({"clip_id": row["clip_id"], "video_path": row["video_path"],
+                                           "reason": reason}))
+        else:
+            good.append(out)
+    if good:
+        ids = ",".join(sorted(g["clip_id"] for g in good))
+        name = f"part-{hashlib.sha1(ids.encode()).hexdigest()[:16]}.parquet"
+        parts = Path(store_path) / "parts"
+        parts.mkdir(parents=True, exist_ok=True)
+        tmp = parts / f".tmp-{uuid.uuid4().hex}.parquet"
+        pq.write_table(pa.Table.from_pylist(good), tmp)
+        os.replace(tmp, parts / name)
+    return status
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{uuid.uuid4().hex}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+@dataclass
+class ClipStore:
+    path: Path
+
+    @property
+    def parts_dir(self) -> Path:
+        return self.path / "parts"
+
+    def part_files(self) -> list[Path]:
+        return sorted(self.parts_dir.glob("part-*.parquet")) if self.parts_dir.exists() else []
+
+    def done_ids(self) -> set[str]:
+        import pyarrow.parquet as pq
+
+        ids: set[str] = set()
+        for p in self.part_files():
+            ids.update(pq.read_table(p, columns=["clip_id"]).column("clip_id").to_pylist())
+        return ids
+
+    def bad(self) -> dict[str, dict]:
+        d = self.path / "bad"
+        return {p.stem: json.loads(p.read_text()) for p in sorted(d.glob("*.json"))} if d.exists() else {}
+
+    def info(self) -> dict[str, Any]:
+        p = self.path / "_COMPLETE.json"
+        return json.loads(p.read_text()) if p.exists() else {}
+
+    def read_clips(self, ids: list[str] | set[str] | None = None,
+                   columns: list[str] | None = None) -> list[dict[str, Any]]:
+        """Rows for the given clip ids (all when None), read with pyarrow (no Ray)."""
+        import pyarrow.dataset as pads
+
+        ds = pads.dataset([str(p) for p in self.part_files()], format="parquet")
+        filt = pads.field("clip_id").isin(sorted(ids)) if ids is not None else None
+        return ds.to_table(filter=filt, columns=columns).to_pylist()
+
+    def ray_dataset(self, ids: list[str] | set[str] | None = None, num_cpus: float = 0.25):
+        """The store as a Ray Dataset, restricted to ``ids`` when given.
+
+        Its tasks ask for a fraction of a CPU, so they run beside training workers
+        that hold most of a small machine's CPUs.
+        """
+        import ray.data
+
+        ds = ray.data.read_parquet([str(p) for p in self.part_files()], num_cpus=num_cpus)
+        if ids is None:
+            return ds
+        keep = set(ids)
+        return ds.filter(lambda r: r["clip_id"] in keep, num_cpus=num_cpus)
+
+    def audio_stats(self, ids: list[str] | set[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Per-feature mean and std of the audio features over ``ids`` (the training clips)."""
+        rows = self.read_clips(ids, columns=["audio_sum", "audio_sumsq", "audio_shape"])
+        if not rows:
+            raise PrepareError(f"no clips to compute audio statistics from in {self.path}")
+        s = np.sum([r["audio_sum"] for r in rows], 0)
+        ss = np.sum([r["audio_sumsq"] for r in rows], 0)
+        n = float(sum(r["audio_shape"][0] for r in rows))
+        mean = s / n
+        std = np.sqrt(np.maximum(ss / n - mean**2, 1e-8))
+        return mean.astype(np.float32), std.astype(np.float32)
+
+
+@dataclass
+class Prepared:
+    store: ClipStore
+    clips: list[Clip]  # usable clips (bad ones removed), with splits
+    dataset: str
+    task: str
+    class_names: list[str]
+    root: str
+    decoded: int  # clips decoded by this call (0 when the store was reused)
+    bad: dict[str, dict] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def ids(self, split: str) -> list[str]:
+        return [c.clip_id for c in self.clips if c.split == split]
+
+
+def store_root(data_cfg: dict[str, Any]) -> Path:
+    return Path(data_cfg.get("store_dir") or cache_home() / "stores").expanduser()
+
+
+def prepare(data_cfg: dict[str, Any], batch_size: int = 8, progress: bool = True) -> Prepared:
+    """PREPARE stage: manifest -> Ray Data (decode, features) -> Parquet clip store."""
+    import ray
+
+    from raybench.data.datasets import get_dataset
+
+    ds_name = data_cfg["dataset"]
+    dataset = get_dataset(ds_name)
+    root = Path(data_cfg.get("root") or dataset.default_root(data_cfg)).expanduser()
+    dataset.ensure(root, data_cfg)
+    clips = dataset.manifest(root, data_cfg)
+    if data_cfg.get("max_clips"):
+        keyed = sorted(clips, key=lambda c: hashlib.sha1(c.clip_id.encode()).hexdigest())
+        keep = {c.clip_id for c in keyed[: int(data_cfg["max_clips"])]}
+        clips = [c for c in clips if c.clip_id in keep]
+    ids = [c.clip_id for c in clips]
+    if len(set(ids)) != len(ids):
+        dup = sorted({i for i in ids if ids.count(i) > 1})[:5]
+        raise PrepareError(f"{ds_name}: clip ids are not unique under {root}: {dup}")
+
+    fp = fingerprint(ds_name, root, data_cfg)
+    store = ClipStore(store_root(data_cfg) / f"{ds_name}-{fp}")
+    store.path.mkdir(parents=True, exist_ok=True)
+    done, bad = store.done_ids(), store.bad()
+    pending = [c for c in clips if c.clip_id not in done and c.clip_id not in bad]
+    warnings: list[str] = []
+    decoded = 0
+    if pending:
+        verb = "resuming" if (done or bad) else "building"
+        print(f"[raybench] prepare: {verb} clip store {store.path} ({len(pending)} of {len(clips)} clips to decode)",
+              flush=True)
+        t0 = time.time()
+        items = [{"row": json.dumps(c.to_row())} for c in pending]
+        rds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items) // batch_size, 200)))
+        out = rds.map_batches(_prepare_batch, batch_size=batch_size, batch_format="numpy",
+                              fn_kwargs={"store_path": str(store.path), "data_cfg": data_cfg})
+        n_done, next_report = 0, 0.1
+        for status in out.iter_batches(batch_size=None, batch_format="numpy"):
+            n_done += len(status["clip_id"])
+            decoded += int(np.sum(status["ok"]))
+            warnings += [w for w in status["warning"] if w]
+            if progress and n_done / len(pending) >= next_report:
+                print(f"[raybench] prepare: {n_done}/{len(pending)} clips ({time.time() - t0:.0f} s)", flush=True)
+                next_report = n_done / len(pending) + 0.1
+        bad = store.bad()
+        for w in warnings:
+            log.warning(w)
+            print(f"[raybench] warning: {w}", flush=True)
+    else:
+        print(f"[raybench] prepare: reusing clip store {store.path} ({len(clips)} clips, nothing to decode)",
+              flush=True)
+
+    bad_here = {k: v for k, v in bad.items() if k in set(ids)}
+    for k, v in sorted(bad_here.items()):
+        print(f"[raybench] skipped {v['video_path']}: {v['reason']}", flush=True)
+    frac = len(bad_here) / max(1, len(clips))
+    if frac > float(data_cfg.get("max_bad_fraction", 0.05)):
+        listing = "\n".join(f"  - {v['video_path']}: {v['reason']}" for v in bad_here.values())
+        raise PrepareError(
+            f"{ds_name}: {len(bad_here)} of {len(clips)} clips ({frac:.0%}) could not be used, more than "
+            f"data.max_bad_fraction={data_cfg.get('max_bad_fraction')}:\n{listing}")
+    usable = [c for c in clips if c.clip_id not in bad_here]
+    for split in ("train", "val"):
+        if not any(c.split == split for c in usable):
+            raise PrepareError(f"{ds_name}: no usable clip in the {split!r} split (of {len(usable)} clips)")
+    info = {
+        "dataset": ds_name, "task": dataset.task, "class_names": list(dataset.class_names), "root": str(root),
+        "fingerprint": fp, "settings": {k: data_cfg.get(k) for k in PREPROCESSING_KEYS},
+        "clips": len(store.done_ids()), "bad": len(store.bad()),
+    }
+    _atomic_write_text(store.path / "_COMPLETE.json", json.dumps(info, indent=1, default=str))
+    return Prepared(store=store, clips=usable, dataset=ds_name, task=dataset.task,
+                    class_names=list(dataset.class_names), root=str(root), decoded=decoded, bad=bad_here,
+                    warnings=warnings)
+
+
+def decode_arrays(row: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Store row -> (video uint8 (T,H,W,3), audio float32 (T*k,F), va float32 (T,2) or (0,2))."""
+    video = np.frombuffer(row["video"], np.uint8).reshape(row["video_shape"])
+    audio = np.frombuffer(row["audio"], np.float32).reshape(row["audio_shape"])
+    va = np.frombuffer(row["va"], np.float32).reshape(-1, 2)
+    return video, audio, va

@@ -1,0 +1,66 @@
+"""Temporal windows over a decoded clip.
+
+- Categorical data (clip sampling): in training, one random window per clip and
+  epoch; in evaluation, sliding windows whose scores are averaged per clip.
+- Continuous data (sliding windows): windows of ``length`` frames every ``hop``
+  frames, the last one aligned to the end of the clip; clips shorter than a
+  window are zero-padded and masked; overlapping predictions are averaged per
+  frame (``overlap_average``).
+
+Audio features hold ``k`` steps per video frame (see data/features.py), so the
+window [s, s+L) of frames pairs with audio steps [s*k, (s+L)*k).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def window_starts(n: int, length: int, hop: int) -> list[int]:
+    """Start frames of sliding windows covering [0, n); the last window ends at n."""
+    if n <= length:
+        return [0]
+    starts = list(range(0, n - length + 1, hop))
+    if starts[-1] != n - length:
+        starts.append(n - length)
+    return starts
+
+
+def cut(video: np.ndarray, audio: np.ndarray, va: np.ndarray | None, start: int, length: int) -> dict[str, np.ndarray]:
+    """One window, zero-padded to ``length`` frames.
+
+    video (T,H,W,3) uint8, audio (T*k,F), va (T,2) or None ->
+    video (L,H,W,3) uint8, audio (L*k,F), mask (L,) bool, va (L,2) (NaN where padded).
+    """
+    T = video.shape[0]
+    k = audio.shape[0] // max(T, 1)
+    end = min(T, start + length)
+    n = end - start
+    v = np.zeros((length,) + video.shape[1:], video.dtype)
+    v[:n] = video[start:end]
+    a = np.zeros((length * k, audio.shape[1]), np.float32)
+    a[: n * k] = audio[start * k : end * k]
+    mask = np.zeros(length, bool)
+    mask[:n] = True
+    out = {"video": v, "audio": a, "mask": mask}
+    if va is not None and len(va):
+        y = np.full((length, 2), np.nan, np.float32)
+        y[:n] = va[start:end]
+        out["va"] = y
+    return out
+
+
+def random_start(n: int, length: int, rng: np.random.Generator) -> int:
+    return int(rng.integers(0, n - length + 1)) if n > length else 0
+
+
+def overlap_average(n: int, starts: list[int], preds: list[np.ndarray]) -> np.ndarray:
+    """Average per-window predictions (each (L, D)) into per-frame predictions (n, D)."""
+    d = preds[0].shape[-1]
+    acc = np.zeros((n, d), np.float64)
+    cnt = np.zeros((n, 1), np.float64)
+    for s, p in zip(starts, preds):
+        m = min(len(p), n - s)
+        acc[s : s + m] += p[:m]
+        cnt[s : s + m] += 1
+    return (acc / np.maximum(cnt, 1)).astype(np.float32)

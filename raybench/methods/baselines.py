@@ -1,0 +1,124 @@
+"""Baselines: one modality (``audio_only``, ``video_only``), feature-level fusion
+(``av_fusion``) and score averaging (``late_fusion``), all on the same encoders,
+so the gain of fusion is measurable in one table.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from raybench.methods.base import Method, register_method
+from raybench.nn.encoders import AudioConv, FrameCNN, TemporalConv, masked_mean
+from raybench.nn.fusion import create_fusion
+
+COMMON = {"dim": 128, "cnn_width": 16, "temporal_layers": 2, "dropout": 0.2}
+
+
+class _Head(nn.Module):
+    """Per-step features (B, T, D) -> logits (B, C) (masked mean pool) or va (B, T, 2) in [-1, 1]."""
+
+    def __init__(self, task: str, dim: int, num_outputs: int, dropout: float):
+        super().__init__()
+        self.task = task
+        self.drop = nn.Dropout(dropout)
+        self.fc = nn.Linear(dim, num_outputs)
+
+    def forward(self, h: torch.Tensor, mask: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        if self.task == "categorical":
+            return {"logits": self.fc(self.drop(masked_mean(h, mask)))}  # (B, C)
+        return {"va": torch.tanh(self.fc(self.drop(h)))}  # (B, T, 2)
+
+
+class _Branch(nn.Module):
+    """One modality: encoder -> temporal convolutions -> (B, T, D)."""
+
+    def __init__(self, modality: str, dim: int, cnn_width: int, temporal_layers: int, dropout: float,
+                 n_audio_features: int, audio_steps_per_frame: int):
+        super().__init__()
+        self.modality = modality
+        if modality == "video":
+            self.enc = FrameCNN(dim, cnn_width)
+        else:
+            self.enc = AudioConv(n_audio_features, audio_steps_per_frame, dim)
+        self.temporal = TemporalConv(dim, temporal_layers, dropout=dropout)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.temporal(self.enc(batch[self.modality]))  # (B, T, D)
+
+
+class _Unimodal(Method):
+    modality = "video"
+    defaults = dict(COMMON)
+
+    def __init__(self, task, num_outputs, dim, cnn_width, temporal_layers, dropout, n_audio_features=40,
+                 audio_steps_per_frame=4):
+        super().__init__(task, num_outputs)
+        self.branch = _Branch(self.modality, dim, cnn_width, temporal_layers, dropout, n_audio_features,
+                              audio_steps_per_frame)
+        self.head = _Head(task, dim, num_outputs, dropout)
+
+    def forward(self, batch):
+        return self.head(self.branch(batch), batch.get("mask"))
+
+
+@register_method("video_only")
+class VideoOnly(_Unimodal):
+    """Per-frame CNN + temporal convolutions on the face video alone."""
+
+    modality = "video"
+
+
+@register_method("audio_only")
+class AudioOnly(_Unimodal):
+    """1-D CNN on audio features + temporal convolutions, audio alone."""
+
+    modality = "audio"
+
+
+@register_method("av_fusion")
+class AVFusion(Method):
+    """Both branches, fused per frame (``fusion``: concat | attention), temporal convolutions, head."""
+
+    defaults = {**COMMON, "fusion": "concat"}
+
+    def __init__(self, task, num_outputs, dim, cnn_width, temporal_layers, dropout, fusion,
+                 n_audio_features=40, audio_steps_per_frame=4):
+        super().__init__(task, num_outputs)
+        self.video = _Branch("video", dim, cnn_width, 1, dropout, n_audio_features, audio_steps_per_frame)
+        self.audio = _Branch("audio", dim, cnn_width, 1, dropout, n_audio_features, audio_steps_per_frame)
+        self.fusion = create_fusion(fusion, [dim, dim], dim)
+        self.temporal = TemporalConv(dim, temporal_layers, dropout=dropout)
+        self.head = _Head(task, dim, num_outputs, dropout)
+
+    def forward(self, batch):
+        v = self.video(batch)  # (B, T, D)
+        a = self.audio(batch)  # (B, T, D)
+        z = self.temporal(self.fusion([v, a]))  # (B, T, D)
+        return self.head(z, batch.get("mask"))
+
+
+@register_method("late_fusion")
+class LateFusion(Method):
+    """Two unimodal models trained jointly; the prediction is the average of their scores."""
+
+    defaults = dict(COMMON)
+
+    def __init__(self, task, num_outputs, dim, cnn_width, temporal_layers, dropout, n_audio_features=40,
+                 audio_steps_per_frame=4):
+        super().__init__(task, num_outputs)
+        kw = dict(n_audio_features=n_audio_features, audio_steps_per_frame=audio_steps_per_frame)
+        self.video = VideoOnly(task, num_outputs, dim, cnn_width, temporal_layers, dropout, **kw)
+        self.audio = AudioOnly(task, num_outputs, dim, cnn_width, temporal_layers, dropout, **kw)
+
+    def forward(self, batch):
+        ov, oa = self.video(batch), self.audio(batch)
+        key = "logits" if self.task == "categorical" else "va"
+        return {key: (ov[key] + oa[key]) / 2, "video": ov[key], "audio": oa[key]}
+
+    def loss(self, out, batch):
+        from raybench.train.losses import task_loss
+
+        key = "logits" if self.task == "categorical" else "va"
+        # each branch learns on its own, so the average is a true late fusion of two models
+        return task_loss(self.task, {key: out["video"]}, batch) + task_loss(self.task, {key: out["audio"]}, batch)

@@ -1,0 +1,88 @@
+"""Frame, audio and temporal encoders.
+
+Shapes: B batch, T video frames, k audio steps per frame, F audio features,
+D feature width.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+
+def conv_block(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+class FrameCNN(nn.Module):
+    """A small per-frame CNN trained from scratch: (B, T, 3, H, W) -> (B, T, D)."""
+
+    def __init__(self, out_dim: int = 128, width: int = 16, depth: int = 4):
+        super().__init__()
+        layers, c = [], 3
+        for i in range(depth):
+            layers += [conv_block(c, width * 2**i), nn.MaxPool2d(2)]
+            c = width * 2**i
+        self.features = nn.Sequential(*layers)
+        self.proj = nn.Linear(c, out_dim)
+        self.out_dim = out_dim
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        B, T = video.shape[:2]
+        x = self.features(video.flatten(0, 1))  # (B*T, C, h, w)
+        x = x.mean((2, 3))  # (B*T, C)
+        return self.proj(x).view(B, T, -1)  # (B, T, D)
+
+
+class AudioConv(nn.Module):
+    """1-D CNN over audio feature steps, pooled to one vector per video frame.
+
+    (B, T*k, F) -> (B, T, D)
+    """
+
+    def __init__(self, n_features: int, k: int, out_dim: int = 128, width: int = 64):
+        super().__init__()
+        self.k = k
+        self.net = nn.Sequential(
+            nn.Conv1d(n_features, width, 5, padding=2), nn.BatchNorm1d(width), nn.ReLU(inplace=True),
+            nn.Conv1d(width, width, 5, padding=2), nn.BatchNorm1d(width), nn.ReLU(inplace=True),
+        )
+        self.proj = nn.Linear(width, out_dim)
+        self.out_dim = out_dim
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        B, Tk, _ = audio.shape
+        x = self.net(audio.transpose(1, 2))  # (B, W, T*k)
+        x = x.view(B, x.shape[1], Tk // self.k, self.k).mean(-1)  # (B, W, T)
+        return self.proj(x.transpose(1, 2))  # (B, T, D)
+
+
+class TemporalConv(nn.Module):
+    """Residual dilated 1-D convolutions over time: (B, T, D) -> (B, T, D).
+
+    Non-causal (``same`` padding): each output frame sees frames before and after.
+    """
+
+    def __init__(self, dim: int, layers: int = 2, kernel: int = 3, dropout: float = 0.1):
+        super().__init__()
+        self.blocks = nn.ModuleList(
+            nn.Sequential(
+                nn.Conv1d(dim, dim, kernel, padding=(kernel // 2) * 2**i, dilation=2**i),
+                nn.BatchNorm1d(dim), nn.ReLU(inplace=True), nn.Dropout(dropout),
+            )
+            for i in range(layers)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.transpose(1, 2)  # (B, D, T)
+        for blk in self.blocks:
+            h = h + blk(h)
+        return h.transpose(1, 2)  # (B, T, D)
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """(B, T, D), (B, T) bool -> (B, D): mean over the valid steps."""
+    if mask is None:
+        return x.mean(1)
+    m = mask.to(x.dtype).unsqueeze(-1)  # (B, T, 1)
+    return (x * m).sum(1) / m.sum(1).clamp_min(1.0)

@@ -1,0 +1,352 @@
+"""``python -m raybench.sweep [SWEEP.yaml] [key=value ...]``: prepare, sweep, record.
+
+1. PREPARE every dataset the sweep can reach (Ray Data -> Parquet clip store).
+2. SWEEP with Ray Tune: each trial is a Ray Train ``TorchTrainer`` (DDP).
+3. RECORD in MLflow: a parent run for the sweep, a child run per trial; the
+   best configuration (on the validation metric) is evaluated on the test
+   split, and only that one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import hashlib
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from raybench.config import ConfigError, load, resolve_trial_config, search_values
+
+
+def data_summary(prep) -> dict[str, Any]:
+    """What a trial needs to know about a prepared dataset (small, picklable)."""
+    train_ids = prep.ids("train")
+    mean, std = prep.store.audio_stats(train_ids)
+    row = prep.store.read_clips(train_ids[:1], columns=["audio_shape", "num_frames"])[0]
+    return {
+        "dataset": prep.dataset, "task": prep.task, "class_names": prep.class_names,
+        "store_path": str(prep.store.path), "root": prep.root,
+        "ids": {s: prep.ids(s) for s in ("train", "val", "test")},
+        "audio_mean": mean.tolist(), "audio_std": std.tolist(),
+        "n_audio_features": int(row["audio_shape"][1]),
+        "audio_steps_per_frame": int(row["audio_shape"][0] // row["num_frames"]),
+        "decoded": prep.decoded, "bad": {k: v["reason"] for k, v in prep.bad.items()},
+    }
+
+
+def datasets_in(cfg: dict) -> list[str]:
+    spec = cfg["tune"]["search_space"].get("data.dataset")
+    return list(dict.fromkeys(search_values(spec) or [cfg["data"]["dataset"]])) if spec else [cfg["data"]["dataset"]]
+
+
+def param_space(cfg: dict) -> dict[str, Any]:
+    from ray import tune
+
+    out = {}
+    for key, spec in cfg["tune"]["search_space"].items():
+        kind, arg = next(iter(spec.items()))
+        out[key] = {
+            "grid": lambda a: tune.grid_search(list(a)),
+            "choice": lambda a: tune.choice(list(a)),
+            "uniform": lambda a: tune.uniform(*a),
+            "loguniform": lambda a: tune.loguniform(*a),
+            "randint": lambda a: tune.randint(*a),
+        }[kind](arg)
+    return out
+
+
+def size_trials(cfg: dict) -> tuple[float, int]:
+    """(CPUs per training worker, max concurrent trials) from the cluster's resources.
+
+    A trial holds ``num_workers`` worker bundles plus 0.01 CPU for the trial
+    function; one CPU is left for Ray Data's tasks (some of them, such as
+    listing files, ask for a whole CPU). Trials never ask for more than the
+    cluster has, so they never deadlock.
+    """
+    import ray
+
+    res = ray.cluster_resources()
+    cpus, gpus = float(res.get("CPU", 1)), float(res.get("GPU", 0))
+    t = cfg["train"]
+    n = int(t["num_workers"])
+    reserve = 1.0
+    cpw = float(t["cpus_per_worker"])
+    if n * cpw + reserve + 0.01 > cpus:
+        cpw = max(0.1, (cpus - reserve - 0.01) / n)
+    per_trial = n * cpw + 0.01
+    conc = max(1, int((cpus - reserve) // per_trial))
+    if t["use_gpu"]:
+        if gpus < n:
+            raise ConfigError([f"'train.use_gpu' is true with train.num_workers={n}, but the cluster has "
+                               f"{gpus:g} GPU(s)"], "config")
+        conc = min(conc, int(gpus // n))
+    if cfg["tune"]["max_concurrent_trials"]:
+        conc = min(conc, int(cfg["tune"]["max_concurrent_trials"]))
+    return round(cpw, 3), conc
+
+
+def run_trial(params: dict, base: dict, data: dict, mlinfo: dict | None, storage: str, cpw: float) -> None:
+    """Tune function trainable: build and fit one TorchTrainer for the sampled ``params``."""
+    import ray.train
+    from ray import tune
+    from ray.train import CheckpointConfig, DataConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from raybench.data.store import ClipStore
+    from raybench.train.loop import train_loop_per_worker
+
+    cfg = resolve_trial_config(base, params)
+    cfg["train"]["cpus_per_worker"] = cpw
+    d = data[cfg["data"]["dataset"]]
+    ctx = tune.get_context()
+    trial_id, trial_name = ctx.get_trial_id(), ctx.get_trial_name()
+    info = dict(mlinfo, trial_id=f"{mlinfo['sweep_id']}/{trial_id}", trial_name=trial_name) if mlinfo else None
+    t = cfg["train"]
+    use_gpu = bool(t["use_gpu"])
+    res = {"CPU": cpw, **({"GPU": 1} if use_gpu else {})}
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"cfg": cfg, "data": d, "mlflow": info},
+        scaling_config=ScalingConfig(num_workers=int(t["num_workers"]), use_gpu=use_gpu, resources_per_worker=res),
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        # read once per trial, before the worker group holds its CPUs; every epoch reuses it
+        datasets={"train": ClipStore(Path(d["store_path"])).ray_dataset(d["ids"]["train"]).materialize()},
+        dataset_config=DataConfig(datasets_to_split=["train"]),
+        run_config=ray.train.RunConfig(
+            name=f"{mlinfo['sweep_id'] if mlinfo else 'sweep'}-{trial_id}", storage_path=storage,
+            checkpoint_config=CheckpointConfig(num_to_keep=1), callbacks=[TuneReportCallback()]),
+    )
+    trainer.fit()
+
+
+def evaluate_checkpoint(cfg: dict, data: dict, checkpoint_path: str, split: str = "test") -> tuple[dict, list]:
+    """Load ``best.pt`` from a trial checkpoint and evaluate it on ``split`` (one process)."""
+    import pyarrow.fs
+    import torch
+
+    from raybench.data.store import ClipStore
+    from raybench.train.loop import build_model, evaluate
+
+    device = torch.device("cuda" if cfg["train"]["use_gpu"] and torch.cuda.is_available() else "cpu")
+    model = build_model(cfg, data).to(device)
+    fs, path = pyarrow.fs.FileSystem.from_uri(checkpoint_path) if "://" in checkpoint_path else (None, checkpoint_path)
+    if fs is None:
+        state = torch.load(Path(path) / "best.pt", map_location=device, weights_only=False)
+    else:
+        with fs.open_input_file(f"{path}/best.pt") as f:
+            import io
+
+            state = torch.load(io.BytesIO(f.read()), map_location=device, weights_only=False)
+    model.load_state_dict(state)
+    rows = ClipStore(Path(data["store_path"])).read_clips(data["ids"][split])
+    return evaluate(model, rows, data, cfg, device, return_predictions=True)
+
+
+@dataclass
+class SweepResult:
+    sweep_id: str
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+    trials: list[dict] = field(default_factory=list)
+    best: dict[str, dict] = field(default_factory=dict)  # dataset -> best trial (with test metrics)
+    prepared: dict[str, dict] = field(default_factory=dict)
+    failed: int = 0
+
+
+def run_sweep(cfg: dict, sweep_id: str | None = None) -> SweepResult:
+    import ray
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    from raybench import tracking
+    from raybench.data.store import prepare
+    from raybench.train.loop import default_metric
+
+    t_start = time.time()
+    if not ray.is_initialized():
+        ray.init(ignore_reinit_error=True, log_to_driver=True, include_dashboard=False)
+    # 1. PREPARE
+    summaries: dict[str, dict] = {}
+    for name in datasets_in(cfg):
+        dcfg = copy.deepcopy(cfg["data"])
+        if name != dcfg["dataset"]:
+            dcfg.update(dataset=name, root=None)
+        t0 = time.time()
+        summaries[name] = data_summary(prepare(dcfg))
+        print(f"[raybench] prepared {name}: {sum(len(v) for v in summaries[name]['ids'].values())} clips "
+              f"(train/val/test {', '.join(str(len(v)) for v in summaries[name]['ids'].values())}), "
+              f"decoded {summaries[name]['decoded']}, skipped {len(summaries[name]['bad'])}, "
+              f"{time.time() - t0:.0f} s", flush=True)
+    tasks = {s["task"] for s in summaries.values()}
+    if len(tasks) > 1:
+        raise ConfigError([f"the sweep mixes dataset tasks {sorted(tasks)}; sweep categorical and continuous "
+                           "datasets separately (their metrics differ)"], "config")
+    task = tasks.pop()
+    metric = cfg["tune"]["metric"] or default_metric(task)
+    mode = cfg["tune"]["mode"]
+
+    # 3. RECORD (parent run)
+    sweep_id = sweep_id or f"{cfg.get('name', 'sweep')}-{time.strftime('%Y%m%d-%H%M%S')}-" \
+        f"{hashlib.sha1(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:6]}"
+    uri, exp_id, parent = tracking.start_parent(cfg, sweep_id)
+    mlinfo = {"tracking_uri": uri, "experiment_id": exp_id, "parent_run_id": parent, "sweep_id": sweep_id}
+    storage = str(cfg["storage"] or tracking.results_dir(cfg) / "tune")
+    if "://" not in storage:
+        Path(storage).mkdir(parents=True, exist_ok=True)
+
+    # 2. SWEEP
+    cpw, conc = size_trials(cfg)
+    print(f"[raybench] sweep {sweep_id}: {cfg['train']['num_workers']} worker(s) x {cpw:g} CPU per trial, "
+          f"{conc} trial(s) at a time; selecting on {metric} ({mode})", flush=True)
+    scheduler = (ASHAScheduler(time_attr="training_iteration", max_t=int(cfg["train"]["epochs"]),
+                               grace_period=min(int(cfg["tune"]["grace_period"]), int(cfg["train"]["epochs"])))
+                 if cfg["tune"]["scheduler"] == "asha" else FIFOScheduler())
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, base=cfg, data=summaries, mlinfo=mlinfo, storage=storage, cpw=cpw),
+        {"CPU": 0.01})
+    tuner = tune.Tuner(
+        trainable,
+        param_space=param_space(cfg),
+        tune_config=tune.TuneConfig(metric=metric, mode=mode, scheduler=scheduler,
+                                    num_samples=int(cfg["tune"]["num_samples"]), max_concurrent_trials=conc),
+        run_config=tune.RunConfig(name=sweep_id, storage_path=storage, verbose=1),
+    )
+    grid = tuner.fit()
+
+    result = SweepResult(sweep_id, uri, exp_id, parent, prepared=summaries)
+    best_key = f"best/{metric}"
+    for r in grid:
+        params = {k: r.config.get(k) for k in cfg["tune"]["search_space"]}
+        trial_cfg = resolve_trial_config(cfg, params)
+        m = r.metrics or {}
+        row = {"trial_id": f"{sweep_id}/{m.get('trial_id', '?')}", "params": params, "cfg": trial_cfg,
+               "dataset": trial_cfg["data"]["dataset"], "error": str(r.error).splitlines()[0] if r.error else None,
+               "epochs": m.get("training_iteration"), "val": {k: v for k, v in m.items() if k.startswith("val/")},
+               "best_val": m.get(best_key), "checkpoint": m.get("checkpoint_path")}
+        result.failed += r.error is not None or row["best_val"] is None
+        result.trials.append(row)
+
+    # best per dataset, on the validation metric; only it sees the test split
+    client = tracking._client(uri)
+    for name, data in summaries.items():
+        ok = [t for t in result.trials if t["dataset"] == name and t["best_val"] is not None and t["checkpoint"]]
+        if not ok:
+            continue
+        best = (max if mode == "max" else min)(ok, key=lambda t: t["best_val"])
+        test_metrics, preds = {}, []
+        if data["ids"]["test"]:
+            ev = ray.remote(num_cpus=1, num_gpus=1 if cfg["train"]["use_gpu"] else 0)(evaluate_checkpoint)
+            test_metrics, preds = ray.get(ev.remote(best["cfg"], data, best["checkpoint"], "test"))
+        best["test"] = {f"test/{k}": v for k, v in test_metrics.items()}
+        result.best[name] = best
+        child = tracking.find_run(uri, exp_id, tracking.TRIAL_TAG, best["trial_id"])
+        for run_id in filter(None, (child, parent)):
+            tracking.log_metrics(uri, run_id, best["test"], step=0)
+        if child:
+            client.set_tag(child, "raybench.best", "true")
+            _log_table(client, child, preds, "predictions_test.csv")
+        client.set_tag(parent, f"best_trial.{name}", best["trial_id"])
+        tracking.log_metrics(uri, parent, {f"best_{metric}": best["best_val"]}, step=0)
+    _log_table(client, parent, [_flat_row(t) for t in result.trials], "trials.csv")
+    client.set_terminated(parent, status="FAILED" if result.failed == len(result.trials) else "FINISHED")
+    print(format_table(result, metric), flush=True)
+    print(f"[raybench] sweep finished in {time.time() - t_start:.0f} s. Results: MLflow experiment "
+          f"{tracking.experiment_name(cfg)!r}, parent run {parent}", flush=True)
+    if uri.startswith(("sqlite:", "file:", "/")):
+        print(f"[raybench] open them with:  mlflow ui --backend-store-uri {uri}", flush=True)
+    else:
+        print(f"[raybench] open them at:  {uri}", flush=True)
+    return result
+
+
+def _flat_row(t: dict) -> dict:
+    return {"trial_id": t["trial_id"], "dataset": t["dataset"], **{k: json.dumps(v) for k, v in t["params"].items()},
+            **t["val"], "best_val": t["best_val"], "error": t["error"] or "", **t.get("test", {})}
+
+
+def _log_table(client, run_id: str, rows: list[dict], name: str) -> None:
+    import pandas as pd
+
+    if not rows:
+        return
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d) / name
+        pd.DataFrame(rows).to_csv(p, index=False)
+        client.log_artifact(run_id, str(p))
+
+
+def format_table(result: SweepResult, metric: str) -> str:
+    keys = sorted({k for t in result.trials for k in t["params"]})
+    vals = sorted({k for t in result.trials for k in t["val"]})
+    best_ids = {b["trial_id"] for b in result.best.values()}
+    test_keys = sorted({k for b in result.best.values() for k in b.get("test", {})})
+    head = ["trial", *keys, *vals, f"best {metric}", *test_keys]
+    rows = []
+    for t in result.trials:
+        tid = t["trial_id"].split("/")[-1] + (" *" if t["trial_id"] in best_ids else "")
+        r = [tid, *[str(t["params"].get(k)) for k in keys]]
+        r += [f"{t['val'][v]:.3f}" if v in t["val"] else "-" for v in vals]
+        r.append(f"{t['best_val']:.3f}" if t["best_val"] is not None else f"FAILED: {t['error']}")
+        r += [f"{t['test'][k]:.3f}" if k in t.get("test", {}) else "" for k in test_keys]
+        rows.append(r)
+    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(head)]
+    fmt = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths))  # noqa: E731
+    lines = [fmt(head), fmt(["-" * w for w in widths]), *map(fmt, rows)]
+    lines.append("(* best on validation, the only configuration evaluated on the test split; "
+                 "val columns are the last epoch's)")
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str]) -> tuple[str | None, list[str], argparse.Namespace]:
+    p = argparse.ArgumentParser(
+        prog="python -m raybench.sweep",
+        description="Run a raybench sweep: prepare data (Ray Data), train every trial (Ray Train, "
+        "DDP), sweep (Ray Tune), record in MLflow. With no file, runs sweeps/default.yaml.",
+    )
+    p.add_argument("args", nargs="*", help="[SWEEP.yaml] [key=value ...] (OmegaConf dotlist overrides)")
+    a = p.parse_args(argv)
+    path, overrides = None, []
+    for x in a.args:
+        if "=" not in x and path is None and x.endswith((".yaml", ".yml")):
+            path = x
+        else:
+            overrides.append(x)
+    return path, overrides, a
+
+
+def main(argv: list[str] | None = None) -> int:
+    path, overrides, _ = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        cfg = load(path, overrides)
+    except ConfigError as e:
+        print(f"raybench: invalid configuration\n{e}", file=sys.stderr)
+        return 2
+    from raybench.data.datasets import LayoutError
+    from raybench.data.store import PrepareError
+
+    try:
+        result = run_sweep(cfg)
+    except ConfigError as e:
+        print(f"raybench: invalid configuration\n{e}", file=sys.stderr)
+        return 2
+    except (PrepareError, LayoutError) as e:
+        print(f"raybench: data preparation failed\n{e}", file=sys.stderr)
+        return 1
+    if result.failed:
+        print(f"raybench: {result.failed} of {len(result.trials)} trial(s) failed (see the table above)",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,138 @@
+"""MLflow: where runs go, how they are named, what they carry.
+
+A parent run per sweep (created by the driver) and a child run per trial
+(created by the trial's rank-0 worker, tagged ``mlflow.parentRunId``). Nothing
+is logged from other ranks. The child run is found again by its trial id, so a
+restarted trial continues its run instead of adding a second one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from raybench.config import flatten
+
+TRIAL_TAG = "raybench.trial_id"
+SWEEP_TAG = "raybench.sweep_id"
+
+
+def results_dir(cfg: dict) -> Path:
+    """Local folder for results when ``storage`` is not set (or is a local path)."""
+    st = cfg.get("storage")
+    if st and "://" not in str(st):
+        return Path(st).expanduser().resolve()
+    return Path(os.environ.get("RAYBENCH_RESULTS", "~/raybench_results")).expanduser().resolve()
+
+
+def tracking_uri(cfg: dict) -> str:
+    """``mlflow.tracking_uri``, else $MLFLOW_TRACKING_URI, else a SQLite store in the results folder."""
+    uri = (cfg.get("mlflow") or {}).get("tracking_uri") or os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    d = results_dir(cfg)
+    d.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{d / 'mlflow.db'}"
+
+
+def experiment_name(cfg: dict) -> str:
+    name = (cfg.get("mlflow") or {}).get("experiment")
+    if name:
+        return name
+    space = (cfg.get("tune") or {}).get("search_space") or {}
+    if "data.dataset" in space:
+        return f"raybench-{cfg.get('name', 'sweep')}"
+    return f"raybench-{cfg['data']['dataset']}"
+
+
+def trial_tags(trial_cfg: dict, trial_id: str, sweep_id: str) -> dict[str, str]:
+    m = trial_cfg["method"]
+    return {
+        TRIAL_TAG: trial_id,
+        SWEEP_TAG: sweep_id,
+        "method": str(m.get("name")),
+        "fusion": str(m.get("fusion", "none")),
+        "dataset": str(trial_cfg["data"]["dataset"]),
+        "window": str(trial_cfg["window"]["length"]),
+        "hop": str(trial_cfg["window"]["hop"]),
+        "fold": str(trial_cfg["data"].get("fold", "none")),
+        "seed": str(trial_cfg["train"]["seed"]),
+    }
+
+
+def params_of(cfg: dict) -> dict[str, str]:
+    """Flattened config as MLflow params (values as strings, lists as JSON)."""
+    out = {}
+    for k, v in flatten(cfg).items():
+        s = json.dumps(v) if isinstance(v, (list, dict)) else str(v)
+        out[k] = s[:6000]
+    return out
+
+
+def _client(uri: str):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=uri)
+
+
+def find_run(uri: str, experiment_id: str, tag: str, value: str) -> str | None:
+    runs = _client(uri).search_runs([experiment_id], filter_string=f"tags.`{tag}` = '{value}'", max_results=1)
+    return runs[0].info.run_id if runs else None
+
+
+def start_parent(cfg: dict, sweep_id: str) -> tuple[str, str, str]:
+    """Create (or find, when resuming) the sweep's parent run. Returns (uri, experiment_id, run_id)."""
+    from mlflow.entities import Param
+
+    uri = tracking_uri(cfg)
+    client = _client(uri)
+    name = experiment_name(cfg)
+    exp = client.get_experiment_by_name(name)
+    exp_id = exp.experiment_id if exp else client.create_experiment(name)
+    run_id = find_run(uri, exp_id, SWEEP_TAG + ".parent", sweep_id)
+    if run_id is None:
+        run = client.create_run(exp_id, run_name=f"{cfg.get('name', 'sweep')}", tags={
+            SWEEP_TAG + ".parent": sweep_id, SWEEP_TAG: sweep_id, "dataset": str(cfg["data"]["dataset"]),
+            "raybench.kind": "sweep"})
+        run_id = run.info.run_id
+        params = [Param(k, v) for k, v in params_of(cfg).items()]
+        for i in range(0, len(params), 100):
+            client.log_batch(run_id, params=params[i : i + 100])
+    return uri, exp_id, run_id
+
+
+def open_trial_run(info: dict, trial_cfg: dict) -> str:
+    """Create or find the child run of one trial (rank 0 only). Returns its run id."""
+    uri, exp_id = info["tracking_uri"], info["experiment_id"]
+    client = _client(uri)
+    run_id = find_run(uri, exp_id, TRIAL_TAG, info["trial_id"])
+    if run_id is not None:
+        return run_id
+    import yaml
+    from mlflow.entities import Param
+
+    tags = trial_tags(trial_cfg, info["trial_id"], info["sweep_id"])
+    tags["mlflow.parentRunId"] = info["parent_run_id"]
+    tags["raybench.kind"] = "trial"
+    run = client.create_run(exp_id, run_name=info.get("trial_name") or info["trial_id"], tags=tags)
+    params = [Param(k, v) for k, v in params_of(trial_cfg).items()]
+    for i in range(0, len(params), 100):
+        client.log_batch(run.info.run_id, params=params[i : i + 100])
+    client.log_text(run.info.run_id, yaml.safe_dump(_public(trial_cfg), sort_keys=False), "config.yaml")
+    return run.info.run_id
+
+
+def log_metrics(uri: str, run_id: str, metrics: dict[str, float], step: int) -> None:
+    import time
+
+    from mlflow.entities import Metric
+
+    ts = int(time.time() * 1000)
+    ms = [Metric(k, float(v), ts, step) for k, v in metrics.items() if isinstance(v, (int, float))]
+    _client(uri).log_batch(run_id, metrics=ms)
+
+
+def _public(cfg: dict) -> dict:
+    return {k: v for k, v in cfg.items() if not str(k).startswith("_")}

@@ -1,0 +1,1 @@
+"""Training: per-worker loop, TorchTrainer setup, losses, metrics."""

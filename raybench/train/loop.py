@@ -1,0 +1,243 @@
+"""The per-worker training loop (runs inside Ray Train workers) and evaluation.
+
+Each worker reads its shard of the training clips (``get_dataset_shard``), cuts
+windows, and trains the method under DDP (gloo on CPU, NCCL on GPU). Uneven
+shards are handled by DDP's ``join()``. Validation clips are split by rank
+(``ids[rank::world]``) and read from the store directly, so every clip is
+evaluated exactly once; torchmetrics syncs the metric states across ranks.
+
+Every epoch: metrics reported to Ray Train (and on to Tune), a checkpoint with
+the latest state (``last.pt``) and the best-so-far weights (``best.pt``), and
+rank 0 logs the epoch's metrics to the trial's MLflow run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+import torch
+
+from raybench.data.store import ClipStore, decode_arrays
+from raybench.data.windows import cut, overlap_average, random_start, window_starts
+from raybench.train.metrics import TaskMetrics
+
+
+def default_metric(task: str) -> str:
+    return "val/uar" if task == "categorical" else "val/ccc"
+
+
+def build_model(cfg: dict, data: dict) -> torch.nn.Module:
+    from raybench.methods import create_method
+
+    mcfg = dict(cfg["method"])
+    name = mcfg.pop("name")
+    return create_method(name, data["task"], len(data["class_names"]) if data["task"] == "categorical" else 2,
+                         n_audio_features=data["n_audio_features"],
+                         audio_steps_per_frame=data["audio_steps_per_frame"], **mcfg)
+
+
+def collate(windows: list[dict[str, np.ndarray]], audio_mean: np.ndarray, audio_std: np.ndarray,
+            device: torch.device) -> dict[str, torch.Tensor]:
+    """Windows -> batch dict: video (B, T, 3, H, W) in [-1, 1], audio (B, T*k, F) standardised,
+    mask (B, T), label (B,) or va (B, T, 2)."""
+    video = torch.from_numpy(np.stack([w["video"] for w in windows]))  # (B, T, H, W, 3) uint8
+    video = video.permute(0, 1, 4, 2, 3).float().div_(127.5).sub_(1.0)  # (B, T, 3, H, W)
+    audio = (np.stack([w["audio"] for w in windows]) - audio_mean) / audio_std  # (B, T*k, F)
+    batch = {
+        "video": video.to(device, non_blocking=True),
+        "audio": torch.from_numpy(audio.astype(np.float32)).to(device, non_blocking=True),
+        "mask": torch.from_numpy(np.stack([w["mask"] for w in windows])).to(device),
+    }
+    if "label" in windows[0]:
+        batch["label"] = torch.tensor([w["label"] for w in windows], dtype=torch.long, device=device)
+    if "va" in windows[0]:
+        batch["va"] = torch.from_numpy(np.stack([w["va"] for w in windows])).to(device)  # (B, T, 2)
+    return batch
+
+
+def train_windows(rows: Iterable[dict[str, Any]], task: str, length: int, hop: int,
+                  rng: np.random.Generator) -> Iterator[dict[str, np.ndarray]]:
+    """Categorical: one random window per clip. Continuous: every sliding window, random phase."""
+    for row in rows:
+        video, audio, va = decode_arrays(row)
+        n = video.shape[0]
+        if task == "categorical":
+            w = cut(video, audio, None, random_start(n, length, rng), length)
+            w["label"] = int(row["label"])
+            yield w
+        else:
+            offset = int(rng.integers(0, hop)) if n > length + hop else 0
+            for s in window_starts(n - offset, length, hop):
+                w = cut(video, audio, va, s + offset, length)
+                if not np.isnan(w["va"]).all():
+                    yield w
+
+
+def shuffled_batches(windows: Iterable[dict], batch_size: int, rng: np.random.Generator,
+                     buffer: int = 4) -> Iterator[list[dict]]:
+    buf: list[dict] = []
+    for w in windows:
+        buf.append(w)
+        if len(buf) >= batch_size * buffer:
+            rng.shuffle(buf)
+            yield buf[:batch_size]
+            buf = buf[batch_size:]
+    rng.shuffle(buf)
+    for i in range(0, len(buf), batch_size):
+        yield buf[i : i + batch_size]
+
+
+def shard_rows(ds_shard, batch_size: int = 8, shuffle_buffer: int | None = 64) -> Iterator[dict[str, Any]]:
+    """Rows of a Ray Data shard, one clip at a time."""
+    for b in ds_shard.iter_batches(batch_size=batch_size, batch_format="pandas",
+                                   local_shuffle_buffer_size=shuffle_buffer):
+        yield from b.to_dict("records")
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, rows: list[dict[str, Any]], data: dict, cfg: dict, device: torch.device,
+             return_predictions: bool = False) -> tuple[dict[str, float], list[dict]]:
+    """Metrics over whole clips: categorical scores averaged over a clip's windows; continuous
+    predictions averaged per frame over overlapping windows (CCC over all frames).
+
+    Under torch.distributed, every rank must call this (metric states are synced).
+    """
+    task, length, hop = data["task"], int(cfg["window"]["length"]), int(cfg["window"]["hop"])
+    bs = int(cfg["train"]["batch_size"])
+    mean, std = np.asarray(data["audio_mean"]), np.asarray(data["audio_std"])
+    metrics = TaskMetrics(task, len(data["class_names"]), device)
+    model.eval()
+    preds_out = []
+    for row in rows:
+        video, audio, va = decode_arrays(row)
+        n = video.shape[0]
+        starts = window_starts(n, length, hop)
+        outs = []
+        for i in range(0, len(starts), bs):
+            wins = [cut(video, audio, va if task == "continuous" else None, s, length) for s in starts[i : i + bs]]
+            batch = collate(wins, mean, std, device)
+            with _autocast(device, cfg):
+                out = model(batch)
+            if task == "categorical":
+                outs.append(torch.softmax(out["logits"].float(), -1))  # (b, C)
+            else:
+                outs.append(out["va"].float())  # (b, L, 2)
+        if task == "categorical":
+            score = torch.cat(outs).mean(0, keepdim=True)  # (1, C)
+            label = torch.tensor([int(row["label"])], device=device)
+            metrics.update(score, label)
+            if return_predictions:
+                preds_out.append({"clip_id": row["clip_id"], "label": int(row["label"]),
+                                  "pred": int(score.argmax()), **{f"p_{c}": float(p) for c, p in
+                                                                  zip(data["class_names"], score[0].tolist())}})
+        else:
+            per_win = list(torch.cat(outs).cpu().numpy())
+            frame_pred = overlap_average(n, starts, per_win)  # (n, 2)
+            metrics.update(torch.from_numpy(frame_pred).to(device), torch.from_numpy(va.copy()).to(device))
+            if return_predictions:
+                for t in range(n):
+                    preds_out.append({"clip_id": row["clip_id"], "frame": t, "valence": float(frame_pred[t, 0]),
+                                      "arousal": float(frame_pred[t, 1]), "valence_true": float(va[t, 0]),
+                                      "arousal_true": float(va[t, 1])})
+    return metrics.compute(), preds_out
+
+
+def _autocast(device: torch.device, cfg: dict):
+    if device.type == "cuda" and cfg["train"].get("amp", True):
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def train_loop_per_worker(config: dict) -> None:
+    """Ray Train entry point. ``config``: cfg (resolved trial config), data (prepared summary),
+    mlflow (tracking info, or None)."""
+    import ray.train
+    import ray.train.torch
+
+    cfg, data, mlinfo = config["cfg"], config["data"], config.get("mlflow")
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    tcfg = cfg["train"]
+    torch.set_num_threads(max(1, int(tcfg.get("cpus_per_worker", 1))))
+    seed = int(tcfg["seed"])
+    torch.manual_seed(seed)
+    rng = np.random.default_rng([seed, rank])
+    device = ray.train.torch.get_device()
+    task = data["task"]
+    metric_name = cfg["tune"]["metric"] or default_metric(task)
+    mode = cfg["tune"]["mode"]
+
+    model = build_model(cfg, data)
+    method = model
+    model = ray.train.torch.prepare_model(model)  # DDP when world > 1, moved to device
+    opt = torch.optim.AdamW(model.parameters(), lr=float(tcfg["lr"]), weight_decay=float(tcfg["weight_decay"]))
+    start_epoch, best, best_epoch, best_state = 0, None, -1, None
+    ckpt = ray.train.get_checkpoint()
+    if ckpt:
+        with ckpt.as_directory() as d:
+            st = torch.load(Path(d) / "last.pt", map_location=device, weights_only=False)
+            method.load_state_dict(st["model"])
+            opt.load_state_dict(st["optimizer"])
+            start_epoch, best, best_epoch = st["epoch"] + 1, st["best"], st["best_epoch"]
+            best_state = torch.load(Path(d) / "best.pt", map_location="cpu", weights_only=False)
+
+    store = ClipStore(Path(data["store_path"]))
+    val_rows = store.read_clips(data["ids"]["val"][rank::world])
+    shard = ray.train.get_dataset_shard("train")
+    mean, std = np.asarray(data["audio_mean"]), np.asarray(data["audio_std"])
+    length, hop, bs = int(cfg["window"]["length"]), int(cfg["window"]["hop"]), int(tcfg["batch_size"])
+    # per-worker batch: the configured batch size is global
+    local_bs = max(1, bs // world)
+    run_id = None
+    if rank == 0 and mlinfo:
+        from raybench.tracking import open_trial_run
+
+        run_id = open_trial_run(mlinfo, cfg)
+
+    for epoch in range(start_epoch, int(tcfg["epochs"])):
+        t0 = time.time()
+        model.train()
+        tot, n_batches, n_samples = 0.0, 0, 0
+        join = model.join() if hasattr(model, "join") else contextlib.nullcontext()
+        with join:
+            wins = train_windows(shard_rows(shard), task, length, hop, rng)
+            for wb in shuffled_batches(wins, local_bs, rng):
+                batch = collate(wb, mean, std, device)
+                with _autocast(device, cfg):
+                    out = model(batch)
+                    loss = method.loss(out, batch)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                tot += float(loss.detach())
+                n_batches += 1
+                n_samples += len(wb)
+        train_s = time.time() - t0
+        val, _ = evaluate(method, val_rows, data, cfg, device)
+        metrics = {f"val/{k}": v for k, v in val.items()}
+        metrics.update({"epoch": epoch, "train/loss": tot / max(1, n_batches),
+                        "time/epoch_s": time.time() - t0, "time/train_samples_per_s": n_samples * world / max(train_s, 1e-9)})
+        cur = metrics[metric_name]
+        if best is None or (cur > best if mode == "max" else cur < best):
+            best, best_epoch = cur, epoch
+            best_state = {k: v.detach().cpu().clone() for k, v in method.state_dict().items()}
+        metrics[f"best/{metric_name}"] = best
+        metrics["best_epoch"] = best_epoch
+        if rank == 0 and run_id:
+            from raybench.tracking import log_metrics
+
+            log_metrics(mlinfo["tracking_uri"], run_id, metrics, step=epoch)
+        with tempfile.TemporaryDirectory() as tmp:
+            checkpoint = None
+            if rank == 0:
+                torch.save({"model": method.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
+                            "best": best, "best_epoch": best_epoch}, os.path.join(tmp, "last.pt"))
+                torch.save(best_state, os.path.join(tmp, "best.pt"))
+                checkpoint = ray.train.Checkpoint.from_directory(tmp)
+            ray.train.report(metrics, checkpoint=checkpoint)

@@ -1,0 +1,37 @@
+"""Losses: cross-entropy (categorical), 1 - CCC per dimension (continuous)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def ccc(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Lin's concordance correlation coefficient with population moments, per column.
+
+    pred, target: (N, D) -> (D,)
+    """
+    mp, mt = pred.mean(0), target.mean(0)
+    vp, vt = pred.var(0, unbiased=False), target.var(0, unbiased=False)
+    cov = ((pred - mp) * (target - mt)).mean(0)
+    return 2 * cov / (vp + vt + (mp - mt) ** 2 + 1e-8)
+
+
+def ccc_loss(va_pred: torch.Tensor, va: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean over dimensions of 1 - CCC, over the annotated, unpadded frames of the batch.
+
+    va_pred, va: (B, T, D); va NaN where not annotated; mask (B, T) bool.
+    """
+    valid = ~torch.isnan(va).any(-1)  # (B, T)
+    if mask is not None:
+        valid &= mask
+    if valid.sum() < 2:
+        return va_pred.sum() * 0.0  # keeps the graph (DDP) without a signal
+    p, t = va_pred[valid].float(), va[valid].float()  # (N, D)
+    return (1 - ccc(p, t)).mean()
+
+
+def task_loss(task: str, out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    if task == "categorical":
+        return F.cross_entropy(out["logits"].float(), batch["label"])
+    return ccc_loss(out["va"], batch["va"], batch.get("mask"))

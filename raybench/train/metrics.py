@@ -1,0 +1,75 @@
+"""Epoch metrics with torchmetrics (synced across DDP ranks at ``compute()``).
+
+Categorical: ``acc`` (weighted accuracy, micro), ``uar`` (macro recall), ``f1``
+(macro F1) -- torchmetrics' own classes.
+Continuous: ``ccc_valence``, ``ccc_arousal``, ``ccc`` (their mean). torchmetrics'
+``ConcordanceCorrCoef`` uses n-1 moments; METHODS.md defines CCC with population
+(1/N) moments, so ``PopulationCCC`` is a torchmetrics ``Metric`` that keeps sums
+(synced with ``dist_reduce_fx="sum"``) and computes Lin's formula exactly, over
+all frames concatenated (Aff-Wild2 practice).
+"""
+
+from __future__ import annotations
+
+import torch
+from torchmetrics import Metric, MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, MulticlassRecall
+
+
+class PopulationCCC(Metric):
+    """CCC per dimension over every (non-NaN) frame seen: 2 s_xy / (s_x^2 + s_y^2 + (m_x - m_y)^2)."""
+
+    full_state_update = False
+    higher_is_better = True
+
+    def __init__(self, num_dims: int = 2, **kw):
+        super().__init__(**kw)
+        for name in ("n", "sx", "sy", "sxx", "syy", "sxy"):
+            self.add_state(name, default=torch.zeros(num_dims, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
+        """preds, target: (N, D); target NaN where not annotated (ignored per dimension)."""
+        p, t = preds.detach().double(), target.detach().double()
+        ok = ~torch.isnan(t)
+        p, t = torch.where(ok, p, 0.0), torch.where(ok, t, 0.0)
+        self.n += ok.sum(0)
+        self.sx += p.sum(0)
+        self.sy += t.sum(0)
+        self.sxx += (p * p).sum(0)
+        self.syy += (t * t).sum(0)
+        self.sxy += (p * t).sum(0)
+
+    def compute(self) -> torch.Tensor:
+        n = self.n.clamp_min(1)
+        mx, my = self.sx / n, self.sy / n
+        vx, vy = self.sxx / n - mx**2, self.syy / n - my**2
+        cov = self.sxy / n - mx * my
+        return (2 * cov / (vx + vy + (mx - my) ** 2).clamp_min(1e-12)).float()
+
+
+class TaskMetrics:
+    """One object for either task: ``update(...)`` then ``compute() -> {"acc": ..}``."""
+
+    def __init__(self, task: str, num_classes: int, device: torch.device | str = "cpu"):
+        self.task = task
+        if task == "categorical":
+            self.m = MetricCollection({
+                "acc": MulticlassAccuracy(num_classes, average="micro"),
+                "uar": MulticlassRecall(num_classes, average="macro"),
+                "f1": MulticlassF1Score(num_classes, average="macro"),
+            }).to(device)
+        else:
+            self.m = PopulationCCC(2).to(device)
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
+        """categorical: scores (N, C), labels (N,); continuous: (N, 2), (N, 2)."""
+        self.m.update(preds, target)
+
+    def compute(self) -> dict[str, float]:
+        if self.task == "categorical":
+            return {k: float(v) for k, v in self.m.compute().items()}
+        c = self.m.compute()
+        return {"ccc_valence": float(c[0]), "ccc_arousal": float(c[1]), "ccc": float(c.mean())}
+
+    def reset(self) -> None:
+        self.m.reset()

@@ -302,17 +302,6 @@ def validate(raw: dict, source: str | None = None) -> dict:
                 f"method {mname!r} does not support dataset {dname!r}: the dataset's task is "
                 f"{dataset.task!r}, the method supports {', '.join(method.tasks)}"
             )
-        mdefaults = dict(method.defaults)
-        for k, v in variant["method"].items():
-            if k == "name":
-                continue
-            if k not in mdefaults:
-                problems.append(
-                    f"unknown key 'method.{k}' for method {mname!r}{did_you_mean(k, list(mdefaults))}; "
-                    f"its keys: {', '.join(sorted(mdefaults)) or '(none)'}"
-                )
-            elif not _type_ok(mdefaults[k], v):
-                problems.append(f"'method.{k}' must be {_type_name(mdefaults[k])}, got {_type_name(v)} {v!r}")
         metric = cfg["tune"]["metric"]
         if metric is not None:
             allowed = CATEGORICAL_METRICS if dataset.task == "categorical" else CONTINUOUS_METRICS
@@ -322,12 +311,25 @@ def validate(raw: dict, source: str | None = None) -> dict:
                     f"expected one of {', '.join('val/' + m for m in allowed)}"
                 )
 
-    # search-space keys must name existing settings
-    method_key_union = {"name"}
-    for variant in _variants(cfg):
-        m = METHODS.get_or_none(variant["method"].get("name"))
-        if m is not None:
-            method_key_union |= set(m.defaults)
+    # method keys: each must belong to at least one method the sweep can run (a sweep over
+    # method.name drops a key for the methods that do not have it), with that method's type
+    swept = [METHODS.get_or_none(v["method"].get("name")) for v in _variants(cfg)]
+    swept = [m for m in swept if m is not None]
+    method_key_union = {"name"} | {k for m in swept for k in m.defaults}
+    if swept:
+        for k, v in cfg["method"].items():
+            if k == "name":
+                continue
+            owners = [m for m in swept if k in m.defaults]
+            if not owners:
+                names = sorted({m.method_name for m in swept})
+                known = sorted(method_key_union - {"name"})
+                problems.append(
+                    f"unknown key 'method.{k}' for method {' / '.join(names)}{did_you_mean(k, known)}; "
+                    f"known keys: {', '.join(known) or '(none)'}")
+            elif not any(_type_ok(m.defaults[k], v) for m in owners):
+                d = owners[0].defaults[k]
+                problems.append(f"'method.{k}' must be {_type_name(d)}, got {_type_name(v)} {v!r}")
     for key in space:
         if key.startswith("method."):
             sub = key[len("method."):]
@@ -412,7 +414,9 @@ def resolve_trial_config(cfg: dict, trial_params: dict) -> dict:
     for k, v in trial_params.items():
         set_dotted(out, k, v)
     method = METHODS.get(out["method"]["name"])
-    out["method"] = {**method.defaults, **out["method"]}
+    # keys of other swept methods do not apply to this one
+    mine = {k: v for k, v in out["method"].items() if k == "name" or k in method.defaults}
+    out["method"] = {**method.defaults, **mine}
     return out
 
 

@@ -90,17 +90,19 @@ def size_trials(cfg: dict) -> tuple[float, int]:
     return round(cpw, 3), conc
 
 
-def run_trial(params: dict, base: dict, data: dict, mlinfo: dict | None, storage: str, cpw: float) -> None:
+def run_trial(params: dict, base: dict, data: dict, train_sets: dict, mlinfo: dict | None, storage: str,
+              cpw: float) -> None:
     """Tune function trainable: build and fit one TorchTrainer for the sampled ``params``."""
+    import ray.data
     import ray.train
     from ray import tune
     from ray.train import CheckpointConfig, DataConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from raybench.data.store import ClipStore
     from raybench.train.loop import train_loop_per_worker
 
+    ray.data.DataContext.get_current().enable_progress_bars = False
     cfg = resolve_trial_config(base, params)
     cfg["train"]["cpus_per_worker"] = cpw
     d = data[cfg["data"]["dataset"]]
@@ -115,8 +117,7 @@ def run_trial(params: dict, base: dict, data: dict, mlinfo: dict | None, storage
         train_loop_config={"cfg": cfg, "data": d, "mlflow": info},
         scaling_config=ScalingConfig(num_workers=int(t["num_workers"]), use_gpu=use_gpu, resources_per_worker=res),
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
-        # read once per trial, before the worker group holds its CPUs; every epoch reuses it
-        datasets={"train": ClipStore(Path(d["store_path"])).ray_dataset(d["ids"]["train"]).materialize()},
+        datasets={"train": train_sets[cfg["data"]["dataset"]]},
         dataset_config=DataConfig(datasets_to_split=["train"]),
         run_config=ray.train.RunConfig(
             name=f"{mlinfo['sweep_id'] if mlinfo else 'sweep'}-{trial_id}", storage_path=storage,
@@ -166,7 +167,7 @@ def run_sweep(cfg: dict, sweep_id: str | None = None) -> SweepResult:
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     from raybench import tracking
-    from raybench.data.store import prepare
+    from raybench.data.store import ClipStore, prepare
     from raybench.train.loop import default_metric
 
     t_start = time.time()
@@ -184,6 +185,10 @@ def run_sweep(cfg: dict, sweep_id: str | None = None) -> SweepResult:
               f"(train/val/test {', '.join(str(len(v)) for v in summaries[name]['ids'].values())}), "
               f"decoded {summaries[name]['decoded']}, skipped {len(summaries[name]['bad'])}, "
               f"{time.time() - t0:.0f} s", flush=True)
+    # the training clips of each dataset, read once for the whole sweep (every trial and epoch reuse them)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    train_sets = {name: ClipStore(Path(s["store_path"])).ray_dataset(s["ids"]["train"]).materialize()
+                  for name, s in summaries.items()}
     tasks = {s["task"] for s in summaries.values()}
     if len(tasks) > 1:
         raise ConfigError([f"the sweep mixes dataset tasks {sorted(tasks)}; sweep categorical and continuous "
@@ -209,7 +214,8 @@ def run_sweep(cfg: dict, sweep_id: str | None = None) -> SweepResult:
                                grace_period=min(int(cfg["tune"]["grace_period"]), int(cfg["train"]["epochs"])))
                  if cfg["tune"]["scheduler"] == "asha" else FIFOScheduler())
     trainable = tune.with_resources(
-        tune.with_parameters(run_trial, base=cfg, data=summaries, mlinfo=mlinfo, storage=storage, cpw=cpw),
+        tune.with_parameters(run_trial, base=cfg, data=summaries, train_sets=train_sets, mlinfo=mlinfo,
+                             storage=storage, cpw=cpw),
         {"CPU": 0.01})
     tuner = tune.Tuner(
         trainable,

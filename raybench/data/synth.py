@@ -201,8 +201,10 @@ def synth_voice(seconds: float, sr: int, actor: Actor, voice_track: dict[str, np
 
 def write_mp4(path: Path, frames: np.ndarray, fps: float, audio: np.ndarray | None, sr: int) -> None:
     """Write frames [T, H, W, 3] uint8 (+ mono float32 audio) as H.264 + AAC MP4, atomically."""
-    import av
     from fractions import Fraction
+
+    import av
+    import cv2
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.mp4")
@@ -211,9 +213,12 @@ def write_mp4(path: Path, frames: np.ndarray, fps: float, audio: np.ndarray | No
         vs.width, vs.height = frames.shape[2], frames.shape[1]
         vs.pix_fmt = "yuv420p"
         vs.options = {"crf": "18", "preset": "veryfast"}
+        vs.codec_context.thread_count = 1  # one encoder thread: the same seed gives the same bytes
         a_s = out.add_stream("aac", rate=sr, layout="mono") if audio is not None else None
         for fr in frames:
-            for pkt in vs.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(fr), format="rgb24")):
+            # RGB -> I420 with OpenCV: deterministic, unlike the encoder's own conversion
+            yuv = cv2.cvtColor(np.ascontiguousarray(fr), cv2.COLOR_RGB2YUV_I420)
+            for pkt in vs.encode(av.VideoFrame.from_ndarray(yuv, format="yuv420p")):
                 out.mux(pkt)
         for pkt in vs.encode():
             out.mux(pkt)

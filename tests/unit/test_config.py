@@ -1,0 +1,107 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from raybench.config import ConfigError, SWEEPS_DIR, flatten, load, resolve_trial_config
+
+ALL_SWEEPS = sorted(SWEEPS_DIR.glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", ALL_SWEEPS, ids=[p.name for p in ALL_SWEEPS])
+def test_every_shipped_sweep_loads_and_validates(path):
+    cfg = load(path)
+    assert cfg["method"]["name"] and cfg["data"]["dataset"]
+
+
+def test_shipped_sweeps_include_default_and_smoke():
+    assert {"default.yaml", "smoke.yaml"} <= {p.name for p in ALL_SWEEPS}
+
+
+def _write(tmp_path, text) -> Path:
+    p = tmp_path / "s.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_all_problems_in_one_error(tmp_path):
+    p = _write(tmp_path, """
+data: {dataset: synthetic_ravdes, fsp: 10}
+method: {name: av_fusion, fusoin: concat}
+train: {epochs: ten, lr: 1.0e-3}
+tune:
+  search_space:
+    window.lenght: {grid: [8, 16]}
+    train.lr: {logunifrm: [1.0e-4, 1.0e-2]}
+""")
+    with pytest.raises(ConfigError) as e:
+        load(p)
+    msg = str(e.value)
+    assert 'unknown key \'data.fsp\' (did you mean "fps"?)' in msg
+    assert 'did you mean "synthetic_ravdess"' in msg
+    assert 'did you mean "fusion"' in msg
+    assert "'train.epochs' must be int, got str 'ten'" in msg
+    assert "window.lenght" in msg and 'did you mean "length"' in msg
+    assert 'did you mean "loguniform"' in msg
+    assert len(e.value.problems) == 6
+
+
+def test_unknown_method_and_task_mismatch(tmp_path):
+    with pytest.raises(ConfigError, match=r'unknown method \'video_onyl\' \(did you mean "video_only"\?\)'):
+        load(SWEEPS_DIR / "smoke.yaml", ["method.name=video_onyl"])
+    from raybench.methods import METHODS
+
+    class CatOnly(METHODS.get("audio_only")):
+        tasks = ("categorical",)
+
+    METHODS._items["_cat_only_test"] = CatOnly
+    try:
+        with pytest.raises(ConfigError, match="does not support dataset 'synthetic_affwild2'"):
+            load(SWEEPS_DIR / "smoke.yaml", ["method.name=_cat_only_test", "data.dataset=synthetic_affwild2",
+                                             "method.dim=8", "method.cnn_width=4"])
+    finally:
+        del METHODS._items["_cat_only_test"]
+
+
+def test_metric_must_fit_the_task():
+    with pytest.raises(ConfigError, match="val/ccc"):
+        load(SWEEPS_DIR / "smoke.yaml", ["tune.metric=val/uar", "data.dataset=synthetic_affwild2"])
+
+
+def test_overrides_apply_and_types_are_checked():
+    cfg = load(SWEEPS_DIR / "smoke.yaml", ["train.epochs=3", "window.hop=2"])
+    assert cfg["train"]["epochs"] == 3 and cfg["window"]["hop"] == 2
+    with pytest.raises(ConfigError, match="not of the form key=value"):
+        load(SWEEPS_DIR / "smoke.yaml", ["train.epochs"])
+
+
+def test_search_space_values_are_type_checked():
+    with pytest.raises(ConfigError, match="value 'x' must be int"):
+        load(SWEEPS_DIR / "smoke.yaml", ["tune.search_space={window.length: {grid: [4, x]}}"])
+
+
+def test_trial_config_drops_other_methods_keys():
+    cfg = load(SWEEPS_DIR / "default.yaml")
+    t = resolve_trial_config(cfg, {"method.name": "audio_only", "window.length": 8})
+    assert t["method"]["name"] == "audio_only" and "fusion" not in t["method"]
+    assert t["window"]["length"] == 8
+    t = resolve_trial_config(cfg, {"method.name": "av_fusion"})
+    assert t["method"]["fusion"] == "concat"
+
+
+def test_flatten():
+    assert flatten({"a": {"b": 1, "c": {"d": [1, 2]}}, "_x": 3}) == {"a.b": 1, "a.c.d": [1, 2]}
+
+
+def test_cli_config_error_exits_2_without_traceback(tmp_path):
+    p = _write(tmp_path, "method: {name: audio_onyl}\ntrain: {epohcs: 2}\n")
+    r = subprocess.run([sys.executable, "-m", "raybench.sweep", str(p)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr
+    assert 'did you mean "audio_only"' in r.stderr and 'did you mean "epochs"' in r.stderr
+
+
+def test_missing_sweep_file_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="sweep file not found"):
+        load(tmp_path / "nope.yaml")

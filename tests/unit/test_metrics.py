@@ -1,0 +1,60 @@
+import numpy as np
+import pytest
+import torch
+
+from raybench.train.losses import ccc, ccc_loss
+from raybench.train.metrics import PopulationCCC, TaskMetrics
+
+
+def ref_ccc(x, y):
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    sxy = ((x - x.mean()) * (y - y.mean())).mean()
+    return 2 * sxy / (x.var() + y.var() + (x.mean() - y.mean()) ** 2)
+
+
+def test_ccc_matches_lin_formula_and_ignores_nan():
+    rng = np.random.default_rng(0)
+    y = rng.normal(size=(200, 2))
+    p = 0.7 * y + rng.normal(0, 0.4, size=y.shape) + 0.2
+    y_nan = y.copy()
+    y_nan[::7, 0] = np.nan
+    m = PopulationCCC(2)
+    m.update(torch.tensor(p[:100]), torch.tensor(y_nan[:100]))
+    m.update(torch.tensor(p[100:]), torch.tensor(y_nan[100:]))
+    got = m.compute().numpy()
+    keep = ~np.isnan(y_nan[:, 0])
+    assert got[0] == pytest.approx(ref_ccc(p[keep, 0], y[keep, 0]), abs=1e-5)
+    assert got[1] == pytest.approx(ref_ccc(p[:, 1], y[:, 1]), abs=1e-5)
+    assert ccc(torch.tensor(p), torch.tensor(y)).numpy() == pytest.approx(
+        [ref_ccc(p[:, 0], y[:, 0]), ref_ccc(p[:, 1], y[:, 1])], abs=1e-5)
+
+
+def test_ccc_of_perfect_and_shifted_predictions():
+    y = torch.linspace(-1, 1, 50)[:, None].repeat(1, 2)
+    assert ccc(y, y).tolist() == pytest.approx([1.0, 1.0], abs=1e-6)
+    assert ccc(y + 0.5, y)[0] < 0.9  # a bias is penalised (unlike Pearson)
+
+
+def test_ccc_loss_masks_padding_and_unannotated():
+    va = torch.tensor([[[0.1, 0.2], [0.3, 0.1], [float("nan"), 0.0], [0.5, 0.6]]])
+    pred = va.nan_to_num(0.0).clone()
+    pred[0, 3] = 9.0  # padded frame: must not count
+    mask = torch.tensor([[True, True, True, False]])
+    assert float(ccc_loss(pred, va, mask)) == pytest.approx(0.0, abs=1e-5)
+
+
+def test_categorical_metrics_against_hand_computation():
+    y = np.array([0, 0, 0, 0, 1, 1, 2, 2, 2, 2])
+    p = np.array([0, 0, 0, 1, 1, 2, 2, 2, 0, 2])
+    m = TaskMetrics("categorical", 3)
+    scores = torch.nn.functional.one_hot(torch.tensor(p), 3).float()
+    m.update(scores[:5], torch.tensor(y[:5]))
+    m.update(scores[5:], torch.tensor(y[5:]))
+    out = m.compute()
+    recalls = [np.mean(p[y == c] == c) for c in range(3)]
+    precisions = [np.mean(y[p == c] == c) for c in range(3)]
+    f1 = [2 * a * b / (a + b) for a, b in zip(precisions, recalls)]
+    assert out["acc"] == pytest.approx(np.mean(p == y))
+    assert out["uar"] == pytest.approx(np.mean(recalls))
+    assert out["f1"] == pytest.approx(np.mean(f1))
+    assert out["uar"] != pytest.approx(out["acc"])  # imbalanced: UAR differs from WA

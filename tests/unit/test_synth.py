@@ -1,0 +1,95 @@
+import hashlib
+import json
+
+import numpy as np
+import pytest
+
+from raybench.data import synth
+from raybench.data.datasets.affwild2 import read_va
+from raybench.data.datasets.ravdess import NAME_RE, parse_name
+from raybench.data.decode import decode_clip
+
+
+def _digest(paths):
+    return {p.name: hashlib.sha1(p.read_bytes()).hexdigest() for p in paths}
+
+
+def test_ravdess_tree_names_and_counts(tiny_ravdess):
+    files = sorted(tiny_ravdess.glob("Actor_*/*.mp4"))
+    # 3 actors x (neutral 1 intensity + 7 emotions x 2 intensities) x 1 statement x 1 repetition
+    assert len(files) == 3 * 15
+    for f in files:
+        assert NAME_RE.match(f.name), f.name
+        info = parse_name(f.name)
+        assert info["modality"] == 1 and info["channel"] == 1
+        assert f.parent.name == f"Actor_{info['actor']:02d}"
+        assert not (info["emotion"] == 1 and info["intensity"] == 2), "neutral has no strong intensity"
+    info = json.loads((tiny_ravdess / "raybench_synthetic.json").read_text())
+    assert info["layout"] == "ravdess" and info["clips"] == 45
+
+
+def test_same_seed_same_files_other_seed_differs(tmp_path):
+    kw = dict(actors=1, statements=1, repetitions=1, seconds=0.5, fps=10, size=32, workers=1)
+    a = synth.generate("ravdess", tmp_path / "a", seed=3, **kw)
+    b = synth.generate("ravdess", tmp_path / "b", seed=3, **kw)
+    c = synth.generate("ravdess", tmp_path / "c", seed=4, **kw)
+    da = _digest(sorted(a.glob("*/*.mp4")))
+    assert da == _digest(sorted(b.glob("*/*.mp4")))
+    assert da != _digest(sorted(c.glob("*/*.mp4")))
+
+
+def test_clips_are_real_h264_aac(tiny_ravdess):
+    import av
+
+    f = next(tiny_ravdess.glob("Actor_01/*.mp4"))
+    with av.open(str(f)) as c:
+        codecs = {s.type: s.codec_context.name for s in c.streams}
+    assert codecs == {"video": "h264", "audio": "aac"}
+    d = decode_clip(str(f), fps=10, image_size=64)
+    assert d.frames.shape == (10, 64, 64, 3)
+    assert d.audio.std() > 0.01  # a voiced track, not silence
+
+
+def test_emotion_cues_follow_the_design():
+    # pairs that differ in one modality only (DATASETS.md): the generator's cue tables say so
+    E = synth.EMOTIONS
+    assert E["neutral"]["face"] == E["calm"]["face"] and E["neutral"]["voice"] != E["calm"]["voice"]
+    assert E["angry"]["face"] == E["disgust"]["face"] and E["angry"]["voice"] != E["disgust"]["voice"]
+    assert E["happy"]["voice"] == E["surprised"]["voice"] and E["happy"]["face"] != E["surprised"]["face"]
+    static = {k: v for k, v in E["fearful"]["face"].items() if k != "tremor"}
+    assert static == {k: v for k, v in E["sad"]["face"].items() if k != "tremor"}
+    assert E["fearful"]["face"]["tremor"] > E["sad"]["face"]["tremor"]
+
+
+def test_face_renders_differ_by_emotion_not_only_by_nuisance():
+    rng = np.random.default_rng(0)
+    actor = synth.Actor.make(1, rng)
+    img = {e: synth.render_face(64, actor, synth.EMOTIONS[e]["face"], 0.0, (0, 0), 1.0).astype(float)
+           for e in ("neutral", "happy", "sad")}
+    assert np.abs(img["happy"] - img["neutral"]).mean() > 0.5
+    assert np.abs(img["sad"] - img["happy"]).mean() > 0.5
+    assert np.array_equal(img["neutral"], synth.render_face(64, actor, synth.EMOTIONS["calm"]["face"], 0.0,
+                                                            (0, 0), 1.0).astype(float))
+
+
+def test_affwild2_tree_and_annotations(tiny_affwild2):
+    videos = sorted((tiny_affwild2 / "videos").glob("*.mp4"))
+    assert [v.stem for v in videos] == sorted(f"{i}-30-64x64" for i in range(1, 5))
+    train = sorted((tiny_affwild2 / "annotations/VA_Set/Train_Set").glob("*.txt"))
+    val = sorted((tiny_affwild2 / "annotations/VA_Set/Validation_Set").glob("*.txt"))
+    assert len(train) == 3 and len(val) == 1
+    text = train[0].read_text().splitlines()
+    assert text[0] == "valence,arousal"
+    assert len(text) - 1 == 40  # one line per frame: 4 s at 10 fps
+    assert "-5,-5" in text  # some frames are not annotated
+    va = read_va(train[0])
+    assert va.shape == (40, 2) and np.isnan(va).any()
+    ok = va[~np.isnan(va).any(1)]
+    assert (np.abs(ok) <= 1).all() and ok.std(0).min() > 0.05
+
+
+def test_cli_help(capsys):
+    with pytest.raises(SystemExit) as e:
+        synth.main(["--help"])
+    assert e.value.code == 0
+    assert "ravdess" in capsys.readouterr().out

@@ -212,8 +212,9 @@ def write_mp4(path: Path, frames: np.ndarray, fps: float, audio: np.ndarray | No
         vs = out.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
         vs.width, vs.height = frames.shape[2], frames.shape[1]
         vs.pix_fmt = "yuv420p"
-        vs.options = {"crf": "18", "preset": "veryfast"}
-        vs.codec_context.thread_count = 1  # one encoder thread: the same seed gives the same bytes
+        # one encoder thread: within a process the same seed gives the same bytes
+        vs.options = {"crf": "18", "preset": "veryfast", "x264-params": "threads=1:lookahead-threads=1"}
+        vs.codec_context.thread_count = 1
         a_s = out.add_stream("aac", rate=sr, layout="mono") if audio is not None else None
         for fr in frames:
             # RGB -> I420 with OpenCV: deterministic, unlike the encoder's own conversion

@@ -1,0 +1,67 @@
+import numpy as np
+import pytest
+
+from raybench.data.decode import DecodeError, decode_clip, resample_indices
+from raybench.data.features import audio_features, resample_labels
+from raybench.data.synth import write_mp4
+
+
+def test_resample_indices_30_to_10_and_29_97():
+    assert resample_indices(30, 30.0, 10.0).tolist() == list(range(0, 30, 3))
+    idx = resample_indices(300, 29.97, 15.0)
+    assert len(idx) == 150 and idx[-1] <= 299 and np.all(np.diff(idx) >= 1)
+
+
+def test_decode_resamples_and_resizes(tiny_ravdess):
+    f = sorted(tiny_ravdess.glob("Actor_02/*.mp4"))[0]
+    d = decode_clip(str(f), fps=5, image_size=40, sample_rate=16000)
+    assert d.frames.shape == (5, 40, 40, 3) and d.frames.dtype == np.uint8
+    assert d.source_fps == pytest.approx(10) and d.source_frames == 10
+    assert abs(len(d.audio) - 16000) < 2048  # 1 s of mono 16 kHz (AAC adds priming samples)
+
+
+def test_width_decord_cannot_copy_falls_back_to_pyav(tmp_path):
+    frames = np.zeros((6, 48, 48, 3), np.uint8)
+    frames[:, 10:20, 10:20] = 200
+    audio = (0.3 * np.sin(np.arange(8000) / 5)).astype(np.float32)
+    write_mp4(tmp_path / "w48.mp4", frames, 10, audio, 16000)
+    d = decode_clip(str(tmp_path / "w48.mp4"), fps=10, image_size=48)
+    assert d.frames.shape == (6, 48, 48, 3)
+    assert d.frames[:, 15, 15].mean() > 150 and d.frames[:, 40, 40].mean() < 50
+
+
+def test_video_without_audio_track_is_a_decode_error(tmp_path):
+    write_mp4(tmp_path / "silent.mp4", np.zeros((5, 64, 64, 3), np.uint8), 10, None, 16000)
+    with pytest.raises(DecodeError, match="audio"):
+        decode_clip(str(tmp_path / "silent.mp4"), fps=10, image_size=32)
+
+
+def test_silent_audio_track_is_a_decode_error(tmp_path):
+    write_mp4(tmp_path / "mute.mp4", np.zeros((5, 64, 64, 3), np.uint8), 10, np.zeros(8000, np.float32), 16000)
+    with pytest.raises(DecodeError, match="silent"):
+        decode_clip(str(tmp_path / "mute.mp4"), fps=10, image_size=32)
+
+
+def test_corrupt_file_is_a_decode_error(tmp_path):
+    (tmp_path / "bad.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"garbage" * 50)
+    with pytest.raises(DecodeError, match="cannot open video"):
+        decode_clip(str(tmp_path / "bad.mp4"), fps=10, image_size=32)
+
+
+@pytest.mark.parametrize("kind", ["logmel", "spectrogram"])
+def test_audio_features_aligned_to_frames(kind):
+    sr = 16000
+    t = np.arange(sr) / sr
+    audio = (np.sin(2 * np.pi * 440 * t) * (t > 0.5)).astype(np.float32)  # silence, then a tone
+    feats = audio_features(audio, num_frames=10, sample_rate=sr,
+                           cfg={"features": kind, "n_mels": 32, "win_ms": 25, "hop_ms": 10,
+                                "frames_per_video_frame": 4, "n_fft": 400})
+    assert feats.shape[0] == 40 and feats.dtype == np.float32
+    energy = feats.max(1)
+    assert energy[24:].mean() > energy[:16].mean() + 3  # the tone is in the second half of the steps
+
+
+def test_resample_labels_marks_missing_frames_nan():
+    va = np.arange(10, dtype=np.float32).reshape(5, 2)
+    out = resample_labels(va, np.array([0, 2, 4, 6]))
+    assert out[:3, 0].tolist() == [0, 4, 8] and np.isnan(out[3]).all()

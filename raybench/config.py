@@ -387,7 +387,7 @@ def validate(raw: dict, source: str | None = None) -> dict:
             )
 
     if problems:
-        raise ConfigError(problems, source)
+        raise ConfigError(list(dict.fromkeys(problems)), source)  # one line per problem, once
     cfg["_source"] = source
     return cfg
 

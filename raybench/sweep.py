@@ -172,7 +172,7 @@ def run_sweep(cfg: dict, sweep_id: str | None = None) -> SweepResult:
 
     t_start = time.time()
     if not ray.is_initialized():
-        ray.init(ignore_reinit_error=True, log_to_driver=True, include_dashboard=False)
+        ray.init(ignore_reinit_error=True)
     # 1. PREPARE
     summaries: dict[str, dict] = {}
     for name in datasets_in(cfg):

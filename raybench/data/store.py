@@ -170,6 +170,8 @@ class ClipStore:
         """Rows for the given clip ids (all when None), read with pyarrow (no Ray)."""
         import pyarrow.dataset as pads
 
+        if ids is not None and not len(ids):
+            return []
         ds = pads.dataset([str(p) for p in self.part_files()], format="parquet")
         filt = pads.field("clip_id").isin(sorted(ids)) if ids is not None else None
         return ds.to_table(filter=filt, columns=columns).to_pylist()

@@ -1,0 +1,131 @@
+"""End to end on a local Ray: prepare (Ray Data), train (Ray Train, 2 DDP workers), sweep (Tune), MLflow."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from raybench.config import SWEEPS_DIR, load
+from raybench.data.store import PrepareError, prepare
+
+TINY = ["data.synth.actors=4", "data.synth.seconds=1.0", "data.fps=8"]
+
+
+def sweep_cfg(tmp: Path, *overrides: str, path=SWEEPS_DIR / "smoke.yaml") -> dict:
+    cfg = load(path, [*TINY, *overrides])
+    cfg["mlflow"]["tracking_uri"] = f"sqlite:///{tmp / 'mlflow.db'}"
+    cfg["storage"] = str(tmp / "results")
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def smoke(ray_session, tmp_path_factory):
+    from raybench.sweep import run_sweep
+
+    tmp = tmp_path_factory.mktemp("smoke")
+    cfg = sweep_cfg(tmp)
+    return cfg, run_sweep(cfg)
+
+
+def test_smoke_sweep_runs_every_trial_and_tests_only_the_best(smoke):
+    cfg, res = smoke
+    assert res.failed == 0 and len(res.trials) == 2
+    assert sorted(t["params"]["window.length"] for t in res.trials) == [4, 8]
+    for t in res.trials:
+        assert t["epochs"] == cfg["train"]["epochs"]
+        assert {"val/acc", "val/uar", "val/f1"} <= set(t["val"])
+    (best,) = res.best.values()
+    assert set(best["test"]) == {"test/acc", "test/uar", "test/f1"}
+    vals = [t["best_val"] for t in res.trials]
+    assert best["best_val"] == max(vals)
+    assert sum("test" in t for t in res.trials) == 1
+
+
+def test_mlflow_holds_one_parent_and_a_child_per_trial(smoke):
+    from mlflow.tracking import MlflowClient
+
+    cfg, res = smoke
+    client = MlflowClient(res.tracking_uri)
+    runs = client.search_runs([res.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("raybench.kind") == "sweep"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == res.parent_run_id]
+    assert len(parents) == 1 and parents[0].info.run_id == res.parent_run_id
+    assert len(children) == 2 and len(runs) == 3
+    for c in children:
+        tags = c.data.tags
+        assert tags["method"] == "av_fusion" and tags["dataset"] == "synthetic_ravdess"
+        assert tags["window"] in ("4", "8") and tags["seed"] == "0" and tags["fusion"] == "concat"
+        assert c.data.params["window.length"] == tags["window"]
+        assert c.data.params["train.epochs"] == str(cfg["train"]["epochs"])
+        hist = client.get_metric_history(c.info.run_id, "val/uar")
+        assert [m.step for m in hist] == list(range(cfg["train"]["epochs"]))
+        arts = {a.path for a in client.list_artifacts(c.info.run_id)}
+        assert "config.yaml" in arts
+    best = [c for c in children if c.data.tags.get("raybench.best") == "true"]
+    assert len(best) == 1 and "test/uar" in best[0].data.metrics
+    assert "test/uar" in client.get_run(res.parent_run_id).data.metrics
+    assert "trials.csv" in {a.path for a in client.list_artifacts(res.parent_run_id)}
+
+
+def test_second_sweep_reuses_the_clip_store(smoke, tmp_path):
+    from raybench.sweep import run_sweep
+
+    cfg, first = smoke
+    store = Path(first.prepared["synthetic_ravdess"]["store_path"])
+    before = {p: p.stat().st_mtime_ns for p in (store / "parts").glob("*.parquet")}
+    assert before
+    cfg2 = sweep_cfg(tmp_path, "train.epochs=1", "tune.search_space={window.length: {grid: [6, 10]}}")
+    res = run_sweep(cfg2)
+    assert res.failed == 0 and len(res.trials) == 2
+    assert res.prepared["synthetic_ravdess"]["decoded"] == 0
+    assert res.prepared["synthetic_ravdess"]["store_path"] == str(store)
+    assert {p: p.stat().st_mtime_ns for p in (store / "parts").glob("*.parquet")} == before
+
+
+def test_bad_videos_are_skipped_and_named(ray_session, tiny_ravdess, tmp_path):
+    import numpy as np
+
+    from raybench.data.synth import write_mp4
+
+    root = tmp_path / "ravdess"
+    shutil.copytree(tiny_ravdess, root)
+    corrupt = root / "Actor_01" / "01-01-05-02-02-02-01.mp4"
+    corrupt.write_bytes(b"\x00\x00\x00\x18ftypisom" + bytes(500))
+    silent = root / "Actor_02" / "01-01-05-02-02-02-02.mp4"
+    write_mp4(silent, np.zeros((8, 64, 64, 3), np.uint8), 8, None, 16000)
+    data = dict(load(SWEEPS_DIR / "smoke.yaml")["data"], dataset="ravdess", root=str(root),
+                store_dir=str(tmp_path / "stores"), max_bad_fraction=0.1)
+    prep = prepare(data)
+    assert set(prep.bad) == {corrupt.stem, silent.stem}
+    assert "cannot open video" in prep.bad[corrupt.stem]["reason"]
+    assert "audio" in prep.bad[silent.stem]["reason"]
+    assert prep.bad[corrupt.stem]["video_path"] == str(corrupt)
+    assert len(prep.clips) == 45 and corrupt.stem not in {c.clip_id for c in prep.clips}
+    # past the threshold the stage fails with the list; nothing decoded is lost
+    with pytest.raises(PrepareError) as e:
+        prepare(dict(data, max_bad_fraction=0.01))
+    assert str(corrupt) in str(e.value) and str(silent) in str(e.value)
+    # an interrupted store resumes: only the missing clips are decoded again
+    part = sorted((prep.store.path / "parts").glob("*.parquet"))[0]
+    import pyarrow.parquet as pq
+
+    lost = pq.read_table(part, columns=["clip_id"]).num_rows
+    part.unlink()
+    again = prepare(data)
+    assert again.decoded == lost and len(again.clips) == 45
+
+
+def test_continuous_pipeline_reports_ccc(ray_session, tmp_path):
+    from raybench.sweep import run_sweep
+
+    cfg = sweep_cfg(tmp_path, "data.dataset=synthetic_affwild2", "data.synth.videos=6",
+                    "data.synth.video_seconds=8.0", "train.epochs=2",
+                    "tune.search_space={window.length: {grid: [16]}}", "window.hop=8")
+    res = run_sweep(cfg)
+    assert res.failed == 0
+    (t,) = res.trials
+    assert {"val/ccc", "val/ccc_valence", "val/ccc_arousal"} <= set(t["val"])
+    assert -1 <= t["val"]["val/ccc"] <= 1
+    assert set(res.best["synthetic_affwild2"]["test"]) == {"test/ccc", "test/ccc_valence", "test/ccc_arousal"}

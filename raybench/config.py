@@ -70,7 +70,6 @@ DEFAULTS: dict[str, Any] = {
         "cpus_per_worker": 1.0,
         "amp": True,  # mixed precision; only takes effect on GPU
         "seed": 0,
-        "eval_every": 1,
     },
     "tune": {
         "metric": None,  # None: val/uar (categorical) or val/ccc (continuous)

@@ -37,6 +37,14 @@ def tracking_uri(cfg: dict) -> str:
     return f"sqlite:///{d / 'mlflow.db'}"
 
 
+def artifact_root(uri: str) -> str | None:
+    """Artifacts of a local SQLite store live beside the database (MLflow's default is ./mlruns
+    in whatever the current directory is); a tracking server decides for itself."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").as_uri()
+    return None
+
+
 def experiment_name(cfg: dict) -> str:
     name = (cfg.get("mlflow") or {}).get("experiment")
     if name:
@@ -90,7 +98,7 @@ def start_parent(cfg: dict, sweep_id: str) -> tuple[str, str, str]:
     client = _client(uri)
     name = experiment_name(cfg)
     exp = client.get_experiment_by_name(name)
-    exp_id = exp.experiment_id if exp else client.create_experiment(name)
+    exp_id = exp.experiment_id if exp else client.create_experiment(name, artifact_location=artifact_root(uri))
     run_id = find_run(uri, exp_id, SWEEP_TAG + ".parent", sweep_id)
     if run_id is None:
         run = client.create_run(exp_id, run_name=f"{cfg.get('name', 'sweep')}", tags={

@@ -67,6 +67,10 @@ def test_mlflow_holds_one_parent_and_a_child_per_trial(smoke):
     assert len(best) == 1 and "test/uar" in best[0].data.metrics
     assert "test/uar" in client.get_run(res.parent_run_id).data.metrics
     assert "trials.csv" in {a.path for a in client.list_artifacts(res.parent_run_id)}
+    # a local SQLite store keeps its artifacts beside the database, not in the current directory
+    db = Path(res.tracking_uri[len("sqlite:///"):])
+    assert client.get_experiment(res.experiment_id).artifact_location == (db.parent / "mlartifacts").as_uri()
+    assert list((db.parent / "mlartifacts").rglob("config.yaml"))
 
 
 def test_second_sweep_reuses_the_clip_store(smoke, tmp_path):

@@ -50,7 +50,8 @@ def test_same_seed_same_content_other_seed_differs(tmp_path, monkeypatch):
     fa = decode_clip(str(tmp_path / "a/Actor_01" / f), 10, 32).frames.astype(float)
     fb = decode_clip(str(tmp_path / "b/Actor_01" / f), 10, 32).frames.astype(float)
     fc = decode_clip(str(tmp_path / "c/Actor_01" / f), 10, 32).frames.astype(float)
-    assert np.abs(fa - fb).mean() < 1.0 < np.abs(fa - fc).mean()
+    # encoder noise between same-seed files is small next to what another seed changes
+    assert np.abs(fa - fb).mean() < 0.25 * np.abs(fa - fc).mean()
 
 
 def test_clips_are_real_h264_aac(tiny_ravdess):

@@ -1,0 +1,52 @@
+import pytest
+
+from raybench.config import SWEEPS_DIR, ConfigError, load
+from raybench.sweep import param_space, parse_args, size_trials
+
+
+def test_param_space_maps_every_kind():
+    from ray.tune.search.sample import Categorical, Float, Integer, LogUniform
+
+    cfg = load(SWEEPS_DIR / "smoke.yaml", ["tune.search_space={window.length: {grid: [4, 8]}, "
+                                           "train.lr: {loguniform: [1.0e-4, 1.0e-2]}, "
+                                           "train.weight_decay: {uniform: [0.0, 0.1]}, "
+                                           "train.seed: {randint: [0, 5]}, method.fusion: {choice: [concat, attention]}}"])
+    ps = param_space(cfg)
+    assert ps["window.length"] == {"grid_search": [4, 8]}
+    assert isinstance(ps["train.lr"], Float) and isinstance(ps["train.lr"].get_sampler(), LogUniform)
+    assert isinstance(ps["train.weight_decay"], Float) and ps["train.weight_decay"].upper == 0.1
+    assert isinstance(ps["train.seed"], Integer) and (ps["train.seed"].lower, ps["train.seed"].upper) == (0, 5)
+    assert isinstance(ps["method.fusion"], Categorical) and ps["method.fusion"].categories == ["concat", "attention"]
+
+
+@pytest.mark.parametrize("res,workers,gpu,want", [
+    ({"CPU": 2}, 2, False, (0.495, 1)),  # the 2-core machine: one trial at a time, a CPU left for Ray Data
+    ({"CPU": 16}, 2, False, (1.0, 7)),
+    ({"CPU": 16, "GPU": 4}, 2, True, (1.0, 2)),  # packed by GPU count
+    ({"CPU": 8, "GPU": 8}, 1, True, (1.0, 6)),  # CPUs bind first: 7 free / 1.01 per trial
+])
+def test_size_trials_never_asks_for_more_than_the_cluster(monkeypatch, res, workers, gpu, want):
+    import ray
+
+    monkeypatch.setattr(ray, "cluster_resources", lambda: res)
+    cfg = load(SWEEPS_DIR / "smoke.yaml", [f"train.num_workers={workers}", f"train.use_gpu={str(gpu).lower()}"])
+    cpw, conc = size_trials(cfg)
+    assert (cpw, conc) == want
+    assert conc * (workers * cpw + 0.01) <= res["CPU"] - 1.0 + 1e-9 or conc == 1
+    if gpu:
+        assert conc * workers <= res["GPU"]
+
+
+def test_size_trials_refuses_gpus_the_cluster_lacks(monkeypatch):
+    import ray
+
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 8})
+    with pytest.raises(ConfigError, match="use_gpu"):
+        size_trials(load(SWEEPS_DIR / "smoke.yaml", ["train.use_gpu=true"]))
+
+
+def test_parse_args():
+    path, ov, _ = parse_args(["sweeps/smoke.yaml", "train.epochs=3", "data.root=/x"])
+    assert path == "sweeps/smoke.yaml" and ov == ["train.epochs=3", "data.root=/x"]
+    path, ov, _ = parse_args(["train.epochs=3"])
+    assert path is None and ov == ["train.epochs=3"]

@@ -42,6 +42,8 @@ DEFAULTS: dict[str, Any] = {
             "hop_ms": 10.0,
             "frames_per_video_frame": 4,  # audio feature steps per video frame in the store
         },
+        "flow": False,  # optical flow in the store (set automatically when a swept method needs it)
+        "flow_algorithm": "farneback",  # farneback | dis (OpenCV)
         "max_bad_fraction": 0.05,
         "max_clips": None,  # int: use only the first N clips of the manifest (quick runs)
         "split": {"seed": 0, "val_fraction": 0.2, "test_fraction": 0.2},
@@ -177,7 +179,23 @@ def load_raw(path: str | os.PathLike | None = None, overrides: list[str] | None 
     except Exception as e:
         raise ConfigError([f"cannot apply overrides {ov}: {e}"], source="command line") from None
     out = _to_container(merged)
+    space = (out.get("tune") or {}).get("search_space") if isinstance(out.get("tune"), dict) else None
+    if isinstance(space, dict):
+        out["tune"]["search_space"] = _dotted_space(space)
     out.setdefault("_source", str(path))
+    return out
+
+
+def _dotted_space(space: dict, prefix: str = "") -> dict:
+    """{"method": {"name": {"grid": [..]}}} (what a dotlist override makes) -> {"method.name": {"grid": [..]}}."""
+    out = {}
+    for k, v in space.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v and not (len(v) == 1 and next(iter(v)) in SEARCH_KINDS) and all(
+                isinstance(x, dict) for x in v.values()):
+            out.update(_dotted_space(v, key + "."))
+        else:
+            out[key] = v
     return out
 
 
@@ -243,6 +261,30 @@ def search_values(spec: dict) -> list[Any] | None:
     return list(arg) if kind in ("grid", "choice") else None
 
 
+PAIR_KEY = "method.name|data.dataset"
+
+
+def pairs_swept(cfg: dict) -> bool:
+    """True when both method.name and data.dataset are grid-swept: their pairs are enumerated
+    together and the pairs whose tasks do not fit are left out."""
+    space = cfg.get("tune", {}).get("search_space") or {}
+    return all(isinstance(space.get(k), dict) and "grid" in space[k] for k in ("method.name", "data.dataset"))
+
+
+def valid_pairs(cfg: dict) -> list[tuple[str, str]]:
+    from raybench.data.datasets import DATASETS
+    from raybench.methods import METHODS
+
+    space = cfg["tune"]["search_space"]
+    out = []
+    for m in space["method.name"]["grid"]:
+        for d in space["data.dataset"]["grid"]:
+            mc, dc = METHODS.get_or_none(m), DATASETS.get_or_none(d)
+            if mc is not None and dc is not None and dc.task in mc.tasks:
+                out.append((m, d))
+    return out
+
+
 def _variants(cfg: dict) -> list[dict]:
     """Configs for every combination of the finite values of method.name and data.dataset."""
     space = cfg.get("tune", {}).get("search_space") or {}
@@ -296,13 +338,13 @@ def validate(raw: dict, source: str | None = None) -> dict:
             problems.append(f"'data.dataset': {DATASETS.unknown_message(dname)}")
         if method is None or dataset is None:
             continue
-        if dataset.task not in method.tasks:
+        if dataset.task not in method.tasks and not pairs_swept(cfg):
             problems.append(
                 f"method {mname!r} does not support dataset {dname!r}: the dataset's task is "
                 f"{dataset.task!r}, the method supports {', '.join(method.tasks)}"
             )
         metric = cfg["tune"]["metric"]
-        if metric is not None:
+        if metric is not None and dataset.task in method.tasks:
             allowed = CATEGORICAL_METRICS if dataset.task == "categorical" else CONTINUOUS_METRICS
             if not (isinstance(metric, str) and metric.startswith("val/") and metric[4:] in allowed):
                 problems.append(
@@ -329,6 +371,28 @@ def validate(raw: dict, source: str | None = None) -> dict:
             elif not any(_type_ok(m.defaults[k], v) for m in owners):
                 d = owners[0].defaults[k]
                 problems.append(f"'method.{k}' must be {_type_name(d)}, got {_type_name(v)} {v!r}")
+    if pairs_swept(cfg) and not problems and not valid_pairs(cfg):
+        problems.append("no method in 'tune.search_space.method.name' supports a dataset in "
+                        "'tune.search_space.data.dataset' (their tasks differ)")
+    for key, spec in space.items():
+        if key.startswith("data.") and isinstance(spec, dict) and len(spec) == 1 and next(iter(spec)) not in (
+                "grid", "choice"):
+            problems.append(f"'tune.search_space.{key}': data settings are swept with grid or choice only "
+                            "(each value prepares its own clip store)")
+    from raybench.nn.fusion import FUSIONS
+
+    fusions = [cfg["method"]["fusion"]] if "fusion" in cfg["method"] else []
+    if isinstance(space.get("method.fusion"), dict):
+        fusions += search_values(space["method.fusion"]) or []
+    for f in fusions:
+        if f not in FUSIONS:
+            problems.append(f"'method.fusion': {FUSIONS.unknown_message(f)}")
+    if any(m.needs_flow for m in swept):
+        cfg["data"]["flow"] = True  # the store keeps flow only when a method needs it
+    if cfg["data"]["flow_algorithm"] not in ("farneback", "dis"):
+        problems.append(f"'data.flow_algorithm' must be 'farneback' or 'dis', got {cfg['data']['flow_algorithm']!r}")
+
+    # search-space keys must name existing settings
     for key in space:
         if key.startswith("method."):
             sub = key[len("method."):]
@@ -410,12 +474,23 @@ def resolve_trial_config(cfg: dict, trial_params: dict) -> dict:
     from raybench.methods import METHODS
 
     out = copy.deepcopy(cfg)
-    for k, v in trial_params.items():
+    for k, v in expand_params(trial_params).items():
         set_dotted(out, k, v)
     method = METHODS.get(out["method"]["name"])
     # keys of other swept methods do not apply to this one
     mine = {k: v for k, v in out["method"].items() if k == "name" or k in method.defaults}
     out["method"] = {**method.defaults, **mine}
+    return out
+
+
+def expand_params(params: dict) -> dict:
+    """Trial params with combined keys (``a|b``: {a: .., b: ..}) spread into dotted keys."""
+    out = {}
+    for k, v in params.items():
+        if "|" in k and isinstance(v, dict):
+            out.update(v)
+        else:
+            out[k] = v
     return out
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import copy
 import hashlib
+import itertools
 import json
 import os
 import sys
@@ -20,7 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from raybench.config import ConfigError, load, resolve_trial_config, search_values
+from raybench.config import (PAIR_KEY, ConfigError, expand_params, load, pairs_swept, resolve_trial_config,
+                              search_values, set_dotted, valid_pairs)
+
+PAIR_KEY_DATASET = "data.dataset"
 
 
 def data_summary(prep) -> dict[str, Any]:
@@ -39,16 +43,47 @@ def data_summary(prep) -> dict[str, Any]:
     }
 
 
-def datasets_in(cfg: dict) -> list[str]:
-    spec = cfg["tune"]["search_space"].get("data.dataset")
-    return list(dict.fromkeys(search_values(spec) or [cfg["data"]["dataset"]])) if spec else [cfg["data"]["dataset"]]
+def data_key(data_cfg: dict) -> str:
+    """Identifies one data configuration (dataset x preprocessing x split) within a sweep."""
+    return hashlib.sha1(json.dumps(data_cfg, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def data_variants(cfg: dict) -> list[dict]:
+    """Every data configuration the sweep can reach: the finite values of the swept ``data.*`` keys."""
+    space = cfg["tune"]["search_space"]
+    keys = [k for k in space if k.startswith("data.")]
+    values = [search_values(space[k]) for k in keys]
+    if PAIR_KEY_DATASET in keys and pairs_swept(cfg):
+        i = keys.index(PAIR_KEY_DATASET)
+        values[i] = list(dict.fromkeys(d for _, d in valid_pairs(cfg)))
+    out = {}
+    for combo in itertools.product(*values):
+        d = copy.deepcopy(cfg["data"])
+        for k, v in zip(keys, combo):
+            set_dotted(d, k[len("data."):], v)
+        if d["dataset"] != cfg["data"]["dataset"]:
+            d["root"] = None  # data.root names the base dataset's copy
+        out[data_key(d)] = d
+    return list(out.values())
+
+
+def trial_data_cfg(cfg: dict) -> dict:
+    d = copy.deepcopy(cfg["data"])
+    if d["dataset"] != cfg.get("_base_dataset", d["dataset"]):
+        d["root"] = None
+    return d
 
 
 def param_space(cfg: dict) -> dict[str, Any]:
     from ray import tune
 
     out = {}
-    for key, spec in cfg["tune"]["search_space"].items():
+    space = dict(cfg["tune"]["search_space"])
+    if pairs_swept(cfg):  # one grid over the (method, dataset) pairs whose tasks fit
+        for k in ("method.name", "data.dataset"):
+            space.pop(k)
+        out[PAIR_KEY] = tune.grid_search([{"method.name": m, "data.dataset": d} for m, d in valid_pairs(cfg)])
+    for key, spec in space.items():
         kind, arg = next(iter(spec.items()))
         out[key] = {
             "grid": lambda a: tune.grid_search(list(a)),
@@ -105,7 +140,7 @@ def run_trial(params: dict, base: dict, data: dict, train_sets: dict, mlinfo: di
     ray.data.DataContext.get_current().enable_progress_bars = False
     cfg = resolve_trial_config(base, params)
     cfg["train"]["cpus_per_worker"] = cpw
-    d = data[cfg["data"]["dataset"]]
+    d = data[data_key(trial_data_cfg(cfg))]
     ctx = tune.get_context()
     trial_id, trial_name = ctx.get_trial_id(), ctx.get_trial_name()
     info = dict(mlinfo, trial_id=f"{mlinfo['sweep_id']}/{trial_id}", trial_name=trial_name) if mlinfo else None
@@ -117,7 +152,7 @@ def run_trial(params: dict, base: dict, data: dict, train_sets: dict, mlinfo: di
         train_loop_config={"cfg": cfg, "data": d, "mlflow": info},
         scaling_config=ScalingConfig(num_workers=int(t["num_workers"]), use_gpu=use_gpu, resources_per_worker=res),
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
-        datasets={"train": train_sets[cfg["data"]["dataset"]]},
+        datasets={"train": train_sets[data_key(trial_data_cfg(cfg))]},
         dataset_config=DataConfig(datasets_to_split=["train"]),
         run_config=ray.train.RunConfig(
             name=f"{mlinfo['sweep_id'] if mlinfo else 'sweep'}-{trial_id}", storage_path=storage,
@@ -173,28 +208,22 @@ def run_sweep(cfg: dict, sweep_id: str | None = None) -> SweepResult:
     t_start = time.time()
     if not ray.is_initialized():
         ray.init(ignore_reinit_error=True)
-    # 1. PREPARE
+    # 1. PREPARE: every dataset x preprocessing configuration the sweep can reach, once
+    cfg = dict(cfg, _base_dataset=cfg["data"]["dataset"])
     summaries: dict[str, dict] = {}
-    for name in datasets_in(cfg):
-        dcfg = copy.deepcopy(cfg["data"])
-        if name != dcfg["dataset"]:
-            dcfg.update(dataset=name, root=None)
+    for dcfg in data_variants(cfg):
         t0 = time.time()
-        summaries[name] = data_summary(prepare(dcfg))
-        print(f"[raybench] prepared {name}: {sum(len(v) for v in summaries[name]['ids'].values())} clips "
-              f"(train/val/test {', '.join(str(len(v)) for v in summaries[name]['ids'].values())}), "
-              f"decoded {summaries[name]['decoded']}, skipped {len(summaries[name]['bad'])}, "
-              f"{time.time() - t0:.0f} s", flush=True)
-    # the training clips of each dataset, read once for the whole sweep (every trial and epoch reuse them)
+        s = summaries[data_key(dcfg)] = data_summary(prepare(dcfg))
+        print(f"[raybench] prepared {dcfg['dataset']}: {sum(len(v) for v in s['ids'].values())} clips "
+              f"(train/val/test {', '.join(str(len(v)) for v in s['ids'].values())}), decoded {s['decoded']}, "
+              f"skipped {len(s['bad'])}, {time.time() - t0:.0f} s", flush=True)
+    # the training clips of each store, read once for the whole sweep (every trial and epoch reuse them)
     ray.data.DataContext.get_current().enable_progress_bars = False
-    train_sets = {name: ClipStore(Path(s["store_path"])).ray_dataset(s["ids"]["train"]).materialize()
-                  for name, s in summaries.items()}
-    tasks = {s["task"] for s in summaries.values()}
-    if len(tasks) > 1:
-        raise ConfigError([f"the sweep mixes dataset tasks {sorted(tasks)}; sweep categorical and continuous "
-                           "datasets separately (their metrics differ)"], "config")
-    task = tasks.pop()
-    metric = cfg["tune"]["metric"] or default_metric(task)
+    train_sets = {k: ClipStore(Path(s["store_path"])).ray_dataset(s["ids"]["train"]).materialize()
+                  for k, s in summaries.items()}
+    # each dataset is judged on its own task's metric; Tune sees it as val/score
+    metrics = {s["dataset"]: cfg["tune"]["metric"] or default_metric(s["task"]) for s in summaries.values()}
+    metric = "val/score"
     mode = cfg["tune"]["mode"]
 
     # 3. RECORD (parent run)
@@ -209,7 +238,8 @@ def run_sweep(cfg: dict, sweep_id: str | None = None) -> SweepResult:
     # 2. SWEEP
     cpw, conc = size_trials(cfg)
     print(f"[raybench] sweep {sweep_id}: {cfg['train']['num_workers']} worker(s) x {cpw:g} CPU per trial, "
-          f"{conc} trial(s) at a time; selecting on {metric} ({mode})", flush=True)
+          f"{conc} trial(s) at a time; selecting on "
+          f"{', '.join(sorted(set(metrics.values())))} ({mode})", flush=True)
     scheduler = (ASHAScheduler(time_attr="training_iteration", max_t=int(cfg["train"]["epochs"]),
                                grace_period=min(int(cfg["tune"]["grace_period"]), int(cfg["train"]["epochs"])))
                  if cfg["tune"]["scheduler"] == "asha" else FIFOScheduler())
@@ -226,10 +256,12 @@ def run_sweep(cfg: dict, sweep_id: str | None = None) -> SweepResult:
     )
     grid = tuner.fit()
 
-    result = SweepResult(sweep_id, uri, exp_id, parent, prepared=summaries)
-    best_key = f"best/{metric}"
+    labels = _labels(summaries)
+    result = SweepResult(sweep_id, uri, exp_id, parent, prepared={labels[k]: s for k, s in summaries.items()})
+    best_key = "best/val/score"
     for r in grid:
-        params = {k: r.config.get(k) for k in cfg["tune"]["search_space"]}
+        params = expand_params({k: v for k, v in r.config.items() if k in cfg["tune"]["search_space"]
+                                or k == PAIR_KEY})
         trial_cfg = resolve_trial_config(cfg, params)
         m = r.metrics or {}
         row = {"trial_id": f"{sweep_id}/{m.get('trial_id', '?')}", "params": params, "cfg": trial_cfg,
@@ -241,11 +273,12 @@ def run_sweep(cfg: dict, sweep_id: str | None = None) -> SweepResult:
 
     # best per dataset, on the validation metric; only it sees the test split
     client = tracking._client(uri)
-    for name, data in summaries.items():
+    for name in dict.fromkeys(s["dataset"] for s in summaries.values()):
         ok = [t for t in result.trials if t["dataset"] == name and t["best_val"] is not None and t["checkpoint"]]
         if not ok:
             continue
         best = (max if mode == "max" else min)(ok, key=lambda t: t["best_val"])
+        data = summaries[data_key(trial_data_cfg(best["cfg"]))]
         test_metrics, preds = {}, []
         if data["ids"]["test"]:
             ev = ray.remote(num_cpus=1, num_gpus=1 if cfg["train"]["use_gpu"] else 0)(evaluate_checkpoint)
@@ -259,10 +292,10 @@ def run_sweep(cfg: dict, sweep_id: str | None = None) -> SweepResult:
             client.set_tag(child, "raybench.best", "true")
             _log_table(client, child, preds, "predictions_test.csv")
         client.set_tag(parent, f"best_trial.{name}", best["trial_id"])
-        tracking.log_metrics(uri, parent, {f"best_{metric}": best["best_val"]}, step=0)
+        tracking.log_metrics(uri, parent, {f"best_{metrics[name]}": best["best_val"]}, step=0)
     _log_table(client, parent, [_flat_row(t) for t in result.trials], "trials.csv")
     client.set_terminated(parent, status="FAILED" if result.failed == len(result.trials) else "FINISHED")
-    print(format_table(result, metric), flush=True)
+    print(format_table(result, metrics), flush=True)
     print(f"[raybench] sweep finished in {time.time() - t_start:.0f} s. Results: MLflow experiment "
           f"{tracking.experiment_name(cfg)!r}, parent run {parent}", flush=True)
     if uri.startswith(("sqlite:", "file:", "/")):
@@ -290,9 +323,18 @@ def _log_table(client, run_id: str, rows: list[dict], name: str) -> None:
         client.log_artifact(run_id, str(p))
 
 
-def format_table(result: SweepResult, metric: str) -> str:
+def _labels(summaries: dict[str, dict]) -> dict[str, str]:
+    """A readable name per store: the dataset, with the data key when a dataset has several."""
+    count: dict[str, int] = {}
+    for s in summaries.values():
+        count[s["dataset"]] = count.get(s["dataset"], 0) + 1
+    return {k: s["dataset"] if count[s["dataset"]] == 1 else f"{s['dataset']}@{k[:6]}" for k, s in summaries.items()}
+
+
+def format_table(result: SweepResult, metrics: dict[str, str]) -> str:
+    metric = " / ".join(sorted(set(metrics.values())))
     keys = sorted({k for t in result.trials for k in t["params"]})
-    vals = sorted({k for t in result.trials for k in t["val"]})
+    vals = sorted({k for t in result.trials for k in t["val"]} - {"val/score"})
     best_ids = {b["trial_id"] for b in result.best.values()}
     test_keys = sorted({k for b in result.best.values() for k in b.get("test", {})})
     head = ["trial", *keys, *vals, f"best {metric}", *test_keys]

@@ -51,3 +51,25 @@ def resample_labels(va: np.ndarray, frame_index: np.ndarray) -> np.ndarray:
     ok = frame_index < len(va)
     out[ok] = va[frame_index[ok]]
     return out
+
+
+def optical_flow(frames: np.ndarray, algorithm: str = "farneback") -> np.ndarray:
+    """Dense optical flow between consecutive frames with OpenCV: (T, H, W, 3) uint8 -> (T, H, W, 2) float16.
+
+    Frame t holds the flow from frame t-1 to t (pixels); frame 0 is zero.
+    ``algorithm``: ``farneback`` (the default) or ``dis`` (DIS, medium preset).
+    """
+    import cv2
+
+    gray = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in frames]
+    out = np.zeros(frames.shape[:3] + (2,), np.float16)
+    if algorithm == "dis":
+        dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_MEDIUM)
+        calc = lambda a, b: dis.calc(a, b, None)  # noqa: E731
+    elif algorithm == "farneback":
+        calc = lambda a, b: cv2.calcOpticalFlowFarneback(a, b, None, 0.5, 3, 9, 3, 5, 1.1, 0)  # noqa: E731
+    else:
+        raise ValueError(f"data.flow_algorithm must be 'farneback' or 'dis', got {algorithm!r}")
+    for t in range(1, len(gray)):
+        out[t] = calc(gray[t - 1], gray[t])
+    return out

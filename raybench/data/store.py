@@ -35,7 +35,7 @@ from raybench.data.manifest import Clip
 log = logging.getLogger(__name__)
 
 STORE_VERSION = 1
-PREPROCESSING_KEYS = ("fps", "image_size", "sample_rate", "audio", "max_clips", "ravdess")
+PREPROCESSING_KEYS = ("fps", "image_size", "sample_rate", "audio", "max_clips", "ravdess", "flow", "flow_algorithm")
 
 
 class PrepareError(RuntimeError):
@@ -60,7 +60,7 @@ def decode_row(row: dict[str, Any], data_cfg: dict[str, Any]) -> tuple[dict[str,
     """Decode + featurise one manifest row -> (store row, bad reason, warning)."""
     from raybench.data.datasets.affwild2 import read_va
     from raybench.data.decode import DecodeError, decode_clip
-    from raybench.data.features import audio_features, resample_labels
+    from raybench.data.features import audio_features, optical_flow, resample_labels
 
     try:
         d = decode_clip(row["video_path"], float(data_cfg["fps"]), int(data_cfg["image_size"]),
@@ -84,6 +84,8 @@ def decode_row(row: dict[str, Any], data_cfg: dict[str, Any]) -> tuple[dict[str,
         va = resample_labels(src_va, d.frame_index)  # (T, 2), NaN unannotated
         if np.isnan(va).all():
             return None, f"no annotated frame in {row['va_path']}", warning
+    flow = (optical_flow(d.frames, data_cfg.get("flow_algorithm", "farneback")) if data_cfg.get("flow")
+            else np.zeros((0, 0, 0, 2), np.float16))
     out = {
         "clip_id": row["clip_id"],
         "label": int(row["label"]) if row.get("label") is not None else -1,
@@ -93,6 +95,8 @@ def decode_row(row: dict[str, Any], data_cfg: dict[str, Any]) -> tuple[dict[str,
         "audio": _to_bytes(feats),
         "audio_shape": list(feats.shape),
         "va": _to_bytes(va),
+        "flow": _to_bytes(flow),
+        "flow_shape": list(flow.shape),
         "audio_sum": feats.astype(np.float64).sum(0).tolist(),
         "audio_sumsq": (feats.astype(np.float64) ** 2).sum(0).tolist(),
         "source_fps": d.source_fps,
@@ -299,9 +303,15 @@ def prepare(data_cfg: dict[str, Any], batch_size: int = 8, progress: bool = True
                     warnings=warnings)
 
 
-def decode_arrays(row: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Store row -> (video uint8 (T,H,W,3), audio float32 (T*k,F), va float32 (T,2) or (0,2))."""
-    video = np.frombuffer(row["video"], np.uint8).reshape(row["video_shape"])
-    audio = np.frombuffer(row["audio"], np.float32).reshape(row["audio_shape"])
-    va = np.frombuffer(row["va"], np.float32).reshape(-1, 2)
-    return video, audio, va
+def decode_arrays(row: dict[str, Any]) -> dict[str, np.ndarray]:
+    """Store row -> video uint8 (T,H,W,3), audio float32 (T*k,F), va float32 (T,2) (or (0,2)),
+    and flow float16 (T,H,W,2) when the store has it."""
+    out = {
+        "video": np.frombuffer(row["video"], np.uint8).reshape(row["video_shape"]),
+        "audio": np.frombuffer(row["audio"], np.float32).reshape(row["audio_shape"]),
+        "va": np.frombuffer(row["va"], np.float32).reshape(-1, 2),
+    }
+    shape = list(row.get("flow_shape") or [])
+    if shape and shape[0]:
+        out["flow"] = np.frombuffer(row["flow"], np.float16).reshape(shape)
+    return out

@@ -26,11 +26,12 @@ def window_starts(n: int, length: int, hop: int) -> list[int]:
     return starts
 
 
-def cut(video: np.ndarray, audio: np.ndarray, va: np.ndarray | None, start: int, length: int) -> dict[str, np.ndarray]:
+def cut(video: np.ndarray, audio: np.ndarray, va: np.ndarray | None, start: int, length: int,
+        flow: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """One window, zero-padded to ``length`` frames.
 
-    video (T,H,W,3) uint8, audio (T*k,F), va (T,2) or None ->
-    video (L,H,W,3) uint8, audio (L*k,F), mask (L,) bool, va (L,2) (NaN where padded).
+    video (T,H,W,3) uint8, audio (T*k,F), va (T,2) or None, flow (T,H,W,2) or None ->
+    video (L,H,W,3) uint8, audio (L*k,F), mask (L,) bool, va (L,2) (NaN where padded), flow (L,H,W,2).
     """
     T = video.shape[0]
     k = audio.shape[0] // max(T, 1)
@@ -47,6 +48,10 @@ def cut(video: np.ndarray, audio: np.ndarray, va: np.ndarray | None, start: int,
         y = np.full((length, 2), np.nan, np.float32)
         y[:n] = va[start:end]
         out["va"] = y
+    if flow is not None:
+        f = np.zeros((length,) + flow.shape[1:], np.float32)
+        f[:n] = flow[start:end]
+        out["flow"] = f
     return out
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch.nn as nn
 
 from raybench.methods.base import METHODS, Method, register_method
-from raybench.methods import baselines  # noqa: F401  (register)
+from raybench.methods import baselines, de3, schoneveld2021, zhang2021, zhou2019  # noqa: F401  (register)
 
 
 def create_method(name: str, task: str, num_outputs: int, **cfg) -> nn.Module:

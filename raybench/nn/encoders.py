@@ -17,9 +17,9 @@ def conv_block(cin: int, cout: int) -> nn.Sequential:
 class FrameCNN(nn.Module):
     """A small per-frame CNN trained from scratch: (B, T, 3, H, W) -> (B, T, D)."""
 
-    def __init__(self, out_dim: int = 128, width: int = 16, depth: int = 4):
+    def __init__(self, out_dim: int = 128, width: int = 16, depth: int = 4, in_channels: int = 3):
         super().__init__()
-        layers, c = [], 3
+        layers, c = [], in_channels
         for i in range(depth):
             layers += [conv_block(c, width * 2**i), nn.MaxPool2d(2)]
             c = width * 2**i
@@ -32,6 +32,68 @@ class FrameCNN(nn.Module):
         x = self.features(video.flatten(0, 1))  # (B*T, C, h, w)
         x = x.mean((2, 3))  # (B*T, C)
         return self.proj(x).view(B, T, -1)  # (B, T, D)
+
+
+class TimmFrameEncoder(nn.Module):
+    """Any timm architecture, applied per frame: (B, T, 3, H, W) -> (B, T, D)."""
+
+    def __init__(self, backbone: nn.Module, out_dim: int):
+        super().__init__()
+        self.backbone = backbone
+        self.proj = nn.Linear(backbone.num_features, out_dim)
+        self.out_dim = out_dim
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        B, T = video.shape[:2]
+        return self.proj(self.backbone(video.flatten(0, 1))).view(B, T, -1)  # (B, T, D)
+
+
+def load_weights(module: nn.Module, path: str, what: str) -> None:
+    """Load a local checkpoint (a state dict, or one under 'state_dict' / 'model') into ``module``."""
+    from pathlib import Path
+
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise FileNotFoundError(f"{what}: weights file {str(p)!r} does not exist")
+    state = torch.load(p, map_location="cpu", weights_only=False)
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict):
+        raise ValueError(f"{what}: {str(p)!r} holds a {type(state).__name__}, expected a state dict")
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    bad_shape = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or bad_shape:
+        raise ValueError(
+            f"{what}: the keys of {str(p)!r} do not fit the architecture: {len(missing)} missing "
+            f"(e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]}), "
+            f"{len(bad_shape)} of another shape (e.g. {bad_shape[:3]})")
+    module.load_state_dict(state)
+
+
+def build_frame_encoder(backbone: str, out_dim: int, weights: str | None = None, width: int = 16) -> nn.Module:
+    """``small_cnn`` (trained from scratch, the default) or any timm architecture by name, built
+    without downloading anything; ``weights`` loads a local checkpoint into the backbone."""
+    if backbone == "small_cnn":
+        enc: nn.Module = FrameCNN(out_dim, width)
+        target = enc
+    else:
+        import timm
+
+        from raybench.registry import did_you_mean
+
+        if backbone not in timm.list_models():
+            raise ValueError(f"unknown backbone {backbone!r}{did_you_mean(backbone, timm.list_models())}; "
+                             "use small_cnn or a timm model name")
+        net = timm.create_model(backbone, pretrained=False, num_classes=0)
+        enc = TimmFrameEncoder(net, out_dim)
+        target = net
+    if weights:
+        load_weights(target, weights, f"frame encoder {backbone!r}")
+    return enc
 
 
 class AudioConv(nn.Module):

@@ -58,6 +58,9 @@ def collate(windows: list[dict[str, np.ndarray]], audio_mean: np.ndarray, audio_
         batch["label"] = torch.tensor([w["label"] for w in windows], dtype=torch.long, device=device)
     if "va" in windows[0]:
         batch["va"] = torch.from_numpy(np.stack([w["va"] for w in windows])).to(device)  # (B, T, 2)
+    if "flow" in windows[0]:
+        flow = torch.from_numpy(np.stack([w["flow"] for w in windows]))  # (B, T, H, W, 2) pixels
+        batch["flow"] = flow.permute(0, 1, 4, 2, 3).to(device, non_blocking=True)  # (B, T, 2, H, W)
     return batch
 
 
@@ -65,16 +68,16 @@ def train_windows(rows: Iterable[dict[str, Any]], task: str, length: int, hop: i
                   rng: np.random.Generator) -> Iterator[dict[str, np.ndarray]]:
     """Categorical: one random window per clip. Continuous: every sliding window, random phase."""
     for row in rows:
-        video, audio, va = decode_arrays(row)
-        n = video.shape[0]
+        a = decode_arrays(row)
+        n = a["video"].shape[0]
         if task == "categorical":
-            w = cut(video, audio, None, random_start(n, length, rng), length)
+            w = cut(a["video"], a["audio"], None, random_start(n, length, rng), length, a.get("flow"))
             w["label"] = int(row["label"])
             yield w
         else:
             offset = int(rng.integers(0, hop)) if n > length + hop else 0
             for s in window_starts(n - offset, length, hop):
-                w = cut(video, audio, va, s + offset, length)
+                w = cut(a["video"], a["audio"], a["va"], s + offset, length, a.get("flow"))
                 if not np.isnan(w["va"]).all():
                     yield w
 
@@ -115,12 +118,14 @@ def evaluate(model: torch.nn.Module, rows: list[dict[str, Any]], data: dict, cfg
     model.eval()
     preds_out = []
     for row in rows:
-        video, audio, va = decode_arrays(row)
-        n = video.shape[0]
+        a = decode_arrays(row)
+        va = a["va"]
+        n = a["video"].shape[0]
         starts = window_starts(n, length, hop)
         outs = []
         for i in range(0, len(starts), bs):
-            wins = [cut(video, audio, va if task == "continuous" else None, s, length) for s in starts[i : i + bs]]
+            wins = [cut(a["video"], a["audio"], va if task == "continuous" else None, s, length, a.get("flow"))
+                    for s in starts[i : i + bs]]
             batch = collate(wins, mean, std, device)
             with _autocast(device, cfg):
                 out = model(batch)
@@ -228,6 +233,7 @@ def train_loop_per_worker(config: dict) -> None:
             best, best_epoch = cur, epoch
             best_state = {k: v.detach().cpu().clone() for k, v in method.state_dict().items()}
         metrics[f"best/{metric_name}"] = best
+        metrics["val/score"], metrics["best/val/score"] = cur, best  # the selection metric, under one name
         metrics["best_epoch"] = best_epoch
         if rank == 0 and run_id:
             from raybench.tracking import log_metrics

@@ -105,3 +105,35 @@ def test_cli_config_error_exits_2_without_traceback(tmp_path):
 def test_missing_sweep_file_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="sweep file not found"):
         load(tmp_path / "nope.yaml")
+
+
+def test_flow_is_stored_only_when_a_method_needs_it():
+    assert load(SWEEPS_DIR / "smoke.yaml")["data"]["flow"] is False
+    assert load(SWEEPS_DIR / "smoke.yaml", ["method.name=de3", "method.dim=16"])["data"]["flow"] is True
+    with pytest.raises(ConfigError, match="flow_algorithm"):
+        load(SWEEPS_DIR / "smoke.yaml", ["data.flow_algorithm=tvl1"])
+
+
+def test_fusion_names_are_checked_up_front():
+    with pytest.raises(ConfigError, match='unknown fusion \'fbb\' \\(did you mean "fbp"\\?\\)'):
+        load(SWEEPS_DIR / "smoke.yaml", ["method.fusion=fbb"])
+
+
+def test_pairs_whose_tasks_differ_are_left_out_of_a_method_x_dataset_grid():
+    from raybench.config import valid_pairs
+
+    cfg = load(SWEEPS_DIR / "synthetic_methods.yaml")
+    pairs = valid_pairs(cfg)
+    assert ("zhou2019", "synthetic_ravdess") in pairs and ("zhou2019", "synthetic_affwild2") not in pairs
+    assert ("zhang2021", "synthetic_affwild2") in pairs and ("zhang2021", "synthetic_ravdess") not in pairs
+    assert len(pairs) == 14
+    assert cfg["data"]["flow"] is True  # de3 is in the sweep
+
+
+def test_search_space_entries_can_be_overridden_from_the_command_line():
+    cfg = load(SWEEPS_DIR / "default.yaml", ["tune.search_space.method.name={grid: [audio_only, av_fusion]}",
+                                              "tune.search_space.train.lr={loguniform: [1.0e-4, 1.0e-2]}"])
+    space = cfg["tune"]["search_space"]
+    assert space["method.name"] == {"grid": ["audio_only", "av_fusion"]}
+    assert space["train.lr"] == {"loguniform": [1.0e-4, 1.0e-2]}
+    assert space["window.length"] == {"grid": [8, 16]}

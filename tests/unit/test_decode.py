@@ -65,3 +65,17 @@ def test_resample_labels_marks_missing_frames_nan():
     va = np.arange(10, dtype=np.float32).reshape(5, 2)
     out = resample_labels(va, np.array([0, 2, 4, 6]))
     assert out[:3, 0].tolist() == [0, 4, 8] and np.isnan(out[3]).all()
+
+
+@pytest.mark.parametrize("algorithm", ["farneback", "dis"])
+def test_optical_flow_follows_a_moving_square(algorithm):
+    from raybench.data.features import optical_flow
+
+    frames = np.zeros((3, 48, 48, 3), np.uint8)
+    for t in range(3):
+        frames[t, 16:28, 10 + 2 * t : 22 + 2 * t] = 255  # moves 2 px right per frame
+    flow = optical_flow(frames, algorithm)
+    assert flow.shape == (3, 48, 48, 2) and flow.dtype == np.float16
+    assert not flow[0].any()
+    dx = flow[1, 18:26, 14:20, 0].astype(float).mean()
+    assert 1.0 < dx < 3.0 and abs(flow[1, 18:26, 14:20, 1].astype(float).mean()) < 0.5

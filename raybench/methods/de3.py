@@ -1,0 +1,91 @@
+"""de3: Detail-Enhanced Intra- and Inter-modal Interaction (DE-III; Shi et al., arXiv 2405.16701).
+
+METHODS.md section 3 (code not released; forms inferred where the paper names a
+module without details):
+
+- optical flow between consecutive face crops (OpenCV Farneback, computed in the
+  prepare stage: the store keeps it only when a method needs it);
+- frame/flow "OV attention fusion": F_v' = LN(F_v + MHA(F_v, F_o, F_o)),
+  F_o' = LN(F_o + MHA(F_o, F_v, F_v)), H_v = Linear([F_v'; F_o']);
+- intra-modal enhancement: ``num_blocks`` Conformer blocks per modality;
+- inter-modal enhancement: H_v += CrossAttn(H_v, H_a), H_a += CrossAttn(H_a, H_v);
+  mean-pool over time -> z_v, z_a; z_f = [z_v; z_a];
+- three heads (video, audio, fused): loss L_fused + lambda (L_video + L_audio),
+  lambda = 0.5; the prediction is the fused head's. Continuous: per-step heads, CCC loss.
+
+``use_flow: false`` is the paper's ablation (frames only, no flow branch).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from raybench.methods.base import Method, register_method
+from raybench.nn.attention import ConformerBlock, CrossModalAttention
+from raybench.nn.encoders import AudioConv, FrameCNN, build_frame_encoder, masked_mean
+from raybench.nn.fusion import create_fusion
+
+
+@register_method("de3")
+class DE3(Method):
+    tasks = ("categorical", "continuous")
+    needs_flow = True
+    defaults = {
+        "backbone": "small_cnn",
+        "weights": None,
+        "cnn_width": 16,
+        "dim": 128,
+        "heads": 4,
+        "num_blocks": 2,
+        "conv_kernel": 7,
+        "use_flow": True,
+        "lambda": 0.5,
+        "dropout": 0.1,
+    }
+
+    def __init__(self, task, num_outputs, n_audio_features=40, audio_steps_per_frame=4, **cfg):
+        super().__init__(task, num_outputs)
+        self.cfg = cfg
+        d, h = cfg["dim"], cfg["heads"]
+        self.frames = build_frame_encoder(cfg["backbone"], d, cfg["weights"], cfg["cnn_width"])
+        if cfg["use_flow"]:
+            self.flow = FrameCNN(d, cfg["cnn_width"], in_channels=2)
+            self.ov = create_fusion("cross_attention", [d, d], d, heads=h, dropout=cfg["dropout"])
+        self.audio = AudioConv(n_audio_features, audio_steps_per_frame, d)
+        self.v_blocks = nn.ModuleList(ConformerBlock(d, h, kernel=cfg["conv_kernel"], dropout=cfg["dropout"])
+                                      for _ in range(cfg["num_blocks"]))
+        self.a_blocks = nn.ModuleList(ConformerBlock(d, h, kernel=cfg["conv_kernel"], dropout=cfg["dropout"])
+                                      for _ in range(cfg["num_blocks"]))
+        self.v_from_a = CrossModalAttention(d, h, cfg["dropout"])
+        self.a_from_v = CrossModalAttention(d, h, cfg["dropout"])
+        self.head_v = nn.Linear(d, num_outputs)
+        self.head_a = nn.Linear(d, num_outputs)
+        self.head_f = nn.Linear(2 * d, num_outputs)
+
+    def forward(self, batch):
+        mask = batch.get("mask")
+        hv = self.frames(batch["video"])  # (B, T, d)
+        if self.cfg["use_flow"]:
+            if "flow" not in batch:
+                raise KeyError("de3 with use_flow needs optical flow in the batch: prepare with data.flow=true")
+            hv = self.ov([hv, self.flow(batch["flow"])])  # (B, T, d): OV attention fusion
+        ha = self.audio(batch["audio"])  # (B, T, d)
+        for bv, ba in zip(self.v_blocks, self.a_blocks):
+            hv, ha = bv(hv, mask), ba(ha, mask)  # intra-modal enhancement
+        hv, ha = self.v_from_a(hv, ha, mask), self.a_from_v(ha, hv, mask)  # inter-modal, residual inside
+        if self.task == "categorical":
+            zv, za = masked_mean(hv, mask), masked_mean(ha, mask)  # (B, d)
+            return {"logits": self.head_f(torch.cat([zv, za], -1)), "video": self.head_v(zv),
+                    "audio": self.head_a(za)}
+        squash = torch.tanh
+        return {"va": squash(self.head_f(torch.cat([hv, ha], -1))), "video": squash(self.head_v(hv)),
+                "audio": squash(self.head_a(ha))}  # (B, T, 2) each
+
+    def loss(self, out, batch):
+        from raybench.train.losses import task_loss
+
+        key = "logits" if self.task == "categorical" else "va"
+        fused = task_loss(self.task, out, batch)
+        uni = task_loss(self.task, {key: out["video"]}, batch) + task_loss(self.task, {key: out["audio"]}, batch)
+        return fused + float(self.cfg["lambda"]) * uni

@@ -1,0 +1,125 @@
+"""schoneveld2021: distilled face CNN + VGGish-style audio CNN + recurrent fusion (PRL 2021).
+
+METHODS.md section 2: a face CNN student per frame (its penultimate embedding is
+the frame feature), optionally trained by knowledge distillation from a teacher;
+a VGGish-style 2-D CNN over log-Mel patches (0.96 s, hop one video frame) ->
+128-d per step; model-level fusion: per-step concatenation -> 2-layer LSTM or GRU
+(hidden 256) -> a head per step (valence/arousal, loss 1 - CCC) or pooled over
+time (categorical; ``pool: last | mean``).
+
+Distillation (optional): ``distill_teacher`` is a TorchScript file mapping face
+frames (N, 3, H, W) in [-1, 1] to class logits (N, C_t). A per-frame student
+head learns from it: alpha T^2 KL(softmax(t/T) || softmax(s/T)), plus, on
+categorical data, (1 - alpha) CE of the pooled student head on the labels.
+Without a teacher the student trains directly with the task loss.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from raybench.methods.base import Method, register_method
+from raybench.nn.audio import VGGishStream
+from raybench.nn.encoders import build_frame_encoder, masked_mean
+from raybench.nn.fusion import create_fusion
+from raybench.nn.temporal import RNN
+
+
+def load_teacher(path: str) -> torch.jit.ScriptModule:
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise FileNotFoundError(f"schoneveld2021: distill_teacher {str(p)!r} does not exist; expected a TorchScript "
+                                "file (torch.jit.save) mapping face frames (N, 3, H, W) to logits (N, C)")
+    try:
+        teacher = torch.jit.load(str(p), map_location="cpu")
+    except Exception as e:
+        raise ValueError(f"schoneveld2021: distill_teacher {str(p)!r} is not a TorchScript file: {e}") from None
+    teacher.eval()
+    for q in teacher.parameters():
+        q.requires_grad_(False)
+    return teacher
+
+
+@register_method("schoneveld2021")
+class Schoneveld2021(Method):
+    tasks = ("categorical", "continuous")
+    defaults = {
+        "backbone": "small_cnn",  # the paper: a distilled face CNN (give `weights:` for a checkpoint)
+        "weights": None,
+        "cnn_width": 16,
+        "visual_dim": 256,
+        "audio_dim": 128,
+        "patch_frames": 9,  # VGGish patch, in video frames (0.96 s at about 10 fps)
+        "fusion": "concat",
+        "fused_dim": 256,
+        "rnn": "lstm",  # lstm | gru
+        "hidden": 256,
+        "layers": 2,
+        "pool": "mean",  # categorical: last | mean
+        "dropout": 0.1,
+        "distill_teacher": None,
+        "distill_temperature": 4.0,
+        "distill_alpha": 0.5,
+    }
+
+    def __init__(self, task, num_outputs, n_audio_features=40, audio_steps_per_frame=4, **cfg):
+        super().__init__(task, num_outputs)
+        if cfg["pool"] not in ("last", "mean"):
+            raise ValueError(f"schoneveld2021: pool must be 'last' or 'mean', got {cfg['pool']!r}")
+        self.cfg = cfg
+        self.face = build_frame_encoder(cfg["backbone"], cfg["visual_dim"], cfg["weights"], cfg["cnn_width"])
+        self.audio = VGGishStream(n_audio_features, audio_steps_per_frame, cfg["audio_dim"], cfg["patch_frames"])
+        self.fusion = create_fusion(cfg["fusion"], [cfg["visual_dim"], cfg["audio_dim"]], cfg["fused_dim"])
+        self.rnn = RNN(cfg["fused_dim"], cfg["hidden"], cfg["layers"], cfg["rnn"], dropout=cfg["dropout"])
+        self.head = nn.Sequential(nn.Dropout(cfg["dropout"]), nn.Linear(self.rnn.out_dim, num_outputs))
+        self._teacher = [load_teacher(cfg["distill_teacher"])] if cfg["distill_teacher"] else []
+        if self._teacher:
+            with torch.no_grad():
+                n_t = self._teacher[0](torch.zeros(1, 3, 32, 32)).shape[-1]
+            self.student_frame = nn.Linear(cfg["visual_dim"], n_t)
+            if task == "categorical":
+                self.student_clip = nn.Linear(cfg["visual_dim"], num_outputs)
+
+    def forward(self, batch):
+        mask = batch.get("mask")
+        v = self.face(batch["video"])  # (B, T, Dv)
+        a = self.audio(batch["audio"])  # (B, T, 128)
+        h = self.rnn(self.fusion([v, a]))  # (B, T, H)
+        out = {}
+        if self.task == "continuous":
+            out["va"] = torch.tanh(self.head(h))  # (B, T, 2)
+        else:
+            if self.cfg["pool"] == "last":
+                last = (mask.long().sum(1) - 1).clamp_min(0) if mask is not None else torch.full(
+                    (h.shape[0],), h.shape[1] - 1, device=h.device)
+                pooled = h[torch.arange(h.shape[0], device=h.device), last]  # (B, H)
+            else:
+                pooled = masked_mean(h, mask)  # (B, H)
+            out["logits"] = self.head(pooled)  # (B, C)
+        if self._teacher and self.training:
+            out["student_frame"] = self.student_frame(v)  # (B, T, C_t)
+            if self.task == "categorical":
+                out["student_clip"] = self.student_clip(masked_mean(v, mask))  # (B, C)
+        return out
+
+    def loss(self, out, batch):
+        loss = super().loss(out, batch)
+        if "student_frame" not in out:
+            return loss
+        teacher = self._teacher[0].to(batch["video"].device)
+        T, alpha = float(self.cfg["distill_temperature"]), float(self.cfg["distill_alpha"])
+        frames = batch["video"].flatten(0, 1)  # (B*T, 3, H, W)
+        with torch.no_grad():
+            t_logits = teacher(frames)  # (B*T, C_t)
+        s_logits = out["student_frame"].flatten(0, 1)  # (B*T, C_t)
+        keep = batch["mask"].flatten() if "mask" in batch else slice(None)
+        kl = F.kl_div(F.log_softmax(s_logits[keep] / T, -1), F.softmax(t_logits[keep] / T, -1),
+                      reduction="batchmean") * T * T
+        distill = alpha * kl
+        if "student_clip" in out:
+            distill = distill + (1 - alpha) * F.cross_entropy(out["student_clip"], batch["label"])
+        return loss + distill

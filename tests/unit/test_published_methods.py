@@ -1,0 +1,127 @@
+"""Method-specific behaviour of the published methods (METHODS.md)."""
+
+import numpy as np
+import pytest
+import torch
+
+from raybench.methods import create_method
+from raybench.methods.zhang2021 import ccc_centering
+from raybench.nn.encoders import build_frame_encoder
+from raybench.train.losses import ccc
+
+
+def _batch(B=2, T=6, H=32, F=20, K=4, task="categorical"):
+    b = {"video": torch.randn(B, T, 3, H, H), "audio": torch.randn(B, T * K, F),
+         "mask": torch.ones(B, T, dtype=torch.bool), "flow": torch.randn(B, T, 2, H, H)}
+    if task == "categorical":
+        b["label"] = torch.tensor([0, 1][:B])
+    else:
+        b["va"] = torch.rand(B, T, 2) * 2 - 1
+    return b
+
+
+def test_ccc_centering_on_known_inputs():
+    p1 = np.array([0.1, 0.2, 0.3, 0.4])
+    p2 = p1 + 0.2  # same shape, shifted: CCC(p1, p2) = CCC(p2, p1)
+    out = ccc_centering([p1, p2])
+    r = float(ccc(torch.tensor(p1)[:, None], torch.tensor(p2)[:, None])[0])
+    w = (r * p1.mean() + r * p2.mean()) / (2 * r)  # equal weights: the mean of the means
+    assert np.allclose(out, np.mean([p1 - p1.mean() + w, p2 - p2.mean() + w], 0))
+    assert np.allclose(out, p1 + 0.1)
+    # a fold that agrees less with the others weighs less in the common offset
+    p3 = np.array([0.9, -0.9, 0.9, -0.9])
+    out3 = ccc_centering([p1, p2, p3])
+    assert out3.shape == (4,) and np.all(np.abs(out3) <= 1)
+    assert np.all(np.abs(ccc_centering([np.full(4, 3.0), np.full(4, 3.0) + 1e-3 * np.arange(4)])) <= 1)
+
+
+def test_zhang2021_defaults_are_the_papers():
+    m = create_method("zhang2021", "continuous", 2, n_audio_features=20, audio_steps_per_frame=4)
+    one = m.models[0]
+    assert one.v_tcn.receptive_field == 121 and one.v_tcn.out_dim == 128
+    assert [s["tcn"].out_dim for s in one.streams] == [32, 32]
+    assert [s["enc"].out_dim for s in one.streams] == [39, 128]  # MFCC + deltas, VGGish
+    assert one.fusion.z_dim == 224 and one.head.in_features == 224
+    two = create_method("zhang2021", "continuous", 2, n_audio_features=20, audio_steps_per_frame=4,
+                        per_dimension=True, visual_dim=16, levels=1)
+    assert len(two.models) == 2 and two(_batch(task="continuous"))["va"].shape == (2, 6, 2)
+
+
+def test_zhang2021_crop_is_shared_by_the_window_and_centred_in_eval():
+    m = create_method("zhang2021", "continuous", 2, n_audio_features=20, audio_steps_per_frame=4, crop=0.5)
+    v = torch.arange(16 * 16, dtype=torch.float).view(1, 1, 1, 16, 16).expand(2, 5, 3, 16, 16)
+    m.train()
+    c = m._augment(v)
+    assert c.shape == (2, 5, 3, 8, 8)
+    assert all(torch.equal(c[b, 0], c[b, t]) for b in range(2) for t in range(5))  # one crop per window
+    m.eval()
+    assert torch.equal(m._augment(v), v[..., 4:12, 4:12])
+
+
+def test_schoneveld2021_distils_from_a_torchscript_teacher(tmp_path):
+    teacher = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                                  torch.nn.Linear(4, 7))
+    path = tmp_path / "teacher.pt"
+    torch.jit.script(teacher).save(str(path))
+    kw = dict(n_audio_features=20, audio_steps_per_frame=4, visual_dim=16, audio_dim=8, hidden=8, fused_dim=8,
+              patch_frames=3, cnn_width=4)
+    torch.manual_seed(0)
+    plain = create_method("schoneveld2021", "categorical", 2, **kw)
+    torch.manual_seed(0)
+    student = create_method("schoneveld2021", "categorical", 2, distill_teacher=str(path), **kw)
+    b = _batch()
+    out = student(b)
+    assert out["student_frame"].shape == (2, 6, 7)
+    assert not any(p.requires_grad for p in student._teacher[0].parameters())
+    assert "teacher" not in "".join(student.state_dict())  # the teacher is not saved with the student
+    assert float(student.loss(out, b).detach()) > float(plain.loss(plain(b), b).detach()) - 1e-6
+    with pytest.raises(FileNotFoundError, match="TorchScript"):
+        create_method("schoneveld2021", "categorical", 2, distill_teacher=str(tmp_path / "nope.pt"), **kw)
+
+
+def test_de3_flow_ablation_and_weighted_loss():
+    kw = dict(n_audio_features=20, audio_steps_per_frame=4, dim=16, heads=2, num_blocks=1, cnn_width=4)
+    with_flow = create_method("de3", "categorical", 2, **kw)
+    without = create_method("de3", "categorical", 2, use_flow=False, **kw)
+    assert hasattr(with_flow, "flow") and not hasattr(without, "flow")
+    b = _batch()
+    out = with_flow(b)
+    assert set(out) == {"logits", "video", "audio"}
+    from raybench.train.losses import task_loss
+
+    expect = task_loss("categorical", out, b) + 0.5 * (
+        task_loss("categorical", {"logits": out["video"]}, b) + task_loss("categorical", {"logits": out["audio"]}, b))
+    assert torch.allclose(with_flow.loss(out, b), expect)
+    b.pop("flow")
+    with pytest.raises(KeyError, match="data.flow"):
+        with_flow(b)
+    assert without(b)["logits"].shape == (2, 2)
+
+
+def test_zhou2019_variants():
+    kw = dict(n_audio_features=20, audio_steps_per_frame=4, visual_dim=16, audio_dim=8, hidden=8, fbp_o=8,
+              cnn_width=4)
+    for attention in ("self", "relation", "transformer"):
+        for fusion in ("concat", "fbp"):
+            for deltas in (True, False):
+                m = create_method("zhou2019", "categorical", 3, attention=attention, fusion=fusion, deltas=deltas,
+                                  **kw)
+                assert m(_batch())["logits"].shape == (2, 3)
+    with pytest.raises(ValueError, match="fusion"):
+        create_method("zhou2019", "categorical", 3, fusion="leader_follower", **kw)
+
+
+def test_frame_encoder_from_timm_and_local_weights(tmp_path):
+    enc = build_frame_encoder("resnet18", 16, None)
+    assert enc(torch.randn(1, 2, 3, 32, 32)).shape == (1, 2, 16)
+    torch.save({"state_dict": enc.backbone.state_dict()}, tmp_path / "w.pt")
+    enc2 = build_frame_encoder("resnet18", 16, str(tmp_path / "w.pt"))
+    k = next(iter(enc.backbone.state_dict()))
+    assert torch.equal(enc2.backbone.state_dict()[k], enc.backbone.state_dict()[k])
+    with pytest.raises(FileNotFoundError, match="nope.pt"):
+        build_frame_encoder("resnet18", 16, str(tmp_path / "nope.pt"))
+    torch.save({"fc9.weight": torch.zeros(2)}, tmp_path / "bad.pt")
+    with pytest.raises(ValueError, match="do not fit"):
+        build_frame_encoder("resnet18", 16, str(tmp_path / "bad.pt"))
+    with pytest.raises(ValueError, match="unknown backbone"):
+        build_frame_encoder("resnett18", 16, None)

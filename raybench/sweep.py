@@ -196,7 +196,37 @@ class SweepResult:
     failed: int = 0
 
 
-def run_sweep(cfg: dict, sweep_id: str | None = None) -> SweepResult:
+STATE_FILE = "raybench_sweep.json"
+
+
+def save_sweep_state(storage: str, sweep_id: str, cfg: dict) -> None:
+    """The resolved config of a sweep, kept beside its Tune results so ``--resume`` can rebuild it."""
+    import pyarrow.fs
+
+    text = json.dumps({"sweep_id": sweep_id, "cfg": {k: v for k, v in cfg.items() if k != "_base_dataset"}},
+                      default=str, indent=1)
+    fs, root = pyarrow.fs.FileSystem.from_uri(storage) if "://" in storage else (pyarrow.fs.LocalFileSystem(),
+                                                                                  storage)
+    fs.create_dir(f"{root}/{sweep_id}", recursive=True)
+    with fs.open_output_stream(f"{root}/{sweep_id}/{STATE_FILE}") as f:
+        f.write(text.encode())
+
+
+def load_sweep_state(storage: str, sweep_id: str) -> dict:
+    import pyarrow.fs
+
+    fs, root = pyarrow.fs.FileSystem.from_uri(storage) if "://" in storage else (pyarrow.fs.LocalFileSystem(),
+                                                                                  storage)
+    path = f"{root}/{sweep_id}/{STATE_FILE}"
+    try:
+        with fs.open_input_stream(path) as f:
+            return json.loads(f.read().decode())["cfg"]
+    except (FileNotFoundError, OSError):
+        raise ConfigError([f"no sweep {sweep_id!r} to resume: {path} does not exist (is storage= the one the "
+                           "sweep used?)"], "--resume") from None
+
+
+def run_sweep(cfg: dict, sweep_id: str | None = None, resume: bool = False) -> SweepResult:
     import ray
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
@@ -247,13 +277,23 @@ def run_sweep(cfg: dict, sweep_id: str | None = None) -> SweepResult:
         tune.with_parameters(run_trial, base=cfg, data=summaries, train_sets=train_sets, mlinfo=mlinfo,
                              storage=storage, cpw=cpw),
         {"CPU": 0.01})
-    tuner = tune.Tuner(
-        trainable,
-        param_space=param_space(cfg),
-        tune_config=tune.TuneConfig(metric=metric, mode=mode, scheduler=scheduler,
-                                    num_samples=int(cfg["tune"]["num_samples"]), max_concurrent_trials=conc),
-        run_config=tune.RunConfig(name=sweep_id, storage_path=storage, verbose=1),
-    )
+    exp_dir = f"{storage.rstrip('/')}/{sweep_id}"
+    if resume and tune.Tuner.can_restore(exp_dir):
+        # finished trials are kept; unfinished and errored ones go on from their last checkpoint
+        print(f"[raybench] resuming sweep {sweep_id} from {exp_dir}", flush=True)
+        tuner = tune.Tuner.restore(exp_dir, trainable, resume_unfinished=True, restart_errored=True,
+                                   param_space=param_space(cfg))
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space=param_space(cfg),
+            tune_config=tune.TuneConfig(metric=metric, mode=mode, scheduler=scheduler,
+                                        num_samples=int(cfg["tune"]["num_samples"]), max_concurrent_trials=conc),
+            run_config=tune.RunConfig(name=sweep_id, storage_path=storage, verbose=1),
+        )
+    save_sweep_state(storage, sweep_id, cfg)
+    print(f"[raybench] to resume this sweep if it is interrupted:  python -m raybench.sweep --resume {sweep_id}"
+          + ("" if cfg["storage"] is None else f" storage={cfg['storage']}"), flush=True)
     grid = tuner.fit()
 
     labels = _labels(summaries)
@@ -361,6 +401,10 @@ def parse_args(argv: list[str]) -> tuple[str | None, list[str], argparse.Namespa
         "DDP), sweep (Ray Tune), record in MLflow. With no file, runs sweeps/default.yaml.",
     )
     p.add_argument("args", nargs="*", help="[SWEEP.yaml] [key=value ...] (OmegaConf dotlist overrides)")
+    p.add_argument("--resume", metavar="SWEEP_ID", default=None,
+                   help="go on with an interrupted sweep (the id it printed): finished trials are kept, the "
+                   "others continue from their last checkpoint, MLflow runs are continued, not duplicated. "
+                   "Pass storage=... if the sweep used one.")
     a = p.parse_args(argv)
     path, overrides = None, []
     for x in a.args:
@@ -372,9 +416,17 @@ def parse_args(argv: list[str]) -> tuple[str | None, list[str], argparse.Namespa
 
 
 def main(argv: list[str] | None = None) -> int:
-    path, overrides, _ = parse_args(sys.argv[1:] if argv is None else argv)
+    path, overrides, args = parse_args(sys.argv[1:] if argv is None else argv)
     try:
-        cfg = load(path, overrides)
+        if args.resume:
+            from raybench import tracking
+            from raybench.config import validate
+
+            storage = next((o.split("=", 1)[1] for o in overrides if o.startswith("storage=")), None)
+            storage = storage or str(tracking.results_dir({"storage": None}) / "tune")
+            cfg = validate(load_sweep_state(storage, args.resume), source=f"sweep {args.resume}")
+        else:
+            cfg = load(path, overrides)
     except ConfigError as e:
         print(f"raybench: invalid configuration\n{e}", file=sys.stderr)
         return 2
@@ -382,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
     from raybench.data.store import PrepareError
 
     try:
-        result = run_sweep(cfg)
+        result = run_sweep(cfg, sweep_id=args.resume, resume=bool(args.resume))
     except ConfigError as e:
         print(f"raybench: invalid configuration\n{e}", file=sys.stderr)
         return 2

@@ -1,0 +1,71 @@
+"""A sweep whose driver is killed mid-way resumes: finished trials are kept, MLflow runs not duplicated."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from raybench.config import SWEEPS_DIR
+from raybench.tracking import TRIAL_TAG
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _wait_for(log: Path, pattern: str, proc: subprocess.Popen, timeout: float) -> re.Match:
+    end = time.time() + timeout
+    while time.time() < end:
+        m = re.search(pattern, log.read_text() if log.exists() else "")
+        if m:
+            return m
+        if proc.poll() is not None:
+            raise AssertionError(f"the sweep exited ({proc.returncode}) before {pattern!r}:\n{log.read_text()[-3000:]}")
+        time.sleep(1)
+    raise AssertionError(f"timed out waiting for {pattern!r}:\n{log.read_text()[-3000:]}")
+
+
+def test_killed_sweep_resumes_without_repeating_trials(ray_session, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    args = [str(SWEEPS_DIR / "smoke.yaml"), "data.synth.actors=4", "data.synth.seconds=1.0", "data.fps=8",
+            "train.epochs=3", f"storage={tmp_path / 'results'}", f"mlflow.tracking_uri={uri}"]
+    # the driver joins the running Ray cluster, as `ray job submit` would
+    env = dict(os.environ, RAY_ADDRESS=ray_session.get_runtime_context().gcs_address)
+    log = tmp_path / "first.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "raybench.sweep", *args], cwd=ROOT, env=env, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        sweep_id = _wait_for(log, r"--resume (\S+)", proc, 300).group(1)
+        _wait_for(log, r"Trial \S+_00000 completed", proc, 300)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the driver dies mid-sweep
+        proc.wait()
+    client = MlflowClient(uri)
+    (exp,) = [e for e in client.search_experiments() if e.name.startswith("raybench-")]
+    before = {r.data.tags[TRIAL_TAG]: r for r in client.search_runs([exp.experiment_id])
+              if r.data.tags.get("raybench.kind") == "trial"}
+    finished = [t for t, run in before.items()
+                if len(client.get_metric_history(run.info.run_id, "val/uar")) == 3]
+    assert finished, "the first trial finished before the kill"
+
+    r = subprocess.run([sys.executable, "-m", "raybench.sweep", "--resume", sweep_id,
+                        f"storage={tmp_path / 'results'}"], cwd=ROOT, env=env, capture_output=True, text=True,
+                       timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert f"resuming sweep {sweep_id}" in r.stdout
+    runs = client.search_runs([exp.experiment_id])
+    parents = [x for x in runs if x.data.tags.get("raybench.kind") == "sweep"]
+    trials = [x for x in runs if x.data.tags.get("raybench.kind") == "trial"]
+    assert len(parents) == 1 and len(trials) == 2  # continued, not duplicated
+    for t in trials:
+        steps = [m.step for m in client.get_metric_history(t.info.run_id, "val/uar")]
+        assert sorted(set(steps)) == [0, 1, 2], steps  # every epoch is there
+        if t.data.tags[TRIAL_TAG] in finished:
+            assert sorted(steps) == [0, 1, 2], steps  # the finished trial was not trained again
+    assert "test/uar" in client.get_run(parents[0].info.run_id).data.metrics

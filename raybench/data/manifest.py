@@ -6,7 +6,7 @@ Adapters only parse file names and annotation files; they never decode.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -55,10 +55,3 @@ def assign_splits(clips: list[Clip], val_fraction: float, test_fraction: float, 
         if c.split is None:
             c.split = where[c.subject]
     return clips
-
-
-def split_counts(clips: Iterable[Clip]) -> dict[str, int]:
-    out = {s: 0 for s in SPLITS}
-    for c in clips:
-        out[c.split or "none"] = out.get(c.split or "none", 0) + 1
-    return out

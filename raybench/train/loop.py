@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -182,7 +183,7 @@ def train_loop_per_worker(config: dict) -> None:
     method = model
     model = ray.train.torch.prepare_model(model)  # DDP when world > 1, moved to device
     opt = torch.optim.AdamW(model.parameters(), lr=float(tcfg["lr"]), weight_decay=float(tcfg["weight_decay"]))
-    start_epoch, best, best_epoch, best_state = 0, None, -1, None
+    start_epoch, best, best_epoch, best_state, last_metrics = 0, None, -1, None, None
     ckpt = ray.train.get_checkpoint()
     if ckpt:
         with ckpt.as_directory() as d:
@@ -190,6 +191,7 @@ def train_loop_per_worker(config: dict) -> None:
             method.load_state_dict(st["model"])
             opt.load_state_dict(st["optimizer"])
             start_epoch, best, best_epoch = st["epoch"] + 1, st["best"], st["best_epoch"]
+            last_metrics = st.get("metrics")
             best_state = torch.load(Path(d) / "best.pt", map_location="cpu", weights_only=False)
 
     store = ClipStore(Path(data["store_path"]))
@@ -243,7 +245,20 @@ def train_loop_per_worker(config: dict) -> None:
             checkpoint = None
             if rank == 0:
                 torch.save({"model": method.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
-                            "best": best, "best_epoch": best_epoch}, os.path.join(tmp, "last.pt"))
+                            "best": best, "best_epoch": best_epoch, "metrics": metrics},
+                           os.path.join(tmp, "last.pt"))
                 torch.save(best_state, os.path.join(tmp, "best.pt"))
                 checkpoint = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report(metrics, checkpoint=checkpoint)
+
+    if start_epoch >= int(tcfg["epochs"]) and last_metrics is not None:
+        # resumed after the last epoch (the sweep was interrupted before it recorded this trial as
+        # finished): nothing to train; report the final metrics and checkpoint again
+        with tempfile.TemporaryDirectory() as tmp:
+            checkpoint = None
+            if rank == 0:
+                with ckpt.as_directory() as d:
+                    for name in ("last.pt", "best.pt"):
+                        shutil.copy(Path(d) / name, Path(tmp) / name)
+                checkpoint = ray.train.Checkpoint.from_directory(tmp)
+            ray.train.report(last_metrics, checkpoint=checkpoint)

@@ -80,12 +80,9 @@ def test_second_sweep_reuses_the_clip_store(smoke, tmp_path):
     store = Path(first.prepared["synthetic_ravdess"]["store_path"])
     before = {p: p.stat().st_mtime_ns for p in (store / "parts").glob("*.parquet")}
     assert before
-    # (this second sweep also runs under ASHA, so the scheduler's wiring is exercised)
-    cfg2 = sweep_cfg(tmp_path, "train.epochs=2", "tune.scheduler=asha", "tune.grace_period=1",
-                     "tune.search_space={window.length: {grid: [6, 10]}}")
+    cfg2 = sweep_cfg(tmp_path, "train.epochs=1", "tune.search_space={window.length: {grid: [6, 10]}}")
     res = run_sweep(cfg2)
     assert res.failed == 0 and len(res.trials) == 2
-    assert all(1 <= t["epochs"] <= 2 for t in res.trials)  # ASHA may stop a trial after its first rung
     assert res.prepared["synthetic_ravdess"]["decoded"] == 0
     assert res.prepared["synthetic_ravdess"]["store_path"] == str(store)
     assert {p: p.stat().st_mtime_ns for p in (store / "parts").glob("*.parquet")} == before

@@ -34,10 +34,6 @@ class Dataset(ABC):
     def manifest(self, root: Path, data_cfg: dict[str, Any]) -> list[Clip]:
         """Parse file names and annotations under ``root`` into clips (no decoding)."""
 
-    @property
-    def num_outputs(self) -> int:
-        return len(self.class_names) if self.task == "categorical" else 2
-
     def layout_error(self, root: Path, what: str) -> LayoutError:
         found = sorted(str(p.relative_to(root)) for p in list(root.rglob("*"))[:200])[:8]
         return LayoutError(

@@ -377,11 +377,12 @@ def format_table(result: SweepResult, metrics: dict[str, str]) -> str:
     vals = sorted({k for t in result.trials for k in t["val"]} - {"val/score"})
     best_ids = {b["trial_id"] for b in result.best.values()}
     test_keys = sorted({k for b in result.best.values() for k in b.get("test", {})})
-    head = ["trial", *keys, *vals, f"best {metric}", *test_keys]
+    head = ["trial", *keys, "epochs", *vals, f"best {metric}", *test_keys]
     rows = []
     for t in result.trials:
         tid = t["trial_id"].split("/")[-1] + (" *" if t["trial_id"] in best_ids else "")
         r = [tid, *[str(t["params"].get(k)) for k in keys]]
+        r.append(f"{t['epochs']}/{t['cfg']['train']['epochs']}" if t.get("epochs") else "-")
         r += [f"{t['val'][v]:.3f}" if v in t["val"] else "-" for v in vals]
         r.append(f"{t['best_val']:.3f}" if t["best_val"] is not None else f"FAILED: {t['error']}")
         r += [f"{t['test'][k]:.3f}" if k in t.get("test", {}) else "" for k in test_keys]
@@ -390,7 +391,7 @@ def format_table(result: SweepResult, metrics: dict[str, str]) -> str:
     fmt = lambda r: "  ".join(c.ljust(w) for c, w in zip(r, widths))  # noqa: E731
     lines = [fmt(head), fmt(["-" * w for w in widths]), *map(fmt, rows)]
     lines.append("(* best on validation, the only configuration evaluated on the test split; "
-                 "val columns are the last epoch's)")
+                 "val columns are the last epoch's; epochs: run/configured, fewer when ASHA stopped the trial)")
     return "\n".join(lines)
 
 

@@ -133,3 +133,32 @@ def test_continuous_pipeline_reports_ccc(ray_session, tmp_path):
     assert {"val/ccc", "val/ccc_valence", "val/ccc_arousal"} <= set(t["val"])
     assert -1 <= t["val"]["val/ccc"] <= 1
     assert set(res.best["synthetic_affwild2"]["test"]) == {"test/ccc", "test/ccc_valence", "test/ccc_arousal"}
+
+
+@pytest.mark.timeout(600)
+def test_asha_stops_a_poor_trial_early_and_the_sweep_finishes(smoke, tmp_path):
+    """ASHA stops the trial that does not learn (lr 1e-7: chance UAR) at its rung (epoch 4 of 8); the
+    stopped trial's workers and placement group are released, so the sweep goes on to the end."""
+    import time
+
+    import ray
+    from ray.util.placement_group import placement_group_table
+
+    from raybench.sweep import format_table, run_sweep
+
+    cfg = sweep_cfg(tmp_path, "tune.scheduler=asha", "tune.grace_period=4", "train.epochs=8",
+                    "tune.max_concurrent_trials=1",
+                    "tune.search_space={train.lr: {grid: [3.0e-3, 1.0e-7]}, window.length: {grid: [4]}}")
+    res = run_sweep(cfg)
+    by_lr = {t["params"]["train.lr"]: t for t in res.trials}
+    assert by_lr[3.0e-3]["epochs"] == 8 and by_lr[3.0e-3]["best_val"] > 0.125
+    assert by_lr[1.0e-7]["epochs"] == 4  # stopped at the rung, not failed
+    assert by_lr[1.0e-7]["error"] is None and res.failed == 0
+    assert res.best["synthetic_ravdess"]["trial_id"] == by_lr[3.0e-3]["trial_id"]
+    assert "4/8" in format_table(res, {"synthetic_ravdess": "val/uar"})
+    # nothing of the stopped trial is left holding resources
+    deadline = time.time() + 60
+    while any(p["state"] != "REMOVED" for p in placement_group_table().values()) or \
+            ray.available_resources().get("CPU", 0) < 1.9:
+        assert time.time() < deadline, (placement_group_table(), ray.available_resources())
+        time.sleep(1)

@@ -65,7 +65,7 @@ def bench_one(name: str, task: str, args, overrides: dict, device: torch.device)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        return loss
+        return loss.detach()
 
     for _ in range(args.warmup):
         step()
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         for task in METHODS.get(name).tasks:
             r = bench_one(name, task, args, overrides, device)
             print(f"{r['method']:<16}{r['task']:<13}{r['params_M']:>11.2f}{r['step_ms']:>10.1f}"
-                  f"{r['samples_per_s']:>11.1f}{r['peak_mem_GiB']:>10.2f}", flush=True)
+                  f"{r['samples_per_s']:>11.1f}{r['peak_mem_GiB']:>10.2f}".replace("nan", "  -"), flush=True)
             if device.type == "cuda":
                 torch.cuda.empty_cache()
     if args.ddp:

@@ -230,6 +230,8 @@ def train_loop_per_worker(config: dict) -> None:
         metrics = {f"val/{k}": v for k, v in val.items()}
         metrics.update({"epoch": epoch, "train/loss": tot / max(1, n_batches),
                         "time/epoch_s": time.time() - t0, "time/train_samples_per_s": n_samples * world / max(train_s, 1e-9)})
+        if device.type == "cuda":
+            metrics["gpu/peak_mem_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
         cur = metrics[metric_name]
         if best is None or (cur > best if mode == "max" else cur < best):
             best, best_epoch = cur, epoch

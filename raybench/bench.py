@@ -107,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         overrides[k] = yaml.safe_load(v)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if args.device == "auto" else args.device))
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
     names = args.methods or sorted(METHODS.names())
     unknown = [n for n in names if METHODS.get_or_none(n) is None]
     if unknown:

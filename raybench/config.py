@@ -70,6 +70,7 @@ DEFAULTS: dict[str, Any] = {
         "num_workers": 2,
         "use_gpu": False,
         "cpus_per_worker": 1.0,
+        "gpus_per_worker": 1.0,  # with use_gpu: < 1 packs several single-worker trials on one GPU
         "amp": True,  # mixed precision; only takes effect on GPU
         "seed": 0,
     },
@@ -425,6 +426,13 @@ def validate(raw: dict, source: str | None = None) -> dict:
     ):
         if isinstance(val, (int, float)) and val < lo:
             problems.append(f"{key!r} must be >= {lo}, got {val!r}")
+    gpw = t.get("gpus_per_worker")
+    if isinstance(gpw, (int, float)) and not (0 < gpw <= 1 or float(gpw).is_integer() and gpw >= 1):
+        problems.append(f"'train.gpus_per_worker' must be a fraction in (0, 1] or a whole number, got {gpw!r}")
+    elif isinstance(gpw, (int, float)) and gpw < 1 and isinstance(t["num_workers"], int) and t["num_workers"] > 1 \
+            and t["use_gpu"] is True:
+        problems.append(f"'train.gpus_per_worker' {gpw!r} < 1 needs train.num_workers=1: NCCL cannot put two "
+                        "ranks of one trial on the same GPU")
     if isinstance(d["fps"], (int, float)) and d["fps"] <= 0:
         problems.append(f"'data.fps' must be > 0, got {d['fps']!r}")
     if d["audio"].get("features") not in ("logmel", "spectrogram"):

@@ -116,10 +116,11 @@ def size_trials(cfg: dict) -> tuple[float, int]:
     per_trial = n * cpw + 0.01
     conc = max(1, int((cpus - reserve) // per_trial))
     if t["use_gpu"]:
-        if gpus < n:
-            raise ConfigError([f"'train.use_gpu' is true with train.num_workers={n}, but the cluster has "
-                               f"{gpus:g} GPU(s)"], "config")
-        conc = min(conc, int(gpus // n))
+        gpw = float(t.get("gpus_per_worker", 1.0))
+        if gpus < n * gpw:
+            raise ConfigError([f"'train.use_gpu' is true with train.num_workers={n} x gpus_per_worker={gpw:g}, "
+                               f"but the cluster has {gpus:g} GPU(s)"], "config")
+        conc = min(conc, int(gpus // (n * gpw) + 1e-9))
     if cfg["tune"]["max_concurrent_trials"]:
         conc = min(conc, int(cfg["tune"]["max_concurrent_trials"]))
     return round(cpw, 3), conc
@@ -146,7 +147,7 @@ def run_trial(params: dict, base: dict, data: dict, train_sets: dict, mlinfo: di
     info = dict(mlinfo, trial_id=f"{mlinfo['sweep_id']}/{trial_id}", trial_name=trial_name) if mlinfo else None
     t = cfg["train"]
     use_gpu = bool(t["use_gpu"])
-    res = {"CPU": cpw, **({"GPU": 1} if use_gpu else {})}
+    res = {"CPU": cpw, **({"GPU": float(t.get("gpus_per_worker", 1.0))} if use_gpu else {})}
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"cfg": cfg, "data": d, "mlflow": info},

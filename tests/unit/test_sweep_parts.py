@@ -37,6 +37,20 @@ def test_size_trials_never_asks_for_more_than_the_cluster(monkeypatch, res, work
         assert conc * workers <= res["GPU"]
 
 
+def test_fractional_gpus_pack_single_worker_trials_on_one_gpu(monkeypatch):
+    import ray
+
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 16, "GPU": 1})
+    ov = ["train.use_gpu=true", "train.num_workers=1"]
+    assert size_trials(load(SWEEPS_DIR / "smoke.yaml", [*ov, "train.gpus_per_worker=0.25"])) == (1.0, 4)
+    assert size_trials(load(SWEEPS_DIR / "smoke.yaml", [*ov, "train.gpus_per_worker=0.3"])) == (1.0, 3)
+    assert size_trials(load(SWEEPS_DIR / "smoke.yaml", ov)) == (1.0, 1)
+    with pytest.raises(ConfigError, match="gpus_per_worker.*num_workers=1"):
+        load(SWEEPS_DIR / "smoke.yaml", ["train.use_gpu=true", "train.num_workers=2", "train.gpus_per_worker=0.5"])
+    with pytest.raises(ConfigError, match="gpus_per_worker"):
+        load(SWEEPS_DIR / "smoke.yaml", ["train.gpus_per_worker=1.5"])
+
+
 def test_size_trials_refuses_gpus_the_cluster_lacks(monkeypatch):
     import ray
 

@@ -162,26 +162,30 @@ def run_trial(params: dict, base: dict, data: dict, train_sets: dict, mlinfo: di
     trainer.fit()
 
 
-def evaluate_checkpoint(cfg: dict, data: dict, checkpoint_path: str, split: str = "test") -> tuple[dict, list]:
-    """Load ``best.pt`` from a trial checkpoint and evaluate it on ``split`` (one process)."""
-    import pyarrow.fs
+def evaluate_checkpoint(cfg: dict, data: dict, checkpoint_path: str, split: str = "test",
+                        storage: str | None = None) -> tuple[dict, list]:
+    """Load ``best.pt`` from a trial checkpoint and evaluate it on ``split`` (one process).
+
+    ``checkpoint_path`` is a local folder or a URI, or, when ``storage`` (the sweep's ``storage``
+    URI) is given, a path inside that storage's filesystem (as Tune reports it)."""
+    import io
+
     import torch
 
+    from raybench import storage as st
     from raybench.data.store import ClipStore
     from raybench.train.loop import build_model, evaluate
 
     device = torch.device("cuda" if cfg["train"]["use_gpu"] and torch.cuda.is_available() else "cpu")
     model = build_model(cfg, data).to(device)
-    fs, path = pyarrow.fs.FileSystem.from_uri(checkpoint_path) if "://" in checkpoint_path else (None, checkpoint_path)
-    if fs is None:
-        state = torch.load(Path(path) / "best.pt", map_location=device, weights_only=False)
+    if storage and st.is_remote(storage) and not st.is_remote(checkpoint_path):
+        fs, path = st.split(storage)[0], checkpoint_path
     else:
-        with fs.open_input_file(f"{path}/best.pt") as f:
-            import io
-
-            state = torch.load(io.BytesIO(f.read()), map_location=device, weights_only=False)
+        fs, path = st.split(checkpoint_path)
+    state = torch.load(io.BytesIO(st.read_bytes(fs, f"{path.rstrip('/')}/best.pt")), map_location=device,
+                       weights_only=False)
     model.load_state_dict(state)
-    rows = ClipStore(Path(data["store_path"])).read_clips(data["ids"][split])
+    rows = ClipStore(data["store_path"]).read_clips(data["ids"][split])
     return evaluate(model, rows, data, cfg, device, return_predictions=True)
 
 
@@ -250,7 +254,7 @@ def run_sweep(cfg: dict, sweep_id: str | None = None, resume: bool = False) -> S
               f"skipped {len(s['bad'])}, {time.time() - t0:.0f} s", flush=True)
     # the training clips of each store, read once for the whole sweep (every trial and epoch reuse them)
     ray.data.DataContext.get_current().enable_progress_bars = False
-    train_sets = {k: ClipStore(Path(s["store_path"])).ray_dataset(s["ids"]["train"]).materialize()
+    train_sets = {k: ClipStore(s["store_path"]).ray_dataset(s["ids"]["train"]).materialize()
                   for k, s in summaries.items()}
     # each dataset is judged on its own task's metric; Tune sees it as val/score
     metrics = {s["dataset"]: cfg["tune"]["metric"] or default_metric(s["task"]) for s in summaries.values()}
@@ -278,7 +282,9 @@ def run_sweep(cfg: dict, sweep_id: str | None = None, resume: bool = False) -> S
         tune.with_parameters(run_trial, base=cfg, data=summaries, train_sets=train_sets, mlinfo=mlinfo,
                              storage=storage, cpw=cpw),
         {"CPU": 0.01})
-    exp_dir = f"{storage.rstrip('/')}/{sweep_id}"
+    from raybench.storage import join
+
+    exp_dir = join(storage, sweep_id)
     if resume and tune.Tuner.can_restore(exp_dir):
         # finished trials are kept; unfinished and errored ones go on from their last checkpoint
         print(f"[raybench] resuming sweep {sweep_id} from {exp_dir}", flush=True)
@@ -323,7 +329,7 @@ def run_sweep(cfg: dict, sweep_id: str | None = None, resume: bool = False) -> S
         test_metrics, preds = {}, []
         if data["ids"]["test"]:
             ev = ray.remote(num_cpus=1, num_gpus=1 if cfg["train"]["use_gpu"] else 0)(evaluate_checkpoint)
-            test_metrics, preds = ray.get(ev.remote(best["cfg"], data, best["checkpoint"], "test"))
+            test_metrics, preds = ray.get(ev.remote(best["cfg"], data, best["checkpoint"], "test", storage))
         best["test"] = {f"test/{k}": v for k, v in test_metrics.items()}
         result.best[name] = best
         child = tracking.find_run(uri, exp_id, tracking.TRIAL_TAG, best["trial_id"])
@@ -337,6 +343,7 @@ def run_sweep(cfg: dict, sweep_id: str | None = None, resume: bool = False) -> S
     _log_table(client, parent, [_flat_row(t) for t in result.trials], "trials.csv")
     client.set_terminated(parent, status="FAILED" if result.failed == len(result.trials) else "FINISHED")
     print(format_table(result, metrics), flush=True)
+    print(f"[raybench] Tune results and checkpoints: {exp_dir}", flush=True)
     print(f"[raybench] sweep finished in {time.time() - t_start:.0f} s. Results: MLflow experiment "
           f"{tracking.experiment_name(cfg)!r}, parent run {parent}", flush=True)
     if uri.startswith(("sqlite:", "file:", "/")):

@@ -20,17 +20,17 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from raybench import storage
 from raybench.config import cache_home
 from raybench.data.manifest import Clip
+from raybench.storage import is_remote
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def fingerprint(dataset: str, root: str | Path, data_cfg: dict[str, Any]) -> str
     spec = {
         "version": STORE_VERSION,
         "dataset": dataset,
-        "root": str(Path(root).expanduser().resolve()),
+        "root": str(root) if is_remote(str(root)) else str(Path(root).expanduser().resolve()),
         **{k: data_cfg.get(k) for k in PREPROCESSING_KEYS},
     }
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -63,7 +63,9 @@ def decode_row(row: dict[str, Any], data_cfg: dict[str, Any]) -> tuple[dict[str,
     from raybench.data.features import audio_features, optical_flow, resample_labels
 
     try:
-        d = decode_clip(row["video_path"], float(data_cfg["fps"]), int(data_cfg["image_size"]),
+        video = storage.fetch_if_placeholder(row["video_path"], data_cfg.get("_mirror"), data_cfg.get("_root_uri"),
+                                             cache_home())
+        d = decode_clip(video, float(data_cfg["fps"]), int(data_cfg["image_size"]),
                         int(data_cfg["sample_rate"]))
     except DecodeError as e:
         return None, str(e), None
@@ -75,7 +77,8 @@ def decode_row(row: dict[str, Any], data_cfg: dict[str, Any]) -> tuple[dict[str,
     va = np.zeros((0, 2), np.float32)
     if row.get("va_path"):
         try:
-            src_va = read_va(row["va_path"])
+            src_va = read_va(storage.fetch_if_placeholder(row["va_path"], data_cfg.get("_mirror"),
+                                                          data_cfg.get("_root_uri"), cache_home()))
         except (OSError, ValueError) as e:
             return None, f"bad annotation: {e}", None
         if len(src_va) != d.source_frames:
@@ -110,6 +113,7 @@ def _prepare_batch(batch: dict[str, np.ndarray], store_path: str, data_cfg: dict
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    store = ClipStore(store_path)
     rows = [json.loads(r) for r in batch["row"]]
     good, status = [], {"clip_id": [], "ok": [], "reason": [], "warning": []}
     for row in rows:
@@ -119,55 +123,59 @@ def _prepare_batch(batch: dict[str, np.ndarray], store_path: str, data_cfg: dict
         status["reason"].append(reason or "")
         status["warning"].append(warning or "")
         if out is None:
-            _atomic_write_text(Path(store_path) / "bad" / f"{row['clip_id']}.json",
-                               json.dumps({"clip_id": row["clip_id"], "video_path": row["video_path"],
-                                           "reason": reason}))
+            store.write_text(f"bad/{row['clip_id']}.json",
+                             json.dumps({"clip_id": row["clip_id"], "video_path": row["video_path"], "reason": reason}))
         else:
             good.append(out)
     if good:
         ids = ",".join(sorted(g["clip_id"] for g in good))
         name = f"part-{hashlib.sha1(ids.encode()).hexdigest()[:16]}.parquet"
-        parts = Path(store_path) / "parts"
-        parts.mkdir(parents=True, exist_ok=True)
-        tmp = parts / f".tmp-{uuid.uuid4().hex}.parquet"
-        pq.write_table(pa.Table.from_pylist(good), tmp)
-        os.replace(tmp, parts / name)
+        buf = pa.BufferOutputStream()
+        pq.write_table(pa.Table.from_pylist(good), buf)
+        store.write_bytes(f"parts/{name}", buf.getvalue().to_pybytes())
     return status
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{uuid.uuid4().hex}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-@dataclass
 class ClipStore:
-    path: Path
+    """One store, on a local disk (``path`` a folder) or in an object store (``path`` a URI)."""
 
-    @property
-    def parts_dir(self) -> Path:
-        return self.path / "parts"
+    def __init__(self, path: str | Path):
+        self.path: str | Path = path if is_remote(str(path)) else Path(path)
+        self.fs, self._root = storage.split(path)
 
-    def part_files(self) -> list[Path]:
-        return sorted(self.parts_dir.glob("part-*.parquet")) if self.parts_dir.exists() else []
+    def __repr__(self) -> str:
+        return f"ClipStore({str(self.path)!r})"
+
+    def _p(self, rel: str) -> str:
+        return f"{self._root.rstrip('/')}/{rel}"
+
+    def write_bytes(self, rel: str, data: bytes) -> None:
+        storage.write_bytes(self.fs, self._p(rel), data)
+
+    def write_text(self, rel: str, text: str) -> None:
+        self.write_bytes(rel, text.encode())
+
+    def part_files(self) -> list[str]:
+        return [p for p in storage.list_files(self.fs, self._p("parts"), ".parquet")
+                if p.rsplit("/", 1)[-1].startswith("part-")]
 
     def done_ids(self) -> set[str]:
         import pyarrow.parquet as pq
 
         ids: set[str] = set()
         for p in self.part_files():
-            ids.update(pq.read_table(p, columns=["clip_id"]).column("clip_id").to_pylist())
+            ids.update(pq.read_table(p, columns=["clip_id"], filesystem=self.fs).column("clip_id").to_pylist())
         return ids
 
     def bad(self) -> dict[str, dict]:
-        d = self.path / "bad"
-        return {p.stem: json.loads(p.read_text()) for p in sorted(d.glob("*.json"))} if d.exists() else {}
+        out = {}
+        for p in storage.list_files(self.fs, self._p("bad"), ".json"):
+            out[p.rsplit("/", 1)[-1][: -len(".json")]] = json.loads(storage.read_bytes(self.fs, p))
+        return out
 
     def info(self) -> dict[str, Any]:
-        p = self.path / "_COMPLETE.json"
-        return json.loads(p.read_text()) if p.exists() else {}
+        p = self._p("_COMPLETE.json")
+        return json.loads(storage.read_bytes(self.fs, p)) if storage.exists(self.fs, p) else {}
 
     def read_clips(self, ids: list[str] | set[str] | None = None,
                    columns: list[str] | None = None) -> list[dict[str, Any]]:
@@ -176,7 +184,7 @@ class ClipStore:
 
         if ids is not None and not len(ids):
             return []
-        ds = pads.dataset([str(p) for p in self.part_files()], format="parquet")
+        ds = pads.dataset(self.part_files(), format="parquet", filesystem=self.fs)
         filt = pads.field("clip_id").isin(sorted(ids)) if ids is not None else None
         return ds.to_table(filter=filt, columns=columns).to_pylist()
 
@@ -188,7 +196,7 @@ class ClipStore:
         """
         import ray.data
 
-        ds = ray.data.read_parquet([str(p) for p in self.part_files()], num_cpus=num_cpus)
+        ds = ray.data.read_parquet(self.part_files(), filesystem=self.fs, num_cpus=num_cpus)
         if ids is None:
             return ds
         keep = set(ids)
@@ -223,8 +231,9 @@ class Prepared:
         return [c.clip_id for c in self.clips if c.split == split]
 
 
-def store_root(data_cfg: dict[str, Any]) -> Path:
-    return Path(data_cfg.get("store_dir") or cache_home() / "stores").expanduser()
+def store_root(data_cfg: dict[str, Any]) -> str | Path:
+    d = data_cfg.get("store_dir")
+    return d if is_remote(d) else Path(d or cache_home() / "stores").expanduser()
 
 
 def prepare(data_cfg: dict[str, Any], batch_size: int = 8, progress: bool = True) -> Prepared:
@@ -235,7 +244,14 @@ def prepare(data_cfg: dict[str, Any], batch_size: int = 8, progress: bool = True
 
     ds_name = data_cfg["dataset"]
     dataset = get_dataset(ds_name)
-    root = Path(data_cfg.get("root") or dataset.default_root(data_cfg)).expanduser()
+    root_uri = data_cfg.get("root") if is_remote(data_cfg.get("root")) else None
+    if root_uri:
+        # adapters read a local mirror (annotations downloaded, media as placeholders fetched when decoded)
+        root = storage.mirror_root(root_uri, cache_home())
+        print(f"[raybench] prepare: {ds_name} root {root_uri} mirrored to {root}", flush=True)
+        data_cfg = dict(data_cfg, _mirror=str(root), _root_uri=root_uri)
+    else:
+        root = Path(data_cfg.get("root") or dataset.default_root(data_cfg)).expanduser()
     dataset.ensure(root, data_cfg)
     clips = dataset.manifest(root, data_cfg)
     if data_cfg.get("max_clips"):
@@ -247,9 +263,8 @@ def prepare(data_cfg: dict[str, Any], batch_size: int = 8, progress: bool = True
         dup = sorted({i for i in ids if ids.count(i) > 1})[:5]
         raise PrepareError(f"{ds_name}: clip ids are not unique under {root}: {dup}")
 
-    fp = fingerprint(ds_name, root, data_cfg)
-    store = ClipStore(store_root(data_cfg) / f"{ds_name}-{fp}")
-    store.path.mkdir(parents=True, exist_ok=True)
+    fp = fingerprint(ds_name, root_uri or root, data_cfg)
+    store = ClipStore(storage.join(store_root(data_cfg), f"{ds_name}-{fp}"))
     done, bad = store.done_ids(), store.bad()
     pending = [c for c in clips if c.clip_id not in done and c.clip_id not in bad]
     warnings: list[str] = []
@@ -293,13 +308,14 @@ def prepare(data_cfg: dict[str, Any], batch_size: int = 8, progress: bool = True
         if not any(c.split == split for c in usable):
             raise PrepareError(f"{ds_name}: no usable clip in the {split!r} split (of {len(usable)} clips)")
     info = {
-        "dataset": ds_name, "task": dataset.task, "class_names": list(dataset.class_names), "root": str(root),
+        "dataset": ds_name, "task": dataset.task, "class_names": list(dataset.class_names),
+        "root": root_uri or str(root),
         "fingerprint": fp, "settings": {k: data_cfg.get(k) for k in PREPROCESSING_KEYS},
         "clips": len(store.done_ids()), "bad": len(store.bad()),
     }
-    _atomic_write_text(store.path / "_COMPLETE.json", json.dumps(info, indent=1, default=str))
+    store.write_text("_COMPLETE.json", json.dumps(info, indent=1, default=str))
     return Prepared(store=store, clips=usable, dataset=ds_name, task=dataset.task,
-                    class_names=list(dataset.class_names), root=str(root), decoded=decoded, bad=bad_here,
+                    class_names=list(dataset.class_names), root=root_uri or str(root), decoded=decoded, bad=bad_here,
                     warnings=warnings)
 
 

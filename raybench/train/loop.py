@@ -194,7 +194,7 @@ def train_loop_per_worker(config: dict) -> None:
             last_metrics = st.get("metrics")
             best_state = torch.load(Path(d) / "best.pt", map_location="cpu", weights_only=False)
 
-    store = ClipStore(Path(data["store_path"]))
+    store = ClipStore(data["store_path"])
     val_rows = store.read_clips(data["ids"]["val"][rank::world])
     shard = ray.train.get_dataset_shard("train")
     mean, std = np.asarray(data["audio_mean"]), np.asarray(data["audio_std"])

@@ -1,0 +1,120 @@
+"""Local paths and remote URIs (``s3://``, ``gs://``, ``file://``) through pyarrow filesystems.
+
+Used for the clip store (``data.store_dir``), the dataset root (``data.root``) and the sweep's
+``storage`` (Tune results and checkpoints: Ray reads that URI itself). Credentials come from the
+environment, as pyarrow reads them (AWS_* variables or an instance profile; GCP application-default
+credentials). A URI can carry pyarrow's options as a query string, for example
+``s3://bucket/raybench?endpoint_override=localhost:9000&scheme=http`` for an S3-compatible server.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from pathlib import Path
+
+REMOTE_SCHEMES = ("s3://", "gs://", "gcs://", "hdfs://", "abfs://", "abfss://")
+
+
+def is_remote(path: str | Path | None) -> bool:
+    return isinstance(path, str) and path.startswith(REMOTE_SCHEMES)
+
+
+def split(uri: str | Path):
+    """``uri`` -> (pyarrow FileSystem, path inside it). Local paths get the local filesystem."""
+    import pyarrow.fs as pafs
+
+    s = str(uri)
+    if is_remote(s) or s.startswith("file://"):
+        return pafs.FileSystem.from_uri(s)
+    return pafs.LocalFileSystem(), str(Path(s).expanduser().resolve())
+
+
+def join(base: str | Path, *parts: str) -> str:
+    """Join path parts onto a local path or a URI (keeping a URI's query string at the end)."""
+    s = str(base)
+    query = ""
+    if "?" in s and (is_remote(s) or s.startswith("file://")):
+        s, query = s.split("?", 1)
+        query = "?" + query
+    return "/".join([s.rstrip("/"), *(p.strip("/") for p in parts)]) + query
+
+
+def write_bytes(fs, path: str, data: bytes) -> None:
+    """Write a whole file so that readers never see it half written: on a local disk through a
+    temporary name and a rename; an object store shows an object only once its upload completes."""
+    import pyarrow.fs as pafs
+
+    parent = path.rsplit("/", 1)[0]
+    fs.create_dir(parent, recursive=True)
+    if isinstance(fs, pafs.LocalFileSystem):
+        tmp = f"{parent}/.tmp-{uuid.uuid4().hex}"
+        with fs.open_output_stream(tmp) as f:
+            f.write(data)
+        fs.move(tmp, path)
+    else:
+        with fs.open_output_stream(path) as f:
+            f.write(data)
+
+
+def read_bytes(fs, path: str) -> bytes:
+    with fs.open_input_stream(path) as f:
+        return f.read()
+
+
+def list_files(fs, path: str, suffix: str = "", recursive: bool = False) -> list[str]:
+    """Files under ``path`` (sorted), [] when it does not exist; names starting with '.' are skipped."""
+    import pyarrow.fs as pafs
+
+    infos = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True, recursive=recursive))
+    return sorted(i.path for i in infos if i.type == pafs.FileType.File and i.path.endswith(suffix)
+                  and not i.base_name.startswith("."))
+
+
+def exists(fs, path: str) -> bool:
+    import pyarrow.fs as pafs
+
+    return fs.get_file_info(path).type != pafs.FileType.NotFound
+
+
+# --- a remote dataset root --------------------------------------------------------------------
+# Adapters read a root with pathlib. A remote root is mirrored into the local cache: annotation and
+# metadata files are downloaded, media files become empty placeholders (names are all an adapter
+# reads of them). A decode task that finds a placeholder fetches that one file from the root, on
+# whichever node it runs.
+SMALL_SUFFIXES = (".txt", ".csv", ".arff", ".json", ".yaml", ".yml", ".xml", ".lab", ".tsv")
+
+
+def mirror_root(uri: str, cache: Path) -> Path:
+    fs, root = split(uri)
+    local = cache / "remote" / hashlib.sha256(uri.encode()).hexdigest()[:16]
+    for remote_path in list_files(fs, root, recursive=True):
+        rel = remote_path[len(root):].lstrip("/")
+        dst = local / rel
+        if dst.exists():
+            continue
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if remote_path.lower().endswith(SMALL_SUFFIXES):
+            dst.write_bytes(read_bytes(fs, remote_path))
+        else:
+            dst.touch()
+    local.mkdir(parents=True, exist_ok=True)
+    return local
+
+
+def fetch_if_placeholder(path: str, mirror: str | None, uri: str | None, cache: Path) -> str:
+    """The local file to decode for ``path`` (a file in the mirror of a remote root)."""
+    if not uri or not mirror or not path.startswith(mirror):
+        return path
+    p = Path(path)
+    if p.exists() and p.stat().st_size > 0:
+        return path
+    rel = path[len(mirror):].lstrip("/")
+    dst = cache / "remote-files" / hashlib.sha256(uri.encode()).hexdigest()[:16] / rel
+    if not dst.exists():
+        fs, root = split(uri)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dst.with_name(f".tmp-{uuid.uuid4().hex}")
+        tmp.write_bytes(read_bytes(fs, f"{root.rstrip('/')}/{rel}"))
+        tmp.replace(dst)
+    return str(dst)

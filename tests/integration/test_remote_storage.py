@@ -1,0 +1,105 @@
+"""``data.root``, ``data.store_dir`` and ``storage`` on S3: a real S3 API (moto's server on loopback),
+reached through pyarrow's S3 filesystem exactly as a bucket would be."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    """An S3 endpoint with bucket ``raybench``; AWS credentials in the environment of this process
+    and of the Ray workers (Ray is restarted so that its workers inherit them)."""
+    import pyarrow.fs as pafs
+    import ray
+
+    port = _free_port()
+    log = open(tmp_path_factory.mktemp("s3") / "moto.log", "w")
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    creds = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+             "AWS_EC2_METADATA_DISABLED": "true"}
+    old = {k: os.environ.get(k) for k in creds}
+    os.environ.update(creds)
+    had_ray = ray.is_initialized()
+    ray.shutdown()
+    try:
+        end = time.time() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2)
+                break
+            except Exception:  # noqa: BLE001 - not up yet
+                assert time.time() < end, "moto server did not start"
+                time.sleep(0.5)
+        fs = pafs.S3FileSystem(endpoint_override=f"127.0.0.1:{port}", scheme="http", region="us-east-1",
+                               access_key="testing", secret_key="testing", allow_bucket_creation=True)
+        fs.create_dir("raybench")
+        ray.init(num_cpus=2)
+        yield {"fs": fs, "q": f"?endpoint_override=127.0.0.1:{port}&scheme=http&region=us-east-1"}
+    finally:
+        ray.shutdown()
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+        log.close()
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        if had_ray:
+            ray.init(num_cpus=2, ignore_reinit_error=True)
+
+
+@pytest.mark.timeout(900)
+def test_sweep_reads_data_and_writes_store_and_checkpoints_on_s3(s3, tiny_ravdess, tmp_path):
+    import pyarrow.fs as pafs
+
+    from raybench.config import SWEEPS_DIR, load
+    from raybench.sweep import run_sweep
+
+    fs, q = s3["fs"], s3["q"]
+    pafs.copy_files(str(tiny_ravdess), "raybench/data/ravdess", source_filesystem=pafs.LocalFileSystem(),
+                    destination_filesystem=fs)
+    cfg = load(SWEEPS_DIR / "smoke.yaml", [
+        "data.dataset=ravdess", f"data.root=s3://raybench/data/ravdess{q}",
+        f"data.store_dir=s3://raybench/stores{q}", f"storage=s3://raybench/tune{q}",
+        "train.epochs=1", "tune.search_space={window.length: {grid: [4]}}"])
+    cfg["mlflow"]["tracking_uri"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    res = run_sweep(cfg)
+    assert res.failed == 0 and len(res.trials) == 1
+    prep = res.prepared["ravdess"]
+    assert prep["decoded"] == 45 and not prep["bad"]
+    assert prep["store_path"].startswith("s3://raybench/stores/ravdess-")
+
+    def files(prefix):
+        sel = pafs.FileSelector(prefix, recursive=True, allow_not_found=True)
+        return [i.path for i in fs.get_file_info(sel) if i.type == pafs.FileType.File]
+
+    store_files = files("raybench/stores")
+    assert any(p.endswith(".parquet") and "/parts/part-" in p for p in store_files)
+    assert any(p.endswith("/_COMPLETE.json") for p in store_files)
+    tune_files = files(f"raybench/tune/{res.sweep_id}")
+    assert any(p.endswith("raybench_sweep.json") for p in tune_files)
+    assert any(p.endswith("/best.pt") for p in files("raybench/tune"))
+    # the best trial was tested from its checkpoint in the bucket
+    assert set(res.best["ravdess"]["test"]) == {"test/acc", "test/uar", "test/f1"}
+
+    # a second sweep over the same bucket reuses the store: nothing is decoded again
+    res2 = run_sweep(cfg)
+    assert res2.prepared["ravdess"]["decoded"] == 0
+    assert res2.prepared["ravdess"]["store_path"] == prep["store_path"]

@@ -246,6 +246,14 @@ def prepare(data_cfg: dict[str, Any], batch_size: int = 8, progress: bool = True
     dataset = get_dataset(ds_name)
     root_uri = data_cfg.get("root") if is_remote(data_cfg.get("root")) else None
     if root_uri:
+        fs, rpath = storage.split(root_uri)
+        if hasattr(dataset, "generator_kwargs") and not storage.list_files(fs, rpath, recursive=True):
+            # a synthetic set with a root in a bucket: generate it here once, upload it for every node
+            import pyarrow.fs as pafs
+
+            local = dataset.ensure(dataset.default_root(data_cfg), data_cfg)
+            print(f"[raybench] prepare: uploading the generated {ds_name} to {root_uri}", flush=True)
+            pafs.copy_files(str(local), rpath, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
         # adapters read a local mirror (annotations downloaded, media as placeholders fetched when decoded)
         root = storage.mirror_root(root_uri, cache_home())
         print(f"[raybench] prepare: {ds_name} root {root_uri} mirrored to {root}", flush=True)

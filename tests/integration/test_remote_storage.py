@@ -103,3 +103,21 @@ def test_sweep_reads_data_and_writes_store_and_checkpoints_on_s3(s3, tiny_ravdes
     res2 = run_sweep(cfg)
     assert res2.prepared["ravdess"]["decoded"] == 0
     assert res2.prepared["ravdess"]["store_path"] == prep["store_path"]
+
+
+@pytest.mark.timeout(600)
+def test_a_synthetic_set_with_a_bucket_root_is_generated_once_and_uploaded(s3):
+    import pyarrow.fs as pafs
+
+    from raybench.config import SWEEPS_DIR, load
+    from raybench.data.store import prepare
+
+    fs, q = s3["fs"], s3["q"]
+    data = load(SWEEPS_DIR / "smoke.yaml", ["data.synth.actors=3", "data.synth.seconds=1.0",
+                                             f"data.root=s3://raybench/synth{q}",
+                                             f"data.store_dir=s3://raybench/stores{q}"])["data"]
+    prep = prepare(data)
+    sel = pafs.FileSelector("raybench/synth", recursive=True)
+    uploaded = [i.path for i in fs.get_file_info(sel) if i.type == pafs.FileType.File]
+    assert sum(p.endswith(".mp4") for p in uploaded) == len(prep.clips) == 45
+    assert prep.decoded == 45 and prep.root.startswith("s3://raybench/synth")

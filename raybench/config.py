@@ -46,7 +46,8 @@ DEFAULTS: dict[str, Any] = {
         "flow_algorithm": "farneback",  # farneback | dis (OpenCV)
         "max_bad_fraction": 0.05,
         "max_clips": None,  # int: use only the first N clips of the manifest (quick runs)
-        "split": {"seed": 0, "val_fraction": 0.2, "test_fraction": 0.2},
+        "split": {"seed": 0, "val_fraction": 0.2, "test_fraction": 0.2, "folds": None},
+        "fold": None,  # with data.split.folds = k: which fold is held out (0..k-1); sweep it for CV
         "ravdess": {"channels": ["speech"]},
         "synth": {
             "actors": 10,
@@ -450,6 +451,20 @@ def validate(raw: dict, source: str | None = None) -> dict:
     if isinstance(mbf, (int, float)) and not 0 <= mbf <= 1:
         problems.append(f"'data.max_bad_fraction' must be within [0, 1], got {mbf!r}")
     sp = d["split"]
+    k, fold = sp.get("folds"), d.get("fold")
+    if k is not None and (not isinstance(k, int) or isinstance(k, bool) or k < 2):
+        problems.append(f"'data.split.folds' must be an integer >= 2 (or null), got {k!r}")
+    space_folds = (cfg["tune"].get("search_space") or {}).get("data.fold")
+    fold_values = [fold] if fold is not None else []
+    if isinstance(space_folds, dict):
+        for v in space_folds.values():
+            fold_values += list(v) if isinstance(v, (list, tuple)) else []
+    for f in fold_values:
+        if k is None:
+            problems.append(f"'data.fold' is {f!r} but 'data.split.folds' is not set (set it to the number of folds)")
+            break
+        if isinstance(k, int) and (not isinstance(f, int) or isinstance(f, bool) or not 0 <= f < k):
+            problems.append(f"'data.fold' must be an integer in 0..{k - 1} (data.split.folds={k}), got {f!r}")
     if all(isinstance(sp.get(k), (int, float)) for k in ("val_fraction", "test_fraction")):
         if sp["val_fraction"] <= 0 or sp["test_fraction"] < 0 or sp["val_fraction"] + sp["test_fraction"] >= 1:
             problems.append(

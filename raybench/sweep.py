@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from raybench.config import (PAIR_KEY, ConfigError, expand_params, load, pairs_swept, resolve_trial_config,
                               search_values, set_dotted, valid_pairs)
 
@@ -40,6 +42,7 @@ def data_summary(prep) -> dict[str, Any]:
         "n_audio_features": int(row["audio_shape"][1]),
         "audio_steps_per_frame": int(row["audio_shape"][0] // row["num_frames"]),
         "decoded": prep.decoded, "bad": {k: v["reason"] for k, v in prep.bad.items()},
+        "folds": {c.subject: c.fold for c in prep.clips if c.fold is not None},
     }
 
 
@@ -199,6 +202,7 @@ class SweepResult:
     best: dict[str, dict] = field(default_factory=dict)  # dataset -> best trial (with test metrics)
     prepared: dict[str, dict] = field(default_factory=dict)
     failed: int = 0
+    cv: dict[str, dict] = field(default_factory=dict)  # dataset -> cross-validation summary (data.fold swept)
 
 
 STATE_FILE = "raybench_sweep.json"
@@ -320,26 +324,62 @@ def run_sweep(cfg: dict, sweep_id: str | None = None, resume: bool = False) -> S
 
     # best per dataset, on the validation metric; only it sees the test split
     client = tracking._client(uri)
+    cross_val = "data.fold" in cfg["tune"]["search_space"]
+    pick = max if mode == "max" else min
     for name in dict.fromkeys(s["dataset"] for s in summaries.values()):
         ok = [t for t in result.trials if t["dataset"] == name and t["best_val"] is not None and t["checkpoint"]]
         if not ok:
             continue
-        best = (max if mode == "max" else min)(ok, key=lambda t: t["best_val"])
-        data = summaries[data_key(trial_data_cfg(best["cfg"]))]
-        test_metrics, preds = {}, []
-        if data["ids"]["test"]:
-            ev = ray.remote(num_cpus=1, num_gpus=1 if cfg["train"]["use_gpu"] else 0)(evaluate_checkpoint)
-            test_metrics, preds = ray.get(ev.remote(best["cfg"], data, best["checkpoint"], "test", storage))
-        best["test"] = {f"test/{k}": v for k, v in test_metrics.items()}
-        result.best[name] = best
-        child = tracking.find_run(uri, exp_id, tracking.TRIAL_TAG, best["trial_id"])
-        for run_id in filter(None, (child, parent)):
-            tracking.log_metrics(uri, run_id, best["test"], step=0)
-        if child:
-            client.set_tag(child, "raybench.best", "true")
-            _log_table(client, child, preds, "predictions_test.csv")
-        client.set_tag(parent, f"best_trial.{name}", best["trial_id"])
-        tracking.log_metrics(uri, parent, {f"best_{metrics[name]}": best["best_val"]}, step=0)
+        if cross_val:
+            # the configuration with the best validation score averaged over folds; each of its fold
+            # trials is tested on its own held-out fold
+            groups: dict[str, list[dict]] = {}
+            for t in ok:
+                key = json.dumps({k: v for k, v in t["params"].items() if k != "data.fold"}, sort_keys=True, default=str)
+                groups.setdefault(key, []).append(t)
+            key = pick(groups, key=lambda g: float(np.mean([t["best_val"] for t in groups[g]])))
+            chosen = sorted(groups[key], key=lambda t: t["params"]["data.fold"])
+        else:
+            chosen = [pick(ok, key=lambda t: t["best_val"])]
+        for best in chosen:
+            data = summaries[data_key(trial_data_cfg(best["cfg"]))]
+            test_metrics, preds = {}, []
+            if data["ids"]["test"]:
+                ev = ray.remote(num_cpus=1, num_gpus=1 if cfg["train"]["use_gpu"] else 0)(evaluate_checkpoint)
+                test_metrics, preds = ray.get(ev.remote(best["cfg"], data, best["checkpoint"], "test", storage))
+            best["test"] = {f"test/{k}": v for k, v in test_metrics.items()}
+            child = tracking.find_run(uri, exp_id, tracking.TRIAL_TAG, best["trial_id"])
+            if child:
+                tracking.log_metrics(uri, child, best["test"], step=0)
+                client.set_tag(child, "raybench.best", "true")
+                _log_table(client, child, preds, "predictions_test.csv")
+        result.best[name] = chosen[0]
+        client.set_tag(parent, f"best_trial.{name}", ",".join(t["trial_id"] for t in chosen))
+        if not cross_val:
+            tracking.log_metrics(uri, parent, chosen[0]["test"], step=0)
+            tracking.log_metrics(uri, parent, {f"best_{metrics[name]}": chosen[0]["best_val"]}, step=0)
+            continue
+        vals = [t["best_val"] for t in chosen]
+        summary = {"folds": [t["params"]["data.fold"] for t in chosen], "trial_ids": [t["trial_id"] for t in chosen],
+                   "params": {k: v for k, v in chosen[0]["params"].items() if k != "data.fold"},
+                   "val_mean": float(np.mean(vals)), "val_std": float(np.std(vals)), "test_mean": {}, "test_std": {}}
+        fold_metrics = {}
+        for t in chosen:
+            f = t["params"]["data.fold"]
+            fold_metrics[f"fold{f}/best_{metrics[name]}"] = t["best_val"]
+            fold_metrics.update({f"fold{f}/{k}": v for k, v in t["test"].items()})
+        for k in sorted({k for t in chosen for k in t["test"]}):
+            xs = [t["test"][k] for t in chosen if k in t["test"]]
+            summary["test_mean"][k], summary["test_std"][k] = float(np.mean(xs)), float(np.std(xs))
+        result.cv[name] = summary
+        tracking.log_metrics(uri, parent, {
+            **fold_metrics, f"best_{metrics[name]}_mean": summary["val_mean"],
+            f"best_{metrics[name]}_std": summary["val_std"],
+            **{f"{k}_mean": v for k, v in summary["test_mean"].items()},
+            **{f"{k}_std": v for k, v in summary["test_std"].items()}}, step=0)
+        folds = {k: s["folds"] for k, s in summaries.items() if s["dataset"] == name and s.get("folds")}
+        if folds:
+            client.log_dict(parent, next(iter(folds.values())), f"folds_{name}.json")
     _log_table(client, parent, [_flat_row(t) for t in result.trials], "trials.csv")
     client.set_terminated(parent, status="FAILED" if result.failed == len(result.trials) else "FINISHED")
     print(format_table(result, metrics), flush=True)
@@ -383,8 +423,8 @@ def format_table(result: SweepResult, metrics: dict[str, str]) -> str:
     metric = " / ".join(sorted(set(metrics.values())))
     keys = sorted({k for t in result.trials for k in t["params"]})
     vals = sorted({k for t in result.trials for k in t["val"]} - {"val/score"})
-    best_ids = {b["trial_id"] for b in result.best.values()}
-    test_keys = sorted({k for b in result.best.values() for k in b.get("test", {})})
+    best_ids = {t["trial_id"] for t in result.trials if "test" in t}
+    test_keys = sorted({k for t in result.trials for k in t.get("test", {})})
     head = ["trial", *keys, "epochs", *vals, f"best {metric}", *test_keys]
     rows = []
     for t in result.trials:
@@ -400,6 +440,11 @@ def format_table(result: SweepResult, metrics: dict[str, str]) -> str:
     lines = [fmt(head), fmt(["-" * w for w in widths]), *map(fmt, rows)]
     lines.append("(* best on validation, the only configuration evaluated on the test split; "
                  "val columns are the last epoch's; epochs: run/configured, fewer when ASHA stopped the trial)")
+    for name, cv in result.cv.items():
+        tests = ", ".join(f"{k} {cv['test_mean'][k]:.3f} +- {cv['test_std'][k]:.3f}" for k in cv["test_mean"])
+        lines.append(f"{name}: {len(cv['folds'])}-fold cross-validation, best configuration {cv['params']} "
+                     f"(mean validation over folds {cv['val_mean']:.3f} +- {cv['val_std']:.3f}); "
+                     f"held-out folds: {tests or 'no test clips'}")
     return "\n".join(lines)
 
 

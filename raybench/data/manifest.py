@@ -55,3 +55,48 @@ def assign_splits(clips: list[Clip], val_fraction: float, test_fraction: float, 
         if c.split is None:
             c.split = where[c.subject]
     return clips
+
+
+def assign_folds(clips: list[Clip], k: int, seed: int) -> dict[str, int]:
+    """k-fold by subject: the subjects of clips with no official split, shuffled with ``seed``, are
+    dealt round-robin into folds 0..k-1 (sizes differ by at most one). Returns subject -> fold."""
+    free = sorted({c.subject for c in clips if c.split is None})
+    if len(free) < k:
+        raise ValueError(f"{k} folds need at least {k} subjects, found {len(free)}")
+    rng = np.random.default_rng(seed)
+    order = [free[i] for i in rng.permutation(len(free))]
+    folds = {s: i % k for i, s in enumerate(order)}
+    for c in clips:
+        if c.split is None:
+            c.fold = folds[c.subject]
+    return folds
+
+
+def split_clips(clips: list[Clip], data_cfg: dict[str, Any], test_fraction: float | None = None) -> list[Clip]:
+    """Assign splits as ``data.split`` and ``data.fold`` say.
+
+    Without folds: speaker-independent fractions (:func:`assign_splits`). With
+    ``data.split.folds = k``: subjects are dealt into k folds (:func:`assign_folds`); for
+    ``data.fold = f`` (default 0), fold f is the test split, and the other folds' subjects are
+    split into val (``val_fraction`` of them, at least one) and train. When the dataset has an
+    official test split (Aff-Wild2's validation set), fold f validates and the rest train. Clips
+    with an official split keep it either way.
+    """
+    sp = data_cfg.get("split") or {}
+    k = sp.get("folds")
+    if not k:
+        tf = sp.get("test_fraction", 0.2) if test_fraction is None else test_fraction
+        return assign_splits(clips, sp.get("val_fraction", 0.2), tf, sp.get("seed", 0))
+    k = int(k)
+    f = int(data_cfg.get("fold") or 0)
+    official_test = any(c.split == "test" for c in clips)
+    assign_folds(clips, k, sp.get("seed", 0))
+    if official_test:
+        for c in clips:
+            if c.split is None:
+                c.split = "val" if c.fold == f else "train"
+        return clips
+    for c in clips:
+        if c.split is None and c.fold == f:
+            c.split = "test"
+    return assign_splits(clips, sp.get("val_fraction", 0.2), 0.0, sp.get("seed", 0))

@@ -261,7 +261,10 @@ def prepare(data_cfg: dict[str, Any], batch_size: int = 8, progress: bool = True
     else:
         root = Path(data_cfg.get("root") or dataset.default_root(data_cfg)).expanduser()
     dataset.ensure(root, data_cfg)
-    clips = dataset.manifest(root, data_cfg)
+    try:
+        clips = dataset.manifest(root, data_cfg)
+    except ValueError as e:  # e.g. fewer subjects than folds
+        raise PrepareError(f"{ds_name} under {root}: {e}") from None
     if data_cfg.get("max_clips"):
         keyed = sorted(clips, key=lambda c: hashlib.sha1(c.clip_id.encode()).hexdigest())
         keep = {c.clip_id for c in keyed[: int(data_cfg["max_clips"])]}
@@ -322,6 +325,10 @@ def prepare(data_cfg: dict[str, Any], batch_size: int = 8, progress: bool = True
         "clips": len(store.done_ids()), "bad": len(store.bad()),
     }
     store.write_text("_COMPLETE.json", json.dumps(info, indent=1, default=str))
+    folds = {c.subject: c.fold for c in clips if c.fold is not None}
+    if folds:  # the fold of every subject, for this fold count and seed
+        sp = data_cfg.get("split") or {}
+        store.write_text(f"folds/k{sp.get('folds')}-seed{sp.get('seed', 0)}.json", json.dumps(folds, indent=1, sort_keys=True))
     return Prepared(store=store, clips=usable, dataset=ds_name, task=dataset.task,
                     class_names=list(dataset.class_names), root=root_uri or str(root), decoded=decoded, bad=bad_here,
                     warnings=warnings)

@@ -162,3 +162,50 @@ def test_asha_stops_a_poor_trial_early_and_the_sweep_finishes(smoke, tmp_path):
             ray.available_resources().get("CPU", 0) < 1.9:
         assert time.time() < deadline, (placement_group_table(), ray.available_resources())
         time.sleep(1)
+
+
+@pytest.mark.timeout(900)
+def test_two_fold_sweep_records_per_fold_and_aggregated_metrics(smoke, tmp_path):
+    import json
+
+    import numpy as np
+    from mlflow.tracking import MlflowClient
+
+    from raybench.sweep import format_table, run_sweep
+
+    cfg = sweep_cfg(tmp_path, "data.split.folds=2", "train.epochs=1",
+                    "tune.search_space={data.fold: {grid: [0, 1]}, window.length: {grid: [4, 8]}}")
+    res = run_sweep(cfg)
+    assert res.failed == 0 and len(res.trials) == 4
+    cv = res.cv["synthetic_ravdess"]
+    # the chosen configuration has the best validation score averaged over the folds
+    means = {}
+    for t in res.trials:
+        means.setdefault(t["params"]["window.length"], []).append(t["best_val"])
+    best_window = max(means, key=lambda w: np.mean(means[w]))
+    assert cv["params"]["window.length"] == best_window and cv["folds"] == [0, 1]
+    assert cv["val_mean"] == pytest.approx(np.mean(means[best_window]))
+    chosen = [t for t in res.trials if t["trial_id"] in cv["trial_ids"]]
+    assert {t["params"]["data.fold"] for t in chosen} == {0, 1}
+    assert all("test/uar" in t["test"] for t in chosen)
+    assert not any("test" in t for t in res.trials if t not in chosen)  # only the chosen config is tested
+    uars = [t["test"]["test/uar"] for t in sorted(chosen, key=lambda t: t["params"]["data.fold"])]
+    assert cv["test_mean"]["test/uar"] == pytest.approx(np.mean(uars))
+    assert cv["test_std"]["test/uar"] == pytest.approx(np.std(uars))
+    assert "2-fold cross-validation" in format_table(res, {"synthetic_ravdess": "val/uar"})
+
+    client = MlflowClient(res.tracking_uri)
+    pm = client.get_run(res.parent_run_id).data.metrics
+    assert pm["fold0/test/uar"] == pytest.approx(uars[0]) and pm["fold1/test/uar"] == pytest.approx(uars[1])
+    assert pm["test/uar_mean"] == pytest.approx(np.mean(uars)) and pm["test/uar_std"] == pytest.approx(np.std(uars))
+    assert pm["best_val/uar_mean"] == pytest.approx(cv["val_mean"])
+    arts = {a.path for a in client.list_artifacts(res.parent_run_id)}
+    assert "folds_synthetic_ravdess.json" in arts
+    folds = json.loads(open(client.download_artifacts(res.parent_run_id, "folds_synthetic_ravdess.json",
+                                                      str(tmp_path))).read())
+    assert sorted(folds) == ["actor01", "actor02", "actor03", "actor04"] and set(folds.values()) == {0, 1}
+    children = client.search_runs([res.experiment_id], f"tags.mlflow.parentRunId = '{res.parent_run_id}'")
+    assert sorted(c.data.tags["fold"] for c in children) == ["0", "0", "1", "1"]
+    # the fold assignment is also kept in the clip store
+    store = Path(res.prepared[next(iter(res.prepared))]["store_path"])
+    assert json.loads((store / "folds" / "k2-seed0.json").read_text()) == folds

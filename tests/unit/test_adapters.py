@@ -86,3 +86,53 @@ def test_registry_knows_the_datasets_and_suggests():
     assert {"ravdess", "affwild2", "synthetic_ravdess", "synthetic_affwild2"} <= set(DATASETS.names())
     with pytest.raises(KeyError, match='did you mean "ravdess"'):
         DATASETS.get("ravdes")
+
+
+def _folds_cfg(k, fold, seed=0):
+    return {**DATA_CFG, "split": {**DATA_CFG["split"], "folds": k, "seed": seed}, "fold": fold}
+
+
+def test_kfold_by_subject_no_subject_in_two_folds_and_every_clip_in_one_split():
+    from raybench.data.manifest import split_clips
+
+    base = [Clip(f"c{i}", f"v{i}", subject=f"s{i % 7}") for i in range(70)]
+    runs = {f: split_clips([Clip(**vars(c)) for c in base], _folds_cfg(3, f)) for f in range(3)}
+    folds_of = {}
+    for c in runs[0]:
+        folds_of.setdefault(c.subject, set()).add(c.fold)
+    assert all(len(v) == 1 for v in folds_of.values())  # a subject is in exactly one fold
+    sizes = sorted(sum(1 for s in folds_of.values() if s == {f}) for f in range(3))
+    assert sizes == [2, 2, 3]  # 7 subjects dealt into 3 folds
+    for f, clips in runs.items():
+        assert all(c.split in ("train", "val", "test") for c in clips)
+        assert {c.fold for c in clips if c.split == "test"} == {f}
+        val = {c.subject for c in clips if c.split == "val"}
+        train = {c.subject for c in clips if c.split == "train"}
+        assert val and train and not val & train and f not in {c.fold for c in clips if c.split != "test"}
+        assert [c.fold for c in clips] == [c.fold for c in runs[0]]  # the folds do not depend on data.fold
+    # over the k runs every clip is held out (tested) exactly once
+    tested = [c.clip_id for clips in runs.values() for c in clips if c.split == "test"]
+    assert sorted(tested) == sorted(c.clip_id for c in base)
+    # same seed -> same folds; another seed -> other folds
+    again = split_clips([Clip(**vars(c)) for c in base], _folds_cfg(3, 0))
+    assert [c.fold for c in again] == [c.fold for c in runs[0]]
+    other = split_clips([Clip(**vars(c)) for c in base], _folds_cfg(3, 0, seed=5))
+    assert [c.fold for c in other] != [c.fold for c in runs[0]]
+
+
+def test_kfold_keeps_an_official_test_split_and_rotates_validation():
+    from raybench.data.manifest import split_clips
+
+    clips = [Clip(f"c{i}", f"v{i}", subject=f"s{i % 4}") for i in range(8)]
+    clips.append(Clip("official", "v", subject="other", split="test"))
+    out = split_clips(clips, _folds_cfg(2, 1))
+    assert next(c for c in out if c.clip_id == "official").split == "test"
+    assert {c.split for c in out if c.clip_id != "official"} == {"train", "val"}
+    assert {c.fold for c in out if c.split == "val"} == {1}
+
+
+def test_kfold_needs_enough_subjects():
+    from raybench.data.manifest import split_clips
+
+    with pytest.raises(ValueError, match="3 folds need at least 3 subjects"):
+        split_clips([Clip("a", "v", subject="s0"), Clip("b", "v", subject="s1")], _folds_cfg(3, 0))

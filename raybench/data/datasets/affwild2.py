@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from raybench.data.datasets.base import DATASETS, Dataset
-from raybench.data.manifest import Clip, assign_splits
+from raybench.data.manifest import Clip, split_clips
 
 SIDE_RE = re.compile(r"^(.*?)(_left|_right)?$")
 VIDEO_EXTS = (".mp4", ".avi", ".MP4", ".AVI")
@@ -73,9 +73,8 @@ class AffWild2(Dataset):
                 root, f"{len(missing)} annotation file(s) without a video ({', '.join(missing[:5])})")
         if not clips:
             raise self.layout_error(root, "no annotation .txt files in Train_Set/Validation_Set")
-        sp = data_cfg.get("split") or {}
         # Train_Set -> train/val by subject; Validation_Set is already "test"
-        return assign_splits(clips, sp.get("val_fraction", 0.2), 0.0, sp.get("seed", 0))
+        return split_clips(clips, data_cfg, test_fraction=0.0)
 
 
 DATASETS.register("affwild2", AffWild2())

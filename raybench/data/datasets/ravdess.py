@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from raybench.data.datasets.base import DATASETS, Dataset
-from raybench.data.manifest import Clip, assign_splits
+from raybench.data.manifest import Clip, split_clips
 
 EMOTIONS = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")
 NAME_RE = re.compile(r"^(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)\.mp4$", re.IGNORECASE)
@@ -54,8 +54,7 @@ class Ravdess(Dataset):
                 ))
         if not clips:
             raise self.layout_error(root, "no audio-video (01-..) files for the chosen channels")
-        sp = data_cfg.get("split") or {}
-        return assign_splits(clips, sp.get("val_fraction", 0.2), sp.get("test_fraction", 0.2), sp.get("seed", 0))
+        return split_clips(clips, data_cfg)
 
 
 DATASETS.register("ravdess", Ravdess())

@@ -47,6 +47,12 @@ DEFAULTS: dict[str, Any] = {
         "max_bad_fraction": 0.05,
         "max_clips": None,  # int: use only the first N clips of the manifest (quick runs)
         "split": {"seed": 0, "val_fraction": 0.2, "test_fraction": 0.2, "folds": None},
+        # an annotation whose length does not match its video: "truncate" (keep the frames both
+        # cover, unannotated frames masked; a warning names the file and both lengths) or "skip"
+        # (the clip is skipped and listed with that reason)
+        "annotation_mismatch": "truncate",
+        "csv": {"manifest": "manifest.csv", "task": "categorical", "classes": None},
+        "crema_d": {"audio": "video"},  # video: the .flv's own track; wav: AudioWAV/<clip>.wav
         "fold": None,  # with data.split.folds = k: which fold is held out (0..k-1); sweep it for CV
         "ravdess": {"channels": ["speech"]},
         "synth": {
@@ -282,7 +288,7 @@ def valid_pairs(cfg: dict) -> list[tuple[str, str]]:
     for m in space["method.name"]["grid"]:
         for d in space["data.dataset"]["grid"]:
             mc, dc = METHODS.get_or_none(m), DATASETS.get_or_none(d)
-            if mc is not None and dc is not None and dc.task in mc.tasks:
+            if mc is not None and dc is not None and dc.task_for(cfg["data"]) in mc.tasks:
                 out.append((m, d))
     return out
 
@@ -340,17 +346,18 @@ def validate(raw: dict, source: str | None = None) -> dict:
             problems.append(f"'data.dataset': {DATASETS.unknown_message(dname)}")
         if method is None or dataset is None:
             continue
-        if dataset.task not in method.tasks and not pairs_swept(cfg):
+        task = dataset.task_for(variant["data"])
+        if task not in method.tasks and not pairs_swept(cfg):
             problems.append(
                 f"method {mname!r} does not support dataset {dname!r}: the dataset's task is "
-                f"{dataset.task!r}, the method supports {', '.join(method.tasks)}"
+                f"{task!r}, the method supports {', '.join(method.tasks)}"
             )
         metric = cfg["tune"]["metric"]
-        if metric is not None and dataset.task in method.tasks:
-            allowed = CATEGORICAL_METRICS if dataset.task == "categorical" else CONTINUOUS_METRICS
+        if metric is not None and task in method.tasks:
+            allowed = CATEGORICAL_METRICS if task == "categorical" else CONTINUOUS_METRICS
             if not (isinstance(metric, str) and metric.startswith("val/") and metric[4:] in allowed):
                 problems.append(
-                    f"'tune.metric' {metric!r} does not fit the {dataset.task} dataset {dname!r}: "
+                    f"'tune.metric' {metric!r} does not fit the {task} dataset {dname!r}: "
                     f"expected one of {', '.join('val/' + m for m in allowed)}"
                 )
 
@@ -450,6 +457,11 @@ def validate(raw: dict, source: str | None = None) -> dict:
     mbf = d["max_bad_fraction"]
     if isinstance(mbf, (int, float)) and not 0 <= mbf <= 1:
         problems.append(f"'data.max_bad_fraction' must be within [0, 1], got {mbf!r}")
+    for key, val, ok in (("data.annotation_mismatch", d.get("annotation_mismatch"), ("truncate", "skip")),
+                         ("data.csv.task", (d.get("csv") or {}).get("task"), ("categorical", "continuous")),
+                         ("data.crema_d.audio", (d.get("crema_d") or {}).get("audio"), ("video", "wav"))):
+        if val not in ok:
+            problems.append(f"'{key}' must be one of {', '.join(ok)}, got {val!r}{did_you_mean(str(val), list(ok))}")
     sp = d["split"]
     k, fold = sp.get("folds"), d.get("fold")
     if k is not None and (not isinstance(k, int) or isinstance(k, bool) or k < 2):

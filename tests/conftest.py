@@ -42,3 +42,65 @@ def tiny_affwild2(session_tmp) -> Path:
     from raybench.data.synth import generate
 
     return generate("affwild2", session_tmp / "tiny_affwild2", videos=4, seconds=4.0, fps=10, size=64, seed=0)
+
+
+def _tiny_av(seed: int, seconds: float = 1.0, fps: int = 10, size: int = 32, sr: int = 16000):
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    frames = rng.integers(0, 255, (int(seconds * fps), size, size, 3), dtype=np.uint8)
+    t = np.arange(int(seconds * sr)) / sr
+    audio = (0.3 * np.sin(2 * np.pi * (150 + 40 * seed) * t) + 0.02 * rng.standard_normal(t.size)).astype(np.float32)
+    return frames, audio, fps, sr
+
+
+@pytest.fixture(scope="session")
+def real_layouts(session_tmp) -> dict[str, Path]:
+    """Small trees in the real layouts and file formats: CREMA-D (.flv + AudioWAV .wav, one clip with no
+    audio track), AFEW (Train_AFEW / Val_AFEW emotion folders of .avi), and a bring-your-own CSV with
+    per-frame valence/arousal files (one of the wrong length); each with an unrelated extra file."""
+    import numpy as np
+
+    from raybench.data.synth import write_video, write_wav
+
+    out = {}
+    root = session_tmp / "layouts" / "crema_d"
+    i = 0
+    for actor in (1001, 1002, 1003, 1004):
+        for emo in ("ANG", "HAP", "SAD", "NEU"):
+            frames, audio, fps, sr = _tiny_av(i)
+            name = f"{actor}_DFA_{emo}_XX"
+            write_video(root / "VideoFlash" / f"{name}.flv", frames, fps, audio, sr)
+            write_wav(root / "AudioWAV" / f"{name}.wav", audio, sr)
+            i += 1
+    frames, _, fps, sr = _tiny_av(99)
+    write_video(root / "VideoFlash" / "1004_IEO_NEU_XX.flv", frames, fps, None, sr)  # no audio track
+    (root / "VideoFlash" / "notes.txt").write_text("not a clip")
+    (root / "VideoDemographics.csv").write_text("ActorID,Age,Sex\n1001,51,Male\n")
+    out["crema_d"] = root
+
+    root = session_tmp / "layouts" / "afew"
+    for split, n in (("Train_AFEW", 3), ("Val_AFEW", 2)):
+        for emo in ("Angry", "Happy", "Sad"):
+            for k in range(n):
+                frames, audio, fps, sr = _tiny_av(i)
+                write_video(root / split / emo / f"{k:06d}.avi", frames, fps, audio, sr)
+                i += 1
+    (root / "Train_AFEW" / "Angry" / "Thumbs.db").write_bytes(b"\x00" * 16)
+    out["afew"] = root
+
+    root = session_tmp / "layouts" / "byo"
+    rows = ["video,subject,va"]
+    for k in range(6):
+        frames, audio, fps, sr = _tiny_av(i, seconds=2.0)
+        write_video(root / "videos" / f"clip{k}.mp4", frames, fps, audio, sr)
+        n = len(frames) if k != 5 else len(frames) - 5  # clip5's annotation is 5 frames short
+        va = np.stack([np.linspace(-0.5, 0.5, n), np.linspace(0.5, -0.5, n)], 1)
+        (root / "va").mkdir(parents=True, exist_ok=True)
+        (root / "va" / f"clip{k}.csv").write_text("valence,arousal\n" + "\n".join(f"{v:.3f},{a:.3f}" for v, a in va) + "\n")
+        rows.append(f"videos/clip{k}.mp4,subj{k % 3},va/clip{k}.csv")
+        i += 1
+    (root / "manifest.csv").write_text("\n".join(rows) + "\n")
+    (root / "videos" / "desktop.ini").write_text("[.ShellClassInfo]\n")
+    out["byo"] = root
+    return out

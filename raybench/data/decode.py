@@ -33,7 +33,9 @@ def resample_indices(n_source: int, source_fps: float, fps: float) -> np.ndarray
 
 
 def decode_clip(path: str, fps: float, image_size: int, sample_rate: int = 16000,
-                min_audio_rms: float = 1e-4) -> Decoded:
+                min_audio_rms: float = 1e-4, audio_path: str | None = None) -> Decoded:
+    """Frames of ``path`` at ``fps``, resized to ``image_size``; its audio track as mono
+    ``sample_rate`` float32, or the audio of ``audio_path`` (a separate WAV) when given."""
     import cv2
     import decord
 
@@ -58,10 +60,11 @@ def decode_clip(path: str, fps: float, image_size: int, sample_rate: int = 16000
     del vr
     frames = np.stack([cv2.resize(f, (image_size, image_size), interpolation=cv2.INTER_AREA) for f in raw])
     try:
-        ar = decord.AudioReader(path, ctx=decord.cpu(0), sample_rate=sample_rate, mono=True)
+        ar = decord.AudioReader(audio_path or path, ctx=decord.cpu(0), sample_rate=sample_rate, mono=True)
         audio = ar[:].asnumpy().reshape(-1).astype(np.float32)
     except Exception as e:
-        raise DecodeError(f"no usable audio track: {_short(e)}") from None
+        src = f" in {audio_path}" if audio_path else ""
+        raise DecodeError(f"no usable audio track{src}: {_short(e)}") from None
     if audio.size == 0:
         raise DecodeError("no usable audio track: 0 samples")
     rms = float(np.sqrt(np.mean(audio.astype(np.float64) ** 2)))

@@ -60,6 +60,17 @@ def assign_splits(clips: list[Clip], val_fraction: float, test_fraction: float, 
 def assign_folds(clips: list[Clip], k: int, seed: int) -> dict[str, int]:
     """k-fold by subject: the subjects of clips with no official split, shuffled with ``seed``, are
     dealt round-robin into folds 0..k-1 (sizes differ by at most one). Returns subject -> fold."""
+    given = {c.subject: c.fold for c in clips if c.split is None and c.fold is not None}
+    if given:  # folds fixed by the dataset (a csv manifest's fold column)
+        bad = sorted({f for f in given.values() if not 0 <= f < k})
+        if bad:
+            raise ValueError(f"fold numbers {bad} are outside 0..{k - 1} (data.split.folds={k})")
+        for c in clips:
+            if c.split is None and c.fold is None:
+                c.fold = given.get(c.subject)
+        if any(c.split is None and c.fold is None for c in clips):
+            raise ValueError("some clips have a fold and others none: give every clip a fold, or none")
+        return given
     free = sorted({c.subject for c in clips if c.split is None})
     if len(free) < k:
         raise ValueError(f"{k} folds need at least {k} subjects, found {len(free)}")

@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 
 STORE_VERSION = 1
 PREPROCESSING_KEYS = ("fps", "image_size", "sample_rate", "audio", "max_clips", "ravdess", "flow", "flow_algorithm")
+# fingerprinted only when they differ from these values (so that older stores keep their fingerprint)
+LATER_KEYS = {"crema_d": {"audio": "video"}, "annotation_mismatch": "truncate"}
 
 
 class PrepareError(RuntimeError):
@@ -48,6 +50,7 @@ def fingerprint(dataset: str, root: str | Path, data_cfg: dict[str, Any]) -> str
         "dataset": dataset,
         "root": str(root) if is_remote(str(root)) else str(Path(root).expanduser().resolve()),
         **{k: data_cfg.get(k) for k in PREPROCESSING_KEYS},
+        **{k: data_cfg.get(k) for k, v in LATER_KEYS.items() if data_cfg.get(k, v) != v},
     }
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -58,15 +61,18 @@ def _to_bytes(a: np.ndarray) -> bytes:
 
 def decode_row(row: dict[str, Any], data_cfg: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None, str | None]:
     """Decode + featurise one manifest row -> (store row, bad reason, warning)."""
-    from raybench.data.datasets.affwild2 import read_va
+    from raybench.data.annotations import read_annotation
     from raybench.data.decode import DecodeError, decode_clip
     from raybench.data.features import audio_features, optical_flow, resample_labels
 
     try:
         video = storage.fetch_if_placeholder(row["video_path"], data_cfg.get("_mirror"), data_cfg.get("_root_uri"),
                                              cache_home())
+        audio = (row.get("meta") or {}).get("audio_path")
+        if audio:
+            audio = storage.fetch_if_placeholder(audio, data_cfg.get("_mirror"), data_cfg.get("_root_uri"), cache_home())
         d = decode_clip(video, float(data_cfg["fps"]), int(data_cfg["image_size"]),
-                        int(data_cfg["sample_rate"]))
+                        int(data_cfg["sample_rate"]), audio_path=audio)
     except DecodeError as e:
         return None, str(e), None
     except Exception as e:  # anything unexpected in one file must not kill the whole stage
@@ -76,15 +82,29 @@ def decode_row(row: dict[str, Any], data_cfg: dict[str, Any]) -> tuple[dict[str,
     warning = None
     va = np.zeros((0, 2), np.float32)
     if row.get("va_path"):
+        meta = row.get("meta") or {}
         try:
-            src_va = read_va(storage.fetch_if_placeholder(row["va_path"], data_cfg.get("_mirror"),
-                                                          data_cfg.get("_root_uri"), cache_home()))
-        except (OSError, ValueError) as e:
+            local = storage.fetch_if_placeholder(row["va_path"], data_cfg.get("_mirror"), data_cfg.get("_root_uri"),
+                                                 cache_home())
+            src_va = read_annotation(row, local)
+        except (OSError, ValueError, KeyError) as e:
             return None, f"bad annotation: {e}", None
-        if len(src_va) != d.source_frames:
-            warning = (f"annotation {row['va_path']} has {len(src_va)} frames, video has {d.source_frames}: "
-                       f"frames past the shorter one are left unannotated")
-        va = resample_labels(src_va, d.frame_index)  # (T, 2), NaN unannotated
+        rate = meta.get("va_rate")
+        if rate:  # labels at their own rate: compare durations, allow one step of rounding
+            expected = int(round(d.source_frames / d.source_fps * float(rate)))
+            mismatch = abs(len(src_va) - expected) > 1
+            unit = f"values at {float(rate):g} Hz"
+            label_index = np.floor(d.frame_index / d.source_fps * float(rate) + 1e-6).astype(np.int64)
+        else:
+            expected, unit, label_index = d.source_frames, "frames", d.frame_index
+            mismatch = len(src_va) != expected
+        if mismatch:
+            what = (f"annotation {row['va_path']} has {len(src_va)} {unit}, its video {row['video_path']} "
+                    f"needs {expected}")
+            if data_cfg.get("annotation_mismatch", "truncate") == "skip":
+                return None, f"{what} (data.annotation_mismatch=skip)", None
+            warning = f"{what}: frames past the shorter one are left unannotated (data.annotation_mismatch=truncate)"
+        va = resample_labels(src_va, label_index)  # (T, 2), NaN unannotated
         if np.isnan(va).all():
             return None, f"no annotated frame in {row['va_path']}", warning
     flow = (optical_flow(d.frames, data_cfg.get("flow_algorithm", "farneback")) if data_cfg.get("flow")
@@ -318,8 +338,9 @@ def prepare(data_cfg: dict[str, Any], batch_size: int = 8, progress: bool = True
     for split in ("train", "val"):
         if not any(c.split == split for c in usable):
             raise PrepareError(f"{ds_name}: no usable clip in the {split!r} split (of {len(usable)} clips)")
+    task, class_names = dataset.task_for(data_cfg), list(dataset.class_names_for(data_cfg, clips))
     info = {
-        "dataset": ds_name, "task": dataset.task, "class_names": list(dataset.class_names),
+        "dataset": ds_name, "task": task, "class_names": class_names,
         "root": root_uri or str(root),
         "fingerprint": fp, "settings": {k: data_cfg.get(k) for k in PREPROCESSING_KEYS},
         "clips": len(store.done_ids()), "bad": len(store.bad()),
@@ -329,8 +350,8 @@ def prepare(data_cfg: dict[str, Any], batch_size: int = 8, progress: bool = True
     if folds:  # the fold of every subject, for this fold count and seed
         sp = data_cfg.get("split") or {}
         store.write_text(f"folds/k{sp.get('folds')}-seed{sp.get('seed', 0)}.json", json.dumps(folds, indent=1, sort_keys=True))
-    return Prepared(store=store, clips=usable, dataset=ds_name, task=dataset.task,
-                    class_names=list(dataset.class_names), root=root_uri or str(root), decoded=decoded, bad=bad_here,
+    return Prepared(store=store, clips=usable, dataset=ds_name, task=task,
+                    class_names=class_names, root=root_uri or str(root), decoded=decoded, bad=bad_here,
                     warnings=warnings)
 
 

@@ -201,21 +201,49 @@ def synth_voice(seconds: float, sr: int, actor: Actor, voice_track: dict[str, np
 
 def write_mp4(path: Path, frames: np.ndarray, fps: float, audio: np.ndarray | None, sr: int) -> None:
     """Write frames [T, H, W, 3] uint8 (+ mono float32 audio) as H.264 + AAC MP4, atomically."""
+    write_video(path, frames, fps, audio, sr)
+
+
+def write_wav(path: Path, audio: np.ndarray, sr: int) -> None:
+    """Mono float32 audio in [-1, 1] -> 16-bit PCM WAV (as CREMA-D's AudioWAV ships)."""
+    import wave
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(sr)
+        w.writeframes((np.clip(audio, -1, 1) * 32767).astype("<i2").tobytes())
+
+
+# container (by file extension) -> (video codec, audio codec, audio sample format)
+CODECS = {".mp4": ("libx264", "aac", "fltp"), ".flv": ("libx264", "aac", "fltp"),
+          ".avi": ("mpeg4", "pcm_s16le", "s16")}
+
+
+def write_video(path: Path, frames: np.ndarray, fps: float, audio: np.ndarray | None, sr: int) -> None:
+    """Write frames [T, H, W, 3] uint8 (+ mono float32 audio) with PyAV, atomically. The container
+    follows the extension: .mp4 and .flv (H.264 + AAC, as RAVDESS and CREMA-D ship), .avi
+    (MPEG-4 part 2 + PCM, as AFEW ships)."""
     from fractions import Fraction
 
     import av
     import cv2
 
+    path = Path(path)
+    vcodec, acodec, afmt = CODECS[path.suffix.lower()]
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.mp4")
-    with av.open(str(tmp), "w") as out:
-        vs = out.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}{path.suffix}")
+    with av.open(str(tmp), "w", format={".flv": "flv", ".avi": "avi"}.get(path.suffix.lower())) as out:
+        vs = out.add_stream(vcodec, rate=Fraction(fps).limit_denominator(1001))
         vs.width, vs.height = frames.shape[2], frames.shape[1]
         vs.pix_fmt = "yuv420p"
         # one encoder thread: within a process the same seed gives the same bytes
-        vs.options = {"crf": "18", "preset": "veryfast", "x264-params": "threads=1:lookahead-threads=1"}
+        if vcodec == "libx264":
+            vs.options = {"crf": "18", "preset": "veryfast", "x264-params": "threads=1:lookahead-threads=1"}
         vs.codec_context.thread_count = 1
-        a_s = out.add_stream("aac", rate=sr, layout="mono") if audio is not None else None
+        a_s = out.add_stream(acodec, rate=sr, layout="mono") if audio is not None else None
         for fr in frames:
             # RGB -> I420 with OpenCV: deterministic, unlike the encoder's own conversion
             yuv = cv2.cvtColor(np.ascontiguousarray(fr), cv2.COLOR_RGB2YUV_I420)
@@ -226,7 +254,10 @@ def write_mp4(path: Path, frames: np.ndarray, fps: float, audio: np.ndarray | No
         if a_s is not None:
             hop = 1024
             for i in range(0, len(audio), hop):
-                af = av.AudioFrame.from_ndarray(audio[None, i : i + hop], format="fltp", layout="mono")
+                chunk = audio[None, i : i + hop]
+                if afmt == "s16":
+                    chunk = (np.clip(chunk, -1, 1) * 32767).astype(np.int16)
+                af = av.AudioFrame.from_ndarray(chunk, format=afmt, layout="mono")
                 af.sample_rate, af.pts = sr, i
                 for pkt in a_s.encode(af):
                     out.mux(pkt)

@@ -21,6 +21,13 @@ class Dataset(ABC):
     class_names: tuple[str, ...] = ()
     layout: str = ""  # one-line description of the expected tree, for error messages
 
+    def task_for(self, data_cfg: dict[str, Any]) -> str:
+        """The task of this dataset under ``data_cfg`` (fixed except for the csv adapter)."""
+        return self.task
+
+    def class_names_for(self, data_cfg: dict[str, Any], clips: list[Clip]) -> tuple[str, ...]:
+        return self.class_names
+
     def default_root(self, data_cfg: dict[str, Any]) -> Path:
         return cache_home() / "data" / self.name
 

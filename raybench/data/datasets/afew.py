@@ -1,0 +1,61 @@
+"""AFEW (EmotiW): ``<Train>/<Emotion>/<id>.avi`` and ``<Val>/<Emotion>/<id>.avi`` (see DATASETS.md).
+
+The train and validation folder names vary by year (``Train_AFEW``, ``Train``, ``train``,
+``Val_AFEW``, ``Val``, ``Validation``...): any folder whose name starts with "train" or "val"
+(any case) is taken; the emotion folders (Angry Disgust Fear Happy Neutral Sad Surprise) are
+matched without case. The test labels are withheld, so the official validation set is the
+reported (test) split, and validation clips for model selection are drawn from the training set
+(``data.split.val_fraction``, seeded; AFEW has no subject ids, so each clip is its own subject).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from raybench.data.datasets.base import DATASETS, Dataset
+from raybench.data.manifest import Clip, split_clips
+
+EMOTIONS = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
+VIDEO_EXTS = (".avi", ".mp4", ".mkv")
+
+
+class Afew(Dataset):
+    name = "afew"
+    task = "categorical"
+    class_names = EMOTIONS
+    layout = ("a train folder (Train_AFEW, Train, ...) and a validation folder (Val_AFEW, Val, ...), each with "
+              "emotion folders Angry Disgust Fear Happy Neutral Sad Surprise of <id>.avi clips")
+
+    def manifest(self, root: Path, data_cfg: dict[str, Any]) -> list[Clip]:
+        root = Path(root)
+        split_dirs: dict[str, list[Path]] = {"train": [], "test": []}
+        for d in sorted(p for p in root.rglob("*") if p.is_dir()):
+            name = d.name.lower()
+            if not any((d / e).is_dir() or (d / e.capitalize()).is_dir() or
+                       any(c.is_dir() and c.name.lower() == e for c in d.iterdir()) for e in EMOTIONS):
+                continue
+            if name.startswith("train"):
+                split_dirs["train"].append(d)
+            elif name.startswith("val"):
+                split_dirs["test"].append(d)
+        if not split_dirs["train"]:
+            raise self.layout_error(root, "no train folder with emotion folders")
+        clips = []
+        for split, dirs in split_dirs.items():
+            for d in dirs:
+                for emo_dir in sorted(c for c in d.iterdir() if c.is_dir() and c.name.lower() in EMOTIONS):
+                    label = EMOTIONS.index(emo_dir.name.lower())
+                    for f in sorted(emo_dir.iterdir()):
+                        if f.suffix.lower() not in VIDEO_EXTS or not f.is_file():
+                            continue
+                        cid = f"{d.name}-{emo_dir.name.lower()}-{f.stem}"
+                        clips.append(Clip(clip_id=cid, video_path=str(f), subject=cid, label=label,
+                                          split="test" if split == "test" else None,
+                                          meta={"official_split": d.name}))
+        if not clips:
+            raise self.layout_error(root, "no video clips in the emotion folders")
+        return split_clips(clips, data_cfg, test_fraction=0.0)
+
+
+DATASETS.register("afew", Afew())

@@ -1,0 +1,125 @@
+"""Bring your own dataset: a CSV manifest (``data.dataset: csv``).
+
+``data.root`` is the folder holding the manifest (``data.csv.manifest``, default
+``manifest.csv``; an absolute path also works). One row per clip:
+
+========  ============================================================================
+column    meaning
+========  ============================================================================
+video     the video file (with its audio track), relative to the manifest's folder or absolute
+subject   speaker / actor / subject id: splits and folds never share a subject
+label     categorical task: a class name (or its index in ``data.csv.classes``)
+va        continuous task: a per-frame CSV (columns ``valence``, ``arousal``, one row per video frame)
+split     optional: train / val / test for an official split; empty = assigned by ``data.split``
+fold      optional: a fixed fold number per row (with ``data.split.folds``); empty = dealt by subject
+clip_id   optional: a unique id (default: the video's file name without extension)
+========  ============================================================================
+
+``data.csv.task`` says which task (``categorical`` or ``continuous``); ``data.csv.classes``
+fixes the class names and their order (default: the sorted distinct labels).
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+from raybench.data.datasets.base import DATASETS, Dataset, LayoutError
+from raybench.data.manifest import SPLITS, Clip, split_clips
+
+COLUMNS = ("video", "subject", "label", "va", "split", "fold", "clip_id")
+
+
+class CsvDataset(Dataset):
+    name = "csv"
+    task = "categorical"
+    layout = ("a manifest.csv (data.csv.manifest) with columns video, subject and label (categorical) or va "
+              "(continuous), optional split, fold, clip_id")
+
+    def task_for(self, data_cfg: dict[str, Any]) -> str:
+        task = (data_cfg.get("csv") or {}).get("task")
+        return task if task in ("categorical", "continuous") else "categorical"  # a typo is a config error
+
+    def _path(self, root: Path, data_cfg: dict[str, Any]) -> Path:
+        m = Path((data_cfg.get("csv") or {}).get("manifest") or "manifest.csv").expanduser()
+        return m if m.is_absolute() else Path(root) / m
+
+    def _rows(self, root: Path, data_cfg: dict[str, Any]) -> tuple[Path, list[dict[str, str]]]:
+        path = self._path(root, data_cfg)
+        if not path.is_file():
+            raise self.layout_error(Path(root), f"no manifest {path.name}")
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            header = [h.strip() for h in reader.fieldnames or []]
+            rows = [{(k or "").strip(): (v or "").strip() for k, v in r.items()} for r in reader]
+        need = ["video", "subject", "label" if self.task_for(data_cfg) == "categorical" else "va"]
+        missing = [c for c in need if c not in header]
+        if missing:
+            raise LayoutError(f"csv: {path} lacks column(s) {', '.join(missing)}; it has {', '.join(header) or 'none'}; "
+                              f"expected {self.layout}")
+        return path, rows
+
+    def class_names_for(self, data_cfg: dict[str, Any], clips: list[Clip]) -> tuple[str, ...]:
+        if self.task_for(data_cfg) == "continuous":
+            return ("valence", "arousal")
+        classes = (data_cfg.get("csv") or {}).get("classes")
+        if classes:
+            return tuple(str(c) for c in classes)
+        return tuple(sorted({c.meta["label_name"] for c in clips}))
+
+    def manifest(self, root: Path, data_cfg: dict[str, Any]) -> list[Clip]:
+        path, rows = self._rows(root, data_cfg)
+        base = path.parent
+        task = self.task_for(data_cfg)
+        configured = (data_cfg.get("csv") or {}).get("classes")
+        problems, clips = [], []
+        for i, r in enumerate(rows, start=2):  # line numbers as a spreadsheet shows them
+            video = Path(r["video"]).expanduser()
+            video = video if video.is_absolute() else base / video
+            where = f"{path.name} line {i}"
+            if not r.get("video") or not r.get("subject"):
+                problems.append(f"{where}: empty video or subject")
+                continue
+            if not video.is_file():
+                problems.append(f"{where}: video {video} does not exist")
+                continue
+            split = r.get("split") or None
+            if split is not None and split not in SPLITS:
+                problems.append(f"{where}: split {split!r} is not one of {', '.join(SPLITS)}")
+                continue
+            fold = r.get("fold") or None
+            clip = Clip(clip_id=r.get("clip_id") or video.stem, video_path=str(video), subject=r["subject"],
+                        split=split, fold=int(fold) if fold is not None and fold.lstrip("-").isdigit() else None)
+            if fold is not None and clip.fold is None:
+                problems.append(f"{where}: fold {fold!r} is not an integer")
+                continue
+            if task == "categorical":
+                label = r.get("label", "")
+                if configured and label.isdigit() and int(label) < len(configured):
+                    label = str(configured[int(label)])
+                if not label or (configured and label not in [str(c) for c in configured]):
+                    problems.append(f"{where}: label {r.get('label')!r} is not one of the classes {configured}")
+                    continue
+                clip.meta["label_name"] = label
+            else:
+                va = Path(r.get("va", "")).expanduser()
+                va = va if va.is_absolute() else base / va
+                if not r.get("va") or not va.is_file():
+                    problems.append(f"{where}: annotation {va} does not exist")
+                    continue
+                clip.va_path, clip.meta["va_format"] = str(va), "csv"
+            clips.append(clip)
+        if problems:
+            more = f" (and {len(problems) - 10} more)" if len(problems) > 10 else ""
+            raise LayoutError(f"csv: {len(problems)} problem(s) in {path}{more}:\n  - " + "\n  - ".join(problems[:10]))
+        if not clips:
+            raise LayoutError(f"csv: {path} has no rows; expected {self.layout}")
+        if task == "categorical":
+            names = self.class_names_for(data_cfg, clips)
+            for c in clips:
+                c.label = names.index(c.meta["label_name"])
+        return split_clips(clips, data_cfg)
+
+
+DATASETS.register("csv", CsvDataset())

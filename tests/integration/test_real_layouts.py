@@ -1,0 +1,69 @@
+"""The prepare stage (Ray Data decoding) on the real-layout trees: .flv with AudioWAV, .avi, and a
+bring-your-own CSV with per-frame annotations, one of the wrong length."""
+
+from __future__ import annotations
+
+import pytest
+
+from raybench.config import SWEEPS_DIR, load
+from raybench.data.store import PrepareError, prepare
+
+
+def _data(tmp_path, **kw):
+    return dict(load(SWEEPS_DIR / "smoke.yaml")["data"], store_dir=str(tmp_path / "stores"), **kw)
+
+
+def test_crema_d_clip_without_audio_is_skipped_and_named(ray_session, real_layouts, tmp_path):
+    root = real_layouts["crema_d"]
+    prep = prepare(_data(tmp_path, dataset="crema_d", root=str(root), max_bad_fraction=0.1))
+    assert set(prep.bad) == {"1004_IEO_NEU_XX"}
+    assert "audio" in prep.bad["1004_IEO_NEU_XX"]["reason"]
+    assert prep.bad["1004_IEO_NEU_XX"]["video_path"] == str(root / "VideoFlash" / "1004_IEO_NEU_XX.flv")
+    assert len(prep.clips) == 16 and prep.class_names[0] == "anger"
+    # the clean WAV audio instead of the .flv track: another store (the audio source is fingerprinted)
+    wav = prepare(_data(tmp_path, dataset="crema_d", root=str(root), max_bad_fraction=0.1, crema_d={"audio": "wav"}))
+    assert wav.store.path != prep.store.path and wav.decoded == 16
+    assert "AudioWAV/1004_IEO_NEU_XX.wav" in wav.bad["1004_IEO_NEU_XX"]["reason"]
+
+
+def test_afew_avi_clips_decode(ray_session, real_layouts, tmp_path):
+    prep = prepare(_data(tmp_path, dataset="afew", root=str(real_layouts["afew"])))
+    assert prep.decoded == 15 and not prep.bad
+    assert len(prep.ids("test")) == 6  # the official validation set
+    row = prep.store.read_clips(prep.ids("test")[:1], columns=["num_frames", "source_fps"])[0]
+    assert row["num_frames"] == 8 and row["source_fps"] == pytest.approx(10.0)  # 1 s at 10 fps -> smoke's 8 fps
+
+
+def test_annotation_length_mismatch_is_truncated_or_skipped_as_configured(ray_session, real_layouts, tmp_path):
+    root = real_layouts["byo"]
+    data = _data(tmp_path, dataset="csv", root=str(root), csv={"manifest": "manifest.csv", "task": "continuous",
+                                                             "classes": None}, max_bad_fraction=0.2)
+    prep = prepare(data)
+    assert prep.task == "continuous" and len(prep.clips) == 6 and not prep.bad
+    (w,) = prep.warnings
+    assert "clip5.csv has 15 frames" in w and "needs 20" in w and "truncate" in w
+    row = prep.store.read_clips(["clip5"], columns=["va"])[0]
+    import numpy as np
+
+    va = np.frombuffer(row["va"], np.float32).reshape(-1, 2)
+    assert np.isnan(va).any() and not np.isnan(va[:10]).any()  # frames past the annotation are masked
+
+    skip = prepare(dict(data, annotation_mismatch="skip"))
+    assert set(skip.bad) == {"clip5"} and len(skip.clips) == 5
+    assert "has 15 frames" in skip.bad["clip5"]["reason"] and "needs 20" in skip.bad["clip5"]["reason"]
+    with pytest.raises(PrepareError, match="clip5"):
+        prepare(dict(data, annotation_mismatch="skip", max_bad_fraction=0.0))
+
+
+def test_a_csv_dataset_trains_in_a_sweep(ray_session, real_layouts, tmp_path):
+    from raybench.sweep import run_sweep
+
+    cfg = load(SWEEPS_DIR / "smoke.yaml", [
+        "data.dataset=csv", f"data.root={real_layouts['byo']}", "data.csv.task=continuous",
+        f"data.store_dir={tmp_path / 'stores'}", "train.epochs=1", "data.split.val_fraction=0.34",
+        "data.split.test_fraction=0.0", "tune.search_space={window.length: {grid: [8]}}", "window.hop=4"])
+    cfg["mlflow"]["tracking_uri"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg["storage"] = str(tmp_path / "results")
+    res = run_sweep(cfg)
+    assert res.failed == 0
+    assert {"val/ccc", "val/ccc_valence", "val/ccc_arousal"} <= set(res.trials[0]["val"])

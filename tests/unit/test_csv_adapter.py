@@ -1,0 +1,100 @@
+"""The bring-your-own CSV adapter and the annotation readers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from raybench.data.annotations import read_arff_values, read_csv_va
+from raybench.data.datasets import LayoutError, get_dataset
+
+EMO = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")
+
+
+def _cfg(**csv):
+    return {"split": {"seed": 0, "val_fraction": 0.25, "test_fraction": 0.25, "folds": None}, "fold": None,
+            "csv": {"manifest": "manifest.csv", "task": "categorical", "classes": None, **csv}}
+
+
+def _write_manifest(root, tiny_ravdess, extra_rows=()):
+    vids = sorted(tiny_ravdess.rglob("*.mp4"))
+    lines = ["video,subject,label"]
+    for v in vids:
+        emo = EMO[int(v.name.split("-")[2]) - 1]
+        lines.append(f"{v},{v.parent.name},{emo}")
+    lines += list(extra_rows)
+    (root / "manifest.csv").write_text("\n".join(lines) + "\n")
+    (root / "README.txt").write_text("an unrelated file")
+    return vids
+
+
+def test_csv_categorical_manifest(tiny_ravdess, tmp_path):
+    vids = _write_manifest(tmp_path, tiny_ravdess)
+    ds = get_dataset("csv")
+    clips = ds.manifest(tmp_path, _cfg())
+    assert len(clips) == len(vids) == 45
+    names = ds.class_names_for(_cfg(), clips)
+    assert names == tuple(sorted(EMO))
+    assert all(names[c.label] == EMO[int(c.clip_id.split("-")[2]) - 1] for c in clips)
+    by_subject = {}
+    for c in clips:
+        by_subject.setdefault(c.subject, set()).add(c.split)
+    assert all(len(s) == 1 for s in by_subject.values()) and {c.split for c in clips} == {"train", "val", "test"}
+    # fixed class order
+    fixed = ds.manifest(tmp_path, _cfg(classes=list(EMO)))
+    assert all(EMO[c.label] == EMO[int(c.clip_id.split("-")[2]) - 1] for c in fixed)
+
+
+def test_csv_errors_name_the_line_and_what_was_expected(tiny_ravdess, tmp_path):
+    _write_manifest(tmp_path, tiny_ravdess, extra_rows=[f"{tmp_path}/missing.mp4,Actor_09,happy",
+                                                       f"{next(tiny_ravdess.rglob('*.mp4'))},Actor_01,bored"])
+    with pytest.raises(LayoutError) as e:
+        get_dataset("csv").manifest(tmp_path, _cfg(classes=list(EMO)))
+    msg = str(e.value)
+    assert "manifest.csv line 47: video" in msg and "missing.mp4 does not exist" in msg
+    assert "line 48: label 'bored'" in msg
+    (tmp_path / "manifest.csv").write_text("file,speaker\nx.mp4,a\n")
+    with pytest.raises(LayoutError, match="lacks column.*video, subject, label.*it has file, speaker"):
+        get_dataset("csv").manifest(tmp_path, _cfg())
+    (tmp_path / "manifest.csv").unlink()
+    with pytest.raises(LayoutError, match="no manifest manifest.csv"):
+        get_dataset("csv").manifest(tmp_path, _cfg())
+
+
+def test_csv_official_split_and_given_folds(tiny_ravdess, tmp_path):
+    vids = sorted(tiny_ravdess.rglob("*.mp4"))
+    lines = ["video,subject,label,split,fold"]
+    for v in vids:
+        actor = v.parent.name
+        split = "test" if actor == "Actor_03" else ""
+        fold = "" if split else ("0" if actor == "Actor_01" else "1")
+        lines.append(f"{v},{actor},{EMO[int(v.name.split('-')[2]) - 1]},{split},{fold}")
+    (tmp_path / "manifest.csv").write_text("\n".join(lines) + "\n")
+    cfg = _cfg()
+    cfg["split"]["folds"], cfg["fold"] = 2, 1
+    clips = get_dataset("csv").manifest(tmp_path, cfg)
+    assert {c.split for c in clips if c.subject == "Actor_03"} == {"test"}
+    assert {c.split for c in clips if c.subject == "Actor_02"} == {"val"}  # fold 1 validates
+    assert {c.split for c in clips if c.subject == "Actor_01"} == {"train"}
+
+
+def test_csv_continuous_needs_va_files(tiny_ravdess, tmp_path):
+    v = next(tiny_ravdess.rglob("*.mp4"))
+    (tmp_path / "a.csv").write_text("frame,arousal,valence\n0,0.5,0.1\n1,,-5\n2,0.2,-0.3\n")
+    (tmp_path / "manifest.csv").write_text(f"video,subject,va\n{v},s1,a.csv\n{v},s2,a.csv\n{v},s3,nope.csv\n")
+    with pytest.raises(LayoutError, match="line 4: annotation .*nope.csv does not exist"):
+        get_dataset("csv").manifest(tmp_path, _cfg(task="continuous"))
+    va = read_csv_va(tmp_path / "a.csv")
+    assert va.shape == (3, 2)
+    np.testing.assert_allclose(va[0], [0.1, 0.5])
+    assert np.isnan(va[1]).all() and va[2, 1] == pytest.approx(0.2)
+
+
+def test_arff_gold_standard_values(tmp_path):
+    p = tmp_path / "train_1.arff"
+    p.write_text("@relation GOLDSTANDARD\n@attribute Instance_name string\n@attribute frameTime numeric\n"
+                 "@attribute GoldStandard numeric\n\n@data\n\ntrain_1,0.00,0.1\ntrain_1,0.04,-0.2\n")
+    np.testing.assert_allclose(read_arff_values(p), [0.1, -0.2])
+    (tmp_path / "bad.arff").write_text("@relation x\n")
+    with pytest.raises(ValueError, match="no @data"):
+        read_arff_values(tmp_path / "bad.arff")

@@ -1,0 +1,58 @@
+"""CREMA-D and AFEW adapters on small trees in their real layouts (names and folders only)."""
+
+from __future__ import annotations
+
+import pytest
+
+from raybench.data.datasets import LayoutError, get_dataset
+
+CFG = {"split": {"seed": 0, "val_fraction": 0.25, "test_fraction": 0.25, "folds": None}, "fold": None,
+       "crema_d": {"audio": "video"}}
+
+
+def test_crema_d_manifest(real_layouts):
+    ds = get_dataset("crema_d")
+    clips = ds.manifest(real_layouts["crema_d"], CFG)
+    assert len(clips) == 17  # 16 + the clip without audio (found here, skipped when decoded); notes.txt ignored
+    assert {c.subject for c in clips} == {"actor1001", "actor1002", "actor1003", "actor1004"}
+    c = next(c for c in clips if c.clip_id == "1002_DFA_HAP_XX")
+    assert ds.class_names[c.label] == "happy" and c.meta == {"sentence": "DFA", "level": "XX"}
+    by_subject = {}
+    for c in clips:
+        by_subject.setdefault(c.subject, set()).add(c.split)
+    assert all(len(s) == 1 for s in by_subject.values())
+    wav = ds.manifest(real_layouts["crema_d"], {**CFG, "crema_d": {"audio": "wav"}})
+    c = next(c for c in wav if c.clip_id == "1002_DFA_HAP_XX")
+    assert c.meta["audio_path"].endswith("AudioWAV/1002_DFA_HAP_XX.wav")
+
+
+def test_crema_d_layout_error(tmp_path):
+    (tmp_path / "AudioWAV").mkdir()
+    (tmp_path / "AudioWAV" / "1001_DFA_ANG_XX.wav").write_bytes(b"")
+    with pytest.raises(LayoutError) as e:
+        get_dataset("crema_d").manifest(tmp_path, CFG)
+    assert "VideoFlash" in str(e.value) and "AudioWAV/1001_DFA_ANG_XX.wav" in str(e.value)
+
+
+def test_afew_manifest_official_val_is_test(real_layouts):
+    ds = get_dataset("afew")
+    clips = ds.manifest(real_layouts["afew"], CFG)
+    assert len(clips) == 15  # Thumbs.db ignored
+    val = [c for c in clips if c.meta["official_split"] == "Val_AFEW"]
+    assert len(val) == 6 and all(c.split == "test" for c in val)
+    train = [c for c in clips if c.meta["official_split"] == "Train_AFEW"]
+    assert {c.split for c in train} == {"train", "val"}
+    assert {ds.class_names[c.label] for c in clips} == {"angry", "happy", "sad"}
+    assert len({c.clip_id for c in clips}) == 15
+
+
+def test_afew_accepts_other_years_folder_names(real_layouts, tmp_path):
+    import shutil
+
+    root = tmp_path / "AFEW_2017"
+    shutil.copytree(real_layouts["afew"] / "Train_AFEW", root / "Train")
+    shutil.copytree(real_layouts["afew"] / "Val_AFEW", root / "Validation")
+    for d in (root / "Train").iterdir():
+        d.rename(d.with_name(d.name.lower()))
+    clips = get_dataset("afew").manifest(root, CFG)
+    assert len(clips) == 15 and sum(c.split == "test" for c in clips) == 6

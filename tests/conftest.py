@@ -103,4 +103,33 @@ def real_layouts(session_tmp) -> dict[str, Path]:
     (root / "manifest.csv").write_text("\n".join(rows) + "\n")
     (root / "videos" / "desktop.ini").write_text("[.ShellClassInfo]\n")
     out["byo"] = root
+
+    root = session_tmp / "layouts" / "recola"
+    for name, n_labels in (("train_1", 50), ("train_2", 50), ("train_3", 50), ("dev_1", 45), ("dev_2", 50)):
+        frames, audio, fps, sr = _tiny_av(i, seconds=2.0, fps=25)
+        write_video(root / "recordings_video" / f"{name}.mp4", frames, fps, None, sr)  # audio in the WAV
+        write_wav(root / "recordings_audio" / f"{name}.wav", audio, sr)
+        for dim, sign in (("arousal", 1), ("valence", -1)):
+            rows = "\n".join(f"{name},{k * 0.04:.2f},{sign * np.sin(k / 8):.4f}" for k in range(n_labels))
+            (root / "ratings_gold_standard" / dim).mkdir(parents=True, exist_ok=True)
+            (root / "ratings_gold_standard" / dim / f"{name}.arff").write_text(
+                "@relation GOLDSTANDARD\n@attribute Instance_name string\n@attribute frameTime numeric\n"
+                f"@attribute GoldStandard numeric\n\n@data\n\n{rows}\n")
+        i += 1
+    for dim in ("arousal", "valence"):  # test recordings: no gold standard values released
+        (root / "ratings_gold_standard" / dim / "test_1.arff").write_text("@relation GOLDSTANDARD\n@data\n")
+    (root / "README.txt").write_text("AVEC 2016")
+    out["recola"] = root
+
+    root = session_tmp / "layouts" / "msp_improv"
+    lines = []
+    for k, (sess, code) in enumerate([(1, "A"), (1, "H"), (2, "S"), (2, "N"), (3, "A"), (3, "H"), (3, "X")]):
+        key = f"S0{sess}A-F0{sess}-P-FM0{k + 1}"
+        frames, audio, fps, sr = _tiny_av(i)
+        write_video(root / f"session{sess}" / f"S0{sess}A" / "P" / f"MSP-IMPROV-{key}.avi", frames, fps, audio, sr)
+        lines.append(f"UTD-IMPROV-{key}.avi; {code}; A:3.0; V:{2 + k % 3}.0; D:2.5; N:4.0")
+        i += 1
+    lines.append("UTD-IMPROV-S04A-F04-P-FM09.avi; N; A:3.0; V:3.0; D:3.0; N:3.0")  # no video file
+    (root / "Evaluation.txt").write_text("\n".join(lines) + "\n")
+    out["msp_improv"] = root
     return out

@@ -86,7 +86,11 @@ def decode_row(row: dict[str, Any], data_cfg: dict[str, Any]) -> tuple[dict[str,
         try:
             local = storage.fetch_if_placeholder(row["va_path"], data_cfg.get("_mirror"), data_cfg.get("_root_uri"),
                                                  cache_home())
-            src_va = read_annotation(row, local)
+            for k in ("valence_path", "arousal_path"):  # RECOLA: one file per dimension
+                if meta.get(k):
+                    meta[k] = storage.fetch_if_placeholder(meta[k], data_cfg.get("_mirror"), data_cfg.get("_root_uri"),
+                                                           cache_home())
+            src_va = read_annotation(dict(row, meta=meta), local)
         except (OSError, ValueError, KeyError) as e:
             return None, f"bad annotation: {e}", None
         rate = meta.get("va_rate")

@@ -67,3 +67,23 @@ def test_a_csv_dataset_trains_in_a_sweep(ray_session, real_layouts, tmp_path):
     res = run_sweep(cfg)
     assert res.failed == 0
     assert {"val/ccc", "val/ccc_valence", "val/ccc_arousal"} <= set(res.trials[0]["val"])
+
+
+def test_recola_labels_at_40_ms_follow_the_chosen_frames(ray_session, real_layouts, tmp_path):
+    import numpy as np
+
+    prep = prepare(_data(tmp_path, dataset="recola", root=str(real_layouts["recola"]), fps=5))
+    assert prep.decoded == 5 and not prep.bad
+    (w,) = prep.warnings  # dev_1's gold standard stops 5 steps early
+    assert "dev_1.arff has 45 values at 25 Hz" in w and "needs 50" in w
+    row = prep.store.read_clips(["train_1"], columns=["va", "num_frames"])[0]
+    va = np.frombuffer(row["va"], np.float32).reshape(-1, 2)
+    assert row["num_frames"] == 10  # 2 s at 5 fps
+    k = np.arange(10) * 5  # frame t at 5 fps is label step 5t at 25 Hz
+    np.testing.assert_allclose(va[:, 1], np.sin(k / 8), atol=1e-4)  # arousal
+    np.testing.assert_allclose(va[:, 0], -np.sin(k / 8), atol=1e-4)  # valence
+
+
+def test_msp_improv_avi_clips_decode(ray_session, real_layouts, tmp_path):
+    prep = prepare(_data(tmp_path, dataset="msp_improv", root=str(real_layouts["msp_improv"])))
+    assert prep.decoded == 6 and not prep.bad and prep.class_names == ["angry", "happy", "sad", "neutral"]

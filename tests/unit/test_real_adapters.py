@@ -56,3 +56,27 @@ def test_afew_accepts_other_years_folder_names(real_layouts, tmp_path):
         d.rename(d.with_name(d.name.lower()))
     clips = get_dataset("afew").manifest(root, CFG)
     assert len(clips) == 15 and sum(c.split == "test" for c in clips) == 6
+
+
+def test_recola_manifest(real_layouts):
+    ds = get_dataset("recola")
+    clips = ds.manifest(real_layouts["recola"], CFG)
+    assert sorted(c.clip_id for c in clips) == ["dev_1", "dev_2", "train_1", "train_2", "train_3"]  # test_1 left out
+    assert {c.split for c in clips if c.clip_id.startswith("dev")} == {"test"}
+    assert {c.split for c in clips if c.clip_id.startswith("train")} == {"train", "val"}
+    c = next(c for c in clips if c.clip_id == "train_2")
+    assert c.meta["va_rate"] == 25.0 and c.meta["audio_path"].endswith("recordings_audio/train_2.wav")
+    assert c.meta["valence_path"].endswith("valence/train_2.arff")
+
+
+def test_msp_improv_manifest_sessions_are_subjects(real_layouts, capsys):
+    ds = get_dataset("msp_improv")
+    clips = ds.manifest(real_layouts["msp_improv"], {**CFG, "split": {**CFG["split"], "folds": 3}, "fold": 2})
+    assert len(clips) == 6  # the X-coded clip and the clip without a video are left out
+    assert "S04A-F04-P-FM09" in capsys.readouterr().out
+    assert {c.subject for c in clips} == {"session1", "session2", "session3"}
+    assert [ds.class_names[c.label] for c in sorted(clips, key=lambda c: c.clip_id)][:2] == ["angry", "happy"]
+    # 3 folds over 3 sessions: leave-one-session-out
+    tested = {c.subject for c in clips if c.split == "test"}
+    assert len(tested) == 1
+    assert clips[0].meta["ratings"]["A"] == 3.0

@@ -1,0 +1,78 @@
+"""MSP-IMPROV (see DATASETS.md): ``Evaluation.txt`` and per-session video folders.
+
+``Evaluation.txt`` lines ``UTD-IMPROV-S01A-F01-P-FM01.avi; A; A:x; V:x; D:x; N:x`` give the clip's
+category (A angry, H happy, S sad, N neutral; other codes are left out) and its arousal, valence,
+dominance, naturalness ratings (1-5, kept in the clip's meta). Video files are found anywhere under
+the root by the part of the name after the corpus prefix (``S01A-F01-P-FM01``; the released files
+say ``MSP-IMPROV-`` where Evaluation.txt says ``UTD-IMPROV-``). Session ``S0k`` is the subject, so
+``data.split.folds: 6`` is the leave-one-session-out protocol. Categorical task (4 classes).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from raybench.data.datasets.base import DATASETS, Dataset
+from raybench.data.manifest import Clip, split_clips
+
+CODES = ("A", "H", "S", "N")
+EMOTIONS = ("angry", "happy", "sad", "neutral")
+KEY_RE = re.compile(r"(S(\d\d)[A-Z]-[FM]\d\d-[A-Z]-[FM][FM]\d\d)", re.IGNORECASE)
+VIDEO_EXTS = (".avi", ".mp4")
+
+
+class MspImprov(Dataset):
+    name = "msp_improv"
+    task = "categorical"
+    class_names = EMOTIONS
+    layout = ("Evaluation.txt (lines 'UTD-IMPROV-S01A-F01-P-FM01.avi; A; A:x; V:x; D:x; N:x') and the "
+              "session folders of *-S01A-F01-P-FM01.avi videos")
+
+    def manifest(self, root: Path, data_cfg: dict[str, Any]) -> list[Clip]:
+        root = Path(root)
+        evals = sorted(root.rglob("Evaluation.txt"))
+        if not evals:
+            raise self.layout_error(root, "no Evaluation.txt")
+        videos = {}
+        for p in root.rglob("*"):
+            m = KEY_RE.search(p.name)
+            if m and p.suffix.lower() in VIDEO_EXTS and p.is_file():
+                videos.setdefault(m.group(1).upper(), p)
+        clips, missing, bad = [], [], []
+        for n, line in enumerate(evals[0].read_text(errors="replace").splitlines(), start=1):
+            parts = [x.strip() for x in line.split(";")]
+            if len(parts) < 2 or not parts[0]:
+                continue
+            m = KEY_RE.search(parts[0])
+            if not m:
+                bad.append(f"line {n}: {line[:60]!r}")
+                continue
+            if parts[1] not in CODES:
+                continue  # other / no-agreement categories are not part of the 4-class task
+            key, session = m.group(1).upper(), int(m.group(2))
+            video = videos.get(key)
+            if video is None:
+                missing.append(parts[0])
+                continue
+            ratings = {}
+            for r in parts[2:]:
+                k, _, v = r.partition(":")
+                try:
+                    ratings[k.strip()] = float(v)
+                except ValueError:
+                    pass
+            clips.append(Clip(clip_id=key, video_path=str(video), subject=f"session{session}",
+                              label=CODES.index(parts[1]), meta={"ratings": ratings}))
+        if bad:
+            raise self.layout_error(root, f"{evals[0].name} has lines not in the expected form: {'; '.join(bad[:3])}")
+        if missing:
+            print(f"[raybench] msp_improv: {len(missing)} clip(s) of {evals[0]} have no video file "
+                  f"(first: {', '.join(missing[:3])}); left out", flush=True)
+        if not clips:
+            raise self.layout_error(root, "no clip of Evaluation.txt with a video file")
+        return split_clips(clips, data_cfg)
+
+
+DATASETS.register("msp_improv", MspImprov())

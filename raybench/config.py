@@ -51,6 +51,7 @@ DEFAULTS: dict[str, Any] = {
         # cover, unannotated frames masked; a warning names the file and both lengths) or "skip"
         # (the clip is skipped and listed with that reason)
         "annotation_mismatch": "truncate",
+        "face": "none",  # none | center | detect (OpenCV's bundled cascade) | dataset (organisers' crops)
         "csv": {"manifest": "manifest.csv", "task": "categorical", "classes": None},
         "crema_d": {"audio": "video"},  # video: the .flv's own track; wav: AudioWAV/<clip>.wav
         "fold": None,  # with data.split.folds = k: which fold is held out (0..k-1); sweep it for CV
@@ -459,7 +460,8 @@ def validate(raw: dict, source: str | None = None) -> dict:
         problems.append(f"'data.max_bad_fraction' must be within [0, 1], got {mbf!r}")
     for key, val, ok in (("data.annotation_mismatch", d.get("annotation_mismatch"), ("truncate", "skip")),
                          ("data.csv.task", (d.get("csv") or {}).get("task"), ("categorical", "continuous")),
-                         ("data.crema_d.audio", (d.get("crema_d") or {}).get("audio"), ("video", "wav"))):
+                         ("data.crema_d.audio", (d.get("crema_d") or {}).get("audio"), ("video", "wav")),
+                         ("data.face", d.get("face"), ("none", "center", "detect", "dataset"))):
         if val not in ok:
             problems.append(f"'{key}' must be one of {', '.join(ok)}, got {val!r}{did_you_mean(str(val), list(ok))}")
     sp = d["split"]

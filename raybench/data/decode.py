@@ -22,6 +22,7 @@ class Decoded:
     source_fps: float
     source_frames: int
     frame_index: np.ndarray  # (T,) source frame index of each output frame
+    face_found: bool = True  # data.face=detect: whether a face was found (else a centre crop)
 
 
 def resample_indices(n_source: int, source_fps: float, fps: float) -> np.ndarray:
@@ -33,9 +34,11 @@ def resample_indices(n_source: int, source_fps: float, fps: float) -> np.ndarray
 
 
 def decode_clip(path: str, fps: float, image_size: int, sample_rate: int = 16000,
-                min_audio_rms: float = 1e-4, audio_path: str | None = None) -> Decoded:
-    """Frames of ``path`` at ``fps``, resized to ``image_size``; its audio track as mono
-    ``sample_rate`` float32, or the audio of ``audio_path`` (a separate WAV) when given."""
+                min_audio_rms: float = 1e-4, audio_path: str | None = None, face: str = "none",
+                crops_dir: str | None = None) -> Decoded:
+    """Frames of ``path`` at ``fps``, face-cropped as ``face`` says (raybench.data.faces) and resized
+    to ``image_size``; its audio track as mono ``sample_rate`` float32, or the audio of
+    ``audio_path`` (a separate WAV) when given."""
     import cv2
     import decord
 
@@ -58,6 +61,9 @@ def decode_clip(path: str, fps: float, image_size: int, sample_rate: int = 16000
         except Exception as e2:
             raise DecodeError(f"cannot decode frames: {_short(e)}; PyAV: {_short(e2)}") from None
     del vr
+    from raybench.data.faces import crop
+
+    raw, face_found = crop(raw, face, crops_dir, idx)
     frames = np.stack([cv2.resize(f, (image_size, image_size), interpolation=cv2.INTER_AREA) for f in raw])
     try:
         ar = decord.AudioReader(audio_path or path, ctx=decord.cpu(0), sample_rate=sample_rate, mono=True)
@@ -70,7 +76,8 @@ def decode_clip(path: str, fps: float, image_size: int, sample_rate: int = 16000
     rms = float(np.sqrt(np.mean(audio.astype(np.float64) ** 2)))
     if rms < min_audio_rms:
         raise DecodeError(f"silent audio track (rms {rms:.2e} < {min_audio_rms:.0e})")
-    return Decoded(frames=frames, audio=audio, source_fps=src_fps, source_frames=n_src, frame_index=idx)
+    return Decoded(frames=frames, audio=audio, source_fps=src_fps, source_frames=n_src, frame_index=idx,
+                   face_found=face_found)
 
 
 def _frames_pyav(path: str, idx: np.ndarray) -> np.ndarray:

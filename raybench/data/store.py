@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 STORE_VERSION = 1
 PREPROCESSING_KEYS = ("fps", "image_size", "sample_rate", "audio", "max_clips", "ravdess", "flow", "flow_algorithm")
 # fingerprinted only when they differ from these values (so that older stores keep their fingerprint)
-LATER_KEYS = {"crema_d": {"audio": "video"}, "annotation_mismatch": "truncate"}
+LATER_KEYS = {"crema_d": {"audio": "video"}, "annotation_mismatch": "truncate", "face": "none"}
 
 
 class PrepareError(RuntimeError):
@@ -72,7 +72,8 @@ def decode_row(row: dict[str, Any], data_cfg: dict[str, Any]) -> tuple[dict[str,
         if audio:
             audio = storage.fetch_if_placeholder(audio, data_cfg.get("_mirror"), data_cfg.get("_root_uri"), cache_home())
         d = decode_clip(video, float(data_cfg["fps"]), int(data_cfg["image_size"]),
-                        int(data_cfg["sample_rate"]), audio_path=audio)
+                        int(data_cfg["sample_rate"]), audio_path=audio, face=data_cfg.get("face", "none"),
+                        crops_dir=(row.get("meta") or {}).get("crops_dir"))
     except DecodeError as e:
         return None, str(e), None
     except Exception as e:  # anything unexpected in one file must not kill the whole stage
@@ -129,6 +130,8 @@ def decode_row(row: dict[str, Any], data_cfg: dict[str, Any]) -> tuple[dict[str,
         "source_fps": d.source_fps,
         "source_frames": d.source_frames,
     }
+    if data_cfg.get("face", "none") != "none":
+        out["face_found"] = d.face_found
     return out, None, warning
 
 

@@ -87,3 +87,12 @@ def test_recola_labels_at_40_ms_follow_the_chosen_frames(ray_session, real_layou
 def test_msp_improv_avi_clips_decode(ray_session, real_layouts, tmp_path):
     prep = prepare(_data(tmp_path, dataset="msp_improv", root=str(real_layouts["msp_improv"])))
     assert prep.decoded == 6 and not prep.bad and prep.class_names == ["angry", "happy", "sad", "neutral"]
+
+
+def test_face_mode_is_part_of_the_store_and_recorded_per_clip(ray_session, real_layouts, tmp_path):
+    plain = prepare(_data(tmp_path, dataset="afew", root=str(real_layouts["afew"])))
+    det = prepare(_data(tmp_path, dataset="afew", root=str(real_layouts["afew"]), face="detect"))
+    assert det.store.path != plain.store.path and det.decoded == 15
+    rows = det.store.read_clips(columns=["face_found", "video_shape"])
+    assert all(r["face_found"] is False for r in rows)  # noise clips: no face, centre crops
+    assert all(r["video_shape"][1:] == [32, 32, 3] for r in rows)

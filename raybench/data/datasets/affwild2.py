@@ -57,6 +57,7 @@ class AffWild2(Dataset):
             if p.suffix in VIDEO_EXTS and p.is_file():
                 videos.setdefault(p.stem, p)
         clips, missing = [], []
+        crops = next((p for p in root.rglob("cropped_aligned") if p.is_dir()), None)  # organisers' face crops
         for split_dir, split in (("Train_Set", None), ("Validation_Set", "test")):
             if split_dir not in ann_dirs:
                 continue
@@ -66,8 +67,13 @@ class AffWild2(Dataset):
                 if video is None:
                     missing.append(ann.name)
                     continue
+                meta = {"official_split": split_dir}
+                if crops is not None:
+                    d = next((crops / n for n in (ann.stem, video_name) if (crops / n).is_dir()), None)
+                    if d is not None:
+                        meta["crops_dir"] = str(d)
                 clips.append(Clip(clip_id=ann.stem, video_path=str(video), subject=ann.stem, split=split,
-                                  va_path=str(ann), meta={"official_split": split_dir}))
+                                  va_path=str(ann), meta=meta))
         if missing:
             raise self.layout_error(
                 root, f"{len(missing)} annotation file(s) without a video ({', '.join(missing[:5])})")

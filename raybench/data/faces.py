@@ -1,0 +1,114 @@
+"""Face cropping before frames are resized (``data.face``).
+
+- ``none``: the whole frame, resized (the default; right for the synthetic sets, whose faces fill
+  the frame).
+- ``center``: the central square of the frame.
+- ``detect``: OpenCV's Haar cascade for frontal faces (``haarcascade_frontalface_default.xml``, which
+  ships inside the opencv package: nothing is downloaded). Faces are detected on up to
+  ``DETECT_FRAMES`` frames spread over the clip; the largest face of each is kept, and the clip is
+  cropped to the median of those boxes, enlarged by ``MARGIN`` and made square, so the crop does not
+  jitter. A clip with no face found falls back to ``center`` (counted in the clip's
+  ``face_found`` column).
+- ``dataset``: the organisers' crops where the dataset ships them (Aff-Wild2
+  ``cropped_aligned/<video>/00001.jpg``, one image per frame); else as ``detect``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+MODES = ("none", "center", "detect", "dataset")
+DETECT_FRAMES = 8
+MARGIN = 1.4
+
+
+@lru_cache(maxsize=1)
+def _cascade():
+    import cv2
+
+    if not hasattr(cv2, "CascadeClassifier"):
+        raise RuntimeError(f"OpenCV {cv2.__version__} has no CascadeClassifier: data.face=detect needs "
+                           "opencv-python-headless 4.x (raybench pins <5)")
+    c = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
+    if c.empty():
+        raise RuntimeError("OpenCV's bundled haarcascade_frontalface_default.xml could not be loaded")
+    return c
+
+
+def detect_largest(frame: np.ndarray) -> tuple[int, int, int, int] | None:
+    """The largest frontal face in an RGB frame as (x, y, w, h), or None."""
+    import cv2
+
+    gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+    min_side = max(20, min(gray.shape) // 8)
+    faces = _cascade().detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5, minSize=(min_side, min_side))
+    if len(faces) == 0:
+        return None
+    x, y, w, h = max(faces, key=lambda f: f[2] * f[3])
+    return int(x), int(y), int(w), int(h)
+
+
+def square_box(box: tuple[float, float, float, float], shape: tuple[int, int], margin: float = MARGIN):
+    """(x, y, w, h) -> a square (x0, y0, x1, y1) around its centre, ``margin`` times its larger side,
+    shifted (and if needed shrunk) to lie inside an image of ``shape`` (H, W)."""
+    H, W = shape
+    cx, cy = box[0] + box[2] / 2, box[1] + box[3] / 2
+    side = min(int(round(max(box[2], box[3]) * margin)), H, W)
+    x0 = int(round(min(max(cx - side / 2, 0), W - side)))
+    y0 = int(round(min(max(cy - side / 2, 0), H - side)))
+    return x0, y0, x0 + side, y0 + side
+
+
+def center_box(shape: tuple[int, int]):
+    H, W = shape
+    side = min(H, W)
+    return (W - side) // 2, (H - side) // 2, (W - side) // 2 + side, (H - side) // 2 + side
+
+
+def clip_box(frames: np.ndarray, detector=detect_largest) -> tuple[tuple[int, int, int, int], bool]:
+    """One crop box for a whole clip (T, H, W, 3): the median of the faces found on a few frames."""
+    T = len(frames)
+    picks = np.unique(np.linspace(0, T - 1, min(T, DETECT_FRAMES)).round().astype(int))
+    boxes = [b for b in (detector(frames[i]) for i in picks) if b is not None]
+    if not boxes:
+        return center_box(frames.shape[1:3]), False
+    med = np.median(np.array(boxes, np.float64), axis=0)
+    return square_box(tuple(med), frames.shape[1:3]), True
+
+
+def crop(frames: np.ndarray, mode: str, crops_dir: str | None = None, frame_index: np.ndarray | None = None,
+         detector=detect_largest) -> tuple[np.ndarray, bool]:
+    """Frames (T, H, W, 3) -> cropped frames (T, h, w, 3) and whether a face was found (or given)."""
+    if mode == "none":
+        return frames, True
+    if mode == "dataset" and crops_dir and frame_index is not None:
+        got = read_crops(crops_dir, frame_index)
+        if got is not None:
+            return got, True
+    if mode == "center":
+        x0, y0, x1, y1 = center_box(frames.shape[1:3])
+        return frames[:, y0:y1, x0:x1], True
+    (x0, y0, x1, y1), found = clip_box(frames, detector)
+    return frames[:, y0:y1, x0:x1], found
+
+
+def read_crops(crops_dir: str, frame_index: np.ndarray) -> np.ndarray | None:
+    """Organisers' per-frame crops ``<dir>/00001.jpg`` (1-based); a missing frame repeats the last one
+    found before it. None when the folder has none of the frames."""
+    import cv2
+
+    d = Path(crops_dir)
+    out, last = [], None
+    for i in frame_index:
+        p = d / f"{int(i) + 1:05d}.jpg"
+        img = cv2.imread(str(p)) if p.exists() else None
+        if img is not None:
+            last = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+        out.append(last)
+    if last is None:
+        return None
+    first = next(x for x in out if x is not None)
+    return np.stack([x if x is not None else first for x in out])

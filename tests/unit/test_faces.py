@@ -1,0 +1,94 @@
+"""Face cropping: geometry, the clip-level box, fallbacks, the organisers' crops."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from raybench.data.faces import center_box, clip_box, crop, read_crops, square_box
+
+
+def test_square_box_is_square_inside_and_centred():
+    assert square_box((40, 30, 20, 20), (100, 200), margin=1.5) == (35, 25, 65, 55)
+    x0, y0, x1, y1 = square_box((0, 0, 30, 10), (100, 200), margin=2.0)  # pushed inside at the corner
+    assert (x0, y0) == (0, 0) and x1 - x0 == y1 - y0 == 60
+    x0, y0, x1, y1 = square_box((150, 60, 80, 80), (100, 200), margin=2.0)  # larger than the image: shrunk
+    assert x1 - x0 == y1 - y0 == 100 and x1 <= 200 and y1 <= 100
+    assert center_box((100, 200)) == (50, 0, 150, 100)
+
+
+def test_clip_box_is_the_median_of_detections_and_falls_back_to_centre():
+    frames = np.zeros((10, 120, 160, 3), np.uint8)
+    frames[:, 0, 0, 0] = np.arange(10)  # the detector below reads the frame number there
+    table = [(50, 40, 20, 20), None, (52, 42, 20, 20), (48, 38, 22, 22), (200, 0, 5, 5)]
+    seen = []
+
+    def detector(f):
+        seen.append(int(f[0, 0, 0]))
+        return table[int(f[0, 0, 0]) % 5]
+
+    box, found = clip_box(frames, detector=detector)
+    assert seen == [0, 1, 3, 4, 5, 6, 8, 9]  # 8 frames spread over the clip
+    hits = [table[i % 5] for i in seen if table[i % 5] is not None]
+    assert found and box == square_box(tuple(np.median(np.array(hits, float), 0)), (120, 160))
+    box, found = clip_box(frames, detector=lambda f: None)
+    assert not found and box == center_box((120, 160))
+
+
+def test_crop_modes():
+    frames = np.arange(4 * 60 * 80 * 3, dtype=np.int64).reshape(4, 60, 80, 3).astype(np.uint8)
+    same, ok = crop(frames, "none")
+    assert same is frames and ok
+    c, ok = crop(frames, "center")
+    assert c.shape == (4, 60, 60, 3) and np.array_equal(c, frames[:, :, 10:70])
+    c, ok = crop(frames, "detect", detector=lambda f: (10, 10, 20, 20))
+    assert ok and c.shape[1] == c.shape[2] == 28
+
+
+def _drawn_face(h: int, w: int, cx: int, cy: int, size: int) -> np.ndarray:
+    """A grey frame with a drawn frontal face (oval, eyes, brows, nose, mouth) centred at (cx, cy)."""
+    import cv2
+
+    img = np.full((h, w), 40, np.uint8)
+    cv2.ellipse(img, (cx, cy), (int(size * 0.3), int(size * 0.4)), 0, 0, 360, 200, -1)
+    for dx in (-1, 1):
+        cv2.ellipse(img, (cx + dx * int(size * 0.12), cy - int(size * 0.08)), (int(size * 0.06), int(size * 0.03)),
+                    0, 0, 360, 30, -1)
+        cv2.line(img, (cx + dx * int(size * 0.06), cy - int(size * 0.16)),
+                 (cx + dx * int(size * 0.18), cy - int(size * 0.16)), 60, 4)
+    cv2.line(img, (cx, cy - int(size * 0.04)), (cx, cy + int(size * 0.1)), 150, 3)
+    cv2.ellipse(img, (cx, cy + int(size * 0.2)), (int(size * 0.1), int(size * 0.03)), 0, 0, 360, 60, -1)
+    img = cv2.GaussianBlur(img, (7, 7), 2)
+    return np.repeat(img[:, :, None], 3, axis=2)
+
+
+def test_the_bundled_cascade_finds_a_face_and_the_crop_follows_it():
+    frame = _drawn_face(240, 360, cx=250, cy=110, size=160)
+    frames = np.stack([frame] * 4)
+    c, found = crop(frames, "detect")
+    assert found and c.shape[1] == c.shape[2] and 120 <= c.shape[1] <= 240
+    # the crop is centred on the drawn face: its centre pixel is the face's (bright skin, not background)
+    assert c[0, c.shape[1] // 2, c.shape[2] // 2, 0] > 100
+    from raybench.data.faces import detect_largest
+
+    x, y, w, h = detect_largest(frame)
+    assert abs(x + w / 2 - 250) < 15 and abs(y + h / 2 - 110) < 15
+    # no face: a centre crop, and the clip says so
+    rng = np.random.default_rng(0)
+    c, found = crop(rng.integers(0, 255, (3, 90, 120, 3), dtype=np.uint8), "detect")
+    assert not found and c.shape == (3, 90, 90, 3)
+
+
+def test_organisers_crops_are_read_by_frame_index(tmp_path):
+    import cv2
+
+    for i in (1, 2, 4):  # frame 3 missing: the previous crop repeats
+        img = np.full((16, 16, 3), i * 40, np.uint8)
+        cv2.imwrite(str(tmp_path / f"{i:05d}.jpg"), img)
+    got = read_crops(str(tmp_path), np.array([0, 1, 2, 3]))
+    assert got.shape == (4, 16, 16, 3)
+    assert [int(round(got[k].mean() / 40)) for k in range(4)] == [1, 2, 2, 4]
+    assert read_crops(str(tmp_path / "none"), np.array([0])) is None
+    frames = np.zeros((4, 32, 32, 3), np.uint8)
+    c, ok = crop(frames, "dataset", str(tmp_path), np.array([0, 1, 2, 3]))
+    assert ok and c.shape == (4, 16, 16, 3)

@@ -81,6 +81,10 @@ DEFAULTS: dict[str, Any] = {
         "gpus_per_worker": 1.0,  # with use_gpu: < 1 packs several single-worker trials on one GPU
         "amp": True,  # mixed precision; only takes effect on GPU
         "seed": 0,
+        "lr_schedule": "none",  # none | plateau (ReduceLROnPlateau on the validation metric)
+        "plateau_factor": 0.1,
+        "plateau_patience": 5,
+        "early_stop": None,  # stop a trial after this many epochs without a better validation score
     },
     "tune": {
         "metric": None,  # None: val/uar (categorical) or val/ccc (continuous)
@@ -461,9 +465,13 @@ def validate(raw: dict, source: str | None = None) -> dict:
     for key, val, ok in (("data.annotation_mismatch", d.get("annotation_mismatch"), ("truncate", "skip")),
                          ("data.csv.task", (d.get("csv") or {}).get("task"), ("categorical", "continuous")),
                          ("data.crema_d.audio", (d.get("crema_d") or {}).get("audio"), ("video", "wav")),
-                         ("data.face", d.get("face"), ("none", "center", "detect", "dataset"))):
+                         ("data.face", d.get("face"), ("none", "center", "detect", "dataset")),
+                         ("train.lr_schedule", t.get("lr_schedule"), ("none", "plateau"))):
         if val not in ok:
             problems.append(f"'{key}' must be one of {', '.join(ok)}, got {val!r}{did_you_mean(str(val), list(ok))}")
+    es = t.get("early_stop")
+    if es is not None and (not isinstance(es, int) or isinstance(es, bool) or es < 1):
+        problems.append(f"'train.early_stop' must be a number of epochs >= 1 (or null), got {es!r}")
     sp = d["split"]
     k, fold = sp.get("folds"), d.get("fold")
     if k is not None and (not isinstance(k, int) or isinstance(k, bool) or k < 2):

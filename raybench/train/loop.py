@@ -183,6 +183,11 @@ def train_loop_per_worker(config: dict) -> None:
     method = model
     model = ray.train.torch.prepare_model(model)  # DDP when world > 1, moved to device
     opt = torch.optim.AdamW(model.parameters(), lr=float(tcfg["lr"]), weight_decay=float(tcfg["weight_decay"]))
+    sched = None
+    if tcfg.get("lr_schedule", "none") == "plateau":
+        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            opt, mode=mode, factor=float(tcfg.get("plateau_factor", 0.1)), patience=int(tcfg.get("plateau_patience", 5)))
+    early_stop = int(tcfg["early_stop"]) if tcfg.get("early_stop") else None
     start_epoch, best, best_epoch, best_state, last_metrics = 0, None, -1, None, None
     ckpt = ray.train.get_checkpoint()
     if ckpt:
@@ -190,6 +195,8 @@ def train_loop_per_worker(config: dict) -> None:
             st = torch.load(Path(d) / "last.pt", map_location=device, weights_only=False)
             method.load_state_dict(st["model"])
             opt.load_state_dict(st["optimizer"])
+            if sched is not None and st.get("scheduler"):
+                sched.load_state_dict(st["scheduler"])
             start_epoch, best, best_epoch = st["epoch"] + 1, st["best"], st["best_epoch"]
             last_metrics = st.get("metrics")
             best_state = torch.load(Path(d) / "best.pt", map_location="cpu", weights_only=False)
@@ -236,6 +243,12 @@ def train_loop_per_worker(config: dict) -> None:
         if best is None or (cur > best if mode == "max" else cur < best):
             best, best_epoch = cur, epoch
             best_state = {k: v.detach().cpu().clone() for k, v in method.state_dict().items()}
+        if sched is not None:
+            lr_before = opt.param_groups[0]["lr"]
+            sched.step(cur)
+            if opt.param_groups[0]["lr"] < lr_before and hasattr(method, "on_lr_drop"):
+                method.on_lr_drop()  # e.g. unfreeze the next backbone stage
+        metrics["train/lr"] = opt.param_groups[0]["lr"]
         metrics[f"best/{metric_name}"] = best
         metrics["val/score"], metrics["best/val/score"] = cur, best  # the selection metric, under one name
         metrics["best_epoch"] = best_epoch
@@ -247,11 +260,14 @@ def train_loop_per_worker(config: dict) -> None:
             checkpoint = None
             if rank == 0:
                 torch.save({"model": method.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
-                            "best": best, "best_epoch": best_epoch, "metrics": metrics},
+                            "best": best, "best_epoch": best_epoch, "metrics": metrics,
+                            "scheduler": sched.state_dict() if sched is not None else None},
                            os.path.join(tmp, "last.pt"))
                 torch.save(best_state, os.path.join(tmp, "best.pt"))
                 checkpoint = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report(metrics, checkpoint=checkpoint)
+        if early_stop is not None and epoch - best_epoch >= early_stop:
+            break  # no better validation score for `early_stop` epochs: the trial ends here
 
     if start_epoch >= int(tcfg["epochs"]) and last_metrics is not None:
         # resumed after the last epoch (the sweep was interrupted before it recorded this trial as

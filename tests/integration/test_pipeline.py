@@ -209,3 +209,21 @@ def test_two_fold_sweep_records_per_fold_and_aggregated_metrics(smoke, tmp_path)
     # the fold assignment is also kept in the clip store
     store = Path(res.prepared[next(iter(res.prepared))]["store_path"])
     assert json.loads((store / "folds" / "k2-seed0.json").read_text()) == folds
+
+
+@pytest.mark.timeout(600)
+def test_plateau_schedule_lowers_the_lr_and_early_stop_ends_the_trial(smoke, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from raybench.sweep import run_sweep
+
+    # lr 1e-7 never improves on the first epoch's validation score
+    cfg = sweep_cfg(tmp_path, "train.epochs=6", "train.lr=1.0e-7", "train.lr_schedule=plateau",
+                    "train.plateau_patience=0", "train.early_stop=2", "tune.search_space={window.length: {grid: [4]}}")
+    res = run_sweep(cfg)
+    (t,) = res.trials
+    assert res.failed == 0 and t["epochs"] == 3  # best at epoch 0, then 2 epochs without improvement
+    client = MlflowClient(res.tracking_uri)
+    (child,) = client.search_runs([res.experiment_id], f"tags.mlflow.parentRunId = '{res.parent_run_id}'")
+    lrs = [m.value for m in sorted(client.get_metric_history(child.info.run_id, "train/lr"), key=lambda m: m.step)]
+    assert lrs == pytest.approx([1e-7, 1e-8, 1e-9])

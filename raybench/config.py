@@ -55,7 +55,7 @@ DEFAULTS: dict[str, Any] = {
         "csv": {"manifest": "manifest.csv", "task": "categorical", "classes": None},
         "crema_d": {"audio": "video"},  # video: the .flv's own track; wav: AudioWAV/<clip>.wav
         "fold": None,  # with data.split.folds = k: which fold is held out (0..k-1); sweep it for CV
-        "ravdess": {"channels": ["speech"]},
+        "ravdess": {"channels": ["speech"], "video": "av", "audio": "video"},
         "synth": {
             "actors": 10,
             "statements": 2,
@@ -466,9 +466,15 @@ def validate(raw: dict, source: str | None = None) -> dict:
                          ("data.csv.task", (d.get("csv") or {}).get("task"), ("categorical", "continuous")),
                          ("data.crema_d.audio", (d.get("crema_d") or {}).get("audio"), ("video", "wav")),
                          ("data.face", d.get("face"), ("none", "center", "detect", "dataset")),
-                         ("train.lr_schedule", t.get("lr_schedule"), ("none", "plateau"))):
+                         ("train.lr_schedule", t.get("lr_schedule"), ("none", "plateau")),
+                         ("data.ravdess.video", (d.get("ravdess") or {}).get("video"), ("av", "video_only")),
+                         ("data.ravdess.audio", (d.get("ravdess") or {}).get("audio"), ("video", "wav"))):
         if val not in ok:
             problems.append(f"'{key}' must be one of {', '.join(ok)}, got {val!r}{did_you_mean(str(val), list(ok))}")
+    rv = d.get("ravdess") or {}
+    if rv.get("video") == "video_only" and rv.get("audio") != "wav":
+        problems.append("'data.ravdess.video' video_only files have no audio track: set data.ravdess.audio=wav "
+                        "(the 03-..wav files of the Audio_*_Actors archives)")
     es = t.get("early_stop")
     if es is not None and (not isinstance(es, int) or isinstance(es, bool) or es < 1):
         problems.append(f"'train.early_stop' must be a number of epochs >= 1 (or null), got {es!r}")

@@ -49,10 +49,17 @@ def fingerprint(dataset: str, root: str | Path, data_cfg: dict[str, Any]) -> str
         "version": STORE_VERSION,
         "dataset": dataset,
         "root": str(root) if is_remote(str(root)) else str(Path(root).expanduser().resolve()),
-        **{k: data_cfg.get(k) for k in PREPROCESSING_KEYS},
+        **{k: _without_defaults(k, data_cfg.get(k)) for k in PREPROCESSING_KEYS},
         **{k: data_cfg.get(k) for k, v in LATER_KEYS.items() if data_cfg.get(k, v) != v},
     }
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _without_defaults(key: str, value: Any) -> Any:
+    """Options added after a key was fingerprinted count only when they leave their default."""
+    if key == "ravdess" and isinstance(value, dict):
+        return {k: v for k, v in value.items() if (k, v) not in (("video", "av"), ("audio", "video"))}
+    return value
 
 
 def _to_bytes(a: np.ndarray) -> bytes:

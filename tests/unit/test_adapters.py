@@ -136,3 +136,31 @@ def test_kfold_needs_enough_subjects():
 
     with pytest.raises(ValueError, match="3 folds need at least 3 subjects"):
         split_clips([Clip("a", "v", subject="s0"), Clip("b", "v", subject="s1")], _folds_cfg(3, 0))
+
+
+def test_ravdess_video_only_files_with_the_audio_only_wavs(tiny_ravdess, tmp_path):
+    import numpy as np
+
+    from raybench.data.synth import write_wav
+
+    root = tmp_path / "r"
+    shutil.copytree(tiny_ravdess, root)
+    vids = sorted((root / "Actor_01").glob("01-01-*.mp4"))
+    for v in vids[:3]:  # video-only twins of three recordings, with the audio-only WAV of two of them
+        shutil.copy(v, v.with_name("02" + v.name[2:]))
+    for v in vids[:2]:
+        write_wav(root / "Audio_Speech" / "Actor_01" / ("03" + v.stem[2:] + ".wav"), np.zeros(160, np.float32), 16000)
+    ds = get_dataset("ravdess")
+    cfg = {**DATA_CFG, "ravdess": {"channels": ["speech"], "video": "video_only", "audio": "wav"}}
+    clips = ds.manifest(root, {**cfg, "split": {**DATA_CFG["split"], "val_fraction": 0.0, "test_fraction": 0.0}})
+    assert sorted(c.clip_id for c in clips) == sorted("02" + v.stem[2:] for v in vids[:2])
+    assert all(c.meta["audio_path"].endswith(".wav") and "/03-" in c.meta["audio_path"] for c in clips)
+    av_wav = ds.manifest(root, {**DATA_CFG, "ravdess": {"channels": ["speech"], "video": "av", "audio": "wav"}})
+    assert len(av_wav) == 2 and all(c.clip_id.startswith("01-") for c in av_wav)
+
+
+def test_ravdess_video_only_needs_wav_audio():
+    from raybench.config import SWEEPS_DIR, ConfigError, load
+
+    with pytest.raises(ConfigError, match="video_only files have no audio track"):
+        load(SWEEPS_DIR / "smoke.yaml", ["data.dataset=ravdess", "data.ravdess.video=video_only"])

@@ -186,7 +186,8 @@ def train_loop_per_worker(config: dict) -> None:
     sched = None
     if tcfg.get("lr_schedule", "none") == "plateau":
         sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            opt, mode=mode, factor=float(tcfg.get("plateau_factor", 0.1)), patience=int(tcfg.get("plateau_patience", 5)))
+            opt, mode=mode, factor=float(tcfg.get("plateau_factor", 0.1)), patience=int(tcfg.get("plateau_patience", 5)),
+            eps=0.0)  # torch's default eps (1e-8) would silently ignore drops below 1e-8
     early_stop = int(tcfg["early_stop"]) if tcfg.get("early_stop") else None
     start_epoch, best, best_epoch, best_state, last_metrics = 0, None, -1, None, None
     ckpt = ray.train.get_checkpoint()

@@ -53,7 +53,8 @@ DEFAULTS: dict[str, Any] = {
         "annotation_mismatch": "truncate",
         "face": "none",  # none | center | detect (OpenCV's bundled cascade) | dataset (organisers' crops)
         "csv": {"manifest": "manifest.csv", "task": "categorical", "classes": None},
-        "crema_d": {"audio": "video"},  # video: the .flv's own track; wav: AudioWAV/<clip>.wav
+        "crema_d": {"audio": "video"},
+        "msp_improv": {"task": "categorical"},  # or continuous: clip-level valence/arousal ratings  # video: the .flv's own track; wav: AudioWAV/<clip>.wav
         "fold": None,  # with data.split.folds = k: which fold is held out (0..k-1); sweep it for CV
         "ravdess": {"channels": ["speech"], "video": "av", "audio": "video"},
         "synth": {
@@ -466,6 +467,7 @@ def validate(raw: dict, source: str | None = None) -> dict:
                          ("data.csv.task", (d.get("csv") or {}).get("task"), ("categorical", "continuous")),
                          ("data.crema_d.audio", (d.get("crema_d") or {}).get("audio"), ("video", "wav")),
                          ("data.face", d.get("face"), ("none", "center", "detect", "dataset")),
+                         ("data.msp_improv.task", (d.get("msp_improv") or {}).get("task"), ("categorical", "continuous")),
                          ("train.lr_schedule", t.get("lr_schedule"), ("none", "plateau")),
                          ("data.ravdess.video", (d.get("ravdess") or {}).get("video"), ("av", "video_only")),
                          ("data.ravdess.audio", (d.get("ravdess") or {}).get("audio"), ("video", "wav"))):

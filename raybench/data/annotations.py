@@ -5,6 +5,8 @@ Formats (``Clip.meta["va_format"]``):
 - ``affwild2`` (default): first line ``valence,arousal``, one line per video frame, -5 = none.
 - ``csv`` (bring your own): a header with ``valence`` and ``arousal`` columns (any order, other
   columns ignored), one row per video frame; empty, NaN or -5 cells = none.
+- ``constant``: one (valence, arousal) pair for the whole clip (``meta["va_value"]``), given to every
+  video frame (MSP-IMPROV's clip-level ratings).
 - ``recola``: AVEC 2016 ARFF gold standard, one file per dimension
   (``meta["valence_path"]``, ``meta["arousal_path"]``), data rows ``instance,frameTime,value``
   at 40 ms steps.
@@ -63,9 +65,9 @@ def read_arff_values(path: str | Path) -> np.ndarray:
     return np.array(values, np.float32)
 
 
-def read_annotation(row: dict[str, Any], path: str | None = None) -> np.ndarray:
+def read_annotation(row: dict[str, Any], path: str | None = None, n_frames: int | None = None) -> np.ndarray:
     """The clip's annotation as [N, 2] (valence, arousal); ``path`` overrides ``row['va_path']``
-    (a fetched copy of a remote file)."""
+    (a fetched copy of a remote file); ``n_frames`` (the video's) sizes a ``constant`` annotation."""
     meta = row.get("meta") or {}
     fmt = meta.get("va_format", "affwild2")
     path = path or row["va_path"]
@@ -73,6 +75,8 @@ def read_annotation(row: dict[str, Any], path: str | None = None) -> np.ndarray:
         return read_va(path)
     if fmt == "csv":
         return read_csv_va(path)
+    if fmt == "constant":
+        return np.tile(np.asarray(meta["va_value"], np.float32), (int(n_frames or 1), 1))
     if fmt == "recola":
         v, a = read_arff_values(meta["valence_path"]), read_arff_values(meta["arousal_path"])
         n = min(len(v), len(a))

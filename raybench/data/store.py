@@ -37,7 +37,8 @@ log = logging.getLogger(__name__)
 STORE_VERSION = 1
 PREPROCESSING_KEYS = ("fps", "image_size", "sample_rate", "audio", "max_clips", "ravdess", "flow", "flow_algorithm")
 # fingerprinted only when they differ from these values (so that older stores keep their fingerprint)
-LATER_KEYS = {"crema_d": {"audio": "video"}, "annotation_mismatch": "truncate", "face": "none"}
+LATER_KEYS = {"crema_d": {"audio": "video"}, "annotation_mismatch": "truncate", "face": "none",
+              "msp_improv": {"task": "categorical"}}
 
 
 class PrepareError(RuntimeError):
@@ -98,7 +99,7 @@ def decode_row(row: dict[str, Any], data_cfg: dict[str, Any]) -> tuple[dict[str,
                 if meta.get(k):
                     meta[k] = storage.fetch_if_placeholder(meta[k], data_cfg.get("_mirror"), data_cfg.get("_root_uri"),
                                                            cache_home())
-            src_va = read_annotation(dict(row, meta=meta), local)
+            src_va = read_annotation(dict(row, meta=meta), local, n_frames=d.source_frames)
         except (OSError, ValueError, KeyError) as e:
             return None, f"bad annotation: {e}", None
         rate = meta.get("va_rate")

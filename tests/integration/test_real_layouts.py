@@ -96,3 +96,14 @@ def test_face_mode_is_part_of_the_store_and_recorded_per_clip(ray_session, real_
     rows = det.store.read_clips(columns=["face_found", "video_shape"])
     assert all(r["face_found"] is False for r in rows)  # noise clips: no face, centre crops
     assert all(r["video_shape"][1:] == [32, 32, 3] for r in rows)
+
+
+def test_msp_improv_continuous_ratings_become_frame_labels(ray_session, real_layouts, tmp_path):
+    import numpy as np
+
+    prep = prepare(_data(tmp_path, dataset="msp_improv", root=str(real_layouts["msp_improv"]),
+                         msp_improv={"task": "continuous"}))
+    assert prep.task == "continuous" and prep.decoded == 7 and not prep.warnings
+    row = prep.store.read_clips(["S02A-F02-P-FM03"], columns=["va", "num_frames"])[0]
+    va = np.frombuffer(row["va"], np.float32).reshape(-1, 2)
+    assert len(va) == row["num_frames"] and np.allclose(va, [0.5, 0.0])

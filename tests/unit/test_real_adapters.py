@@ -80,3 +80,20 @@ def test_msp_improv_manifest_sessions_are_subjects(real_layouts, capsys):
     tested = {c.subject for c in clips if c.split == "test"}
     assert len(tested) == 1
     assert clips[0].meta["ratings"]["A"] == 3.0
+
+
+def test_msp_improv_continuous_uses_every_rated_clip(real_layouts):
+    import numpy as np
+
+    from raybench.data.annotations import read_annotation
+
+    ds = get_dataset("msp_improv")
+    cfg = {**CFG, "msp_improv": {"task": "continuous"}}
+    assert ds.task_for(cfg) == "continuous" and ds.class_names_for(cfg, []) == ("valence", "arousal")
+    clips = ds.manifest(real_layouts["msp_improv"], cfg)
+    assert len(clips) == 7  # the X-coded clip has ratings too
+    c = next(c for c in clips if c.clip_id == "S01A-F01-P-FM02")  # V:3.0, A:3.0 -> (0, 0)
+    va = read_annotation(c.to_row(), n_frames=5)
+    assert va.shape == (5, 2) and np.allclose(va, 0.0)
+    c = next(c for c in clips if c.clip_id == "S02A-F02-P-FM03")  # V:4.0 -> 0.5
+    assert np.allclose(read_annotation(c.to_row(), n_frames=2), [[0.5, 0.0], [0.5, 0.0]])

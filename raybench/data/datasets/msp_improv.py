@@ -5,7 +5,10 @@ category (A angry, H happy, S sad, N neutral; other codes are left out) and its 
 dominance, naturalness ratings (1-5, kept in the clip's meta). Video files are found anywhere under
 the root by the part of the name after the corpus prefix (``S01A-F01-P-FM01``; the released files
 say ``MSP-IMPROV-`` where Evaluation.txt says ``UTD-IMPROV-``). Session ``S0k`` is the subject, so
-``data.split.folds: 6`` is the leave-one-session-out protocol. Categorical task (4 classes).
+``data.split.folds: 6`` is the leave-one-session-out protocol.
+
+``data.msp_improv.task``: ``categorical`` (4 classes) or ``continuous`` (every rated clip; its
+valence and arousal ratings, 1-5, mapped to [-1, 1] by (r - 3) / 2 and given to every frame).
 """
 
 from __future__ import annotations
@@ -30,8 +33,16 @@ class MspImprov(Dataset):
     layout = ("Evaluation.txt (lines 'UTD-IMPROV-S01A-F01-P-FM01.avi; A; A:x; V:x; D:x; N:x') and the "
               "session folders of *-S01A-F01-P-FM01.avi videos")
 
+    def task_for(self, data_cfg: dict[str, Any]) -> str:
+        task = (data_cfg.get("msp_improv") or {}).get("task")
+        return task if task in ("categorical", "continuous") else "categorical"
+
+    def class_names_for(self, data_cfg: dict[str, Any], clips: list[Clip]) -> tuple[str, ...]:
+        return EMOTIONS if self.task_for(data_cfg) == "categorical" else ("valence", "arousal")
+
     def manifest(self, root: Path, data_cfg: dict[str, Any]) -> list[Clip]:
         root = Path(root)
+        continuous = self.task_for(data_cfg) == "continuous"
         evals = sorted(root.rglob("Evaluation.txt"))
         if not evals:
             raise self.layout_error(root, "no Evaluation.txt")
@@ -49,7 +60,7 @@ class MspImprov(Dataset):
             if not m:
                 bad.append(f"line {n}: {line[:60]!r}")
                 continue
-            if parts[1] not in CODES:
+            if parts[1] not in CODES and not continuous:
                 continue  # other / no-agreement categories are not part of the 4-class task
             key, session = m.group(1).upper(), int(m.group(2))
             video = videos.get(key)
@@ -63,8 +74,16 @@ class MspImprov(Dataset):
                     ratings[k.strip()] = float(v)
                 except ValueError:
                     pass
-            clips.append(Clip(clip_id=key, video_path=str(video), subject=f"session{session}",
-                              label=CODES.index(parts[1]), meta={"ratings": ratings}))
+            clip = Clip(clip_id=key, video_path=str(video), subject=f"session{session}", meta={"ratings": ratings})
+            if continuous:
+                if "V" not in ratings or "A" not in ratings:
+                    bad.append(f"line {n}: no V: or A: rating")
+                    continue
+                clip.va_path = str(evals[0])
+                clip.meta.update(va_format="constant", va_value=[(ratings["V"] - 3) / 2, (ratings["A"] - 3) / 2])
+            else:
+                clip.label = CODES.index(parts[1])
+            clips.append(clip)
         if bad:
             raise self.layout_error(root, f"{evals[0].name} has lines not in the expected form: {'; '.join(bad[:3])}")
         if missing:

@@ -75,11 +75,18 @@ def load_weights(module: nn.Module, path: str, what: str) -> None:
 
 
 def build_frame_encoder(backbone: str, out_dim: int, weights: str | None = None, width: int = 16) -> nn.Module:
-    """``small_cnn`` (trained from scratch, the default) or any timm architecture by name, built
-    without downloading anything; ``weights`` loads a local checkpoint into the backbone."""
+    """``small_cnn`` (trained from scratch, the default), ``ir50`` (raybench.nn.irse, the papers' face
+    backbone) or any timm architecture by name, built without downloading anything; ``weights``
+    loads a local checkpoint into the backbone."""
     if backbone == "small_cnn":
         enc: nn.Module = FrameCNN(out_dim, width)
         target = enc
+    elif backbone == "ir50":
+        from raybench.nn.irse import IR50
+
+        net = IR50()
+        enc = TimmFrameEncoder(net, out_dim)
+        target = net
     else:
         import timm
 
@@ -87,7 +94,7 @@ def build_frame_encoder(backbone: str, out_dim: int, weights: str | None = None,
 
         if backbone not in timm.list_models():
             raise ValueError(f"unknown backbone {backbone!r}{did_you_mean(backbone, timm.list_models())}; "
-                             "use small_cnn or a timm model name")
+                             "use small_cnn, ir50 or a timm model name")
         net = timm.create_model(backbone, pretrained=False, num_classes=0)
         enc = TimmFrameEncoder(net, out_dim)
         target = net

@@ -1,0 +1,63 @@
+"""IR-50 (LResNet50E-IR, "improved residual" ResNet-50 for 112 x 112 faces), the face backbone of
+zhou2019 and zhang2021.
+
+Written for raybench; the module and parameter names follow the layout of the widely shared
+face.evoLVe / InsightFace_Pytorch checkpoints (``input_layer``, ``body.<i>.shortcut_layer`` /
+``res_layer``, ``output_layer``), so such a checkpoint loads with ``weights: /path/to/backbone_ir50.pth``.
+
+- input layer: 3x3 conv (64) -> BN -> PReLU, at 112 x 112;
+- body: 3, 4, 14, 3 improved residual units of depth 64, 128, 256, 512, the first of each stage with
+  stride 2; a unit is BN -> 3x3 conv -> PReLU -> 3x3 conv (stride) -> BN, plus a shortcut (identity,
+  subsampled, or 1x1 conv + BN when the depth changes);
+- output layer: BN -> dropout -> flatten (512 x 7 x 7) -> linear 512 -> BN: a 512-d face embedding.
+
+Frames of another size are resized to 112 x 112 first (the checkpoints expect that size).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+STAGES = ((64, 3), (128, 4), (256, 14), (512, 3))  # (depth, units) of IR-50
+INPUT_SIZE = 112
+
+
+class IRUnit(nn.Module):
+    def __init__(self, in_ch: int, depth: int, stride: int):
+        super().__init__()
+        if in_ch == depth:
+            self.shortcut_layer: nn.Module = nn.MaxPool2d(1, stride)  # identity, subsampled when strided
+        else:
+            self.shortcut_layer = nn.Sequential(nn.Conv2d(in_ch, depth, 1, stride, bias=False), nn.BatchNorm2d(depth))
+        self.res_layer = nn.Sequential(
+            nn.BatchNorm2d(in_ch), nn.Conv2d(in_ch, depth, 3, 1, 1, bias=False), nn.PReLU(depth),
+            nn.Conv2d(depth, depth, 3, stride, 1, bias=False), nn.BatchNorm2d(depth))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.res_layer(x) + self.shortcut_layer(x)
+
+
+class IR50(nn.Module):
+    """(N, 3, H, W) in [-1, 1] -> (N, 512)."""
+
+    num_features = 512
+
+    def __init__(self, dropout: float = 0.4):
+        super().__init__()
+        self.input_layer = nn.Sequential(nn.Conv2d(3, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.PReLU(64))
+        units, in_ch = [], 64
+        for depth, n in STAGES:
+            for i in range(n):
+                units.append(IRUnit(in_ch, depth, 2 if i == 0 else 1))
+                in_ch = depth
+        self.body = nn.Sequential(*units)
+        side = INPUT_SIZE // 16
+        self.output_layer = nn.Sequential(nn.BatchNorm2d(512), nn.Dropout(dropout), nn.Flatten(),
+                                          nn.Linear(512 * side * side, 512), nn.BatchNorm1d(512))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-2:] != (INPUT_SIZE, INPUT_SIZE):
+            x = F.interpolate(x, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", align_corners=False)
+        return self.output_layer(self.body(self.input_layer(x)))

@@ -123,7 +123,7 @@ def size_trials(cfg: dict) -> tuple[float, int]:
         if gpus < n * gpw:
             raise ConfigError([f"'train.use_gpu' is true with train.num_workers={n} x gpus_per_worker={gpw:g}, "
                                f"but the cluster has {gpus:g} GPU(s)"], "config")
-        conc = min(conc, int(gpus // (n * gpw) + 1e-9))
+        conc = min(conc, int(gpus / (n * gpw) + 1e-9))  # true division: 1 // 0.2 is 4.0 in floats
     if cfg["tune"]["max_concurrent_trials"]:
         conc = min(conc, int(cfg["tune"]["max_concurrent_trials"]))
     return round(cpw, 3), conc

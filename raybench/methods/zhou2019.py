@@ -30,7 +30,7 @@ from raybench.nn.fusion import create_fusion
 class Zhou2019(Method):
     tasks = ("categorical",)
     defaults = {
-        "backbone": "small_cnn",  # the paper: IR-50 (LResNet50E-IR); give `weights:` for a checkpoint
+        "backbone": "small_cnn",  # the paper: IR-50 (LResNet50E-IR): backbone ir50 with `weights:` a checkpoint
         "weights": None,
         "cnn_width": 16,
         "visual_dim": 512,

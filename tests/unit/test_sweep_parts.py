@@ -44,6 +44,7 @@ def test_fractional_gpus_pack_single_worker_trials_on_one_gpu(monkeypatch):
     ov = ["train.use_gpu=true", "train.num_workers=1"]
     assert size_trials(load(SWEEPS_DIR / "smoke.yaml", [*ov, "train.gpus_per_worker=0.25"])) == (1.0, 4)
     assert size_trials(load(SWEEPS_DIR / "smoke.yaml", [*ov, "train.gpus_per_worker=0.3"])) == (1.0, 3)
+    assert size_trials(load(SWEEPS_DIR / "smoke.yaml", [*ov, "train.gpus_per_worker=0.2"])) == (1.0, 5)
     assert size_trials(load(SWEEPS_DIR / "smoke.yaml", ov)) == (1.0, 1)
     with pytest.raises(ConfigError, match="gpus_per_worker.*num_workers=1"):
         load(SWEEPS_DIR / "smoke.yaml", ["train.use_gpu=true", "train.num_workers=2", "train.gpus_per_worker=0.5"])

@@ -73,12 +73,13 @@ def decode_row(row: dict[str, Any], data_cfg: dict[str, Any]) -> tuple[dict[str,
     from raybench.data.decode import DecodeError, decode_clip
     from raybench.data.features import audio_features, optical_flow, resample_labels
 
+    def local(path: str) -> str:  # a file of a remote root: fetched to this node when needed
+        return storage.fetch_if_placeholder(path, data_cfg.get("_mirror"), data_cfg.get("_root_uri"), cache_home())
+
     try:
-        video = storage.fetch_if_placeholder(row["video_path"], data_cfg.get("_mirror"), data_cfg.get("_root_uri"),
-                                             cache_home())
+        video = local(row["video_path"])
         audio = (row.get("meta") or {}).get("audio_path")
-        if audio:
-            audio = storage.fetch_if_placeholder(audio, data_cfg.get("_mirror"), data_cfg.get("_root_uri"), cache_home())
+        audio = local(audio) if audio else None
         d = decode_clip(video, float(data_cfg["fps"]), int(data_cfg["image_size"]),
                         int(data_cfg["sample_rate"]), audio_path=audio, face=data_cfg.get("face", "none"),
                         crops_dir=(row.get("meta") or {}).get("crops_dir"))
@@ -93,13 +94,10 @@ def decode_row(row: dict[str, Any], data_cfg: dict[str, Any]) -> tuple[dict[str,
     if row.get("va_path"):
         meta = row.get("meta") or {}
         try:
-            local = storage.fetch_if_placeholder(row["va_path"], data_cfg.get("_mirror"), data_cfg.get("_root_uri"),
-                                                 cache_home())
             for k in ("valence_path", "arousal_path"):  # RECOLA: one file per dimension
                 if meta.get(k):
-                    meta[k] = storage.fetch_if_placeholder(meta[k], data_cfg.get("_mirror"), data_cfg.get("_root_uri"),
-                                                           cache_home())
-            src_va = read_annotation(dict(row, meta=meta), local, n_frames=d.source_frames)
+                    meta[k] = local(meta[k])
+            src_va = read_annotation(dict(row, meta=meta), local(row["va_path"]), n_frames=d.source_frames)
         except (OSError, ValueError, KeyError) as e:
             return None, f"bad annotation: {e}", None
         rate = meta.get("va_rate")

@@ -79,3 +79,25 @@ def test_optical_flow_follows_a_moving_square(algorithm):
     assert not flow[0].any()
     dx = flow[1, 18:26, 14:20, 0].astype(float).mean()
     assert 1.0 < dx < 3.0 and abs(flow[1, 18:26, 14:20, 1].astype(float).mean()) < 0.5
+
+
+@pytest.mark.parametrize("sr", [44100, 48000])
+def test_real_rates_29_97_fps_and_44_1_or_48_khz_become_target_fps_and_16_khz(tmp_path, sr):
+    """As RAVDESS (29.97 fps, 48 kHz) and CREMA-D ship: frames resampled to data.fps, audio to 16 kHz mono."""
+    from raybench.data.synth import write_video, write_wav
+
+    n = 60  # 2.002 s at 29.97 fps
+    frames = np.zeros((n, 64, 64, 3), np.uint8)
+    frames[:, :, :, 0] = (np.arange(n) * 4).astype(np.uint8)[:, None, None]  # red encodes the frame number
+    t = np.arange(int(2.0 * sr)) / sr
+    tone = (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+    write_video(tmp_path / "v.mp4", frames, 30000 / 1001, tone, sr)
+    write_wav(tmp_path / "a.wav", tone, sr)
+    for audio_path in (None, str(tmp_path / "a.wav")):
+        d = decode_clip(str(tmp_path / "v.mp4"), fps=10, image_size=32, sample_rate=16000, audio_path=audio_path)
+        assert d.source_fps == pytest.approx(29.97, abs=0.01) and d.source_frames == n
+        assert d.frames.shape[0] == 20  # 2.002 s at 10 fps
+        np.testing.assert_allclose(d.frames[:, 16, 16, 0], d.frame_index * 4, atol=12)  # the right source frames
+        assert abs(len(d.audio) - 32000) < 2048  # 2 s at 16 kHz
+        spec = np.abs(np.fft.rfft(d.audio[:16000]))  # 1 s at 16 kHz: 1 Hz bins
+        assert abs(int(np.argmax(spec)) - 440) <= 2  # the 440 Hz tone survives resampling

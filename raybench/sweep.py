@@ -210,26 +210,21 @@ STATE_FILE = "raybench_sweep.json"
 
 def save_sweep_state(storage: str, sweep_id: str, cfg: dict) -> None:
     """The resolved config of a sweep, kept beside its Tune results so ``--resume`` can rebuild it."""
-    import pyarrow.fs
+    from raybench import storage as st
 
     text = json.dumps({"sweep_id": sweep_id, "cfg": {k: v for k, v in cfg.items() if k != "_base_dataset"}},
                       default=str, indent=1)
-    fs, root = pyarrow.fs.FileSystem.from_uri(storage) if "://" in storage else (pyarrow.fs.LocalFileSystem(),
-                                                                                  storage)
-    fs.create_dir(f"{root}/{sweep_id}", recursive=True)
-    with fs.open_output_stream(f"{root}/{sweep_id}/{STATE_FILE}") as f:
-        f.write(text.encode())
+    fs, root = st.split(storage)
+    st.write_bytes(fs, f"{root}/{sweep_id}/{STATE_FILE}", text.encode())
 
 
 def load_sweep_state(storage: str, sweep_id: str) -> dict:
-    import pyarrow.fs
+    from raybench import storage as st
 
-    fs, root = pyarrow.fs.FileSystem.from_uri(storage) if "://" in storage else (pyarrow.fs.LocalFileSystem(),
-                                                                                  storage)
+    fs, root = st.split(storage)
     path = f"{root}/{sweep_id}/{STATE_FILE}"
     try:
-        with fs.open_input_stream(path) as f:
-            return json.loads(f.read().decode())["cfg"]
+        return json.loads(st.read_bytes(fs, path).decode())["cfg"]
     except (FileNotFoundError, OSError):
         raise ConfigError([f"no sweep {sweep_id!r} to resume: {path} does not exist (is storage= the one the "
                            "sweep used?)"], "--resume") from None

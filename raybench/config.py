@@ -98,7 +98,12 @@ DEFAULTS: dict[str, Any] = {
     },
     "mlflow": {"tracking_uri": None, "experiment": None},
     "storage": None,  # None: ~/raybench_results
+    # settings for one method's trials only, e.g. {zhang2021: {train: {lr: 3.0e-4}}}: train.*,
+    # window.* and method.* keys; a value the search space samples for the same key wins
+    "per_method": {},
 }
+PER_METHOD_SECTIONS = ("train", "window", "method")
+PER_METHOD_FIXED = ("num_workers", "cpus_per_worker", "gpus_per_worker", "use_gpu")  # sized once per sweep
 
 SEARCH_KINDS = {
     "grid": "a non-empty list of values",
@@ -502,10 +507,50 @@ def validate(raw: dict, source: str | None = None) -> dict:
                 f"{sp['val_fraction']!r} and {sp['test_fraction']!r}"
             )
 
+    _check_per_method(cfg, swept, problems)
+
     if problems:
         raise ConfigError(list(dict.fromkeys(problems)), source)  # one line per problem, once
     cfg["_source"] = source
     return cfg
+
+
+def _check_per_method(cfg: dict, swept: list, problems: list[str]) -> None:
+    """``per_method``: method names the sweep runs, and train/window/method keys each of them has."""
+    from raybench.methods import METHODS
+
+    pm = cfg.get("per_method") or {}
+    if not isinstance(pm, dict):
+        return  # reported as a type error already
+    names = sorted({m.method_name for m in swept})
+    for mname, over in pm.items():
+        where = f"'per_method.{mname}'"
+        method = METHODS.get_or_none(mname)
+        if method is None:
+            problems.append(f"{where}: {METHODS.unknown_message(mname)}")
+            continue
+        if mname not in names:
+            problems.append(f"{where}: the sweep never runs {mname!r} (it runs {', '.join(names)})")
+        if not isinstance(over, dict):
+            problems.append(f"{where} must be a mapping of train/window/method settings, got {over!r}")
+            continue
+        for sec, vals in over.items():
+            if sec not in PER_METHOD_SECTIONS:
+                problems.append(f"{where}: unknown section {sec!r}{did_you_mean(str(sec), list(PER_METHOD_SECTIONS))};"
+                                f" per_method takes {', '.join(PER_METHOD_SECTIONS)} settings")
+                continue
+            if not isinstance(vals, dict):
+                problems.append(f"'per_method.{mname}.{sec}' must be a mapping, got {vals!r}")
+                continue
+            schema = method.defaults if sec == "method" else DEFAULTS[sec]
+            for k, v in vals.items():
+                key = f"per_method.{mname}.{sec}.{k}"
+                if k not in schema or k == "name":
+                    problems.append(f"unknown key {key!r}{did_you_mean(str(k), [x for x in schema if x != 'name'])}")
+                elif sec == "train" and k in PER_METHOD_FIXED:
+                    problems.append(f"{key!r}: train.{k} is set once for the whole sweep (trials are sized from it)")
+                elif not _type_ok(schema[k], v):
+                    problems.append(f"{key!r} must be {_type_name(schema[k])}, got {_type_name(v)} {v!r}")
 
 
 def _has_key(schema: dict, key: str) -> bool:
@@ -527,8 +572,13 @@ def resolve_trial_config(cfg: dict, trial_params: dict) -> dict:
     from raybench.methods import METHODS
 
     out = copy.deepcopy(cfg)
-    for k, v in expand_params(trial_params).items():
+    params = expand_params(trial_params)
+    for k, v in params.items():
         set_dotted(out, k, v)
+    for sec, vals in ((out.get("per_method") or {}).get(out["method"]["name"]) or {}).items():
+        for k, v in vals.items():
+            if f"{sec}.{k}" not in params:  # a sampled value wins
+                out[sec][k] = copy.deepcopy(v)
     method = METHODS.get(out["method"]["name"])
     # keys of other swept methods do not apply to this one
     mine = {k: v for k, v in out["method"].items() if k == "name" or k in method.defaults}

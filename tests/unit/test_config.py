@@ -137,3 +137,48 @@ def test_search_space_entries_can_be_overridden_from_the_command_line():
     assert space["method.name"] == {"grid": ["audio_only", "av_fusion"]}
     assert space["train.lr"] == {"loguniform": [1.0e-4, 1.0e-2]}
     assert space["window.length"] == {"grid": [8, 16]}
+
+
+def test_per_method_settings_apply_to_that_methods_trials_only(tmp_path):
+    p = _write(tmp_path, """
+train: {lr: 2.0e-3, epochs: 4}
+per_method:
+  zhang2021: {train: {lr: 3.0e-4, epochs: 6}, method: {visual_channels: 32}}
+  audio_only: {window: {length: 8}}
+tune:
+  search_space:
+    method.name: {grid: [audio_only, zhang2021]}
+    data.dataset: {grid: [synthetic_ravdess, synthetic_affwild2]}
+""")
+    cfg = load(p)
+    z = resolve_trial_config(cfg, {"method.name": "zhang2021", "data.dataset": "synthetic_affwild2"})
+    assert (z["train"]["lr"], z["train"]["epochs"], z["method"]["visual_channels"]) == (3.0e-4, 6, 32)
+    assert z["window"]["length"] == 16
+    a = resolve_trial_config(cfg, {"method.name": "audio_only", "data.dataset": "synthetic_ravdess"})
+    assert (a["train"]["lr"], a["train"]["epochs"], a["window"]["length"]) == (2.0e-3, 4, 8)
+    assert "visual_channels" not in a["method"]
+    # a value the search space samples wins over per_method
+    z2 = resolve_trial_config(cfg, {"method.name": "zhang2021", "train.lr": 1.0e-2})
+    assert z2["train"]["lr"] == 1.0e-2
+
+
+def test_per_method_typos_are_reported(tmp_path):
+    p = _write(tmp_path, """
+per_method:
+  zhang202: {train: {lr: 3.0e-4}}
+  audio_only: {trian: {lr: 1.0e-3}, train: {lrr: 1.0e-3, num_workers: 1, epochs: many}, method: {dimm: 8}}
+  zhou2019: {train: {lr: 1.0e-3}}
+tune:
+  search_space:
+    method.name: {grid: [audio_only, av_fusion]}
+""")
+    with pytest.raises(ConfigError) as e:
+        load(p)
+    msg = str(e.value)
+    assert "'per_method.zhang202'" in msg and "zhang2021" in msg  # did you mean
+    assert "unknown section 'trian'" in msg
+    assert "'per_method.audio_only.train.lrr' (did you mean \"lr\"?)" in msg
+    assert "train.num_workers is set once" in msg
+    assert "'per_method.audio_only.train.epochs' must be int" in msg
+    assert "'per_method.audio_only.method.dimm' (did you mean \"dim\"?)" in msg
+    assert "the sweep never runs 'zhou2019'" in msg

@@ -46,7 +46,10 @@ DEFAULTS: dict[str, Any] = {
         "flow_algorithm": "farneback",  # farneback | dis (OpenCV)
         "max_bad_fraction": 0.05,
         "max_clips": None,  # int: use only the first N clips of the manifest (quick runs)
-        "split": {"seed": 0, "val_fraction": 0.2, "test_fraction": 0.2, "folds": None},
+        # protocol (with folds): "subjects" (k-fold by subject, fold f tests) or "chunks" (Zhang et al.
+        # 2021: training subjects in k-1 chunks + the official validation set, rotated; fold f
+        # validates on one part, the test split is the same in every fold)
+        "split": {"seed": 0, "val_fraction": 0.2, "test_fraction": 0.2, "folds": None, "protocol": "subjects"},
         # an annotation whose length does not match its video: "truncate" (keep the frames both
         # cover, unannotated frames masked; a warning names the file and both lengths) or "skip"
         # (the clip is skipped and listed with that reason)
@@ -94,6 +97,10 @@ DEFAULTS: dict[str, Any] = {
         "grace_period": 2,
         "num_samples": 1,
         "max_concurrent_trials": None,  # None: derived from the cluster's resources
+        # continuous task, folds sharing one test split (data.split.protocol: chunks): how the best
+        # configuration's fold models' test predictions are merged: ccc_centering (Zhang et al.
+        # 2021) or mean
+        "fold_merge": "ccc_centering",
         "search_space": {},
     },
     "mlflow": {"tracking_uri": None, "experiment": None},
@@ -474,6 +481,8 @@ def validate(raw: dict, source: str | None = None) -> dict:
                          ("data.face", d.get("face"), ("none", "center", "detect", "dataset")),
                          ("data.msp_improv.task", (d.get("msp_improv") or {}).get("task"), ("categorical", "continuous")),
                          ("train.lr_schedule", t.get("lr_schedule"), ("none", "plateau")),
+                         ("data.split.protocol", (d.get("split") or {}).get("protocol"), ("subjects", "chunks")),
+                         ("tune.fold_merge", cfg["tune"].get("fold_merge"), ("ccc_centering", "mean")),
                          ("data.ravdess.video", (d.get("ravdess") or {}).get("video"), ("av", "video_only")),
                          ("data.ravdess.audio", (d.get("ravdess") or {}).get("audio"), ("video", "wav"))):
         if val not in ok:
@@ -489,6 +498,8 @@ def validate(raw: dict, source: str | None = None) -> dict:
     k, fold = sp.get("folds"), d.get("fold")
     if k is not None and (not isinstance(k, int) or isinstance(k, bool) or k < 2):
         problems.append(f"'data.split.folds' must be an integer >= 2 (or null), got {k!r}")
+    if sp.get("protocol") == "chunks" and k is None:
+        problems.append("'data.split.protocol' chunks needs 'data.split.folds' (the paper uses 6)")
     space_folds = (cfg["tune"].get("search_space") or {}).get("data.fold")
     fold_values = [fold] if fold is not None else []
     if isinstance(space_folds, dict):

@@ -192,6 +192,37 @@ def evaluate_checkpoint(cfg: dict, data: dict, checkpoint_path: str, split: str 
     return evaluate(model, rows, data, cfg, device, return_predictions=True)
 
 
+def merge_fold_predictions(fold_preds: list[list[dict]], how: str = "ccc_centering") -> tuple[dict, list[dict]]:
+    """Merge the per-frame test predictions of several fold models on the same test frames.
+
+    ``fold_preds``: one list of rows per fold (clip_id, frame, valence, arousal, *_true), as
+    :func:`evaluate_checkpoint` returns them. ``how``: ``ccc_centering`` (Zhang et al. 2021, per
+    dimension over all test frames, :func:`raybench.methods.zhang2021.ccc_centering`) or ``mean``.
+    Returns the merged predictions' metrics (CCC over all frames concatenated) and rows.
+    """
+    import torch
+
+    from raybench.methods.zhang2021 import ccc_centering
+    from raybench.train.metrics import TaskMetrics
+
+    keys = [(r["clip_id"], r["frame"]) for r in fold_preds[0]]
+    index = [{(r["clip_id"], r["frame"]): r for r in rows} for rows in fold_preds]
+    for i, idx in enumerate(index[1:], 1):
+        if set(idx) != set(keys):
+            raise ValueError(f"fold predictions {i} cover other test frames than fold 0: they cannot be merged")
+    merged = {}
+    for dim in ("valence", "arousal"):
+        P = [np.array([idx[k][dim] for k in keys], np.float64) for idx in index]
+        merged[dim] = ccc_centering(P) if how == "ccc_centering" else np.clip(np.mean(P, 0), -1, 1)
+    truth = np.array([[index[0][k]["valence_true"], index[0][k]["arousal_true"]] for k in keys], np.float32)
+    pred = np.stack([merged["valence"], merged["arousal"]], 1).astype(np.float32)
+    m = TaskMetrics("continuous", 2)
+    m.update(torch.from_numpy(pred), torch.from_numpy(truth))
+    rows = [{"clip_id": c, "frame": f, "valence": float(pred[i, 0]), "arousal": float(pred[i, 1]),
+             "valence_true": float(truth[i, 0]), "arousal_true": float(truth[i, 1])} for i, (c, f) in enumerate(keys)]
+    return m.compute(), rows
+
+
 @dataclass
 class SweepResult:
     sweep_id: str
@@ -336,12 +367,14 @@ def run_sweep(cfg: dict, sweep_id: str | None = None, resume: bool = False) -> S
             chosen = sorted(groups[key], key=lambda t: t["params"]["data.fold"])
         else:
             chosen = [pick(ok, key=lambda t: t["best_val"])]
+        fold_preds = []
         for best in chosen:
             data = summaries[data_key(trial_data_cfg(best["cfg"]))]
             test_metrics, preds = {}, []
             if data["ids"]["test"]:
                 ev = ray.remote(num_cpus=1, num_gpus=1 if cfg["train"]["use_gpu"] else 0)(evaluate_checkpoint)
                 test_metrics, preds = ray.get(ev.remote(best["cfg"], data, best["checkpoint"], "test", storage))
+            fold_preds.append((data["task"], tuple(sorted(data["ids"]["test"])), preds))
             best["test"] = {f"test/{k}": v for k, v in test_metrics.items()}
             child = tracking.find_run(uri, exp_id, tracking.TRIAL_TAG, best["trial_id"])
             if child:
@@ -366,6 +399,16 @@ def run_sweep(cfg: dict, sweep_id: str | None = None, resume: bool = False) -> S
         for k in sorted({k for t in chosen for k in t["test"]}):
             xs = [t["test"][k] for t in chosen if k in t["test"]]
             summary["test_mean"][k], summary["test_std"][k] = float(np.mean(xs)), float(np.std(xs))
+        # folds that share one test split (data.split.protocol: chunks) on a continuous task: merge the
+        # fold models' test predictions (Zhang et al. 2021's "CCC centering" by default)
+        tests = {ids for _, ids, _ in fold_preds}
+        if len(fold_preds) > 1 and len(tests) == 1 and next(iter(tests)) and fold_preds[0][0] == "continuous":
+            how = cfg["tune"]["fold_merge"]
+            merged, rows = merge_fold_predictions([p for _, _, p in fold_preds], how)
+            summary["test_merged"] = {f"test_merged/{k}": v for k, v in merged.items()}
+            summary["fold_merge"] = how
+            tracking.log_metrics(uri, parent, summary["test_merged"], step=0)
+            _log_table(client, parent, rows, f"predictions_test_merged_{name}.csv")
         result.cv[name] = summary
         tracking.log_metrics(uri, parent, {
             **fold_metrics, f"best_{metrics[name]}_mean": summary["val_mean"],
@@ -439,7 +482,10 @@ def format_table(result: SweepResult, metrics: dict[str, str]) -> str:
         tests = ", ".join(f"{k} {cv['test_mean'][k]:.3f} +- {cv['test_std'][k]:.3f}" for k in cv["test_mean"])
         lines.append(f"{name}: {len(cv['folds'])}-fold cross-validation, best configuration {cv['params']} "
                      f"(mean validation over folds {cv['val_mean']:.3f} +- {cv['val_std']:.3f}); "
-                     f"held-out folds: {tests or 'no test clips'}")
+                     f"test, one result per fold model: {tests or 'no test clips'}")
+        if cv.get("test_merged"):
+            lines.append(f"{name}: the {len(cv['folds'])} fold models' test predictions merged ({cv['fold_merge']}): "
+                         + ", ".join(f"{k} {v:.3f}" for k, v in cv["test_merged"].items()))
     return "\n".join(lines)
 
 

@@ -83,6 +83,55 @@ def assign_folds(clips: list[Clip], k: int, seed: int) -> dict[str, int]:
     return folds
 
 
+def _official_val(c: Clip) -> bool:
+    """A clip of the dataset's official validation set (Aff-Wild2's Validation_Set, a csv split column)."""
+    return c.meta.get("official") == "val" or (c.split == "val" and c.meta.get("official") is None)
+
+
+def assign_chunks(clips: list[Clip], k: int, f: int, test_fraction: float, seed: int) -> list[Clip]:
+    """Zhang et al. 2021's folds (``data.split.protocol: chunks``).
+
+    The training subjects, shuffled with ``seed``, are cut into k - 1 chunks; the official
+    validation set is the k-th part (with no official validation set, the training subjects make
+    all k chunks). Fold f rotates the list of parts by f and validates on the last one, training on
+    the others: fold 0 is the official split. The test split is the same in every fold (the
+    dataset's official test clips, or else ``test_fraction`` of the subjects held out first), so the
+    folds' test predictions can be merged. ``Clip.fold`` is the fold in which the clip validates.
+    """
+    official_val = [c for c in clips if _official_val(c)]
+    for c in clips:
+        if _official_val(c):
+            c.split = None
+        elif c.split not in (None, "test"):
+            c.split = None  # an official train split joins the chunks
+    test_given = any(c.split == "test" for c in clips)
+    free = [c for c in clips if c.split is None and not _official_val(c)]
+    subjects = sorted({c.subject for c in free})
+    rng = np.random.default_rng(seed)
+    order = [subjects[i] for i in rng.permutation(len(subjects))]
+    if not test_given and test_fraction > 0:
+        n_test = int(round(test_fraction * len(order)))
+        test_subjects, order = set(order[:n_test]), order[n_test:]
+        for c in free:
+            if c.subject in test_subjects:
+                c.split = "test"
+    n_chunks = k - 1 if official_val else k
+    if len(order) < n_chunks:
+        raise ValueError(f"data.split.protocol=chunks with {k} folds needs at least {n_chunks} training subjects "
+                         f"besides the test split, found {len(order)}")
+    parts: list[set[str]] = [set(ch) for ch in np.array_split(np.array(order, dtype=object), n_chunks)]
+    part_of = {s: j for j, ch in enumerate(parts) for s in ch}
+    n = len(parts) + (1 if official_val else 0)
+    val_part = (f - 1) % n  # the list rotated by f ends with part f - 1
+    for c in clips:
+        if c.split == "test":
+            continue
+        j = n - 1 if _official_val(c) else part_of[c.subject]
+        c.fold = (j + 1) % n
+        c.split = "val" if j == val_part else "train"
+    return clips
+
+
 def split_clips(clips: list[Clip], data_cfg: dict[str, Any], test_fraction: float | None = None) -> list[Clip]:
     """Assign splits as ``data.split`` and ``data.fold`` say.
 
@@ -91,7 +140,8 @@ def split_clips(clips: list[Clip], data_cfg: dict[str, Any], test_fraction: floa
     ``data.fold = f`` (default 0), fold f is the test split, and the other folds' subjects are
     split into val (``val_fraction`` of them, at least one) and train. When the dataset has an
     official test split (Aff-Wild2's validation set), fold f validates and the rest train. Clips
-    with an official split keep it either way.
+    with an official split keep it either way. ``data.split.protocol: chunks`` is Zhang et al.
+    2021's rotating scheme instead (:func:`assign_chunks`).
     """
     sp = data_cfg.get("split") or {}
     k = sp.get("folds")
@@ -100,6 +150,8 @@ def split_clips(clips: list[Clip], data_cfg: dict[str, Any], test_fraction: floa
         return assign_splits(clips, sp.get("val_fraction", 0.2), tf, sp.get("seed", 0))
     k = int(k)
     f = int(data_cfg.get("fold") or 0)
+    if sp.get("protocol", "subjects") == "chunks":
+        return assign_chunks(clips, k, f, float(sp.get("test_fraction", 0.2)), sp.get("seed", 0))
     official_test = any(c.split == "test" for c in clips)
     assign_folds(clips, k, sp.get("seed", 0))
     if official_test:

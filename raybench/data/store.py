@@ -362,7 +362,9 @@ def prepare(data_cfg: dict[str, Any], batch_size: int = 8, progress: bool = True
     folds = {c.subject: c.fold for c in clips if c.fold is not None}
     if folds:  # the fold of every subject, for this fold count and seed
         sp = data_cfg.get("split") or {}
-        store.write_text(f"folds/k{sp.get('folds')}-seed{sp.get('seed', 0)}.json", json.dumps(folds, indent=1, sort_keys=True))
+        chunks = "-chunks" if sp.get("protocol", "subjects") == "chunks" else ""
+        store.write_text(f"folds/k{sp.get('folds')}{chunks}-seed{sp.get('seed', 0)}.json",
+                         json.dumps(folds, indent=1, sort_keys=True))
     return Prepared(store=store, clips=usable, dataset=ds_name, task=task,
                     class_names=class_names, root=root_uri or str(root), decoded=decoded, bad=bad_here,
                     warnings=warnings)

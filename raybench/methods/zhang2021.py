@@ -12,8 +12,19 @@ evaluation. ``per_dimension: true`` trains one model per dimension, as the
 paper does; false predicts both from one model.
 
 The paper's training schedule (Adam lr 1e-5, weight decay 1e-3, batch 8,
-windows 300 / hop 200) is set by ``sweeps/zhang2021_affwild2.yaml``; the
-6-fold protocol's fold merge ("CCC centering") is ``ccc_centering`` below.
+windows 300 / hop 200, ReduceLROnPlateau) is set by
+``sweeps/zhang2021_affwild2.yaml``; its 6-fold protocol is
+``data.split.protocol: chunks`` and the fold merge ("CCC centering") is
+``ccc_centering`` below, which the sweep applies (``tune.fold_merge``).
+
+Gradual unfreezing, as in the authors' code: a pretrained face backbone
+(``weights:``) starts frozen (``freeze_backbone``; null = frozen exactly when
+weights are loaded, since freezing a randomly initialised CNN would leave it
+random), and each learning-rate drop of the plateau schedule releases the next
+``unfreeze_per_drop`` group(s) of its layers, top first
+(:func:`raybench.nn.encoders.backbone_groups`). Frozen layers keep their
+batch-norm statistics (eval mode) and get no update; how many groups are
+released is part of the checkpoint.
 """
 
 from __future__ import annotations
@@ -24,7 +35,7 @@ import torch.nn as nn
 
 from raybench.methods.base import Method, register_method
 from raybench.nn.audio import MFCCStream, VGGishStream
-from raybench.nn.encoders import build_frame_encoder
+from raybench.nn.encoders import backbone_groups, build_frame_encoder
 from raybench.nn.fusion import create_fusion
 from raybench.nn.temporal import TCN
 
@@ -78,6 +89,8 @@ class Zhang2021(Method):
         "per_dimension": False,
         "crop": 40 / 48,  # random crop fraction in training (40 of 48 px in the paper)
         "flip": True,
+        "freeze_backbone": None,  # null: frozen at first when `weights` is set (the paper); true | false
+        "unfreeze_per_drop": 1,  # backbone layer groups released at each LR drop (0: stay frozen)
     }
 
     def __init__(self, task, num_outputs, n_audio_features=40, audio_steps_per_frame=4, **cfg):
@@ -89,6 +102,37 @@ class Zhang2021(Method):
         n = num_outputs if cfg["per_dimension"] else 1
         out = 1 if cfg["per_dimension"] else num_outputs
         self.models = nn.ModuleList(_OneModel(out, cfg, n_audio_features, audio_steps_per_frame) for _ in range(n))
+        fb = cfg.get("freeze_backbone")
+        if fb is not None and not isinstance(fb, bool):
+            raise ValueError(f"zhang2021: freeze_backbone must be true, false or null, got {fb!r}")
+        upd = cfg.get("unfreeze_per_drop", 1)
+        if not isinstance(upd, int) or isinstance(upd, bool) or upd < 0:
+            raise ValueError(f"zhang2021: unfreeze_per_drop must be an integer >= 0, got {upd!r}")
+        self._groups = [backbone_groups(m.face) for m in self.models]
+        frozen = bool(cfg.get("weights")) if fb is None else fb
+        n_groups = len(self._groups[0])
+        # backbone layer groups released so far (top first); a buffer, so checkpoints keep it
+        self.register_buffer("released_groups", torch.tensor(0 if frozen else n_groups))
+
+    def frozen_modules(self) -> list[nn.Module]:
+        k = int(self.released_groups)
+        return [m for groups in self._groups for g in groups[k:] for m in g]
+
+    def frozen_parameters(self) -> list[nn.Parameter]:
+        """Parameters that get no update now (the training loop drops their gradients)."""
+        return [p for m in self.frozen_modules() for p in m.parameters()]
+
+    def on_lr_drop(self) -> None:
+        """Release the next group(s) of backbone layers (called by the loop at each LR drop)."""
+        n = len(self._groups[0])
+        self.released_groups.fill_(min(n, int(self.released_groups) + int(self.cfg.get("unfreeze_per_drop", 1))))
+        self.train(self.training)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        for m in self.frozen_modules():
+            m.eval()  # frozen layers keep their batch-norm statistics
+        return self
 
     def _augment(self, video: torch.Tensor) -> torch.Tensor:
         """Random crop + flip shared by the whole window (training); centre crop (evaluation)."""

@@ -103,6 +103,28 @@ def build_frame_encoder(backbone: str, out_dim: int, weights: str | None = None,
     return enc
 
 
+def backbone_groups(enc: nn.Module) -> list[list[nn.Module]]:
+    """The pretrained part of a frame encoder from :func:`build_frame_encoder` as groups of layers,
+    top (output) first: the order in which gradual unfreezing releases them.
+
+    IR-50: the output layer, stage 4, the second and first halves of stage 3, stage 2, then stage 1
+    with the input layer (the authors of zhang2021 release the output layer, then stage 4, then half
+    of stage 3). ``small_cnn``: its projection, then each conv block from the last. A timm model:
+    its top-level children that hold parameters, from the last. A ``TimmFrameEncoder``'s own
+    projection is new (not in the checkpoint) and is not part of any group.
+    """
+    if isinstance(enc, FrameCNN):
+        blocks = [m for m in enc.features if any(True for _ in m.parameters())]
+        return [[enc.proj], *[[b] for b in reversed(blocks)]]
+    net = enc.backbone if isinstance(enc, TimmFrameEncoder) else enc
+    from raybench.nn.irse import IR50
+
+    if isinstance(net, IR50):
+        b = list(net.body)
+        return [[net.output_layer], b[21:24], b[14:21], b[7:14], b[3:7], [*b[0:3], net.input_layer]]
+    return [[m] for m in reversed(list(net.children())) if any(True for _ in m.parameters())]
+
+
 class AudioConv(nn.Module):
     """1-D CNN over audio feature steps, pooled to one vector per video frame.
 

@@ -154,6 +154,18 @@ def evaluate(model: torch.nn.Module, rows: list[dict[str, Any]], data: dict, cfg
     return metrics.compute(), preds_out
 
 
+def train_step(method: torch.nn.Module, loss: torch.Tensor, opt: torch.optim.Optimizer) -> None:
+    """Backward and update. Parameters the method has frozen for now (``frozen_parameters()``,
+    e.g. a pretrained backbone before gradual unfreezing) get no update: their gradients are
+    dropped after backward (under DDP they were still reduced, so every rank stays in step)."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if hasattr(method, "frozen_parameters"):
+        for p in method.frozen_parameters():
+            p.grad = None  # AdamW skips a parameter without a gradient (no weight decay either)
+    opt.step()
+
+
 def _autocast(device: torch.device, cfg: dict):
     if device.type == "cuda" and cfg["train"].get("amp", True):
         return torch.autocast("cuda", dtype=torch.bfloat16)
@@ -227,9 +239,7 @@ def train_loop_per_worker(config: dict) -> None:
                 with _autocast(device, cfg):
                     out = model(batch)
                     loss = method.loss(out, batch)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+                train_step(method, loss, opt)
                 tot += float(loss.detach())
                 n_batches += 1
                 n_samples += len(wb)

@@ -60,6 +60,11 @@ def test_affwild2_manifest_official_validation_is_test(tiny_affwild2):
     assert val_set and all(c.split == "test" for c in val_set)
     assert {c.split for c in clips if c.meta["official_split"] == "Train_Set"} == {"train", "val"}
     assert all(c.va_path and c.label is None for c in clips)
+    # Zhang et al.'s protocol: fold 0 validates on the official Validation_Set, no test split
+    chunks = get_dataset("affwild2").manifest(tiny_affwild2, {**DATA_CFG, "fold": 0, "split": {
+        **DATA_CFG["split"], "folds": 3, "protocol": "chunks", "test_fraction": 0.0}})
+    assert {c.clip_id for c in chunks if c.split == "val"} == {c.clip_id for c in val_set}
+    assert {c.split for c in chunks if c.clip_id not in {v.clip_id for v in val_set}} == {"train"}
 
 
 def test_affwild2_left_right_annotations_share_a_video(tiny_affwild2, tmp_path):
@@ -164,3 +169,59 @@ def test_ravdess_video_only_needs_wav_audio():
 
     with pytest.raises(ConfigError, match="video_only files have no audio track"):
         load(SWEEPS_DIR / "smoke.yaml", ["data.dataset=ravdess", "data.ravdess.video=video_only"])
+
+
+def _chunks_cfg(k, fold, test_fraction=0.0):
+    return {**DATA_CFG, "split": {**DATA_CFG["split"], "folds": k, "protocol": "chunks",
+                                  "test_fraction": test_fraction}, "fold": fold}
+
+
+def test_chunks_protocol_rotates_training_chunks_and_the_official_validation_set():
+    """Zhang et al. 2021: 5 chunks of the training videos + the official validation set; fold f
+    rotates the list by f and validates on the last part; fold 0 is the official split."""
+    from raybench.data.manifest import split_clips
+
+    def base():
+        train = [Clip(f"t{i}", "v", subject=f"t{i}", meta={"official": "train"}) for i in range(10)]
+        val = [Clip(f"o{i}", "v", subject=f"o{i}", split="test", meta={"official": "val"}) for i in range(3)]
+        return train + val  # as the Aff-Wild2 adapter marks them
+
+    runs = {f: {c.clip_id: c for c in split_clips(base(), _chunks_cfg(6, f))} for f in range(6)}
+    official = {f"o{i}" for i in range(3)}
+    val_sets = [frozenset(i for i, c in runs[f].items() if c.split == "val") for f in range(6)]
+    assert val_sets[0] == official  # fold 0: the official split
+    assert all(not (v & official) for v in val_sets[1:])
+    # the six validation parts are disjoint and cover every clip: each validates exactly once
+    assert sorted(i for v in val_sets for i in v) == sorted(runs[0])
+    assert sorted(len(v) for v in val_sets[1:]) == [2, 2, 2, 2, 2]  # 10 training videos in 5 chunks
+    for f in range(6):
+        assert {c.split for c in runs[f].values()} == {"train", "val"}  # no test: test_fraction 0
+        assert all(c.fold == f for c in runs[f].values() if c.split == "val")
+        assert [c.fold for c in runs[f].values()] == [c.fold for c in runs[0].values()]
+    # rotation: the parts, listed as [chunk0..chunk4, official], end with part f - 1 in fold f
+    order = [val_sets[f % 6] for f in range(1, 7)]
+    assert order[-1] == official
+
+
+def test_chunks_protocol_holds_out_one_test_split_for_every_fold():
+    from raybench.data.manifest import split_clips
+
+    base = [Clip(f"c{i}", "v", subject=f"s{i % 10}") for i in range(30)]  # no official split
+    runs = [split_clips([Clip(**vars(c)) for c in base], _chunks_cfg(3, f, test_fraction=0.2)) for f in range(3)]
+    tests = [{c.clip_id for c in r if c.split == "test"} for r in runs]
+    assert tests[0] and tests[0] == tests[1] == tests[2]  # the same test clips in every fold
+    assert len({c.subject for c in runs[0] if c.split == "test"}) == 2
+    vals = [{c.subject for c in r if c.split == "val"} for r in runs]
+    assert all(vals) and not (vals[0] & vals[1]) and not (vals[1] & vals[2]) and not (vals[0] & vals[2])
+    assert sorted(s for v in vals for s in v) == sorted({c.subject for c in runs[0] if c.split != "test"})
+    with pytest.raises(ValueError, match="needs at least 3 training subjects"):
+        split_clips([Clip("a", "v", subject="s0"), Clip("b", "v", subject="s1")], _chunks_cfg(3, 0))
+
+
+def test_chunks_protocol_needs_folds():
+    from raybench.config import ConfigError, validate
+
+    with pytest.raises(ConfigError, match="chunks needs 'data.split.folds'"):
+        validate({"data": {"split": {"protocol": "chunks"}}})
+    with pytest.raises(ConfigError, match="'data.split.protocol' must be one of subjects, chunks"):
+        validate({"data": {"split": {"protocol": "chunk", "folds": 3}}})

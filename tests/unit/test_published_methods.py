@@ -125,3 +125,76 @@ def test_frame_encoder_from_timm_and_local_weights(tmp_path):
         build_frame_encoder("resnet18", 16, str(tmp_path / "bad.pt"))
     with pytest.raises(ValueError, match="unknown backbone"):
         build_frame_encoder("resnett18", 16, None)
+
+
+def _zhang_with_weights(tmp_path, **kw):
+    enc = build_frame_encoder("small_cnn", 32, None, 8)
+    path = tmp_path / "face.pt"
+    torch.save(enc.state_dict(), path)
+    m = create_method("zhang2021", "continuous", 2, n_audio_features=20, audio_steps_per_frame=4,
+                      visual_dim=32, cnn_width=8, weights=str(path), **kw)
+    return m, {k: v.clone() for k, v in enc.state_dict().items()}
+
+
+def test_zhang2021_gradual_unfreezing_of_a_pretrained_backbone(tmp_path):
+    """A loaded backbone starts frozen (no update, batch-norm statistics kept); each LR drop
+    releases the next group of layers, top first; the count survives a checkpoint."""
+    from raybench.nn.encoders import backbone_groups
+    from raybench.train.loop import train_step
+
+    torch.manual_seed(0)
+    m, loaded = _zhang_with_weights(tmp_path)
+    face = m.models[0].face
+    groups = backbone_groups(face)
+    assert groups[0] == [face.proj] and len(groups) == 5  # projection, then 4 conv blocks from the last
+    assert {id(p) for p in m.frozen_parameters()} == {id(p) for p in face.parameters()}
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-2, weight_decay=1e-2)
+
+    def step():
+        m.train()
+        train_step(m, m.loss(m(_batch(T=6, task="continuous")), _batch(T=6, task="continuous")), opt)
+
+    tcn_before = next(m.models[0].v_tcn.parameters()).detach().clone()
+    step()
+    assert all(torch.equal(face.state_dict()[k], v) for k, v in loaded.items())  # weights and BN stats
+    assert not torch.equal(next(m.models[0].v_tcn.parameters()), tcn_before)  # the rest trains
+    m.on_lr_drop()  # first drop: the projection (top group) is released
+    assert int(m.released_groups) == 1
+    step()
+    assert not torch.equal(face.proj.weight, loaded["proj.weight"])
+    assert all(torch.equal(face.state_dict()[k], v) for k, v in loaded.items() if k.startswith("features"))
+    for _ in range(10):
+        m.on_lr_drop()
+    assert int(m.released_groups) == 5 and m.frozen_parameters() == []
+    step()
+    assert not torch.equal(face.state_dict()["features.0.0.weight"], loaded["features.0.0.weight"])
+    # the released count is part of the checkpoint
+    again, _ = _zhang_with_weights(tmp_path)
+    again.load_state_dict(m.state_dict())
+    assert int(again.released_groups) == 5 and again.frozen_parameters() == []
+
+
+def test_zhang2021_freezing_defaults_and_options(tmp_path):
+    scratch = create_method("zhang2021", "continuous", 2, n_audio_features=20, audio_steps_per_frame=4)
+    assert scratch.frozen_parameters() == []  # from scratch nothing is frozen
+    trained, _ = _zhang_with_weights(tmp_path, freeze_backbone=False)
+    assert trained.frozen_parameters() == []
+    fixed, _ = _zhang_with_weights(tmp_path, unfreeze_per_drop=0)
+    fixed.on_lr_drop()
+    assert len(fixed.frozen_parameters()) == len(list(fixed.models[0].face.parameters()))
+    two, _ = _zhang_with_weights(tmp_path, unfreeze_per_drop=2)
+    two.on_lr_drop()
+    assert int(two.released_groups) == 2
+    with pytest.raises(ValueError, match="freeze_backbone must be true, false or null"):
+        _zhang_with_weights(tmp_path, freeze_backbone="yes")
+
+
+def test_ir50_groups_cover_the_backbone_once_top_first():
+    from raybench.nn.encoders import backbone_groups
+
+    enc = build_frame_encoder("ir50", 64)
+    groups = backbone_groups(enc)
+    assert groups[0] == [enc.backbone.output_layer] and groups[-1][-1] is enc.backbone.input_layer
+    ids = [id(p) for g in groups for m in g for p in m.parameters()]
+    assert len(ids) == len(set(ids)) and set(ids) == {id(p) for p in enc.backbone.parameters()}
+    assert [len(g) for g in groups] == [1, 3, 7, 7, 4, 4]

@@ -65,3 +65,40 @@ def test_parse_args():
     assert path == "sweeps/smoke.yaml" and ov == ["train.epochs=3", "data.root=/x"]
     path, ov, _ = parse_args(["train.epochs=3"])
     assert path is None and ov == ["train.epochs=3"]
+
+
+def _fold_rows(pred_v, pred_a, true_v, true_a, clips=("a", "b")):
+    n = len(pred_v) // len(clips)
+    return [{"clip_id": clips[i // n], "frame": i % n, "valence": float(pred_v[i]), "arousal": float(pred_a[i]),
+             "valence_true": float(true_v[i]), "arousal_true": float(true_a[i])} for i in range(len(pred_v))]
+
+
+def test_fold_predictions_merge_by_ccc_centering_per_dimension():
+    import numpy as np
+
+    from raybench.methods.zhang2021 import ccc_centering
+    from raybench.sweep import merge_fold_predictions
+
+    rng = np.random.default_rng(0)
+    t = np.linspace(0, 6, 40)
+    tv, ta = 0.6 * np.sin(t), 0.5 * np.cos(t)
+    folds_v = [tv + off + 0.3 * rng.standard_normal(40) for off in (0.2, -0.1, 0.05)]
+    folds_a = [ta * s + 0.3 * rng.standard_normal(40) for s in (1.0, 0.7, 1.2)]
+    rows = [_fold_rows(v, a, tv, ta) for v, a in zip(folds_v, folds_a)]
+    rows[1] = rows[1][::-1]  # order of rows does not matter: frames are matched by (clip, frame)
+    metrics, merged = merge_fold_predictions(rows, "ccc_centering")
+    np.testing.assert_allclose([r["valence"] for r in merged], ccc_centering(folds_v), atol=1e-6)
+    np.testing.assert_allclose([r["arousal"] for r in merged], ccc_centering(folds_a), atol=1e-6)
+
+    def ccc(p, y):
+        return 2 * np.cov(p, y, bias=True)[0, 1] / (p.var() + y.var() + (p.mean() - y.mean()) ** 2)
+
+    mv, ma = ccc_centering(folds_v), ccc_centering(folds_a)
+    assert metrics["ccc_valence"] == pytest.approx(ccc(mv, tv), abs=1e-5)
+    assert metrics["ccc_arousal"] == pytest.approx(ccc(ma, ta), abs=1e-5)
+    # averaging independent errors: the merge beats the folds' mean CCC here
+    assert metrics["ccc_valence"] > np.mean([ccc(v, tv) for v in folds_v])
+    mean_metrics, mean_rows = merge_fold_predictions(rows, "mean")
+    np.testing.assert_allclose([r["valence"] for r in mean_rows], np.clip(np.mean(folds_v, 0), -1, 1), atol=1e-6)
+    with pytest.raises(ValueError, match="other test frames"):
+        merge_fold_predictions([rows[0], rows[2][:-1]])

@@ -67,7 +67,7 @@ class AffWild2(Dataset):
                 if video is None:
                     missing.append(ann.name)
                     continue
-                meta = {"official_split": split_dir}
+                meta = {"official_split": split_dir, "official": "train" if split is None else "val"}
                 if crops is not None:
                     d = next((crops / n for n in (ann.stem, video_name) if (crops / n).is_dir()), None)
                     if d is not None:

@@ -13,11 +13,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from raybench.data.datasets.base import DATASETS, Dataset
+from raybench.data.datasets.base import DATASETS, Dataset, is_video
 from raybench.data.manifest import Clip, split_clips
 
 EMOTIONS = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
-VIDEO_EXTS = (".avi", ".mp4", ".mkv")
 
 
 class Afew(Dataset):
@@ -47,7 +46,7 @@ class Afew(Dataset):
                 for emo_dir in sorted(c for c in d.iterdir() if c.is_dir() and c.name.lower() in EMOTIONS):
                     label = EMOTIONS.index(emo_dir.name.lower())
                     for f in sorted(emo_dir.iterdir()):
-                        if f.suffix.lower() not in VIDEO_EXTS or not f.is_file():
+                        if not is_video(f):
                             continue
                         cid = f"{d.name}-{emo_dir.name.lower()}-{f.stem}"
                         clips.append(Clip(clip_id=cid, video_path=str(f), subject=cid, label=label,

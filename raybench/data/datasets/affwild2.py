@@ -18,11 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from raybench.data.datasets.base import DATASETS, Dataset
+from raybench.data.datasets.base import DATASETS, Dataset, is_video
 from raybench.data.manifest import Clip, split_clips
 
 SIDE_RE = re.compile(r"^(.*?)(_left|_right)?$")
-VIDEO_EXTS = (".mp4", ".avi", ".MP4", ".AVI")
 
 
 def read_va(path: str | Path) -> np.ndarray:
@@ -54,7 +53,7 @@ class AffWild2(Dataset):
             raise self.layout_error(root, "no VA annotation folder Train_Set")
         videos: dict[str, Path] = {}
         for p in root.rglob("*"):
-            if p.suffix in VIDEO_EXTS and p.is_file():
+            if is_video(p):
                 videos.setdefault(p.stem, p)
         clips, missing = [], []
         crops = next((p for p in root.rglob("cropped_aligned") if p.is_dir()), None)  # organisers' face crops

@@ -10,6 +10,13 @@ from raybench.config import cache_home
 from raybench.data.manifest import Clip
 from raybench.registry import Registry
 
+# video files the adapters that find videos by name accept (compared lower-case)
+VIDEO_EXTS = (".mp4", ".avi", ".mkv", ".mov", ".flv")
+
+
+def is_video(p: Path) -> bool:
+    return p.suffix.lower() in VIDEO_EXTS and p.is_file()
+
 
 class LayoutError(FileNotFoundError):
     """A dataset root that does not match the expected layout."""

@@ -17,13 +17,12 @@ import re
 from pathlib import Path
 from typing import Any
 
-from raybench.data.datasets.base import DATASETS, Dataset
+from raybench.data.datasets.base import DATASETS, Dataset, is_video
 from raybench.data.manifest import Clip, split_clips
 
 CODES = ("A", "H", "S", "N")
 EMOTIONS = ("angry", "happy", "sad", "neutral")
 KEY_RE = re.compile(r"(S(\d\d)[A-Z]-[FM]\d\d-[A-Z]-[FM][FM]\d\d)", re.IGNORECASE)
-VIDEO_EXTS = (".avi", ".mp4")
 
 
 class MspImprov(Dataset):
@@ -49,7 +48,7 @@ class MspImprov(Dataset):
         videos = {}
         for p in root.rglob("*"):
             m = KEY_RE.search(p.name)
-            if m and p.suffix.lower() in VIDEO_EXTS and p.is_file():
+            if m and is_video(p):
                 videos.setdefault(m.group(1).upper(), p)
         clips, missing, bad = [], [], []
         for n, line in enumerate(evals[0].read_text(errors="replace").splitlines(), start=1):

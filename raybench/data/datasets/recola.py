@@ -14,11 +14,10 @@ import re
 from pathlib import Path
 from typing import Any
 
-from raybench.data.datasets.base import DATASETS, Dataset
+from raybench.data.datasets.base import DATASETS, Dataset, is_video
 from raybench.data.manifest import Clip, split_clips
 
 NAME_RE = re.compile(r"^(train|dev)_(\d+)$")
-VIDEO_EXTS = (".mp4", ".avi", ".mkv", ".mov")
 RATE_HZ = 25.0  # 40 ms
 
 
@@ -35,7 +34,7 @@ class Recola(Dataset):
                 and d.parent.name.lower().startswith("ratings_gold_standard")}
         if set(gold) != {"arousal", "valence"}:
             raise self.layout_error(root, "no ratings_gold_standard/arousal and /valence folders")
-        videos = {p.stem: p for p in root.rglob("*") if p.suffix.lower() in VIDEO_EXTS and p.is_file()
+        videos = {p.stem: p for p in root.rglob("*") if is_video(p)
                   and p.parent.name.lower().startswith("recordings_video")}
         wavs = {p.stem: p for p in root.rglob("*.wav") if p.parent.name.lower().startswith("recordings_audio")}
         clips, missing = [], []

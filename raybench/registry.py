@@ -6,7 +6,7 @@ Unknown names get a "did you mean" hint; registering a name twice is an error.
 from __future__ import annotations
 
 import difflib
-from typing import Any, Callable, Generic, Iterator, TypeVar
+from typing import Any, Generic, Iterator, TypeVar
 
 T = TypeVar("T")
 

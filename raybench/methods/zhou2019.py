@@ -16,7 +16,6 @@ delta-deltas as 3 channels (the paper's log-Mel input).
 
 from __future__ import annotations
 
-import torch
 import torch.nn as nn
 
 from raybench.methods.base import Method, register_method

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from raybench.data.faces import center_box, clip_box, crop, read_crops, square_box
 

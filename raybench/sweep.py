@@ -14,7 +14,6 @@ import copy
 import hashlib
 import itertools
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -75,6 +74,28 @@ def trial_data_cfg(cfg: dict) -> dict:
     if d["dataset"] != cfg.get("_base_dataset", d["dataset"]):
         d["root"] = None
     return d
+
+
+def training_sets(summaries: dict[str, dict]) -> dict[str, Any]:
+    """One Ray Dataset of training clips per data configuration.
+
+    The clips any configuration of a store trains on are read once for the whole sweep and held in
+    Ray's object store (every trial and epoch reuse them). Configurations that train on a subset of
+    them (the folds of a cross-validation) get a lazy filter of that one copy, not a copy each.
+    """
+    from raybench.data.store import ClipStore
+
+    union: dict[str, set[str]] = {}
+    for s in summaries.values():
+        union.setdefault(s["store_path"], set()).update(s["ids"]["train"])
+    base = {path: ClipStore(path).ray_dataset(sorted(ids)).materialize() for path, ids in union.items()}
+    out = {}
+    for k, s in summaries.items():
+        keep = set(s["ids"]["train"])
+        ds = base[s["store_path"]]
+        out[k] = ds if keep == union[s["store_path"]] else ds.filter(lambda r, keep=keep: r["clip_id"] in keep,
+                                                                      num_cpus=0.25)
+    return out
 
 
 def param_space(cfg: dict) -> dict[str, Any]:
@@ -267,7 +288,7 @@ def run_sweep(cfg: dict, sweep_id: str | None = None, resume: bool = False) -> S
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     from raybench import tracking
-    from raybench.data.store import ClipStore, prepare
+    from raybench.data.store import prepare
     from raybench.train.loop import default_metric
 
     t_start = time.time()
@@ -282,10 +303,8 @@ def run_sweep(cfg: dict, sweep_id: str | None = None, resume: bool = False) -> S
         print(f"[raybench] prepared {dcfg['dataset']}: {sum(len(v) for v in s['ids'].values())} clips "
               f"(train/val/test {', '.join(str(len(v)) for v in s['ids'].values())}), decoded {s['decoded']}, "
               f"skipped {len(s['bad'])}, {time.time() - t0:.0f} s", flush=True)
-    # the training clips of each store, read once for the whole sweep (every trial and epoch reuse them)
     ray.data.DataContext.get_current().enable_progress_bars = False
-    train_sets = {k: ClipStore(s["store_path"]).ray_dataset(s["ids"]["train"]).materialize()
-                  for k, s in summaries.items()}
+    train_sets = training_sets(summaries)
     # each dataset is judged on its own task's metric; Tune sees it as val/score
     metrics = {s["dataset"]: cfg["tune"]["metric"] or default_metric(s["task"]) for s in summaries.values()}
     metric = "val/score"

@@ -121,18 +121,45 @@ def test_bad_videos_are_skipped_and_named(ray_session, tiny_ravdess, tmp_path):
     assert again.decoded == lost and len(again.clips) == 45
 
 
-def test_continuous_pipeline_reports_ccc(ray_session, tmp_path):
-    from raybench.sweep import run_sweep
+@pytest.mark.timeout(900)
+def test_continuous_pipeline_reports_ccc_and_merges_chunk_folds(ray_session, tmp_path):
+    """The continuous task under Zhang et al.'s protocol (data.split.protocol: chunks): every fold
+    model is tested on the same test videos, and their predictions are merged by CCC centering."""
+    import pandas as pd
+    from mlflow.tracking import MlflowClient
+
+    from raybench.sweep import format_table, merge_fold_predictions, run_sweep
 
     cfg = sweep_cfg(tmp_path, "data.dataset=synthetic_affwild2", "data.synth.videos=6",
-                    "data.synth.video_seconds=8.0", "train.epochs=2",
-                    "tune.search_space={window.length: {grid: [16]}}", "window.hop=8")
+                    "data.synth.video_seconds=8.0", "train.epochs=2", "data.split.folds=2",
+                    "data.split.protocol=chunks",
+                    "tune.search_space={window.length: {grid: [16]}, data.fold: {grid: [0, 1]}}", "window.hop=8")
     res = run_sweep(cfg)
-    assert res.failed == 0
-    (t,) = res.trials
-    assert {"val/ccc", "val/ccc_valence", "val/ccc_arousal"} <= set(t["val"])
-    assert -1 <= t["val"]["val/ccc"] <= 1
-    assert set(res.best["synthetic_affwild2"]["test"]) == {"test/ccc", "test/ccc_valence", "test/ccc_arousal"}
+    assert res.failed == 0 and len(res.trials) == 2
+    for t in res.trials:
+        assert {"val/ccc", "val/ccc_valence", "val/ccc_arousal"} <= set(t["val"])
+        assert -1 <= t["val"]["val/ccc"] <= 1
+        assert set(t["test"]) == {"test/ccc", "test/ccc_valence", "test/ccc_arousal"}
+    ids = [s["ids"] for s in res.prepared.values()]
+    assert len(ids) == 2 and ids[0]["test"] == ids[1]["test"] and len(ids[0]["test"]) == 1
+    assert not set(ids[0]["val"]) & set(ids[1]["val"]) and set(ids[0]["val"]) <= set(ids[1]["train"])
+    cv = res.cv["synthetic_affwild2"]
+    assert cv["fold_merge"] == "ccc_centering"
+    assert set(cv["test_merged"]) == {"test_merged/ccc", "test_merged/ccc_valence", "test_merged/ccc_arousal"}
+    assert "merged (ccc_centering)" in format_table(res, {"synthetic_affwild2": "val/ccc"})
+    # the merge logged on the parent run is CCC centering of the two fold models' test predictions
+    client = MlflowClient(res.tracking_uri)
+    folds = []
+    for t in sorted(res.trials, key=lambda t: t["params"]["data.fold"]):
+        run = client.search_runs([res.experiment_id], f"tags.`raybench.trial_id` = '{t['trial_id']}'")[0]
+        folds.append(pd.read_csv(client.download_artifacts(run.info.run_id, "predictions_test.csv", str(tmp_path)))
+                     .to_dict("records"))
+    expected, _ = merge_fold_predictions(folds, "ccc_centering")
+    pm = client.get_run(res.parent_run_id).data.metrics
+    for k, v in expected.items():
+        assert pm[f"test_merged/{k}"] == pytest.approx(v, abs=1e-5)
+    arts = {a.path for a in client.list_artifacts(res.parent_run_id)}
+    assert "predictions_test_merged_synthetic_affwild2.csv" in arts
 
 
 @pytest.mark.timeout(600)

@@ -214,23 +214,37 @@ def evaluate_checkpoint(cfg: dict, data: dict, checkpoint_path: str, split: str 
 
 
 def merge_fold_predictions(fold_preds: list[list[dict]], how: str = "ccc_centering") -> tuple[dict, list[dict]]:
-    """Merge the per-frame test predictions of several fold models on the same test frames.
+    """Merge the test predictions of several fold models on the same test clips.
 
-    ``fold_preds``: one list of rows per fold (clip_id, frame, valence, arousal, *_true), as
-    :func:`evaluate_checkpoint` returns them. ``how``: ``ccc_centering`` (Zhang et al. 2021, per
-    dimension over all test frames, :func:`raybench.methods.zhang2021.ccc_centering`) or ``mean``.
-    Returns the merged predictions' metrics (CCC over all frames concatenated) and rows.
+    ``fold_preds``: one list of rows per fold, as :func:`evaluate_checkpoint` returns them.
+    Continuous rows (clip_id, frame, valence, arousal, *_true) are merged per frame and dimension,
+    ``how``: ``ccc_centering`` (Zhang et al. 2021, over all test frames,
+    :func:`raybench.methods.zhang2021.ccc_centering`) or ``mean``. Categorical rows (clip_id,
+    label, p_<class>) are merged by averaging the class probabilities (``how`` does not apply).
+    Returns the merged predictions' metrics (continuous: CCC over all frames concatenated) and rows.
     """
     import torch
 
     from raybench.methods.zhang2021 import ccc_centering
     from raybench.train.metrics import TaskMetrics
 
-    keys = [(r["clip_id"], r["frame"]) for r in fold_preds[0]]
-    index = [{(r["clip_id"], r["frame"]): r for r in rows} for rows in fold_preds]
+    continuous = "frame" in fold_preds[0][0]
+    key = (lambda r: (r["clip_id"], r["frame"])) if continuous else (lambda r: r["clip_id"])
+    keys = [key(r) for r in fold_preds[0]]
+    index = [{key(r): r for r in rows} for rows in fold_preds]
     for i, idx in enumerate(index[1:], 1):
         if set(idx) != set(keys):
-            raise ValueError(f"fold predictions {i} cover other test frames than fold 0: they cannot be merged")
+            raise ValueError(f"fold predictions {i} cover other test {'frames' if continuous else 'clips'} than "
+                             "fold 0: they cannot be merged")
+    if not continuous:
+        classes = [c[2:] for c in fold_preds[0][0] if c.startswith("p_")]
+        probs = np.mean([[[idx[k][f"p_{c}"] for c in classes] for k in keys] for idx in index], 0)  # (N, C)
+        labels = np.array([index[0][k]["label"] for k in keys])
+        m = TaskMetrics("categorical", len(classes))
+        m.update(torch.from_numpy(probs).float(), torch.from_numpy(labels))
+        rows = [{"clip_id": k, "label": int(labels[i]), "pred": int(probs[i].argmax()),
+                 **{f"p_{c}": float(p) for c, p in zip(classes, probs[i])}} for i, k in enumerate(keys)]
+        return m.compute(), rows
     merged = {}
     for dim in ("valence", "arousal"):
         P = [np.array([idx[k][dim] for k in keys], np.float64) for idx in index]
@@ -418,11 +432,12 @@ def run_sweep(cfg: dict, sweep_id: str | None = None, resume: bool = False) -> S
         for k in sorted({k for t in chosen for k in t["test"]}):
             xs = [t["test"][k] for t in chosen if k in t["test"]]
             summary["test_mean"][k], summary["test_std"][k] = float(np.mean(xs)), float(np.std(xs))
-        # folds that share one test split (data.split.protocol: chunks) on a continuous task: merge the
-        # fold models' test predictions (Zhang et al. 2021's "CCC centering" by default)
+        # folds that share one test split (data.split.protocol: chunks): merge the fold models' test
+        # predictions (continuous: Zhang et al. 2021's "CCC centering" by default; categorical: mean
+        # class probabilities)
         tests = {ids for _, ids, _ in fold_preds}
-        if len(fold_preds) > 1 and len(tests) == 1 and next(iter(tests)) and fold_preds[0][0] == "continuous":
-            how = cfg["tune"]["fold_merge"]
+        if len(fold_preds) > 1 and len(tests) == 1 and next(iter(tests)):
+            how = cfg["tune"]["fold_merge"] if fold_preds[0][0] == "continuous" else "mean probabilities"
             merged, rows = merge_fold_predictions([p for _, _, p in fold_preds], how)
             summary["test_merged"] = {f"test_merged/{k}": v for k, v in merged.items()}
             summary["fold_merge"] = how

@@ -228,6 +228,7 @@ def test_two_fold_sweep_records_per_fold_and_aggregated_metrics(smoke, tmp_path)
     assert cv["test_mean"]["test/uar"] == pytest.approx(np.mean(uars))
     assert cv["test_std"]["test/uar"] == pytest.approx(np.std(uars))
     assert "2-fold cross-validation" in format_table(res, {"synthetic_ravdess": "val/uar"})
+    assert "test_merged" not in cv  # subject folds test on different clips: nothing to merge
 
     client = MlflowClient(res.tracking_uri)
     pm = client.get_run(res.parent_run_id).data.metrics

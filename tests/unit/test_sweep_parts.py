@@ -102,3 +102,22 @@ def test_fold_predictions_merge_by_ccc_centering_per_dimension():
     np.testing.assert_allclose([r["valence"] for r in mean_rows], np.clip(np.mean(folds_v, 0), -1, 1), atol=1e-6)
     with pytest.raises(ValueError, match="other test frames"):
         merge_fold_predictions([rows[0], rows[2][:-1]])
+
+
+def test_fold_predictions_merge_categorical_by_mean_probabilities():
+    import numpy as np
+
+    from raybench.sweep import merge_fold_predictions
+
+    def fold(pa, pb):
+        return [{"clip_id": c, "label": y, "pred": int(np.argmax(p)), "p_calm": p[0], "p_angry": p[1]}
+                for c, y, p in (("a", 0, pa), ("b", 1, pb))]
+
+    folds = [fold([0.6, 0.4], [0.7, 0.3]), fold([0.2, 0.8], [0.1, 0.9]), fold([0.9, 0.1], [0.3, 0.7])]
+    metrics, rows = merge_fold_predictions(folds[::-1])  # "how" does not apply to categorical scores
+    assert metrics["acc"] == 1.0 and metrics["uar"] == 1.0  # two of the three folds alone get a clip wrong
+    by = {r["clip_id"]: r for r in rows}
+    assert by["a"]["p_calm"] == pytest.approx(np.mean([0.6, 0.2, 0.9])) and by["a"]["pred"] == 0
+    assert by["b"]["p_angry"] == pytest.approx(np.mean([0.3, 0.9, 0.7])) and by["b"]["pred"] == 1
+    with pytest.raises(ValueError, match="other test clips"):
+        merge_fold_predictions([folds[0], folds[1][:1]])

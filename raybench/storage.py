@@ -20,14 +20,55 @@ def is_remote(path: str | Path | None) -> bool:
     return isinstance(path, str) and path.startswith(REMOTE_SCHEMES)
 
 
+GCS_QUERY_KEYS = ("anonymous", "scheme", "endpoint_override", "default_bucket_location", "retry_limit_seconds",
+                  "project_id")
+
+
 def split(uri: str | Path):
-    """``uri`` -> (pyarrow FileSystem, path inside it). Local paths get the local filesystem."""
+    """``uri`` -> (pyarrow FileSystem, path inside it). Local paths get the local filesystem.
+
+    A ``gs://`` URI may also say ``anonymous=true`` (no credentials: a public bucket or a local
+    emulator), which pyarrow's own URI parser does not take."""
     import pyarrow.fs as pafs
 
     s = str(uri)
+    if s.startswith(("gs://", "gcs://")) and "anonymous=" in s.partition("?")[2]:
+        return _gcs(s)
     if is_remote(s) or s.startswith("file://"):
         return pafs.FileSystem.from_uri(s)
     return pafs.LocalFileSystem(), str(Path(s).expanduser().resolve())
+
+
+def _gcs(uri: str):
+    import datetime
+    from urllib.parse import parse_qsl, urlsplit
+
+    import pyarrow.fs as pafs
+
+    u = urlsplit(uri)
+    q = dict(parse_qsl(u.query, keep_blank_values=True))
+    unknown = sorted(set(q) - set(GCS_QUERY_KEYS))
+    if unknown:
+        raise ValueError(f"{uri}: unknown option(s) {', '.join(unknown)} in a gs:// URI; known: {', '.join(GCS_QUERY_KEYS)}")
+    if q.get("anonymous", "").lower() not in ("true", "false", "1", "0"):
+        raise ValueError(f"{uri}: anonymous must be true or false, got {q.get('anonymous')!r}")
+    kw = {"anonymous": q["anonymous"].lower() in ("true", "1")}
+    for k in ("scheme", "endpoint_override", "default_bucket_location", "project_id"):
+        if q.get(k):
+            kw[k] = q[k]
+    if q.get("retry_limit_seconds"):
+        kw["retry_time_limit"] = datetime.timedelta(seconds=float(q["retry_limit_seconds"]))
+    return pafs.GcsFileSystem(**kw), f"{u.netloc}{u.path}".rstrip("/")
+
+
+def ray_storage(storage: str) -> tuple[str, object | None]:
+    """(storage_path, storage_filesystem) for Ray Tune/Train's RunConfig: a local path as it is; a
+    URI as a pyarrow filesystem and a path in it (so the options raybench reads from the URI, such
+    as ``anonymous=true``, reach Ray too)."""
+    if not is_remote(storage) and not str(storage).startswith("file://"):
+        return storage, None
+    fs, path = split(storage)
+    return path, fs
 
 
 def join(base: str | Path, *parts: str) -> str:

@@ -163,8 +163,11 @@ def run_trial(params: dict, base: dict, data: dict, train_sets: dict, mlinfo: di
     from raybench.train.loop import train_loop_per_worker
 
     ray.data.DataContext.get_current().enable_progress_bars = False
+    from raybench.storage import ray_storage
+
     cfg = resolve_trial_config(base, params)
     cfg["train"]["cpus_per_worker"] = cpw
+    storage_path, storage_fs = ray_storage(storage)
     d = data[data_key(trial_data_cfg(cfg))]
     ctx = tune.get_context()
     trial_id, trial_name = ctx.get_trial_id(), ctx.get_trial_name()
@@ -180,7 +183,8 @@ def run_trial(params: dict, base: dict, data: dict, train_sets: dict, mlinfo: di
         datasets={"train": train_sets[data_key(trial_data_cfg(cfg))]},
         dataset_config=DataConfig(datasets_to_split=["train"]),
         run_config=ray.train.RunConfig(
-            name=f"{mlinfo['sweep_id'] if mlinfo else 'sweep'}-{trial_id}", storage_path=storage,
+            name=f"{mlinfo['sweep_id'] if mlinfo else 'sweep'}-{trial_id}", storage_path=storage_path,
+            storage_filesystem=storage_fs,
             checkpoint_config=CheckpointConfig(num_to_keep=1), callbacks=[TuneReportCallback()]),
     )
     trainer.fit()
@@ -345,21 +349,24 @@ def run_sweep(cfg: dict, sweep_id: str | None = None, resume: bool = False) -> S
         tune.with_parameters(run_trial, base=cfg, data=summaries, train_sets=train_sets, mlinfo=mlinfo,
                              storage=storage, cpw=cpw),
         {"CPU": 0.01})
-    from raybench.storage import join
+    from raybench.storage import join, ray_storage
 
     exp_dir = join(storage, sweep_id)
-    if resume and tune.Tuner.can_restore(exp_dir):
+    storage_path, storage_fs = ray_storage(storage)
+    exp_path = f"{storage_path.rstrip('/')}/{sweep_id}"
+    if resume and tune.Tuner.can_restore(exp_path, storage_filesystem=storage_fs):
         # finished trials are kept; unfinished and errored ones go on from their last checkpoint
         print(f"[raybench] resuming sweep {sweep_id} from {exp_dir}", flush=True)
-        tuner = tune.Tuner.restore(exp_dir, trainable, resume_unfinished=True, restart_errored=True,
-                                   param_space=param_space(cfg))
+        tuner = tune.Tuner.restore(exp_path, trainable, resume_unfinished=True, restart_errored=True,
+                                   param_space=param_space(cfg), storage_filesystem=storage_fs)
     else:
         tuner = tune.Tuner(
             trainable,
             param_space=param_space(cfg),
             tune_config=tune.TuneConfig(metric=metric, mode=mode, scheduler=scheduler,
                                         num_samples=int(cfg["tune"]["num_samples"]), max_concurrent_trials=conc),
-            run_config=tune.RunConfig(name=sweep_id, storage_path=storage, verbose=1),
+            run_config=tune.RunConfig(name=sweep_id, storage_path=storage_path, storage_filesystem=storage_fs,
+                                      verbose=1),
         )
     save_sweep_state(storage, sweep_id, cfg)
     print(f"[raybench] to resume this sweep if it is interrupted:  python -m raybench.sweep --resume {sweep_id}"

@@ -121,3 +121,65 @@ def test_a_synthetic_set_with_a_bucket_root_is_generated_once_and_uploaded(s3):
     uploaded = [i.path for i in fs.get_file_info(sel) if i.type == pafs.FileType.File]
     assert sum(p.endswith(".mp4") for p in uploaded) == len(prep.clips) == 45
     assert prep.decoded == 45 and prep.root.startswith("s3://raybench/synth")
+
+
+@pytest.fixture(scope="module")
+def gcs(tmp_path_factory):
+    """A Google Cloud Storage endpoint (gcp-storage-emulator, a JSON-API server) with bucket
+    ``raybench``; raybench reaches it with ``anonymous=true`` in its gs:// URIs."""
+    import shutil
+
+    import pyarrow.fs as pafs
+
+    port = _free_port()
+    exe = shutil.which("gcp-storage-emulator") or pytest.fail("gcp-storage-emulator is not installed (dev extra)")
+    log = open(tmp_path_factory.mktemp("gcs") / "gcs.log", "w")
+    server = subprocess.Popen([exe, "start", "--host=127.0.0.1", f"--port={port}", "--in-memory",
+                               "--default-bucket=raybench"], stdout=log, stderr=subprocess.STDOUT,
+                              start_new_session=True)
+    try:
+        end = time.time() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/storage/v1/b", timeout=2)
+                break
+            except Exception:  # noqa: BLE001 - not up yet
+                assert time.time() < end, "GCS emulator did not start"
+                time.sleep(0.5)
+        fs = pafs.GcsFileSystem(anonymous=True, endpoint_override=f"127.0.0.1:{port}", scheme="http")
+        yield {"fs": fs, "q": f"?anonymous=true&endpoint_override=127.0.0.1:{port}&scheme=http"}
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+        log.close()
+
+
+@pytest.mark.timeout(900)
+def test_sweep_reads_data_and_writes_store_and_checkpoints_on_gcs(gcs, ray_session, tiny_ravdess, tmp_path):
+    import pyarrow.fs as pafs
+
+    from raybench.config import SWEEPS_DIR, load
+    from raybench.sweep import run_sweep
+
+    fs, q = gcs["fs"], gcs["q"]
+    pafs.copy_files(str(tiny_ravdess), "raybench/data/ravdess", source_filesystem=pafs.LocalFileSystem(),
+                    destination_filesystem=fs)
+    cfg = load(SWEEPS_DIR / "smoke.yaml", [
+        "data.dataset=ravdess", f"data.root=gs://raybench/data/ravdess{q}",
+        f"data.store_dir=gs://raybench/stores{q}", f"storage=gs://raybench/tune{q}",
+        "train.epochs=1", "tune.search_space={window.length: {grid: [4]}}"])
+    cfg["mlflow"]["tracking_uri"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    res = run_sweep(cfg)
+    assert res.failed == 0 and len(res.trials) == 1
+    prep = res.prepared["ravdess"]
+    assert prep["decoded"] == 45 and not prep["bad"]
+    assert prep["store_path"].startswith("gs://raybench/stores/ravdess-")
+
+    def files(prefix):
+        sel = pafs.FileSelector(prefix, recursive=True, allow_not_found=True)
+        return [i.path for i in fs.get_file_info(sel) if i.type == pafs.FileType.File]
+
+    assert any(p.endswith(".parquet") and "/parts/part-" in p for p in files("raybench/stores"))
+    assert any(p.endswith("raybench_sweep.json") for p in files(f"raybench/tune/{res.sweep_id}"))
+    assert any(p.endswith("/best.pt") for p in files("raybench/tune"))
+    assert set(res.best["ravdess"]["test"]) == {"test/acc", "test/uar", "test/f1"}

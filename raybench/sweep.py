@@ -150,6 +150,13 @@ def size_trials(cfg: dict) -> tuple[float, int]:
     return round(cpw, 3), conc
 
 
+def max_epochs(cfg: dict) -> int:
+    """The longest any trial may train (ASHA's last rung): ``train.epochs``, or more for a method
+    that ``per_method`` gives more epochs."""
+    return max([int(cfg["train"]["epochs"])] + [int(o["train"]["epochs"]) for o in (cfg.get("per_method") or {}).values()
+                                                if "epochs" in (o.get("train") or {})])
+
+
 def run_trial(params: dict, base: dict, data: dict, train_sets: dict, mlinfo: dict | None, storage: str,
               cpw: float) -> None:
     """Tune function trainable: build and fit one TorchTrainer for the sampled ``params``."""
@@ -342,7 +349,7 @@ def run_sweep(cfg: dict, sweep_id: str | None = None, resume: bool = False) -> S
     print(f"[raybench] sweep {sweep_id}: {cfg['train']['num_workers']} worker(s) x {cpw:g} CPU per trial, "
           f"{conc} trial(s) at a time; selecting on "
           f"{', '.join(sorted(set(metrics.values())))} ({mode})", flush=True)
-    scheduler = (ASHAScheduler(time_attr="training_iteration", max_t=int(cfg["train"]["epochs"]),
+    scheduler = (ASHAScheduler(time_attr="training_iteration", max_t=max_epochs(cfg),
                                grace_period=min(int(cfg["tune"]["grace_period"]), int(cfg["train"]["epochs"])))
                  if cfg["tune"]["scheduler"] == "asha" else FIFOScheduler())
     trainable = tune.with_resources(

@@ -121,3 +121,15 @@ def test_fold_predictions_merge_categorical_by_mean_probabilities():
     assert by["b"]["p_angry"] == pytest.approx(np.mean([0.3, 0.9, 0.7])) and by["b"]["pred"] == 1
     with pytest.raises(ValueError, match="other test clips"):
         merge_fold_predictions([folds[0], folds[1][:1]])
+
+
+def test_asha_last_rung_covers_the_longest_per_method_training(tmp_path):
+    from raybench.sweep import max_epochs
+
+    p = tmp_path / "s.yaml"
+    p.write_text("train: {epochs: 4}\nper_method: {zhang2021: {train: {epochs: 9}}, audio_only: {train: {lr: 0.1}}}\n"
+                 "tune: {scheduler: asha, search_space: {method.name: {grid: [audio_only, zhang2021]},"
+                 " data.dataset: {grid: [synthetic_ravdess, synthetic_affwild2]}}}\n")
+    assert max_epochs(load(p)) == 9
+    p.write_text("train: {epochs: 4}\n")
+    assert max_epochs(load(p)) == 4

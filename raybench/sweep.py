@@ -83,7 +83,7 @@ def training_sets(summaries: dict[str, dict]) -> dict[str, Any]:
     Ray's object store (every trial and epoch reuse them). Configurations that train on a subset of
     them (the folds of a cross-validation) get a lazy filter of that one copy, not a copy each.
     """
-    from raybench.data.store import ClipStore
+    from raybench.data.store import ClipStore, id_filter
 
     union: dict[str, set[str]] = {}
     for s in summaries.values():
@@ -93,8 +93,7 @@ def training_sets(summaries: dict[str, dict]) -> dict[str, Any]:
     for k, s in summaries.items():
         keep = set(s["ids"]["train"])
         ds = base[s["store_path"]]
-        out[k] = ds if keep == union[s["store_path"]] else ds.filter(lambda r, keep=keep: r["clip_id"] in keep,
-                                                                      num_cpus=0.25)
+        out[k] = ds if keep == union[s["store_path"]] else ds.filter(expr=id_filter(keep), num_cpus=0.25)
     return out
 
 

@@ -232,8 +232,7 @@ class ClipStore:
         ds = ray.data.read_parquet(self.part_files(), filesystem=self.fs, num_cpus=num_cpus)
         if ids is None:
             return ds
-        keep = set(ids)
-        return ds.filter(lambda r: r["clip_id"] in keep, num_cpus=num_cpus)
+        return ds.filter(expr=id_filter(ids), num_cpus=num_cpus)
 
     def audio_stats(self, ids: list[str] | set[str]) -> tuple[np.ndarray, np.ndarray]:
         """Per-feature mean and std of the audio features over ``ids`` (the training clips)."""
@@ -368,6 +367,14 @@ def prepare(data_cfg: dict[str, Any], batch_size: int = 8, progress: bool = True
     return Prepared(store=store, clips=usable, dataset=ds_name, task=task,
                     class_names=class_names, root=root_uri or str(root), decoded=decoded, bad=bad_here,
                     warnings=warnings)
+
+
+def id_filter(ids):
+    """A Ray Data expression keeping the rows whose clip_id is in ``ids`` (evaluated on whole Arrow
+    blocks, not row by row in Python)."""
+    from ray.data.expressions import col
+
+    return col("clip_id").is_in(sorted(ids))
 
 
 def decode_arrays(row: dict[str, Any]) -> dict[str, np.ndarray]:

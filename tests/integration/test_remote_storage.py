@@ -65,26 +65,26 @@ def s3(tmp_path_factory):
             ray.init(num_cpus=2, ignore_reinit_error=True)
 
 
-@pytest.mark.timeout(900)
-def test_sweep_reads_data_and_writes_store_and_checkpoints_on_s3(s3, tiny_ravdess, tmp_path):
+def _sweep_in_bucket(fs, scheme: str, q: str, tiny_ravdess, tmp_path):
+    """A smoke sweep whose dataset root, clip store and Tune storage are all in bucket ``raybench``
+    (``scheme``: s3 or gs); checks what lands in the bucket and returns the result and config."""
     import pyarrow.fs as pafs
 
     from raybench.config import SWEEPS_DIR, load
     from raybench.sweep import run_sweep
 
-    fs, q = s3["fs"], s3["q"]
     pafs.copy_files(str(tiny_ravdess), "raybench/data/ravdess", source_filesystem=pafs.LocalFileSystem(),
                     destination_filesystem=fs)
     cfg = load(SWEEPS_DIR / "smoke.yaml", [
-        "data.dataset=ravdess", f"data.root=s3://raybench/data/ravdess{q}",
-        f"data.store_dir=s3://raybench/stores{q}", f"storage=s3://raybench/tune{q}",
+        "data.dataset=ravdess", f"data.root={scheme}://raybench/data/ravdess{q}",
+        f"data.store_dir={scheme}://raybench/stores{q}", f"storage={scheme}://raybench/tune{q}",
         "train.epochs=1", "tune.search_space={window.length: {grid: [4]}}"])
     cfg["mlflow"]["tracking_uri"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
     res = run_sweep(cfg)
     assert res.failed == 0 and len(res.trials) == 1
     prep = res.prepared["ravdess"]
     assert prep["decoded"] == 45 and not prep["bad"]
-    assert prep["store_path"].startswith("s3://raybench/stores/ravdess-")
+    assert prep["store_path"].startswith(f"{scheme}://raybench/stores/ravdess-")
 
     def files(prefix):
         sel = pafs.FileSelector(prefix, recursive=True, allow_not_found=True)
@@ -93,16 +93,22 @@ def test_sweep_reads_data_and_writes_store_and_checkpoints_on_s3(s3, tiny_ravdes
     store_files = files("raybench/stores")
     assert any(p.endswith(".parquet") and "/parts/part-" in p for p in store_files)
     assert any(p.endswith("/_COMPLETE.json") for p in store_files)
-    tune_files = files(f"raybench/tune/{res.sweep_id}")
-    assert any(p.endswith("raybench_sweep.json") for p in tune_files)
+    assert any(p.endswith("raybench_sweep.json") for p in files(f"raybench/tune/{res.sweep_id}"))
     assert any(p.endswith("/best.pt") for p in files("raybench/tune"))
     # the best trial was tested from its checkpoint in the bucket
     assert set(res.best["ravdess"]["test"]) == {"test/acc", "test/uar", "test/f1"}
+    return res, cfg
 
+
+@pytest.mark.timeout(900)
+def test_sweep_reads_data_and_writes_store_and_checkpoints_on_s3(s3, tiny_ravdess, tmp_path):
+    from raybench.sweep import run_sweep
+
+    res, cfg = _sweep_in_bucket(s3["fs"], "s3", s3["q"], tiny_ravdess, tmp_path)
     # a second sweep over the same bucket reuses the store: nothing is decoded again
     res2 = run_sweep(cfg)
     assert res2.prepared["ravdess"]["decoded"] == 0
-    assert res2.prepared["ravdess"]["store_path"] == prep["store_path"]
+    assert res2.prepared["ravdess"]["store_path"] == res.prepared["ravdess"]["store_path"]
 
 
 @pytest.mark.timeout(600)
@@ -156,30 +162,4 @@ def gcs(tmp_path_factory):
 
 @pytest.mark.timeout(900)
 def test_sweep_reads_data_and_writes_store_and_checkpoints_on_gcs(gcs, ray_session, tiny_ravdess, tmp_path):
-    import pyarrow.fs as pafs
-
-    from raybench.config import SWEEPS_DIR, load
-    from raybench.sweep import run_sweep
-
-    fs, q = gcs["fs"], gcs["q"]
-    pafs.copy_files(str(tiny_ravdess), "raybench/data/ravdess", source_filesystem=pafs.LocalFileSystem(),
-                    destination_filesystem=fs)
-    cfg = load(SWEEPS_DIR / "smoke.yaml", [
-        "data.dataset=ravdess", f"data.root=gs://raybench/data/ravdess{q}",
-        f"data.store_dir=gs://raybench/stores{q}", f"storage=gs://raybench/tune{q}",
-        "train.epochs=1", "tune.search_space={window.length: {grid: [4]}}"])
-    cfg["mlflow"]["tracking_uri"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    res = run_sweep(cfg)
-    assert res.failed == 0 and len(res.trials) == 1
-    prep = res.prepared["ravdess"]
-    assert prep["decoded"] == 45 and not prep["bad"]
-    assert prep["store_path"].startswith("gs://raybench/stores/ravdess-")
-
-    def files(prefix):
-        sel = pafs.FileSelector(prefix, recursive=True, allow_not_found=True)
-        return [i.path for i in fs.get_file_info(sel) if i.type == pafs.FileType.File]
-
-    assert any(p.endswith(".parquet") and "/parts/part-" in p for p in files("raybench/stores"))
-    assert any(p.endswith("raybench_sweep.json") for p in files(f"raybench/tune/{res.sweep_id}"))
-    assert any(p.endswith("/best.pt") for p in files("raybench/tune"))
-    assert set(res.best["ravdess"]["test"]) == {"test/acc", "test/uar", "test/f1"}
+    _sweep_in_bucket(gcs["fs"], "gs", gcs["q"], tiny_ravdess, tmp_path)

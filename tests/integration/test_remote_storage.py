@@ -3,6 +3,7 @@ reached through pyarrow's S3 filesystem exactly as a bucket would be."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -12,6 +13,28 @@ import time
 import urllib.request
 
 import pytest
+
+
+@contextlib.contextmanager
+def _local_server(cmd: list[str], log_path, url: str, what: str):
+    """Start ``cmd`` (a storage server on loopback, in its own process group), wait until ``url``
+    answers, and stop it afterwards."""
+    log = open(log_path, "w")
+    server = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        end = time.time() + 60
+        while True:
+            try:
+                urllib.request.urlopen(url, timeout=2)
+                break
+            except Exception:  # noqa: BLE001 - not up yet
+                assert time.time() < end, f"{what} did not start (see {log_path})"
+                time.sleep(0.5)
+        yield
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+        log.close()
 
 
 def _free_port() -> int:
@@ -28,9 +51,6 @@ def s3(tmp_path_factory):
     import ray
 
     port = _free_port()
-    log = open(tmp_path_factory.mktemp("s3") / "moto.log", "w")
-    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                              stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     creds = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
              "AWS_EC2_METADATA_DISABLED": "true"}
     old = {k: os.environ.get(k) for k in creds}
@@ -38,24 +58,17 @@ def s3(tmp_path_factory):
     had_ray = ray.is_initialized()
     ray.shutdown()
     try:
-        end = time.time() + 60
-        while True:
+        with _local_server([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                           tmp_path_factory.mktemp("s3") / "moto.log", f"http://127.0.0.1:{port}/", "moto server"):
+            fs = pafs.S3FileSystem(endpoint_override=f"127.0.0.1:{port}", scheme="http", region="us-east-1",
+                                   access_key="testing", secret_key="testing", allow_bucket_creation=True)
+            fs.create_dir("raybench")
+            ray.init(num_cpus=2)
             try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2)
-                break
-            except Exception:  # noqa: BLE001 - not up yet
-                assert time.time() < end, "moto server did not start"
-                time.sleep(0.5)
-        fs = pafs.S3FileSystem(endpoint_override=f"127.0.0.1:{port}", scheme="http", region="us-east-1",
-                               access_key="testing", secret_key="testing", allow_bucket_creation=True)
-        fs.create_dir("raybench")
-        ray.init(num_cpus=2)
-        yield {"fs": fs, "q": f"?endpoint_override=127.0.0.1:{port}&scheme=http&region=us-east-1"}
+                yield {"fs": fs, "q": f"?endpoint_override=127.0.0.1:{port}&scheme=http&region=us-east-1"}
+            finally:
+                ray.shutdown()
     finally:
-        ray.shutdown()
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
-        log.close()
         for k, v in old.items():
             if v is None:
                 os.environ.pop(k, None)
@@ -139,25 +152,11 @@ def gcs(tmp_path_factory):
 
     port = _free_port()
     exe = shutil.which("gcp-storage-emulator") or pytest.fail("gcp-storage-emulator is not installed (dev extra)")
-    log = open(tmp_path_factory.mktemp("gcs") / "gcs.log", "w")
-    server = subprocess.Popen([exe, "start", "--host=127.0.0.1", f"--port={port}", "--in-memory",
-                               "--default-bucket=raybench"], stdout=log, stderr=subprocess.STDOUT,
-                              start_new_session=True)
-    try:
-        end = time.time() + 60
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/storage/v1/b", timeout=2)
-                break
-            except Exception:  # noqa: BLE001 - not up yet
-                assert time.time() < end, "GCS emulator did not start"
-                time.sleep(0.5)
+    with _local_server([exe, "start", "--host=127.0.0.1", f"--port={port}", "--in-memory", "--default-bucket=raybench"],
+                       tmp_path_factory.mktemp("gcs") / "gcs.log", f"http://127.0.0.1:{port}/storage/v1/b",
+                       "GCS emulator"):
         fs = pafs.GcsFileSystem(anonymous=True, endpoint_override=f"127.0.0.1:{port}", scheme="http")
         yield {"fs": fs, "q": f"?anonymous=true&endpoint_override=127.0.0.1:{port}&scheme=http"}
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
-        log.close()
 
 
 @pytest.mark.timeout(900)

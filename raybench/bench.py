@@ -18,12 +18,16 @@ import argparse
 import contextlib
 import os
 import time
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 
 def random_batch(task: str, batch: int, window: int, size: int, n_mels: int, steps_per_frame: int,
                  flow: bool, n_classes: int, device: torch.device) -> dict[str, torch.Tensor]:
+    import torch
+
     b = {
         "video": torch.rand(batch, window, 3, size, size, device=device) * 2 - 1,
         "audio": torch.randn(batch, window * steps_per_frame, n_mels, device=device),
@@ -39,6 +43,8 @@ def random_batch(task: str, batch: int, window: int, size: int, n_mels: int, ste
 
 
 def bench_one(name: str, task: str, args, overrides: dict, device: torch.device) -> dict:
+    import torch
+
     from raybench.methods import METHODS, create_method
 
     cls = METHODS.get(name)
@@ -83,8 +89,6 @@ def bench_one(name: str, task: str, args, overrides: dict, device: torch.device)
 
 
 def main(argv: list[str] | None = None) -> int:
-    from raybench.methods import METHODS
-
     p = argparse.ArgumentParser(prog="python -m raybench.bench", description=__doc__.split("\n\n")[0])
     p.add_argument("overrides", nargs="*", help="method keys, key=value (each method takes the keys it has)")
     p.add_argument("--methods", nargs="*", default=None, help="default: every registered method")
@@ -99,6 +103,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-amp", dest="amp", action="store_false")
     p.add_argument("--ddp", action="store_true", help="wrap in DistributedDataParallel (world size 1)")
     args = p.parse_args(argv)
+    from raybench.envcheck import require
+
+    require()  # a broken torch/torchaudio/... install: one message and exit 2, before any work
+    import torch
+
+    from raybench.methods import METHODS
+
     overrides = {}
     for o in args.overrides:
         k, _, v = o.partition("=")

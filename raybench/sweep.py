@@ -312,18 +312,21 @@ def run_sweep(cfg: dict, sweep_id: str | None = None, resume: bool = False) -> S
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     from raybench import tracking
-    from raybench.data.store import prepare
+    from raybench.data.store import build, plan
     from raybench.train.loop import default_metric
 
     t_start = time.time()
+    # 1. PREPARE: every dataset x preprocessing configuration the sweep can reach, once. The file
+    # listings first (a missing root, a wrong layout, too few subjects fail here, before Ray starts),
+    # then the decoding, on Ray Data
+    cfg = dict(cfg, _base_dataset=cfg["data"]["dataset"])
+    plans = {data_key(dcfg): plan(dcfg) for dcfg in data_variants(cfg)}
     if not ray.is_initialized():
         ray.init(ignore_reinit_error=True)
-    # 1. PREPARE: every dataset x preprocessing configuration the sweep can reach, once
-    cfg = dict(cfg, _base_dataset=cfg["data"]["dataset"])
     summaries: dict[str, dict] = {}
-    for dcfg in data_variants(cfg):
-        t0 = time.time()
-        s = summaries[data_key(dcfg)] = data_summary(prepare(dcfg))
+    for key, p in plans.items():
+        t0, dcfg = time.time(), p.data_cfg
+        s = summaries[key] = data_summary(build(p))
         print(f"[raybench] prepared {dcfg['dataset']}: {sum(len(v) for v in s['ids'].values())} clips "
               f"(train/val/test {', '.join(str(len(v)) for v in s['ids'].values())}), decoded {s['decoded']}, "
               f"skipped {len(s['bad'])}, {time.time() - t0:.0f} s", flush=True)
@@ -559,6 +562,9 @@ def parse_args(argv: list[str]) -> tuple[str | None, list[str], argparse.Namespa
 
 def main(argv: list[str] | None = None) -> int:
     path, overrides, args = parse_args(sys.argv[1:] if argv is None else argv)
+    from raybench.envcheck import require
+
+    require()  # a broken torch/torchaudio/decord/... install: one message and exit 2, before Ray starts
     try:
         if args.resume:
             from raybench import tracking

@@ -8,6 +8,15 @@ from pathlib import Path
 import pytest
 
 
+def pytest_configure(config):
+    # torch's default intra-op threads (one per core) thrash on a 2-core machine when anything else
+    # runs: the unit suite took 27 s idle and 284-327 s busy, mostly in the overfit tests. One thread
+    # per test process keeps it steady (Ray's workers set their own thread counts).
+    import torch
+
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(scope="session")
 def session_tmp(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("raybench")

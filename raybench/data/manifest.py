@@ -73,7 +73,10 @@ def assign_folds(clips: list[Clip], k: int, seed: int) -> dict[str, int]:
         return given
     free = sorted({c.subject for c in clips if c.split is None})
     if len(free) < k:
-        raise ValueError(f"{k} folds need at least {k} subjects, found {len(free)}")
+        raise ValueError(f"data.split.folds={k} needs at least {k} subjects, found {len(free)}: set data.split.folds "
+                         f"to at most {len(free)}" if len(free) >= 2 else
+                         f"data.split.folds={k} needs at least {k} subjects, found {len(free)}: k-fold needs 2 or "
+                         "more subjects (set data.split.folds=null)")
     rng = np.random.default_rng(seed)
     order = [free[i] for i in rng.permutation(len(free))]
     folds = {s: i % k for i, s in enumerate(order)}
@@ -118,7 +121,8 @@ def assign_chunks(clips: list[Clip], k: int, f: int, test_fraction: float, seed:
     n_chunks = k - 1 if official_val else k
     if len(order) < n_chunks:
         raise ValueError(f"data.split.protocol=chunks with {k} folds needs at least {n_chunks} training subjects "
-                         f"besides the test split, found {len(order)}")
+                         f"besides the test split, found {len(order)}: lower data.split.folds (or "
+                         "data.split.test_fraction)")
     parts: list[set[str]] = [set(ch) for ch in np.array_split(np.array(order, dtype=object), n_chunks)]
     part_of = {s: j for j, ch in enumerate(parts) for s in ch}
     n = len(parts) + (1 if official_val else 0)

@@ -71,6 +71,7 @@ def decode_row(row: dict[str, Any], data_cfg: dict[str, Any]) -> tuple[dict[str,
     """Decode + featurise one manifest row -> (store row, bad reason, warning)."""
     from raybench.data.annotations import read_annotation
     from raybench.data.decode import DecodeError, decode_clip
+    from raybench.envcheck import is_environment_error
     from raybench.data.features import audio_features, optical_flow, resample_labels
 
     def local(path: str) -> str:  # a file of a remote root: fetched to this node when needed
@@ -86,6 +87,8 @@ def decode_row(row: dict[str, Any], data_cfg: dict[str, Any]) -> tuple[dict[str,
     except DecodeError as e:
         return None, str(e), None
     except Exception as e:  # anything unexpected in one file must not kill the whole stage
+        if is_environment_error(e):  # ... unless it is not about the file: it would fail on every clip
+            raise
         return None, f"{type(e).__name__}: {e}", None
     T = len(d.frames)
     feats = audio_features(d.audio, T, int(data_cfg["sample_rate"]), data_cfg["audio"])  # (T*k, F)
@@ -148,13 +151,26 @@ def _prepare_batch(batch: dict[str, np.ndarray], store_path: str, data_cfg: dict
 
     store = ClipStore(store_path)
     rows = [json.loads(r) for r in batch["row"]]
-    good, status = [], {"clip_id": [], "ok": [], "reason": [], "warning": []}
+    good, status = [], {"clip_id": [], "ok": [], "reason": [], "warning": [], "fatal": []}
     for row in rows:
-        out, reason, warning = decode_row(row, data_cfg)
+        try:
+            out, reason, warning = decode_row(row, data_cfg)
+        except Exception as e:
+            # not a problem of this clip (those come back as a reason): a library that does not load on
+            # this worker, or a bug, would fail every clip. It goes back as a status row (not raised: Ray
+            # would bury it in a traceback and drop its type), and the driver stops the stage on it.
+            cause = " ".join(f"{type(e).__name__}: {e}".split())
+            status["clip_id"].append(row["clip_id"])
+            status["ok"].append(False)
+            status["reason"].append("")
+            status["warning"].append("")
+            status["fatal"].append(f"clip {row['clip_id']} ({row['video_path']}): {cause}")
+            break
         status["clip_id"].append(row["clip_id"])
         status["ok"].append(out is not None)
         status["reason"].append(reason or "")
         status["warning"].append(warning or "")
+        status["fatal"].append("")
         if out is None:
             store.write_text(f"bad/{row['clip_id']}.json",
                              json.dumps({"clip_id": row["clip_id"], "video_path": row["video_path"], "reason": reason}))
@@ -268,10 +284,29 @@ def store_root(data_cfg: dict[str, Any]) -> str | Path:
     return d if is_remote(d) else Path(d or cache_home() / "stores").expanduser()
 
 
-def prepare(data_cfg: dict[str, Any], batch_size: int = 8, progress: bool = True) -> Prepared:
-    """PREPARE stage: manifest -> Ray Data (decode, features) -> Parquet clip store."""
-    import ray
+@dataclass
+class Plan:
+    """What the prepare stage will do, worked out from the file listing alone (no Ray, no decoding)."""
 
+    dataset: Any  # the adapter (raybench.data.datasets.base.Dataset)
+    data_cfg: dict[str, Any]
+    root: Path  # local root (a mirror of a remote one)
+    root_uri: str | None
+    clips: list[Clip]  # every clip of the manifest, with splits
+    fingerprint: str
+    store: ClipStore
+
+    @property
+    def name(self) -> str:
+        return self.data_cfg["dataset"]
+
+
+def plan(data_cfg: dict[str, Any]) -> Plan:
+    """The part of the prepare stage that needs only the file listing: the dataset root (generated
+    when synthetic, mirrored when remote), the manifest, splits and folds, the store's fingerprint.
+
+    Every error it raises (a missing root, a layout that does not match, fewer subjects than
+    folds) comes before Ray starts: the sweep plans every dataset first."""
     from raybench.data.datasets import get_dataset
 
     ds_name = data_cfg["dataset"]
@@ -305,9 +340,22 @@ def prepare(data_cfg: dict[str, Any], batch_size: int = 8, progress: bool = True
     if len(set(ids)) != len(ids):
         dup = sorted({i for i in ids if ids.count(i) > 1})[:5]
         raise PrepareError(f"{ds_name}: clip ids are not unique under {root}: {dup}")
-
+    for split in ("train", "val"):
+        if not any(c.split == split for c in clips):
+            raise PrepareError(f"{ds_name}: no clip in the {split!r} split (of {len(clips)} clips under {root}); "
+                               "check data.split and data.max_clips")
     fp = fingerprint(ds_name, root_uri or root, data_cfg)
     store = ClipStore(storage.join(store_root(data_cfg), f"{ds_name}-{fp}"))
+    return Plan(dataset=dataset, data_cfg=data_cfg, root=root, root_uri=root_uri, clips=clips, fingerprint=fp,
+                store=store)
+
+
+def build(p: Plan, batch_size: int = 8, progress: bool = True) -> Prepared:
+    """The decoding part of the prepare stage: Ray Data decodes the clips the store lacks."""
+    import ray
+
+    ds_name, data_cfg, clips, store = p.name, p.data_cfg, p.clips, p.store
+    ids = [c.clip_id for c in clips]
     done, bad = store.done_ids(), store.bad()
     pending = [c for c in clips if c.clip_id not in done and c.clip_id not in bad]
     warnings: list[str] = []
@@ -323,6 +371,13 @@ def prepare(data_cfg: dict[str, Any], batch_size: int = 8, progress: bool = True
                               fn_kwargs={"store_path": str(store.path), "data_cfg": data_cfg})
         n_done, next_report = 0, 0.1
         for status in out.iter_batches(batch_size=None, batch_format="numpy"):
+            fatal = [f for f in status["fatal"] if f]
+            if fatal:
+                raise PrepareError(
+                    f"{ds_name}: the prepare stage stopped: {fatal[0]}\n"
+                    "  This is not a problem of that one clip: the same error would stop every clip (a library "
+                    "that does not load on a worker, or a bug), so no clip was marked bad for it. Clips decoded "
+                    f"before it are kept in {store.path}; fix the cause and rerun to go on from there.")
             n_done += len(status["clip_id"])
             decoded += int(np.sum(status["ok"]))
             warnings += [w for w in status["warning"] if w]
@@ -350,11 +405,12 @@ def prepare(data_cfg: dict[str, Any], batch_size: int = 8, progress: bool = True
     for split in ("train", "val"):
         if not any(c.split == split for c in usable):
             raise PrepareError(f"{ds_name}: no usable clip in the {split!r} split (of {len(usable)} clips)")
+    dataset = p.dataset
     task, class_names = dataset.task_for(data_cfg), list(dataset.class_names_for(data_cfg, clips))
+    root = p.root_uri or str(p.root)
     info = {
-        "dataset": ds_name, "task": task, "class_names": class_names,
-        "root": root_uri or str(root),
-        "fingerprint": fp, "settings": {k: data_cfg.get(k) for k in PREPROCESSING_KEYS},
+        "dataset": ds_name, "task": task, "class_names": class_names, "root": root,
+        "fingerprint": p.fingerprint, "settings": {k: data_cfg.get(k) for k in PREPROCESSING_KEYS},
         "clips": len(store.done_ids()), "bad": len(store.bad()),
     }
     store.write_text("_COMPLETE.json", json.dumps(info, indent=1, default=str))
@@ -365,8 +421,12 @@ def prepare(data_cfg: dict[str, Any], batch_size: int = 8, progress: bool = True
         store.write_text(f"folds/k{sp.get('folds')}{chunks}-seed{sp.get('seed', 0)}.json",
                          json.dumps(folds, indent=1, sort_keys=True))
     return Prepared(store=store, clips=usable, dataset=ds_name, task=task,
-                    class_names=class_names, root=root_uri or str(root), decoded=decoded, bad=bad_here,
-                    warnings=warnings)
+                    class_names=class_names, root=root, decoded=decoded, bad=bad_here, warnings=warnings)
+
+
+def prepare(data_cfg: dict[str, Any], batch_size: int = 8, progress: bool = True) -> Prepared:
+    """PREPARE stage: manifest -> Ray Data (decode, features) -> Parquet clip store."""
+    return build(plan(data_cfg), batch_size=batch_size, progress=progress)
 
 
 def id_filter(ids):

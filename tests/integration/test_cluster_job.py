@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.cluster  # leave out with -m "not cloud and not cluster"
+
 REPO = Path(__file__).resolve().parents[2]
 TINY = ["data.synth.actors=4", "data.synth.seconds=1.0", "data.fps=8"]
 

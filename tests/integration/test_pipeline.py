@@ -280,3 +280,23 @@ def test_plateau_schedule_lowers_the_lr_and_early_stop_ends_the_trial(smoke, tmp
     (child,) = client.search_runs([res.experiment_id], f"tags.mlflow.parentRunId = '{res.parent_run_id}'")
     lrs = [m.value for m in sorted(client.get_metric_history(child.info.run_id, "train/lr"), key=lambda m: m.step)]
     assert lrs == pytest.approx([1e-7, 1e-8, 1e-9])
+
+
+def test_an_error_that_is_not_a_clip_problem_stops_prepare_with_the_cause_and_first_clip(ray_session, tiny_ravdess,
+                                                                                         tmp_path):
+    """An error raised for every clip (here an unknown audio feature kind reaching the workers; a library
+    that does not load on a worker behaves the same) stops the stage with one raybench message, marks no
+    clip bad, and a fixed rerun goes on."""
+    data = dict(load(SWEEPS_DIR / "smoke.yaml")["data"], dataset="ravdess", root=str(tiny_ravdess),
+                store_dir=str(tmp_path / "stores"))
+    broken = dict(data, audio=dict(data["audio"], features="mfcc"))
+    with pytest.raises(PrepareError) as e:
+        prepare(broken)
+    msg = str(e.value)
+    assert msg.startswith("ravdess: the prepare stage stopped: clip ")
+    assert "ValueError: data.audio.features must be 'logmel' or 'spectrogram', got 'mfcc'" in msg
+    clip = msg.split("clip ", 1)[1].split(" ", 1)[0]
+    assert (tiny_ravdess / f"Actor_{clip.split('-')[-1]}" / f"{clip}.mp4").exists()  # a real clip, and its file
+    assert f"({tiny_ravdess}" in msg and "Traceback" not in msg and "UserCodeException" not in msg
+    assert not list(tmp_path.rglob("bad/*.json"))  # no clip blamed for it
+    assert prepare(dict(broken, audio=data["audio"])).decoded == 45

@@ -14,6 +14,8 @@ import urllib.request
 
 import pytest
 
+pytestmark = pytest.mark.cloud  # leave out with -m "not cloud and not cluster"
+
 
 @contextlib.contextmanager
 def _local_server(cmd: list[str], log_path, url: str, what: str):

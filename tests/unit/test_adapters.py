@@ -139,7 +139,7 @@ def test_kfold_keeps_an_official_test_split_and_rotates_validation():
 def test_kfold_needs_enough_subjects():
     from raybench.data.manifest import split_clips
 
-    with pytest.raises(ValueError, match="3 folds need at least 3 subjects"):
+    with pytest.raises(ValueError, match="data.split.folds=3 needs at least 3 subjects"):
         split_clips([Clip("a", "v", subject="s0"), Clip("b", "v", subject="s1")], _folds_cfg(3, 0))
 
 

@@ -1,0 +1,76 @@
+"""Errors that need only the file listing come before Ray starts: a missing data.root, a layout that
+does not match, fewer subjects than data.split.folds."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from raybench.config import SWEEPS_DIR, load
+from raybench.data.datasets import LayoutError
+from raybench.data.store import PrepareError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def no_ray(monkeypatch):
+    """Fail the test if the sweep starts Ray (or reaches the decoding stage)."""
+    import ray
+
+    import raybench.data.store as store
+
+    def started(*a, **k):
+        raise AssertionError("Ray was started before the error")
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", started)
+    monkeypatch.setattr(store, "build", started)
+
+
+def _cfg(tmp_path, *overrides):
+    return load(SWEEPS_DIR / "smoke.yaml", [f"data.store_dir={tmp_path / 'stores'}", *overrides])
+
+
+def test_a_missing_root_fails_before_ray_starts(no_ray, tmp_path):
+    from raybench.sweep import run_sweep
+
+    missing = tmp_path / "nowhere"
+    with pytest.raises(LayoutError, match="data.root") as e:
+        run_sweep(_cfg(tmp_path, "data.dataset=ravdess", f"data.root={missing}"))
+    assert str(missing) in str(e.value) and "Actor_" in str(e.value)  # names the root and the expected layout
+
+
+def test_a_layout_that_does_not_match_fails_before_ray_starts(no_ray, tmp_path):
+    from raybench.sweep import run_sweep
+
+    root = tmp_path / "not_ravdess"
+    (root / "videos").mkdir(parents=True)
+    (root / "videos" / "a.mp4").write_bytes(b"")
+    with pytest.raises(LayoutError) as e:
+        run_sweep(_cfg(tmp_path, "data.dataset=ravdess", f"data.root={root}"))
+    assert str(root) in str(e.value) and "videos/a.mp4" in str(e.value) and "Actor_" in str(e.value)
+
+
+def test_fewer_subjects_than_folds_fails_before_ray_starts_and_names_the_key(no_ray, tiny_ravdess, tmp_path):
+    from raybench.sweep import run_sweep
+
+    with pytest.raises(PrepareError) as e:  # tiny_ravdess has 3 actors
+        run_sweep(_cfg(tmp_path, "data.dataset=ravdess", f"data.root={tiny_ravdess}", "data.split.folds=5",
+                       "data.fold=0"))
+    assert "data.split.folds=5" in str(e.value) and "found 3" in str(e.value) and "at most 3" in str(e.value)
+
+
+def test_the_command_line_reports_a_missing_root_without_starting_ray(tmp_path):
+    env = dict(os.environ, RAYBENCH_CACHE=str(tmp_path / "cache"), RAYBENCH_RESULTS=str(tmp_path / "results"))
+    r = subprocess.run([sys.executable, "-m", "raybench.sweep", "sweeps/smoke.yaml", "data.dataset=ravdess",
+                        f"data.root={tmp_path / 'nowhere'}"], cwd=REPO, env=env, capture_output=True, text=True,
+                       timeout=300)
+    out = r.stdout + r.stderr
+    assert r.returncode == 1, out
+    assert "raybench: data preparation failed" in r.stderr and str(tmp_path / "nowhere") in r.stderr
+    assert "Traceback" not in out and "Ray instance" not in out and not (tmp_path / "results").exists()

@@ -16,13 +16,13 @@ from dataclasses import dataclass
 from importlib import metadata
 
 FIX = ("reinstall raybench's pinned versions in a new virtualenv, as the README says: "
-       "python -m venv .venv && . .venv/bin/activate && pip install -e \".[dev]\"")
+       "python -m venv .venv && . .venv/bin/activate && pip install -e \".[dev]\" -c constraints.txt")
 
 # errors that mean "this process cannot run raybench's code at all", as opposed to a problem with one
 # input file: a compiled library that does not load, or a module that is not installed
 ENVIRONMENT_ERRORS = (ImportError,)
-LOADER_MESSAGES = ("undefined symbol", "cannot open shared object", "wrong ELF class", "version `GLIBC",
-                   "cannot load library", "image not found")
+LOADER_MESSAGES = ("undefined symbol", "Could not load this library", "cannot open shared object",
+                   "wrong ELF class", "version `GLIBC", "cannot load library", "image not found")
 
 
 def is_environment_error(e: BaseException) -> bool:

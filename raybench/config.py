@@ -16,99 +16,17 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from raybench import schema
 from raybench.registry import did_you_mean
+from raybench.schema import SweepConfig, type_name
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
 SWEEPS_DIR = PACKAGE_ROOT.parent / "sweeps"
 DEFAULT_SWEEP = SWEEPS_DIR / "default.yaml"
 
-# The full schema with its defaults. Every key a sweep file may set is here,
-# except the method-specific keys under `method:`, which each method declares
-# (see raybench/methods). A default of None means "any type, optional".
-DEFAULTS: dict[str, Any] = {
-    "name": "sweep",
-    "data": {
-        "dataset": "synthetic_ravdess",
-        "root": None,  # None: ~/.cache/raybench/data/<dataset> (generated if synthetic)
-        "store_dir": None,  # None: ~/.cache/raybench/stores
-        "fps": 10.0,
-        "image_size": 48,
-        "sample_rate": 16000,
-        "audio": {
-            "features": "logmel",  # logmel | spectrogram
-            "n_mels": 40,
-            "n_fft": 400,  # 25 ms at 16 kHz
-            "win_ms": 25.0,
-            "hop_ms": 10.0,
-            "frames_per_video_frame": 4,  # audio feature steps per video frame in the store
-        },
-        "flow": False,  # optical flow in the store (set automatically when a swept method needs it)
-        "flow_algorithm": "farneback",  # farneback | dis (OpenCV)
-        "max_bad_fraction": 0.05,
-        "max_clips": None,  # int: use only the first N clips of the manifest (quick runs)
-        # protocol (with folds): "subjects" (k-fold by subject, fold f tests) or "chunks" (Zhang et al.
-        # 2021: training subjects in k-1 chunks + the official validation set, rotated; fold f
-        # validates on one part, the test split is the same in every fold)
-        "split": {"seed": 0, "val_fraction": 0.2, "test_fraction": 0.2, "folds": None, "protocol": "subjects"},
-        # an annotation whose length does not match its video: "truncate" (keep the frames both
-        # cover, unannotated frames masked; a warning names the file and both lengths) or "skip"
-        # (the clip is skipped and listed with that reason)
-        "annotation_mismatch": "truncate",
-        "face": "none",  # none | center | detect (OpenCV's bundled cascade) | dataset (organisers' crops)
-        "csv": {"manifest": "manifest.csv", "task": "categorical", "classes": None},
-        "crema_d": {"audio": "video"},
-        "msp_improv": {"task": "categorical"},  # or continuous: clip-level valence/arousal ratings  # video: the .flv's own track; wav: AudioWAV/<clip>.wav
-        "fold": None,  # with data.split.folds = k: which fold is held out (0..k-1); sweep it for CV
-        "ravdess": {"channels": ["speech"], "video": "av", "audio": "video"},
-        "synth": {
-            "actors": 10,
-            "statements": 2,
-            "repetitions": 2,
-            "seconds": 2.0,
-            "fps": 15,
-            "size": 64,
-            "videos": 12,
-            "video_seconds": 20.0,
-            "seed": 0,
-        },
-    },
-    "method": {"name": "av_fusion"},
-    "window": {"length": 16, "hop": 8},
-    "train": {
-        "epochs": 10,
-        "batch_size": 32,
-        "lr": 1.0e-3,
-        "weight_decay": 0.0,
-        "num_workers": 2,
-        "use_gpu": False,
-        "cpus_per_worker": 1.0,
-        "gpus_per_worker": 1.0,  # with use_gpu: < 1 packs several single-worker trials on one GPU
-        "amp": True,  # mixed precision; only takes effect on GPU
-        "seed": 0,
-        "lr_schedule": "none",  # none | plateau (ReduceLROnPlateau on the validation metric)
-        "plateau_factor": 0.1,
-        "plateau_patience": 5,
-        "early_stop": None,  # stop a trial after this many epochs without a better validation score
-    },
-    "tune": {
-        "metric": None,  # None: val/uar (categorical) or val/ccc (continuous)
-        "mode": "max",
-        "scheduler": "fifo",  # fifo | asha
-        "grace_period": 2,
-        "num_samples": 1,
-        "max_concurrent_trials": None,  # None: derived from the cluster's resources
-        # continuous task, folds sharing one test split (data.split.protocol: chunks): how the best
-        # configuration's fold models' test predictions are merged: ccc_centering (Zhang et al.
-        # 2021) or mean
-        "fold_merge": "ccc_centering",
-        "search_space": {},
-    },
-    "mlflow": {"tracking_uri": None, "experiment": None},
-    "storage": None,  # None: ~/raybench_results
-    # settings for one method's trials only, e.g. {zhang2021: {train: {lr: 3.0e-4}}}: train.*,
-    # window.* and method.* keys; a value the search space samples for the same key wins
-    "per_method": {},
-}
+# Every key a sweep file may set, with its default: the schema's models (raybench/schema.py), except
+# the method-specific keys under `method:`, which each method declares (Method.Options).
+DEFAULTS: dict[str, Any] = SweepConfig().model_dump()
 PER_METHOD_SECTIONS = ("train", "window", "method")
 PER_METHOD_FIXED = ("num_workers", "cpus_per_worker", "gpus_per_worker", "use_gpu")  # sized once per sweep
 
@@ -135,45 +53,6 @@ class ConfigError(ValueError):
 
 def cache_home() -> Path:
     return Path(os.environ.get("RAYBENCH_CACHE", "~/.cache/raybench")).expanduser()
-
-
-def _type_name(v: Any) -> str:
-    return {bool: "bool", int: "int", float: "float", str: "str", list: "list", dict: "mapping"}.get(
-        type(v), type(v).__name__
-    )
-
-
-def _type_ok(default: Any, value: Any) -> bool:
-    if default is None or value is None:
-        return True
-    if isinstance(default, bool):
-        return isinstance(value, bool)
-    if isinstance(default, int):
-        return isinstance(value, int) and not isinstance(value, bool)
-    if isinstance(default, float):
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if isinstance(default, (list, tuple)):
-        return isinstance(value, (list, tuple))
-    if isinstance(default, dict):
-        return isinstance(value, dict)
-    return isinstance(value, type(default))
-
-
-def _check_against(schema: dict, value: dict, prefix: str, problems: list[str], open_keys=()) -> None:
-    for key, v in value.items():
-        path = f"{prefix}{key}"
-        if path in open_keys:
-            continue
-        if key not in schema:
-            problems.append(f"unknown key {path!r}{did_you_mean(key, list(schema))}")
-            continue
-        d = schema[key]
-        if isinstance(d, dict) and d and isinstance(v, dict):
-            _check_against(d, v, path + ".", problems, open_keys)
-        elif isinstance(d, dict) and d and v is not None:
-            problems.append(f"{path!r} must be a mapping, got {_type_name(v)} {v!r}")
-        elif not _type_ok(d, v):
-            problems.append(f"{path!r} must be {_type_name(d)}, got {_type_name(v)} {v!r}")
 
 
 def _to_container(cfg: Any) -> dict:
@@ -256,7 +135,7 @@ def set_dotted(cfg: dict, key: str, value: Any) -> None:
 
 def _check_search_space(space: Any, problems: list[str]) -> None:
     if not isinstance(space, dict):
-        problems.append(f"'tune.search_space' must be a mapping, got {_type_name(space)}")
+        problems.append(f"'tune.search_space' must be a mapping, got {type_name(space)}")
         return
     for key, spec in space.items():
         where = f"tune.search_space.{key}"
@@ -329,27 +208,29 @@ def _variants(cfg: dict) -> list[dict]:
 
 
 def validate(raw: dict, source: str | None = None) -> dict:
-    """Merge ``raw`` over the defaults and check it; return the resolved config dict.
+    """Merge ``raw`` over the defaults and check every value; return the resolved config dict.
 
-    Raises ConfigError listing every problem.
+    The sections are checked against their schema (raybench/schema.py), the method keys against
+    each swept method's ``Options``, the search space's values against the key they sweep. Raises
+    ConfigError listing every problem.
     """
     from raybench.data.datasets import DATASETS
     from raybench.methods import METHODS
 
     source = source or raw.get("_source", "config")
     raw = {k: v for k, v in raw.items() if k != "_source"}
-    problems: list[str] = []
-    method_keys = ("method",)
-    _check_against(DEFAULTS, raw, "", problems, open_keys=method_keys)
+    _, problems = schema.check(SweepConfig, raw)
     cfg = deep_merge(DEFAULTS, {k: v for k, v in raw.items() if k in DEFAULTS})
     if not isinstance(cfg.get("method"), dict):
-        problems.append(f"'method' must be a mapping with a 'name', got {cfg.get('method')!r}")
-        raise ConfigError(problems, source)
+        raise ConfigError(problems + [f"'method' must be a mapping with a 'name', got {cfg.get('method')!r}"], source)
+    for sec in ("data", "train", "window", "tune"):  # a section of the wrong type: nothing more to check
+        if not isinstance(cfg.get(sec), dict):
+            raise ConfigError(problems, source)
 
     _check_search_space(cfg["tune"]["search_space"], problems)
     space = cfg["tune"]["search_space"] if isinstance(cfg["tune"]["search_space"], dict) else {}
 
-    # names and method-specific keys, for every method/dataset the sweep can reach
+    # names, for every method/dataset the sweep can reach
     seen_pairs = set()
     for variant in _variants(cfg):
         mname, dname = variant["method"].get("name"), variant["data"].get("dataset")
@@ -380,24 +261,24 @@ def validate(raw: dict, source: str | None = None) -> dict:
                 )
 
     # method keys: each must belong to at least one method the sweep can run (a sweep over
-    # method.name drops a key for the methods that do not have it), with that method's type
-    swept = [METHODS.get_or_none(v["method"].get("name")) for v in _variants(cfg)]
-    swept = [m for m in swept if m is not None]
+    # method.name drops a key for the methods that do not have it), and be valid for every such method
+    swept = list({m.method_name: m for v in _variants(cfg)
+                  if (m := METHODS.get_or_none(v["method"].get("name"))) is not None}.values())
     method_key_union = {"name"} | {k for m in swept for k in m.defaults}
     if swept:
-        for k, v in cfg["method"].items():
-            if k == "name":
-                continue
-            owners = [m for m in swept if k in m.defaults]
-            if not owners:
+        for k in cfg["method"]:
+            if k != "name" and not any(k in m.defaults for m in swept):
                 names = sorted({m.method_name for m in swept})
                 known = sorted(method_key_union - {"name"})
                 problems.append(
                     f"unknown key 'method.{k}' for method {' / '.join(names)}{did_you_mean(k, known)}; "
                     f"known keys: {', '.join(known) or '(none)'}")
-            elif not any(_type_ok(m.defaults[k], v) for m in owners):
-                d = owners[0].defaults[k]
-                problems.append(f"'method.{k}' must be {_type_name(d)}, got {_type_name(v)} {v!r}")
+        by_problem: dict[str, list[str]] = {}  # one line for a problem several swept methods share
+        for m in swept:
+            mine = {k: v for k, v in cfg["method"].items() if k in m.defaults}
+            for p in schema.check(m.Options, mine, "method.", " (\0)")[1]:
+                by_problem.setdefault(p, []).append(m.method_name)
+        problems += [p.replace("\0", ", ".join(names)) for p, names in by_problem.items()]
     if pairs_swept(cfg) and not problems and not valid_pairs(cfg):
         problems.append("no method in 'tune.search_space.method.name' supports a dataset in "
                         "'tune.search_space.data.dataset' (their tasks differ)")
@@ -406,101 +287,56 @@ def validate(raw: dict, source: str | None = None) -> dict:
                 "grid", "choice"):
             problems.append(f"'tune.search_space.{key}': data settings are swept with grid or choice only "
                             "(each value prepares its own clip store)")
-    from raybench.nn.fusion import FUSIONS
-
-    fusions = [cfg["method"]["fusion"]] if "fusion" in cfg["method"] else []
-    if isinstance(space.get("method.fusion"), dict):
-        fusions += search_values(space["method.fusion"]) or []
-    for f in fusions:
-        if f not in FUSIONS:
-            problems.append(f"'method.fusion': {FUSIONS.unknown_message(f)}")
     if any(m.needs_flow for m in swept):
         cfg["data"]["flow"] = True  # the store keeps flow only when a method needs it
-    if cfg["data"]["flow_algorithm"] not in ("farneback", "dis"):
-        problems.append(f"'data.flow_algorithm' must be 'farneback' or 'dis', got {cfg['data']['flow_algorithm']!r}")
 
-    # search-space keys must name existing settings
-    for key in space:
+    # search-space keys must name existing settings, and each value must be valid for that setting
+    for key, spec in space.items():
+        if key in ("method.name", "data.dataset"):
+            continue  # names, checked above
         if key.startswith("method."):
             sub = key[len("method."):]
             if sub not in method_key_union:
                 problems.append(
                     f"'tune.search_space.{key}': no such method key{did_you_mean(sub, sorted(method_key_union))}"
                 )
+                continue
+            checks = [(m.Options, {sub: None}, f" ({m.method_name})") for m in swept if sub in m.defaults]
         elif not _has_key(DEFAULTS, key):
             leaf = key.rsplit(".", 1)[-1]
             parent = key.rsplit(".", 1)[0] if "." in key else ""
             siblings = list(get_dotted(DEFAULTS, parent, {}) or {}) if parent else list(DEFAULTS)
             problems.append(f"'tune.search_space.{key}': no such setting{did_you_mean(leaf, siblings)}")
-        elif isinstance(space[key], dict) and search_values(space[key]):
-            for v in search_values(space[key]):
-                d = get_dotted(DEFAULTS, key, None)
-                if not _type_ok(d, v):
-                    problems.append(
-                        f"'tune.search_space.{key}': value {v!r} must be {_type_name(d)}"
-                    )
+            continue
+        else:
+            checks = [(SweepConfig, None, "")]
+        for v in _space_values(spec):
+            for model, _, what in checks:
+                value: dict = {}
+                set_dotted(value, key[len("method."):] if model is not SweepConfig else key, v)
+                for prob in schema.check(model, value)[1]:
+                    detail = prob.split("' must ", 1)[1] if "' must " in prob else prob.split(": ", 1)[-1]
+                    verb = "must " if "' must " in prob else ": "
+                    problems.append(f"'tune.search_space.{key}'{what}: value {v!r} {verb}{detail}")
 
-    # value checks
-    t, w, d = cfg["train"], cfg["window"], cfg["data"]
-    for key, val, lo in (
-        ("window.length", w["length"], 1),
-        ("window.hop", w["hop"], 1),
-        ("train.epochs", t["epochs"], 1),
-        ("train.batch_size", t["batch_size"], 1),
-        ("train.num_workers", t["num_workers"], 1),
-        ("data.image_size", d["image_size"], 8),
-    ):
-        if isinstance(val, (int, float)) and val < lo:
-            problems.append(f"{key!r} must be >= {lo}, got {val!r}")
+    # checks across keys
+    t, d = cfg["train"], cfg["data"]
     gpw = t.get("gpus_per_worker")
-    if isinstance(gpw, (int, float)) and not (0 < gpw <= 1 or float(gpw).is_integer() and gpw >= 1):
+    if isinstance(gpw, (int, float)) and gpw > 0 and not (gpw <= 1 or float(gpw).is_integer()):
         problems.append(f"'train.gpus_per_worker' must be a fraction in (0, 1] or a whole number, got {gpw!r}")
     elif isinstance(gpw, (int, float)) and gpw < 1 and isinstance(t["num_workers"], int) and t["num_workers"] > 1 \
             and t["use_gpu"] is True:
         problems.append(f"'train.gpus_per_worker' {gpw!r} < 1 needs train.num_workers=1: NCCL cannot put two "
                         "ranks of one trial on the same GPU")
-    if isinstance(d["fps"], (int, float)) and d["fps"] <= 0:
-        problems.append(f"'data.fps' must be > 0, got {d['fps']!r}")
-    if d["audio"].get("features") not in ("logmel", "spectrogram"):
-        problems.append(
-            f"'data.audio.features' must be 'logmel' or 'spectrogram', got {d['audio'].get('features')!r}"
-        )
-    if cfg["tune"]["mode"] not in ("max", "min"):
-        problems.append(f"'tune.mode' must be 'max' or 'min', got {cfg['tune']['mode']!r}")
-    if cfg["tune"]["scheduler"] not in ("fifo", "asha"):
-        problems.append(
-            f"'tune.scheduler' must be 'fifo' or 'asha', got {cfg['tune']['scheduler']!r}"
-            f"{did_you_mean(str(cfg['tune']['scheduler']), ['fifo', 'asha'])}"
-        )
-    mbf = d["max_bad_fraction"]
-    if isinstance(mbf, (int, float)) and not 0 <= mbf <= 1:
-        problems.append(f"'data.max_bad_fraction' must be within [0, 1], got {mbf!r}")
-    for key, val, ok in (("data.annotation_mismatch", d.get("annotation_mismatch"), ("truncate", "skip")),
-                         ("data.csv.task", (d.get("csv") or {}).get("task"), ("categorical", "continuous")),
-                         ("data.crema_d.audio", (d.get("crema_d") or {}).get("audio"), ("video", "wav")),
-                         ("data.face", d.get("face"), ("none", "center", "detect", "dataset")),
-                         ("data.msp_improv.task", (d.get("msp_improv") or {}).get("task"), ("categorical", "continuous")),
-                         ("train.lr_schedule", t.get("lr_schedule"), ("none", "plateau")),
-                         ("data.split.protocol", (d.get("split") or {}).get("protocol"), ("subjects", "chunks")),
-                         ("tune.fold_merge", cfg["tune"].get("fold_merge"), ("ccc_centering", "mean")),
-                         ("data.ravdess.video", (d.get("ravdess") or {}).get("video"), ("av", "video_only")),
-                         ("data.ravdess.audio", (d.get("ravdess") or {}).get("audio"), ("video", "wav"))):
-        if val not in ok:
-            problems.append(f"'{key}' must be one of {', '.join(ok)}, got {val!r}{did_you_mean(str(val), list(ok))}")
-    rv = d.get("ravdess") or {}
+    rv = d.get("ravdess") if isinstance(d.get("ravdess"), dict) else {}
     if rv.get("video") == "video_only" and rv.get("audio") != "wav":
         problems.append("'data.ravdess.video' video_only files have no audio track: set data.ravdess.audio=wav "
                         "(the 03-..wav files of the Audio_*_Actors archives)")
-    es = t.get("early_stop")
-    if es is not None and (not isinstance(es, int) or isinstance(es, bool) or es < 1):
-        problems.append(f"'train.early_stop' must be a number of epochs >= 1 (or null), got {es!r}")
-    sp = d["split"]
+    sp = d["split"] if isinstance(d.get("split"), dict) else {}
     k, fold = sp.get("folds"), d.get("fold")
-    if k is not None and (not isinstance(k, int) or isinstance(k, bool) or k < 2):
-        problems.append(f"'data.split.folds' must be an integer >= 2 (or null), got {k!r}")
     if sp.get("protocol") == "chunks" and k is None:
         problems.append("'data.split.protocol' chunks needs 'data.split.folds' (the paper uses 6)")
-    space_folds = (cfg["tune"].get("search_space") or {}).get("data.fold")
+    space_folds = space.get("data.fold")
     fold_values = [fold] if fold is not None else []
     if isinstance(space_folds, dict):
         for v in space_folds.values():
@@ -511,12 +347,9 @@ def validate(raw: dict, source: str | None = None) -> dict:
             break
         if isinstance(k, int) and (not isinstance(f, int) or isinstance(f, bool) or not 0 <= f < k):
             problems.append(f"'data.fold' must be an integer in 0..{k - 1} (data.split.folds={k}), got {f!r}")
-    if all(isinstance(sp.get(k), (int, float)) for k in ("val_fraction", "test_fraction")):
-        if sp["val_fraction"] <= 0 or sp["test_fraction"] < 0 or sp["val_fraction"] + sp["test_fraction"] >= 1:
-            problems.append(
-                "'data.split': need val_fraction > 0, test_fraction >= 0 and their sum < 1, got "
-                f"{sp['val_fraction']!r} and {sp['test_fraction']!r}"
-            )
+    vf, tf = sp.get("val_fraction"), sp.get("test_fraction")
+    if all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (vf, tf)) and vf + tf >= 1:
+        problems.append(f"'data.split': val_fraction + test_fraction must be < 1, got {vf!r} and {tf!r}")
 
     _check_per_method(cfg, swept, problems)
 
@@ -524,6 +357,15 @@ def validate(raw: dict, source: str | None = None) -> dict:
         raise ConfigError(list(dict.fromkeys(problems)), source)  # one line per problem, once
     cfg["_source"] = source
     return cfg
+
+
+def _space_values(spec: Any) -> list[Any]:
+    """The values a search-space entry can take that can be checked: a grid/choice's values, the
+    bounds of a uniform/loguniform/randint range."""
+    if not isinstance(spec, dict) or len(spec) != 1:
+        return []
+    kind, arg = next(iter(spec.items()))
+    return list(arg) if kind in SEARCH_KINDS and isinstance(arg, list) else []
 
 
 def _check_per_method(cfg: dict, swept: list, problems: list[str]) -> None:
@@ -534,6 +376,7 @@ def _check_per_method(cfg: dict, swept: list, problems: list[str]) -> None:
     if not isinstance(pm, dict):
         return  # reported as a type error already
     names = sorted({m.method_name for m in swept})
+    sections = {"train": schema.TrainConfig, "window": schema.WindowConfig}
     for mname, over in pm.items():
         where = f"'per_method.{mname}'"
         method = METHODS.get_or_none(mname)
@@ -553,15 +396,13 @@ def _check_per_method(cfg: dict, swept: list, problems: list[str]) -> None:
             if not isinstance(vals, dict):
                 problems.append(f"'per_method.{mname}.{sec}' must be a mapping, got {vals!r}")
                 continue
-            schema = method.defaults if sec == "method" else DEFAULTS[sec]
-            for k, v in vals.items():
-                key = f"per_method.{mname}.{sec}.{k}"
-                if k not in schema or k == "name":
-                    problems.append(f"unknown key {key!r}{did_you_mean(str(k), [x for x in schema if x != 'name'])}")
-                elif sec == "train" and k in PER_METHOD_FIXED:
-                    problems.append(f"{key!r}: train.{k} is set once for the whole sweep (trials are sized from it)")
-                elif not _type_ok(schema[k], v):
-                    problems.append(f"{key!r} must be {_type_name(schema[k])}, got {_type_name(v)} {v!r}")
+            for k in vals:
+                if sec == "train" and k in PER_METHOD_FIXED:
+                    problems.append(f"'per_method.{mname}.train.{k}': train.{k} is set once for the whole sweep "
+                                    "(trials are sized from it)")
+            vals = {k: v for k, v in vals.items() if not (sec == "train" and k in PER_METHOD_FIXED)}
+            model = method.Options if sec == "method" else sections[sec]
+            problems += schema.check(model, vals, f"per_method.{mname}.{sec}.")[1]
 
 
 def _has_key(schema: dict, key: str) -> bool:

@@ -25,6 +25,11 @@ def create_method(name: str, task: str, num_outputs: int, **cfg) -> nn.Module:
     unknown = set(cfg) - set(cls.defaults) - set(Method.DATA_KEYS) - {"name"}
     if unknown:
         raise ValueError(f"method {name!r}: unknown keys {sorted(unknown)}; its keys: {sorted(cls.defaults)}")
+    from raybench.schema import check
+
+    problems = check(cls.Options, {k: v for k, v in cfg.items() if k in cls.defaults}, "method.", f" ({name})")[1]
+    if problems:
+        raise ValueError("; ".join(problems))
     kw = {**cls.defaults, **{k: v for k, v in cfg.items() if k != "name"}}
     return cls(task=task, num_outputs=num_outputs, **kw)
 

@@ -2,21 +2,58 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import torch
 import torch.nn as nn
+from pydantic import AfterValidator, BaseModel, ConfigDict
 
-from raybench.registry import Registry
+from raybench.registry import Registry, did_you_mean
+
+
+class MethodOptions(BaseModel):
+    """A method's config keys (``method.*``) with their types, ranges and choices; the field defaults
+    are the method's defaults. Strict (no str -> int coercion), unknown keys rejected."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, validate_default=True, populate_by_name=True)
+
+
+def _backbone(v: str) -> str:
+    if v in ("small_cnn", "ir50"):
+        return v
+    import timm
+
+    names = timm.list_models()
+    if v not in names:
+        raise ValueError(f"unknown backbone {v!r}{did_you_mean(v, ['small_cnn', 'ir50', *names])}; use small_cnn, "
+                         "ir50 or a timm model name")
+    return v
+
+
+def _fusion(v: str) -> str:
+    from raybench.nn.fusion import FUSIONS
+
+    if v not in FUSIONS:
+        raise ValueError(FUSIONS.unknown_message(v))
+    return v
+
+
+Backbone = Annotated[str, AfterValidator(_backbone)]  # small_cnn | ir50 | a timm architecture
+FusionName = Annotated[str, AfterValidator(_fusion)]  # a name in raybench.nn.fusion.FUSIONS
 
 
 class Method(nn.Module):
     """Base class. ``forward(batch) -> {"logits": (B, C)}`` or ``{"va": (B, T, 2)}``."""
 
     tasks: ClassVar[tuple[str, ...]] = ("categorical", "continuous")
-    defaults: ClassVar[dict[str, Any]] = {}
+    Options: ClassVar[type[MethodOptions]] = MethodOptions  # the method's keys; a subclass declares its own
+    defaults: ClassVar[dict[str, Any]] = {}  # Options' defaults as a dict (set from Options)
     needs_flow: ClassVar[bool] = False
     DATA_KEYS: ClassVar[tuple[str, ...]] = ("n_audio_features", "audio_steps_per_frame")
+
+    def __init_subclass__(cls, **kw):
+        super().__init_subclass__(**kw)
+        cls.defaults = cls.Options().model_dump(by_alias=True)
 
     def __init__(self, task: str, num_outputs: int):
         super().__init__()

@@ -7,12 +7,21 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+from pydantic import Field
 
-from raybench.methods.base import Method, register_method
+from raybench.methods.base import FusionName, Method, MethodOptions, register_method
 from raybench.nn.encoders import AudioConv, FrameCNN, TemporalConv, masked_mean
 from raybench.nn.fusion import create_fusion
 
-COMMON = {"dim": 128, "cnn_width": 16, "temporal_layers": 2, "dropout": 0.2}
+class CommonOptions(MethodOptions):
+    dim: int = Field(128, ge=1)
+    cnn_width: int = Field(16, ge=1)
+    temporal_layers: int = Field(2, ge=0)
+    dropout: float = Field(0.2, ge=0, lt=1)
+
+
+class FusionOptions(CommonOptions):
+    fusion: FusionName = "concat"
 
 
 class _Head(nn.Module):
@@ -49,7 +58,7 @@ class _Branch(nn.Module):
 
 class _Unimodal(Method):
     modality = "video"
-    defaults = dict(COMMON)
+    Options = CommonOptions
 
     def __init__(self, task, num_outputs, dim, cnn_width, temporal_layers, dropout, n_audio_features=40,
                  audio_steps_per_frame=4):
@@ -80,7 +89,7 @@ class AudioOnly(_Unimodal):
 class AVFusion(Method):
     """Both branches, fused per frame (``fusion``: concat | attention), temporal convolutions, head."""
 
-    defaults = {**COMMON, "fusion": "concat"}
+    Options = FusionOptions
 
     def __init__(self, task, num_outputs, dim, cnn_width, temporal_layers, dropout, fusion,
                  n_audio_features=40, audio_steps_per_frame=4):
@@ -102,7 +111,7 @@ class AVFusion(Method):
 class LateFusion(Method):
     """Two unimodal models trained jointly; the prediction is the average of their scores."""
 
-    defaults = dict(COMMON)
+    Options = CommonOptions
 
     def __init__(self, task, num_outputs, dim, cnn_width, temporal_layers, dropout, n_audio_features=40,
                  audio_steps_per_frame=4):

@@ -20,29 +20,31 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+from pydantic import Field
 
-from raybench.methods.base import Method, register_method
+from raybench.methods.base import Backbone, Method, MethodOptions, register_method
 from raybench.nn.attention import ConformerBlock, CrossModalAttention
 from raybench.nn.encoders import AudioConv, FrameCNN, build_frame_encoder, masked_mean
 from raybench.nn.fusion import create_fusion
 
 
+class Options(MethodOptions):
+    backbone: Backbone = "small_cnn"
+    weights: str | None = None
+    cnn_width: int = Field(16, ge=1)
+    dim: int = Field(128, ge=1)
+    heads: int = Field(4, ge=1)
+    num_blocks: int = Field(2, ge=0)
+    conv_kernel: int = Field(7, ge=1)
+    use_flow: bool = True
+    lambda_: float = Field(0.5, alias="lambda", ge=0)
+    dropout: float = Field(0.1, ge=0, lt=1)
+
 @register_method("de3")
 class DE3(Method):
     tasks = ("categorical", "continuous")
     needs_flow = True
-    defaults = {
-        "backbone": "small_cnn",
-        "weights": None,
-        "cnn_width": 16,
-        "dim": 128,
-        "heads": 4,
-        "num_blocks": 2,
-        "conv_kernel": 7,
-        "use_flow": True,
-        "lambda": 0.5,
-        "dropout": 0.1,
-    }
+    Options = Options
 
     def __init__(self, task, num_outputs, n_audio_features=40, audio_steps_per_frame=4, **cfg):
         super().__init__(task, num_outputs)

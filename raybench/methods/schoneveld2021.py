@@ -16,13 +16,16 @@ Without a teacher the student trains directly with the task loss.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from pydantic import Field
 
-from raybench.methods.base import Method, register_method
+from raybench.methods.base import Backbone, FusionName, Method, MethodOptions, register_method
 from raybench.nn.audio import VGGishStream
 from raybench.nn.encoders import build_frame_encoder, masked_mean
 from raybench.nn.fusion import create_fusion
@@ -44,27 +47,28 @@ def load_teacher(path: str) -> torch.jit.ScriptModule:
     return teacher
 
 
+class Options(MethodOptions):
+    backbone: Backbone = "small_cnn"  # the paper: a distilled face CNN (give `weights:` for a checkpoint)
+    weights: str | None = None
+    cnn_width: int = Field(16, ge=1)
+    visual_dim: int = Field(256, ge=1)
+    audio_dim: int = Field(128, ge=1)
+    patch_frames: int = Field(9, ge=1)  # VGGish patch, in video frames (0.96 s at about 10 fps)
+    fusion: FusionName = "concat"
+    fused_dim: int = Field(256, ge=1)
+    rnn: Literal["lstm", "gru"] = "lstm"
+    hidden: int = Field(256, ge=1)
+    layers: int = Field(2, ge=1)
+    pool: Literal["last", "mean"] = "mean"  # categorical
+    dropout: float = Field(0.1, ge=0, lt=1)
+    distill_teacher: str | None = None
+    distill_temperature: float = Field(4.0, gt=0)
+    distill_alpha: float = Field(0.5, ge=0, le=1)
+
 @register_method("schoneveld2021")
 class Schoneveld2021(Method):
     tasks = ("categorical", "continuous")
-    defaults = {
-        "backbone": "small_cnn",  # the paper: a distilled face CNN (give `weights:` for a checkpoint)
-        "weights": None,
-        "cnn_width": 16,
-        "visual_dim": 256,
-        "audio_dim": 128,
-        "patch_frames": 9,  # VGGish patch, in video frames (0.96 s at about 10 fps)
-        "fusion": "concat",
-        "fused_dim": 256,
-        "rnn": "lstm",  # lstm | gru
-        "hidden": 256,
-        "layers": 2,
-        "pool": "mean",  # categorical: last | mean
-        "dropout": 0.1,
-        "distill_teacher": None,
-        "distill_temperature": 4.0,
-        "distill_alpha": 0.5,
-    }
+    Options = Options
 
     def __init__(self, task, num_outputs, n_audio_features=40, audio_steps_per_frame=4, **cfg):
         super().__init__(task, num_outputs)

@@ -29,11 +29,14 @@ released is part of the checkpoint.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import numpy as np
 import torch
 import torch.nn as nn
+from pydantic import Field
 
-from raybench.methods.base import Method, register_method
+from raybench.methods.base import Backbone, Method, MethodOptions, register_method
 from raybench.nn.audio import MFCCStream, VGGishStream
 from raybench.nn.encoders import backbone_groups, build_frame_encoder
 from raybench.nn.fusion import create_fusion
@@ -70,28 +73,29 @@ class _OneModel(nn.Module):
         return torch.tanh(self.head(z))  # (B, T, out)
 
 
+class Options(MethodOptions):
+    backbone: Backbone = "small_cnn"  # the paper: IR-ResNet50 (pass `weights:` to load a checkpoint)
+    weights: str | None = None
+    cnn_width: int = Field(16, ge=1)
+    visual_dim: int = Field(512, ge=1)
+    visual_channels: int = Field(128, ge=1)
+    audio_channels: int = Field(32, ge=1)
+    levels: int = Field(4, ge=1)
+    kernel: int = Field(5, ge=2)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    attention_dim: int = Field(32, ge=1)
+    audio_streams: list[Literal["mfcc", "vggish"]] = Field(["mfcc", "vggish"], min_length=1)
+    fusion: Literal["leader_follower", "concat"] = "leader_follower"
+    per_dimension: bool = False
+    crop: float = Field(40 / 48, gt=0, le=1)  # random crop fraction in training (40 of 48 px in the paper)
+    flip: bool = True
+    freeze_backbone: bool | None = None  # null: frozen at first when `weights` is set (the paper); true | false
+    unfreeze_per_drop: int = Field(1, ge=0)  # backbone layer groups released at each LR drop (0: stay frozen)
+
 @register_method("zhang2021")
 class Zhang2021(Method):
     tasks = ("continuous",)
-    defaults = {
-        "backbone": "small_cnn",  # the paper: IR-ResNet50 (pass `weights:` to load a checkpoint)
-        "weights": None,
-        "cnn_width": 16,
-        "visual_dim": 512,
-        "visual_channels": 128,
-        "audio_channels": 32,
-        "levels": 4,
-        "kernel": 5,
-        "dropout": 0.1,
-        "attention_dim": 32,
-        "audio_streams": ["mfcc", "vggish"],
-        "fusion": "leader_follower",  # or concat
-        "per_dimension": False,
-        "crop": 40 / 48,  # random crop fraction in training (40 of 48 px in the paper)
-        "flip": True,
-        "freeze_backbone": None,  # null: frozen at first when `weights` is set (the paper); true | false
-        "unfreeze_per_drop": 1,  # backbone layer groups released at each LR drop (0: stay frozen)
-    }
+    Options = Options
 
     def __init__(self, task, num_outputs, n_audio_features=40, audio_steps_per_frame=4, **cfg):
         super().__init__(task, num_outputs)

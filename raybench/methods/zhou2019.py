@@ -16,32 +16,36 @@ delta-deltas as 3 channels (the paper's log-Mel input).
 
 from __future__ import annotations
 
-import torch.nn as nn
+from typing import Literal
 
-from raybench.methods.base import Method, register_method
+import torch.nn as nn
+from pydantic import Field
+
+from raybench.methods.base import Backbone, Method, MethodOptions, register_method
 from raybench.nn.attention import AttentionPool
 from raybench.nn.audio import AudioRegionCNN, with_deltas
 from raybench.nn.encoders import build_frame_encoder
 from raybench.nn.fusion import create_fusion
 
 
+class Options(MethodOptions):
+    backbone: Backbone = "small_cnn"  # the paper: IR-50 (LResNet50E-IR): backbone ir50 with `weights:` a checkpoint
+    weights: str | None = None
+    cnn_width: int = Field(16, ge=1)
+    visual_dim: int = Field(512, ge=1)
+    audio_dim: int = Field(256, ge=1)
+    attention: Literal["self", "relation", "transformer"] = "self"
+    fusion: Literal["concat", "fbp"] = "fbp"
+    fbp_k: int = Field(5, ge=1)
+    fbp_o: int = Field(512, ge=1)
+    hidden: int = Field(256, ge=1)
+    deltas: bool = True
+    dropout: float = Field(0.5, ge=0, lt=1)
+
 @register_method("zhou2019")
 class Zhou2019(Method):
     tasks = ("categorical",)
-    defaults = {
-        "backbone": "small_cnn",  # the paper: IR-50 (LResNet50E-IR): backbone ir50 with `weights:` a checkpoint
-        "weights": None,
-        "cnn_width": 16,
-        "visual_dim": 512,
-        "audio_dim": 256,
-        "attention": "self",  # self | relation | transformer
-        "fusion": "fbp",  # concat | fbp
-        "fbp_k": 5,
-        "fbp_o": 512,
-        "hidden": 256,
-        "deltas": True,
-        "dropout": 0.5,
-    }
+    Options = Options
 
     def __init__(self, task, num_outputs, n_audio_features=40, audio_steps_per_frame=4, **cfg):
         super().__init__(task, num_outputs)

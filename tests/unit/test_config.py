@@ -182,3 +182,45 @@ tune:
     assert "'per_method.audio_only.train.epochs' must be int" in msg
     assert "'per_method.audio_only.method.dimm' (did you mean \"dim\"?)" in msg
     assert "the sweep never runs 'zhou2019'" in msg
+
+
+TYPOS = {  # each used to pass validation and fail inside a trial (or not at all)
+    "method value": (["method.name=zhou2019", "method.fusion=attention"],
+                     "'method.fusion' (zhou2019) must be one of concat, fbp, got 'attention'"),
+    "method choice typo": (["method.name=zhou2019", "method.attention=selff"],
+                           "'method.attention' (zhou2019) must be one of self, relation, transformer, got 'selff' "
+                           '(did you mean "self"?)'),
+    "backbone": (["method.name=zhou2019", "method.backbone=resnet_nope"],
+                 "'method.backbone' (zhou2019): unknown backbone 'resnet_nope'"),
+    "list entry": (["method.name=zhang2021", "data.dataset=synthetic_affwild2",
+                    "method.audio_streams=[mfcc,wavlm]"],
+                   "'method.audio_streams.1' (zhang2021) must be one of mfcc, vggish, got 'wavlm'"),
+    "range (train)": (["train.lr=-1"], "'train.lr' must be > 0"),
+    "range (data)": (["data.audio.n_mels=0"], "'data.audio.n_mels' must be >= 1, got 0"),
+    "range (method)": (["method.dropout=1.5"], "'method.dropout' (av_fusion) must be < 1"),
+    "unknown method key": (["method.name=zhou2019", "method.fbp_kk=3"],
+                           "unknown key 'method.fbp_kk' for method zhou2019 (did you mean \"fbp_k\"?)"),
+    "search-space value": (["method.name=zhou2019",
+                            "tune.search_space={method.attention: {grid: [self, selff]}}"],
+                           "'tune.search_space.method.attention' (zhou2019): value 'selff' must be one of"),
+    "search-space range": (["tune.search_space={train.lr: {loguniform: [-1, 0.1]}}"],
+                           "'tune.search_space.train.lr': value -1 must be > 0"),
+    "per_method method value": (["per_method={av_fusion: {method: {fusion: fbb}}}"],
+                                "'per_method.av_fusion.method.fusion': unknown fusion 'fbb'"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(TYPOS))
+def test_every_value_is_checked_before_ray_starts(case):
+    overrides, expected = TYPOS[case]
+    with pytest.raises(ConfigError) as e:  # load() is all the command line does before Ray starts
+        load(SWEEPS_DIR / "smoke.yaml", overrides)
+    assert any(expected in p for p in e.value.problems), e.value.problems
+
+
+def test_cli_refuses_a_bad_method_value_before_ray_starts(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "raybench.sweep", "sweeps/smoke.yaml", "method.name=zhou2019",
+                        "method.fusion=attention"], capture_output=True, text=True, timeout=120,
+                       cwd=Path(__file__).resolve().parents[2])
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "Ray" not in r.stdout + r.stderr
+    assert "'method.fusion' (zhou2019) must be one of concat, fbp, got 'attention'" in r.stderr

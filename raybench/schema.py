@@ -1,0 +1,214 @@
+"""The sweep configuration's schema: one pydantic model per section, with types, ranges and choices.
+
+Each method declares its own options the same way, next to its code (``Method.Options`` in
+``raybench/methods``). ``raybench.config`` validates a sweep against these models before Ray starts
+and turns pydantic's errors into raybench's one-line problems (file and key, did-you-mean).
+
+Models are strict (no str -> int coercion, no bool for int; an int is accepted for a float) and
+forbid unknown keys. Only pydantic and the standard library are imported here.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from raybench.registry import did_you_mean
+
+
+class Section(BaseModel):
+    """A config section: strict types, unknown keys rejected."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, validate_default=True)
+
+
+class AudioConfig(Section):
+    features: Literal["logmel", "spectrogram"] = "logmel"
+    n_mels: int = Field(40, ge=1)
+    n_fft: int = Field(400, ge=2)  # 25 ms at 16 kHz
+    win_ms: float = Field(25.0, gt=0)
+    hop_ms: float = Field(10.0, gt=0)
+    frames_per_video_frame: int = Field(4, ge=1)  # audio feature steps per video frame in the store
+
+
+class SplitConfig(Section):
+    seed: int = 0
+    val_fraction: float = Field(0.2, gt=0, lt=1)
+    test_fraction: float = Field(0.2, ge=0, lt=1)
+    folds: int | None = Field(None, ge=2)
+    # with folds: "subjects" (k-fold by subject, fold f tests) or "chunks" (Zhang et al. 2021: training
+    # subjects in k-1 chunks + the official validation set, rotated; fold f validates on one part, the
+    # test split is the same in every fold)
+    protocol: Literal["subjects", "chunks"] = "subjects"
+
+
+class CsvConfig(Section):
+    manifest: str = "manifest.csv"
+    task: Literal["categorical", "continuous"] = "categorical"
+    classes: list[str] | None = None
+
+
+class CremaDConfig(Section):
+    audio: Literal["video", "wav"] = "video"  # video: the .flv's own track; wav: AudioWAV/<clip>.wav
+
+
+class MspImprovConfig(Section):
+    task: Literal["categorical", "continuous"] = "categorical"  # continuous: clip-level valence/arousal
+
+
+class RavdessConfig(Section):
+    channels: list[Literal["speech", "song"]] = ["speech"]
+    video: Literal["av", "video_only"] = "av"
+    audio: Literal["video", "wav"] = "video"
+
+
+class SynthConfig(Section):
+    actors: int = Field(10, ge=1)
+    statements: int = Field(2, ge=1)
+    repetitions: int = Field(2, ge=1)
+    seconds: float = Field(2.0, gt=0)
+    fps: int = Field(15, ge=1)
+    size: int = Field(64, ge=16)
+    videos: int = Field(12, ge=1)
+    video_seconds: float = Field(20.0, gt=0)
+    seed: int = 0
+
+
+class DataConfig(Section):
+    dataset: str = "synthetic_ravdess"
+    root: str | None = None  # None: ~/.cache/raybench/data/<dataset> (generated if synthetic)
+    store_dir: str | None = None  # None: ~/.cache/raybench/stores
+    fps: float = Field(10.0, gt=0)
+    image_size: int = Field(48, ge=8)
+    sample_rate: int = Field(16000, ge=1000)
+    audio: AudioConfig = AudioConfig()
+    flow: bool = False  # optical flow in the store (set automatically when a swept method needs it)
+    flow_algorithm: Literal["farneback", "dis"] = "farneback"  # OpenCV
+    max_bad_fraction: float = Field(0.05, ge=0, le=1)
+    max_clips: int | None = Field(None, ge=1)  # use only the first N clips of the manifest (quick runs)
+    split: SplitConfig = SplitConfig()
+    # an annotation whose length does not match its video: "truncate" (keep the frames both cover,
+    # unannotated frames masked; a warning names the file and both lengths) or "skip" (the clip is
+    # skipped and listed with that reason)
+    annotation_mismatch: Literal["truncate", "skip"] = "truncate"
+    face: Literal["none", "center", "detect", "dataset"] = "none"  # detect: OpenCV's cascade; dataset: crops
+    csv: CsvConfig = CsvConfig()
+    crema_d: CremaDConfig = CremaDConfig()
+    msp_improv: MspImprovConfig = MspImprovConfig()
+    fold: int | None = Field(None, ge=0)  # with data.split.folds = k: the fold held out (0..k-1)
+    ravdess: RavdessConfig = RavdessConfig()
+    synth: SynthConfig = SynthConfig()
+
+
+class WindowConfig(Section):
+    length: int = Field(16, ge=1)
+    hop: int = Field(8, ge=1)
+
+
+class TrainConfig(Section):
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(1.0e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    num_workers: int = Field(2, ge=1)
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(1.0, gt=0)
+    gpus_per_worker: float = Field(1.0, gt=0)  # with use_gpu: < 1 packs several single-worker trials on one GPU
+    amp: bool = True  # mixed precision; only takes effect on GPU
+    seed: int = 0
+    lr_schedule: Literal["none", "plateau"] = "none"  # plateau: ReduceLROnPlateau on the validation metric
+    plateau_factor: float = Field(0.1, gt=0, lt=1)
+    plateau_patience: int = Field(5, ge=0)
+    early_stop: int | None = Field(None, ge=1)  # stop a trial after this many epochs without a better score
+
+
+class TuneConfig(Section):
+    metric: str | None = None  # None: val/uar (categorical) or val/ccc (continuous)
+    mode: Literal["max", "min"] = "max"
+    scheduler: Literal["fifo", "asha"] = "fifo"
+    grace_period: int = Field(2, ge=1)
+    num_samples: int = Field(1, ge=1)
+    max_concurrent_trials: int | None = Field(None, ge=1)  # None: derived from the cluster's resources
+    # continuous task, folds sharing one test split (data.split.protocol: chunks): how the best
+    # configuration's fold models' test predictions are merged: ccc_centering (Zhang et al. 2021) or mean
+    fold_merge: Literal["ccc_centering", "mean"] = "ccc_centering"
+    search_space: dict[str, Any] = {}  # checked by raybench.config (keys name settings of these models)
+
+
+class MlflowConfig(Section):
+    tracking_uri: str | None = None
+    experiment: str | None = None
+
+
+class SweepConfig(Section):
+    name: str = "sweep"
+    data: DataConfig = DataConfig()
+    method: dict[str, Any] = {"name": "av_fusion"}  # name + the method's Options (checked per method)
+    window: WindowConfig = WindowConfig()
+    train: TrainConfig = TrainConfig()
+    tune: TuneConfig = TuneConfig()
+    mlflow: MlflowConfig = MlflowConfig()
+    storage: str | None = None  # None: ~/raybench_results
+    # settings for one method's trials only, e.g. {zhang2021: {train: {lr: 3.0e-4}}}: train.*, window.*
+    # and method.* keys; a value the search space samples for the same key wins
+    per_method: dict[str, Any] = {}
+
+
+_TYPE_NAMES = {"int": "int", "float": "float", "bool": "bool", "string": "str", "list": "list", "dict": "mapping",
+               "model": "mapping", "model_attributes": "mapping"}
+
+
+def type_name(v: Any) -> str:
+    return {bool: "bool", int: "int", float: "float", str: "str", list: "list", dict: "mapping"}.get(
+        type(v), type(v).__name__)
+
+
+def _fields(model: type[BaseModel], loc: tuple) -> list[str]:
+    """The field names of the (nested) model at ``loc`` (for did-you-mean)."""
+    for part in loc:
+        f = model.model_fields.get(str(part)) if isinstance(part, str) else None
+        ann = getattr(f, "annotation", None)
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            model = ann
+        else:
+            return []
+    return list(model.model_fields)
+
+
+def problems_from(e: ValidationError, model: type[BaseModel], prefix: str = "", what: str = "") -> list[str]:
+    """pydantic's errors as raybench problems: "'train.lr' must be > 0, got -1"."""
+    out = []
+    for err in e.errors():
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and ("[" in p or p in ("int", "none"))))
+        key = prefix + ".".join(str(p) for p in loc)
+        name = f"{key!r}{what}"
+        typ, ctx, v = err["type"], err.get("ctx") or {}, err.get("input")
+        if typ == "extra_forbidden":
+            known = _fields(model, loc[:-1])
+            out.append(f"unknown key {key!r}{what}{did_you_mean(str(loc[-1]), known)}"
+                       + (f"; known keys: {', '.join(known)}" if what else ""))
+        elif typ == "literal_error":
+            choices = [c.strip().strip("'") for c in ctx.get("expected", "").replace(" or ", ", ").split(",")]
+            out.append(f"{name} must be one of {', '.join(choices)}, got {v!r}{did_you_mean(str(v), choices)}")
+        elif typ.endswith("_type") or typ.endswith("_parsing"):
+            want = _TYPE_NAMES.get(typ.rsplit("_", 1)[0], typ.rsplit("_", 1)[0])
+            out.append(f"{name} must be {want}, got {type_name(v)} {v!r}")
+        elif typ in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+            op, bound = {"greater_than": (">", "gt"), "greater_than_equal": (">=", "ge"), "less_than": ("<", "lt"),
+                         "less_than_equal": ("<=", "le")}[typ]
+            out.append(f"{name} must be {op} {ctx[bound]}, got {v!r}")
+        elif typ == "too_short":
+            out.append(f"{name} must have at least {ctx.get('min_length')} item(s), got {v!r}")
+        else:
+            msg = err["msg"].removeprefix("Value error, ")
+            out.append(f"{name}: {msg}, got {v!r}")
+    return out
+
+
+def check(model: type[BaseModel], value: Any, prefix: str = "", what: str = "") -> tuple[BaseModel | None, list[str]]:
+    """Validate ``value`` against ``model``: (the model instance, []) or (None, problems)."""
+    try:
+        return model.model_validate(value), []
+    except ValidationError as e:
+        return None, problems_from(e, model, prefix, what)

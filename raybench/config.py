@@ -51,10 +51,6 @@ class ConfigError(ValueError):
         super().__init__(f"{source}: {len(self.problems)} problem(s)\n{lines}")
 
 
-def cache_home() -> Path:
-    return Path(os.environ.get("RAYBENCH_CACHE", "~/.cache/raybench")).expanduser()
-
-
 def _to_container(cfg: Any) -> dict:
     return OmegaConf.to_container(cfg, resolve=True) if not isinstance(cfg, dict) else cfg
 
@@ -177,8 +173,7 @@ def pairs_swept(cfg: dict) -> bool:
 
 
 def valid_pairs(cfg: dict) -> list[tuple[str, str]]:
-    from raybench.data.datasets import DATASETS
-    from raybench.methods import METHODS
+    from raybench.registry import DATASETS, METHODS
 
     space = cfg["tune"]["search_space"]
     out = []
@@ -214,8 +209,7 @@ def validate(raw: dict, source: str | None = None) -> dict:
     each swept method's ``Options``, the search space's values against the key they sweep. Raises
     ConfigError listing every problem.
     """
-    from raybench.data.datasets import DATASETS
-    from raybench.methods import METHODS
+    from raybench.registry import DATASETS, METHODS
 
     source = source or raw.get("_source", "config")
     raw = {k: v for k, v in raw.items() if k != "_source"}
@@ -370,7 +364,7 @@ def _space_values(spec: Any) -> list[Any]:
 
 def _check_per_method(cfg: dict, swept: list, problems: list[str]) -> None:
     """``per_method``: method names the sweep runs, and train/window/method keys each of them has."""
-    from raybench.methods import METHODS
+    from raybench.registry import METHODS
 
     pm = cfg.get("per_method") or {}
     if not isinstance(pm, dict):
@@ -421,7 +415,7 @@ def load(path: str | os.PathLike | None = None, overrides: list[str] | None = No
 
 def resolve_trial_config(cfg: dict, trial_params: dict) -> dict:
     """Apply a trial's sampled dotted params to the sweep config; add the method's defaults."""
-    from raybench.methods import METHODS
+    from raybench.registry import METHODS
 
     out = copy.deepcopy(cfg)
     params = expand_params(trial_params)

@@ -166,6 +166,7 @@ def run_trial(params: dict, base: dict, data: dict, train_sets: dict, mlinfo: di
     from ray.train.torch import TorchConfig, TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
+    from raybench.tracking import TrialLogger
     from raybench.train.loop import train_loop_per_worker
 
     ray.data.DataContext.get_current().enable_progress_bars = False
@@ -183,7 +184,7 @@ def run_trial(params: dict, base: dict, data: dict, train_sets: dict, mlinfo: di
     res = {"CPU": cpw, **({"GPU": float(t.get("gpus_per_worker", 1.0))} if use_gpu else {})}
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"cfg": cfg, "data": d, "mlflow": info},
+        train_loop_config={"cfg": cfg, "data": d, "logger": TrialLogger(info) if info else None},
         scaling_config=ScalingConfig(num_workers=int(t["num_workers"]), use_gpu=use_gpu, resources_per_worker=res),
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         datasets={"train": train_sets[data_key(trial_data_cfg(cfg))]},
@@ -229,13 +230,13 @@ def merge_fold_predictions(fold_preds: list[list[dict]], how: str = "ccc_centeri
     ``fold_preds``: one list of rows per fold, as :func:`evaluate_checkpoint` returns them.
     Continuous rows (clip_id, frame, valence, arousal, *_true) are merged per frame and dimension,
     ``how``: ``ccc_centering`` (Zhang et al. 2021, over all test frames,
-    :func:`raybench.methods.zhang2021.ccc_centering`) or ``mean``. Categorical rows (clip_id,
+    :func:`raybench.train.metrics.ccc_centering`) or ``mean``. Categorical rows (clip_id,
     label, p_<class>) are merged by averaging the class probabilities (``how`` does not apply).
     Returns the merged predictions' metrics (continuous: CCC over all frames concatenated) and rows.
     """
     import torch
 
-    from raybench.methods.zhang2021 import ccc_centering
+    from raybench.train.metrics import ccc_centering
     from raybench.train.metrics import TaskMetrics
 
     continuous = "frame" in fold_preds[0][0]

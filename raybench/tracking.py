@@ -131,6 +131,22 @@ def open_trial_run(info: dict, trial_cfg: dict) -> str:
     return run.info.run_id
 
 
+class TrialLogger:
+    """The training loop's :class:`raybench.train.loop.EpochLogger` for one trial's MLflow child run
+    (picklable: it travels to the Ray Train worker of rank 0)."""
+
+    def __init__(self, info: dict):
+        self.info = info
+        self.run_id: str | None = None
+
+    def start(self, cfg: dict) -> None:
+        self.run_id = open_trial_run(self.info, cfg)
+
+    def log(self, metrics: dict[str, float], epoch: int) -> None:
+        if self.run_id is not None:
+            log_metrics(self.info["tracking_uri"], self.run_id, metrics, step=epoch)
+
+
 def log_metrics(uri: str, run_id: str, metrics: dict[str, float], step: int) -> None:
     import time
 

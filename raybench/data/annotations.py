@@ -23,7 +23,20 @@ from typing import Any
 
 import numpy as np
 
-from raybench.data.datasets.affwild2 import read_va
+
+def read_va(path: str | Path) -> np.ndarray:
+    """Read an Aff-Wild2 VA file -> float32 [N, 2], NaN where not annotated (-5)."""
+    with open(path) as f:
+        header = f.readline().strip().lower().replace(" ", "")
+        if header != "valence,arousal":
+            raise ValueError(f"{path}: first line must be 'valence,arousal', got {header!r}")
+        rows = [line.strip() for line in f if line.strip()]
+    try:
+        va = np.array([[float(x) for x in r.split(",")] for r in rows], np.float32).reshape(-1, 2)
+    except ValueError as e:
+        raise ValueError(f"{path}: expected lines 'valence,arousal' of numbers: {e}") from None
+    va[(va <= -5).any(1)] = np.nan
+    return va
 
 
 def read_csv_va(path: str | Path) -> np.ndarray:

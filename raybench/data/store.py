@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from raybench import storage
-from raybench.config import cache_home
+from raybench.paths import cache_home
 from raybench.data.manifest import Clip
 from raybench.storage import is_remote
 

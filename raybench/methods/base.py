@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 from pydantic import AfterValidator, BaseModel, ConfigDict
 
-from raybench.registry import Registry, did_you_mean
+from raybench.registry import METHODS, did_you_mean
 
 
 class MethodOptions(BaseModel):
@@ -62,12 +62,11 @@ class Method(nn.Module):
 
     def loss(self, out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """The method's training loss (categorical: cross-entropy; continuous: 1 - CCC)."""
-        from raybench.train.losses import task_loss
+        from raybench.nn.losses import task_loss
 
         return task_loss(self.task, out, batch)
 
 
-METHODS: Registry[type[Method]] = Registry("method")
 
 
 def register_method(name: str):

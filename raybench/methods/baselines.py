@@ -126,7 +126,7 @@ class LateFusion(Method):
         return {key: (ov[key] + oa[key]) / 2, "video": ov[key], "audio": oa[key]}
 
     def loss(self, out, batch):
-        from raybench.train.losses import task_loss
+        from raybench.nn.losses import task_loss
 
         key = "logits" if self.task == "categorical" else "va"
         # each branch learns on its own, so the average is a true late fusion of two models

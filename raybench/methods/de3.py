@@ -85,7 +85,7 @@ class DE3(Method):
                 "audio": squash(self.head_a(ha))}  # (B, T, 2) each
 
     def loss(self, out, batch):
-        from raybench.train.losses import task_loss
+        from raybench.nn.losses import task_loss
 
         key = "logits" if self.task == "categorical" else "va"
         fused = task_loss(self.task, out, batch)

@@ -15,7 +15,7 @@ The paper's training schedule (Adam lr 1e-5, weight decay 1e-3, batch 8,
 windows 300 / hop 200, ReduceLROnPlateau) is set by
 ``sweeps/zhang2021_affwild2.yaml``; its 6-fold protocol is
 ``data.split.protocol: chunks`` and the fold merge ("CCC centering") is
-``ccc_centering`` below, which the sweep applies (``tune.fold_merge``).
+``raybench.train.metrics.ccc_centering``, which the sweep applies (``tune.fold_merge``).
 
 Gradual unfreezing, as in the authors' code: a pretrained face backbone
 (``weights:``) starts frozen (``freeze_backbone``; null = frozen exactly when
@@ -159,22 +159,3 @@ class Zhang2021(Method):
         video = self._augment(batch["video"])
         va = torch.cat([m(video, batch["audio"]) for m in self.models], -1)  # (B, T, 2)
         return {"va": va}
-
-
-def ccc_centering(fold_preds: list[np.ndarray]) -> np.ndarray:
-    """Merge predictions of several folds on the same frames ("CCC centering", Zhang et al. 2021).
-
-    For fold predictions p_i (N,): r_i = mean CCC of p_i against the other folds;
-    w = sum_i r_i mean(p_i) / sum_i r_i;  final = mean_i (p_i - mean(p_i) + w), clipped to [-1, 1].
-    """
-    from raybench.train.losses import ccc
-
-    P = [np.asarray(p, np.float64) for p in fold_preds]
-    if len(P) == 1:
-        return np.clip(P[0], -1, 1)
-    t = [torch.from_numpy(p)[:, None] for p in P]
-    r = np.array([np.mean([float(ccc(t[i], t[j])[0]) for j in range(len(P)) if j != i]) for i in range(len(P))])
-    r = np.clip(np.nan_to_num(r), 0, None)  # a fold that agrees with none gets no weight
-    means = np.array([p.mean() for p in P])
-    w = float((r * means).sum() / r.sum()) if r.sum() > 0 else float(means.mean())
-    return np.clip(np.mean([p - m + w for p, m in zip(P, means)], 0), -1, 1)

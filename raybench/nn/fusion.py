@@ -12,9 +12,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from raybench.registry import Registry
+from raybench.registry import FUSIONS
 
-FUSIONS: Registry[type] = Registry("fusion")
 
 
 @FUSIONS.register("concat")

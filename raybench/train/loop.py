@@ -8,7 +8,8 @@ evaluated exactly once; torchmetrics syncs the metric states across ranks.
 
 Every epoch: metrics reported to Ray Train (and on to Tune), a checkpoint with
 the latest state (``last.pt``) and the best-so-far weights (``best.pt``), and
-rank 0 logs the epoch's metrics to the trial's MLflow run.
+rank 0 logs the epoch's metrics through the logger it is given (the sweep's records
+the trial's MLflow run).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Protocol
 
 import numpy as np
 import torch
@@ -27,6 +28,17 @@ import torch
 from raybench.data.store import ClipStore, decode_arrays
 from raybench.data.windows import cut, overlap_average, random_start, window_starts
 from raybench.train.metrics import TaskMetrics
+
+
+class EpochLogger(Protocol):
+    """What the loop records a trial with (rank 0 only); the sweep gives an MLflow one
+    (:class:`raybench.tracking.TrialLogger`). The loop knows no tracking backend."""
+
+    def start(self, cfg: dict) -> None:
+        """Before the first epoch (again after a resume): open or find the trial's record."""
+
+    def log(self, metrics: dict[str, float], epoch: int) -> None:
+        """After each epoch."""
 
 
 def default_metric(task: str) -> str:
@@ -174,11 +186,11 @@ def _autocast(device: torch.device, cfg: dict):
 
 def train_loop_per_worker(config: dict) -> None:
     """Ray Train entry point. ``config``: cfg (resolved trial config), data (prepared summary),
-    mlflow (tracking info, or None)."""
+    logger (an :class:`EpochLogger` rank 0 records the trial with, or None)."""
     import ray.train
     import ray.train.torch
 
-    cfg, data, mlinfo = config["cfg"], config["data"], config.get("mlflow")
+    cfg, data, logger = config["cfg"], config["data"], config.get("logger")
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     tcfg = cfg["train"]
@@ -221,11 +233,9 @@ def train_loop_per_worker(config: dict) -> None:
     length, hop, bs = int(cfg["window"]["length"]), int(cfg["window"]["hop"]), int(tcfg["batch_size"])
     # per-worker batch: the configured batch size is global
     local_bs = max(1, bs // world)
-    run_id = None
-    if rank == 0 and mlinfo:
-        from raybench.tracking import open_trial_run
-
-        run_id = open_trial_run(mlinfo, cfg)
+    logger = logger if rank == 0 else None
+    if logger is not None:
+        logger.start(cfg)
 
     for epoch in range(start_epoch, int(tcfg["epochs"])):
         t0 = time.time()
@@ -263,10 +273,8 @@ def train_loop_per_worker(config: dict) -> None:
         metrics[f"best/{metric_name}"] = best
         metrics["val/score"], metrics["best/val/score"] = cur, best  # the selection metric, under one name
         metrics["best_epoch"] = best_epoch
-        if rank == 0 and run_id:
-            from raybench.tracking import log_metrics
-
-            log_metrics(mlinfo["tracking_uri"], run_id, metrics, step=epoch)
+        if logger is not None:
+            logger.log(metrics, epoch)
         with tempfile.TemporaryDirectory() as tmp:
             checkpoint = None
             if rank == 0:

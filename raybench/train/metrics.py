@@ -11,9 +11,12 @@ all frames concatenated (Aff-Wild2 practice).
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torchmetrics import Metric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, MulticlassRecall
+
+from raybench.nn.losses import ccc
 
 
 class PopulationCCC(Metric):
@@ -73,3 +76,20 @@ class TaskMetrics:
 
     def reset(self) -> None:
         self.m.reset()
+
+
+def ccc_centering(fold_preds: list[np.ndarray]) -> np.ndarray:
+    """Merge predictions of several folds on the same frames ("CCC centering", Zhang et al. 2021).
+
+    For fold predictions p_i (N,): r_i = mean CCC of p_i against the other folds;
+    w = sum_i r_i mean(p_i) / sum_i r_i;  final = mean_i (p_i - mean(p_i) + w), clipped to [-1, 1].
+    """
+    P = [np.asarray(p, np.float64) for p in fold_preds]
+    if len(P) == 1:
+        return np.clip(P[0], -1, 1)
+    t = [torch.from_numpy(p)[:, None] for p in P]
+    r = np.array([np.mean([float(ccc(t[i], t[j])[0]) for j in range(len(P)) if j != i]) for i in range(len(P))])
+    r = np.clip(np.nan_to_num(r), 0, None)  # a fold that agrees with none gets no weight
+    means = np.array([p.mean() for p in P])
+    w = float((r * means).sum() / r.sum()) if r.sum() > 0 else float(means.mean())
+    return np.clip(np.mean([p - m + w for p, m in zip(P, means)], 0), -1, 1)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from raybench.train.losses import ccc, ccc_loss
+from raybench.nn.losses import ccc, ccc_loss
 from raybench.train.metrics import PopulationCCC, TaskMetrics
 
 

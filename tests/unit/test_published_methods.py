@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from raybench.methods import create_method
-from raybench.methods.zhang2021 import ccc_centering
+from raybench.train.metrics import ccc_centering
 from raybench.nn.encoders import build_frame_encoder
-from raybench.train.losses import ccc
+from raybench.nn.losses import ccc
 
 
 def _batch(B=2, T=6, H=32, F=20, K=4, task="categorical"):
@@ -87,7 +87,7 @@ def test_de3_flow_ablation_and_weighted_loss():
     b = _batch()
     out = with_flow(b)
     assert set(out) == {"logits", "video", "audio"}
-    from raybench.train.losses import task_loss
+    from raybench.nn.losses import task_loss
 
     expect = task_loss("categorical", out, b) + 0.5 * (
         task_loss("categorical", {"logits": out["video"]}, b) + task_loss("categorical", {"logits": out["audio"]}, b))
@@ -185,7 +185,7 @@ def test_zhang2021_freezing_defaults_and_options(tmp_path):
     two, _ = _zhang_with_weights(tmp_path, unfreeze_per_drop=2)
     two.on_lr_drop()
     assert int(two.released_groups) == 2
-    with pytest.raises(ValueError, match="freeze_backbone must be true, false or null"):
+    with pytest.raises(ValueError, match=r"'method.freeze_backbone' \(zhang2021\) must be bool, got str 'yes'"):
         _zhang_with_weights(tmp_path, freeze_backbone="yes")
 
 

@@ -76,7 +76,7 @@ def _fold_rows(pred_v, pred_a, true_v, true_a, clips=("a", "b")):
 def test_fold_predictions_merge_by_ccc_centering_per_dimension():
     import numpy as np
 
-    from raybench.methods.zhang2021 import ccc_centering
+    from raybench.train.metrics import ccc_centering
     from raybench.sweep import merge_fold_predictions
 
     rng = np.random.default_rng(0)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from raybench.data import synth
-from raybench.data.datasets.affwild2 import read_va
+from raybench.data.annotations import read_va
 from raybench.data.datasets.ravdess import NAME_RE, parse_name
 from raybench.data.decode import decode_clip
 

@@ -6,9 +6,9 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
-from raybench.config import cache_home
+from raybench.paths import cache_home
 from raybench.data.manifest import Clip
-from raybench.registry import Registry
+from raybench.registry import DATASETS
 
 # video files the adapters that find videos by name accept (compared lower-case)
 VIDEO_EXTS = (".mp4", ".avi", ".mkv", ".mov", ".flv")
@@ -56,7 +56,6 @@ class Dataset(ABC):
         )
 
 
-DATASETS: Registry[Dataset] = Registry("dataset")
 
 
 def get_dataset(name: str) -> Dataset:

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from raybench.config import cache_home
+from raybench.paths import cache_home
 from raybench.data import synth
 from raybench.data.datasets.affwild2 import AffWild2
 from raybench.data.datasets.base import DATASETS

@@ -571,6 +571,14 @@ def main(argv: list[str] | None = None) -> int:
             from raybench import tracking
             from raybench.config import validate
 
+            # a resumed sweep goes on with the configuration it started with (Tune restores its trials
+            # and search space from storage): anything that would change it is refused, not ignored
+            refused = ([path] if path else []) + [o for o in overrides if not o.startswith("storage=")]
+            if refused:
+                raise ConfigError([f"--resume {args.resume} goes on with the configuration the sweep started "
+                                   f"with; these would change it and are not applied: {', '.join(refused)}. "
+                                   "With --resume give only storage= (where the sweep keeps its results); to "
+                                   "change settings, start a new sweep"], "--resume")
             storage = next((o.split("=", 1)[1] for o in overrides if o.startswith("storage=")), None)
             storage = storage or str(tracking.results_dir({"storage": None}) / "tune")
             cfg = validate(load_sweep_state(storage, args.resume), source=f"sweep {args.resume}")

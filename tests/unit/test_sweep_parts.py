@@ -133,3 +133,23 @@ def test_asha_last_rung_covers_the_longest_per_method_training(tmp_path):
     assert max_epochs(load(p)) == 9
     p.write_text("train: {epochs: 4}\n")
     assert max_epochs(load(p)) == 4
+
+
+@pytest.mark.parametrize("extra", [["train.lr=0.1"], ["sweeps/smoke.yaml"], ["sweeps/smoke.yaml", "window.hop=2"]])
+def test_resume_refuses_overrides_it_would_ignore(extra, tmp_path, capsys, monkeypatch):
+    import ray
+
+    from raybench.sweep import main
+
+    monkeypatch.setattr(ray, "init", lambda *a, **k: (_ for _ in ()).throw(AssertionError("Ray started")))
+    assert main(["--resume", "sweep-x", f"storage={tmp_path}", *extra]) == 2
+    err = capsys.readouterr().err
+    assert "--resume sweep-x goes on with the configuration the sweep started with" in err
+    assert all(x in err for x in extra) and f"storage={tmp_path}" not in err.split("not applied:")[1].split(".")[0]
+
+
+def test_resume_with_only_storage_looks_for_the_sweep_there(tmp_path, capsys):
+    from raybench.sweep import main
+
+    assert main(["--resume", "sweep-x", f"storage={tmp_path}"]) == 2
+    assert f"no sweep 'sweep-x' to resume: {tmp_path}/sweep-x/raybench_sweep.json does not exist" in capsys.readouterr().err

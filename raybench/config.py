@@ -30,6 +30,8 @@ DEFAULTS: dict[str, Any] = SweepConfig().model_dump()
 PER_METHOD_SECTIONS = ("train", "window", "method")
 PER_METHOD_FIXED = ("num_workers", "cpus_per_worker", "gpus_per_worker", "use_gpu")  # sized once per sweep
 
+_MISSING = object()
+
 SEARCH_KINDS = {
     "grid": "a non-empty list of values",
     "choice": "a non-empty list of values",
@@ -100,33 +102,18 @@ def _dotted_space(space: dict, prefix: str = "") -> dict:
     return out
 
 
-def deep_merge(base: dict, over: dict) -> dict:
-    out = copy.deepcopy(base)
-    for k, v in over.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict) and out.get(k):
-            out[k] = deep_merge(out[k], v)
-        else:
-            out[k] = copy.deepcopy(v)
-    return out
+def select(cfg: dict, key: str, default: Any = None) -> Any:
+    """The value at dotted ``key`` (OmegaConf.select), ``default`` when a part is missing."""
+    v = OmegaConf.select(OmegaConf.create(cfg), key, default=default)
+    return OmegaConf.to_container(v) if OmegaConf.is_config(v) else v
 
 
-def get_dotted(cfg: dict, key: str, default: Any = KeyError) -> Any:
-    cur: Any = cfg
-    for part in key.split("."):
-        if not isinstance(cur, dict) or part not in cur:
-            if default is KeyError:
-                raise KeyError(key)
-            return default
-        cur = cur[part]
-    return cur
-
-
-def set_dotted(cfg: dict, key: str, value: Any) -> None:
-    parts = key.split(".")
-    cur = cfg
-    for part in parts[:-1]:
-        cur = cur.setdefault(part, {})
-    cur[parts[-1]] = value
+def with_values(cfg: dict, values: dict[str, Any]) -> dict:
+    """A copy of ``cfg`` with the dotted keys of ``values`` set (OmegaConf.update)."""
+    c = OmegaConf.create(cfg)
+    for k, v in values.items():
+        OmegaConf.update(c, k, v, merge=False)
+    return OmegaConf.to_container(c)
 
 
 def _check_search_space(space: Any, problems: list[str]) -> None:
@@ -192,13 +179,10 @@ def _variants(cfg: dict) -> list[dict]:
     values = []
     for k in keys:
         vals = search_values(space[k]) if len(space[k]) == 1 else None
-        values.append(vals or [get_dotted(cfg, k, None)])
+        values.append(vals or [select(cfg, k)])
     out = []
     for combo in itertools.product(*values):
-        c = copy.deepcopy(cfg)
-        for k, v in zip(keys, combo):
-            set_dotted(c, k, v)
-        out.append(c)
+        out.append(with_values(cfg, dict(zip(keys, combo))))
     return out or [cfg]
 
 
@@ -214,7 +198,7 @@ def validate(raw: dict, source: str | None = None) -> dict:
     source = source or raw.get("_source", "config")
     raw = {k: v for k, v in raw.items() if k != "_source"}
     _, problems = schema.check(SweepConfig, raw)
-    cfg = deep_merge(DEFAULTS, {k: v for k, v in raw.items() if k in DEFAULTS})
+    cfg = OmegaConf.to_container(OmegaConf.merge(DEFAULTS, {k: v for k, v in raw.items() if k in DEFAULTS}))
     if not isinstance(cfg.get("method"), dict):
         raise ConfigError(problems + [f"'method' must be a mapping with a 'name', got {cfg.get('method')!r}"], source)
     for sec in ("data", "train", "window", "tune"):  # a section of the wrong type: nothing more to check
@@ -296,18 +280,17 @@ def validate(raw: dict, source: str | None = None) -> dict:
                 )
                 continue
             checks = [(m.Options, {sub: None}, f" ({m.method_name})") for m in swept if sub in m.defaults]
-        elif not _has_key(DEFAULTS, key):
+        elif select(DEFAULTS, key, _MISSING) is _MISSING:
             leaf = key.rsplit(".", 1)[-1]
             parent = key.rsplit(".", 1)[0] if "." in key else ""
-            siblings = list(get_dotted(DEFAULTS, parent, {}) or {}) if parent else list(DEFAULTS)
+            siblings = list(select(DEFAULTS, parent, {}) or {}) if parent else list(DEFAULTS)
             problems.append(f"'tune.search_space.{key}': no such setting{did_you_mean(leaf, siblings)}")
             continue
         else:
             checks = [(SweepConfig, None, "")]
         for v in _space_values(spec):
             for model, _, what in checks:
-                value: dict = {}
-                set_dotted(value, key[len("method."):] if model is not SweepConfig else key, v)
+                value = with_values({}, {key[len("method."):] if model is not SweepConfig else key: v})
                 for prob in schema.check(model, value)[1]:
                     detail = prob.split("' must ", 1)[1] if "' must " in prob else prob.split(": ", 1)[-1]
                     verb = "must " if "' must " in prob else ": "
@@ -399,15 +382,6 @@ def _check_per_method(cfg: dict, swept: list, problems: list[str]) -> None:
             problems += schema.check(model, vals, f"per_method.{mname}.{sec}.")[1]
 
 
-def _has_key(schema: dict, key: str) -> bool:
-    cur: Any = schema
-    for part in key.split("."):
-        if not isinstance(cur, dict) or part not in cur:
-            return False
-        cur = cur[part]
-    return True
-
-
 def load(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> dict:
     """Load, override and validate a sweep file; return the resolved config dict."""
     return validate(load_raw(path, overrides))
@@ -417,10 +391,8 @@ def resolve_trial_config(cfg: dict, trial_params: dict) -> dict:
     """Apply a trial's sampled dotted params to the sweep config; add the method's defaults."""
     from raybench.registry import METHODS
 
-    out = copy.deepcopy(cfg)
     params = expand_params(trial_params)
-    for k, v in params.items():
-        set_dotted(out, k, v)
+    out = with_values(cfg, params)
     for sec, vals in ((out.get("per_method") or {}).get(out["method"]["name"]) or {}).items():
         for k, v in vals.items():
             if f"{sec}.{k}" not in params:  # a sampled value wins
@@ -440,18 +412,4 @@ def expand_params(params: dict) -> dict:
             out.update(v)
         else:
             out[k] = v
-    return out
-
-
-def flatten(cfg: dict, prefix: str = "") -> dict[str, Any]:
-    """{'a': {'b': 1}} -> {'a.b': 1}; lists stay values."""
-    out: dict[str, Any] = {}
-    for k, v in cfg.items():
-        if str(k).startswith("_"):
-            continue
-        key = f"{prefix}{k}"
-        if isinstance(v, dict) and v:
-            out.update(flatten(v, key + "."))
-        else:
-            out[key] = v
     return out

@@ -12,7 +12,6 @@ import json
 import os
 from pathlib import Path
 
-from raybench.config import flatten
 
 TRIAL_TAG = "raybench.trial_id"
 SWEEP_TAG = "raybench.sweep_id"
@@ -71,8 +70,10 @@ def trial_tags(trial_cfg: dict, trial_id: str, sweep_id: str) -> dict[str, str]:
 
 def params_of(cfg: dict) -> dict[str, str]:
     """Flattened config as MLflow params (values as strings, lists as JSON)."""
+    from ray.tune.utils import flatten_dict
+
     out = {}
-    for k, v in flatten(cfg).items():
+    for k, v in flatten_dict({k: v for k, v in cfg.items() if not str(k).startswith("_")}, delimiter=".").items():
         s = json.dumps(v) if isinstance(v, (list, dict)) else str(v)
         out[k] = s[:6000]
     return out
@@ -104,9 +105,7 @@ def start_parent(cfg: dict, sweep_id: str) -> tuple[str, str, str]:
             SWEEP_TAG + ".parent": sweep_id, SWEEP_TAG: sweep_id, "dataset": str(cfg["data"]["dataset"]),
             "raybench.kind": "sweep"})
         run_id = run.info.run_id
-        params = [Param(k, v) for k, v in params_of(cfg).items()]
-        for i in range(0, len(params), 100):
-            client.log_batch(run_id, params=params[i : i + 100])
+        client.log_batch(run_id, params=[Param(k, v) for k, v in params_of(cfg).items()])  # chunks by itself
     return uri, exp_id, run_id
 
 
@@ -124,9 +123,7 @@ def open_trial_run(info: dict, trial_cfg: dict) -> str:
     tags["mlflow.parentRunId"] = info["parent_run_id"]
     tags["raybench.kind"] = "trial"
     run = client.create_run(exp_id, run_name=info.get("trial_name") or info["trial_id"], tags=tags)
-    params = [Param(k, v) for k, v in params_of(trial_cfg).items()]
-    for i in range(0, len(params), 100):
-        client.log_batch(run.info.run_id, params=params[i : i + 100])
+    client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in params_of(trial_cfg).items()])  # chunks
     client.log_text(run.info.run_id, yaml.safe_dump(_public(trial_cfg), sort_keys=False), "config.yaml")
     return run.info.run_id
 

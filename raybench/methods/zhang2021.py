@@ -31,7 +31,6 @@ from __future__ import annotations
 
 from typing import Literal
 
-import numpy as np
 import torch
 import torch.nn as nn
 from pydantic import Field

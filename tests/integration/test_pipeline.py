@@ -91,7 +91,7 @@ def test_second_sweep_reuses_the_clip_store(smoke, tmp_path):
 def test_training_sets_hold_each_store_once_and_filter_the_folds(ray_session, tiny_ravdess, tmp_path):
     from ray.data.dataset import MaterializedDataset
 
-    from raybench.sweep import training_sets
+    from raybench.trials import training_sets
 
     data = load(SWEEPS_DIR / "smoke.yaml", ["data.dataset=ravdess", f"data.root={tiny_ravdess}",
                                              f"data.store_dir={tmp_path / 'stores'}"])["data"]
@@ -145,7 +145,8 @@ def test_continuous_pipeline_reports_ccc_and_merges_chunk_folds(ray_session, tmp
     import pandas as pd
     from mlflow.tracking import MlflowClient
 
-    from raybench.sweep import format_table, merge_fold_predictions, run_sweep
+    from raybench.results import format_table, merge_fold_predictions
+    from raybench.sweep import run_sweep
 
     cfg = sweep_cfg(tmp_path, "data.dataset=synthetic_affwild2", "data.synth.videos=6",
                     "data.synth.video_seconds=8.0", "train.epochs=2", "data.split.folds=2",
@@ -192,7 +193,8 @@ def test_asha_stops_a_poor_trial_early_and_the_sweep_finishes(ray_session, tmp_p
     import ray
     from ray.util.placement_group import placement_group_table
 
-    from raybench.sweep import format_table, run_sweep
+    from raybench.results import format_table
+    from raybench.sweep import run_sweep
 
     cfg = load(SWEEPS_DIR / "default.yaml", [
         "method.name=audio_only", "tune.scheduler=asha", "tune.grace_period=2", "train.epochs=4",
@@ -223,7 +225,8 @@ def test_two_fold_sweep_records_per_fold_and_aggregated_metrics(smoke, tmp_path)
     import numpy as np
     from mlflow.tracking import MlflowClient
 
-    from raybench.sweep import format_table, run_sweep
+    from raybench.results import format_table
+    from raybench.sweep import run_sweep
 
     cfg = sweep_cfg(tmp_path, "data.split.folds=2", "train.epochs=1",
                     "tune.search_space={data.fold: {grid: [0, 1]}, window.length: {grid: [4, 8]}}")

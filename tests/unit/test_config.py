@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from raybench.config import ConfigError, SWEEPS_DIR, flatten, load, resolve_trial_config
+from raybench.config import ConfigError, SWEEPS_DIR, load, resolve_trial_config
 
 ALL_SWEEPS = sorted(SWEEPS_DIR.glob("*.yaml"))
 
@@ -90,8 +90,10 @@ def test_trial_config_drops_other_methods_keys():
     assert t["method"]["fusion"] == "concat"
 
 
-def test_flatten():
-    assert flatten({"a": {"b": 1, "c": {"d": [1, 2]}}, "_x": 3}) == {"a.b": 1, "a.c.d": [1, 2]}
+def test_mlflow_params_are_the_flattened_config():
+    from raybench.tracking import params_of
+
+    assert params_of({"a": {"b": 1, "c": {"d": [1, 2]}}, "_x": 3}) == {"a.b": "1", "a.c.d": "[1, 2]"}
 
 
 def test_cli_config_error_exits_2_without_traceback(tmp_path):

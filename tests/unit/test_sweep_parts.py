@@ -1,7 +1,8 @@
 import pytest
 
 from raybench.config import SWEEPS_DIR, ConfigError, load
-from raybench.sweep import param_space, parse_args, size_trials
+from raybench.trials import param_space, size_trials
+from raybench.sweep import parse_args
 
 
 def test_param_space_maps_every_kind():
@@ -77,7 +78,7 @@ def test_fold_predictions_merge_by_ccc_centering_per_dimension():
     import numpy as np
 
     from raybench.train.metrics import ccc_centering
-    from raybench.sweep import merge_fold_predictions
+    from raybench.results import merge_fold_predictions
 
     rng = np.random.default_rng(0)
     t = np.linspace(0, 6, 40)
@@ -107,7 +108,7 @@ def test_fold_predictions_merge_by_ccc_centering_per_dimension():
 def test_fold_predictions_merge_categorical_by_mean_probabilities():
     import numpy as np
 
-    from raybench.sweep import merge_fold_predictions
+    from raybench.results import merge_fold_predictions
 
     def fold(pa, pb):
         return [{"clip_id": c, "label": y, "pred": int(np.argmax(p)), "p_calm": p[0], "p_angry": p[1]}
@@ -124,7 +125,7 @@ def test_fold_predictions_merge_categorical_by_mean_probabilities():
 
 
 def test_asha_last_rung_covers_the_longest_per_method_training(tmp_path):
-    from raybench.sweep import max_epochs
+    from raybench.trials import max_epochs
 
     p = tmp_path / "s.yaml"
     p.write_text("train: {epochs: 4}\nper_method: {zhang2021: {train: {epochs: 9}}, audio_only: {train: {lr: 0.1}}}\n"

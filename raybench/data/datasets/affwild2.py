@@ -16,7 +16,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from raybench.data.datasets.base import DATASETS, Dataset, is_video
 from raybench.data.manifest import Clip, split_clips

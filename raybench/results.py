@@ -1,0 +1,261 @@
+"""What a sweep reports: the trials' rows, the test evaluation of the configuration chosen on
+validation, the cross-validation summary, the merge of fold models' test predictions, and the table."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from raybench.config import PAIR_KEY, expand_params, resolve_trial_config
+from raybench.trials import data_key, trial_data_cfg
+
+
+@dataclass
+class SweepResult:
+    sweep_id: str
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+    trials: list[dict] = field(default_factory=list)
+    best: dict[str, dict] = field(default_factory=dict)  # dataset -> best trial (with test metrics)
+    prepared: dict[str, dict] = field(default_factory=dict)
+    failed: int = 0
+    cv: dict[str, dict] = field(default_factory=dict)  # dataset -> cross-validation summary (data.fold swept)
+
+
+def evaluate_checkpoint(cfg: dict, data: dict, checkpoint_path: str, split: str = "test",
+                        storage: str | None = None) -> tuple[dict, list]:
+    """Load ``best.pt`` from a trial checkpoint and evaluate it on ``split`` (one process).
+
+    ``checkpoint_path`` is a local folder or a URI, or, when ``storage`` (the sweep's ``storage``
+    URI) is given, a path inside that storage's filesystem (as Tune reports it)."""
+    import io
+
+    import torch
+
+    from raybench import storage as st
+    from raybench.data.store import ClipStore
+    from raybench.train.loop import build_model, evaluate
+
+    device = torch.device("cuda" if cfg["train"]["use_gpu"] and torch.cuda.is_available() else "cpu")
+    model = build_model(cfg, data).to(device)
+    if storage and st.is_remote(storage) and not st.is_remote(checkpoint_path):
+        fs, path = st.split(storage)[0], checkpoint_path
+    else:
+        fs, path = st.split(checkpoint_path)
+    state = torch.load(io.BytesIO(st.read_bytes(fs, f"{path.rstrip('/')}/best.pt")), map_location=device,
+                       weights_only=False)
+    model.load_state_dict(state)
+    rows = ClipStore(data["store_path"]).read_clips(data["ids"][split])
+    return evaluate(model, rows, data, cfg, device, return_predictions=True)
+
+
+def merge_fold_predictions(fold_preds: list[list[dict]], how: str = "ccc_centering") -> tuple[dict, list[dict]]:
+    """Merge the test predictions of several fold models on the same test clips.
+
+    ``fold_preds``: one list of rows per fold, as :func:`evaluate_checkpoint` returns them.
+    Continuous rows (clip_id, frame, valence, arousal, *_true) are merged per frame and dimension,
+    ``how``: ``ccc_centering`` (Zhang et al. 2021, over all test frames,
+    :func:`raybench.train.metrics.ccc_centering`) or ``mean``. Categorical rows (clip_id,
+    label, p_<class>) are merged by averaging the class probabilities (``how`` does not apply).
+    Returns the merged predictions' metrics (continuous: CCC over all frames concatenated) and rows.
+    """
+    import torch
+
+    from raybench.train.metrics import ccc_centering
+    from raybench.train.metrics import TaskMetrics
+
+    continuous = "frame" in fold_preds[0][0]
+    key = (lambda r: (r["clip_id"], r["frame"])) if continuous else (lambda r: r["clip_id"])
+    keys = [key(r) for r in fold_preds[0]]
+    index = [{key(r): r for r in rows} for rows in fold_preds]
+    for i, idx in enumerate(index[1:], 1):
+        if set(idx) != set(keys):
+            raise ValueError(f"fold predictions {i} cover other test {'frames' if continuous else 'clips'} than "
+                             "fold 0: they cannot be merged")
+    if not continuous:
+        classes = [c[2:] for c in fold_preds[0][0] if c.startswith("p_")]
+        probs = np.mean([[[idx[k][f"p_{c}"] for c in classes] for k in keys] for idx in index], 0)  # (N, C)
+        labels = np.array([index[0][k]["label"] for k in keys])
+        m = TaskMetrics("categorical", len(classes))
+        m.update(torch.from_numpy(probs).float(), torch.from_numpy(labels))
+        rows = [{"clip_id": k, "label": int(labels[i]), "pred": int(probs[i].argmax()),
+                 **{f"p_{c}": float(p) for c, p in zip(classes, probs[i])}} for i, k in enumerate(keys)]
+        return m.compute(), rows
+    merged = {}
+    for dim in ("valence", "arousal"):
+        P = [np.array([idx[k][dim] for k in keys], np.float64) for idx in index]
+        merged[dim] = ccc_centering(P) if how == "ccc_centering" else np.clip(np.mean(P, 0), -1, 1)
+    truth = np.array([[index[0][k]["valence_true"], index[0][k]["arousal_true"]] for k in keys], np.float32)
+    pred = np.stack([merged["valence"], merged["arousal"]], 1).astype(np.float32)
+    m = TaskMetrics("continuous", 2)
+    m.update(torch.from_numpy(pred), torch.from_numpy(truth))
+    rows = [{"clip_id": c, "frame": f, "valence": float(pred[i, 0]), "arousal": float(pred[i, 1]),
+             "valence_true": float(truth[i, 0]), "arousal_true": float(truth[i, 1])} for i, (c, f) in enumerate(keys)]
+    return m.compute(), rows
+
+
+def record(cfg: dict, grid, summaries: dict[str, dict], mlinfo: dict, storage: str,
+           metrics: dict[str, str]) -> SweepResult:
+    """RECORD: one row per trial; per dataset the configuration best on validation (averaged over
+    folds in a cross-validation) is evaluated on the test split, and only it; fold models sharing a
+    test split have their predictions merged; all of it goes to the MLflow parent and trial runs."""
+    import ray
+
+    from raybench import tracking
+
+    sweep_id, uri, exp_id, parent = (mlinfo[k] for k in ("sweep_id", "tracking_uri", "experiment_id",
+                                                          "parent_run_id"))
+    mode = cfg["tune"]["mode"]
+    labels = _labels(summaries)
+    result = SweepResult(sweep_id, uri, exp_id, parent, prepared={labels[k]: s for k, s in summaries.items()})
+    best_key = "best/val/score"
+    for r in grid:
+        params = expand_params({k: v for k, v in r.config.items() if k in cfg["tune"]["search_space"]
+                                or k == PAIR_KEY})
+        trial_cfg = resolve_trial_config(cfg, params)
+        m = r.metrics or {}
+        row = {"trial_id": f"{sweep_id}/{m.get('trial_id', '?')}", "params": params, "cfg": trial_cfg,
+               "dataset": trial_cfg["data"]["dataset"], "error": str(r.error).splitlines()[0] if r.error else None,
+               "epochs": m.get("training_iteration"), "val": {k: v for k, v in m.items() if k.startswith("val/")},
+               "best_val": m.get(best_key), "checkpoint": m.get("checkpoint_path")}
+        result.failed += r.error is not None or row["best_val"] is None
+        result.trials.append(row)
+
+    # best per dataset, on the validation metric; only it sees the test split
+    client = tracking._client(uri)
+    cross_val = "data.fold" in cfg["tune"]["search_space"]
+    pick = max if mode == "max" else min
+    for name in dict.fromkeys(s["dataset"] for s in summaries.values()):
+        ok = [t for t in result.trials if t["dataset"] == name and t["best_val"] is not None and t["checkpoint"]]
+        if not ok:
+            continue
+        if cross_val:
+            # the configuration with the best validation score averaged over folds; each of its fold
+            # trials is tested on its own held-out fold
+            groups: dict[str, list[dict]] = {}
+            for t in ok:
+                key = json.dumps({k: v for k, v in t["params"].items() if k != "data.fold"}, sort_keys=True, default=str)
+                groups.setdefault(key, []).append(t)
+            key = pick(groups, key=lambda g: float(np.mean([t["best_val"] for t in groups[g]])))
+            chosen = sorted(groups[key], key=lambda t: t["params"]["data.fold"])
+        else:
+            chosen = [pick(ok, key=lambda t: t["best_val"])]
+        fold_preds = []
+        for best in chosen:
+            data = summaries[data_key(trial_data_cfg(best["cfg"]))]
+            test_metrics, preds = {}, []
+            if data["ids"]["test"]:
+                ev = ray.remote(num_cpus=1, num_gpus=1 if cfg["train"]["use_gpu"] else 0)(evaluate_checkpoint)
+                test_metrics, preds = ray.get(ev.remote(best["cfg"], data, best["checkpoint"], "test", storage))
+            fold_preds.append((data["task"], tuple(sorted(data["ids"]["test"])), preds))
+            best["test"] = {f"test/{k}": v for k, v in test_metrics.items()}
+            child = tracking.find_run(uri, exp_id, tracking.TRIAL_TAG, best["trial_id"])
+            if child:
+                tracking.log_metrics(uri, child, best["test"], step=0)
+                client.set_tag(child, "raybench.best", "true")
+                _log_table(client, child, preds, "predictions_test.csv")
+        result.best[name] = chosen[0]
+        client.set_tag(parent, f"best_trial.{name}", ",".join(t["trial_id"] for t in chosen))
+        if not cross_val:
+            tracking.log_metrics(uri, parent, chosen[0]["test"], step=0)
+            tracking.log_metrics(uri, parent, {f"best_{metrics[name]}": chosen[0]["best_val"]}, step=0)
+            continue
+        vals = [t["best_val"] for t in chosen]
+        summary = {"folds": [t["params"]["data.fold"] for t in chosen], "trial_ids": [t["trial_id"] for t in chosen],
+                   "params": {k: v for k, v in chosen[0]["params"].items() if k != "data.fold"},
+                   "val_mean": float(np.mean(vals)), "val_std": float(np.std(vals)), "test_mean": {}, "test_std": {}}
+        fold_metrics = {}
+        for t in chosen:
+            f = t["params"]["data.fold"]
+            fold_metrics[f"fold{f}/best_{metrics[name]}"] = t["best_val"]
+            fold_metrics.update({f"fold{f}/{k}": v for k, v in t["test"].items()})
+        for k in sorted({k for t in chosen for k in t["test"]}):
+            xs = [t["test"][k] for t in chosen if k in t["test"]]
+            summary["test_mean"][k], summary["test_std"][k] = float(np.mean(xs)), float(np.std(xs))
+        # folds that share one test split (data.split.protocol: chunks): merge the fold models' test
+        # predictions (continuous: Zhang et al. 2021's "CCC centering" by default; categorical: mean
+        # class probabilities)
+        tests = {ids for _, ids, _ in fold_preds}
+        if len(fold_preds) > 1 and len(tests) == 1 and next(iter(tests)):
+            how = cfg["tune"]["fold_merge"] if fold_preds[0][0] == "continuous" else "mean probabilities"
+            merged, rows = merge_fold_predictions([p for _, _, p in fold_preds], how)
+            summary["test_merged"] = {f"test_merged/{k}": v for k, v in merged.items()}
+            summary["fold_merge"] = how
+            tracking.log_metrics(uri, parent, summary["test_merged"], step=0)
+            _log_table(client, parent, rows, f"predictions_test_merged_{name}.csv")
+        result.cv[name] = summary
+        tracking.log_metrics(uri, parent, {
+            **fold_metrics, f"best_{metrics[name]}_mean": summary["val_mean"],
+            f"best_{metrics[name]}_std": summary["val_std"],
+            **{f"{k}_mean": v for k, v in summary["test_mean"].items()},
+            **{f"{k}_std": v for k, v in summary["test_std"].items()}}, step=0)
+        folds = {k: s["folds"] for k, s in summaries.items() if s["dataset"] == name and s.get("folds")}
+        if folds:
+            client.log_dict(parent, next(iter(folds.values())), f"folds_{name}.json")
+    _log_table(client, parent, [_flat_row(t) for t in result.trials], "trials.csv")
+    client.set_terminated(parent, status="FAILED" if result.failed == len(result.trials) else "FINISHED")
+    return result
+
+
+def _flat_row(t: dict) -> dict:
+    return {"trial_id": t["trial_id"], "dataset": t["dataset"], **{k: json.dumps(v) for k, v in t["params"].items()},
+            **t["val"], "best_val": t["best_val"], "error": t["error"] or "", **t.get("test", {})}
+
+
+def _log_table(client, run_id: str, rows: list[dict], name: str) -> None:
+    import pandas as pd
+
+    if not rows:
+        return
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d) / name
+        pd.DataFrame(rows).to_csv(p, index=False)
+        client.log_artifact(run_id, str(p))
+
+
+def _labels(summaries: dict[str, dict]) -> dict[str, str]:
+    """A readable name per store: the dataset, with the data key when a dataset has several."""
+    count: dict[str, int] = {}
+    for s in summaries.values():
+        count[s["dataset"]] = count.get(s["dataset"], 0) + 1
+    return {k: s["dataset"] if count[s["dataset"]] == 1 else f"{s['dataset']}@{k[:6]}" for k, s in summaries.items()}
+
+
+def format_table(result: SweepResult, metrics: dict[str, str]) -> str:
+    metric = " / ".join(sorted(set(metrics.values())))
+    keys = sorted({k for t in result.trials for k in t["params"]})
+    vals = sorted({k for t in result.trials for k in t["val"]} - {"val/score"})
+    best_ids = {t["trial_id"] for t in result.trials if "test" in t}
+    test_keys = sorted({k for t in result.trials for k in t.get("test", {})})
+    head = ["trial", *keys, "epochs", *vals, f"best {metric}", *test_keys]
+    rows = []
+    for t in result.trials:
+        tid = t["trial_id"].split("/")[-1] + (" *" if t["trial_id"] in best_ids else "")
+        r = [tid, *[str(t["params"].get(k)) for k in keys]]
+        r.append(f"{t['epochs']}/{t['cfg']['train']['epochs']}" if t.get("epochs") else "-")
+        r += [f"{t['val'][v]:.3f}" if v in t["val"] else "-" for v in vals]
+        r.append(f"{t['best_val']:.3f}" if t["best_val"] is not None else f"FAILED: {t['error']}")
+        r += [f"{t['test'][k]:.3f}" if k in t.get("test", {}) else "" for k in test_keys]
+        rows.append(r)
+    import pandas as pd
+
+    lines = [pd.DataFrame(rows, columns=head).to_string(index=False, justify="left")]
+    lines.append("(* best on validation, the only configuration evaluated on the test split; "
+                 "val columns are the last epoch's; epochs: run/configured, fewer when ASHA stopped the trial)")
+    for name, cv in result.cv.items():
+        tests = ", ".join(f"{k} {cv['test_mean'][k]:.3f} +- {cv['test_std'][k]:.3f}" for k in cv["test_mean"])
+        lines.append(f"{name}: {len(cv['folds'])}-fold cross-validation, best configuration {cv['params']} "
+                     f"(mean validation over folds {cv['val_mean']:.3f} +- {cv['val_std']:.3f}); "
+                     f"test, one result per fold model: {tests or 'no test clips'}")
+        if cv.get("test_merged"):
+            lines.append(f"{name}: the {len(cv['folds'])} fold models' test predictions merged ({cv['fold_merge']}): "
+                         + ", ".join(f"{k} {v:.3f}" for k, v in cv["test_merged"].items()))
+    return "\n".join(lines)
+
+

@@ -1,0 +1,257 @@
+"""Trials: the data configurations a sweep reaches, their clip stores, and one Ray Tune run of
+Ray Train trials over them (sizing, search space, scheduler, resume)."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+import time
+from typing import Any
+
+from raybench.config import (PAIR_KEY, ConfigError, pairs_swept, resolve_trial_config, search_values, valid_pairs,
+                             with_values)
+
+PAIR_KEY_DATASET = "data.dataset"
+
+
+def data_summary(prep) -> dict[str, Any]:
+    """What a trial needs to know about a prepared dataset (small, picklable)."""
+    train_ids = prep.ids("train")
+    mean, std = prep.store.audio_stats(train_ids)
+    row = prep.store.read_clips(train_ids[:1], columns=["audio_shape", "num_frames"])[0]
+    return {
+        "dataset": prep.dataset, "task": prep.task, "class_names": prep.class_names,
+        "store_path": str(prep.store.path), "root": prep.root,
+        "ids": {s: prep.ids(s) for s in ("train", "val", "test")},
+        "audio_mean": mean.tolist(), "audio_std": std.tolist(),
+        "n_audio_features": int(row["audio_shape"][1]),
+        "audio_steps_per_frame": int(row["audio_shape"][0] // row["num_frames"]),
+        "decoded": prep.decoded, "bad": {k: v["reason"] for k, v in prep.bad.items()},
+        "folds": {c.subject: c.fold for c in prep.clips if c.fold is not None},
+    }
+
+
+def data_key(data_cfg: dict) -> str:
+    """Identifies one data configuration (dataset x preprocessing x split) within a sweep."""
+    return hashlib.sha1(json.dumps(data_cfg, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def data_variants(cfg: dict) -> list[dict]:
+    """Every data configuration the sweep can reach: the finite values of the swept ``data.*`` keys."""
+    space = cfg["tune"]["search_space"]
+    keys = [k for k in space if k.startswith("data.")]
+    values = [search_values(space[k]) for k in keys]
+    if PAIR_KEY_DATASET in keys and pairs_swept(cfg):
+        i = keys.index(PAIR_KEY_DATASET)
+        values[i] = list(dict.fromkeys(d for _, d in valid_pairs(cfg)))
+    out = {}
+    for combo in itertools.product(*values):
+        d = with_values(cfg["data"], {k[len("data."):]: v for k, v in zip(keys, combo)})
+        if d["dataset"] != cfg["data"]["dataset"]:
+            d["root"] = None  # data.root names the base dataset's copy
+        out[data_key(d)] = d
+    return list(out.values())
+
+
+def trial_data_cfg(cfg: dict) -> dict:
+    d = copy.deepcopy(cfg["data"])
+    if d["dataset"] != cfg.get("_base_dataset", d["dataset"]):
+        d["root"] = None
+    return d
+
+
+def training_sets(summaries: dict[str, dict]) -> dict[str, Any]:
+    """One Ray Dataset of training clips per data configuration.
+
+    The clips any configuration of a store trains on are read once for the whole sweep and held in
+    Ray's object store (every trial and epoch reuse them). Configurations that train on a subset of
+    them (the folds of a cross-validation) get a lazy filter of that one copy, not a copy each.
+    """
+    from raybench.data.store import ClipStore, id_filter
+
+    union: dict[str, set[str]] = {}
+    for s in summaries.values():
+        union.setdefault(s["store_path"], set()).update(s["ids"]["train"])
+    base = {path: ClipStore(path).ray_dataset(sorted(ids)).materialize() for path, ids in union.items()}
+    out = {}
+    for k, s in summaries.items():
+        keep = set(s["ids"]["train"])
+        ds = base[s["store_path"]]
+        out[k] = ds if keep == union[s["store_path"]] else ds.filter(expr=id_filter(keep), num_cpus=0.25)
+    return out
+
+
+def param_space(cfg: dict) -> dict[str, Any]:
+    from ray import tune
+
+    out = {}
+    space = dict(cfg["tune"]["search_space"])
+    if pairs_swept(cfg):  # one grid over the (method, dataset) pairs whose tasks fit
+        for k in ("method.name", "data.dataset"):
+            space.pop(k)
+        out[PAIR_KEY] = tune.grid_search([{"method.name": m, "data.dataset": d} for m, d in valid_pairs(cfg)])
+    for key, spec in space.items():
+        kind, arg = next(iter(spec.items()))
+        out[key] = {
+            "grid": lambda a: tune.grid_search(list(a)),
+            "choice": lambda a: tune.choice(list(a)),
+            "uniform": lambda a: tune.uniform(*a),
+            "loguniform": lambda a: tune.loguniform(*a),
+            "randint": lambda a: tune.randint(*a),
+        }[kind](arg)
+    return out
+
+
+def size_trials(cfg: dict) -> tuple[float, int]:
+    """(CPUs per training worker, max concurrent trials) from the cluster's resources.
+
+    A trial holds ``num_workers`` worker bundles plus 0.01 CPU for the trial
+    function; one CPU is left for Ray Data's tasks (some of them, such as
+    listing files, ask for a whole CPU). Trials never ask for more than the
+    cluster has, so they never deadlock.
+    """
+    import ray
+
+    res = ray.cluster_resources()
+    cpus, gpus = float(res.get("CPU", 1)), float(res.get("GPU", 0))
+    t = cfg["train"]
+    n = int(t["num_workers"])
+    reserve = 1.0
+    cpw = float(t["cpus_per_worker"])
+    if n * cpw + reserve + 0.01 > cpus:
+        cpw = max(0.1, (cpus - reserve - 0.01) / n)
+    per_trial = n * cpw + 0.01
+    conc = max(1, int((cpus - reserve) // per_trial))
+    if t["use_gpu"]:
+        gpw = float(t.get("gpus_per_worker", 1.0))
+        if gpus < n * gpw:
+            raise ConfigError([f"'train.use_gpu' is true with train.num_workers={n} x gpus_per_worker={gpw:g}, "
+                               f"but the cluster has {gpus:g} GPU(s)"], "config")
+        conc = min(conc, int(gpus / (n * gpw) + 1e-9))  # true division: 1 // 0.2 is 4.0 in floats
+    if cfg["tune"]["max_concurrent_trials"]:
+        conc = min(conc, int(cfg["tune"]["max_concurrent_trials"]))
+    return round(cpw, 3), conc
+
+
+def max_epochs(cfg: dict) -> int:
+    """The longest any trial may train (ASHA's last rung): ``train.epochs``, or more for a method
+    that ``per_method`` gives more epochs."""
+    return max([int(cfg["train"]["epochs"])] + [int(o["train"]["epochs"]) for o in (cfg.get("per_method") or {}).values()
+                                                if "epochs" in (o.get("train") or {})])
+
+
+def run_trial(params: dict, base: dict, data: dict, train_sets: dict, mlinfo: dict | None, storage: str,
+              cpw: float) -> None:
+    """Tune function trainable: build and fit one TorchTrainer for the sampled ``params``."""
+    import ray.data
+    import ray.train
+    from ray import tune
+    from ray.train import CheckpointConfig, DataConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from raybench.tracking import TrialLogger
+    from raybench.train.loop import train_loop_per_worker
+
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    from raybench.storage import ray_storage
+
+    cfg = resolve_trial_config(base, params)
+    cfg["train"]["cpus_per_worker"] = cpw
+    storage_path, storage_fs = ray_storage(storage)
+    d = data[data_key(trial_data_cfg(cfg))]
+    ctx = tune.get_context()
+    trial_id, trial_name = ctx.get_trial_id(), ctx.get_trial_name()
+    info = dict(mlinfo, trial_id=f"{mlinfo['sweep_id']}/{trial_id}", trial_name=trial_name) if mlinfo else None
+    t = cfg["train"]
+    use_gpu = bool(t["use_gpu"])
+    res = {"CPU": cpw, **({"GPU": float(t.get("gpus_per_worker", 1.0))} if use_gpu else {})}
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"cfg": cfg, "data": d, "logger": TrialLogger(info) if info else None},
+        scaling_config=ScalingConfig(num_workers=int(t["num_workers"]), use_gpu=use_gpu, resources_per_worker=res),
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        datasets={"train": train_sets[data_key(trial_data_cfg(cfg))]},
+        dataset_config=DataConfig(datasets_to_split=["train"]),
+        run_config=ray.train.RunConfig(
+            name=f"{mlinfo['sweep_id'] if mlinfo else 'sweep'}-{trial_id}", storage_path=storage_path,
+            storage_filesystem=storage_fs,
+            checkpoint_config=CheckpointConfig(num_to_keep=1), callbacks=[TuneReportCallback()]),
+    )
+    trainer.fit()
+
+
+
+def prepare_all(cfg: dict) -> dict[str, dict]:
+    """PREPARE: every dataset x preprocessing configuration the sweep can reach, once. The file
+    listings first (a missing root, a wrong layout, too few subjects fail here, before Ray starts),
+    then the decoding, on Ray Data. Returns data key -> summary."""
+    import ray
+
+    from raybench.data.store import build, plan
+
+    plans = {data_key(dcfg): plan(dcfg) for dcfg in data_variants(cfg)}
+    if not ray.is_initialized():
+        ray.init(ignore_reinit_error=True)
+    summaries: dict[str, dict] = {}
+    for key, p in plans.items():
+        t0, dcfg = time.time(), p.data_cfg
+        s = summaries[key] = data_summary(build(p))
+        print(f"[raybench] prepared {dcfg['dataset']}: {sum(len(v) for v in s['ids'].values())} clips "
+              f"(train/val/test {', '.join(str(len(v)) for v in s['ids'].values())}), decoded {s['decoded']}, "
+              f"skipped {len(s['bad'])}, {time.time() - t0:.0f} s", flush=True)
+    ray.data.DataContext.get_current().enable_progress_bars = False
+    return summaries
+
+
+def new_sweep_id(cfg: dict) -> str:
+    return f"{cfg.get('name', 'sweep')}-{time.strftime('%Y%m%d-%H%M%S')}-" \
+        f"{hashlib.sha1(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:6]}"
+
+
+def tune_trials(cfg: dict, summaries: dict[str, dict], train_sets: dict[str, Any], mlinfo: dict, storage: str,
+                metrics: dict[str, str], resume: bool, on_start=None):
+    """TUNE: one Ray Tune run over the search space, each trial a Ray Train ``TorchTrainer``; a
+    resumed sweep restores its Tune state from ``storage``. ``on_start()`` runs once the tuner is
+    built, before the first trial. Returns Tune's ResultGrid."""
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    from raybench.storage import join, ray_storage
+
+    sweep_id = mlinfo["sweep_id"]
+    metric, mode = "val/score", cfg["tune"]["mode"]
+    cpw, conc = size_trials(cfg)
+    print(f"[raybench] sweep {sweep_id}: {cfg['train']['num_workers']} worker(s) x {cpw:g} CPU per trial, "
+          f"{conc} trial(s) at a time; selecting on "
+          f"{', '.join(sorted(set(metrics.values())))} ({mode})", flush=True)
+    scheduler = (ASHAScheduler(time_attr="training_iteration", max_t=max_epochs(cfg),
+                               grace_period=min(int(cfg["tune"]["grace_period"]), int(cfg["train"]["epochs"])))
+                 if cfg["tune"]["scheduler"] == "asha" else FIFOScheduler())
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, base=cfg, data=summaries, train_sets=train_sets, mlinfo=mlinfo,
+                             storage=storage, cpw=cpw),
+        {"CPU": 0.01})
+    exp_dir = join(storage, sweep_id)
+    storage_path, storage_fs = ray_storage(storage)
+    exp_path = f"{storage_path.rstrip('/')}/{sweep_id}"
+    if resume and tune.Tuner.can_restore(exp_path, storage_filesystem=storage_fs):
+        # finished trials are kept; unfinished and errored ones go on from their last checkpoint
+        print(f"[raybench] resuming sweep {sweep_id} from {exp_dir}", flush=True)
+        tuner = tune.Tuner.restore(exp_path, trainable, resume_unfinished=True, restart_errored=True,
+                                   param_space=param_space(cfg), storage_filesystem=storage_fs)
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space=param_space(cfg),
+            tune_config=tune.TuneConfig(metric=metric, mode=mode, scheduler=scheduler,
+                                        num_samples=int(cfg["tune"]["num_samples"]), max_concurrent_trials=conc),
+            run_config=tune.RunConfig(name=sweep_id, storage_path=storage_path, storage_filesystem=storage_fs,
+                                      verbose=1),
+        )
+    if on_start is not None:
+        on_start()
+    return tuner.fit()
+

@@ -58,3 +58,28 @@ def test_categorical_metrics_against_hand_computation():
     assert out["uar"] == pytest.approx(np.mean(recalls))
     assert out["f1"] == pytest.approx(np.mean(f1))
     assert out["uar"] != pytest.approx(out["acc"])  # imbalanced: UAR differs from WA
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_uar_is_scikit_learns_balanced_accuracy_even_with_absent_classes(seed):
+    import warnings
+
+    from sklearn.metrics import balanced_accuracy_score
+
+    rng = np.random.default_rng(seed)
+    n_classes = 5
+    present = rng.choice(n_classes, size=3, replace=False)  # two classes never in the targets ...
+    y = rng.choice(present, size=40)
+    p = rng.integers(0, n_classes, size=40)  # ... but predicted
+    m = TaskMetrics("categorical", n_classes)
+    m.update(torch.nn.functional.one_hot(torch.tensor(p), n_classes).float(), torch.tensor(y))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # scikit-learn warns that y_pred has classes not in y_true
+        expected = balanced_accuracy_score(y, p)
+    assert m.compute()["uar"] == pytest.approx(expected, abs=1e-6)
+
+
+def test_uar_of_a_prediction_of_an_absent_class():
+    m = TaskMetrics("categorical", 3)
+    m.update(torch.nn.functional.one_hot(torch.tensor([0, 2, 1, 1]), 3).float(), torch.tensor([0, 0, 1, 1]))
+    assert m.compute()["uar"] == pytest.approx(0.75)  # (1/2 + 2/2) / 2: class 2 is not in the targets

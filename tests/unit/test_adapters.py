@@ -76,7 +76,12 @@ def test_affwild2_left_right_annotations_share_a_video(tiny_affwild2, tmp_path):
     shutil.move(src, ann / "1-30-64x64_right.txt")
     clips = {c.clip_id: c for c in get_dataset("affwild2").manifest(root, DATA_CFG)}
     assert clips["1-30-64x64_left"].video_path == clips["1-30-64x64_right"].video_path
-    assert clips["1-30-64x64_left"].subject != clips["1-30-64x64_right"].subject
+    # one video is one subject (same frames, same audio): the two sides never land in different splits
+    assert clips["1-30-64x64_left"].subject == clips["1-30-64x64_right"].subject == "1-30-64x64"
+    for seed in range(8):
+        cfg = {**DATA_CFG, "split": {**DATA_CFG["split"], "seed": seed}}
+        c = {c.clip_id: c for c in get_dataset("affwild2").manifest(root, cfg)}
+        assert c["1-30-64x64_left"].split == c["1-30-64x64_right"].split
 
 
 def test_affwild2_annotation_without_video_is_named(tiny_affwild2, tmp_path):

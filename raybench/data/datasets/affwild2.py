@@ -55,7 +55,9 @@ class AffWild2(Dataset):
                     d = next((crops / n for n in (ann.stem, video_name) if (crops / n).is_dir()), None)
                     if d is not None:
                         meta["crops_dir"] = str(d)
-                clips.append(Clip(clip_id=ann.stem, video_path=str(video), subject=ann.stem, split=split,
+                # the subject is the video: its _left and _right annotations (two people in one video)
+                # share frames and audio, so they must never be split between train and validation
+                clips.append(Clip(clip_id=ann.stem, video_path=str(video), subject=video_name, split=split,
                                   va_path=str(ann), meta=meta))
         if missing:
             raise self.layout_error(

@@ -85,7 +85,6 @@ def load_raw(path: str | os.PathLike | None = None, overrides: list[str] | None 
     space = (out.get("tune") or {}).get("search_space") if isinstance(out.get("tune"), dict) else None
     if isinstance(space, dict):
         out["tune"]["search_space"] = _dotted_space(space)
-    out.setdefault("_source", str(path))
     return out
 
 
@@ -186,6 +185,11 @@ def _variants(cfg: dict) -> list[dict]:
     return out or [cfg]
 
 
+def reachable_methods(cfg: dict) -> list[str]:
+    """The method names a sweep can run (method.name, or the values its search space gives it)."""
+    return list(dict.fromkeys(v["method"].get("name") for v in _variants(cfg)))
+
+
 def validate(raw: dict, source: str | None = None) -> dict:
     """Merge ``raw`` over the defaults and check every value; return the resolved config dict.
 
@@ -195,8 +199,7 @@ def validate(raw: dict, source: str | None = None) -> dict:
     """
     from raybench.registry import DATASETS, METHODS
 
-    source = source or raw.get("_source", "config")
-    raw = {k: v for k, v in raw.items() if k != "_source"}
+    source = source or "config"
     _, problems = schema.check(SweepConfig, raw)
     cfg = OmegaConf.to_container(OmegaConf.merge(DEFAULTS, {k: v for k, v in raw.items() if k in DEFAULTS}))
     if not isinstance(cfg.get("method"), dict):
@@ -265,8 +268,6 @@ def validate(raw: dict, source: str | None = None) -> dict:
                 "grid", "choice"):
             problems.append(f"'tune.search_space.{key}': data settings are swept with grid or choice only "
                             "(each value prepares its own clip store)")
-    if any(m.needs_flow for m in swept):
-        cfg["data"]["flow"] = True  # the store keeps flow only when a method needs it
 
     # search-space keys must name existing settings, and each value must be valid for that setting
     for key, spec in space.items():
@@ -332,7 +333,6 @@ def validate(raw: dict, source: str | None = None) -> dict:
 
     if problems:
         raise ConfigError(list(dict.fromkeys(problems)), source)  # one line per problem, once
-    cfg["_source"] = source
     return cfg
 
 
@@ -384,7 +384,7 @@ def _check_per_method(cfg: dict, swept: list, problems: list[str]) -> None:
 
 def load(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> dict:
     """Load, override and validate a sweep file; return the resolved config dict."""
-    return validate(load_raw(path, overrides))
+    return validate(load_raw(path, overrides), source=str(Path(path) if path else DEFAULT_SWEEP))
 
 
 def resolve_trial_config(cfg: dict, trial_params: dict) -> dict:

@@ -146,7 +146,7 @@ def record(cfg: dict, grid, summaries: dict[str, dict], mlinfo: dict, storage: s
             chosen = [pick(ok, key=lambda t: t["best_val"])]
         fold_preds = []
         for best in chosen:
-            data = summaries[data_key(trial_data_cfg(best["cfg"]))]
+            data = summaries[data_key(trial_data_cfg(best["cfg"], cfg))]
             test_metrics, preds = {}, []
             if data["ids"]["test"]:
                 ev = ray.remote(num_cpus=1, num_gpus=1 if cfg["train"]["use_gpu"] else 0)(evaluate_checkpoint)

@@ -26,8 +26,7 @@ def save_sweep_state(storage: str, sweep_id: str, cfg: dict) -> None:
     """The resolved config of a sweep, kept beside its Tune results so ``--resume`` can rebuild it."""
     from raybench import storage as st
 
-    text = json.dumps({"sweep_id": sweep_id, "cfg": {k: v for k, v in cfg.items() if k != "_base_dataset"}},
-                      default=str, indent=1)
+    text = json.dumps({"sweep_id": sweep_id, "cfg": cfg}, default=str, indent=1)
     fs, root = st.split(storage)
     st.write_bytes(fs, f"{root}/{sweep_id}/{STATE_FILE}", text.encode())
 
@@ -38,7 +37,8 @@ def load_sweep_state(storage: str, sweep_id: str) -> dict:
     fs, root = st.split(storage)
     path = f"{root}/{sweep_id}/{STATE_FILE}"
     try:
-        return json.loads(st.read_bytes(fs, path).decode())["cfg"]
+        cfg = json.loads(st.read_bytes(fs, path).decode())["cfg"]
+        return {k: v for k, v in cfg.items() if not k.startswith("_")}  # older state files kept hidden keys
     except (FileNotFoundError, OSError):
         raise ConfigError([f"no sweep {sweep_id!r} to resume: {path} does not exist (is storage= the one the "
                            "sweep used?)"], "--resume") from None
@@ -50,7 +50,6 @@ def run_sweep(cfg: dict, sweep_id: str | None = None, resume: bool = False) -> S
     from raybench.train.loop import default_metric
 
     t_start = time.time()
-    cfg = dict(cfg, _base_dataset=cfg["data"]["dataset"])
 
     # 1. PREPARE every data configuration the sweep reaches (file listings before Ray starts)
     summaries = prepare_all(cfg)

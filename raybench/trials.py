@@ -10,8 +10,8 @@ import json
 import time
 from typing import Any
 
-from raybench.config import (PAIR_KEY, ConfigError, pairs_swept, resolve_trial_config, search_values, valid_pairs,
-                             with_values)
+from raybench.config import (PAIR_KEY, ConfigError, pairs_swept, reachable_methods, resolve_trial_config,
+                             search_values, valid_pairs, with_values)
 
 PAIR_KEY_DATASET = "data.dataset"
 
@@ -48,18 +48,28 @@ def data_variants(cfg: dict) -> list[dict]:
         values[i] = list(dict.fromkeys(d for _, d in valid_pairs(cfg)))
     out = {}
     for combo in itertools.product(*values):
-        d = with_values(cfg["data"], {k[len("data."):]: v for k, v in zip(keys, combo)})
-        if d["dataset"] != cfg["data"]["dataset"]:
-            d["root"] = None  # data.root names the base dataset's copy
+        d = store_data_cfg(with_values(cfg["data"], {k[len("data."):]: v for k, v in zip(keys, combo)}), cfg)
         out[data_key(d)] = d
     return list(out.values())
 
 
-def trial_data_cfg(cfg: dict) -> dict:
-    d = copy.deepcopy(cfg["data"])
-    if d["dataset"] != cfg.get("_base_dataset", d["dataset"]):
+def store_data_cfg(data_cfg: dict, sweep_cfg: dict) -> dict:
+    """The data settings a store is built with in this sweep: ``data.root`` names the copy of the sweep's
+    own ``data.dataset`` only (another dataset of a swept ``data.dataset`` uses its default root), and
+    the store keeps optical flow when any method the sweep can run needs it."""
+    from raybench.registry import METHODS
+
+    d = copy.deepcopy(data_cfg)
+    if d["dataset"] != sweep_cfg["data"]["dataset"]:
         d["root"] = None
+    if any(METHODS.get(m).needs_flow for m in reachable_methods(sweep_cfg)):
+        d["flow"] = True
     return d
+
+
+def trial_data_cfg(trial_cfg: dict, sweep_cfg: dict) -> dict:
+    """The data settings of a trial's store (see :func:`store_data_cfg`)."""
+    return store_data_cfg(trial_cfg["data"], sweep_cfg)
 
 
 def training_sets(summaries: dict[str, dict]) -> dict[str, Any]:
@@ -161,7 +171,7 @@ def run_trial(params: dict, base: dict, data: dict, train_sets: dict, mlinfo: di
     cfg = resolve_trial_config(base, params)
     cfg["train"]["cpus_per_worker"] = cpw
     storage_path, storage_fs = ray_storage(storage)
-    d = data[data_key(trial_data_cfg(cfg))]
+    d = data[data_key(trial_data_cfg(cfg, base))]
     ctx = tune.get_context()
     trial_id, trial_name = ctx.get_trial_id(), ctx.get_trial_name()
     info = dict(mlinfo, trial_id=f"{mlinfo['sweep_id']}/{trial_id}", trial_name=trial_name) if mlinfo else None
@@ -173,7 +183,7 @@ def run_trial(params: dict, base: dict, data: dict, train_sets: dict, mlinfo: di
         train_loop_config={"cfg": cfg, "data": d, "logger": TrialLogger(info) if info else None},
         scaling_config=ScalingConfig(num_workers=int(t["num_workers"]), use_gpu=use_gpu, resources_per_worker=res),
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
-        datasets={"train": train_sets[data_key(trial_data_cfg(cfg))]},
+        datasets={"train": train_sets[data_key(trial_data_cfg(cfg, base))]},
         dataset_config=DataConfig(datasets_to_split=["train"]),
         run_config=ray.train.RunConfig(
             name=f"{mlinfo['sweep_id'] if mlinfo else 'sweep'}-{trial_id}", storage_path=storage_path,

@@ -67,15 +67,17 @@ def _to_bytes(a: np.ndarray) -> bytes:
     return np.ascontiguousarray(a).tobytes()
 
 
-def decode_row(row: dict[str, Any], data_cfg: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None, str | None]:
-    """Decode + featurise one manifest row -> (store row, bad reason, warning)."""
+def decode_row(row: dict[str, Any], data_cfg: dict[str, Any], mirror: str | None = None,
+               root_uri: str | None = None) -> tuple[dict[str, Any] | None, str | None, str | None]:
+    """Decode + featurise one manifest row -> (store row, bad reason, warning). With a remote dataset
+    root (``root_uri``), the row's paths are in the local ``mirror`` and fetched when needed."""
     from raybench.data.annotations import read_annotation
     from raybench.data.decode import DecodeError, decode_clip
     from raybench.envcheck import is_environment_error
     from raybench.data.features import audio_features, optical_flow, resample_labels
 
     def local(path: str) -> str:  # a file of a remote root: fetched to this node when needed
-        return storage.fetch_if_placeholder(path, data_cfg.get("_mirror"), data_cfg.get("_root_uri"), cache_home())
+        return storage.fetch_if_placeholder(path, mirror, root_uri, cache_home())
 
     try:
         video = local(row["video_path"])
@@ -144,7 +146,8 @@ def decode_row(row: dict[str, Any], data_cfg: dict[str, Any]) -> tuple[dict[str,
     return out, None, warning
 
 
-def _prepare_batch(batch: dict[str, np.ndarray], store_path: str, data_cfg: dict[str, Any]) -> dict[str, Any]:
+def _prepare_batch(batch: dict[str, np.ndarray], store_path: str, data_cfg: dict[str, Any], mirror: str | None = None,
+                   root_uri: str | None = None) -> dict[str, Any]:
     """Ray Data map_batches function: decode a batch of manifest rows, write one part file."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -154,7 +157,7 @@ def _prepare_batch(batch: dict[str, np.ndarray], store_path: str, data_cfg: dict
     good, status = [], {"clip_id": [], "ok": [], "reason": [], "warning": [], "fatal": []}
     for row in rows:
         try:
-            out, reason, warning = decode_row(row, data_cfg)
+            out, reason, warning = decode_row(row, data_cfg, mirror, root_uri)
         except Exception as e:
             # not a problem of this clip (those come back as a reason): a library that does not load on
             # this worker, or a bug, would fail every clip. It goes back as a status row (not raised: Ray
@@ -324,7 +327,6 @@ def plan(data_cfg: dict[str, Any]) -> Plan:
         # adapters read a local mirror (annotations downloaded, media as placeholders fetched when decoded)
         root = storage.mirror_root(root_uri, cache_home())
         print(f"[raybench] prepare: {ds_name} root {root_uri} mirrored to {root}", flush=True)
-        data_cfg = dict(data_cfg, _mirror=str(root), _root_uri=root_uri)
     else:
         root = Path(data_cfg.get("root") or dataset.default_root(data_cfg)).expanduser()
     dataset.ensure(root, data_cfg)
@@ -368,7 +370,8 @@ def build(p: Plan, batch_size: int = 8, progress: bool = True) -> Prepared:
         items = [{"row": json.dumps(c.to_row())} for c in pending]
         rds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items) // batch_size, 200)))
         out = rds.map_batches(_prepare_batch, batch_size=batch_size, batch_format="numpy",
-                              fn_kwargs={"store_path": str(store.path), "data_cfg": data_cfg})
+                              fn_kwargs={"store_path": str(store.path), "data_cfg": data_cfg,
+                                         "mirror": str(p.root) if p.root_uri else None, "root_uri": p.root_uri})
         n_done, next_report = 0, 0.1
         for status in out.iter_batches(batch_size=None, batch_format="numpy"):
             fatal = [f for f in status["fatal"] if f]

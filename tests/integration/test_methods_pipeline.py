@@ -46,8 +46,7 @@ window: {length: 8, hop: 4}
 train: {epochs: 1, batch_size: 16, num_workers: 2}
 tune: {search_space: {method.use_flow: {grid: [true, false]}}}
 """)
-    assert cfg["data"]["flow"] is True  # set because de3 needs it
-    res = run_sweep(cfg)
+    res = run_sweep(cfg)  # the store keeps flow because de3 needs it
     assert res.failed == 0 and len(res.trials) == 2
     store = ClipStore(__import__("pathlib").Path(res.prepared["synthetic_ravdess"]["store_path"]))
     row = store.read_clips(columns=["flow_shape", "video_shape"])[0]

@@ -122,9 +122,12 @@ def evaluate(model: torch.nn.Module, rows: list[dict[str, Any]], data: dict, cfg
     """Metrics over whole clips: categorical scores averaged over a clip's windows; continuous
     predictions averaged per frame over overlapping windows (CCC over all frames).
 
+    Evaluation windows step by ``min(window.hop, window.length)``, so they cover every frame even
+    when training skips frames (hop > length): no scored frame is left without a prediction.
     Under torch.distributed, every rank must call this (metric states are synced).
     """
-    task, length, hop = data["task"], int(cfg["window"]["length"]), int(cfg["window"]["hop"])
+    task, length = data["task"], int(cfg["window"]["length"])
+    hop = min(int(cfg["window"]["hop"]), length)
     bs = int(cfg["train"]["batch_size"])
     mean, std = np.asarray(data["audio_mean"]), np.asarray(data["audio_std"])
     metrics = TaskMetrics(task, len(data["class_names"]), device)

@@ -58,15 +58,14 @@ def merge_fold_predictions(fold_preds: list[list[dict]], how: str = "ccc_centeri
 
     ``fold_preds``: one list of rows per fold, as :func:`evaluate_checkpoint` returns them.
     Continuous rows (clip_id, frame, valence, arousal, *_true) are merged per frame and dimension,
-    ``how``: ``ccc_centering`` (Zhang et al. 2021, over all test frames,
+    ``how``: ``ccc_centering`` (Zhang et al. 2021, per video and dimension,
     :func:`raybench.train.metrics.ccc_centering`) or ``mean``. Categorical rows (clip_id,
     label, p_<class>) are merged by averaging the class probabilities (``how`` does not apply).
     Returns the merged predictions' metrics (continuous: CCC over all frames concatenated) and rows.
     """
     import torch
 
-    from raybench.train.metrics import ccc_centering
-    from raybench.train.metrics import TaskMetrics
+    from raybench.train.metrics import TaskMetrics, ccc_centering
 
     continuous = "frame" in fold_preds[0][0]
     key = (lambda r: (r["clip_id"], r["frame"])) if continuous else (lambda r: r["clip_id"])
@@ -86,9 +85,16 @@ def merge_fold_predictions(fold_preds: list[list[dict]], how: str = "ccc_centeri
                  **{f"p_{c}": float(p) for c, p in zip(classes, probs[i])}} for i, k in enumerate(keys)]
         return m.compute(), rows
     merged = {}
+    positions: dict[str, list[int]] = {}  # clip -> the positions of its frames in ``keys``, in frame order
+    for i, (clip, _) in enumerate(keys):
+        positions.setdefault(clip, []).append(i)
     for dim in ("valence", "arousal"):
-        P = [np.array([idx[k][dim] for k in keys], np.float64) for idx in index]
-        merged[dim] = ccc_centering(P) if how == "ccc_centering" else np.clip(np.mean(P, 0), -1, 1)
+        P = np.array([[idx[k][dim] for k in keys] for idx in index], np.float64)  # (folds, frames)
+        out = np.empty(len(keys))
+        for pos in positions.values():  # per video, as the authors' test-result script merges
+            pos = sorted(pos, key=lambda i: keys[i][1])
+            out[pos] = ccc_centering(list(P[:, pos])) if how == "ccc_centering" else np.clip(P[:, pos].mean(0), -1, 1)
+        merged[dim] = out
     truth = np.array([[index[0][k]["valence_true"], index[0][k]["arousal_true"]] for k in keys], np.float32)
     pred = np.stack([merged["valence"], merged["arousal"]], 1).astype(np.float32)
     m = TaskMetrics("continuous", 2)

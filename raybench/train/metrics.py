@@ -16,7 +16,6 @@ import torch
 from torchmetrics import Metric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, MulticlassStatScores
 
-from raybench.nn.losses import ccc
 
 
 class PopulationCCC(Metric):
@@ -96,18 +95,32 @@ class TaskMetrics:
         self.m.reset()
 
 
-def ccc_centering(fold_preds: list[np.ndarray]) -> np.ndarray:
-    """Merge predictions of several folds on the same frames ("CCC centering", Zhang et al. 2021).
+def agreement_ccc(x: np.ndarray, y: np.ndarray) -> float:
+    """CCC between two raters' traces as the CCC centering of Zhang et al. 2021 computes it (their
+    code follows the AVEC 2016 gold-standard script): covariance with 1/N, variances with 1/(N-1)."""
+    mx, my = x.mean(), y.mean()
+    cov = np.mean((x - mx) * (y - my))
+    vx, vy = np.sum((x - mx) ** 2) / (len(x) - 1), np.sum((y - my) ** 2) / (len(y) - 1)
+    return float(2 * cov / (vx + vy + (mx - my) ** 2 + 1e-100))
 
-    For fold predictions p_i (N,): r_i = mean CCC of p_i against the other folds;
-    w = sum_i r_i mean(p_i) / sum_i r_i;  final = mean_i (p_i - mean(p_i) + w), clipped to [-1, 1].
+
+def ccc_centering(fold_preds: list[np.ndarray]) -> np.ndarray:
+    """Merge several folds' predictions of one dimension of one video ("CCC centering", Zhang et al.
+    2021, as their test-result script does it: per video and per dimension).
+
+    For fold predictions p_i (N,): r_i = mean of :func:`agreement_ccc` (p_i, p_j) over the other folds
+    (not clipped: a fold that disagrees gets a negative weight, as in the authors' code);
+    w = sum_i r_i mean(p_i) / sum_i r_i;  final = mean_i (p_i - mean(p_i) + w), clipped to [-1, 1]
+    afterwards. Deviation, for degenerate input only: where the r_i sum to 0 (the authors' code
+    divides by it) or the video has one frame, w is the plain mean of the means.
     """
-    P = [np.asarray(p, np.float64) for p in fold_preds]
+    P = np.stack([np.asarray(p, np.float64) for p in fold_preds])  # (folds, N)
     if len(P) == 1:
         return np.clip(P[0], -1, 1)
-    t = [torch.from_numpy(p)[:, None] for p in P]
-    r = np.array([np.mean([float(ccc(t[i], t[j])[0]) for j in range(len(P)) if j != i]) for i in range(len(P))])
-    r = np.clip(np.nan_to_num(r), 0, None)  # a fold that agrees with none gets no weight
-    means = np.array([p.mean() for p in P])
-    w = float((r * means).sum() / r.sum()) if r.sum() > 0 else float(means.mean())
-    return np.clip(np.mean([p - m + w for p, m in zip(P, means)], 0), -1, 1)
+    means = P.mean(1)
+    w = float(means.mean())
+    if P.shape[1] > 1:
+        r = np.array([np.mean([agreement_ccc(P[i], P[j]) for j in range(len(P)) if j != i]) for i in range(len(P))])
+        if np.isfinite(r).all() and r.sum() != 0:
+            w = float((r * means).sum() / r.sum())
+    return np.clip((P - means[:, None] + w).mean(0), -1, 1)

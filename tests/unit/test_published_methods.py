@@ -20,18 +20,39 @@ def _batch(B=2, T=6, H=32, F=20, K=4, task="categorical"):
     return b
 
 
+def _ref_ccc(x, y):
+    """CCC as the AVEC 2016 gold-standard script (and Zhang et al.'s centering) computes it, in plain
+    Python: covariance over N, variances over N - 1."""
+    n = len(x)
+    mx, my = sum(x) / n, sum(y) / n
+    cov = sum((a - mx) * (b - my) for a, b in zip(x, y)) / n
+    vx, vy = sum((a - mx) ** 2 for a in x) / (n - 1), sum((b - my) ** 2 for b in y) / (n - 1)
+    return 2 * cov / (vx + vy + (mx - my) ** 2)
+
+
+def _ref_centering(folds):
+    k, n = len(folds), len(folds[0])
+    r = [sum(_ref_ccc(folds[i], folds[j]) for j in range(k) if j != i) / (k - 1) for i in range(k)]
+    means = [sum(f) / n for f in folds]
+    w = sum(ri * m for ri, m in zip(r, means)) / sum(r)
+    return [min(1.0, max(-1.0, sum(folds[i][t] - means[i] + w for i in range(k)) / k)) for t in range(n)]
+
+
 def test_ccc_centering_on_known_inputs():
-    p1 = np.array([0.1, 0.2, 0.3, 0.4])
-    p2 = p1 + 0.2  # same shape, shifted: CCC(p1, p2) = CCC(p2, p1)
-    out = ccc_centering([p1, p2])
-    r = float(ccc(torch.tensor(p1)[:, None], torch.tensor(p2)[:, None])[0])
-    w = (r * p1.mean() + r * p2.mean()) / (2 * r)  # equal weights: the mean of the means
-    assert np.allclose(out, np.mean([p1 - p1.mean() + w, p2 - p2.mean() + w], 0))
-    assert np.allclose(out, p1 + 0.1)
-    # a fold that agrees less with the others weighs less in the common offset
-    p3 = np.array([0.9, -0.9, 0.9, -0.9])
-    out3 = ccc_centering([p1, p2, p3])
-    assert out3.shape == (4,) and np.all(np.abs(out3) <= 1)
+    p1 = [0.1, 0.2, 0.3, 0.4, 0.2]
+    p2 = [v + 0.2 for v in p1]  # same shape, shifted: equal agreement, so the offset is the mean of the means
+    assert np.allclose(ccc_centering([np.array(p1), np.array(p2)]), [v + 0.1 for v in p1])
+    rng = np.random.default_rng(0)
+    folds = [list(np.sin(np.arange(30) / 4) * 0.5 + o + rng.normal(0, 0.2, 30)) for o in (0.1, -0.2, 0.3)]
+    assert np.allclose(ccc_centering([np.array(f) for f in folds]), _ref_centering(folds), atol=1e-12)
+    # a fold that disagrees with the others (negative CCC) weighs negatively, as in the authors' code
+    # (not clipped to 0): its mean pulls the offset the other way
+    p3 = [0.9 - v for v in p1]
+    assert _ref_ccc(p1, p3) < 0
+    out = ccc_centering([np.array(p1), np.array(p2), np.array(p3)])
+    assert np.allclose(out, _ref_centering([p1, p2, p3]), atol=1e-12)
+    clipped_offset = (np.mean(p1) + np.mean(p2)) / 2  # what a weight clipped at 0 would give
+    assert abs(float(np.mean(out)) - clipped_offset) > 0.05
     assert np.all(np.abs(ccc_centering([np.full(4, 3.0), np.full(4, 3.0) + 1e-3 * np.arange(4)])) <= 1)
 
 

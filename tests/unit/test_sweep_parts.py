@@ -88,13 +88,36 @@ def test_fold_predictions_merge_by_ccc_centering_per_dimension():
     rows = [_fold_rows(v, a, tv, ta) for v, a in zip(folds_v, folds_a)]
     rows[1] = rows[1][::-1]  # order of rows does not matter: frames are matched by (clip, frame)
     metrics, merged = merge_fold_predictions(rows, "ccc_centering")
-    np.testing.assert_allclose([r["valence"] for r in merged], ccc_centering(folds_v), atol=1e-6)
-    np.testing.assert_allclose([r["arousal"] for r in merged], ccc_centering(folds_a), atol=1e-6)
+    def per_clip(folds):  # the rows hold two clips of 20 frames: each is merged on its own
+        return np.concatenate([ccc_centering([f[:20] for f in folds]), ccc_centering([f[20:] for f in folds])])
+
+    np.testing.assert_allclose([r["valence"] for r in merged], per_clip(folds_v), atol=1e-6)
+    np.testing.assert_allclose([r["arousal"] for r in merged], per_clip(folds_a), atol=1e-6)
+    # several videos: each is merged on its own (the authors' test-result script), not the concatenation
+    from tests.unit.test_published_methods import _ref_centering
+
+    videos = {"short": 7, "mid": 12, "long": 30}
+    fold_rows, per_video = [[] for _ in range(3)], {}
+    for vid, n in videos.items():
+        tt = np.linspace(0, 3, n)
+        true = 0.5 * np.sin(tt + n)
+        preds = [true + off + 0.2 * rng.standard_normal(n) for off in (0.3, -0.2, 0.0)]
+        per_video[vid] = _ref_centering([list(p) for p in preds])
+        for f, p in enumerate(preds):
+            fold_rows[f] += [{"clip_id": vid, "frame": i, "valence": float(p[i]), "arousal": float(p[i]),
+                              "valence_true": float(true[i]), "arousal_true": float(true[i])} for i in range(n)]
+    _, merged = merge_fold_predictions([r[::-1] if f == 1 else r for f, r in enumerate(fold_rows)], "ccc_centering")
+    got = {(r["clip_id"], r["frame"]): r["valence"] for r in merged}
+    for vid, ref in per_video.items():
+        np.testing.assert_allclose([got[vid, i] for i in range(videos[vid])], ref, atol=1e-6)
+    concat = ccc_centering([np.concatenate([np.array([r["valence"] for r in rows if r["clip_id"] == v])
+                                            for v in videos]) for rows in fold_rows])
+    assert np.max(np.abs(np.array([got[v, i] for v in videos for i in range(videos[v])]) - concat)) > 1e-3
 
     def ccc(p, y):
         return 2 * np.cov(p, y, bias=True)[0, 1] / (p.var() + y.var() + (p.mean() - y.mean()) ** 2)
 
-    mv, ma = ccc_centering(folds_v), ccc_centering(folds_a)
+    mv, ma = per_clip(folds_v), per_clip(folds_a)
     assert metrics["ccc_valence"] == pytest.approx(ccc(mv, tv), abs=1e-5)
     assert metrics["ccc_arousal"] == pytest.approx(ccc(ma, ta), abs=1e-5)
     # averaging independent errors: the merge beats the folds' mean CCC here

@@ -39,6 +39,7 @@ from raybench.methods.base import Backbone, Method, MethodOptions, register_meth
 from raybench.nn.audio import MFCCStream, VGGishStream
 from raybench.nn.encoders import backbone_groups, build_frame_encoder
 from raybench.nn.fusion import create_fusion
+from raybench.nn.losses import ccc_loss, window_ccc_loss
 from raybench.nn.temporal import TCN
 
 
@@ -90,6 +91,8 @@ class Options(MethodOptions):
     flip: bool = True
     freeze_backbone: bool | None = None  # null: frozen at first when `weights` is set (the paper); true | false
     unfreeze_per_drop: int = Field(1, ge=0)  # backbone layer groups released at each LR drop (0: stay frozen)
+    # 1 - CCC per window and dimension, averaged (the authors' code), or one CCC over the batch's frames
+    loss: Literal["window", "pooled"] = "window"
 
 @register_method("zhang2021")
 class Zhang2021(Method):
@@ -153,6 +156,13 @@ class Zhang2021(Method):
             return torch.stack(out)  # (B, T, C, ch, cw)
         y, x = (H - ch) // 2, (W - cw) // 2
         return video[..., y : y + ch, x : x + cw]
+
+    def loss(self, out, batch):
+        """1 - CCC per window and dimension, averaged over the batch's windows (``loss: window``, the
+        authors' CCCLoss), or over all the batch's frames pooled (``loss: pooled``)."""
+        if self.cfg.get("loss", "window") == "pooled":
+            return ccc_loss(out["va"], batch["va"], batch.get("mask"))
+        return window_ccc_loss(out["va"], batch["va"], batch.get("mask"))
 
     def forward(self, batch):
         video = self._augment(batch["video"])

@@ -31,6 +31,30 @@ def ccc_loss(va_pred: torch.Tensor, va: torch.Tensor, mask: torch.Tensor | None 
     return (1 - ccc(p, t)).mean()
 
 
+def window_ccc_loss(va_pred: torch.Tensor, va: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean over windows and dimensions of 1 - CCC computed within each window (Zhang et al. 2021's
+    loss, as their code computes it: covariance over N, variances over N - 1, eps 1e-8), over each
+    window's annotated, unpadded frames. Windows with fewer than 2 such frames are left out.
+
+    va_pred, va: (B, T, D); va NaN where not annotated; mask (B, T) bool.
+    """
+    valid = ~torch.isnan(va)  # (B, T, D)
+    if mask is not None:
+        valid &= mask[..., None]
+    w = valid.to(torch.float32)
+    n = w.sum(1)  # (B, D)
+    p, t = va_pred.float() * w, torch.nan_to_num(va.float()) * w
+    mp, mt = p.sum(1) / n.clamp_min(1), t.sum(1) / n.clamp_min(1)  # (B, D)
+    dp, dt = (va_pred.float() - mp[:, None]) * w, (torch.nan_to_num(va.float()) - mt[:, None]) * w
+    cov = (dp * dt).sum(1) / n.clamp_min(1)
+    vp, vt = (dp**2).sum(1) / (n - 1).clamp_min(1), (dt**2).sum(1) / (n - 1).clamp_min(1)
+    ccc_w = 2 * cov / (vp + vt + (mp - mt) ** 2 + 1e-8)  # (B, D)
+    ok = n >= 2
+    if not ok.any():
+        return va_pred.sum() * 0.0  # keeps the graph (DDP) without a signal
+    return (1 - ccc_w[ok]).mean()
+
+
 def task_loss(task: str, out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> torch.Tensor:
     if task == "categorical":
         return F.cross_entropy(out["logits"].float(), batch["label"])

@@ -219,3 +219,43 @@ def test_ir50_groups_cover_the_backbone_once_top_first():
     ids = [id(p) for g in groups for m in g for p in m.parameters()]
     assert len(ids) == len(set(ids)) and set(ids) == {id(p) for p in enc.backbone.parameters()}
     assert [len(g) for g in groups] == [1, 3, 7, 7, 4, 4]
+
+
+def _ref_window_loss(gold, pred):
+    """The authors' CCCLoss on (B, T, D) arrays, element-wise as their code writes it: per window and
+    dimension, means over time, the covariance term per element, variances with N - 1."""
+    gm, pm = gold.mean(1, keepdims=True), pred.mean(1, keepdims=True)
+    cov = (gold - gm) * (pred - pm)  # (B, T, D), not averaged
+    gv, pv = gold.var(1, ddof=1, keepdims=True), pred.var(1, ddof=1, keepdims=True)
+    return float(np.mean(1 - 2 * cov / (gv + pv + (gm - pm) ** 2 + 1e-8)))
+
+
+def test_zhang2021_loss_is_one_ccc_per_window_as_the_authors_compute_it():
+    from raybench.nn.losses import ccc_loss
+
+    rng = np.random.default_rng(0)
+    gold = rng.uniform(-1, 1, (4, 12, 2))
+    pred = 0.6 * gold + rng.normal(0.1, 0.3, gold.shape) + rng.normal(0, 0.5, (4, 1, 2))  # per-window offsets
+    m = create_method("zhang2021", "continuous", 2, n_audio_features=20, audio_steps_per_frame=4)
+    batch = {"va": torch.tensor(gold, dtype=torch.float32), "mask": torch.ones(4, 12, dtype=torch.bool)}
+    got = float(m.loss({"va": torch.tensor(pred, dtype=torch.float32)}, batch))
+    assert got == pytest.approx(_ref_window_loss(gold, pred), abs=1e-5)
+    # windows at the right level but flat inside: the pooled CCC is high, each window's CCC is not
+    levels = np.array([-0.8, -0.3, 0.3, 0.8])[:, None, None]
+    g2 = levels + 0.05 * np.sin(np.arange(12) / 2)[None, :, None] + np.zeros((4, 12, 2))
+    p2 = levels + 0.05 * rng.normal(size=(4, 12, 2))
+    b2 = {"va": torch.tensor(g2, dtype=torch.float32), "mask": batch["mask"]}
+    per_window = float(m.loss({"va": torch.tensor(p2, dtype=torch.float32)}, b2))
+    assert per_window == pytest.approx(_ref_window_loss(g2, p2), abs=1e-4)
+    assert per_window > 0.7 and float(ccc_loss(torch.tensor(p2), torch.tensor(g2))) < 0.1
+    # padded and unannotated frames do not count: the loss equals the loss of the trimmed windows
+    pad = np.concatenate([gold, np.full((4, 3, 2), np.nan)], 1)
+    pred_pad = np.concatenate([pred, rng.uniform(-1, 1, (4, 3, 2))], 1)
+    mask = torch.ones(4, 15, dtype=torch.bool)
+    mask[:, 12:] = False
+    got_pad = float(m.loss({"va": torch.tensor(pred_pad, dtype=torch.float32)},
+                           {"va": torch.tensor(pad, dtype=torch.float32), "mask": mask}))
+    assert got_pad == pytest.approx(got, abs=1e-5)
+    pooled = create_method("zhang2021", "continuous", 2, n_audio_features=20, audio_steps_per_frame=4, loss="pooled")
+    assert float(pooled.loss({"va": torch.tensor(pred, dtype=torch.float32)}, batch)) == pytest.approx(
+        float(ccc_loss(torch.tensor(pred), torch.tensor(gold))), abs=1e-5)

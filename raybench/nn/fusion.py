@@ -81,8 +81,10 @@ class LeaderFollowerFusion(nn.Module):
     The first modality leads (v, e.g. 128-d visual), the others follow (a_j, e.g. 32-d audio):
     k_0 = W^k_0 v, k_j = W^k_j a_j;  q_0 = W^q_0 v, q_j = W^q_j k_j;  u_0 = W^u_0 v, u_j = W^u_j k_j
     (all ``d``-dimensional). K, Q, U stack them: (M, d).
-    S = softmax(K Q^T / sqrt(d)) (M, M);  O = LayerNorm(S U + U);  z = [v; flatten(O)]
-    (dims[0] + M d; 128 + 3 x 32 = 224 in the paper), then ``out = W z`` unless ``out_dim`` is None.
+    S = softmax(K Q^T / sqrt(d)) (M, M);  O = LayerNorm(S U + U), normalised over the whole (M, d)
+    block as the authors' code does (``nn.LayerNorm([3, 32])``; the paper does not say);
+    z = [v; flatten(O)] (dims[0] + M d; 128 + 3 x 32 = 224 in the paper), then ``out = W z`` unless
+    ``out_dim`` is None.
     """
 
     def __init__(self, dims: list[int], out_dim: int | None, d: int = 32):
@@ -91,7 +93,7 @@ class LeaderFollowerFusion(nn.Module):
         self.wk = nn.ModuleList(nn.Linear(dim, d) for dim in dims)
         self.wq = nn.ModuleList(nn.Linear(dims[0] if i == 0 else d, d) for i in range(len(dims)))
         self.wu = nn.ModuleList(nn.Linear(dims[0] if i == 0 else d, d) for i in range(len(dims)))
-        self.norm = nn.LayerNorm(d)
+        self.norm = nn.LayerNorm([len(dims), d])  # over modalities x channels
         self.z_dim = dims[0] + len(dims) * d
         self.out = nn.Linear(self.z_dim, out_dim) if out_dim else nn.Identity()
 

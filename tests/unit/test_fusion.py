@@ -43,7 +43,14 @@ def test_leader_follower_softmax_shapes_and_equations():
     u = [f.wu[0](x[0]), f.wu[1](k[1]), f.wu[2](k[2])]
     K, Q, U = torch.stack(k), torch.stack(q), torch.stack(u)
     S_ref = torch.softmax(K @ Q.T / math.sqrt(32), -1)
-    O = F.layer_norm(S_ref @ U + U, (32,), f.norm.weight, f.norm.bias)
+    # LayerNorm over the whole 3 x 32 block (the authors' nn.LayerNorm([3, 32])), written out
+    X = S_ref @ U + U
+    with torch.no_grad():  # a non-trivial affine part, so a per-row normalisation could not pass
+        f.norm.weight.copy_(torch.randn(3, 32))
+        f.norm.bias.copy_(torch.randn(3, 32))
+    z, S = f.attend([v, a1, a2])
+    O = (X - X.mean()) / torch.sqrt(X.var(unbiased=False) + 1e-5) * f.norm.weight + f.norm.bias
+    assert f.norm.normalized_shape == (3, 32)
     assert torch.allclose(S[0, 3], S_ref, atol=1e-5)
     assert torch.allclose(z[0, 3], torch.cat([x[0], O.flatten()]), atol=1e-5)
     assert torch.equal(z[..., :128], v)  # the leader passes through

@@ -4,7 +4,6 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from raybench.nn.fusion import FUSIONS, create_fusion
 

@@ -51,7 +51,7 @@ def bench_one(name: str, task: str, args, overrides: dict, device: torch.device)
     keys = {k: v for k, v in overrides.items() if k in cls.defaults}
     n_out = 8 if task == "categorical" else 2
     model = create_method(name, task, n_out, n_audio_features=args.n_mels,
-                          audio_steps_per_frame=args.steps_per_frame, **keys).to(device)
+                          audio_steps_per_frame=args.steps_per_frame, fps=args.fps, **keys).to(device)
     method = model
     if args.ddp:
         model = torch.nn.parallel.DistributedDataParallel(
@@ -98,6 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--image-size", type=int, default=48)
     p.add_argument("--n-mels", type=int, default=40)
     p.add_argument("--steps-per-frame", type=int, default=10, help="audio feature steps per video frame")
+    p.add_argument("--fps", type=float, default=10.0, help="video frames per second (sets VGGish's 0.96 s patch)")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--no-amp", dest="amp", action="store_false")

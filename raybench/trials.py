@@ -16,7 +16,7 @@ from raybench.config import (PAIR_KEY, ConfigError, pairs_swept, reachable_metho
 PAIR_KEY_DATASET = "data.dataset"
 
 
-def data_summary(prep) -> dict[str, Any]:
+def data_summary(prep, fps: float) -> dict[str, Any]:
     """What a trial needs to know about a prepared dataset (small, picklable)."""
     train_ids = prep.ids("train")
     mean, std = prep.store.audio_stats(train_ids)
@@ -28,7 +28,7 @@ def data_summary(prep) -> dict[str, Any]:
         "audio_mean": mean.tolist(), "audio_std": std.tolist(),
         "n_audio_features": int(row["audio_shape"][1]),
         "audio_steps_per_frame": int(row["audio_shape"][0] // row["num_frames"]),
-        "decoded": prep.decoded, "bad": {k: v["reason"] for k, v in prep.bad.items()},
+        "decoded": prep.decoded, "bad": {k: v["reason"] for k, v in prep.bad.items()}, "fps": float(fps),
         "folds": {c.subject: c.fold for c in prep.clips if c.fold is not None},
     }
 
@@ -208,7 +208,7 @@ def prepare_all(cfg: dict) -> dict[str, dict]:
     summaries: dict[str, dict] = {}
     for key, p in plans.items():
         t0, dcfg = time.time(), p.data_cfg
-        s = summaries[key] = data_summary(build(p))
+        s = summaries[key] = data_summary(build(p), dcfg["fps"])
         print(f"[raybench] prepared {dcfg['dataset']}: {sum(len(v) for v in s['ids'].values())} clips "
               f"(train/val/test {', '.join(str(len(v)) for v in s['ids'].values())}), decoded {s['decoded']}, "
               f"skipped {len(s['bad'])}, {time.time() - t0:.0f} s", flush=True)

@@ -16,8 +16,9 @@ from raybench.methods import baselines, de3, schoneveld2021, zhang2021, zhou2019
 def create_method(name: str, task: str, num_outputs: int, **cfg) -> nn.Module:
     """Build method ``name`` for ``task`` with ``num_outputs`` classes (or 2 for valence/arousal).
 
-    ``cfg`` holds the method's keys (its ``defaults`` fill the rest) plus the data
-    shape keys ``n_audio_features`` and ``audio_steps_per_frame``.
+    ``cfg`` holds the method's keys (its ``defaults`` fill the rest) plus the data keys
+    ``n_audio_features``, ``audio_steps_per_frame`` and ``fps`` (each passed only to a method whose
+    ``__init__`` names it).
     """
     cls = METHODS.get(name)
     if task not in cls.tasks:
@@ -30,6 +31,10 @@ def create_method(name: str, task: str, num_outputs: int, **cfg) -> nn.Module:
     problems = check(cls.Options, {k: v for k, v in cfg.items() if k in cls.defaults}, "method.", f" ({name})")[1]
     if problems:
         raise ValueError("; ".join(problems))
+    import inspect
+
+    takes = inspect.signature(cls.__init__).parameters
+    cfg = {k: v for k, v in cfg.items() if k not in Method.DATA_KEYS or k in takes}  # data keys it uses
     kw = {**cls.defaults, **{k: v for k, v in cfg.items() if k != "name"}}
     return cls(task=task, num_outputs=num_outputs, **kw)
 

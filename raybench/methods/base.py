@@ -49,7 +49,8 @@ class Method(nn.Module):
     Options: ClassVar[type[MethodOptions]] = MethodOptions  # the method's keys; a subclass declares its own
     defaults: ClassVar[dict[str, Any]] = {}  # Options' defaults as a dict (set from Options)
     needs_flow: ClassVar[bool] = False
-    DATA_KEYS: ClassVar[tuple[str, ...]] = ("n_audio_features", "audio_steps_per_frame")
+    # the data's shape, given by the training loop: a method takes the ones its __init__ names
+    DATA_KEYS: ClassVar[tuple[str, ...]] = ("n_audio_features", "audio_steps_per_frame", "fps")
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from raybench.methods.base import Backbone, FusionName, Method, MethodOptions, register_method
-from raybench.nn.audio import VGGishStream
+from raybench.nn.audio import VGGishStream, vggish_patch_frames
 from raybench.nn.encoders import build_frame_encoder, masked_mean
 from raybench.nn.fusion import create_fusion
 from raybench.nn.temporal import RNN
@@ -53,7 +53,7 @@ class Options(MethodOptions):
     cnn_width: int = Field(16, ge=1)
     visual_dim: int = Field(256, ge=1)
     audio_dim: int = Field(128, ge=1)
-    patch_frames: int = Field(9, ge=1)  # VGGish patch, in video frames (0.96 s at about 10 fps)
+    patch_seconds: float = Field(0.96, gt=0)  # VGGish patch (0.96 s), in frames at the store's data.fps
     fusion: FusionName = "concat"
     fused_dim: int = Field(256, ge=1)
     rnn: Literal["lstm", "gru"] = "lstm"
@@ -70,13 +70,14 @@ class Schoneveld2021(Method):
     tasks = ("categorical", "continuous")
     Options = Options
 
-    def __init__(self, task, num_outputs, n_audio_features=40, audio_steps_per_frame=4, **cfg):
+    def __init__(self, task, num_outputs, n_audio_features=40, audio_steps_per_frame=4, fps=10.0, **cfg):
         super().__init__(task, num_outputs)
         if cfg["pool"] not in ("last", "mean"):
             raise ValueError(f"schoneveld2021: pool must be 'last' or 'mean', got {cfg['pool']!r}")
         self.cfg = cfg
         self.face = build_frame_encoder(cfg["backbone"], cfg["visual_dim"], cfg["weights"], cfg["cnn_width"])
-        self.audio = VGGishStream(n_audio_features, audio_steps_per_frame, cfg["audio_dim"], cfg["patch_frames"])
+        self.audio = VGGishStream(n_audio_features, audio_steps_per_frame, cfg["audio_dim"],
+                                  vggish_patch_frames(fps, cfg["patch_seconds"]))
         self.fusion = create_fusion(cfg["fusion"], [cfg["visual_dim"], cfg["audio_dim"]], cfg["fused_dim"])
         self.rnn = RNN(cfg["fused_dim"], cfg["hidden"], cfg["layers"], cfg["rnn"], dropout=cfg["dropout"])
         self.head = nn.Sequential(nn.Dropout(cfg["dropout"]), nn.Linear(self.rnn.out_dim, num_outputs))

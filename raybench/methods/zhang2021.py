@@ -36,7 +36,7 @@ import torch.nn as nn
 from pydantic import Field
 
 from raybench.methods.base import Backbone, Method, MethodOptions, register_method
-from raybench.nn.audio import MFCCStream, VGGishStream
+from raybench.nn.audio import MFCCStream, VGGishStream, vggish_patch_frames
 from raybench.nn.encoders import backbone_groups, build_frame_encoder
 from raybench.nn.fusion import create_fusion
 from raybench.nn.losses import ccc_loss, window_ccc_loss
@@ -44,13 +44,14 @@ from raybench.nn.temporal import TCN
 
 
 class _OneModel(nn.Module):
-    def __init__(self, out: int, cfg: dict, n_audio_features: int, k: int):
+    def __init__(self, out: int, cfg: dict, n_audio_features: int, k: int, fps: float):
         super().__init__()
         self.face = build_frame_encoder(cfg["backbone"], cfg["visual_dim"], cfg["weights"], cfg["cnn_width"])
         self.v_tcn = TCN(cfg["visual_dim"], [cfg["visual_channels"]] * cfg["levels"], cfg["kernel"], cfg["dropout"])
         streams, dims = nn.ModuleList(), []
         for s in cfg["audio_streams"]:
-            enc = MFCCStream(n_audio_features, k) if s == "mfcc" else VGGishStream(n_audio_features, k)
+            enc = (MFCCStream(n_audio_features, k) if s == "mfcc"
+                   else VGGishStream(n_audio_features, k, patch_frames=vggish_patch_frames(fps)))  # 0.96 s
             streams.append(nn.ModuleDict({
                 "enc": enc, "tcn": TCN(enc.out_dim, [cfg["audio_channels"]] * cfg["levels"], cfg["kernel"],
                                        cfg["dropout"])}))
@@ -99,7 +100,7 @@ class Zhang2021(Method):
     tasks = ("continuous",)
     Options = Options
 
-    def __init__(self, task, num_outputs, n_audio_features=40, audio_steps_per_frame=4, **cfg):
+    def __init__(self, task, num_outputs, n_audio_features=40, audio_steps_per_frame=4, fps=10.0, **cfg):
         super().__init__(task, num_outputs)
         for s in cfg["audio_streams"]:
             if s not in ("mfcc", "vggish"):
@@ -107,7 +108,8 @@ class Zhang2021(Method):
         self.cfg = cfg
         n = num_outputs if cfg["per_dimension"] else 1
         out = 1 if cfg["per_dimension"] else num_outputs
-        self.models = nn.ModuleList(_OneModel(out, cfg, n_audio_features, audio_steps_per_frame) for _ in range(n))
+        self.models = nn.ModuleList(_OneModel(out, cfg, n_audio_features, audio_steps_per_frame, fps)
+                                    for _ in range(n))
         fb = cfg.get("freeze_backbone")
         if fb is not None and not isinstance(fb, bool):
             raise ValueError(f"zhang2021: freeze_backbone must be true, false or null, got {fb!r}")

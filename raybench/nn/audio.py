@@ -49,9 +49,15 @@ def _vgg(c_in: int, widths: list[int]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def vggish_patch_frames(fps: float, seconds: float = 0.96) -> int:
+    """Video frames a VGGish example spans: its 0.96 s at the store's frame rate (at least 1)."""
+    return max(1, round(seconds * fps))
+
+
 class VGGishStream(nn.Module):
     """VGGish-style: a 2-D CNN over a log-Mel patch centred on each video frame
-    (``patch_frames`` frames long, about 0.96 s at 10 fps; hop one frame) -> 128-d per frame.
+    (``patch_frames`` frames long: VGGish's 0.96 s is :func:`vggish_patch_frames` at the store's fps;
+    hop one frame) -> 128-d per frame.
 
     (B, T*k, F) -> (B, T, out_dim)
     """

@@ -52,7 +52,7 @@ def build_model(cfg: dict, data: dict) -> torch.nn.Module:
     name = mcfg.pop("name")
     return create_method(name, data["task"], len(data["class_names"]) if data["task"] == "categorical" else 2,
                          n_audio_features=data["n_audio_features"],
-                         audio_steps_per_frame=data["audio_steps_per_frame"], **mcfg)
+                         audio_steps_per_frame=data["audio_steps_per_frame"], fps=float(data["fps"]), **mcfg)
 
 
 def collate(windows: list[dict[str, np.ndarray]], audio_mean: np.ndarray, audio_std: np.ndarray,

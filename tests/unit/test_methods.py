@@ -10,7 +10,7 @@ CASES = [(m, t) for m in METHODS.names() for t in METHODS.get(m).tasks]
 # small sizes so every method runs in a fraction of a second on a CPU
 SMALL = {"dim": 16, "cnn_width": 4, "visual_dim": 32, "audio_dim": 16, "hidden": 16, "fbp_o": 16,
          "fused_dim": 16, "visual_channels": 16, "audio_channels": 8, "attention_dim": 8, "levels": 2,
-         "num_blocks": 1, "heads": 2, "patch_frames": 3}
+         "num_blocks": 1, "heads": 2, "patch_seconds": 0.3}
 
 
 def batch(task, seed=0):

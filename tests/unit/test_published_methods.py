@@ -85,7 +85,7 @@ def test_schoneveld2021_distils_from_a_torchscript_teacher(tmp_path):
     path = tmp_path / "teacher.pt"
     torch.jit.script(teacher).save(str(path))
     kw = dict(n_audio_features=20, audio_steps_per_frame=4, visual_dim=16, audio_dim=8, hidden=8, fused_dim=8,
-              patch_frames=3, cnn_width=4)
+              patch_seconds=0.3, cnn_width=4)
     torch.manual_seed(0)
     plain = create_method("schoneveld2021", "categorical", 2, **kw)
     torch.manual_seed(0)
@@ -259,3 +259,18 @@ def test_zhang2021_loss_is_one_ccc_per_window_as_the_authors_compute_it():
     pooled = create_method("zhang2021", "continuous", 2, n_audio_features=20, audio_steps_per_frame=4, loss="pooled")
     assert float(pooled.loss({"va": torch.tensor(pred, dtype=torch.float32)}, batch)) == pytest.approx(
         float(ccc_loss(torch.tensor(pred), torch.tensor(gold))), abs=1e-5)
+
+
+@pytest.mark.parametrize("fps", [5.0, 10.0, 25.0, 30.0])
+def test_vggish_patches_span_0_96_s_at_any_frame_rate(fps):
+    """VGGish's examples are 0.96 s long: the patch spans round(0.96 fps) video frames, k audio steps each,
+    in schoneveld2021 and in zhang2021's VGGish stream (it used to be 9 frames whatever the rate)."""
+    k = 4
+    frames = round(0.96 * fps)
+    s = create_method("schoneveld2021", "categorical", 3, n_audio_features=20, audio_steps_per_frame=k, fps=fps)
+    assert s.audio.patch == frames * k
+    z = create_method("zhang2021", "continuous", 2, n_audio_features=20, audio_steps_per_frame=k, fps=fps)
+    (vggish,) = [st["enc"] for st in z.models[0].streams if type(st["enc"]).__name__ == "VGGishStream"]
+    assert vggish.patch == frames * k
+    # methods that do not use the frame rate are built without it
+    assert create_method("av_fusion", "categorical", 3, n_audio_features=20, audio_steps_per_frame=k, fps=fps)

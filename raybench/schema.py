@@ -27,7 +27,9 @@ class AudioConfig(Section):
     features: Literal["logmel", "spectrogram"] = "logmel"
     n_mels: int = Field(40, ge=1)
     n_fft: int = Field(400, ge=2)  # 25 ms at 16 kHz
-    win_ms: float = Field(25.0, gt=0)
+    # analysis window; null: the feature's own, 25 ms for logmel, 40 ms for spectrogram (Zhou et al.
+    # 2019's speech spectrogram: Hamming window of 40 ms, hop 10 ms)
+    win_ms: float | None = Field(None, gt=0)
     hop_ms: float = Field(10.0, gt=0)
     frames_per_video_frame: int = Field(4, ge=1)  # audio feature steps per video frame in the store
 

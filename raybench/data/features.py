@@ -28,10 +28,19 @@ def _transform(kind: str, sample_rate: int, n_fft: int, win: int, hop: int, n_me
     raise ValueError(f"data.audio.features must be 'logmel' or 'spectrogram', got {kind!r}")
 
 
+WINDOW_MS = {"logmel": 25.0, "spectrogram": 40.0}  # data.audio.win_ms: null picks the feature's own
+
+
+def window_ms(cfg: dict) -> float:
+    """The analysis window of ``data.audio`` in ms: ``win_ms``, or the feature kind's own (25 ms log-Mel;
+    40 ms for Zhou et al. 2019's speech spectrogram)."""
+    return float(cfg.get("win_ms") or WINDOW_MS.get(cfg.get("features", "logmel"), 25.0))
+
+
 def audio_features(audio: np.ndarray, num_frames: int, sample_rate: int, cfg: dict) -> np.ndarray:
     """Log features of a mono signal, resampled in time to ``num_frames * k`` steps -> float32 (T*k, F)."""
     kind = cfg.get("features", "logmel")
-    win = int(round(cfg.get("win_ms", 25.0) * sample_rate / 1000))
+    win = int(round(window_ms(cfg) * sample_rate / 1000))
     hop = int(round(cfg.get("hop_ms", 10.0) * sample_rate / 1000))
     n_fft = max(int(cfg.get("n_fft", 400)), win)
     k = int(cfg.get("frames_per_video_frame", 4))

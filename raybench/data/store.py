@@ -57,7 +57,13 @@ def fingerprint(dataset: str, root: str | Path, data_cfg: dict[str, Any]) -> str
 
 
 def _without_defaults(key: str, value: Any) -> Any:
-    """Options added after a key was fingerprinted count only when they leave their default."""
+    """Options added after a key was fingerprinted count only when they leave their default; a
+    ``data.audio.win_ms`` left to the feature's own counts as that value (log-Mel stores made when the
+    default was 25 ms keep their fingerprint)."""
+    if key == "audio" and isinstance(value, dict):
+        from raybench.data.features import window_ms
+
+        return dict(value, win_ms=window_ms(value))
     if key == "ravdess" and isinstance(value, dict):
         return {k: v for k, v in value.items() if (k, v) not in (("video", "av"), ("audio", "video"))}
     return value

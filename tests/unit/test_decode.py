@@ -101,3 +101,29 @@ def test_real_rates_29_97_fps_and_44_1_or_48_khz_become_target_fps_and_16_khz(tm
         assert abs(len(d.audio) - 32000) < 2048  # 2 s at 16 kHz
         spec = np.abs(np.fft.rfft(d.audio[:16000]))  # 1 s at 16 kHz: 1 Hz bins
         assert abs(int(np.argmax(spec)) - 440) <= 2  # the 440 Hz tone survives resampling
+
+
+def test_the_spectrogram_uses_zhou2019s_40_ms_window_unless_win_ms_is_set():
+    from raybench.config import DEFAULTS
+    from raybench.data.store import fingerprint
+
+    sr = 16000
+    audio = np.random.default_rng(0).normal(0, 0.1, sr).astype(np.float32)
+    base = dict(DEFAULTS["data"]["audio"])
+    assert base["win_ms"] is None
+    # a spectrogram has n_fft // 2 + 1 bins, n_fft = max(400, window): 40 ms at 16 kHz is 640 samples
+    spec = audio_features(audio, 10, sr, dict(base, features="spectrogram"))
+    assert spec.shape == (40, 640 // 2 + 1)
+    spec25 = audio_features(audio, 10, sr, dict(base, features="spectrogram", win_ms=25.0))
+    assert spec25.shape == (40, 400 // 2 + 1)
+    assert audio_features(audio, 10, sr, dict(base, features="logmel")).shape == (40, base["n_mels"])
+    # the window is in the store's fingerprint as its value: log-Mel stores built when the default was
+    # 25 ms are reused; a spectrogram store with the new window is a new store
+    data = dict(DEFAULTS["data"])
+
+    def fp(**audio_kw):
+        return fingerprint("ravdess", "/data", dict(data, audio=dict(base, **audio_kw)))
+
+    assert fp() == fp(win_ms=25.0)
+    assert fp(features="spectrogram") != fp(features="spectrogram", win_ms=25.0)
+    assert fp(features="spectrogram") == fp(features="spectrogram", win_ms=40.0)

@@ -4,7 +4,8 @@ From the authors' code (METHODS.md section 4): a face CNN per frame -> TCN
 [128 x 4], kernel 5, dilations 1-8 (receptive field 121 frames); one TCN
 [32 x 4] per audio stream (MFCC 39-d, VGGish-style log-Mel 128-d, each aligned
 to video frames); leader-follower attention per time step (visual leads);
-z = [v; flatten(O)] (224-d) -> Linear -> valence/arousal. Loss 1 - CCC.
+z = [v; flatten(O)] (224-d) -> Linear -> valence/arousal, no output activation (the authors'
+regressor; ``output: tanh`` bounds it). Loss 1 - CCC per window (``loss``).
 
 Training inputs as in the code: one random crop (``crop`` of the frame) and
 horizontal flip shared by the whole window in training, the centre crop in
@@ -66,12 +67,14 @@ class _OneModel(nn.Module):
             self.fusion = create_fusion(cfg["fusion"], [leader, *dims], leader)
             z_dim = leader
         self.head = nn.Linear(z_dim, out)
+        self.squash = cfg.get("output", "linear") == "tanh"
 
     def forward(self, video: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
         v = self.v_tcn(self.face(video))  # (B, T, 128)
         a = [s["tcn"](s["enc"](audio)) for s in self.streams]  # each (B, T, 32)
         z = self.fusion([v, *a])  # (B, T, 224) for leader_follower
-        return torch.tanh(self.head(z))  # (B, T, out)
+        y = self.head(z)  # (B, T, out): linear, as the authors' regressor
+        return torch.tanh(y) if self.squash else y
 
 
 class Options(MethodOptions):
@@ -94,6 +97,7 @@ class Options(MethodOptions):
     unfreeze_per_drop: int = Field(1, ge=0)  # backbone layer groups released at each LR drop (0: stay frozen)
     # 1 - CCC per window and dimension, averaged (the authors' code), or one CCC over the batch's frames
     loss: Literal["window", "pooled"] = "window"
+    output: Literal["linear", "tanh"] = "linear"  # the authors' regressor is linear
 
 @register_method("zhang2021")
 class Zhang2021(Method):

@@ -274,3 +274,17 @@ def test_vggish_patches_span_0_96_s_at_any_frame_rate(fps):
     assert vggish.patch == frames * k
     # methods that do not use the frame rate are built without it
     assert create_method("av_fusion", "categorical", 3, n_audio_features=20, audio_steps_per_frame=k, fps=fps)
+
+
+def test_zhang2021_output_is_linear_as_the_authors_regressor():
+    m = create_method("zhang2021", "continuous", 2, n_audio_features=20, audio_steps_per_frame=4, cnn_width=4,
+                      visual_dim=16, visual_channels=8, audio_channels=4, levels=1).eval()
+    one = m.models[0]
+    with torch.no_grad():
+        one.head.bias.fill_(3.0)  # a large bias: a tanh output could not exceed 1
+        batch = {"video": torch.randn(2, 5, 3, 48, 48), "audio": torch.randn(2, 20, 20)}
+        assert float(m(batch)["va"].min()) > 1.5
+        t = create_method("zhang2021", "continuous", 2, n_audio_features=20, audio_steps_per_frame=4, cnn_width=4,
+                          visual_dim=16, visual_channels=8, audio_channels=4, levels=1, output="tanh").eval()
+        t.models[0].head.bias.fill_(3.0)
+        assert float(t(batch)["va"].max()) <= 1.0

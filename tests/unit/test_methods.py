@@ -45,7 +45,8 @@ def test_forward_shapes_no_nan_and_gradients(name, task):
         assert out["logits"].shape == (B, 4)
     else:
         assert out["va"].shape == (B, T, 2)
-        assert out["va"].abs().max() <= 1
+        if name != "zhang2021":  # zhang2021's output is linear, as the authors' regressor
+            assert out["va"].abs().max() <= 1
     assert all(torch.isfinite(v).all() for v in out.values())
     loss = model.loss(out, batch(task))
     assert torch.isfinite(loss)

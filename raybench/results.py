@@ -126,8 +126,11 @@ def record(cfg: dict, grid, summaries: dict[str, dict], mlinfo: dict, storage: s
         m = r.metrics or {}
         row = {"trial_id": f"{sweep_id}/{m.get('trial_id', '?')}", "params": params, "cfg": trial_cfg,
                "dataset": trial_cfg["data"]["dataset"], "error": str(r.error).splitlines()[0] if r.error else None,
-               "epochs": m.get("training_iteration"), "val": {k: v for k, v in m.items() if k.startswith("val/")},
-               "best_val": m.get(best_key), "checkpoint": m.get("checkpoint_path")}
+               # the trial's own epoch count (Tune's training_iteration restarts at 1 after a resume)
+               "epochs": int(m["epoch"]) + 1 if "epoch" in m else m.get("training_iteration"),
+               "end_ms": int(m["timestamp"] * 1000) if m.get("timestamp") else None,
+               "val": {k: v for k, v in m.items() if k.startswith("val/")},
+               "best_val": m.get(best_key), "checkpoint": m.get("checkpoint_path"), "best_epoch": m.get("best_epoch")}
         result.failed += r.error is not None or row["best_val"] is None
         result.trials.append(row)
 
@@ -203,8 +206,38 @@ def record(cfg: dict, grid, summaries: dict[str, dict], mlinfo: dict, storage: s
         if folds:
             client.log_dict(parent, next(iter(folds.values())), f"folds_{name}.json")
     _log_table(client, parent, [_flat_row(t) for t in result.trials], "trials.csv")
+    _close_trial_runs(client, uri, exp_id, result.trials)
     client.set_terminated(parent, status="FAILED" if result.failed == len(result.trials) else "FINISHED")
     return result
+
+
+def trial_status(t: dict) -> tuple[str, str | None]:
+    """(MLflow status, reason) of a trial row: FAILED with its error; KILLED when early stopping or
+    the scheduler (ASHA) ended it before its configured epochs; else FINISHED."""
+    if t["error"] or t["best_val"] is None:
+        return "FAILED", t["error"] or "no validation score was reported"
+    want, ran = int(t["cfg"]["train"]["epochs"]), t["epochs"] or 0
+    if ran >= want:
+        return "FINISHED", None
+    es = t["cfg"]["train"].get("early_stop")
+    if es and t.get("best_epoch") is not None and (ran - 1) - t["best_epoch"] >= es:
+        return "KILLED", f"early_stop: no better validation score for {es} epochs (train.early_stop)"
+    return "KILLED", f"scheduler: stopped after {ran} of {want} epochs (tune.scheduler)"
+
+
+def _close_trial_runs(client, uri: str, exp_id: str, trials: list[dict]) -> None:
+    """End every trial's MLflow run with its true status and end time (a reason tag when it did not
+    finish)."""
+    from raybench import tracking
+
+    for t in trials:
+        run_id = tracking.find_run(uri, exp_id, tracking.TRIAL_TAG, t["trial_id"])
+        if run_id is None:
+            continue
+        status, reason = trial_status(t)
+        if reason:
+            client.set_tag(run_id, "raybench.status_reason", reason[:5000])
+        client.set_terminated(run_id, status=status, end_time=t.get("end_ms"))
 
 
 def _flat_row(t: dict) -> dict:

@@ -63,6 +63,7 @@ def test_mlflow_holds_one_parent_and_a_child_per_trial(smoke):
         assert [m.step for m in hist] == list(range(cfg["train"]["epochs"]))
         arts = {a.path for a in client.list_artifacts(c.info.run_id)}
         assert "config.yaml" in arts
+        assert c.info.status == "FINISHED" and c.info.end_time >= c.info.start_time  # closed, with a duration
     best = [c for c in children if c.data.tags.get("raybench.best") == "true"]
     assert len(best) == 1 and "test/uar" in best[0].data.metrics
     assert "test/uar" in client.get_run(res.parent_run_id).data.metrics
@@ -210,6 +211,14 @@ def test_asha_stops_a_poor_trial_early_and_the_sweep_finishes(ray_session, tmp_p
     assert by_lr[1.0e-7]["error"] is None and res.failed == 0
     assert res.best["synthetic_ravdess"]["trial_id"] == by_lr[2.0e-3]["trial_id"]
     assert "2/4" in format_table(res, {"synthetic_ravdess": "val/uar"})
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(res.tracking_uri)
+    runs = {r.data.tags["raybench.trial_id"]: r for r in client.search_runs(
+        [res.experiment_id], f"tags.mlflow.parentRunId = '{res.parent_run_id}'")}
+    stopped, good = runs[by_lr[1.0e-7]["trial_id"]], runs[by_lr[2.0e-3]["trial_id"]]
+    assert stopped.info.status == "KILLED" and good.info.status == "FINISHED"
+    assert stopped.data.tags["raybench.status_reason"].startswith("scheduler: stopped after 2 of 4 epochs")
     # nothing of the stopped trial is left holding resources
     deadline = time.time() + 60
     while any(p["state"] != "REMOVED" for p in placement_group_table().values()) or \
@@ -281,6 +290,7 @@ def test_plateau_schedule_lowers_the_lr_and_early_stop_ends_the_trial(smoke, tmp
     assert res.failed == 0 and t["epochs"] == 3  # best at epoch 0, then 2 epochs without improvement
     client = MlflowClient(res.tracking_uri)
     (child,) = client.search_runs([res.experiment_id], f"tags.mlflow.parentRunId = '{res.parent_run_id}'")
+    assert child.info.status == "KILLED" and child.data.tags["raybench.status_reason"].startswith("early_stop")
     lrs = [m.value for m in sorted(client.get_metric_history(child.info.run_id, "train/lr"), key=lambda m: m.step)]
     assert lrs == pytest.approx([1e-7, 1e-8, 1e-9])
 

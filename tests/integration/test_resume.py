@@ -68,4 +68,7 @@ def test_killed_sweep_resumes_without_repeating_trials(ray_session, tmp_path):
         assert sorted(set(steps)) == [0, 1, 2], steps  # every epoch is there
         if t.data.tags[TRIAL_TAG] in finished:
             assert sorted(steps) == [0, 1, 2], steps  # the finished trial was not trained again
+        assert t.info.status == "FINISHED", t.info  # reopened and closed again, all 3 epochs run
+    # the table counts the trials' own epochs (Tune's training_iteration restarts after a resume)
+    assert r.stdout.count("3/3") == 2, r.stdout[-3000:]
     assert "test/uar" in client.get_run(parents[0].info.run_id).data.metrics

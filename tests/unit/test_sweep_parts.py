@@ -177,3 +177,19 @@ def test_resume_with_only_storage_looks_for_the_sweep_there(tmp_path, capsys):
 
     assert main(["--resume", "sweep-x", f"storage={tmp_path}"]) == 2
     assert f"no sweep 'sweep-x' to resume: {tmp_path}/sweep-x/raybench_sweep.json does not exist" in capsys.readouterr().err
+
+
+def test_trial_status_says_how_a_trial_ended():
+    from raybench.results import trial_status
+
+    def row(epochs, best_epoch=0, error=None, best_val=0.5, early_stop=None):
+        return {"error": error, "best_val": best_val, "epochs": epochs, "best_epoch": best_epoch,
+                "cfg": {"train": {"epochs": 6, "early_stop": early_stop}}}
+
+    assert trial_status(row(6)) == ("FINISHED", None)
+    assert trial_status(row(3, error="boom"))[0] == "FAILED" and trial_status(row(3, error="boom"))[1] == "boom"
+    assert trial_status(row(2, best_val=None))[0] == "FAILED"
+    status, why = trial_status(row(3, best_epoch=0, early_stop=2))
+    assert status == "KILLED" and why.startswith("early_stop")
+    status, why = trial_status(row(2, best_epoch=1, early_stop=2))  # no early stop yet: the scheduler
+    assert status == "KILLED" and why == "scheduler: stopped after 2 of 6 epochs (tune.scheduler)"

@@ -280,7 +280,8 @@ def validate(raw: dict, source: str | None = None) -> dict:
                     f"'tune.search_space.{key}': no such method key{did_you_mean(sub, sorted(method_key_union))}"
                 )
                 continue
-            checks = [(m.Options, {sub: None}, f" ({m.method_name})") for m in swept if sub in m.defaults]
+            checks = [(m.Options, "tune.search_space.method.", sub, f" ({m.method_name})") for m in swept
+                      if sub in m.defaults]
         elif select(DEFAULTS, key, _MISSING) is _MISSING:
             leaf = key.rsplit(".", 1)[-1]
             parent = key.rsplit(".", 1)[0] if "." in key else ""
@@ -288,14 +289,10 @@ def validate(raw: dict, source: str | None = None) -> dict:
             problems.append(f"'tune.search_space.{key}': no such setting{did_you_mean(leaf, siblings)}")
             continue
         else:
-            checks = [(SweepConfig, None, "")]
+            checks = [(SweepConfig, "tune.search_space.", key, "")]
         for v in _space_values(spec):
-            for model, _, what in checks:
-                value = with_values({}, {key[len("method."):] if model is not SweepConfig else key: v})
-                for prob in schema.check(model, value)[1]:
-                    detail = prob.split("' must ", 1)[1] if "' must " in prob else prob.split(": ", 1)[-1]
-                    verb = "must " if "' must " in prob else ": "
-                    problems.append(f"'tune.search_space.{key}'{what}: value {v!r} {verb}{detail}")
+            for model, prefix, sub_key, what in checks:
+                problems += schema.check(model, with_values({}, {sub_key: v}), prefix, f"{what}: value {v!r}")[1]
 
     # checks across keys
     t, d = cfg["train"], cfg["data"]

@@ -106,16 +106,14 @@ def _version(dist: str) -> str:
 def _pinned(dist: str) -> str | None:
     """The requirement raybench's own metadata declares for ``dist`` (e.g. ``torch==2.11.0``)."""
     try:
-        reqs = metadata.requires("raybench") or []
-    except metadata.PackageNotFoundError:
+        from packaging.requirements import Requirement  # pip's and Ray's requirement parser
+
+        reqs = [Requirement(r) for r in metadata.requires("raybench") or []]
+    except (ImportError, metadata.PackageNotFoundError):
         return None
     for r in reqs:
-        name = r.split(";")[0].strip()
-        base = name.split("[")[0]
-        for op in ("==", ">=", "<=", "~=", "<", ">", "!="):
-            base = base.split(op)[0]
-        if base.strip().lower() == dist.lower() and "extra ==" not in r:
-            return name.replace(" ", "")
+        if r.name.lower() == dist.lower() and not (r.marker and "extra" in str(r.marker)):
+            return f"{r.name}{r.specifier}"
     return None
 
 

@@ -162,24 +162,20 @@ def _prepare_batch(batch: dict[str, np.ndarray], store_path: str, data_cfg: dict
     rows = [json.loads(r) for r in batch["row"]]
     good, status = [], {"clip_id": [], "ok": [], "reason": [], "warning": [], "fatal": []}
     for row in rows:
+        fatal = ""
         try:
             out, reason, warning = decode_row(row, data_cfg, mirror, root_uri)
         except Exception as e:
             # not a problem of this clip (those come back as a reason): a library that does not load on
             # this worker, or a bug, would fail every clip. It goes back as a status row (not raised: Ray
             # would bury it in a traceback and drop its type), and the driver stops the stage on it.
-            cause = " ".join(f"{type(e).__name__}: {e}".split())
-            status["clip_id"].append(row["clip_id"])
-            status["ok"].append(False)
-            status["reason"].append("")
-            status["warning"].append("")
-            status["fatal"].append(f"clip {row['clip_id']} ({row['video_path']}): {cause}")
+            out, reason, warning = None, None, None
+            fatal = f"clip {row['clip_id']} ({row['video_path']}): " + " ".join(f"{type(e).__name__}: {e}".split())
+        for k, v in (("clip_id", row["clip_id"]), ("ok", out is not None), ("reason", reason or ""),
+                     ("warning", warning or ""), ("fatal", fatal)):
+            status[k].append(v)
+        if fatal:
             break
-        status["clip_id"].append(row["clip_id"])
-        status["ok"].append(out is not None)
-        status["reason"].append(reason or "")
-        status["warning"].append(warning or "")
-        status["fatal"].append("")
         if out is None:
             store.write_text(f"bad/{row['clip_id']}.json",
                              json.dumps({"clip_id": row["clip_id"], "video_path": row["video_path"], "reason": reason}))

@@ -6,7 +6,7 @@ from typing import Annotated, Any, ClassVar
 
 import torch
 import torch.nn as nn
-from pydantic import AfterValidator, BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from raybench.registry import METHODS, did_you_mean
 
@@ -40,6 +40,15 @@ def _fusion(v: str) -> str:
 
 Backbone = Annotated[str, AfterValidator(_backbone)]  # small_cnn | ir50 | a timm architecture
 FusionName = Annotated[str, AfterValidator(_fusion)]  # a name in raybench.nn.fusion.FUSIONS
+
+
+class FaceEncoderOptions(MethodOptions):
+    """The per-frame face encoder keys the published methods share (``nn.encoders.build_frame_encoder``):
+    from scratch by default; the papers' pretrained backbones load from ``weights`` (a local path)."""
+
+    backbone: Backbone = "small_cnn"
+    weights: str | None = None
+    cnn_width: int = Field(16, ge=1)  # small_cnn's width
 
 
 class Method(nn.Module):

@@ -22,16 +22,13 @@ import torch
 import torch.nn as nn
 from pydantic import Field
 
-from raybench.methods.base import Backbone, Method, MethodOptions, register_method
+from raybench.methods.base import FaceEncoderOptions, Method, register_method
 from raybench.nn.attention import ConformerBlock, CrossModalAttention
 from raybench.nn.encoders import AudioConv, FrameCNN, build_frame_encoder, masked_mean
 from raybench.nn.fusion import create_fusion
 
 
-class Options(MethodOptions):
-    backbone: Backbone = "small_cnn"
-    weights: str | None = None
-    cnn_width: int = Field(16, ge=1)
+class Options(FaceEncoderOptions):
     dim: int = Field(128, ge=1)
     heads: int = Field(4, ge=1)
     num_blocks: int = Field(2, ge=0)

@@ -25,7 +25,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from pydantic import Field
 
-from raybench.methods.base import Backbone, FusionName, Method, MethodOptions, register_method
+from raybench.methods.base import FaceEncoderOptions, FusionName, Method, register_method
 from raybench.nn.audio import VGGishStream, vggish_patch_frames
 from raybench.nn.encoders import build_frame_encoder, masked_mean
 from raybench.nn.fusion import create_fusion
@@ -47,10 +47,8 @@ def load_teacher(path: str) -> torch.jit.ScriptModule:
     return teacher
 
 
-class Options(MethodOptions):
-    backbone: Backbone = "small_cnn"  # the paper: a distilled face CNN (give `weights:` for a checkpoint)
-    weights: str | None = None
-    cnn_width: int = Field(16, ge=1)
+class Options(FaceEncoderOptions):
+    # backbone: the paper: a distilled face CNN (give `weights:` for a checkpoint)
     visual_dim: int = Field(256, ge=1)
     audio_dim: int = Field(128, ge=1)
     patch_seconds: float = Field(0.96, gt=0)  # VGGish patch (0.96 s), in frames at the store's data.fps

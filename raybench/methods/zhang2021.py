@@ -36,7 +36,7 @@ import torch
 import torch.nn as nn
 from pydantic import Field
 
-from raybench.methods.base import Backbone, Method, MethodOptions, register_method
+from raybench.methods.base import FaceEncoderOptions, Method, register_method
 from raybench.nn.audio import MFCCStream, VGGishStream, vggish_patch_frames
 from raybench.nn.encoders import backbone_groups, build_frame_encoder
 from raybench.nn.fusion import create_fusion
@@ -77,10 +77,8 @@ class _OneModel(nn.Module):
         return torch.tanh(y) if self.squash else y
 
 
-class Options(MethodOptions):
-    backbone: Backbone = "small_cnn"  # the paper: IR-ResNet50 (pass `weights:` to load a checkpoint)
-    weights: str | None = None
-    cnn_width: int = Field(16, ge=1)
+class Options(FaceEncoderOptions):
+    # backbone: the paper: IR-ResNet50 (pass `weights:` to load a checkpoint)
     visual_dim: int = Field(512, ge=1)
     visual_channels: int = Field(128, ge=1)
     audio_channels: int = Field(32, ge=1)

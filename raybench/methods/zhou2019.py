@@ -21,17 +21,15 @@ from typing import Literal
 import torch.nn as nn
 from pydantic import Field
 
-from raybench.methods.base import Backbone, Method, MethodOptions, register_method
+from raybench.methods.base import FaceEncoderOptions, Method, register_method
 from raybench.nn.attention import AttentionPool
 from raybench.nn.audio import AudioRegionCNN, with_deltas
 from raybench.nn.encoders import build_frame_encoder
 from raybench.nn.fusion import create_fusion
 
 
-class Options(MethodOptions):
-    backbone: Backbone = "small_cnn"  # the paper: IR-50 (LResNet50E-IR): backbone ir50 with `weights:` a checkpoint
-    weights: str | None = None
-    cnn_width: int = Field(16, ge=1)
+class Options(FaceEncoderOptions):
+    # backbone: the paper: IR-50 (LResNet50E-IR): backbone ir50 with `weights:` a checkpoint
     visual_dim: int = Field(512, ge=1)
     audio_dim: int = Field(256, ge=1)
     attention: Literal["self", "relation", "transformer"] = "self"

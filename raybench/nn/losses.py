@@ -43,9 +43,9 @@ def window_ccc_loss(va_pred: torch.Tensor, va: torch.Tensor, mask: torch.Tensor 
         valid &= mask[..., None]
     w = valid.to(torch.float32)
     n = w.sum(1)  # (B, D)
-    p, t = va_pred.float() * w, torch.nan_to_num(va.float()) * w
-    mp, mt = p.sum(1) / n.clamp_min(1), t.sum(1) / n.clamp_min(1)  # (B, D)
-    dp, dt = (va_pred.float() - mp[:, None]) * w, (torch.nan_to_num(va.float()) - mt[:, None]) * w
+    p, t = va_pred.float(), torch.nan_to_num(va.float())
+    mp, mt = (p * w).sum(1) / n.clamp_min(1), (t * w).sum(1) / n.clamp_min(1)  # (B, D)
+    dp, dt = (p - mp[:, None]) * w, (t - mt[:, None]) * w
     cov = (dp * dt).sum(1) / n.clamp_min(1)
     vp, vt = (dp**2).sum(1) / (n - 1).clamp_min(1), (dt**2).sum(1) / (n - 1).clamp_min(1)
     ccc_w = 2 * cov / (vp + vt + (mp - mt) ** 2 + 1e-8)  # (B, D)

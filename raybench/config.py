@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
+from pydantic import ValidationError
 
 from raybench import schema
 from raybench.registry import did_you_mean
-from raybench.schema import SweepConfig, type_name
+from raybench.schema import SweepConfig, TrialConfig, type_name
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
 SWEEPS_DIR = PACKAGE_ROOT.parent / "sweeps"
@@ -162,11 +163,12 @@ def valid_pairs(cfg: dict) -> list[tuple[str, str]]:
     from raybench.registry import DATASETS, METHODS
 
     space = cfg["tune"]["search_space"]
+    data = schema.data_config(cfg["data"])
     out = []
     for m in space["method.name"]["grid"]:
         for d in space["data.dataset"]["grid"]:
             mc, dc = METHODS.get_or_none(m), DATASETS.get_or_none(d)
-            if mc is not None and dc is not None and dc.task_for(cfg["data"]) in mc.tasks:
+            if mc is not None and dc is not None and dc.task_for(data) in mc.tasks:
                 out.append((m, d))
     return out
 
@@ -224,9 +226,10 @@ def validate(raw: dict, source: str | None = None) -> dict:
             problems.append(f"'method.name': {METHODS.unknown_message(mname)}")
         if dataset is None:
             problems.append(f"'data.dataset': {DATASETS.unknown_message(dname)}")
-        if method is None or dataset is None:
+        data = schema.check(schema.DataConfig, variant["data"])[0]
+        if method is None or dataset is None or data is None:  # a bad data value is reported on its own
             continue
-        task = dataset.task_for(variant["data"])
+        task = dataset.task_for(data)
         if task not in method.tasks and not pairs_swept(cfg):
             problems.append(
                 f"method {mname!r} does not support dataset {dname!r}: the dataset's task is "
@@ -384,8 +387,10 @@ def load(path: str | os.PathLike | None = None, overrides: list[str] | None = No
     return validate(load_raw(path, overrides), source=str(Path(path) if path else DEFAULT_SWEEP))
 
 
-def resolve_trial_config(cfg: dict, trial_params: dict) -> dict:
-    """Apply a trial's sampled dotted params to the sweep config; add the method's defaults."""
+def resolve_trial_config(cfg: dict, trial_params: dict) -> TrialConfig:
+    """A trial's typed configuration: the sweep config with the trial's sampled dotted params and its
+    method's ``per_method`` settings applied; ``method`` is the method's typed options (its defaults
+    fill the keys the sweep does not set)."""
     from raybench.registry import METHODS
 
     params = expand_params(trial_params)
@@ -396,9 +401,12 @@ def resolve_trial_config(cfg: dict, trial_params: dict) -> dict:
                 out[sec][k] = copy.deepcopy(v)
     method = METHODS.get(out["method"]["name"])
     # keys of other swept methods do not apply to this one
-    mine = {k: v for k, v in out["method"].items() if k == "name" or k in method.defaults}
-    out["method"] = {**method.defaults, **mine}
-    return out
+    mine = {k: v for k, v in out["method"].items() if k in method.defaults}
+    try:
+        out["method"] = method.options(mine)
+        return TrialConfig.model_validate(out)
+    except (ValueError, ValidationError) as e:  # validate() checked these values: a bug if reached
+        raise ConfigError([str(e)], "trial config") from e
 
 
 def expand_params(params: dict) -> dict:

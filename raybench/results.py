@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from raybench.config import PAIR_KEY, expand_params, resolve_trial_config
+from raybench.schema import TrialConfig
 from raybench.trials import data_key, trial_data_cfg
 
 
@@ -26,7 +27,7 @@ class SweepResult:
     cv: dict[str, dict] = field(default_factory=dict)  # dataset -> cross-validation summary (data.fold swept)
 
 
-def evaluate_checkpoint(cfg: dict, data: dict, checkpoint_path: str, split: str = "test",
+def evaluate_checkpoint(cfg: TrialConfig, data: dict, checkpoint_path: str, split: str = "test",
                         storage: str | None = None) -> tuple[dict, list]:
     """Load ``best.pt`` from a trial checkpoint and evaluate it on ``split`` (one process).
 
@@ -40,7 +41,7 @@ def evaluate_checkpoint(cfg: dict, data: dict, checkpoint_path: str, split: str 
     from raybench.data.store import ClipStore
     from raybench.train.loop import build_model, evaluate
 
-    device = torch.device("cuda" if cfg["train"]["use_gpu"] and torch.cuda.is_available() else "cpu")
+    device = torch.device("cuda" if cfg.train.use_gpu and torch.cuda.is_available() else "cpu")
     model = build_model(cfg, data).to(device)
     if storage and st.is_remote(storage) and not st.is_remote(checkpoint_path):
         fs, path = st.split(storage)[0], checkpoint_path
@@ -125,7 +126,7 @@ def record(cfg: dict, grid, summaries: dict[str, dict], mlinfo: dict, storage: s
         trial_cfg = resolve_trial_config(cfg, params)
         m = r.metrics or {}
         row = {"trial_id": f"{sweep_id}/{m.get('trial_id', '?')}", "params": params, "cfg": trial_cfg,
-               "dataset": trial_cfg["data"]["dataset"], "error": str(r.error).splitlines()[0] if r.error else None,
+               "dataset": trial_cfg.data.dataset, "error": str(r.error).splitlines()[0] if r.error else None,
                # the trial's own epoch count (Tune's training_iteration restarts at 1 after a resume)
                "epochs": int(m["epoch"]) + 1 if "epoch" in m else m.get("training_iteration"),
                "end_ms": int(m["timestamp"] * 1000) if m.get("timestamp") else None,
@@ -216,10 +217,10 @@ def trial_status(t: dict) -> tuple[str, str | None]:
     the scheduler (ASHA) ended it before its configured epochs; else FINISHED."""
     if t["error"] or t["best_val"] is None:
         return "FAILED", t["error"] or "no validation score was reported"
-    want, ran = int(t["cfg"]["train"]["epochs"]), t["epochs"] or 0
+    want, ran = t["cfg"].train.epochs, t["epochs"] or 0
     if ran >= want:
         return "FINISHED", None
-    es = t["cfg"]["train"].get("early_stop")
+    es = t["cfg"].train.early_stop
     if es and t.get("best_epoch") is not None and (ran - 1) - t["best_epoch"] >= es:
         return "KILLED", f"early_stop: no better validation score for {es} epochs (train.early_stop)"
     return "KILLED", f"scheduler: stopped after {ran} of {want} epochs (tune.scheduler)"
@@ -277,7 +278,7 @@ def format_table(result: SweepResult, metrics: dict[str, str]) -> str:
     for t in result.trials:
         tid = t["trial_id"].split("/")[-1] + (" *" if t["trial_id"] in best_ids else "")
         r = [tid, *[str(t["params"].get(k)) for k in keys]]
-        r.append(f"{t['epochs']}/{t['cfg']['train']['epochs']}" if t.get("epochs") else "-")
+        r.append(f"{t['epochs']}/{t['cfg'].train.epochs}" if t.get("epochs") else "-")
         r += [f"{t['val'][v]:.3f}" if v in t["val"] else "-" for v in vals]
         r.append(f"{t['best_val']:.3f}" if t["best_val"] is not None else f"FAILED: {t['error']}")
         r += [f"{t['test'][k]:.3f}" if k in t.get("test", {}) else "" for k in test_keys]

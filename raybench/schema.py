@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError
 
 from raybench.registry import did_you_mean
 
@@ -103,6 +103,12 @@ class DataConfig(Section):
     synth: SynthConfig = SynthConfig()
 
 
+def data_config(value: DataConfig | dict[str, Any]) -> DataConfig:
+    """``data`` settings as a :class:`DataConfig` (a mapping is validated; its missing keys take the
+    defaults). The data layer's entry points (``plan``, ``prepare``) accept either."""
+    return value if isinstance(value, DataConfig) else DataConfig.model_validate(value)
+
+
 class WindowConfig(Section):
     length: int = Field(16, ge=1)
     hop: int = Field(8, ge=1)
@@ -138,6 +144,15 @@ class TuneConfig(Section):
     search_space: dict[str, Any] = {}  # checked by raybench.config (keys name settings of these models)
 
 
+class MethodOptions(BaseModel):
+    """A method's config keys (``method.*``) with their types, ranges and choices; the field defaults
+    are the method's defaults. Each method subclasses it next to its code (``Method.Options``)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, validate_default=True, populate_by_name=True)
+
+    name: str = ""  # the method's registered name (``method.name``); not one of its keys
+
+
 class MlflowConfig(Section):
     tracking_uri: str | None = None
     experiment: str | None = None
@@ -155,6 +170,14 @@ class SweepConfig(Section):
     # settings for one method's trials only, e.g. {zhang2021: {train: {lr: 3.0e-4}}}: train.*, window.*
     # and method.* keys; a value the search space samples for the same key wins
     per_method: dict[str, Any] = {}
+
+
+class TrialConfig(SweepConfig):
+    """One trial's configuration: the sweep's, with the trial's sampled values and its method's
+    ``per_method`` settings applied, and ``method`` its method's typed options (built by
+    ``raybench.config.trial_config``)."""
+
+    method: SerializeAsAny[MethodOptions]  # type: ignore[assignment]
 
 
 _TYPE_NAMES = {"int": "int", "float": "float", "bool": "bool", "string": "str", "list": "list", "dict": "mapping",

@@ -12,6 +12,10 @@ import json
 import os
 from pathlib import Path
 
+from pydantic import BaseModel
+
+from raybench.schema import TrialConfig
+
 
 TRIAL_TAG = "raybench.trial_id"
 SWEEP_TAG = "raybench.sweep_id"
@@ -53,27 +57,35 @@ def experiment_name(cfg: dict) -> str:
     return f"raybench-{cfg['data']['dataset']}"
 
 
-def trial_tags(trial_cfg: dict, trial_id: str, sweep_id: str) -> dict[str, str]:
-    m = trial_cfg["method"]
-    return {
+def trial_tags(trial_cfg: TrialConfig, trial_id: str, sweep_id: str) -> dict[str, str]:
+    """A trial run's tags; ``fusion`` and ``fold`` only where the trial has one."""
+    tags = {
         TRIAL_TAG: trial_id,
         SWEEP_TAG: sweep_id,
-        "method": str(m.get("name")),
-        "fusion": str(m.get("fusion", "none")),
-        "dataset": str(trial_cfg["data"]["dataset"]),
-        "window": str(trial_cfg["window"]["length"]),
-        "hop": str(trial_cfg["window"]["hop"]),
-        "fold": str(trial_cfg["data"].get("fold", "none")),
-        "seed": str(trial_cfg["train"]["seed"]),
+        "method": trial_cfg.method.name,
+        "dataset": trial_cfg.data.dataset,
+        "window": str(trial_cfg.window.length),
+        "hop": str(trial_cfg.window.hop),
+        "seed": str(trial_cfg.train.seed),
     }
+    if getattr(trial_cfg.method, "fusion", None) is not None:
+        tags["fusion"] = str(trial_cfg.method.fusion)
+    if trial_cfg.data.fold is not None:
+        tags["fold"] = str(trial_cfg.data.fold)
+    return tags
 
 
-def params_of(cfg: dict) -> dict[str, str]:
+def _as_dict(cfg: BaseModel | dict) -> dict:
+    """A config as plain data, with the names users write (``method.lambda``, not ``lambda_``)."""
+    return cfg.model_dump(by_alias=True, mode="json") if isinstance(cfg, BaseModel) else cfg
+
+
+def params_of(cfg: BaseModel | dict) -> dict[str, str]:
     """Flattened config as MLflow params (values as strings, lists as JSON)."""
     from ray.tune.utils import flatten_dict
 
     out = {}
-    for k, v in flatten_dict({k: v for k, v in cfg.items() if not str(k).startswith("_")}, delimiter=".").items():
+    for k, v in flatten_dict(_as_dict(cfg), delimiter=".").items():
         s = json.dumps(v) if isinstance(v, (list, dict)) else str(v)
         out[k] = s[:6000]
     return out
@@ -109,7 +121,7 @@ def start_parent(cfg: dict, sweep_id: str) -> tuple[str, str, str]:
     return uri, exp_id, run_id
 
 
-def open_trial_run(info: dict, trial_cfg: dict) -> str:
+def open_trial_run(info: dict, trial_cfg: TrialConfig) -> str:
     """Create or find the child run of one trial (rank 0 only). Returns its run id."""
     uri, exp_id = info["tracking_uri"], info["experiment_id"]
     client = _client(uri)
@@ -124,7 +136,7 @@ def open_trial_run(info: dict, trial_cfg: dict) -> str:
     tags["raybench.kind"] = "trial"
     run = client.create_run(exp_id, run_name=info.get("trial_name") or info["trial_id"], tags=tags)
     client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in params_of(trial_cfg).items()])  # chunks
-    client.log_text(run.info.run_id, yaml.safe_dump(_public(trial_cfg), sort_keys=False), "config.yaml")
+    client.log_text(run.info.run_id, yaml.safe_dump(_as_dict(trial_cfg), sort_keys=False), "config.yaml")
     return run.info.run_id
 
 
@@ -136,7 +148,7 @@ class TrialLogger:
         self.info = info
         self.run_id: str | None = None
 
-    def start(self, cfg: dict) -> None:
+    def start(self, cfg: TrialConfig) -> None:
         self.run_id = open_trial_run(self.info, cfg)
 
     def log(self, metrics: dict[str, float], epoch: int) -> None:
@@ -152,7 +164,3 @@ def log_metrics(uri: str, run_id: str, metrics: dict[str, float], step: int) -> 
     ts = int(time.time() * 1000)
     ms = [Metric(k, float(v), ts, step) for k, v in metrics.items() if isinstance(v, (int, float))]
     _client(uri).log_batch(run_id, metrics=ms)
-
-
-def _public(cfg: dict) -> dict:
-    return {k: v for k, v in cfg.items() if not str(k).startswith("_")}

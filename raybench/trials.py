@@ -3,7 +3,6 @@ Ray Train trials over them (sizing, search space, scheduler, resume)."""
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import itertools
 import json
@@ -12,6 +11,7 @@ from typing import Any
 
 from raybench.config import (PAIR_KEY, ConfigError, pairs_swept, reachable_methods, resolve_trial_config,
                              search_values, valid_pairs, with_values)
+from raybench.schema import DataConfig, TrialConfig
 
 PAIR_KEY_DATASET = "data.dataset"
 
@@ -33,12 +33,12 @@ def data_summary(prep, fps: float) -> dict[str, Any]:
     }
 
 
-def data_key(data_cfg: dict) -> str:
+def data_key(data_cfg: DataConfig) -> str:
     """Identifies one data configuration (dataset x preprocessing x split) within a sweep."""
-    return hashlib.sha1(json.dumps(data_cfg, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return hashlib.sha1(data_cfg.model_dump_json().encode()).hexdigest()[:12]
 
 
-def data_variants(cfg: dict) -> list[dict]:
+def data_variants(cfg: dict) -> list[DataConfig]:
     """Every data configuration the sweep can reach: the finite values of the swept ``data.*`` keys."""
     space = cfg["tune"]["search_space"]
     keys = [k for k in space if k.startswith("data.")]
@@ -48,28 +48,29 @@ def data_variants(cfg: dict) -> list[dict]:
         values[i] = list(dict.fromkeys(d for _, d in valid_pairs(cfg)))
     out = {}
     for combo in itertools.product(*values):
-        d = store_data_cfg(with_values(cfg["data"], {k[len("data."):]: v for k, v in zip(keys, combo)}), cfg)
+        d = store_data_cfg(DataConfig.model_validate(with_values(cfg["data"], {k[len("data."):]: v
+                                                                               for k, v in zip(keys, combo)})), cfg)
         out[data_key(d)] = d
     return list(out.values())
 
 
-def store_data_cfg(data_cfg: dict, sweep_cfg: dict) -> dict:
+def store_data_cfg(data_cfg: DataConfig, sweep_cfg: dict) -> DataConfig:
     """The data settings a store is built with in this sweep: ``data.root`` names the copy of the sweep's
     own ``data.dataset`` only (another dataset of a swept ``data.dataset`` uses its default root), and
     the store keeps optical flow when any method the sweep can run needs it."""
     from raybench.registry import METHODS
 
-    d = copy.deepcopy(data_cfg)
-    if d["dataset"] != sweep_cfg["data"]["dataset"]:
-        d["root"] = None
+    d = data_cfg.model_copy(deep=True)
+    if d.dataset != sweep_cfg["data"]["dataset"]:
+        d.root = None
     if any(METHODS.get(m).needs_flow for m in reachable_methods(sweep_cfg)):
-        d["flow"] = True
+        d.flow = True
     return d
 
 
-def trial_data_cfg(trial_cfg: dict, sweep_cfg: dict) -> dict:
+def trial_data_cfg(trial_cfg: TrialConfig, sweep_cfg: dict) -> DataConfig:
     """The data settings of a trial's store (see :func:`store_data_cfg`)."""
-    return store_data_cfg(trial_cfg["data"], sweep_cfg)
+    return store_data_cfg(trial_cfg.data, sweep_cfg)
 
 
 def training_sets(summaries: dict[str, dict]) -> dict[str, Any]:
@@ -169,19 +170,19 @@ def run_trial(params: dict, base: dict, data: dict, train_sets: dict, mlinfo: di
     from raybench.storage import ray_storage
 
     cfg = resolve_trial_config(base, params)
-    cfg["train"]["cpus_per_worker"] = cpw
+    cfg.train.cpus_per_worker = cpw
     storage_path, storage_fs = ray_storage(storage)
     d = data[data_key(trial_data_cfg(cfg, base))]
     ctx = tune.get_context()
     trial_id, trial_name = ctx.get_trial_id(), ctx.get_trial_name()
     info = dict(mlinfo, trial_id=f"{mlinfo['sweep_id']}/{trial_id}", trial_name=trial_name) if mlinfo else None
-    t = cfg["train"]
-    use_gpu = bool(t["use_gpu"])
-    res = {"CPU": cpw, **({"GPU": float(t.get("gpus_per_worker", 1.0))} if use_gpu else {})}
+    t = cfg.train
+    use_gpu = t.use_gpu
+    res = {"CPU": cpw, **({"GPU": t.gpus_per_worker} if use_gpu else {})}
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"cfg": cfg, "data": d, "logger": TrialLogger(info) if info else None},
-        scaling_config=ScalingConfig(num_workers=int(t["num_workers"]), use_gpu=use_gpu, resources_per_worker=res),
+        scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=use_gpu, resources_per_worker=res),
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         datasets={"train": train_sets[data_key(trial_data_cfg(cfg, base))]},
         dataset_config=DataConfig(datasets_to_split=["train"]),
@@ -208,8 +209,8 @@ def prepare_all(cfg: dict) -> dict[str, dict]:
     summaries: dict[str, dict] = {}
     for key, p in plans.items():
         t0, dcfg = time.time(), p.data_cfg
-        s = summaries[key] = data_summary(build(p), dcfg["fps"])
-        print(f"[raybench] prepared {dcfg['dataset']}: {sum(len(v) for v in s['ids'].values())} clips "
+        s = summaries[key] = data_summary(build(p), dcfg.fps)
+        print(f"[raybench] prepared {dcfg.dataset}: {sum(len(v) for v in s['ids'].values())} clips "
               f"(train/val/test {', '.join(str(len(v)) for v in s['ids'].values())}), decoded {s['decoded']}, "
               f"skipped {len(s['bad'])}, {time.time() - t0:.0f} s", flush=True)
     ray.data.DataContext.get_current().enable_progress_bars = False

@@ -12,6 +12,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from raybench.schema import AudioConfig
+
 
 @lru_cache(maxsize=8)
 def _transform(kind: str, sample_rate: int, n_fft: int, win: int, hop: int, n_mels: int):
@@ -31,20 +33,20 @@ def _transform(kind: str, sample_rate: int, n_fft: int, win: int, hop: int, n_me
 WINDOW_MS = {"logmel": 25.0, "spectrogram": 40.0}  # data.audio.win_ms: null picks the feature's own
 
 
-def window_ms(cfg: dict) -> float:
+def window_ms(cfg: AudioConfig) -> float:
     """The analysis window of ``data.audio`` in ms: ``win_ms``, or the feature kind's own (25 ms log-Mel;
     40 ms for Zhou et al. 2019's speech spectrogram)."""
-    return float(cfg.get("win_ms") or WINDOW_MS.get(cfg.get("features", "logmel"), 25.0))
+    return float(cfg.win_ms or WINDOW_MS.get(cfg.features, 25.0))
 
 
-def audio_features(audio: np.ndarray, num_frames: int, sample_rate: int, cfg: dict) -> np.ndarray:
+def audio_features(audio: np.ndarray, num_frames: int, sample_rate: int, cfg: AudioConfig) -> np.ndarray:
     """Log features of a mono signal, resampled in time to ``num_frames * k`` steps -> float32 (T*k, F)."""
-    kind = cfg.get("features", "logmel")
+    kind = cfg.features
     win = int(round(window_ms(cfg) * sample_rate / 1000))
-    hop = int(round(cfg.get("hop_ms", 10.0) * sample_rate / 1000))
-    n_fft = max(int(cfg.get("n_fft", 400)), win)
-    k = int(cfg.get("frames_per_video_frame", 4))
-    tf = _transform(kind, sample_rate, n_fft, win, hop, int(cfg.get("n_mels", 40)))
+    hop = int(round(cfg.hop_ms * sample_rate / 1000))
+    n_fft = max(cfg.n_fft, win)
+    k = cfg.frames_per_video_frame
+    tf = _transform(kind, sample_rate, n_fft, win, hop, cfg.n_mels)
     with torch.no_grad():
         spec = tf(torch.from_numpy(np.ascontiguousarray(audio, np.float32)))  # (F, Tspec)
         spec = torch.log(spec + 1e-6)

@@ -10,6 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from raybench.schema import DataConfig
+
 SPLITS = ("train", "val", "test")
 
 
@@ -136,7 +138,7 @@ def assign_chunks(clips: list[Clip], k: int, f: int, test_fraction: float, seed:
     return clips
 
 
-def split_clips(clips: list[Clip], data_cfg: dict[str, Any], test_fraction: float | None = None) -> list[Clip]:
+def split_clips(clips: list[Clip], data_cfg: DataConfig, test_fraction: float | None = None) -> list[Clip]:
     """Assign splits as ``data.split`` and ``data.fold`` say.
 
     Without folds: speaker-independent fractions (:func:`assign_splits`). With
@@ -147,17 +149,16 @@ def split_clips(clips: list[Clip], data_cfg: dict[str, Any], test_fraction: floa
     with an official split keep it either way. ``data.split.protocol: chunks`` is Zhang et al.
     2021's rotating scheme instead (:func:`assign_chunks`).
     """
-    sp = data_cfg.get("split") or {}
-    k = sp.get("folds")
+    sp = data_cfg.split
+    k = sp.folds
     if not k:
-        tf = sp.get("test_fraction", 0.2) if test_fraction is None else test_fraction
-        return assign_splits(clips, sp.get("val_fraction", 0.2), tf, sp.get("seed", 0))
-    k = int(k)
-    f = int(data_cfg.get("fold") or 0)
-    if sp.get("protocol", "subjects") == "chunks":
-        return assign_chunks(clips, k, f, float(sp.get("test_fraction", 0.2)), sp.get("seed", 0))
+        tf = sp.test_fraction if test_fraction is None else test_fraction
+        return assign_splits(clips, sp.val_fraction, tf, sp.seed)
+    f = data_cfg.fold or 0
+    if sp.protocol == "chunks":
+        return assign_chunks(clips, k, f, sp.test_fraction, sp.seed)
     official_test = any(c.split == "test" for c in clips)
-    assign_folds(clips, k, sp.get("seed", 0))
+    assign_folds(clips, k, sp.seed)
     if official_test:
         for c in clips:
             if c.split is None:
@@ -166,4 +167,4 @@ def split_clips(clips: list[Clip], data_cfg: dict[str, Any], test_fraction: floa
     for c in clips:
         if c.split is None and c.fold == f:
             c.split = "test"
-    return assign_splits(clips, sp.get("val_fraction", 0.2), 0.0, sp.get("seed", 0))
+    return assign_splits(clips, sp.val_fraction, 0.0, sp.seed)

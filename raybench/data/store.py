@@ -30,6 +30,7 @@ import numpy as np
 from raybench import storage
 from raybench.paths import cache_home
 from raybench.data.manifest import Clip
+from raybench.schema import DataConfig, data_config
 from raybench.storage import is_remote
 
 log = logging.getLogger(__name__)
@@ -45,25 +46,26 @@ class PrepareError(RuntimeError):
     pass
 
 
-def fingerprint(dataset: str, root: str | Path, data_cfg: dict[str, Any]) -> str:
+def fingerprint(dataset: str, root: str | Path, data_cfg: DataConfig) -> str:
+    d = data_cfg.model_dump(mode="json")
     spec = {
         "version": STORE_VERSION,
         "dataset": dataset,
         "root": str(root) if is_remote(str(root)) else str(Path(root).expanduser().resolve()),
-        **{k: _without_defaults(k, data_cfg.get(k)) for k in PREPROCESSING_KEYS},
-        **{k: data_cfg.get(k) for k, v in LATER_KEYS.items() if data_cfg.get(k, v) != v},
+        **{k: _without_defaults(k, d[k], data_cfg) for k in PREPROCESSING_KEYS},
+        **{k: d[k] for k, v in LATER_KEYS.items() if d[k] != v},
     }
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _without_defaults(key: str, value: Any) -> Any:
+def _without_defaults(key: str, value: Any, data_cfg: DataConfig) -> Any:
     """Options added after a key was fingerprinted count only when they leave their default; a
     ``data.audio.win_ms`` left to the feature's own counts as that value (log-Mel stores made when the
     default was 25 ms keep their fingerprint)."""
-    if key == "audio" and isinstance(value, dict):
+    if key == "audio":
         from raybench.data.features import window_ms
 
-        return dict(value, win_ms=window_ms(value))
+        return dict(value, win_ms=window_ms(data_cfg.audio))
     if key == "ravdess" and isinstance(value, dict):
         return {k: v for k, v in value.items() if (k, v) not in (("video", "av"), ("audio", "video"))}
     return value
@@ -73,7 +75,7 @@ def _to_bytes(a: np.ndarray) -> bytes:
     return np.ascontiguousarray(a).tobytes()
 
 
-def decode_row(row: dict[str, Any], data_cfg: dict[str, Any], mirror: str | None = None,
+def decode_row(row: dict[str, Any], data_cfg: DataConfig, mirror: str | None = None,
                root_uri: str | None = None) -> tuple[dict[str, Any] | None, str | None, str | None]:
     """Decode + featurise one manifest row -> (store row, bad reason, warning). With a remote dataset
     root (``root_uri``), the row's paths are in the local ``mirror`` and fetched when needed."""
@@ -89,8 +91,8 @@ def decode_row(row: dict[str, Any], data_cfg: dict[str, Any], mirror: str | None
         video = local(row["video_path"])
         audio = (row.get("meta") or {}).get("audio_path")
         audio = local(audio) if audio else None
-        d = decode_clip(video, float(data_cfg["fps"]), int(data_cfg["image_size"]),
-                        int(data_cfg["sample_rate"]), audio_path=audio, face=data_cfg.get("face", "none"),
+        d = decode_clip(video, data_cfg.fps, data_cfg.image_size, data_cfg.sample_rate, audio_path=audio,
+                        face=data_cfg.face,
                         crops_dir=(row.get("meta") or {}).get("crops_dir"))
     except DecodeError as e:
         return None, str(e), None
@@ -99,7 +101,7 @@ def decode_row(row: dict[str, Any], data_cfg: dict[str, Any], mirror: str | None
             raise
         return None, f"{type(e).__name__}: {e}", None
     T = len(d.frames)
-    feats = audio_features(d.audio, T, int(data_cfg["sample_rate"]), data_cfg["audio"])  # (T*k, F)
+    feats = audio_features(d.audio, T, data_cfg.sample_rate, data_cfg.audio)  # (T*k, F)
     warning = None
     va = np.zeros((0, 2), np.float32)
     if row.get("va_path"):
@@ -123,13 +125,13 @@ def decode_row(row: dict[str, Any], data_cfg: dict[str, Any], mirror: str | None
         if mismatch:
             what = (f"annotation {row['va_path']} has {len(src_va)} {unit}, its video {row['video_path']} "
                     f"needs {expected}")
-            if data_cfg.get("annotation_mismatch", "truncate") == "skip":
+            if data_cfg.annotation_mismatch == "skip":
                 return None, f"{what} (data.annotation_mismatch=skip)", None
             warning = f"{what}: frames past the shorter one are left unannotated (data.annotation_mismatch=truncate)"
         va = resample_labels(src_va, label_index)  # (T, 2), NaN unannotated
         if np.isnan(va).all():
             return None, f"no annotated frame in {row['va_path']}", warning
-    flow = (optical_flow(d.frames, data_cfg.get("flow_algorithm", "farneback")) if data_cfg.get("flow")
+    flow = (optical_flow(d.frames, data_cfg.flow_algorithm) if data_cfg.flow
             else np.zeros((0, 0, 0, 2), np.float16))
     out = {
         "clip_id": row["clip_id"],
@@ -147,7 +149,7 @@ def decode_row(row: dict[str, Any], data_cfg: dict[str, Any], mirror: str | None
         "source_fps": d.source_fps,
         "source_frames": d.source_frames,
     }
-    if data_cfg.get("face", "none") != "none":
+    if data_cfg.face != "none":
         out["face_found"] = d.face_found
     return out, None, warning
 
@@ -284,8 +286,8 @@ class Prepared:
         return [c.clip_id for c in self.clips if c.split == split]
 
 
-def store_root(data_cfg: dict[str, Any]) -> str | Path:
-    d = data_cfg.get("store_dir")
+def store_root(data_cfg: DataConfig) -> str | Path:
+    d = data_cfg.store_dir
     return d if is_remote(d) else Path(d or cache_home() / "stores").expanduser()
 
 
@@ -294,7 +296,7 @@ class Plan:
     """What the prepare stage will do, worked out from the file listing alone (no Ray, no decoding)."""
 
     dataset: Any  # the adapter (raybench.data.datasets.base.Dataset)
-    data_cfg: dict[str, Any]
+    data_cfg: DataConfig
     root: Path  # local root (a mirror of a remote one)
     root_uri: str | None
     clips: list[Clip]  # every clip of the manifest, with splits
@@ -303,10 +305,10 @@ class Plan:
 
     @property
     def name(self) -> str:
-        return self.data_cfg["dataset"]
+        return self.data_cfg.dataset
 
 
-def plan(data_cfg: dict[str, Any]) -> Plan:
+def plan(data_cfg: DataConfig | dict[str, Any]) -> Plan:
     """The part of the prepare stage that needs only the file listing: the dataset root (generated
     when synthetic, mirrored when remote), the manifest, splits and folds, the store's fingerprint.
 
@@ -314,9 +316,10 @@ def plan(data_cfg: dict[str, Any]) -> Plan:
     folds) comes before Ray starts: the sweep plans every dataset first."""
     from raybench.data.datasets import get_dataset
 
-    ds_name = data_cfg["dataset"]
+    data_cfg = data_config(data_cfg)
+    ds_name = data_cfg.dataset
     dataset = get_dataset(ds_name)
-    root_uri = data_cfg.get("root") if is_remote(data_cfg.get("root")) else None
+    root_uri = data_cfg.root if is_remote(data_cfg.root) else None
     if root_uri:
         fs, rpath = storage.split(root_uri)
         if hasattr(dataset, "generator_kwargs") and not storage.list_files(fs, rpath, recursive=True):
@@ -330,15 +333,15 @@ def plan(data_cfg: dict[str, Any]) -> Plan:
         root = storage.mirror_root(root_uri, cache_home())
         print(f"[raybench] prepare: {ds_name} root {root_uri} mirrored to {root}", flush=True)
     else:
-        root = Path(data_cfg.get("root") or dataset.default_root(data_cfg)).expanduser()
+        root = Path(data_cfg.root or dataset.default_root(data_cfg)).expanduser()
     dataset.ensure(root, data_cfg)
     try:
         clips = dataset.manifest(root, data_cfg)
     except ValueError as e:  # e.g. fewer subjects than folds
         raise PrepareError(f"{ds_name} under {root}: {e}") from None
-    if data_cfg.get("max_clips"):
+    if data_cfg.max_clips:
         keyed = sorted(clips, key=lambda c: hashlib.sha1(c.clip_id.encode()).hexdigest())
-        keep = {c.clip_id for c in keyed[: int(data_cfg["max_clips"])]}
+        keep = {c.clip_id for c in keyed[: data_cfg.max_clips]}
         clips = [c for c in clips if c.clip_id in keep]
     ids = [c.clip_id for c in clips]
     if len(set(ids)) != len(ids):
@@ -401,11 +404,11 @@ def build(p: Plan, batch_size: int = 8, progress: bool = True) -> Prepared:
     for k, v in sorted(bad_here.items()):
         print(f"[raybench] skipped {v['video_path']}: {v['reason']}", flush=True)
     frac = len(bad_here) / max(1, len(clips))
-    if frac > float(data_cfg.get("max_bad_fraction", 0.05)):
+    if frac > data_cfg.max_bad_fraction:
         listing = "\n".join(f"  - {v['video_path']}: {v['reason']}" for v in bad_here.values())
         raise PrepareError(
             f"{ds_name}: {len(bad_here)} of {len(clips)} clips ({frac:.0%}) could not be used, more than "
-            f"data.max_bad_fraction={data_cfg.get('max_bad_fraction')}:\n{listing}")
+            f"data.max_bad_fraction={data_cfg.max_bad_fraction}:\n{listing}")
     usable = [c for c in clips if c.clip_id not in bad_here]
     for split in ("train", "val"):
         if not any(c.split == split for c in usable):
@@ -415,22 +418,23 @@ def build(p: Plan, batch_size: int = 8, progress: bool = True) -> Prepared:
     root = p.root_uri or str(p.root)
     info = {
         "dataset": ds_name, "task": task, "class_names": class_names, "root": root,
-        "fingerprint": p.fingerprint, "settings": {k: data_cfg.get(k) for k in PREPROCESSING_KEYS},
+        "fingerprint": p.fingerprint, "settings": {k: getattr(data_cfg, k) for k in PREPROCESSING_KEYS},
         "clips": len(store.done_ids()), "bad": len(store.bad()),
     }
     store.write_text("_COMPLETE.json", json.dumps(info, indent=1, default=str))
     folds = {c.subject: c.fold for c in clips if c.fold is not None}
     if folds:  # the fold of every subject, for this fold count and seed
-        sp = data_cfg.get("split") or {}
-        chunks = "-chunks" if sp.get("protocol", "subjects") == "chunks" else ""
-        store.write_text(f"folds/k{sp.get('folds')}{chunks}-seed{sp.get('seed', 0)}.json",
+        sp = data_cfg.split
+        chunks = "-chunks" if sp.protocol == "chunks" else ""
+        store.write_text(f"folds/k{sp.folds}{chunks}-seed{sp.seed}.json",
                          json.dumps(folds, indent=1, sort_keys=True))
     return Prepared(store=store, clips=usable, dataset=ds_name, task=task,
                     class_names=class_names, root=root, decoded=decoded, bad=bad_here, warnings=warnings)
 
 
-def prepare(data_cfg: dict[str, Any], batch_size: int = 8, progress: bool = True) -> Prepared:
-    """PREPARE stage: manifest -> Ray Data (decode, features) -> Parquet clip store."""
+def prepare(data_cfg: DataConfig | dict[str, Any], batch_size: int = 8, progress: bool = True) -> Prepared:
+    """PREPARE stage: manifest -> Ray Data (decode, features) -> Parquet clip store. ``data_cfg``: the
+    ``data`` settings (a mapping takes the defaults for the keys it lacks)."""
     return build(plan(data_cfg), batch_size=batch_size, progress=progress)
 
 

@@ -6,16 +6,10 @@ from typing import Annotated, Any, ClassVar
 
 import torch
 import torch.nn as nn
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, Field
 
 from raybench.registry import METHODS, did_you_mean
-
-
-class MethodOptions(BaseModel):
-    """A method's config keys (``method.*``) with their types, ranges and choices; the field defaults
-    are the method's defaults. Strict (no str -> int coercion), unknown keys rejected."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, validate_default=True, populate_by_name=True)
+from raybench.schema import MethodOptions
 
 
 def _backbone(v: str) -> str:
@@ -58,17 +52,35 @@ class Method(nn.Module):
     Options: ClassVar[type[MethodOptions]] = MethodOptions  # the method's keys; a subclass declares its own
     defaults: ClassVar[dict[str, Any]] = {}  # Options' defaults as a dict (set from Options)
     needs_flow: ClassVar[bool] = False
+    method_name: ClassVar[str] = ""  # set by register_method
     # the data's shape, given by the training loop: a method takes the ones its __init__ names
     DATA_KEYS: ClassVar[tuple[str, ...]] = ("n_audio_features", "audio_steps_per_frame", "fps")
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
-        cls.defaults = cls.Options().model_dump(by_alias=True)
+        cls.defaults = cls.Options().model_dump(by_alias=True, exclude={"name"})
 
-    def __init__(self, task: str, num_outputs: int):
+    def __init__(self, task: str, num_outputs: int, opts: MethodOptions | None = None):
         super().__init__()
         self.task = task
         self.num_outputs = num_outputs
+        self.opts = opts if opts is not None else self.Options()  # the method's typed keys
+
+    @classmethod
+    def options(cls, values: dict[str, Any]) -> MethodOptions:
+        """The method's typed options from its ``method.*`` keys (``name`` may be among them; the
+        defaults fill the rest). A ValueError lists every unknown key and bad value at once."""
+        from raybench.schema import check
+
+        name = cls.method_name
+        values = {k: v for k, v in values.items() if k != "name"}
+        unknown = set(values) - set(cls.defaults)
+        if unknown:
+            raise ValueError(f"method {name!r}: unknown keys {sorted(unknown)}; its keys: {sorted(cls.defaults)}")
+        opts, problems = check(cls.Options, {**values, "name": name}, "method.", f" ({name})")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return opts
 
     def loss(self, out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """The method's training loss (categorical: cross-entropy; continuous: 1 - CCC)."""

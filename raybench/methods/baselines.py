@@ -60,12 +60,11 @@ class _Unimodal(Method):
     modality = "video"
     Options = CommonOptions
 
-    def __init__(self, task, num_outputs, dim, cnn_width, temporal_layers, dropout, n_audio_features=40,
-                 audio_steps_per_frame=4):
-        super().__init__(task, num_outputs)
-        self.branch = _Branch(self.modality, dim, cnn_width, temporal_layers, dropout, n_audio_features,
-                              audio_steps_per_frame)
-        self.head = _Head(task, dim, num_outputs, dropout)
+    def __init__(self, task, num_outputs, opts: CommonOptions, n_audio_features=40, audio_steps_per_frame=4):
+        super().__init__(task, num_outputs, opts)
+        self.branch = _Branch(self.modality, opts.dim, opts.cnn_width, opts.temporal_layers, opts.dropout,
+                              n_audio_features, audio_steps_per_frame)
+        self.head = _Head(task, opts.dim, num_outputs, opts.dropout)
 
     def forward(self, batch):
         return self.head(self.branch(batch), batch.get("mask"))
@@ -91,13 +90,13 @@ class AVFusion(Method):
 
     Options = FusionOptions
 
-    def __init__(self, task, num_outputs, dim, cnn_width, temporal_layers, dropout, fusion,
-                 n_audio_features=40, audio_steps_per_frame=4):
-        super().__init__(task, num_outputs)
-        self.video = _Branch("video", dim, cnn_width, 1, dropout, n_audio_features, audio_steps_per_frame)
-        self.audio = _Branch("audio", dim, cnn_width, 1, dropout, n_audio_features, audio_steps_per_frame)
-        self.fusion = create_fusion(fusion, [dim, dim], dim)
-        self.temporal = TemporalConv(dim, temporal_layers, dropout=dropout)
+    def __init__(self, task, num_outputs, opts: FusionOptions, n_audio_features=40, audio_steps_per_frame=4):
+        super().__init__(task, num_outputs, opts)
+        dim, dropout = opts.dim, opts.dropout
+        self.video = _Branch("video", dim, opts.cnn_width, 1, dropout, n_audio_features, audio_steps_per_frame)
+        self.audio = _Branch("audio", dim, opts.cnn_width, 1, dropout, n_audio_features, audio_steps_per_frame)
+        self.fusion = create_fusion(opts.fusion, [dim, dim], dim)
+        self.temporal = TemporalConv(dim, opts.temporal_layers, dropout=dropout)
         self.head = _Head(task, dim, num_outputs, dropout)
 
     def forward(self, batch):
@@ -113,12 +112,11 @@ class LateFusion(Method):
 
     Options = CommonOptions
 
-    def __init__(self, task, num_outputs, dim, cnn_width, temporal_layers, dropout, n_audio_features=40,
-                 audio_steps_per_frame=4):
-        super().__init__(task, num_outputs)
+    def __init__(self, task, num_outputs, opts: CommonOptions, n_audio_features=40, audio_steps_per_frame=4):
+        super().__init__(task, num_outputs, opts)
         kw = dict(n_audio_features=n_audio_features, audio_steps_per_frame=audio_steps_per_frame)
-        self.video = VideoOnly(task, num_outputs, dim, cnn_width, temporal_layers, dropout, **kw)
-        self.audio = AudioOnly(task, num_outputs, dim, cnn_width, temporal_layers, dropout, **kw)
+        self.video = VideoOnly(task, num_outputs, opts, **kw)
+        self.audio = AudioOnly(task, num_outputs, opts, **kw)
 
     def forward(self, batch):
         ov, oa = self.video(batch), self.audio(batch)

@@ -43,21 +43,20 @@ class DE3(Method):
     needs_flow = True
     Options = Options
 
-    def __init__(self, task, num_outputs, n_audio_features=40, audio_steps_per_frame=4, **cfg):
-        super().__init__(task, num_outputs)
-        self.cfg = cfg
-        d, h = cfg["dim"], cfg["heads"]
-        self.frames = build_frame_encoder(cfg["backbone"], d, cfg["weights"], cfg["cnn_width"])
-        if cfg["use_flow"]:
-            self.flow = FrameCNN(d, cfg["cnn_width"], in_channels=2)
-            self.ov = create_fusion("cross_attention", [d, d], d, heads=h, dropout=cfg["dropout"])
+    def __init__(self, task, num_outputs, opts: Options, n_audio_features=40, audio_steps_per_frame=4):
+        super().__init__(task, num_outputs, opts)
+        d, h = opts.dim, opts.heads
+        self.frames = build_frame_encoder(opts.backbone, d, opts.weights, opts.cnn_width)
+        if opts.use_flow:
+            self.flow = FrameCNN(d, opts.cnn_width, in_channels=2)
+            self.ov = create_fusion("cross_attention", [d, d], d, heads=h, dropout=opts.dropout)
         self.audio = AudioConv(n_audio_features, audio_steps_per_frame, d)
-        self.v_blocks = nn.ModuleList(ConformerBlock(d, h, kernel=cfg["conv_kernel"], dropout=cfg["dropout"])
-                                      for _ in range(cfg["num_blocks"]))
-        self.a_blocks = nn.ModuleList(ConformerBlock(d, h, kernel=cfg["conv_kernel"], dropout=cfg["dropout"])
-                                      for _ in range(cfg["num_blocks"]))
-        self.v_from_a = CrossModalAttention(d, h, cfg["dropout"])
-        self.a_from_v = CrossModalAttention(d, h, cfg["dropout"])
+        self.v_blocks = nn.ModuleList(ConformerBlock(d, h, kernel=opts.conv_kernel, dropout=opts.dropout)
+                                      for _ in range(opts.num_blocks))
+        self.a_blocks = nn.ModuleList(ConformerBlock(d, h, kernel=opts.conv_kernel, dropout=opts.dropout)
+                                      for _ in range(opts.num_blocks))
+        self.v_from_a = CrossModalAttention(d, h, opts.dropout)
+        self.a_from_v = CrossModalAttention(d, h, opts.dropout)
         self.head_v = nn.Linear(d, num_outputs)
         self.head_a = nn.Linear(d, num_outputs)
         self.head_f = nn.Linear(2 * d, num_outputs)
@@ -65,7 +64,7 @@ class DE3(Method):
     def forward(self, batch):
         mask = batch.get("mask")
         hv = self.frames(batch["video"])  # (B, T, d)
-        if self.cfg["use_flow"]:
+        if self.opts.use_flow:
             if "flow" not in batch:
                 raise KeyError("de3 with use_flow needs optical flow in the batch: prepare with data.flow=true")
             hv = self.ov([hv, self.flow(batch["flow"])])  # (B, T, d): OV attention fusion
@@ -87,4 +86,4 @@ class DE3(Method):
         key = "logits" if self.task == "categorical" else "va"
         fused = task_loss(self.task, out, batch)
         uni = task_loss(self.task, {key: out["video"]}, batch) + task_loss(self.task, {key: out["audio"]}, batch)
-        return fused + float(self.cfg["lambda"]) * uni
+        return fused + float(self.opts.lambda_) * uni

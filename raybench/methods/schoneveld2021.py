@@ -68,24 +68,21 @@ class Schoneveld2021(Method):
     tasks = ("categorical", "continuous")
     Options = Options
 
-    def __init__(self, task, num_outputs, n_audio_features=40, audio_steps_per_frame=4, fps=10.0, **cfg):
-        super().__init__(task, num_outputs)
-        if cfg["pool"] not in ("last", "mean"):
-            raise ValueError(f"schoneveld2021: pool must be 'last' or 'mean', got {cfg['pool']!r}")
-        self.cfg = cfg
-        self.face = build_frame_encoder(cfg["backbone"], cfg["visual_dim"], cfg["weights"], cfg["cnn_width"])
-        self.audio = VGGishStream(n_audio_features, audio_steps_per_frame, cfg["audio_dim"],
-                                  vggish_patch_frames(fps, cfg["patch_seconds"]))
-        self.fusion = create_fusion(cfg["fusion"], [cfg["visual_dim"], cfg["audio_dim"]], cfg["fused_dim"])
-        self.rnn = RNN(cfg["fused_dim"], cfg["hidden"], cfg["layers"], cfg["rnn"], dropout=cfg["dropout"])
-        self.head = nn.Sequential(nn.Dropout(cfg["dropout"]), nn.Linear(self.rnn.out_dim, num_outputs))
-        self._teacher = [load_teacher(cfg["distill_teacher"])] if cfg["distill_teacher"] else []
+    def __init__(self, task, num_outputs, opts: Options, n_audio_features=40, audio_steps_per_frame=4, fps=10.0):
+        super().__init__(task, num_outputs, opts)
+        self.face = build_frame_encoder(opts.backbone, opts.visual_dim, opts.weights, opts.cnn_width)
+        self.audio = VGGishStream(n_audio_features, audio_steps_per_frame, opts.audio_dim,
+                                  vggish_patch_frames(fps, opts.patch_seconds))
+        self.fusion = create_fusion(opts.fusion, [opts.visual_dim, opts.audio_dim], opts.fused_dim)
+        self.rnn = RNN(opts.fused_dim, opts.hidden, opts.layers, opts.rnn, dropout=opts.dropout)
+        self.head = nn.Sequential(nn.Dropout(opts.dropout), nn.Linear(self.rnn.out_dim, num_outputs))
+        self._teacher = [load_teacher(opts.distill_teacher)] if opts.distill_teacher else []
         if self._teacher:
             with torch.no_grad():
                 n_t = self._teacher[0](torch.zeros(1, 3, 32, 32)).shape[-1]
-            self.student_frame = nn.Linear(cfg["visual_dim"], n_t)
+            self.student_frame = nn.Linear(opts.visual_dim, n_t)
             if task == "categorical":
-                self.student_clip = nn.Linear(cfg["visual_dim"], num_outputs)
+                self.student_clip = nn.Linear(opts.visual_dim, num_outputs)
 
     def forward(self, batch):
         mask = batch.get("mask")
@@ -96,7 +93,7 @@ class Schoneveld2021(Method):
         if self.task == "continuous":
             out["va"] = torch.tanh(self.head(h))  # (B, T, 2)
         else:
-            if self.cfg["pool"] == "last":
+            if self.opts.pool == "last":
                 last = (mask.long().sum(1) - 1).clamp_min(0) if mask is not None else torch.full(
                     (h.shape[0],), h.shape[1] - 1, device=h.device)
                 pooled = h[torch.arange(h.shape[0], device=h.device), last]  # (B, H)
@@ -114,7 +111,7 @@ class Schoneveld2021(Method):
         if "student_frame" not in out:
             return loss
         teacher = self._teacher[0].to(batch["video"].device)
-        T, alpha = float(self.cfg["distill_temperature"]), float(self.cfg["distill_alpha"])
+        T, alpha = float(self.opts.distill_temperature), float(self.opts.distill_alpha)
         frames = batch["video"].flatten(0, 1)  # (B*T, 3, H, W)
         with torch.no_grad():
             t_logits = teacher(frames)  # (B*T, C_t)

@@ -45,29 +45,29 @@ from raybench.nn.temporal import TCN
 
 
 class _OneModel(nn.Module):
-    def __init__(self, out: int, cfg: dict, n_audio_features: int, k: int, fps: float):
+    def __init__(self, out: int, opts: Options, n_audio_features: int, k: int, fps: float):
         super().__init__()
-        self.face = build_frame_encoder(cfg["backbone"], cfg["visual_dim"], cfg["weights"], cfg["cnn_width"])
-        self.v_tcn = TCN(cfg["visual_dim"], [cfg["visual_channels"]] * cfg["levels"], cfg["kernel"], cfg["dropout"])
+        self.face = build_frame_encoder(opts.backbone, opts.visual_dim, opts.weights, opts.cnn_width)
+        self.v_tcn = TCN(opts.visual_dim, [opts.visual_channels] * opts.levels, opts.kernel, opts.dropout)
         streams, dims = nn.ModuleList(), []
-        for s in cfg["audio_streams"]:
+        for s in opts.audio_streams:
             enc = (MFCCStream(n_audio_features, k) if s == "mfcc"
                    else VGGishStream(n_audio_features, k, patch_frames=vggish_patch_frames(fps)))  # 0.96 s
             streams.append(nn.ModuleDict({
-                "enc": enc, "tcn": TCN(enc.out_dim, [cfg["audio_channels"]] * cfg["levels"], cfg["kernel"],
-                                       cfg["dropout"])}))
-            dims.append(cfg["audio_channels"])
+                "enc": enc, "tcn": TCN(enc.out_dim, [opts.audio_channels] * opts.levels, opts.kernel,
+                                       opts.dropout)}))
+            dims.append(opts.audio_channels)
         self.streams = streams
-        leader = cfg["visual_channels"]
-        self.fusion_name = cfg["fusion"]
-        if cfg["fusion"] == "leader_follower":
-            self.fusion = create_fusion("leader_follower", [leader, *dims], None, d=cfg["attention_dim"])
+        leader = opts.visual_channels
+        self.fusion_name = opts.fusion
+        if opts.fusion == "leader_follower":
+            self.fusion = create_fusion("leader_follower", [leader, *dims], None, d=opts.attention_dim)
             z_dim = self.fusion.z_dim
         else:
-            self.fusion = create_fusion(cfg["fusion"], [leader, *dims], leader)
+            self.fusion = create_fusion(opts.fusion, [leader, *dims], leader)
             z_dim = leader
         self.head = nn.Linear(z_dim, out)
-        self.squash = cfg.get("output", "linear") == "tanh"
+        self.squash = opts.output == "tanh"
 
     def forward(self, video: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
         v = self.v_tcn(self.face(video))  # (B, T, 128)
@@ -102,24 +102,23 @@ class Zhang2021(Method):
     tasks = ("continuous",)
     Options = Options
 
-    def __init__(self, task, num_outputs, n_audio_features=40, audio_steps_per_frame=4, fps=10.0, **cfg):
-        super().__init__(task, num_outputs)
-        for s in cfg["audio_streams"]:
+    def __init__(self, task, num_outputs, opts: Options, n_audio_features=40, audio_steps_per_frame=4, fps=10.0):
+        super().__init__(task, num_outputs, opts)
+        for s in opts.audio_streams:
             if s not in ("mfcc", "vggish"):
                 raise ValueError(f"zhang2021: audio_streams entries must be 'mfcc' or 'vggish', got {s!r}")
-        self.cfg = cfg
-        n = num_outputs if cfg["per_dimension"] else 1
-        out = 1 if cfg["per_dimension"] else num_outputs
-        self.models = nn.ModuleList(_OneModel(out, cfg, n_audio_features, audio_steps_per_frame, fps)
+        n = num_outputs if opts.per_dimension else 1
+        out = 1 if opts.per_dimension else num_outputs
+        self.models = nn.ModuleList(_OneModel(out, opts, n_audio_features, audio_steps_per_frame, fps)
                                     for _ in range(n))
-        fb = cfg.get("freeze_backbone")
+        fb = opts.freeze_backbone
         if fb is not None and not isinstance(fb, bool):
             raise ValueError(f"zhang2021: freeze_backbone must be true, false or null, got {fb!r}")
-        upd = cfg.get("unfreeze_per_drop", 1)
+        upd = opts.unfreeze_per_drop
         if not isinstance(upd, int) or isinstance(upd, bool) or upd < 0:
             raise ValueError(f"zhang2021: unfreeze_per_drop must be an integer >= 0, got {upd!r}")
         self._groups = [backbone_groups(m.face) for m in self.models]
-        frozen = bool(cfg.get("weights")) if fb is None else fb
+        frozen = bool(opts.weights) if fb is None else fb
         n_groups = len(self._groups[0])
         # backbone layer groups released so far (top first); a buffer, so checkpoints keep it
         self.register_buffer("released_groups", torch.tensor(0 if frozen else n_groups))
@@ -135,7 +134,7 @@ class Zhang2021(Method):
     def on_lr_drop(self) -> None:
         """Release the next group(s) of backbone layers (called by the loop at each LR drop)."""
         n = len(self._groups[0])
-        self.released_groups.fill_(min(n, int(self.released_groups) + int(self.cfg.get("unfreeze_per_drop", 1))))
+        self.released_groups.fill_(min(n, int(self.released_groups) + int(self.opts.unfreeze_per_drop)))
         self.train(self.training)
 
     def train(self, mode: bool = True):
@@ -147,14 +146,14 @@ class Zhang2021(Method):
     def _augment(self, video: torch.Tensor) -> torch.Tensor:
         """Random crop + flip shared by the whole window (training); centre crop (evaluation)."""
         B, T, C, H, W = video.shape
-        ch, cw = max(8, int(round(H * self.cfg["crop"]))), max(8, int(round(W * self.cfg["crop"])))
+        ch, cw = max(8, int(round(H * self.opts.crop))), max(8, int(round(W * self.opts.crop)))
         if self.training:
             out = []
             for b in range(B):
                 y = int(torch.randint(0, H - ch + 1, ()))
                 x = int(torch.randint(0, W - cw + 1, ()))
                 clip = video[b, :, :, y : y + ch, x : x + cw]
-                if self.cfg["flip"] and bool(torch.rand(()) < 0.5):
+                if self.opts.flip and bool(torch.rand(()) < 0.5):
                     clip = clip.flip(-1)
                 out.append(clip)
             return torch.stack(out)  # (B, T, C, ch, cw)
@@ -164,7 +163,7 @@ class Zhang2021(Method):
     def loss(self, out, batch):
         """1 - CCC per window and dimension, averaged over the batch's windows (``loss: window``, the
         authors' CCCLoss), or over all the batch's frames pooled (``loss: pooled``)."""
-        if self.cfg.get("loss", "window") == "pooled":
+        if self.opts.loss == "pooled":
             return ccc_loss(out["va"], batch["va"], batch.get("mask"))
         return window_ccc_loss(out["va"], batch["va"], batch.get("mask"))
 

@@ -45,29 +45,26 @@ class Zhou2019(Method):
     tasks = ("categorical",)
     Options = Options
 
-    def __init__(self, task, num_outputs, n_audio_features=40, audio_steps_per_frame=4, **cfg):
-        super().__init__(task, num_outputs)
-        if cfg["fusion"] not in ("concat", "fbp"):
-            raise ValueError(f"zhou2019: fusion must be 'concat' or 'fbp', got {cfg['fusion']!r}")
-        self.cfg = cfg
-        self.face = build_frame_encoder(cfg["backbone"], cfg["visual_dim"], cfg["weights"], cfg["cnn_width"])
-        self.v_pool = AttentionPool(cfg["visual_dim"], cfg["attention"], cfg["dropout"])
-        self.audio = AudioRegionCNN(3 if cfg["deltas"] else 1, cfg["audio_dim"])
-        self.a_pool = AttentionPool(cfg["audio_dim"], cfg["attention"], cfg["dropout"])
+    def __init__(self, task, num_outputs, opts: Options, n_audio_features=40, audio_steps_per_frame=4):
+        super().__init__(task, num_outputs, opts)
+        self.face = build_frame_encoder(opts.backbone, opts.visual_dim, opts.weights, opts.cnn_width)
+        self.v_pool = AttentionPool(opts.visual_dim, opts.attention, opts.dropout)
+        self.audio = AudioRegionCNN(3 if opts.deltas else 1, opts.audio_dim)
+        self.a_pool = AttentionPool(opts.audio_dim, opts.attention, opts.dropout)
         dims = [self.a_pool.out_dim, self.v_pool.out_dim]
-        if cfg["fusion"] == "fbp":
+        if opts.fusion == "fbp":
             # logits = W z, z the power- and L2-normalised bilinear vector
-            self.fusion = create_fusion("fbp", dims, num_outputs, k=cfg["fbp_k"], o=cfg["fbp_o"],
-                                        dropout=cfg["dropout"])
+            self.fusion = create_fusion("fbp", dims, num_outputs, k=opts.fbp_k, o=opts.fbp_o,
+                                        dropout=opts.dropout)
             self.head = nn.Identity()
         else:
-            self.fusion = create_fusion("concat", dims, cfg["hidden"])
-            self.head = nn.Sequential(nn.Dropout(cfg["dropout"]), nn.Linear(cfg["hidden"], num_outputs))
+            self.fusion = create_fusion("concat", dims, opts.hidden)
+            self.head = nn.Sequential(nn.Dropout(opts.dropout), nn.Linear(opts.hidden, num_outputs))
 
     def forward(self, batch):
         mask = batch.get("mask")
         v = self.v_pool(self.face(batch["video"]), mask)  # (B, Dv): frames (B, T, 512) pooled
         audio = batch["audio"]  # (B, T*k, F)
-        img = with_deltas(audio) if self.cfg["deltas"] else audio.unsqueeze(1)  # (B, C, T*k, F)
+        img = with_deltas(audio) if self.opts.deltas else audio.unsqueeze(1)  # (B, C, T*k, F)
         a = self.a_pool(self.audio(img))  # (B, Da): regions (B, R, 256) pooled
         return {"logits": self.head(self.fusion([a, v]))}  # (B, C)

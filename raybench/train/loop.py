@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from raybench.data.store import ClipStore, decode_arrays
+from raybench.schema import TrialConfig
 from raybench.data.windows import cut, overlap_average, random_start, window_starts
 from raybench.train.metrics import TaskMetrics
 
@@ -34,7 +35,7 @@ class EpochLogger(Protocol):
     """What the loop records a trial with (rank 0 only); the sweep gives an MLflow one
     (:class:`raybench.tracking.TrialLogger`). The loop knows no tracking backend."""
 
-    def start(self, cfg: dict) -> None:
+    def start(self, cfg: TrialConfig) -> None:
         """Before the first epoch (again after a resume): open or find the trial's record."""
 
     def log(self, metrics: dict[str, float], epoch: int) -> None:
@@ -45,14 +46,13 @@ def default_metric(task: str) -> str:
     return "val/uar" if task == "categorical" else "val/ccc"
 
 
-def build_model(cfg: dict, data: dict) -> torch.nn.Module:
+def build_model(cfg: TrialConfig, data: dict) -> torch.nn.Module:
     from raybench.methods import create_method
 
-    mcfg = dict(cfg["method"])
-    name = mcfg.pop("name")
-    return create_method(name, data["task"], len(data["class_names"]) if data["task"] == "categorical" else 2,
+    return create_method(cfg.method.name, data["task"],
+                         len(data["class_names"]) if data["task"] == "categorical" else 2, cfg.method,
                          n_audio_features=data["n_audio_features"],
-                         audio_steps_per_frame=data["audio_steps_per_frame"], fps=float(data["fps"]), **mcfg)
+                         audio_steps_per_frame=data["audio_steps_per_frame"], fps=float(data["fps"]))
 
 
 def collate(windows: list[dict[str, np.ndarray]], audio_mean: np.ndarray, audio_std: np.ndarray,
@@ -117,7 +117,7 @@ def shard_rows(ds_shard, batch_size: int = 8, shuffle_buffer: int | None = 64) -
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, rows: list[dict[str, Any]], data: dict, cfg: dict, device: torch.device,
+def evaluate(model: torch.nn.Module, rows: list[dict[str, Any]], data: dict, cfg: TrialConfig, device: torch.device,
              return_predictions: bool = False) -> tuple[dict[str, float], list[dict]]:
     """Metrics over whole clips: categorical scores averaged over a clip's windows; continuous
     predictions averaged per frame over overlapping windows (CCC over all frames).
@@ -126,9 +126,9 @@ def evaluate(model: torch.nn.Module, rows: list[dict[str, Any]], data: dict, cfg
     when training skips frames (hop > length): no scored frame is left without a prediction.
     Under torch.distributed, every rank must call this (metric states are synced).
     """
-    task, length = data["task"], int(cfg["window"]["length"])
-    hop = min(int(cfg["window"]["hop"]), length)
-    bs = int(cfg["train"]["batch_size"])
+    task, length = data["task"], cfg.window.length
+    hop = min(cfg.window.hop, length)
+    bs = cfg.train.batch_size
     mean, std = np.asarray(data["audio_mean"]), np.asarray(data["audio_std"])
     metrics = TaskMetrics(task, len(data["class_names"]), device)
     model.eval()
@@ -181,14 +181,14 @@ def train_step(method: torch.nn.Module, loss: torch.Tensor, opt: torch.optim.Opt
     opt.step()
 
 
-def _autocast(device: torch.device, cfg: dict):
-    if device.type == "cuda" and cfg["train"].get("amp", True):
+def _autocast(device: torch.device, cfg: TrialConfig):
+    if device.type == "cuda" and cfg.train.amp:
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
 
 def train_loop_per_worker(config: dict) -> None:
-    """Ray Train entry point. ``config``: cfg (resolved trial config), data (prepared summary),
+    """Ray Train entry point. ``config``: cfg (the trial's :class:`TrialConfig`), data (prepared summary),
     logger (an :class:`EpochLogger` rank 0 records the trial with, or None)."""
     import ray.train
     import ray.train.torch
@@ -196,26 +196,26 @@ def train_loop_per_worker(config: dict) -> None:
     cfg, data, logger = config["cfg"], config["data"], config.get("logger")
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    tcfg = cfg["train"]
-    torch.set_num_threads(max(1, int(tcfg.get("cpus_per_worker", 1))))
-    seed = int(tcfg["seed"])
+    tcfg = cfg.train
+    torch.set_num_threads(max(1, int(tcfg.cpus_per_worker)))
+    seed = tcfg.seed
     torch.manual_seed(seed)
     rng = np.random.default_rng([seed, rank])
     device = ray.train.torch.get_device()
     task = data["task"]
-    metric_name = cfg["tune"]["metric"] or default_metric(task)
-    mode = cfg["tune"]["mode"]
+    metric_name = cfg.tune.metric or default_metric(task)
+    mode = cfg.tune.mode
 
     model = build_model(cfg, data)
     method = model
     model = ray.train.torch.prepare_model(model)  # DDP when world > 1, moved to device
-    opt = torch.optim.AdamW(model.parameters(), lr=float(tcfg["lr"]), weight_decay=float(tcfg["weight_decay"]))
+    opt = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
     sched = None
-    if tcfg.get("lr_schedule", "none") == "plateau":
+    if tcfg.lr_schedule == "plateau":
         sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            opt, mode=mode, factor=float(tcfg.get("plateau_factor", 0.1)), patience=int(tcfg.get("plateau_patience", 5)),
+            opt, mode=mode, factor=tcfg.plateau_factor, patience=tcfg.plateau_patience,
             eps=0.0)  # torch's default eps (1e-8) would silently ignore drops below 1e-8
-    early_stop = int(tcfg["early_stop"]) if tcfg.get("early_stop") else None
+    early_stop = tcfg.early_stop
     start_epoch, best, best_epoch, best_state, last_metrics = 0, None, -1, None, None
     ckpt = ray.train.get_checkpoint()
     if ckpt:
@@ -233,14 +233,14 @@ def train_loop_per_worker(config: dict) -> None:
     val_rows = store.read_clips(data["ids"]["val"][rank::world])
     shard = ray.train.get_dataset_shard("train")
     mean, std = np.asarray(data["audio_mean"]), np.asarray(data["audio_std"])
-    length, hop, bs = int(cfg["window"]["length"]), int(cfg["window"]["hop"]), int(tcfg["batch_size"])
+    length, hop, bs = cfg.window.length, cfg.window.hop, tcfg.batch_size
     # per-worker batch: the configured batch size is global
     local_bs = max(1, bs // world)
     logger = logger if rank == 0 else None
     if logger is not None:
         logger.start(cfg)
 
-    for epoch in range(start_epoch, int(tcfg["epochs"])):
+    for epoch in range(start_epoch, tcfg.epochs):
         t0 = time.time()
         model.train()
         tot, n_batches, n_samples = 0.0, 0, 0
@@ -291,7 +291,7 @@ def train_loop_per_worker(config: dict) -> None:
         if early_stop is not None and epoch - best_epoch >= early_stop:
             break  # no better validation score for `early_stop` epochs: the trial ends here
 
-    if start_epoch >= int(tcfg["epochs"]) and last_metrics is not None:
+    if start_epoch >= tcfg.epochs and last_metrics is not None:
         # resumed after the last epoch (the sweep was interrupted before it recorded this trial as
         # finished): nothing to train; report the final metrics and checkpoint again
         with tempfile.TemporaryDirectory() as tmp:

@@ -9,6 +9,7 @@ import pytest
 
 from raybench.config import SWEEPS_DIR, load
 from raybench.data.store import PrepareError, prepare
+from raybench.schema import data_config
 
 TINY = ["data.synth.actors=4", "data.synth.seconds=1.0", "data.fps=8"]
 
@@ -297,12 +298,13 @@ def test_plateau_schedule_lowers_the_lr_and_early_stop_ends_the_trial(smoke, tmp
 
 def test_an_error_that_is_not_a_clip_problem_stops_prepare_with_the_cause_and_first_clip(ray_session, tiny_ravdess,
                                                                                          tmp_path):
-    """An error raised for every clip (here an unknown audio feature kind reaching the workers; a library
+    """An error raised for every clip (here an unknown audio feature kind slipped past validation to the
+    workers with pydantic's unvalidated ``model_copy``; a library
     that does not load on a worker behaves the same) stops the stage with one raybench message, marks no
     clip bad, and a fixed rerun goes on."""
-    data = dict(load(SWEEPS_DIR / "smoke.yaml")["data"], dataset="ravdess", root=str(tiny_ravdess),
-                store_dir=str(tmp_path / "stores"))
-    broken = dict(data, audio=dict(data["audio"], features="mfcc"))
+    data = data_config(dict(load(SWEEPS_DIR / "smoke.yaml")["data"], dataset="ravdess", root=str(tiny_ravdess),
+                            store_dir=str(tmp_path / "stores")))
+    broken = data.model_copy(update={"audio": data.audio.model_copy(update={"features": "mfcc"})})
     with pytest.raises(PrepareError) as e:
         prepare(broken)
     msg = str(e.value)
@@ -312,4 +314,4 @@ def test_an_error_that_is_not_a_clip_problem_stops_prepare_with_the_cause_and_fi
     assert (tiny_ravdess / f"Actor_{clip.split('-')[-1]}" / f"{clip}.mp4").exists()  # a real clip, and its file
     assert f"({tiny_ravdess}" in msg and "Traceback" not in msg and "UserCodeException" not in msg
     assert not list(tmp_path.rglob("bad/*.json"))  # no clip blamed for it
-    assert prepare(dict(broken, audio=data["audio"])).decoded == 45
+    assert prepare(data).decoded == 45

@@ -4,6 +4,7 @@ import pytest
 
 from raybench.data.datasets import DATASETS, LayoutError, get_dataset
 from raybench.data.manifest import Clip, assign_splits
+from raybench.schema import data_config
 
 DATA_CFG = {"split": {"seed": 0, "val_fraction": 0.34, "test_fraction": 0.34}, "ravdess": {"channels": ["speech"]}}
 
@@ -15,23 +16,23 @@ def test_ravdess_manifest_ignores_other_files(tiny_ravdess, tmp_path):
     (a1 / "02-01-03-01-01-01-01.mp4").write_bytes(b"video-only file")  # modality 02: not audio-visual
     (a1 / "01-02-03-01-01-01-01.mp4").write_bytes(b"song")  # song: off by default
     (a1 / "notes.txt").write_text("unrelated")
-    clips = get_dataset("ravdess").manifest(root, DATA_CFG)
+    clips = get_dataset("ravdess").manifest(root, data_config(DATA_CFG))
     assert len(clips) == 45
     assert {c.label for c in clips} == set(range(8))
     assert all(c.video_path.endswith(".mp4") and "/02-" not in c.video_path for c in clips)
-    song = get_dataset("ravdess").manifest(root, {**DATA_CFG, "ravdess": {"channels": ["speech", "song"]}})
+    song = get_dataset("ravdess").manifest(root, data_config({**DATA_CFG, "ravdess": {"channels": ["speech", "song"]}}))
     assert len(song) == 46
 
 
 def test_ravdess_split_is_speaker_independent_and_seeded(tiny_ravdess):
     ds = get_dataset("ravdess")
-    clips = ds.manifest(tiny_ravdess, DATA_CFG)
+    clips = ds.manifest(tiny_ravdess, data_config(DATA_CFG))
     by_subject = {}
     for c in clips:
         by_subject.setdefault(c.subject, set()).add(c.split)
     assert all(len(s) == 1 for s in by_subject.values())
     assert {c.split for c in clips} == {"train", "val", "test"}
-    again = ds.manifest(tiny_ravdess, DATA_CFG)
+    again = ds.manifest(tiny_ravdess, data_config(DATA_CFG))
     assert [c.split for c in clips] == [c.split for c in again]
 
 
@@ -48,21 +49,21 @@ def test_ravdess_layout_error_says_what_was_expected(tmp_path):
     (tmp_path / "something").mkdir()
     (tmp_path / "something" / "a.mp4").write_bytes(b"")
     with pytest.raises(LayoutError) as e:
-        get_dataset("ravdess").manifest(tmp_path, DATA_CFG)
+        get_dataset("ravdess").manifest(tmp_path, data_config(DATA_CFG))
     msg = str(e.value)
     assert "Actor_" in msg and "something" in msg
 
 
 def test_affwild2_manifest_official_validation_is_test(tiny_affwild2):
-    clips = get_dataset("affwild2").manifest(tiny_affwild2, DATA_CFG)
+    clips = get_dataset("affwild2").manifest(tiny_affwild2, data_config(DATA_CFG))
     assert len(clips) == 4
     val_set = [c for c in clips if c.meta["official_split"] == "Validation_Set"]
     assert val_set and all(c.split == "test" for c in val_set)
     assert {c.split for c in clips if c.meta["official_split"] == "Train_Set"} == {"train", "val"}
     assert all(c.va_path and c.label is None for c in clips)
     # Zhang et al.'s protocol: fold 0 validates on the official Validation_Set, no test split
-    chunks = get_dataset("affwild2").manifest(tiny_affwild2, {**DATA_CFG, "fold": 0, "split": {
-        **DATA_CFG["split"], "folds": 3, "protocol": "chunks", "test_fraction": 0.0}})
+    chunks = get_dataset("affwild2").manifest(tiny_affwild2, data_config({**DATA_CFG, "fold": 0, "split": {
+        **DATA_CFG["split"], "folds": 3, "protocol": "chunks", "test_fraction": 0.0}}))
     assert {c.clip_id for c in chunks if c.split == "val"} == {c.clip_id for c in val_set}
     assert {c.split for c in chunks if c.clip_id not in {v.clip_id for v in val_set}} == {"train"}
 
@@ -74,13 +75,13 @@ def test_affwild2_left_right_annotations_share_a_video(tiny_affwild2, tmp_path):
     src = ann / "1-30-64x64.txt"
     shutil.copy(src, ann / "1-30-64x64_left.txt")
     shutil.move(src, ann / "1-30-64x64_right.txt")
-    clips = {c.clip_id: c for c in get_dataset("affwild2").manifest(root, DATA_CFG)}
+    clips = {c.clip_id: c for c in get_dataset("affwild2").manifest(root, data_config(DATA_CFG))}
     assert clips["1-30-64x64_left"].video_path == clips["1-30-64x64_right"].video_path
     # one video is one subject (same frames, same audio): the two sides never land in different splits
     assert clips["1-30-64x64_left"].subject == clips["1-30-64x64_right"].subject == "1-30-64x64"
     for seed in range(8):
         cfg = {**DATA_CFG, "split": {**DATA_CFG["split"], "seed": seed}}
-        c = {c.clip_id: c for c in get_dataset("affwild2").manifest(root, cfg)}
+        c = {c.clip_id: c for c in get_dataset("affwild2").manifest(root, data_config(cfg))}
         assert c["1-30-64x64_left"].split == c["1-30-64x64_right"].split
 
 
@@ -89,7 +90,7 @@ def test_affwild2_annotation_without_video_is_named(tiny_affwild2, tmp_path):
     shutil.copytree(tiny_affwild2, root)
     (root / "annotations/VA_Set/Train_Set/99-30-640x360.txt").write_text("valence,arousal\n0.1,0.2\n")
     with pytest.raises(LayoutError, match="99-30-640x360.txt"):
-        get_dataset("affwild2").manifest(root, DATA_CFG)
+        get_dataset("affwild2").manifest(root, data_config(DATA_CFG))
 
 
 def test_registry_knows_the_datasets_and_suggests():
@@ -106,7 +107,7 @@ def test_kfold_by_subject_no_subject_in_two_folds_and_every_clip_in_one_split():
     from raybench.data.manifest import split_clips
 
     base = [Clip(f"c{i}", f"v{i}", subject=f"s{i % 7}") for i in range(70)]
-    runs = {f: split_clips([Clip(**vars(c)) for c in base], _folds_cfg(3, f)) for f in range(3)}
+    runs = {f: split_clips([Clip(**vars(c)) for c in base], data_config(_folds_cfg(3, f))) for f in range(3)}
     folds_of = {}
     for c in runs[0]:
         folds_of.setdefault(c.subject, set()).add(c.fold)
@@ -124,9 +125,9 @@ def test_kfold_by_subject_no_subject_in_two_folds_and_every_clip_in_one_split():
     tested = [c.clip_id for clips in runs.values() for c in clips if c.split == "test"]
     assert sorted(tested) == sorted(c.clip_id for c in base)
     # same seed -> same folds; another seed -> other folds
-    again = split_clips([Clip(**vars(c)) for c in base], _folds_cfg(3, 0))
+    again = split_clips([Clip(**vars(c)) for c in base], data_config(_folds_cfg(3, 0)))
     assert [c.fold for c in again] == [c.fold for c in runs[0]]
-    other = split_clips([Clip(**vars(c)) for c in base], _folds_cfg(3, 0, seed=5))
+    other = split_clips([Clip(**vars(c)) for c in base], data_config(_folds_cfg(3, 0, seed=5)))
     assert [c.fold for c in other] != [c.fold for c in runs[0]]
 
 
@@ -135,7 +136,7 @@ def test_kfold_keeps_an_official_test_split_and_rotates_validation():
 
     clips = [Clip(f"c{i}", f"v{i}", subject=f"s{i % 4}") for i in range(8)]
     clips.append(Clip("official", "v", subject="other", split="test"))
-    out = split_clips(clips, _folds_cfg(2, 1))
+    out = split_clips(clips, data_config(_folds_cfg(2, 1)))
     assert next(c for c in out if c.clip_id == "official").split == "test"
     assert {c.split for c in out if c.clip_id != "official"} == {"train", "val"}
     assert {c.fold for c in out if c.split == "val"} == {1}
@@ -145,7 +146,7 @@ def test_kfold_needs_enough_subjects():
     from raybench.data.manifest import split_clips
 
     with pytest.raises(ValueError, match="data.split.folds=3 needs at least 3 subjects"):
-        split_clips([Clip("a", "v", subject="s0"), Clip("b", "v", subject="s1")], _folds_cfg(3, 0))
+        split_clips([Clip("a", "v", subject="s0"), Clip("b", "v", subject="s1")], data_config(_folds_cfg(3, 0)))
 
 
 def test_ravdess_video_only_files_with_the_audio_only_wavs(tiny_ravdess, tmp_path):
@@ -162,10 +163,10 @@ def test_ravdess_video_only_files_with_the_audio_only_wavs(tiny_ravdess, tmp_pat
         write_wav(root / "Audio_Speech" / "Actor_01" / ("03" + v.stem[2:] + ".wav"), np.zeros(160, np.float32), 16000)
     ds = get_dataset("ravdess")
     cfg = {**DATA_CFG, "ravdess": {"channels": ["speech"], "video": "video_only", "audio": "wav"}}
-    clips = ds.manifest(root, {**cfg, "split": {**DATA_CFG["split"], "val_fraction": 0.0, "test_fraction": 0.0}})
+    clips = ds.manifest(root, data_config(cfg))
     assert sorted(c.clip_id for c in clips) == sorted("02" + v.stem[2:] for v in vids[:2])
     assert all(c.meta["audio_path"].endswith(".wav") and "/03-" in c.meta["audio_path"] for c in clips)
-    av_wav = ds.manifest(root, {**DATA_CFG, "ravdess": {"channels": ["speech"], "video": "av", "audio": "wav"}})
+    av_wav = ds.manifest(root, data_config({**DATA_CFG, "ravdess": {"channels": ["speech"], "video": "av", "audio": "wav"}}))
     assert len(av_wav) == 2 and all(c.clip_id.startswith("01-") for c in av_wav)
 
 
@@ -191,7 +192,7 @@ def test_chunks_protocol_rotates_training_chunks_and_the_official_validation_set
         val = [Clip(f"o{i}", "v", subject=f"o{i}", split="test", meta={"official": "val"}) for i in range(3)]
         return train + val  # as the Aff-Wild2 adapter marks them
 
-    runs = {f: {c.clip_id: c for c in split_clips(base(), _chunks_cfg(6, f))} for f in range(6)}
+    runs = {f: {c.clip_id: c for c in split_clips(base(), data_config(_chunks_cfg(6, f)))} for f in range(6)}
     official = {f"o{i}" for i in range(3)}
     val_sets = [frozenset(i for i, c in runs[f].items() if c.split == "val") for f in range(6)]
     assert val_sets[0] == official  # fold 0: the official split
@@ -212,7 +213,7 @@ def test_chunks_protocol_holds_out_one_test_split_for_every_fold():
     from raybench.data.manifest import split_clips
 
     base = [Clip(f"c{i}", "v", subject=f"s{i % 10}") for i in range(30)]  # no official split
-    runs = [split_clips([Clip(**vars(c)) for c in base], _chunks_cfg(3, f, test_fraction=0.2)) for f in range(3)]
+    runs = [split_clips([Clip(**vars(c)) for c in base], data_config(_chunks_cfg(3, f, test_fraction=0.2))) for f in range(3)]
     tests = [{c.clip_id for c in r if c.split == "test"} for r in runs]
     assert tests[0] and tests[0] == tests[1] == tests[2]  # the same test clips in every fold
     assert len({c.subject for c in runs[0] if c.split == "test"}) == 2
@@ -220,7 +221,7 @@ def test_chunks_protocol_holds_out_one_test_split_for_every_fold():
     assert all(vals) and not (vals[0] & vals[1]) and not (vals[1] & vals[2]) and not (vals[0] & vals[2])
     assert sorted(s for v in vals for s in v) == sorted({c.subject for c in runs[0] if c.split != "test"})
     with pytest.raises(ValueError, match="needs at least 3 training subjects"):
-        split_clips([Clip("a", "v", subject="s0"), Clip("b", "v", subject="s1")], _chunks_cfg(3, 0))
+        split_clips([Clip("a", "v", subject="s0"), Clip("b", "v", subject="s1")], data_config(_chunks_cfg(3, 0)))
 
 
 def test_chunks_protocol_needs_folds():

@@ -84,16 +84,22 @@ def test_search_space_values_are_type_checked():
 def test_trial_config_drops_other_methods_keys():
     cfg = load(SWEEPS_DIR / "default.yaml")
     t = resolve_trial_config(cfg, {"method.name": "audio_only", "window.length": 8})
-    assert t["method"]["name"] == "audio_only" and "fusion" not in t["method"]
-    assert t["window"]["length"] == 8
+    assert t.method.name == "audio_only" and "fusion" not in t.method.model_dump()
+    assert t.window.length == 8
     t = resolve_trial_config(cfg, {"method.name": "av_fusion"})
-    assert t["method"]["fusion"] == "concat"
+    assert t.method.fusion == "concat"
 
 
 def test_mlflow_params_are_the_flattened_config():
     from raybench.tracking import params_of
 
-    assert params_of({"a": {"b": 1, "c": {"d": [1, 2]}}, "_x": 3}) == {"a.b": "1", "a.c.d": "[1, 2]"}
+    assert params_of({"a": {"b": 1, "c": {"d": [1, 2]}}}) == {"a.b": "1", "a.c.d": "[1, 2]"}
+    t = resolve_trial_config(load(SWEEPS_DIR / "default.yaml"), {"method.name": "de3"})
+    p = params_of(t)
+    # a trial's typed config: every key under the name users write (de3's `lambda`, not `lambda_`)
+    assert p["method.lambda"] == "0.5" and "method.lambda_" not in p
+    assert p["method.name"] == "de3" and p["data.audio.n_mels"] == "40" and p["data.ravdess.channels"] == '["speech"]'
+    assert p["data.fold"] == "None" and p["train.lr"] == str(t.train.lr)
 
 
 def test_cli_config_error_exits_2_without_traceback(tmp_path):
@@ -112,10 +118,10 @@ def test_missing_sweep_file_is_a_config_error(tmp_path):
 def test_flow_is_stored_only_when_a_method_needs_it():
     from raybench.trials import data_variants
 
-    assert [d["flow"] for d in data_variants(load(SWEEPS_DIR / "smoke.yaml"))] == [False]
+    assert [d.flow for d in data_variants(load(SWEEPS_DIR / "smoke.yaml"))] == [False]
     de3 = load(SWEEPS_DIR / "smoke.yaml", ["method.name=de3", "method.dim=16"])
     assert de3["data"]["flow"] is False  # validation leaves the config as written ...
-    assert [d["flow"] for d in data_variants(de3)] == [True]  # ... the store is built with flow
+    assert [d.flow for d in data_variants(de3)] == [True]  # ... the store is built with flow
     with pytest.raises(ConfigError, match="flow_algorithm"):
         load(SWEEPS_DIR / "smoke.yaml", ["data.flow_algorithm=tvl1"])
 
@@ -135,7 +141,7 @@ def test_pairs_whose_tasks_differ_are_left_out_of_a_method_x_dataset_grid():
     assert len(pairs) == 14
     from raybench.trials import data_variants
 
-    assert all(d["flow"] for d in data_variants(cfg))  # de3 is in the sweep
+    assert all(d.flow for d in data_variants(cfg))  # de3 is in the sweep
 
 
 def test_search_space_entries_can_be_overridden_from_the_command_line():
@@ -160,14 +166,14 @@ tune:
 """)
     cfg = load(p)
     z = resolve_trial_config(cfg, {"method.name": "zhang2021", "data.dataset": "synthetic_affwild2"})
-    assert (z["train"]["lr"], z["train"]["epochs"], z["method"]["visual_channels"]) == (3.0e-4, 6, 32)
-    assert z["window"]["length"] == 16
+    assert (z.train.lr, z.train.epochs, z.method.visual_channels) == (3.0e-4, 6, 32)
+    assert z.window.length == 16
     a = resolve_trial_config(cfg, {"method.name": "audio_only", "data.dataset": "synthetic_ravdess"})
-    assert (a["train"]["lr"], a["train"]["epochs"], a["window"]["length"]) == (2.0e-3, 4, 8)
-    assert "visual_channels" not in a["method"]
+    assert (a.train.lr, a.train.epochs, a.window.length) == (2.0e-3, 4, 8)
+    assert "visual_channels" not in a.method.model_dump()
     # a value the search space samples wins over per_method
     z2 = resolve_trial_config(cfg, {"method.name": "zhang2021", "train.lr": 1.0e-2})
-    assert z2["train"]["lr"] == 1.0e-2
+    assert z2.train.lr == 1.0e-2
 
 
 def test_per_method_typos_are_reported(tmp_path):

@@ -7,6 +7,7 @@ import pytest
 
 from raybench.data.annotations import read_arff_values, read_csv_va
 from raybench.data.datasets import LayoutError, get_dataset
+from raybench.schema import data_config
 
 EMO = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")
 
@@ -31,9 +32,9 @@ def _write_manifest(root, tiny_ravdess, extra_rows=()):
 def test_csv_categorical_manifest(tiny_ravdess, tmp_path):
     vids = _write_manifest(tmp_path, tiny_ravdess)
     ds = get_dataset("csv")
-    clips = ds.manifest(tmp_path, _cfg())
+    clips = ds.manifest(tmp_path, data_config(_cfg()))
     assert len(clips) == len(vids) == 45
-    names = ds.class_names_for(_cfg(), clips)
+    names = ds.class_names_for(data_config(_cfg()), clips)
     assert names == tuple(sorted(EMO))
     assert all(names[c.label] == EMO[int(c.clip_id.split("-")[2]) - 1] for c in clips)
     by_subject = {}
@@ -41,7 +42,7 @@ def test_csv_categorical_manifest(tiny_ravdess, tmp_path):
         by_subject.setdefault(c.subject, set()).add(c.split)
     assert all(len(s) == 1 for s in by_subject.values()) and {c.split for c in clips} == {"train", "val", "test"}
     # fixed class order
-    fixed = ds.manifest(tmp_path, _cfg(classes=list(EMO)))
+    fixed = ds.manifest(tmp_path, data_config(_cfg(classes=list(EMO))))
     assert all(EMO[c.label] == EMO[int(c.clip_id.split("-")[2]) - 1] for c in fixed)
 
 
@@ -49,16 +50,16 @@ def test_csv_errors_name_the_line_and_what_was_expected(tiny_ravdess, tmp_path):
     _write_manifest(tmp_path, tiny_ravdess, extra_rows=[f"{tmp_path}/missing.mp4,Actor_09,happy",
                                                        f"{next(tiny_ravdess.rglob('*.mp4'))},Actor_01,bored"])
     with pytest.raises(LayoutError) as e:
-        get_dataset("csv").manifest(tmp_path, _cfg(classes=list(EMO)))
+        get_dataset("csv").manifest(tmp_path, data_config(_cfg(classes=list(EMO))))
     msg = str(e.value)
     assert "manifest.csv line 47: video" in msg and "missing.mp4 does not exist" in msg
     assert "line 48: label 'bored'" in msg
     (tmp_path / "manifest.csv").write_text("file,speaker\nx.mp4,a\n")
     with pytest.raises(LayoutError, match="lacks column.*video, subject, label.*it has file, speaker"):
-        get_dataset("csv").manifest(tmp_path, _cfg())
+        get_dataset("csv").manifest(tmp_path, data_config(_cfg()))
     (tmp_path / "manifest.csv").unlink()
     with pytest.raises(LayoutError, match="no manifest manifest.csv"):
-        get_dataset("csv").manifest(tmp_path, _cfg())
+        get_dataset("csv").manifest(tmp_path, data_config(_cfg()))
 
 
 def test_csv_official_split_and_given_folds(tiny_ravdess, tmp_path):
@@ -72,7 +73,7 @@ def test_csv_official_split_and_given_folds(tiny_ravdess, tmp_path):
     (tmp_path / "manifest.csv").write_text("\n".join(lines) + "\n")
     cfg = _cfg()
     cfg["split"]["folds"], cfg["fold"] = 2, 1
-    clips = get_dataset("csv").manifest(tmp_path, cfg)
+    clips = get_dataset("csv").manifest(tmp_path, data_config(cfg))
     assert {c.split for c in clips if c.subject == "Actor_03"} == {"test"}
     assert {c.split for c in clips if c.subject == "Actor_02"} == {"val"}  # fold 1 validates
     assert {c.split for c in clips if c.subject == "Actor_01"} == {"train"}
@@ -83,7 +84,7 @@ def test_csv_continuous_needs_va_files(tiny_ravdess, tmp_path):
     (tmp_path / "a.csv").write_text("frame,arousal,valence\n0,0.5,0.1\n1,,-5\n2,0.2,-0.3\n")
     (tmp_path / "manifest.csv").write_text(f"video,subject,va\n{v},s1,a.csv\n{v},s2,a.csv\n{v},s3,nope.csv\n")
     with pytest.raises(LayoutError, match="line 4: annotation .*nope.csv does not exist"):
-        get_dataset("csv").manifest(tmp_path, _cfg(task="continuous"))
+        get_dataset("csv").manifest(tmp_path, data_config(_cfg(task="continuous")))
     va = read_csv_va(tmp_path / "a.csv")
     assert va.shape == (3, 2)
     np.testing.assert_allclose(va[0], [0.1, 0.5])

@@ -4,6 +4,7 @@ import pytest
 from raybench.data.decode import DecodeError, decode_clip, resample_indices
 from raybench.data.features import audio_features, resample_labels
 from raybench.data.synth import write_mp4
+from raybench.schema import AudioConfig, DataConfig
 
 
 def test_resample_indices_30_to_10_and_29_97():
@@ -54,8 +55,8 @@ def test_audio_features_aligned_to_frames(kind):
     t = np.arange(sr) / sr
     audio = (np.sin(2 * np.pi * 440 * t) * (t > 0.5)).astype(np.float32)  # silence, then a tone
     feats = audio_features(audio, num_frames=10, sample_rate=sr,
-                           cfg={"features": kind, "n_mels": 32, "win_ms": 25, "hop_ms": 10,
-                                "frames_per_video_frame": 4, "n_fft": 400})
+                           cfg=AudioConfig(features=kind, n_mels=32, win_ms=25, hop_ms=10,
+                                           frames_per_video_frame=4, n_fft=400))
     assert feats.shape[0] == 40 and feats.dtype == np.float32
     energy = feats.max(1)
     assert energy[24:].mean() > energy[:16].mean() + 3  # the tone is in the second half of the steps
@@ -112,17 +113,17 @@ def test_the_spectrogram_uses_zhou2019s_40_ms_window_unless_win_ms_is_set():
     base = dict(DEFAULTS["data"]["audio"])
     assert base["win_ms"] is None
     # a spectrogram has n_fft // 2 + 1 bins, n_fft = max(400, window): 40 ms at 16 kHz is 640 samples
-    spec = audio_features(audio, 10, sr, dict(base, features="spectrogram"))
+    spec = audio_features(audio, 10, sr, AudioConfig(**dict(base, features="spectrogram")))
     assert spec.shape == (40, 640 // 2 + 1)
-    spec25 = audio_features(audio, 10, sr, dict(base, features="spectrogram", win_ms=25.0))
+    spec25 = audio_features(audio, 10, sr, AudioConfig(**dict(base, features="spectrogram", win_ms=25.0)))
     assert spec25.shape == (40, 400 // 2 + 1)
-    assert audio_features(audio, 10, sr, dict(base, features="logmel")).shape == (40, base["n_mels"])
+    assert audio_features(audio, 10, sr, AudioConfig(**dict(base, features="logmel"))).shape == (40, base["n_mels"])
     # the window is in the store's fingerprint as its value: log-Mel stores built when the default was
     # 25 ms are reused; a spectrogram store with the new window is a new store
     data = dict(DEFAULTS["data"])
 
     def fp(**audio_kw):
-        return fingerprint("ravdess", "/data", dict(data, audio=dict(base, **audio_kw)))
+        return fingerprint("ravdess", "/data", DataConfig(**dict(data, audio=dict(base, **audio_kw))))
 
     assert fp() == fp(win_ms=25.0)
     assert fp(features="spectrogram") != fp(features="spectrogram", win_ms=25.0)

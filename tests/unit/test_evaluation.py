@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from raybench.schema import MethodOptions, TrialConfig
 from raybench.train.loop import evaluate
 
 
@@ -35,7 +36,8 @@ def test_a_perfect_predictor_scores_ccc_1_whatever_the_hop(length, hop):
         rows.append(_row(f"c{i}", np.stack([np.sin(t / 40 + i), np.cos(t / 25) * 0.5], 1) + rng.normal(0, .05, (n, 2))))
     data = {"task": "continuous", "class_names": ["valence", "arousal"], "audio_mean": [0.0] * 3,
             "audio_std": [1.0] * 3}
-    cfg = {"window": {"length": length, "hop": hop}, "train": {"batch_size": 8, "amp": False}}
+    cfg = TrialConfig(method=MethodOptions(name="perfect"), window={"length": length, "hop": hop},
+                      train={"batch_size": 8, "amp": False})
     metrics, preds = evaluate(Perfect(), rows, data, cfg, torch.device("cpu"), return_predictions=True)
     assert metrics["ccc_valence"] == pytest.approx(1.0, abs=1e-6)
     assert metrics["ccc_arousal"] == pytest.approx(1.0, abs=1e-6)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from raybench.data.datasets import LayoutError, get_dataset
+from raybench.schema import data_config
 
 CFG = {"split": {"seed": 0, "val_fraction": 0.25, "test_fraction": 0.25, "folds": None}, "fold": None,
        "crema_d": {"audio": "video"}}
@@ -12,7 +13,7 @@ CFG = {"split": {"seed": 0, "val_fraction": 0.25, "test_fraction": 0.25, "folds"
 
 def test_crema_d_manifest(real_layouts):
     ds = get_dataset("crema_d")
-    clips = ds.manifest(real_layouts["crema_d"], CFG)
+    clips = ds.manifest(real_layouts["crema_d"], data_config(CFG))
     assert len(clips) == 17  # 16 + the clip without audio (found here, skipped when decoded); notes.txt ignored
     assert {c.subject for c in clips} == {"actor1001", "actor1002", "actor1003", "actor1004"}
     c = next(c for c in clips if c.clip_id == "1002_DFA_HAP_XX")
@@ -21,7 +22,7 @@ def test_crema_d_manifest(real_layouts):
     for c in clips:
         by_subject.setdefault(c.subject, set()).add(c.split)
     assert all(len(s) == 1 for s in by_subject.values())
-    wav = ds.manifest(real_layouts["crema_d"], {**CFG, "crema_d": {"audio": "wav"}})
+    wav = ds.manifest(real_layouts["crema_d"], data_config({**CFG, "crema_d": {"audio": "wav"}}))
     c = next(c for c in wav if c.clip_id == "1002_DFA_HAP_XX")
     assert c.meta["audio_path"].endswith("AudioWAV/1002_DFA_HAP_XX.wav")
 
@@ -30,13 +31,13 @@ def test_crema_d_layout_error(tmp_path):
     (tmp_path / "AudioWAV").mkdir()
     (tmp_path / "AudioWAV" / "1001_DFA_ANG_XX.wav").write_bytes(b"")
     with pytest.raises(LayoutError) as e:
-        get_dataset("crema_d").manifest(tmp_path, CFG)
+        get_dataset("crema_d").manifest(tmp_path, data_config(CFG))
     assert "VideoFlash" in str(e.value) and "AudioWAV/1001_DFA_ANG_XX.wav" in str(e.value)
 
 
 def test_afew_manifest_official_val_is_test(real_layouts):
     ds = get_dataset("afew")
-    clips = ds.manifest(real_layouts["afew"], CFG)
+    clips = ds.manifest(real_layouts["afew"], data_config(CFG))
     assert len(clips) == 15  # Thumbs.db ignored
     val = [c for c in clips if c.meta["official_split"] == "Val_AFEW"]
     assert len(val) == 6 and all(c.split == "test" for c in val)
@@ -54,13 +55,13 @@ def test_afew_accepts_other_years_folder_names(real_layouts, tmp_path):
     shutil.copytree(real_layouts["afew"] / "Val_AFEW", root / "Validation")
     for d in (root / "Train").iterdir():
         d.rename(d.with_name(d.name.lower()))
-    clips = get_dataset("afew").manifest(root, CFG)
+    clips = get_dataset("afew").manifest(root, data_config(CFG))
     assert len(clips) == 15 and sum(c.split == "test" for c in clips) == 6
 
 
 def test_recola_manifest(real_layouts):
     ds = get_dataset("recola")
-    clips = ds.manifest(real_layouts["recola"], CFG)
+    clips = ds.manifest(real_layouts["recola"], data_config(CFG))
     assert sorted(c.clip_id for c in clips) == ["dev_1", "dev_2", "train_1", "train_2", "train_3"]  # test_1 left out
     assert {c.split for c in clips if c.clip_id.startswith("dev")} == {"test"}
     assert {c.split for c in clips if c.clip_id.startswith("train")} == {"train", "val"}
@@ -71,7 +72,7 @@ def test_recola_manifest(real_layouts):
 
 def test_msp_improv_manifest_sessions_are_subjects(real_layouts, capsys):
     ds = get_dataset("msp_improv")
-    clips = ds.manifest(real_layouts["msp_improv"], {**CFG, "split": {**CFG["split"], "folds": 3}, "fold": 2})
+    clips = ds.manifest(real_layouts["msp_improv"], data_config({**CFG, "split": {**CFG["split"], "folds": 3}, "fold": 2}))
     assert len(clips) == 6  # the X-coded clip and the clip without a video are left out
     assert "S04A-F04-P-FM09" in capsys.readouterr().out
     assert {c.subject for c in clips} == {"session1", "session2", "session3"}
@@ -89,8 +90,8 @@ def test_msp_improv_continuous_uses_every_rated_clip(real_layouts):
 
     ds = get_dataset("msp_improv")
     cfg = {**CFG, "msp_improv": {"task": "continuous"}}
-    assert ds.task_for(cfg) == "continuous" and ds.class_names_for(cfg, []) == ("valence", "arousal")
-    clips = ds.manifest(real_layouts["msp_improv"], cfg)
+    assert ds.task_for(data_config(cfg)) == "continuous" and ds.class_names_for(data_config(cfg), []) == ("valence", "arousal")
+    clips = ds.manifest(real_layouts["msp_improv"], data_config(cfg))
     assert len(clips) == 7  # the X-coded clip has ratings too
     c = next(c for c in clips if c.clip_id == "S01A-F01-P-FM02")  # V:3.0, A:3.0 -> (0, 0)
     va = read_annotation(c.to_row(), n_frames=5)

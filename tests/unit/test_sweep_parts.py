@@ -1,6 +1,7 @@
 import pytest
 
 from raybench.config import SWEEPS_DIR, ConfigError, load
+from raybench.schema import MethodOptions, TrialConfig
 from raybench.trials import param_space, size_trials
 from raybench.sweep import parse_args
 
@@ -184,7 +185,7 @@ def test_trial_status_says_how_a_trial_ended():
 
     def row(epochs, best_epoch=0, error=None, best_val=0.5, early_stop=None):
         return {"error": error, "best_val": best_val, "epochs": epochs, "best_epoch": best_epoch,
-                "cfg": {"train": {"epochs": 6, "early_stop": early_stop}}}
+                "cfg": TrialConfig(method=MethodOptions(name="m"), train={"epochs": 6, "early_stop": early_stop})}
 
     assert trial_status(row(6)) == ("FINISHED", None)
     assert trial_status(row(3, error="boom"))[0] == "FAILED" and trial_status(row(3, error="boom"))[1] == "boom"

@@ -11,10 +11,10 @@ reported (test) split, and validation clips for model selection are drawn from t
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from raybench.data.datasets.base import DATASETS, Dataset, is_video
 from raybench.data.manifest import Clip, split_clips
+from raybench.schema import DataConfig
 
 EMOTIONS = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
 
@@ -26,7 +26,7 @@ class Afew(Dataset):
     layout = ("a train folder (Train_AFEW, Train, ...) and a validation folder (Val_AFEW, Val, ...), each with "
               "emotion folders Angry Disgust Fear Happy Neutral Sad Surprise of <id>.avi clips")
 
-    def manifest(self, root: Path, data_cfg: dict[str, Any]) -> list[Clip]:
+    def manifest(self, root: Path, data_cfg: DataConfig) -> list[Clip]:
         root = Path(root)
         split_dirs: dict[str, list[Path]] = {"train": [], "test": []}
         for d in sorted(p for p in root.rglob("*") if p.is_dir()):

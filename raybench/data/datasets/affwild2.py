@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
 
 
 from raybench.data.datasets.base import DATASETS, Dataset, is_video
 from raybench.data.manifest import Clip, split_clips
+from raybench.schema import DataConfig
 
 SIDE_RE = re.compile(r"^(.*?)(_left|_right)?$")
 
@@ -30,7 +30,7 @@ class AffWild2(Dataset):
     layout = (".../VA_Set/Train_Set/<video>.txt and .../VA_Set/Validation_Set/<video>.txt annotation files "
               "with <video>.mp4|.avi videos anywhere under the root")
 
-    def manifest(self, root: Path, data_cfg: dict[str, Any]) -> list[Clip]:
+    def manifest(self, root: Path, data_cfg: DataConfig) -> list[Clip]:
         root = Path(root)
         ann_dirs = {p.name: p for p in root.rglob("*_Set") if p.is_dir() and p.name in ("Train_Set", "Validation_Set")}
         if "Train_Set" not in ann_dirs:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any
 
 from raybench.paths import cache_home
 from raybench.data.manifest import Clip
 from raybench.registry import DATASETS
+from raybench.schema import DataConfig
 
 # video files the adapters that find videos by name accept (compared lower-case)
 VIDEO_EXTS = (".mp4", ".avi", ".mkv", ".mov", ".flv")
@@ -28,24 +28,24 @@ class Dataset(ABC):
     class_names: tuple[str, ...] = ()
     layout: str = ""  # one-line description of the expected tree, for error messages
 
-    def task_for(self, data_cfg: dict[str, Any]) -> str:
+    def task_for(self, data_cfg: DataConfig) -> str:
         """The task of this dataset under ``data_cfg`` (fixed except for the csv adapter)."""
         return self.task
 
-    def class_names_for(self, data_cfg: dict[str, Any], clips: list[Clip]) -> tuple[str, ...]:
+    def class_names_for(self, data_cfg: DataConfig, clips: list[Clip]) -> tuple[str, ...]:
         return self.class_names
 
-    def default_root(self, data_cfg: dict[str, Any]) -> Path:
+    def default_root(self, data_cfg: DataConfig) -> Path:
         return cache_home() / "data" / self.name
 
-    def ensure(self, root: Path, data_cfg: dict[str, Any]) -> Path:
+    def ensure(self, root: Path, data_cfg: DataConfig) -> Path:
         """Make sure ``root`` exists (synthetic datasets generate themselves)."""
         if not root.exists():
             raise LayoutError(f"{self.name}: data.root {str(root)!r} does not exist; expected {self.layout}")
         return root
 
     @abstractmethod
-    def manifest(self, root: Path, data_cfg: dict[str, Any]) -> list[Clip]:
+    def manifest(self, root: Path, data_cfg: DataConfig) -> list[Clip]:
         """Parse file names and annotations under ``root`` into clips (no decoding)."""
 
     def layout_error(self, root: Path, what: str) -> LayoutError:

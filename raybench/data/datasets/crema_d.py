@@ -13,6 +13,7 @@ from typing import Any
 
 from raybench.data.datasets.base import DATASETS, Dataset
 from raybench.data.manifest import Clip, split_clips
+from raybench.schema import DataConfig
 
 CODES = ("ANG", "DIS", "FEA", "HAP", "NEU", "SAD")
 EMOTIONS = ("anger", "disgust", "fear", "happy", "neutral", "sad")
@@ -31,12 +32,12 @@ class CremaD(Dataset):
     layout = ("VideoFlash/<ActorID>_<Sentence>_<Emotion>_<Level>.flv (e.g. 1001_DFA_ANG_XX.flv), and "
               "AudioWAV/<same>.wav for data.crema_d.audio=wav")
 
-    def manifest(self, root: Path, data_cfg: dict[str, Any]) -> list[Clip]:
+    def manifest(self, root: Path, data_cfg: DataConfig) -> list[Clip]:
         root = Path(root)
         video_dir = _find_dir(root, "VideoFlash")
         if video_dir is None:
             raise self.layout_error(root, "no VideoFlash folder")
-        use_wav = (data_cfg.get("crema_d") or {}).get("audio") == "wav"
+        use_wav = data_cfg.crema_d.audio == "wav"
         wav_dir = _find_dir(root, "AudioWAV") if use_wav else None
         if use_wav and wav_dir is None:
             raise self.layout_error(root, "data.crema_d.audio=wav but no AudioWAV folder")

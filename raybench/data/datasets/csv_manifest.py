@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import csv
 from pathlib import Path
-from typing import Any
 
 from raybench.data.datasets.base import DATASETS, Dataset, LayoutError
 from raybench.data.manifest import SPLITS, Clip, split_clips
+from raybench.schema import DataConfig
 
 COLUMNS = ("video", "subject", "label", "va", "split", "fold", "clip_id")
 
@@ -37,15 +37,15 @@ class CsvDataset(Dataset):
     layout = ("a manifest.csv (data.csv.manifest) with columns video, subject and label (categorical) or va "
               "(continuous), optional split, fold, clip_id")
 
-    def task_for(self, data_cfg: dict[str, Any]) -> str:
-        task = (data_cfg.get("csv") or {}).get("task")
+    def task_for(self, data_cfg: DataConfig) -> str:
+        task = data_cfg.csv.task
         return task if task in ("categorical", "continuous") else "categorical"  # a typo is a config error
 
-    def _path(self, root: Path, data_cfg: dict[str, Any]) -> Path:
-        m = Path((data_cfg.get("csv") or {}).get("manifest") or "manifest.csv").expanduser()
+    def _path(self, root: Path, data_cfg: DataConfig) -> Path:
+        m = Path(data_cfg.csv.manifest).expanduser()
         return m if m.is_absolute() else Path(root) / m
 
-    def _rows(self, root: Path, data_cfg: dict[str, Any]) -> tuple[Path, list[dict[str, str]]]:
+    def _rows(self, root: Path, data_cfg: DataConfig) -> tuple[Path, list[dict[str, str]]]:
         path = self._path(root, data_cfg)
         if not path.is_file():
             raise self.layout_error(Path(root), f"no manifest {path.name}")
@@ -60,19 +60,19 @@ class CsvDataset(Dataset):
                               f"expected {self.layout}")
         return path, rows
 
-    def class_names_for(self, data_cfg: dict[str, Any], clips: list[Clip]) -> tuple[str, ...]:
+    def class_names_for(self, data_cfg: DataConfig, clips: list[Clip]) -> tuple[str, ...]:
         if self.task_for(data_cfg) == "continuous":
             return ("valence", "arousal")
-        classes = (data_cfg.get("csv") or {}).get("classes")
+        classes = data_cfg.csv.classes
         if classes:
             return tuple(str(c) for c in classes)
         return tuple(sorted({c.meta["label_name"] for c in clips}))
 
-    def manifest(self, root: Path, data_cfg: dict[str, Any]) -> list[Clip]:
+    def manifest(self, root: Path, data_cfg: DataConfig) -> list[Clip]:
         path, rows = self._rows(root, data_cfg)
         base = path.parent
         task = self.task_for(data_cfg)
-        configured = (data_cfg.get("csv") or {}).get("classes")
+        configured = data_cfg.csv.classes
         problems, clips = [], []
         for i, r in enumerate(rows, start=2):  # line numbers as a spreadsheet shows them
             video = Path(r["video"]).expanduser()

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
 
 from raybench.data.datasets.base import DATASETS, Dataset, is_video
 from raybench.data.manifest import Clip, split_clips
+from raybench.schema import DataConfig
 
 CODES = ("A", "H", "S", "N")
 EMOTIONS = ("angry", "happy", "sad", "neutral")
@@ -32,14 +32,14 @@ class MspImprov(Dataset):
     layout = ("Evaluation.txt (lines 'UTD-IMPROV-S01A-F01-P-FM01.avi; A; A:x; V:x; D:x; N:x') and the "
               "session folders of *-S01A-F01-P-FM01.avi videos")
 
-    def task_for(self, data_cfg: dict[str, Any]) -> str:
-        task = (data_cfg.get("msp_improv") or {}).get("task")
+    def task_for(self, data_cfg: DataConfig) -> str:
+        task = data_cfg.msp_improv.task
         return task if task in ("categorical", "continuous") else "categorical"
 
-    def class_names_for(self, data_cfg: dict[str, Any], clips: list[Clip]) -> tuple[str, ...]:
+    def class_names_for(self, data_cfg: DataConfig, clips: list[Clip]) -> tuple[str, ...]:
         return EMOTIONS if self.task_for(data_cfg) == "categorical" else ("valence", "arousal")
 
-    def manifest(self, root: Path, data_cfg: dict[str, Any]) -> list[Clip]:
+    def manifest(self, root: Path, data_cfg: DataConfig) -> list[Clip]:
         root = Path(root)
         continuous = self.task_for(data_cfg) == "continuous"
         evals = sorted(root.rglob("Evaluation.txt"))

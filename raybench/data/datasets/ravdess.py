@@ -13,6 +13,7 @@ from typing import Any
 
 from raybench.data.datasets.base import DATASETS, Dataset
 from raybench.data.manifest import Clip, split_clips
+from raybench.schema import DataConfig
 
 EMOTIONS = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")
 NAME_RE = re.compile(r"^(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)-(\d\d)\.(mp4|wav)$", re.IGNORECASE)
@@ -33,16 +34,16 @@ class Ravdess(Dataset):
     class_names = EMOTIONS
     layout = "Actor_01 .. Actor_24 folders of MM-VV-EE-II-SS-RR-AA.mp4 files (RAVDESS Video_Speech/Song archives)"
 
-    def manifest(self, root: Path, data_cfg: dict[str, Any]) -> list[Clip]:
+    def manifest(self, root: Path, data_cfg: DataConfig) -> list[Clip]:
         """``data.ravdess``: ``channels`` (speech, song), ``video`` (``av``: the audio-video 01 files;
         ``video_only``: the 02 files) and ``audio`` (``video``: the video file's own track; ``wav``:
         the audio-only 03 .wav of the same recording, from the Audio_*_Actors archives, found anywhere
         under the root). ``video_only`` needs ``audio: wav``."""
         root = Path(root)
-        opts = data_cfg.get("ravdess") or {}
-        channels = {CHANNELS[c] for c in opts.get("channels", ["speech"]) if c in CHANNELS}
-        modality = 2 if opts.get("video", "av") == "video_only" else 1
-        use_wav = opts.get("audio", "video") == "wav"
+        opts = data_cfg.ravdess
+        channels = {CHANNELS[c] for c in opts.channels if c in CHANNELS}
+        modality = 2 if opts.video == "video_only" else 1
+        use_wav = opts.audio == "wav"
         actor_dirs = sorted(p for p in root.glob("**/Actor_*") if p.is_dir())
         if not actor_dirs:
             raise self.layout_error(root, "no Actor_XX folders")

@@ -16,6 +16,7 @@ from typing import Any
 
 from raybench.data.datasets.base import DATASETS, Dataset, is_video
 from raybench.data.manifest import Clip, split_clips
+from raybench.schema import DataConfig
 
 NAME_RE = re.compile(r"^(train|dev)_(\d+)$")
 RATE_HZ = 25.0  # 40 ms
@@ -28,7 +29,7 @@ class Recola(Dataset):
     layout = ("ratings_gold_standard/{arousal,valence}/{train,dev}_N.arff, recordings_video/{train,dev}_N.mp4 and "
               "(optional) recordings_audio/{train,dev}_N.wav")
 
-    def manifest(self, root: Path, data_cfg: dict[str, Any]) -> list[Clip]:
+    def manifest(self, root: Path, data_cfg: DataConfig) -> list[Clip]:
         root = Path(root)
         gold = {d.name.lower(): d for d in root.rglob("*") if d.is_dir() and d.name.lower() in ("arousal", "valence")
                 and d.parent.name.lower().startswith("ratings_gold_standard")}

@@ -16,6 +16,7 @@ from raybench.data import synth
 from raybench.data.datasets.affwild2 import AffWild2
 from raybench.data.datasets.base import DATASETS
 from raybench.data.datasets.ravdess import Ravdess
+from raybench.schema import DataConfig, SynthConfig
 
 
 class _Generated:
@@ -24,17 +25,17 @@ class _Generated:
     name: str
     synth_layout: str
 
-    def generator_kwargs(self, s: dict[str, Any]) -> dict[str, Any]:
+    def generator_kwargs(self, s: SynthConfig) -> dict[str, Any]:
         raise TypeError("subclasses define generator_kwargs")
 
-    def default_root(self, data_cfg: dict[str, Any]) -> Path:
-        key = json.dumps(data_cfg.get("synth") or {}, sort_keys=True)
+    def default_root(self, data_cfg: DataConfig) -> Path:
+        key = json.dumps(data_cfg.synth.model_dump(), sort_keys=True)
         return cache_home() / "data" / f"{self.name}-{hashlib.sha256(key.encode()).hexdigest()[:8]}"
 
-    def ensure(self, root: Path, data_cfg: dict[str, Any]) -> Path:
+    def ensure(self, root: Path, data_cfg: DataConfig) -> Path:
         if root.exists():
             return root
-        kw = self.generator_kwargs(data_cfg.get("synth") or {})
+        kw = self.generator_kwargs(data_cfg.synth)
         print(f"[raybench] {self.name}: {root} does not exist; generating the synthetic dataset there ({kw})",
               flush=True)
         return synth.generate(self.synth_layout, root, **kw)
@@ -45,9 +46,8 @@ class SyntheticRavdess(_Generated, Ravdess):
     synth_layout = "ravdess"
 
     def generator_kwargs(self, s):
-        return dict(actors=s.get("actors", 10), statements=s.get("statements", 2),
-                    repetitions=s.get("repetitions", 2), seconds=s.get("seconds", 2.0), fps=s.get("fps", 15),
-                    size=s.get("size", 64), seed=s.get("seed", 0))
+        return dict(actors=s.actors, statements=s.statements, repetitions=s.repetitions, seconds=s.seconds,
+                    fps=s.fps, size=s.size, seed=s.seed)
 
 
 class SyntheticAffWild2(_Generated, AffWild2):
@@ -55,8 +55,7 @@ class SyntheticAffWild2(_Generated, AffWild2):
     synth_layout = "affwild2"
 
     def generator_kwargs(self, s):
-        return dict(videos=s.get("videos", 12), seconds=s.get("video_seconds", 20.0), fps=s.get("fps", 15),
-                    size=s.get("size", 64), seed=s.get("seed", 0))
+        return dict(videos=s.videos, seconds=s.video_seconds, fps=s.fps, size=s.size, seed=s.seed)
 
 
 DATASETS.register("synthetic_ravdess", SyntheticRavdess())

@@ -152,16 +152,23 @@ def search_values(spec: dict) -> list[Any] | None:
 PAIR_KEY = "method.name|data.dataset"
 
 
-def pairs_swept(cfg: dict) -> bool:
+def _plain(cfg: SweepConfig | dict) -> dict:
+    """A sweep config as a dict (``validate`` works on the raw dict; the rest of raybench has the
+    :class:`SweepConfig` it returns)."""
+    return cfg.model_dump() if isinstance(cfg, SweepConfig) else cfg
+
+
+def pairs_swept(cfg: SweepConfig | dict) -> bool:
     """True when both method.name and data.dataset are grid-swept: their pairs are enumerated
     together and the pairs whose tasks do not fit are left out."""
-    space = cfg.get("tune", {}).get("search_space") or {}
+    space = _plain(cfg).get("tune", {}).get("search_space") or {}
     return all(isinstance(space.get(k), dict) and "grid" in space[k] for k in ("method.name", "data.dataset"))
 
 
-def valid_pairs(cfg: dict) -> list[tuple[str, str]]:
+def valid_pairs(cfg: SweepConfig | dict) -> list[tuple[str, str]]:
     from raybench.registry import DATASETS, METHODS
 
+    cfg = _plain(cfg)
     space = cfg["tune"]["search_space"]
     data = schema.data_config(cfg["data"])
     out = []
@@ -187,13 +194,13 @@ def _variants(cfg: dict) -> list[dict]:
     return out or [cfg]
 
 
-def reachable_methods(cfg: dict) -> list[str]:
+def reachable_methods(cfg: SweepConfig | dict) -> list[str]:
     """The method names a sweep can run (method.name, or the values its search space gives it)."""
-    return list(dict.fromkeys(v["method"].get("name") for v in _variants(cfg)))
+    return list(dict.fromkeys(v["method"].get("name") for v in _variants(_plain(cfg))))
 
 
-def validate(raw: dict, source: str | None = None) -> dict:
-    """Merge ``raw`` over the defaults and check every value; return the resolved config dict.
+def validate(raw: dict, source: str | None = None) -> SweepConfig:
+    """Merge ``raw`` over the defaults and check every value; return the typed sweep config.
 
     The sections are checked against their schema (raybench/schema.py), the method keys against
     each swept method's ``Options``, the search space's values against the key they sweep. Raises
@@ -333,7 +340,7 @@ def validate(raw: dict, source: str | None = None) -> dict:
 
     if problems:
         raise ConfigError(list(dict.fromkeys(problems)), source)  # one line per problem, once
-    return cfg
+    return SweepConfig.model_validate(cfg)
 
 
 def _space_values(spec: Any) -> list[Any]:
@@ -382,19 +389,19 @@ def _check_per_method(cfg: dict, swept: list, problems: list[str]) -> None:
             problems += schema.check(model, vals, f"per_method.{mname}.{sec}.")[1]
 
 
-def load(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> dict:
-    """Load, override and validate a sweep file; return the resolved config dict."""
+def load(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> SweepConfig:
+    """Load, override and validate a sweep file; return the typed sweep config."""
     return validate(load_raw(path, overrides), source=str(Path(path) if path else DEFAULT_SWEEP))
 
 
-def resolve_trial_config(cfg: dict, trial_params: dict) -> TrialConfig:
+def resolve_trial_config(cfg: SweepConfig, trial_params: dict) -> TrialConfig:
     """A trial's typed configuration: the sweep config with the trial's sampled dotted params and its
     method's ``per_method`` settings applied; ``method`` is the method's typed options (its defaults
     fill the keys the sweep does not set)."""
     from raybench.registry import METHODS
 
     params = expand_params(trial_params)
-    out = with_values(cfg, params)
+    out = with_values(_plain(cfg), params)
     for sec, vals in ((out.get("per_method") or {}).get(out["method"]["name"]) or {}).items():
         for k, v in vals.items():
             if f"{sec}.{k}" not in params:  # a sampled value wins

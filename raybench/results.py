@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from raybench.config import PAIR_KEY, expand_params, resolve_trial_config
-from raybench.schema import TrialConfig
+from raybench.schema import SweepConfig, TrialConfig
 from raybench.trials import data_key, trial_data_cfg
 
 
@@ -105,7 +105,7 @@ def merge_fold_predictions(fold_preds: list[list[dict]], how: str = "ccc_centeri
     return m.compute(), rows
 
 
-def record(cfg: dict, grid, summaries: dict[str, dict], mlinfo: dict, storage: str,
+def record(cfg: SweepConfig, grid, summaries: dict[str, dict], mlinfo: dict, storage: str,
            metrics: dict[str, str]) -> SweepResult:
     """RECORD: one row per trial; per dataset the configuration best on validation (averaged over
     folds in a cross-validation) is evaluated on the test split, and only it; fold models sharing a
@@ -116,12 +116,12 @@ def record(cfg: dict, grid, summaries: dict[str, dict], mlinfo: dict, storage: s
 
     sweep_id, uri, exp_id, parent = (mlinfo[k] for k in ("sweep_id", "tracking_uri", "experiment_id",
                                                           "parent_run_id"))
-    mode = cfg["tune"]["mode"]
+    mode = cfg.tune.mode
     labels = _labels(summaries)
     result = SweepResult(sweep_id, uri, exp_id, parent, prepared={labels[k]: s for k, s in summaries.items()})
     best_key = "best/val/score"
     for r in grid:
-        params = expand_params({k: v for k, v in r.config.items() if k in cfg["tune"]["search_space"]
+        params = expand_params({k: v for k, v in r.config.items() if k in cfg.tune.search_space
                                 or k == PAIR_KEY})
         trial_cfg = resolve_trial_config(cfg, params)
         m = r.metrics or {}
@@ -137,7 +137,7 @@ def record(cfg: dict, grid, summaries: dict[str, dict], mlinfo: dict, storage: s
 
     # best per dataset, on the validation metric; only it sees the test split
     client = tracking._client(uri)
-    cross_val = "data.fold" in cfg["tune"]["search_space"]
+    cross_val = "data.fold" in cfg.tune.search_space
     pick = max if mode == "max" else min
     for name in dict.fromkeys(s["dataset"] for s in summaries.values()):
         ok = [t for t in result.trials if t["dataset"] == name and t["best_val"] is not None and t["checkpoint"]]
@@ -159,7 +159,7 @@ def record(cfg: dict, grid, summaries: dict[str, dict], mlinfo: dict, storage: s
             data = summaries[data_key(trial_data_cfg(best["cfg"], cfg))]
             test_metrics, preds = {}, []
             if data["ids"]["test"]:
-                ev = ray.remote(num_cpus=1, num_gpus=1 if cfg["train"]["use_gpu"] else 0)(evaluate_checkpoint)
+                ev = ray.remote(num_cpus=1, num_gpus=1 if cfg.train.use_gpu else 0)(evaluate_checkpoint)
                 test_metrics, preds = ray.get(ev.remote(best["cfg"], data, best["checkpoint"], "test", storage))
             fold_preds.append((data["task"], tuple(sorted(data["ids"]["test"])), preds))
             best["test"] = {f"test/{k}": v for k, v in test_metrics.items()}
@@ -191,7 +191,7 @@ def record(cfg: dict, grid, summaries: dict[str, dict], mlinfo: dict, storage: s
         # class probabilities)
         tests = {ids for _, ids, _ in fold_preds}
         if len(fold_preds) > 1 and len(tests) == 1 and next(iter(tests)):
-            how = cfg["tune"]["fold_merge"] if fold_preds[0][0] == "continuous" else "mean probabilities"
+            how = cfg.tune.fold_merge if fold_preds[0][0] == "continuous" else "mean probabilities"
             merged, rows = merge_fold_predictions([p for _, _, p in fold_preds], how)
             summary["test_merged"] = {f"test_merged/{k}": v for k, v in merged.items()}
             summary["fold_merge"] = how

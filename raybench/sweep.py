@@ -16,17 +16,18 @@ from pathlib import Path
 
 from raybench.config import ConfigError, load
 from raybench.results import SweepResult, format_table, record
+from raybench.schema import SweepConfig
 from raybench.storage import join
 from raybench.trials import new_sweep_id, prepare_all, training_sets, tune_trials
 
 STATE_FILE = "raybench_sweep.json"
 
 
-def save_sweep_state(storage: str, sweep_id: str, cfg: dict) -> None:
+def save_sweep_state(storage: str, sweep_id: str, cfg: SweepConfig) -> None:
     """The resolved config of a sweep, kept beside its Tune results so ``--resume`` can rebuild it."""
     from raybench import storage as st
 
-    text = json.dumps({"sweep_id": sweep_id, "cfg": cfg}, default=str, indent=1)
+    text = json.dumps({"sweep_id": sweep_id, "cfg": cfg.model_dump(mode="json")}, indent=1)
     fs, root = st.split(storage)
     st.write_bytes(fs, f"{root}/{sweep_id}/{STATE_FILE}", text.encode())
 
@@ -44,7 +45,7 @@ def load_sweep_state(storage: str, sweep_id: str) -> dict:
                            "sweep used?)"], "--resume") from None
 
 
-def run_sweep(cfg: dict, sweep_id: str | None = None, resume: bool = False) -> SweepResult:
+def run_sweep(cfg: SweepConfig, sweep_id: str | None = None, resume: bool = False) -> SweepResult:
     """PREPARE -> TUNE -> RECORD (the steps in ``trials`` and ``results``)."""
     from raybench import tracking
     from raybench.train.loop import default_metric
@@ -55,20 +56,20 @@ def run_sweep(cfg: dict, sweep_id: str | None = None, resume: bool = False) -> S
     summaries = prepare_all(cfg)
     train_sets = training_sets(summaries)
     # each dataset is judged on its own task's metric; Tune sees it as val/score
-    metrics = {s["dataset"]: cfg["tune"]["metric"] or default_metric(s["task"]) for s in summaries.values()}
+    metrics = {s["dataset"]: cfg.tune.metric or default_metric(s["task"]) for s in summaries.values()}
 
     # 2. TUNE: a parent MLflow run, then the trials (each logs its own child run)
     sweep_id = sweep_id or new_sweep_id(cfg)
     uri, exp_id, parent = tracking.start_parent(cfg, sweep_id)
     mlinfo = {"tracking_uri": uri, "experiment_id": exp_id, "parent_run_id": parent, "sweep_id": sweep_id}
-    storage = str(cfg["storage"] or tracking.results_dir(cfg) / "tune")
+    storage = str(cfg.storage or tracking.results_dir(cfg.storage) / "tune")
     if "://" not in storage:
         Path(storage).mkdir(parents=True, exist_ok=True)
 
     def started() -> None:
         save_sweep_state(storage, sweep_id, cfg)
         print(f"[raybench] to resume this sweep if it is interrupted:  python -m raybench.sweep --resume "
-              f"{sweep_id}" + ("" if cfg["storage"] is None else f" storage={cfg['storage']}"), flush=True)
+              f"{sweep_id}" + ("" if cfg.storage is None else f" storage={cfg.storage}"), flush=True)
 
     grid = tune_trials(cfg, summaries, train_sets, mlinfo, storage, metrics, resume, on_start=started)
 
@@ -125,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
                                    "With --resume give only storage= (where the sweep keeps its results); to "
                                    "change settings, start a new sweep"], "--resume")
             storage = next((o.split("=", 1)[1] for o in overrides if o.startswith("storage=")), None)
-            storage = storage or str(tracking.results_dir({"storage": None}) / "tune")
+            storage = storage or str(tracking.results_dir(None) / "tune")
             cfg = validate(load_sweep_state(storage, args.resume), source=f"sweep {args.resume}")
         else:
             cfg = load(path, overrides)

@@ -14,27 +14,27 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from raybench.schema import TrialConfig
+from raybench.schema import SweepConfig, TrialConfig
 
 
 TRIAL_TAG = "raybench.trial_id"
 SWEEP_TAG = "raybench.sweep_id"
 
 
-def results_dir(cfg: dict) -> Path:
+def results_dir(storage: str | None) -> Path:
     """Local folder for results when ``storage`` is not set (or is a local path)."""
-    st = cfg.get("storage")
+    st = storage
     if st and "://" not in str(st):
         return Path(st).expanduser().resolve()
     return Path(os.environ.get("RAYBENCH_RESULTS", "~/raybench_results")).expanduser().resolve()
 
 
-def tracking_uri(cfg: dict) -> str:
+def tracking_uri(cfg: SweepConfig) -> str:
     """``mlflow.tracking_uri``, else $MLFLOW_TRACKING_URI, else a SQLite store in the results folder."""
-    uri = (cfg.get("mlflow") or {}).get("tracking_uri") or os.environ.get("MLFLOW_TRACKING_URI")
+    uri = cfg.mlflow.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
         return uri
-    d = results_dir(cfg)
+    d = results_dir(cfg.storage)
     d.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{d / 'mlflow.db'}"
 
@@ -47,14 +47,12 @@ def artifact_root(uri: str) -> str | None:
     return None
 
 
-def experiment_name(cfg: dict) -> str:
-    name = (cfg.get("mlflow") or {}).get("experiment")
-    if name:
-        return name
-    space = (cfg.get("tune") or {}).get("search_space") or {}
-    if "data.dataset" in space:
-        return f"raybench-{cfg.get('name', 'sweep')}"
-    return f"raybench-{cfg['data']['dataset']}"
+def experiment_name(cfg: SweepConfig) -> str:
+    if cfg.mlflow.experiment:
+        return cfg.mlflow.experiment
+    if "data.dataset" in cfg.tune.search_space:
+        return f"raybench-{cfg.name}"
+    return f"raybench-{cfg.data.dataset}"
 
 
 def trial_tags(trial_cfg: TrialConfig, trial_id: str, sweep_id: str) -> dict[str, str]:
@@ -102,7 +100,7 @@ def find_run(uri: str, experiment_id: str, tag: str, value: str) -> str | None:
     return runs[0].info.run_id if runs else None
 
 
-def start_parent(cfg: dict, sweep_id: str) -> tuple[str, str, str]:
+def start_parent(cfg: SweepConfig, sweep_id: str) -> tuple[str, str, str]:
     """Create (or find, when resuming) the sweep's parent run. Returns (uri, experiment_id, run_id)."""
     from mlflow.entities import Param
 
@@ -113,8 +111,8 @@ def start_parent(cfg: dict, sweep_id: str) -> tuple[str, str, str]:
     exp_id = exp.experiment_id if exp else client.create_experiment(name, artifact_location=artifact_root(uri))
     run_id = find_run(uri, exp_id, SWEEP_TAG + ".parent", sweep_id)
     if run_id is None:
-        run = client.create_run(exp_id, run_name=f"{cfg.get('name', 'sweep')}", tags={
-            SWEEP_TAG + ".parent": sweep_id, SWEEP_TAG: sweep_id, "dataset": str(cfg["data"]["dataset"]),
+        run = client.create_run(exp_id, run_name=cfg.name, tags={
+            SWEEP_TAG + ".parent": sweep_id, SWEEP_TAG: sweep_id, "dataset": cfg.data.dataset,
             "raybench.kind": "sweep"})
         run_id = run.info.run_id
         client.log_batch(run_id, params=[Param(k, v) for k, v in params_of(cfg).items()])  # chunks by itself

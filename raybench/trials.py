@@ -11,7 +11,7 @@ from typing import Any
 
 from raybench.config import (PAIR_KEY, ConfigError, pairs_swept, reachable_methods, resolve_trial_config,
                              search_values, valid_pairs, with_values)
-from raybench.schema import DataConfig, TrialConfig
+from raybench.schema import DataConfig, SweepConfig, TrialConfig
 
 PAIR_KEY_DATASET = "data.dataset"
 
@@ -38,9 +38,9 @@ def data_key(data_cfg: DataConfig) -> str:
     return hashlib.sha1(data_cfg.model_dump_json().encode()).hexdigest()[:12]
 
 
-def data_variants(cfg: dict) -> list[DataConfig]:
+def data_variants(cfg: SweepConfig) -> list[DataConfig]:
     """Every data configuration the sweep can reach: the finite values of the swept ``data.*`` keys."""
-    space = cfg["tune"]["search_space"]
+    space = cfg.tune.search_space
     keys = [k for k in space if k.startswith("data.")]
     values = [search_values(space[k]) for k in keys]
     if PAIR_KEY_DATASET in keys and pairs_swept(cfg):
@@ -48,27 +48,27 @@ def data_variants(cfg: dict) -> list[DataConfig]:
         values[i] = list(dict.fromkeys(d for _, d in valid_pairs(cfg)))
     out = {}
     for combo in itertools.product(*values):
-        d = store_data_cfg(DataConfig.model_validate(with_values(cfg["data"], {k[len("data."):]: v
-                                                                               for k, v in zip(keys, combo)})), cfg)
+        values_here = {k[len("data."):]: v for k, v in zip(keys, combo)}
+        d = store_data_cfg(DataConfig.model_validate(with_values(cfg.data.model_dump(), values_here)), cfg)
         out[data_key(d)] = d
     return list(out.values())
 
 
-def store_data_cfg(data_cfg: DataConfig, sweep_cfg: dict) -> DataConfig:
+def store_data_cfg(data_cfg: DataConfig, sweep_cfg: SweepConfig) -> DataConfig:
     """The data settings a store is built with in this sweep: ``data.root`` names the copy of the sweep's
     own ``data.dataset`` only (another dataset of a swept ``data.dataset`` uses its default root), and
     the store keeps optical flow when any method the sweep can run needs it."""
     from raybench.registry import METHODS
 
     d = data_cfg.model_copy(deep=True)
-    if d.dataset != sweep_cfg["data"]["dataset"]:
+    if d.dataset != sweep_cfg.data.dataset:
         d.root = None
     if any(METHODS.get(m).needs_flow for m in reachable_methods(sweep_cfg)):
         d.flow = True
     return d
 
 
-def trial_data_cfg(trial_cfg: TrialConfig, sweep_cfg: dict) -> DataConfig:
+def trial_data_cfg(trial_cfg: TrialConfig, sweep_cfg: SweepConfig) -> DataConfig:
     """The data settings of a trial's store (see :func:`store_data_cfg`)."""
     return store_data_cfg(trial_cfg.data, sweep_cfg)
 
@@ -94,11 +94,11 @@ def training_sets(summaries: dict[str, dict]) -> dict[str, Any]:
     return out
 
 
-def param_space(cfg: dict) -> dict[str, Any]:
+def param_space(cfg: SweepConfig) -> dict[str, Any]:
     from ray import tune
 
     out = {}
-    space = dict(cfg["tune"]["search_space"])
+    space = dict(cfg.tune.search_space)
     if pairs_swept(cfg):  # one grid over the (method, dataset) pairs whose tasks fit
         for k in ("method.name", "data.dataset"):
             space.pop(k)
@@ -115,7 +115,7 @@ def param_space(cfg: dict) -> dict[str, Any]:
     return out
 
 
-def size_trials(cfg: dict) -> tuple[float, int]:
+def size_trials(cfg: SweepConfig) -> tuple[float, int]:
     """(CPUs per training worker, max concurrent trials) from the cluster's resources.
 
     A trial holds ``num_workers`` worker bundles plus 0.01 CPU for the trial
@@ -127,33 +127,33 @@ def size_trials(cfg: dict) -> tuple[float, int]:
 
     res = ray.cluster_resources()
     cpus, gpus = float(res.get("CPU", 1)), float(res.get("GPU", 0))
-    t = cfg["train"]
-    n = int(t["num_workers"])
+    t = cfg.train
+    n = t.num_workers
     reserve = 1.0
-    cpw = float(t["cpus_per_worker"])
+    cpw = t.cpus_per_worker
     if n * cpw + reserve + 0.01 > cpus:
         cpw = max(0.1, (cpus - reserve - 0.01) / n)
     per_trial = n * cpw + 0.01
     conc = max(1, int((cpus - reserve) // per_trial))
-    if t["use_gpu"]:
-        gpw = float(t.get("gpus_per_worker", 1.0))
+    if t.use_gpu:
+        gpw = t.gpus_per_worker
         if gpus < n * gpw:
             raise ConfigError([f"'train.use_gpu' is true with train.num_workers={n} x gpus_per_worker={gpw:g}, "
                                f"but the cluster has {gpus:g} GPU(s)"], "config")
         conc = min(conc, int(gpus / (n * gpw) + 1e-9))  # true division: 1 // 0.2 is 4.0 in floats
-    if cfg["tune"]["max_concurrent_trials"]:
-        conc = min(conc, int(cfg["tune"]["max_concurrent_trials"]))
+    if cfg.tune.max_concurrent_trials:
+        conc = min(conc, cfg.tune.max_concurrent_trials)
     return round(cpw, 3), conc
 
 
-def max_epochs(cfg: dict) -> int:
+def max_epochs(cfg: SweepConfig) -> int:
     """The longest any trial may train (ASHA's last rung): ``train.epochs``, or more for a method
     that ``per_method`` gives more epochs."""
-    return max([int(cfg["train"]["epochs"])] + [int(o["train"]["epochs"]) for o in (cfg.get("per_method") or {}).values()
-                                                if "epochs" in (o.get("train") or {})])
+    return max([cfg.train.epochs] + [int(o["train"]["epochs"]) for o in cfg.per_method.values()
+                                     if "epochs" in (o.get("train") or {})])
 
 
-def run_trial(params: dict, base: dict, data: dict, train_sets: dict, mlinfo: dict | None, storage: str,
+def run_trial(params: dict, base: SweepConfig, data: dict, train_sets: dict, mlinfo: dict | None, storage: str,
               cpw: float) -> None:
     """Tune function trainable: build and fit one TorchTrainer for the sampled ``params``."""
     import ray.data
@@ -195,7 +195,7 @@ def run_trial(params: dict, base: dict, data: dict, train_sets: dict, mlinfo: di
 
 
 
-def prepare_all(cfg: dict) -> dict[str, dict]:
+def prepare_all(cfg: SweepConfig) -> dict[str, dict]:
     """PREPARE: every dataset x preprocessing configuration the sweep can reach, once. The file
     listings first (a missing root, a wrong layout, too few subjects fail here, before Ray starts),
     then the decoding, on Ray Data. Returns data key -> summary."""
@@ -217,12 +217,11 @@ def prepare_all(cfg: dict) -> dict[str, dict]:
     return summaries
 
 
-def new_sweep_id(cfg: dict) -> str:
-    return f"{cfg.get('name', 'sweep')}-{time.strftime('%Y%m%d-%H%M%S')}-" \
-        f"{hashlib.sha1(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:6]}"
+def new_sweep_id(cfg: SweepConfig) -> str:
+    return f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}-{hashlib.sha1(cfg.model_dump_json().encode()).hexdigest()[:6]}"
 
 
-def tune_trials(cfg: dict, summaries: dict[str, dict], train_sets: dict[str, Any], mlinfo: dict, storage: str,
+def tune_trials(cfg: SweepConfig, summaries: dict[str, dict], train_sets: dict[str, Any], mlinfo: dict, storage: str,
                 metrics: dict[str, str], resume: bool, on_start=None):
     """TUNE: one Ray Tune run over the search space, each trial a Ray Train ``TorchTrainer``; a
     resumed sweep restores its Tune state from ``storage``. ``on_start()`` runs once the tuner is
@@ -233,14 +232,14 @@ def tune_trials(cfg: dict, summaries: dict[str, dict], train_sets: dict[str, Any
     from raybench.storage import join, ray_storage
 
     sweep_id = mlinfo["sweep_id"]
-    metric, mode = "val/score", cfg["tune"]["mode"]
+    metric, mode = "val/score", cfg.tune.mode
     cpw, conc = size_trials(cfg)
-    print(f"[raybench] sweep {sweep_id}: {cfg['train']['num_workers']} worker(s) x {cpw:g} CPU per trial, "
+    print(f"[raybench] sweep {sweep_id}: {cfg.train.num_workers} worker(s) x {cpw:g} CPU per trial, "
           f"{conc} trial(s) at a time; selecting on "
           f"{', '.join(sorted(set(metrics.values())))} ({mode})", flush=True)
     scheduler = (ASHAScheduler(time_attr="training_iteration", max_t=max_epochs(cfg),
-                               grace_period=min(int(cfg["tune"]["grace_period"]), int(cfg["train"]["epochs"])))
-                 if cfg["tune"]["scheduler"] == "asha" else FIFOScheduler())
+                               grace_period=min(cfg.tune.grace_period, cfg.train.epochs))
+                 if cfg.tune.scheduler == "asha" else FIFOScheduler())
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, base=cfg, data=summaries, train_sets=train_sets, mlinfo=mlinfo,
                              storage=storage, cpw=cpw),
@@ -258,7 +257,7 @@ def tune_trials(cfg: dict, summaries: dict[str, dict], train_sets: dict[str, Any
             trainable,
             param_space=param_space(cfg),
             tune_config=tune.TuneConfig(metric=metric, mode=mode, scheduler=scheduler,
-                                        num_samples=int(cfg["tune"]["num_samples"]), max_concurrent_trials=conc),
+                                        num_samples=cfg.tune.num_samples, max_concurrent_trials=conc),
             run_config=tune.RunConfig(name=sweep_id, storage_path=storage_path, storage_filesystem=storage_fs,
                                       verbose=1),
         )

@@ -17,8 +17,8 @@ def test_fusion_beats_chance_and_each_modality(ray_session, tmp_path):
     cfg = load(SWEEPS_DIR / "default.yaml", [
         "tune.search_space={method.name: {grid: [audio_only, video_only, av_fusion]}, window.length: {grid: [8]}}",
     ])
-    cfg["mlflow"]["tracking_uri"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    cfg["storage"] = str(tmp_path / "results")
+    cfg.mlflow.tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg.storage = str(tmp_path / "results")
     res = run_sweep(cfg)
     assert res.failed == 0
     best = {t["params"]["method.name"]: t["best_val"] for t in res.trials}

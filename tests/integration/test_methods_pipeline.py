@@ -9,8 +9,8 @@ def _cfg(tmp_path, text, *overrides):
     path = tmp_path / "sweep.yaml"
     path.write_text(text)
     cfg = load(path, list(overrides))
-    cfg["mlflow"]["tracking_uri"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    cfg["storage"] = str(tmp_path / "results")
+    cfg.mlflow.tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg.storage = str(tmp_path / "results")
     return cfg
 
 
@@ -28,7 +28,7 @@ tune: {search_space: {window.length: {grid: [32]}}}
     res = run_sweep(cfg)
     assert res.failed == 0
     (t,) = res.trials
-    assert t["cfg"]["method"]["name"] == "zhang2021"
+    assert t["cfg"].method.name == "zhang2021"
     print("zhang2021 best val CCC", t["best_val"])
     assert t["best_val"] > 0.05, t  # a positive validation CCC (chance is 0)
     assert "test/ccc" in res.best["synthetic_affwild2"]["test"]

@@ -16,8 +16,8 @@ TINY = ["data.synth.actors=4", "data.synth.seconds=1.0", "data.fps=8"]
 
 def sweep_cfg(tmp: Path, *overrides: str, path=SWEEPS_DIR / "smoke.yaml") -> dict:
     cfg = load(path, [*TINY, *overrides])
-    cfg["mlflow"]["tracking_uri"] = f"sqlite:///{tmp / 'mlflow.db'}"
-    cfg["storage"] = str(tmp / "results")
+    cfg.mlflow.tracking_uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    cfg.storage = str(tmp / "results")
     return cfg
 
 
@@ -35,7 +35,7 @@ def test_smoke_sweep_runs_every_trial_and_tests_only_the_best(smoke):
     assert res.failed == 0 and len(res.trials) == 2
     assert sorted(t["params"]["window.length"] for t in res.trials) == [4, 8]
     for t in res.trials:
-        assert t["epochs"] == cfg["train"]["epochs"]
+        assert t["epochs"] == cfg.train.epochs
         assert {"val/acc", "val/uar", "val/f1"} <= set(t["val"])
     (best,) = res.best.values()
     assert set(best["test"]) == {"test/acc", "test/uar", "test/f1"}
@@ -59,9 +59,9 @@ def test_mlflow_holds_one_parent_and_a_child_per_trial(smoke):
         assert tags["method"] == "av_fusion" and tags["dataset"] == "synthetic_ravdess"
         assert tags["window"] in ("4", "8") and tags["seed"] == "0" and tags["fusion"] == "concat"
         assert c.data.params["window.length"] == tags["window"]
-        assert c.data.params["train.epochs"] == str(cfg["train"]["epochs"])
+        assert c.data.params["train.epochs"] == str(cfg.train.epochs)
         hist = client.get_metric_history(c.info.run_id, "val/uar")
-        assert [m.step for m in hist] == list(range(cfg["train"]["epochs"]))
+        assert [m.step for m in hist] == list(range(cfg.train.epochs))
         arts = {a.path for a in client.list_artifacts(c.info.run_id)}
         assert "config.yaml" in arts
         assert c.info.status == "FINISHED" and c.info.end_time >= c.info.start_time  # closed, with a duration
@@ -96,7 +96,7 @@ def test_training_sets_hold_each_store_once_and_filter_the_folds(ray_session, ti
     from raybench.trials import training_sets
 
     data = load(SWEEPS_DIR / "smoke.yaml", ["data.dataset=ravdess", f"data.root={tiny_ravdess}",
-                                             f"data.store_dir={tmp_path / 'stores'}"])["data"]
+                                             f"data.store_dir={tmp_path / 'stores'}"]).data
     prep = prepare(data)
     ids = sorted(c.clip_id for c in prep.clips)
     fold = {"a": ids[:10], "b": ids[5:20], "all": ids}
@@ -118,7 +118,7 @@ def test_bad_videos_are_skipped_and_named(ray_session, tiny_ravdess, tmp_path):
     corrupt.write_bytes(b"\x00\x00\x00\x18ftypisom" + bytes(500))
     silent = root / "Actor_02" / "01-01-05-02-02-02-02.mp4"
     write_mp4(silent, np.zeros((8, 64, 64, 3), np.uint8), 8, None, 16000)
-    data = dict(load(SWEEPS_DIR / "smoke.yaml")["data"], dataset="ravdess", root=str(root),
+    data = dict(load(SWEEPS_DIR / "smoke.yaml").data.model_dump(), dataset="ravdess", root=str(root),
                 store_dir=str(tmp_path / "stores"), max_bad_fraction=0.1)
     prep = prepare(data)
     assert set(prep.bad) == {corrupt.stem, silent.stem}
@@ -202,9 +202,9 @@ def test_asha_stops_a_poor_trial_early_and_the_sweep_finishes(ray_session, tmp_p
         "method.name=audio_only", "tune.scheduler=asha", "tune.grace_period=2", "train.epochs=4",
         "tune.max_concurrent_trials=1",
         "tune.search_space={train.lr: {grid: [2.0e-3, 1.0e-7]}, window.length: {grid: [8]}}"])
-    cfg["tune"]["search_space"].pop("method.name", None)
-    cfg["mlflow"]["tracking_uri"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    cfg["storage"] = str(tmp_path / "results")
+    cfg.tune.search_space.pop("method.name", None)
+    cfg.mlflow.tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg.storage = str(tmp_path / "results")
     res = run_sweep(cfg)
     by_lr = {t["params"]["train.lr"]: t for t in res.trials}
     assert by_lr[2.0e-3]["epochs"] == 4 and by_lr[2.0e-3]["best_val"] > 0.3, by_lr[2.0e-3]["val"]
@@ -302,7 +302,8 @@ def test_an_error_that_is_not_a_clip_problem_stops_prepare_with_the_cause_and_fi
     workers with pydantic's unvalidated ``model_copy``; a library
     that does not load on a worker behaves the same) stops the stage with one raybench message, marks no
     clip bad, and a fixed rerun goes on."""
-    data = data_config(dict(load(SWEEPS_DIR / "smoke.yaml")["data"], dataset="ravdess", root=str(tiny_ravdess),
+    data = data_config(dict(load(SWEEPS_DIR / "smoke.yaml").data.model_dump(), dataset="ravdess",
+                            root=str(tiny_ravdess),
                             store_dir=str(tmp_path / "stores")))
     broken = data.model_copy(update={"audio": data.audio.model_copy(update={"features": "mfcc"})})
     with pytest.raises(PrepareError) as e:

@@ -10,7 +10,7 @@ from raybench.data.store import PrepareError, prepare
 
 
 def _data(tmp_path, **kw):
-    return dict(load(SWEEPS_DIR / "smoke.yaml")["data"], store_dir=str(tmp_path / "stores"), **kw)
+    return dict(load(SWEEPS_DIR / "smoke.yaml").data.model_dump(), store_dir=str(tmp_path / "stores"), **kw)
 
 
 def test_crema_d_clip_without_audio_is_skipped_and_named(ray_session, real_layouts, tmp_path):
@@ -62,8 +62,8 @@ def test_a_csv_dataset_trains_in_a_sweep(ray_session, real_layouts, tmp_path):
         "data.dataset=csv", f"data.root={real_layouts['byo']}", "data.csv.task=continuous",
         f"data.store_dir={tmp_path / 'stores'}", "train.epochs=1", "data.split.val_fraction=0.34",
         "data.split.test_fraction=0.0", "tune.search_space={window.length: {grid: [8]}}", "window.hop=4"])
-    cfg["mlflow"]["tracking_uri"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    cfg["storage"] = str(tmp_path / "results")
+    cfg.mlflow.tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg.storage = str(tmp_path / "results")
     res = run_sweep(cfg)
     assert res.failed == 0
     assert {"val/ccc", "val/ccc_valence", "val/ccc_arousal"} <= set(res.trials[0]["val"])

@@ -94,7 +94,7 @@ def _sweep_in_bucket(fs, scheme: str, q: str, tiny_ravdess, tmp_path):
         "data.dataset=ravdess", f"data.root={scheme}://raybench/data/ravdess{q}",
         f"data.store_dir={scheme}://raybench/stores{q}", f"storage={scheme}://raybench/tune{q}",
         "train.epochs=1", "tune.search_space={window.length: {grid: [4]}}"])
-    cfg["mlflow"]["tracking_uri"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg.mlflow.tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     res = run_sweep(cfg)
     assert res.failed == 0 and len(res.trials) == 1
     prep = res.prepared["ravdess"]
@@ -136,7 +136,7 @@ def test_a_synthetic_set_with_a_bucket_root_is_generated_once_and_uploaded(s3):
     fs, q = s3["fs"], s3["q"]
     data = load(SWEEPS_DIR / "smoke.yaml", ["data.synth.actors=3", "data.synth.seconds=1.0",
                                              f"data.root=s3://raybench/synth{q}",
-                                             f"data.store_dir=s3://raybench/stores{q}"])["data"]
+                                             f"data.store_dir=s3://raybench/stores{q}"]).data
     prep = prepare(data)
     sel = pafs.FileSelector("raybench/synth", recursive=True)
     uploaded = [i.path for i in fs.get_file_info(sel) if i.type == pafs.FileType.File]

@@ -12,7 +12,7 @@ ALL_SWEEPS = sorted(SWEEPS_DIR.glob("*.yaml"))
 @pytest.mark.parametrize("path", ALL_SWEEPS, ids=[p.name for p in ALL_SWEEPS])
 def test_every_shipped_sweep_loads_and_validates(path):
     cfg = load(path)
-    assert cfg["method"]["name"] and cfg["data"]["dataset"]
+    assert cfg.method["name"] and cfg.data.dataset
 
 
 def test_shipped_sweeps_include_default_and_smoke():
@@ -71,7 +71,7 @@ def test_metric_must_fit_the_task():
 
 def test_overrides_apply_and_types_are_checked():
     cfg = load(SWEEPS_DIR / "smoke.yaml", ["train.epochs=3", "window.hop=2"])
-    assert cfg["train"]["epochs"] == 3 and cfg["window"]["hop"] == 2
+    assert cfg.train.epochs == 3 and cfg.window.hop == 2
     with pytest.raises(ConfigError, match="not of the form key=value"):
         load(SWEEPS_DIR / "smoke.yaml", ["train.epochs"])
 
@@ -120,7 +120,7 @@ def test_flow_is_stored_only_when_a_method_needs_it():
 
     assert [d.flow for d in data_variants(load(SWEEPS_DIR / "smoke.yaml"))] == [False]
     de3 = load(SWEEPS_DIR / "smoke.yaml", ["method.name=de3", "method.dim=16"])
-    assert de3["data"]["flow"] is False  # validation leaves the config as written ...
+    assert de3.data.flow is False  # validation leaves the config as written ...
     assert [d.flow for d in data_variants(de3)] == [True]  # ... the store is built with flow
     with pytest.raises(ConfigError, match="flow_algorithm"):
         load(SWEEPS_DIR / "smoke.yaml", ["data.flow_algorithm=tvl1"])
@@ -147,7 +147,7 @@ def test_pairs_whose_tasks_differ_are_left_out_of_a_method_x_dataset_grid():
 def test_search_space_entries_can_be_overridden_from_the_command_line():
     cfg = load(SWEEPS_DIR / "default.yaml", ["tune.search_space.method.name={grid: [audio_only, av_fusion]}",
                                               "tune.search_space.train.lr={loguniform: [1.0e-4, 1.0e-2]}"])
-    space = cfg["tune"]["search_space"]
+    space = cfg.tune.search_space
     assert space["method.name"] == {"grid": ["audio_only", "av_fusion"]}
     assert space["train.lr"] == {"loguniform": [1.0e-4, 1.0e-2]}
     assert space["window.length"] == {"grid": [8, 16]}

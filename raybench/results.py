@@ -4,6 +4,7 @@ validation, the cross-validation summary, the merge of fold models' test predict
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -105,87 +106,100 @@ def merge_fold_predictions(fold_preds: list[list[dict]], how: str = "ccc_centeri
     return m.compute(), rows
 
 
+def trial_rows(cfg: SweepConfig, grid, sweep_id: str) -> list[dict]:
+    """One row per Tune trial: its sampled params, typed config, last validation metrics, best
+    validation score, own epoch count, checkpoint and error."""
+    rows = []
+    for r in grid:
+        params = expand_params({k: v for k, v in r.config.items() if k in cfg.tune.search_space or k == PAIR_KEY})
+        trial_cfg = resolve_trial_config(cfg, params)
+        m = r.metrics or {}
+        rows.append({"trial_id": f"{sweep_id}/{m.get('trial_id', '?')}", "params": params, "cfg": trial_cfg,
+                     "dataset": trial_cfg.data.dataset, "error": _error_line(r.error),
+                     # the trial's own epoch count (Tune's training_iteration restarts at 1 after a resume)
+                     "epochs": int(m["epoch"]) + 1 if "epoch" in m else m.get("training_iteration"),
+                     "end_ms": int(m["timestamp"] * 1000) if m.get("timestamp") else None,
+                     "val": {k: v for k, v in m.items() if k.startswith("val/")},
+                     "best_val": m.get("best/val/score"), "checkpoint": m.get("checkpoint_path"),
+                     "best_epoch": m.get("best_epoch")})
+    return rows
+
+
+def _error_line(error: BaseException | None) -> str | None:
+    """The cause of a failed trial in one line: the last line of its traceback (Ray's wrapper
+    exceptions start with the actor's name, not the error)."""
+    if error is None:
+        return None
+    lines = [ln.strip() for ln in str(error).splitlines() if ln.strip()]
+    cause = lines[-1] if lines else type(error).__name__
+    return re.sub(r"\x1b\[[0-9;]*m", "", cause)
+
+
+def choose(trials: list[dict], dataset: str, mode: str, cross_val: bool) -> list[dict]:
+    """The trials of the configuration best on validation for ``dataset`` (empty when none has a
+    score): one trial, or with cross-validation the fold trials of the configuration whose mean
+    validation score over folds is best, by fold."""
+    ok = [t for t in trials if t["dataset"] == dataset and t["best_val"] is not None and t["checkpoint"]]
+    if not ok:
+        return []
+    pick = max if mode == "max" else min
+    if not cross_val:
+        return [pick(ok, key=lambda t: t["best_val"])]
+    groups: dict[str, list[dict]] = {}
+    for t in ok:
+        key = json.dumps({k: v for k, v in t["params"].items() if k != "data.fold"}, sort_keys=True, default=str)
+        groups.setdefault(key, []).append(t)
+    key = pick(groups, key=lambda g: float(np.mean([t["best_val"] for t in groups[g]])))
+    return sorted(groups[key], key=lambda t: t["params"]["data.fold"])
+
+
+def cv_summary(chosen: list[dict], metric: str) -> tuple[dict, dict[str, float]]:
+    """A cross-validated configuration: (summary: folds, params, validation and test mean/std over
+    fold models; per-fold metrics for MLflow)."""
+    vals = [t["best_val"] for t in chosen]
+    summary = {"folds": [t["params"]["data.fold"] for t in chosen], "trial_ids": [t["trial_id"] for t in chosen],
+               "params": {k: v for k, v in chosen[0]["params"].items() if k != "data.fold"},
+               "val_mean": float(np.mean(vals)), "val_std": float(np.std(vals)), "test_mean": {}, "test_std": {}}
+    fold_metrics = {}
+    for t in chosen:
+        f = t["params"]["data.fold"]
+        fold_metrics[f"fold{f}/best_{metric}"] = t["best_val"]
+        fold_metrics.update({f"fold{f}/{k}": v for k, v in t["test"].items()})
+    for k in sorted({k for t in chosen for k in t["test"]}):
+        xs = [t["test"][k] for t in chosen if k in t["test"]]
+        summary["test_mean"][k], summary["test_std"][k] = float(np.mean(xs)), float(np.std(xs))
+    return summary, fold_metrics
+
+
 def record(cfg: SweepConfig, grid, summaries: dict[str, dict], mlinfo: dict, storage: str,
            metrics: dict[str, str]) -> SweepResult:
     """RECORD: one row per trial; per dataset the configuration best on validation (averaged over
     folds in a cross-validation) is evaluated on the test split, and only it; fold models sharing a
     test split have their predictions merged; all of it goes to the MLflow parent and trial runs."""
-    import ray
-
     from raybench import tracking
 
     sweep_id, uri, exp_id, parent = (mlinfo[k] for k in ("sweep_id", "tracking_uri", "experiment_id",
                                                           "parent_run_id"))
-    mode = cfg.tune.mode
     labels = _labels(summaries)
     result = SweepResult(sweep_id, uri, exp_id, parent, prepared={labels[k]: s for k, s in summaries.items()})
-    best_key = "best/val/score"
-    for r in grid:
-        params = expand_params({k: v for k, v in r.config.items() if k in cfg.tune.search_space
-                                or k == PAIR_KEY})
-        trial_cfg = resolve_trial_config(cfg, params)
-        m = r.metrics or {}
-        row = {"trial_id": f"{sweep_id}/{m.get('trial_id', '?')}", "params": params, "cfg": trial_cfg,
-               "dataset": trial_cfg.data.dataset, "error": str(r.error).splitlines()[0] if r.error else None,
-               # the trial's own epoch count (Tune's training_iteration restarts at 1 after a resume)
-               "epochs": int(m["epoch"]) + 1 if "epoch" in m else m.get("training_iteration"),
-               "end_ms": int(m["timestamp"] * 1000) if m.get("timestamp") else None,
-               "val": {k: v for k, v in m.items() if k.startswith("val/")},
-               "best_val": m.get(best_key), "checkpoint": m.get("checkpoint_path"), "best_epoch": m.get("best_epoch")}
-        result.failed += r.error is not None or row["best_val"] is None
-        result.trials.append(row)
+    result.trials = trial_rows(cfg, grid, sweep_id)
+    result.failed = sum(t["error"] is not None or t["best_val"] is None for t in result.trials)
 
     # best per dataset, on the validation metric; only it sees the test split
     client = tracking._client(uri)
     cross_val = "data.fold" in cfg.tune.search_space
-    pick = max if mode == "max" else min
     for name in dict.fromkeys(s["dataset"] for s in summaries.values()):
-        ok = [t for t in result.trials if t["dataset"] == name and t["best_val"] is not None and t["checkpoint"]]
-        if not ok:
+        chosen = choose(result.trials, name, cfg.tune.mode, cross_val)
+        if not chosen:
             continue
-        if cross_val:
-            # the configuration with the best validation score averaged over folds; each of its fold
-            # trials is tested on its own held-out fold
-            groups: dict[str, list[dict]] = {}
-            for t in ok:
-                key = json.dumps({k: v for k, v in t["params"].items() if k != "data.fold"}, sort_keys=True, default=str)
-                groups.setdefault(key, []).append(t)
-            key = pick(groups, key=lambda g: float(np.mean([t["best_val"] for t in groups[g]])))
-            chosen = sorted(groups[key], key=lambda t: t["params"]["data.fold"])
-        else:
-            chosen = [pick(ok, key=lambda t: t["best_val"])]
-        fold_preds = []
-        for best in chosen:
-            data = summaries[data_key(trial_data_cfg(best["cfg"], cfg))]
-            test_metrics, preds = {}, []
-            if data["ids"]["test"]:
-                ev = ray.remote(num_cpus=1, num_gpus=1 if cfg.train.use_gpu else 0)(evaluate_checkpoint)
-                test_metrics, preds = ray.get(ev.remote(best["cfg"], data, best["checkpoint"], "test", storage))
-            fold_preds.append((data["task"], tuple(sorted(data["ids"]["test"])), preds))
-            best["test"] = {f"test/{k}": v for k, v in test_metrics.items()}
-            child = tracking.find_run(uri, exp_id, tracking.TRIAL_TAG, best["trial_id"])
-            if child:
-                tracking.log_metrics(uri, child, best["test"], step=0)
-                client.set_tag(child, "raybench.best", "true")
-                _log_table(client, child, preds, "predictions_test.csv")
+        fold_preds = [_test_trial(cfg, t, summaries, storage, client, mlinfo) for t in chosen]
         result.best[name] = chosen[0]
         client.set_tag(parent, f"best_trial.{name}", ",".join(t["trial_id"] for t in chosen))
         if not cross_val:
             tracking.log_metrics(uri, parent, chosen[0]["test"], step=0)
             tracking.log_metrics(uri, parent, {f"best_{metrics[name]}": chosen[0]["best_val"]}, step=0)
             continue
-        vals = [t["best_val"] for t in chosen]
-        summary = {"folds": [t["params"]["data.fold"] for t in chosen], "trial_ids": [t["trial_id"] for t in chosen],
-                   "params": {k: v for k, v in chosen[0]["params"].items() if k != "data.fold"},
-                   "val_mean": float(np.mean(vals)), "val_std": float(np.std(vals)), "test_mean": {}, "test_std": {}}
-        fold_metrics = {}
-        for t in chosen:
-            f = t["params"]["data.fold"]
-            fold_metrics[f"fold{f}/best_{metrics[name]}"] = t["best_val"]
-            fold_metrics.update({f"fold{f}/{k}": v for k, v in t["test"].items()})
-        for k in sorted({k for t in chosen for k in t["test"]}):
-            xs = [t["test"][k] for t in chosen if k in t["test"]]
-            summary["test_mean"][k], summary["test_std"][k] = float(np.mean(xs)), float(np.std(xs))
+        summary, fold_metrics = cv_summary(chosen, metrics[name])
         # folds that share one test split (data.split.protocol: chunks): merge the fold models' test
         # predictions (continuous: Zhang et al. 2021's "CCC centering" by default; categorical: mean
         # class probabilities)
@@ -210,6 +224,30 @@ def record(cfg: SweepConfig, grid, summaries: dict[str, dict], mlinfo: dict, sto
     _close_trial_runs(client, uri, exp_id, result.trials)
     client.set_terminated(parent, status="FAILED" if result.failed == len(result.trials) else "FINISHED")
     return result
+
+
+def _test_trial(cfg: SweepConfig, t: dict, summaries: dict[str, dict], storage: str, client,
+                mlinfo: dict) -> tuple[str, tuple, list[dict]]:
+    """Evaluate a chosen trial's best checkpoint on its test split (in a Ray task, on a GPU when the
+    sweep trains on one); log the metrics and predictions to its run. Returns (task, test ids,
+    predictions)."""
+    import ray
+
+    from raybench import tracking
+
+    data = summaries[data_key(trial_data_cfg(t["cfg"], cfg))]
+    test_metrics, preds = {}, []
+    if data["ids"]["test"]:
+        ev = ray.remote(num_cpus=1, num_gpus=1 if cfg.train.use_gpu else 0)(evaluate_checkpoint)
+        test_metrics, preds = ray.get(ev.remote(t["cfg"], data, t["checkpoint"], "test", storage))
+    t["test"] = {f"test/{k}": v for k, v in test_metrics.items()}
+    uri = mlinfo["tracking_uri"]
+    child = tracking.find_run(uri, mlinfo["experiment_id"], tracking.TRIAL_TAG, t["trial_id"])
+    if child:
+        tracking.log_metrics(uri, child, t["test"], step=0)
+        client.set_tag(child, "raybench.best", "true")
+        _log_table(client, child, preds, "predictions_test.csv")
+    return data["task"], tuple(sorted(data["ids"]["test"])), preds
 
 
 def trial_status(t: dict) -> tuple[str, str | None]:

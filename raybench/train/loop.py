@@ -206,6 +206,10 @@ def train_loop_per_worker(config: dict) -> None:
     metric_name = cfg.tune.metric or default_metric(task)
     mode = cfg.tune.mode
 
+    logger = logger if rank == 0 else None
+    if logger is not None:
+        logger.start(cfg)  # before anything can fail, so a failed trial has its record too
+
     model = build_model(cfg, data)
     method = model
     model = ray.train.torch.prepare_model(model)  # DDP when world > 1, moved to device
@@ -236,9 +240,6 @@ def train_loop_per_worker(config: dict) -> None:
     length, hop, bs = cfg.window.length, cfg.window.hop, tcfg.batch_size
     # per-worker batch: the configured batch size is global
     local_bs = max(1, bs // world)
-    logger = logger if rank == 0 else None
-    if logger is not None:
-        logger.start(cfg)
 
     for epoch in range(start_epoch, tcfg.epochs):
         t0 = time.time()

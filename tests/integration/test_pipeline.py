@@ -296,6 +296,41 @@ def test_plateau_schedule_lowers_the_lr_and_early_stop_ends_the_trial(smoke, tmp
     assert lrs == pytest.approx([1e-7, 1e-8, 1e-9])
 
 
+def test_a_failing_trial_is_recorded_failed_with_its_cause_and_the_others_finish(ray_session, tmp_path):
+    import torch
+    from mlflow.tracking import MlflowClient
+
+    from raybench.results import format_table
+    from raybench.sweep import run_sweep
+
+    bad = tmp_path / "wrong_net.pt"
+    torch.save({"fc.weight": torch.zeros(2, 2)}, bad)  # a state dict of another network
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text((SWEEPS_DIR / "smoke.yaml").read_text().replace(
+        "method: {name: av_fusion, dim: 32, cnn_width: 8}",
+        "method: {name: zhou2019, visual_dim: 16, audio_dim: 16, fbp_o: 32, cnn_width: 8}").replace(
+        "window.length: {grid: [4, 8]}", "window.length: {grid: [4]}"))
+    cfg = sweep_cfg(tmp_path, "train.epochs=1", f"tune.search_space={{method.weights: {{grid: [null, {bad}]}}}}",
+                    path=sweep)
+    res = run_sweep(cfg)
+    assert res.failed == 1 and len(res.trials) == 2
+    failed = next(t for t in res.trials if t["error"])
+    assert failed["params"]["method.weights"] == str(bad)
+    # the cause, not Ray's wrapper: the file and what is wrong with it
+    assert failed["error"].startswith("ValueError: frame encoder 'small_cnn': the keys of")
+    assert str(bad) in failed["error"] and "do not fit the architecture" in failed["error"]
+    assert f"FAILED: {failed['error']}" in format_table(res, {"synthetic_ravdess": "val/uar"})
+    ok = next(t for t in res.trials if not t["error"])
+    assert res.best["synthetic_ravdess"]["trial_id"] == ok["trial_id"] and "test/uar" in ok["test"]
+    client = MlflowClient(res.tracking_uri)
+    runs = {r.data.params["method.weights"]: r for r in
+            client.search_runs([res.experiment_id], f"tags.mlflow.parentRunId = '{res.parent_run_id}'")}
+    assert runs[str(bad)].info.status == "FAILED" and runs[str(bad)].info.end_time
+    assert runs[str(bad)].data.tags["raybench.status_reason"] == failed["error"]
+    assert runs["None"].info.status == "FINISHED"
+    assert client.get_run(res.parent_run_id).info.status == "FINISHED"  # not every trial failed
+
+
 def test_an_error_that_is_not_a_clip_problem_stops_prepare_with_the_cause_and_first_clip(ray_session, tiny_ravdess,
                                                                                          tmp_path):
     """An error raised for every clip (here an unknown audio feature kind slipped past validation to the

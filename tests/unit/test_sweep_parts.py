@@ -194,3 +194,17 @@ def test_trial_status_says_how_a_trial_ended():
     assert status == "KILLED" and why.startswith("early_stop")
     status, why = trial_status(row(2, best_epoch=1, early_stop=2))  # no early stop yet: the scheduler
     assert status == "KILLED" and why == "scheduler: stopped after 2 of 6 epochs (tune.scheduler)"
+
+
+def test_a_failed_trials_error_is_its_cause_in_one_line():
+    from raybench.results import _error_line
+
+    class RayTaskError(Exception):  # what Tune gives: the actor's name first, the cause last
+        pass
+
+    e = RayTaskError("\x1b[36mray::ImplicitFunc.train()\x1b[39m (pid=11738, ip=192.0.2.2, actor_id=2c73)\n"
+                     "  File \"/x/raybench/trials.py\", line 175, in run_trial\n"
+                     "    d = data[key]\n\nValueError: frame encoder 'ir50': the keys of '/w.pt' do not fit\n")
+    assert _error_line(e) == "ValueError: frame encoder 'ir50': the keys of '/w.pt' do not fit"
+    assert _error_line(None) is None
+    assert _error_line(RayTaskError("")) == "RayTaskError"

@@ -267,6 +267,9 @@ def train_loop_per_worker(config: dict) -> None:
         cur = metrics[metric_name]
         if best is None or (cur > best if mode == "max" else cur < best):
             best, best_epoch = cur, epoch
+            # kept here, not by a score-ordered ray.train.CheckpointConfig: the trial is a Tune function
+            # around a TorchTrainer, and Tune's result holds the Train run's latest checkpoint only;
+            # that checkpoint must carry the last state (resume) and the best weights (test) together
             best_state = {k: v.detach().cpu().clone() for k, v in method.state_dict().items()}
         if sched is not None:
             lr_before = opt.param_groups[0]["lr"]

@@ -167,11 +167,13 @@ def run_trial(params: dict, base: SweepConfig, data: dict, train_sets: dict, mli
     from raybench.train.loop import train_loop_per_worker
 
     ray.data.DataContext.get_current().enable_progress_bars = False
-    from raybench.storage import ray_storage
+    from raybench.storage import join, ray_storage
 
     cfg = resolve_trial_config(base, params)
     cfg.train.cpus_per_worker = cpw
-    storage_path, storage_fs = ray_storage(storage)
+    # each trial's Train run (its checkpoints) in the sweep's own folder: <storage>/<sweep id>/checkpoints/<trial id>
+    sweep_id = mlinfo["sweep_id"] if mlinfo else "sweep"
+    storage_path, storage_fs = ray_storage(join(storage, sweep_id, "checkpoints"))
     d = data[data_key(trial_data_cfg(cfg, base))]
     ctx = tune.get_context()
     trial_id, trial_name = ctx.get_trial_id(), ctx.get_trial_name()
@@ -187,7 +189,7 @@ def run_trial(params: dict, base: SweepConfig, data: dict, train_sets: dict, mli
         datasets={"train": train_sets[data_key(trial_data_cfg(cfg, base))]},
         dataset_config=DataConfig(datasets_to_split=["train"]),
         run_config=ray.train.RunConfig(
-            name=f"{mlinfo['sweep_id'] if mlinfo else 'sweep'}-{trial_id}", storage_path=storage_path,
+            name=trial_id, storage_path=storage_path,
             storage_filesystem=storage_fs,
             checkpoint_config=CheckpointConfig(num_to_keep=1), callbacks=[TuneReportCallback()]),
     )
@@ -245,7 +247,9 @@ def tune_trials(cfg: SweepConfig, summaries: dict[str, dict], train_sets: dict[s
                              storage=storage, cpw=cpw),
         {"CPU": 0.01})
     exp_dir = join(storage, sweep_id)
-    storage_path, storage_fs = ray_storage(storage)
+    # each trial's Train run (its checkpoints) in the sweep's own folder: <storage>/<sweep id>/checkpoints/<trial id>
+    sweep_id = mlinfo["sweep_id"] if mlinfo else "sweep"
+    storage_path, storage_fs = ray_storage(join(storage, sweep_id, "checkpoints"))
     exp_path = f"{storage_path.rstrip('/')}/{sweep_id}"
     if resume and tune.Tuner.can_restore(exp_path, storage_filesystem=storage_fs):
         # finished trials are kept; unfinished and errored ones go on from their last checkpoint

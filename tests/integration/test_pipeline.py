@@ -37,6 +37,9 @@ def test_smoke_sweep_runs_every_trial_and_tests_only_the_best(smoke):
     for t in res.trials:
         assert t["epochs"] == cfg.train.epochs
         assert {"val/acc", "val/uar", "val/f1"} <= set(t["val"])
+        # checkpoints live where the sweep says: <storage>/<sweep id>/checkpoints/<trial id>/
+        trial_dir = Path(cfg.storage) / res.sweep_id / "checkpoints" / t["trial_id"].split("/")[-1]
+        assert Path(t["checkpoint"]).parent == trial_dir and (Path(t["checkpoint"]) / "best.pt").is_file()
     (best,) = res.best.values()
     assert set(best["test"]) == {"test/acc", "test/uar", "test/f1"}
     vals = [t["best_val"] for t in res.trials]

@@ -163,7 +163,7 @@ def cv_summary(chosen: list[dict], metric: str) -> tuple[dict, dict[str, float]]
     fold_metrics = {}
     for t in chosen:
         f = t["params"]["data.fold"]
-        fold_metrics[f"fold{f}/best_{metric}"] = t["best_val"]
+        fold_metrics[f"fold{f}/best/{metric}"] = t["best_val"]
         fold_metrics.update({f"fold{f}/{k}": v for k, v in t["test"].items()})
     for k in sorted({k for t in chosen for k in t["test"]}):
         xs = [t["test"][k] for t in chosen if k in t["test"]]
@@ -188,7 +188,15 @@ def record(cfg: SweepConfig, grid, summaries: dict[str, dict], mlinfo: dict, sto
     # best per dataset, on the validation metric; only it sees the test split
     client = tracking._client(uri)
     cross_val = "data.fold" in cfg.tune.search_space
-    for name in dict.fromkeys(s["dataset"] for s in summaries.values()):
+    names = list(dict.fromkeys(s["dataset"] for s in summaries.values()))
+    for name in names:
+        # the parent's metrics carry the children's names (best/val/uar, test/uar); with several
+        # datasets in one sweep, under the dataset's name (ravdess/test/uar)
+        prefix = f"{name}/" if len(names) > 1 else ""
+
+        def log_parent(values: dict[str, float]) -> None:
+            tracking.log_metrics(uri, parent, {prefix + k: v for k, v in values.items()}, step=0)
+
         chosen = choose(result.trials, name, cfg.tune.mode, cross_val)
         if not chosen:
             continue
@@ -196,8 +204,7 @@ def record(cfg: SweepConfig, grid, summaries: dict[str, dict], mlinfo: dict, sto
         result.best[name] = chosen[0]
         client.set_tag(parent, f"best_trial.{name}", ",".join(t["trial_id"] for t in chosen))
         if not cross_val:
-            tracking.log_metrics(uri, parent, chosen[0]["test"], step=0)
-            tracking.log_metrics(uri, parent, {f"best_{metrics[name]}": chosen[0]["best_val"]}, step=0)
+            log_parent({**chosen[0]["test"], f"best/{metrics[name]}": chosen[0]["best_val"]})
             continue
         summary, fold_metrics = cv_summary(chosen, metrics[name])
         # folds that share one test split (data.split.protocol: chunks): merge the fold models' test
@@ -209,14 +216,13 @@ def record(cfg: SweepConfig, grid, summaries: dict[str, dict], mlinfo: dict, sto
             merged, rows = merge_fold_predictions([p for _, _, p in fold_preds], how)
             summary["test_merged"] = {f"test_merged/{k}": v for k, v in merged.items()}
             summary["fold_merge"] = how
-            tracking.log_metrics(uri, parent, summary["test_merged"], step=0)
+            log_parent(summary["test_merged"])
             _log_table(client, parent, rows, f"predictions_test_merged_{name}.csv")
         result.cv[name] = summary
-        tracking.log_metrics(uri, parent, {
-            **fold_metrics, f"best_{metrics[name]}_mean": summary["val_mean"],
-            f"best_{metrics[name]}_std": summary["val_std"],
-            **{f"{k}_mean": v for k, v in summary["test_mean"].items()},
-            **{f"{k}_std": v for k, v in summary["test_std"].items()}}, step=0)
+        # cross-validated: the plain names hold the mean over the fold models, _std their spread
+        log_parent({**fold_metrics, f"best/{metrics[name]}": summary["val_mean"],
+                    f"best/{metrics[name]}_std": summary["val_std"], **summary["test_mean"],
+                    **{f"{k}_std": v for k, v in summary["test_std"].items()}})
         folds = {k: s["folds"] for k, s in summaries.items() if s["dataset"] == name and s.get("folds")}
         if folds:
             client.log_dict(parent, next(iter(folds.values())), f"folds_{name}.json")

@@ -18,6 +18,10 @@ from raybench.schema import SweepConfig, TrialConfig
 
 
 TRIAL_TAG = "raybench.trial_id"
+EXPERIMENT_KIND = "mlflow.experimentKind"
+# the packages whose versions change results; recorded with every run
+VERSIONED = ("torch", "torchaudio", "ray", "mlflow", "numpy", "timm", "decord", "opencv-python-headless",
+             "pydantic", "scikit-learn")
 SWEEP_TAG = "raybench.sweep_id"
 
 
@@ -73,6 +77,62 @@ def trial_tags(trial_cfg: TrialConfig, trial_id: str, sweep_id: str) -> dict[str
     return tags
 
 
+def trial_run_name(trial_cfg: TrialConfig, swept: dict, trial_id: str) -> str:
+    """A trial run's name in the MLflow UI: method, dataset, the values this trial's search space
+    sampled, and Tune's trial id, e.g. ``av_fusion synthetic_ravdess window.length=4 (1a2b3_00001)``."""
+    values = [f"{k}={str(v)[-40:]}" for k, v in sorted(swept.items()) if k not in ("method.name", "data.dataset")]
+    return " ".join([trial_cfg.method.name, trial_cfg.data.dataset, *values, f"({trial_id})"])
+
+
+def provenance_tags() -> dict[str, str]:
+    """What produced a run: raybench's version and git commit (MLflow's own ``mlflow.source.git.commit``
+    tag; ``raybench.git_dirty`` when the checkout has uncommitted changes), Python, the platform and
+    the versions of the packages that change results."""
+    import platform
+    import subprocess
+
+    tags = {"raybench.version": _version("raybench"), "raybench.python": platform.python_version(),
+            "raybench.platform": platform.platform()}
+    tags.update({f"raybench.versions.{p}": _version(p) for p in VERSIONED})
+    root = Path(__file__).resolve().parent.parent
+    if (root / ".git").exists():
+        def git(*args: str) -> str:
+            return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True,
+                                  timeout=10).stdout.strip()
+
+        try:
+            commit = git("rev-parse", "HEAD")
+            if commit:
+                tags["mlflow.source.git.commit"] = commit
+                tags["raybench.git_dirty"] = str(bool(git("status", "--porcelain", "--untracked-files=no")))
+        except (OSError, subprocess.SubprocessError):
+            pass  # no git executable: the version tags still say what ran
+    return tags
+
+
+def _version(package: str) -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def device_tags() -> dict[str, str]:
+    """The hardware a trial's rank 0 runs on: its device (the GPU's name, or cpu) and CPU count."""
+    import os
+
+    tags = {"raybench.cpus": str(os.cpu_count())}
+    try:
+        import torch
+
+        tags["raybench.device"] = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+    except Exception as e:  # a driver problem must not stop the record
+        tags["raybench.device"] = f"unknown ({type(e).__name__})"
+    return tags
+
+
 def _as_dict(cfg: BaseModel | dict) -> dict:
     """A config as plain data, with the names users write (``method.lambda``, not ``lambda_``)."""
     return cfg.model_dump(by_alias=True, mode="json") if isinstance(cfg, BaseModel) else cfg
@@ -109,11 +169,14 @@ def start_parent(cfg: SweepConfig, sweep_id: str) -> tuple[str, str, str]:
     name = experiment_name(cfg)
     exp = client.get_experiment_by_name(name)
     exp_id = exp.experiment_id if exp else client.create_experiment(name, artifact_location=artifact_root(uri))
+    if exp is None or EXPERIMENT_KIND not in exp.tags:
+        # MLflow's UI opens an experiment on the view its kind names: training runs, not GenAI traces
+        client.set_experiment_tag(exp_id, EXPERIMENT_KIND, "custom_model_development")
     run_id = find_run(uri, exp_id, SWEEP_TAG + ".parent", sweep_id)
     if run_id is None:
         run = client.create_run(exp_id, run_name=cfg.name, tags={
             SWEEP_TAG + ".parent": sweep_id, SWEEP_TAG: sweep_id, "dataset": cfg.data.dataset,
-            "raybench.kind": "sweep"})
+            "raybench.kind": "sweep", **provenance_tags()})
         run_id = run.info.run_id
         client.log_batch(run_id, params=[Param(k, v) for k, v in params_of(cfg).items()])  # chunks by itself
     return uri, exp_id, run_id
@@ -132,9 +195,12 @@ def open_trial_run(info: dict, trial_cfg: TrialConfig) -> str:
     tags = trial_tags(trial_cfg, info["trial_id"], info["sweep_id"])
     tags["mlflow.parentRunId"] = info["parent_run_id"]
     tags["raybench.kind"] = "trial"
+    tags.update(provenance_tags(), **device_tags())
     run = client.create_run(exp_id, run_name=info.get("trial_name") or info["trial_id"], tags=tags)
     client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in params_of(trial_cfg).items()])  # chunks
     client.log_text(run.info.run_id, yaml.safe_dump(_as_dict(trial_cfg), sort_keys=False), "config.yaml")
+    if info.get("dataset"):
+        log_datasets(uri, run.info.run_id, [info["dataset"]])
     return run.info.run_id
 
 
@@ -152,6 +218,38 @@ class TrialLogger:
     def log(self, metrics: dict[str, float], epoch: int) -> None:
         if self.run_id is not None:
             log_metrics(self.info["tracking_uri"], self.run_id, metrics, step=epoch)
+
+
+def dataset_input(summary: dict, context: str):
+    """A prepared dataset as an MLflow dataset input (the UI's Dataset column): its name, the clip
+    store's fingerprint as digest, the store as source, and a profile with the clips and subjects per
+    split, skipped clips, decoding warnings and faces found."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    store = str(summary["store_path"])
+    profile = {"task": summary["task"], "classes": len(summary["class_names"]), **{
+        f"{s}_{k}": v for s, c in summary["counts"].items() for k, v in c.items()},
+        "skipped": summary["skipped"], "warnings": summary["warnings"], "face_found": summary["face_found"],
+        "fps": summary["fps"]}
+    ds = Dataset(name=summary["dataset"], digest=summary["fingerprint"],
+                 source_type=store.split("://", 1)[0] if "://" in store else "local",
+                 source=json.dumps({"uri": store, "root": summary["root"]}), profile=json.dumps(profile))
+    return DatasetInput(ds, tags=[InputTag("mlflow.data.context", context)])
+
+
+def log_datasets(uri: str, run_id: str, summaries: list[dict], context: str = "train") -> None:
+    """Record the datasets a run used: dataset inputs, and the same counts as metrics under
+    ``data/<dataset>/`` (so they can be columns and charts)."""
+    client = _client(uri)
+    client.log_inputs(run_id, datasets=[dataset_input(s, context) for s in summaries])
+    counts = {}
+    for s in summaries:
+        pre = f"data/{s['dataset']}/"
+        counts.update({f"{pre}{sp}_{k}": v for sp, c in s["counts"].items() for k, v in c.items()})
+        counts.update({f"{pre}skipped": s["skipped"], f"{pre}warnings": s["warnings"]})
+        if s["face_found"] is not None:
+            counts[f"{pre}face_found"] = s["face_found"]
+    log_metrics(uri, run_id, counts, step=0)
 
 
 def log_metrics(uri: str, run_id: str, metrics: dict[str, float], step: int) -> None:

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import json
 import time
 from typing import Any
 
-from raybench.config import (PAIR_KEY, ConfigError, pairs_swept, reachable_methods, resolve_trial_config,
+from raybench.config import (PAIR_KEY, ConfigError, expand_params, pairs_swept, reachable_methods, resolve_trial_config,
                              search_values, valid_pairs, with_values)
 from raybench.schema import DataConfig, SweepConfig, TrialConfig
 
@@ -30,6 +29,12 @@ def data_summary(prep, fps: float) -> dict[str, Any]:
         "audio_steps_per_frame": int(row["audio_shape"][0] // row["num_frames"]),
         "decoded": prep.decoded, "bad": {k: v["reason"] for k, v in prep.bad.items()}, "fps": float(fps),
         "folds": {c.subject: c.fold for c in prep.clips if c.fold is not None},
+        # what the trials train and are scored on, for the record: clips and subjects per split, clips
+        # skipped, decoding warnings, faces found (data.face detect/dataset), the store's fingerprint
+        "counts": {s: {"clips": len(prep.ids(s)), "subjects": len({c.subject for c in prep.clips if c.split == s})}
+                   for s in ("train", "val", "test")},
+        "skipped": len(prep.bad), "warnings": len(prep.warnings), "face_found": prep.face_found,
+        "fingerprint": str(prep.store.path).rstrip("/").rsplit("-", 1)[-1],
     }
 
 
@@ -176,8 +181,12 @@ def run_trial(params: dict, base: SweepConfig, data: dict, train_sets: dict, mli
     storage_path, storage_fs = ray_storage(join(storage, sweep_id, "checkpoints"))
     d = data[data_key(trial_data_cfg(cfg, base))]
     ctx = tune.get_context()
-    trial_id, trial_name = ctx.get_trial_id(), ctx.get_trial_name()
-    info = dict(mlinfo, trial_id=f"{mlinfo['sweep_id']}/{trial_id}", trial_name=trial_name) if mlinfo else None
+    trial_id = ctx.get_trial_id()
+    from raybench.tracking import trial_run_name
+
+    info = dict(mlinfo, trial_id=f"{mlinfo['sweep_id']}/{trial_id}",
+                trial_name=trial_run_name(cfg, expand_params(params), trial_id),
+                dataset={k: v for k, v in d.items() if k not in ("ids", "folds", "bad")}) if mlinfo else None
     t = cfg.train
     use_gpu = t.use_gpu
     res = {"CPU": cpw, **({"GPU": t.gpus_per_worker} if use_gpu else {})}

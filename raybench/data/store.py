@@ -183,6 +183,9 @@ def _prepare_batch(batch: dict[str, np.ndarray], store_path: str, data_cfg: dict
                              json.dumps({"clip_id": row["clip_id"], "video_path": row["video_path"], "reason": reason}))
         else:
             good.append(out)
+        if warning:  # kept with the store, so a run that reuses it still reports it
+            store.write_text(f"warnings/{row['clip_id']}.json",
+                             json.dumps({"clip_id": row["clip_id"], "video_path": row["video_path"], "warning": warning}))
     if good:
         ids = ",".join(sorted(g["clip_id"] for g in good))
         name = f"part-{hashlib.sha1(ids.encode()).hexdigest()[:16]}.parquet"
@@ -228,6 +231,20 @@ class ClipStore:
         for p in storage.list_files(self.fs, self._p("bad"), ".json"):
             out[p.rsplit("/", 1)[-1][: -len(".json")]] = json.loads(storage.read_bytes(self.fs, p))
         return out
+
+    def warnings(self) -> dict[str, str]:
+        """clip id -> the warning its decoding gave (e.g. an annotation shorter than its video)."""
+        out = {}
+        for p in storage.list_files(self.fs, self._p("warnings"), ".json"):
+            w = json.loads(storage.read_bytes(self.fs, p))
+            out[w["clip_id"]] = w["warning"]
+        return out
+
+    def faces_found(self, ids: list[str]) -> int:
+        """How many of these clips had a face found (``data.face: detect``; a clip without falls back
+        to the centre crop)."""
+        rows = self.read_clips(ids, columns=["face_found"]) if ids else []
+        return sum(bool(r.get("face_found", True)) for r in rows)
 
     def info(self) -> dict[str, Any]:
         p = self._p("_COMPLETE.json")
@@ -280,7 +297,8 @@ class Prepared:
     root: str
     decoded: int  # clips decoded by this call (0 when the store was reused)
     bad: dict[str, dict] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # one per clip that has one, this call's or the store's
+    face_found: int | None = None  # data.face detect/dataset: usable clips with a face found (else a centre crop)
 
     def ids(self, split: str) -> list[str]:
         return [c.clip_id for c in self.clips if c.split == split]
@@ -413,6 +431,18 @@ def build(p: Plan, batch_size: int = 8, progress: bool = True) -> Prepared:
     for split in ("train", "val"):
         if not any(c.split == split for c in usable):
             raise PrepareError(f"{ds_name}: no usable clip in the {split!r} split (of {len(usable)} clips)")
+    usable_ids = [c.clip_id for c in usable]
+    stored = store.warnings()
+    for k in usable_ids:  # warnings of clips decoded by an earlier run still hold: say them again
+        if k in stored and stored[k] not in warnings:
+            print(f"[raybench] warning (clip store): {stored[k]}", flush=True)
+    warnings = [stored[k] for k in usable_ids if k in stored]
+    face_found = None
+    if data_cfg.face in ("detect", "dataset"):
+        face_found = store.faces_found(usable_ids)
+        print(f"[raybench] {ds_name}: data.face={data_cfg.face}: a face was found in {face_found} of "
+              f"{len(usable_ids)} clips" + ("" if face_found == len(usable_ids) else
+                                            "; the others use the centre crop of the frame"), flush=True)
     dataset = p.dataset
     task, class_names = dataset.task_for(data_cfg), list(dataset.class_names_for(data_cfg, clips))
     root = p.root_uri or str(p.root)
@@ -429,7 +459,8 @@ def build(p: Plan, batch_size: int = 8, progress: bool = True) -> Prepared:
         store.write_text(f"folds/k{sp.folds}{chunks}-seed{sp.seed}.json",
                          json.dumps(folds, indent=1, sort_keys=True))
     return Prepared(store=store, clips=usable, dataset=ds_name, task=task,
-                    class_names=class_names, root=root, decoded=decoded, bad=bad_here, warnings=warnings)
+                    class_names=class_names, root=root, decoded=decoded, bad=bad_here, warnings=warnings,
+                    face_found=face_found)
 
 
 def prepare(data_cfg: DataConfig | dict[str, Any], batch_size: int = 8, progress: bool = True) -> Prepared:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -61,6 +63,9 @@ def test_mlflow_holds_one_parent_and_a_child_per_trial(smoke):
         tags = c.data.tags
         assert tags["method"] == "av_fusion" and tags["dataset"] == "synthetic_ravdess"
         assert tags["window"] in ("4", "8") and tags["seed"] == "0" and tags["fusion"] == "concat"
+        assert "fold" not in tags  # no folds in this sweep: no fold tag (not the string "None")
+        w = tags["window"]
+        assert c.info.run_name == f"av_fusion synthetic_ravdess window.length={w} ({tags['raybench.trial_id'].split('/')[-1]})"
         assert c.data.params["window.length"] == tags["window"]
         assert c.data.params["train.epochs"] == str(cfg.train.epochs)
         hist = client.get_metric_history(c.info.run_id, "val/uar")
@@ -70,7 +75,36 @@ def test_mlflow_holds_one_parent_and_a_child_per_trial(smoke):
         assert c.info.status == "FINISHED" and c.info.end_time >= c.info.start_time  # closed, with a duration
     best = [c for c in children if c.data.tags.get("raybench.best") == "true"]
     assert len(best) == 1 and "test/uar" in best[0].data.metrics
-    assert "test/uar" in client.get_run(res.parent_run_id).data.metrics
+    # provenance on every run: versions, the git commit of this checkout, the trial's device
+    from importlib import metadata
+
+    for r in runs:
+        assert r.data.tags["raybench.versions.torch"] == metadata.version("torch")
+        assert r.data.tags["raybench.version"] == metadata.version("raybench")
+        if (Path(__file__).parents[2] / ".git").exists():
+            head = subprocess.run(["git", "-C", str(Path(__file__).parents[2]), "rev-parse", "HEAD"],
+                                  capture_output=True, text=True).stdout.strip()
+            assert r.data.tags["mlflow.source.git.commit"] == head
+    assert all(c.data.tags["raybench.device"] == "cpu" for c in children)
+    # what each run trained on: the dataset as an MLflow input (store fingerprint, counts per split)
+    prep = res.prepared["synthetic_ravdess"]
+    for r in [client.get_run(res.parent_run_id), *children]:
+        (inp,) = client.get_run(r.info.run_id).inputs.dataset_inputs
+        assert inp.dataset.name == "synthetic_ravdess" and inp.dataset.digest == prep["fingerprint"]
+        assert prep["store_path"].endswith(prep["fingerprint"])
+        profile = json.loads(inp.dataset.profile)
+        assert [profile[f"{s}_clips"] for s in ("train", "val", "test")] == [len(prep["ids"][s])
+                                                                           for s in ("train", "val", "test")]
+        assert profile["skipped"] == 0 and profile["face_found"] is None
+        m = client.get_run(r.info.run_id).data.metrics
+        assert m["data/synthetic_ravdess/train_clips"] == len(prep["ids"]["train"])
+        assert m["data/synthetic_ravdess/train_subjects"] == prep["counts"]["train"]["subjects"] > 0
+    # the UI opens the experiment on its training runs, not on the GenAI view
+    assert client.get_experiment(res.experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
+    pm = client.get_run(res.parent_run_id).data.metrics
+    # the parent holds the chosen trial's numbers under the same names as the trial runs
+    assert pm["test/uar"] == best[0].data.metrics["test/uar"]
+    assert pm["best/val/uar"] == best[0].data.metrics["best/val/uar"]
     assert "trials.csv" in {a.path for a in client.list_artifacts(res.parent_run_id)}
     # a local SQLite store keeps its artifacts beside the database, not in the current directory
     db = Path(res.tracking_uri[len("sqlite:///"):])
@@ -266,8 +300,8 @@ def test_two_fold_sweep_records_per_fold_and_aggregated_metrics(smoke, tmp_path)
     client = MlflowClient(res.tracking_uri)
     pm = client.get_run(res.parent_run_id).data.metrics
     assert pm["fold0/test/uar"] == pytest.approx(uars[0]) and pm["fold1/test/uar"] == pytest.approx(uars[1])
-    assert pm["test/uar_mean"] == pytest.approx(np.mean(uars)) and pm["test/uar_std"] == pytest.approx(np.std(uars))
-    assert pm["best_val/uar_mean"] == pytest.approx(cv["val_mean"])
+    assert pm["test/uar"] == pytest.approx(np.mean(uars)) and pm["test/uar_std"] == pytest.approx(np.std(uars))
+    assert pm["best/val/uar"] == pytest.approx(cv["val_mean"]) and "fold0/best/val/uar" in pm
     arts = {a.path for a in client.list_artifacts(res.parent_run_id)}
     assert "folds_synthetic_ravdess.json" in arts
     folds = json.loads(open(client.download_artifacts(res.parent_run_id, "folds_synthetic_ravdess.json",

@@ -48,6 +48,8 @@ def test_annotation_length_mismatch_is_truncated_or_skipped_as_configured(ray_se
     va = np.frombuffer(row["va"], np.float32).reshape(-1, 2)
     assert np.isnan(va).any() and not np.isnan(va[:10]).any()  # frames past the annotation are masked
 
+    again = prepare(data)  # the store is reused: its warning is still reported
+    assert again.decoded == 0 and again.warnings == prep.warnings
     skip = prepare(dict(data, annotation_mismatch="skip"))
     assert set(skip.bad) == {"clip5"} and len(skip.clips) == 5
     assert "has 15 frames" in skip.bad["clip5"]["reason"] and "needs 20" in skip.bad["clip5"]["reason"]
@@ -89,10 +91,14 @@ def test_msp_improv_avi_clips_decode(ray_session, real_layouts, tmp_path):
     assert prep.decoded == 6 and not prep.bad and prep.class_names == ["angry", "happy", "sad", "neutral"]
 
 
-def test_face_mode_is_part_of_the_store_and_recorded_per_clip(ray_session, real_layouts, tmp_path):
+def test_face_mode_is_part_of_the_store_and_recorded_per_clip(ray_session, real_layouts, tmp_path, capsys):
     plain = prepare(_data(tmp_path, dataset="afew", root=str(real_layouts["afew"])))
+    assert plain.face_found is None  # data.face: none
     det = prepare(_data(tmp_path, dataset="afew", root=str(real_layouts["afew"]), face="detect"))
     assert det.store.path != plain.store.path and det.decoded == 15
+    # the fallback is counted and said, not silent
+    assert det.face_found == 0
+    assert "data.face=detect: a face was found in 0 of 15 clips; the others use the centre crop" in capsys.readouterr().out
     rows = det.store.read_clips(columns=["face_found", "video_shape"])
     assert all(r["face_found"] is False for r in rows)  # noise clips: no face, centre crops
     assert all(r["video_shape"][1:] == [32, 32, 3] for r in rows)

@@ -253,7 +253,24 @@ def _test_trial(cfg: SweepConfig, t: dict, summaries: dict[str, dict], storage: 
         tracking.log_metrics(uri, child, t["test"], step=0)
         client.set_tag(child, "raybench.best", "true")
         _log_table(client, child, preds, "predictions_test.csv")
+        if preds:
+            _log_plot(client, child, preds, data)
     return data["task"], tuple(sorted(data["ids"]["test"])), preds
+
+
+def _log_plot(client, run_id: str, preds: list[dict], data: dict) -> None:
+    """The test confusion matrix (categorical) or predicted-vs-gold traces (continuous), as a figure."""
+    import matplotlib.pyplot as plt
+
+    from raybench.plots import confusion_figure, trace_figure
+
+    if data["task"] == "categorical":
+        fig, name = confusion_figure(preds, data["class_names"], f"{data['dataset']}: test confusion matrix"), \
+            "confusion_test.png"
+    else:
+        fig, name = trace_figure(preds, title=f"{data['dataset']}: test predictions vs gold"), "traces_test.png"
+    client.log_figure(run_id, fig, name)
+    plt.close(fig)
 
 
 def trial_status(t: dict) -> tuple[str, str | None]:

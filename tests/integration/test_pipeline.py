@@ -75,6 +75,7 @@ def test_mlflow_holds_one_parent_and_a_child_per_trial(smoke):
         assert c.info.status == "FINISHED" and c.info.end_time >= c.info.start_time  # closed, with a duration
     best = [c for c in children if c.data.tags.get("raybench.best") == "true"]
     assert len(best) == 1 and "test/uar" in best[0].data.metrics
+    assert {"predictions_test.csv", "confusion_test.png"} <= {x.path for x in client.list_artifacts(best[0].info.run_id)}
     # provenance on every run: versions, the git commit of this checkout, the trial's device
     from importlib import metadata
 
@@ -211,6 +212,7 @@ def test_continuous_pipeline_reports_ccc_and_merges_chunk_folds(ray_session, tmp
         run = client.search_runs([res.experiment_id], f"tags.`raybench.trial_id` = '{t['trial_id']}'")[0]
         folds.append(pd.read_csv(client.download_artifacts(run.info.run_id, "predictions_test.csv", str(tmp_path)))
                      .to_dict("records"))
+        assert "traces_test.png" in {x.path for x in client.list_artifacts(run.info.run_id)}
     expected, _ = merge_fold_predictions(folds, "ccc_centering")
     pm = client.get_run(res.parent_run_id).data.metrics
     for k, v in expected.items():

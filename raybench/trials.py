@@ -256,9 +256,7 @@ def tune_trials(cfg: SweepConfig, summaries: dict[str, dict], train_sets: dict[s
                              storage=storage, cpw=cpw),
         {"CPU": 0.01})
     exp_dir = join(storage, sweep_id)
-    # each trial's Train run (its checkpoints) in the sweep's own folder: <storage>/<sweep id>/checkpoints/<trial id>
-    sweep_id = mlinfo["sweep_id"] if mlinfo else "sweep"
-    storage_path, storage_fs = ray_storage(join(storage, sweep_id, "checkpoints"))
+    storage_path, storage_fs = ray_storage(storage)
     exp_path = f"{storage_path.rstrip('/')}/{sweep_id}"
     if resume and tune.Tuner.can_restore(exp_path, storage_filesystem=storage_fs):
         # finished trials are kept; unfinished and errored ones go on from their last checkpoint

@@ -42,6 +42,7 @@ def test_smoke_sweep_runs_every_trial_and_tests_only_the_best(smoke):
         # checkpoints live where the sweep says: <storage>/<sweep id>/checkpoints/<trial id>/
         trial_dir = Path(cfg.storage) / res.sweep_id / "checkpoints" / t["trial_id"].split("/")[-1]
         assert Path(t["checkpoint"]).parent == trial_dir and (Path(t["checkpoint"]) / "best.pt").is_file()
+    assert list((Path(cfg.storage) / res.sweep_id).glob("experiment_state*.json"))  # Tune's own state beside them
     (best,) = res.best.values()
     assert set(best["test"]) == {"test/acc", "test/uar", "test/f1"}
     vals = [t["best_val"] for t in res.trials]

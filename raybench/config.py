@@ -337,6 +337,10 @@ def validate(raw: dict, source: str | None = None) -> SweepConfig:
         problems.append(f"'data.split': val_fraction + test_fraction must be < 1, got {vf!r} and {tf!r}")
 
     _check_per_method(cfg, swept, problems)
+    if isinstance(cfg["tune"].get("repeats"), int) and cfg["tune"]["repeats"] > 1 and "train.seed" in space:
+        problems.append("'tune.search_space.train.seed' and 'tune.repeats' both vary the seed: with repeats, "
+                        "each configuration runs with seeds train.seed .. train.seed + repeats - 1 (remove the "
+                        "train.seed entry from the search space)")
 
     if problems:
         raise ConfigError(list(dict.fromkeys(problems)), source)  # one line per problem, once

@@ -7,6 +7,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -111,7 +112,8 @@ def trial_rows(cfg: SweepConfig, grid, sweep_id: str) -> list[dict]:
     validation score, own epoch count, checkpoint and error."""
     rows = []
     for r in grid:
-        params = expand_params({k: v for k, v in r.config.items() if k in cfg.tune.search_space or k == PAIR_KEY})
+        params = expand_params({k: v for k, v in r.config.items() if k in cfg.tune.search_space or k == PAIR_KEY
+                                or (k == "train.seed" and cfg.tune.repeats > 1)})
         trial_cfg = resolve_trial_config(cfg, params)
         m = r.metrics or {}
         rows.append({"trial_id": f"{sweep_id}/{m.get('trial_id', '?')}", "params": params, "cfg": trial_cfg,
@@ -135,36 +137,87 @@ def _error_line(error: BaseException | None) -> str | None:
     return re.sub(r"\x1b\[[0-9;]*m", "", cause)
 
 
-def choose(trials: list[dict], dataset: str, mode: str, cross_val: bool) -> list[dict]:
+def choose(trials: list[dict], dataset: str, mode: str, over: tuple[str, ...] = ()) -> list[dict]:
     """The trials of the configuration best on validation for ``dataset`` (empty when none has a
-    score): one trial, or with cross-validation the fold trials of the configuration whose mean
-    validation score over folds is best, by fold."""
+    score). ``over``: the params a configuration's trials differ in (``data.fold`` in a
+    cross-validation, ``train.seed`` with repeats): its trials are grouped and the group with the
+    best mean validation score wins, its trials sorted by those params. Without: the best trial."""
     ok = [t for t in trials if t["dataset"] == dataset and t["best_val"] is not None and t["checkpoint"]]
     if not ok:
         return []
     pick = max if mode == "max" else min
-    if not cross_val:
+    if not over:
         return [pick(ok, key=lambda t: t["best_val"])]
     groups: dict[str, list[dict]] = {}
     for t in ok:
-        key = json.dumps({k: v for k, v in t["params"].items() if k != "data.fold"}, sort_keys=True, default=str)
+        key = json.dumps({k: v for k, v in t["params"].items() if k not in over}, sort_keys=True, default=str)
         groups.setdefault(key, []).append(t)
     key = pick(groups, key=lambda g: float(np.mean([t["best_val"] for t in groups[g]])))
-    return sorted(groups[key], key=lambda t: t["params"]["data.fold"])
+    return sorted(groups[key], key=lambda t: [t["params"][k] for k in over])
 
 
-def cv_summary(chosen: list[dict], metric: str) -> tuple[dict, dict[str, float]]:
-    """A cross-validated configuration: (summary: folds, params, validation and test mean/std over
-    fold models; per-fold metrics for MLflow)."""
+def model_label(t: dict, over: tuple[str, ...]) -> str:
+    """One chosen model's prefix in the parent run: ``fold1``, ``seed3`` or ``fold1/seed3``."""
+    names = {"data.fold": "fold", "train.seed": "seed"}
+    return "/".join(f"{names[k]}{t['params'][k]}" for k in over)
+
+
+def bootstrap_ci(model_preds: list[list[dict]], task: str, class_names: list[str], resamples: int,
+                 seed: int = 0, level: float = 0.95) -> dict[str, tuple[float, float]]:
+    """A percentile bootstrap interval of each test metric averaged over the chosen models.
+
+    Each resample draws the test units with replacement: clips for a categorical task, videos
+    (all frames of a clip) for a continuous one; the same draw for every model (they predict the
+    same units, or each its own fold's). A model's metric on the draw uses raybench's metrics;
+    the draws' model means give the interval."""
+    import torch
+
+    from raybench.train.metrics import TaskMetrics
+
+    rng = np.random.default_rng(seed)
+    per_model = []  # per model: units as (scores, targets) arrays
+    for rows in model_preds:
+        units: dict[str, list[dict]] = {}
+        for r in rows:
+            units.setdefault(r["clip_id"], []).append(r)
+        ids = sorted(units)
+        if task == "categorical":
+            x = [np.array([[u[0][f"p_{c}"] for c in class_names]]) for u in (units[i] for i in ids)]
+            y = [np.array([units[i][0]["label"]]) for i in ids]
+        else:
+            x = [np.array([[r["valence"], r["arousal"]] for r in units[i]]) for i in ids]
+            y = [np.array([[r["valence_true"], r["arousal_true"]] for r in units[i]]) for i in ids]
+        per_model.append((x, y))
+    draws: dict[str, list[float]] = {}
+    for _ in range(resamples):
+        vals: dict[str, list[float]] = {}
+        for x, y in per_model:
+            idx = rng.integers(0, len(x), len(x))
+            m = TaskMetrics(task, len(class_names))
+            m.update(torch.from_numpy(np.concatenate([x[i] for i in idx])).float(),
+                     torch.from_numpy(np.concatenate([y[i] for i in idx])))
+            for k, v in m.compute().items():
+                vals.setdefault(k, []).append(v)
+        for k, v in vals.items():
+            draws.setdefault(f"test/{k}", []).append(float(np.mean(v)))
+    a = (1 - level) / 2
+    return {k: (float(np.quantile(v, a)), float(np.quantile(v, 1 - a))) for k, v in draws.items()}
+
+
+def cv_summary(chosen: list[dict], metric: str, over: tuple[str, ...]) -> tuple[dict, dict[str, float]]:
+    """A configuration with several models (folds and/or seeds, ``over``): (summary: folds, seeds,
+    params, validation and test mean/std over the models; per-model metrics for MLflow)."""
     vals = [t["best_val"] for t in chosen]
-    summary = {"folds": [t["params"]["data.fold"] for t in chosen], "trial_ids": [t["trial_id"] for t in chosen],
-               "params": {k: v for k, v in chosen[0]["params"].items() if k != "data.fold"},
+    summary = {"folds": sorted({t["params"]["data.fold"] for t in chosen}) if "data.fold" in over else [],
+               "seeds": sorted({t["params"]["train.seed"] for t in chosen}) if "train.seed" in over else [],
+               "models": len(chosen), "trial_ids": [t["trial_id"] for t in chosen],
+               "params": {k: v for k, v in chosen[0]["params"].items() if k not in over},
                "val_mean": float(np.mean(vals)), "val_std": float(np.std(vals)), "test_mean": {}, "test_std": {}}
     fold_metrics = {}
     for t in chosen:
-        f = t["params"]["data.fold"]
-        fold_metrics[f"fold{f}/best/{metric}"] = t["best_val"]
-        fold_metrics.update({f"fold{f}/{k}": v for k, v in t["test"].items()})
+        f = model_label(t, over)
+        fold_metrics[f"{f}/best/{metric}"] = t["best_val"]
+        fold_metrics.update({f"{f}/{k}": v for k, v in t["test"].items()})
     for k in sorted({k for t in chosen for k in t["test"]}):
         xs = [t["test"][k] for t in chosen if k in t["test"]]
         summary["test_mean"][k], summary["test_std"][k] = float(np.mean(xs)), float(np.std(xs))
@@ -187,7 +240,8 @@ def record(cfg: SweepConfig, grid, summaries: dict[str, dict], mlinfo: dict, sto
 
     # best per dataset, on the validation metric; only it sees the test split
     client = tracking._client(uri)
-    cross_val = "data.fold" in cfg.tune.search_space
+    over = (("data.fold",) if "data.fold" in cfg.tune.search_space else ()) + \
+        (("train.seed",) if cfg.tune.repeats > 1 else ())
     names = list(dict.fromkeys(s["dataset"] for s in summaries.values()))
     for name in names:
         # the parent's metrics carry the children's names (best/val/uar, test/uar); with several
@@ -197,27 +251,42 @@ def record(cfg: SweepConfig, grid, summaries: dict[str, dict], mlinfo: dict, sto
         def log_parent(values: dict[str, float]) -> None:
             tracking.log_metrics(uri, parent, {prefix + k: v for k, v in values.items()}, step=0)
 
-        chosen = choose(result.trials, name, cfg.tune.mode, cross_val)
+        chosen = choose(result.trials, name, cfg.tune.mode, over)
         if not chosen:
             continue
         fold_preds = [_test_trial(cfg, t, summaries, storage, client, mlinfo) for t in chosen]
         result.best[name] = chosen[0]
         client.set_tag(parent, f"best_trial.{name}", ",".join(t["trial_id"] for t in chosen))
-        if not cross_val:
+        if not over:
             log_parent({**chosen[0]["test"], f"best/{metrics[name]}": chosen[0]["best_val"]})
             continue
-        summary, fold_metrics = cv_summary(chosen, metrics[name])
+        summary, fold_metrics = cv_summary(chosen, metrics[name], over)
+        if cfg.tune.bootstrap and all(p for _, _, p in fold_preds):
+            data = summaries[data_key(trial_data_cfg(chosen[0]["cfg"], cfg))]
+            summary["test_ci"] = bootstrap_ci([p for _, _, p in fold_preds], data["task"], data["class_names"],
+                                              cfg.tune.bootstrap)
+            fold_metrics.update({f"{k}_ci_low": lo for k, (lo, hi) in summary["test_ci"].items()})
+            fold_metrics.update({f"{k}_ci_high": hi for k, (lo, hi) in summary["test_ci"].items()})
         # folds that share one test split (data.split.protocol: chunks): merge the fold models' test
         # predictions (continuous: Zhang et al. 2021's "CCC centering" by default; categorical: mean
         # class probabilities)
+        # (with repeats: the folds of each seed are merged, and the merged metrics averaged over seeds)
         tests = {ids for _, ids, _ in fold_preds}
-        if len(fold_preds) > 1 and len(tests) == 1 and next(iter(tests)):
+        n_folds = len(summary["folds"])
+        if n_folds > 1 and len(tests) == 1 and next(iter(tests)):
             how = cfg.tune.fold_merge if fold_preds[0][0] == "continuous" else "mean probabilities"
-            merged, rows = merge_fold_predictions([p for _, _, p in fold_preds], how)
-            summary["test_merged"] = {f"test_merged/{k}": v for k, v in merged.items()}
+            by_seed: dict[Any, list[list[dict]]] = {}
+            for t, (_, _, p) in zip(chosen, fold_preds):
+                by_seed.setdefault(t["params"].get("train.seed"), []).append(p)
+            merged_each = [merge_fold_predictions(ps, how) for ps in by_seed.values()]
+            keys = merged_each[0][0]
+            summary["test_merged"] = {f"test_merged/{k}": float(np.mean([m[k] for m, _ in merged_each])) for k in keys}
+            if len(merged_each) > 1:
+                summary["test_merged"].update({f"test_merged/{k}_std": float(np.std([m[k] for m, _ in merged_each]))
+                                               for k in keys})
             summary["fold_merge"] = how
             log_parent(summary["test_merged"])
-            _log_table(client, parent, rows, f"predictions_test_merged_{name}.csv")
+            _log_table(client, parent, merged_each[0][1], f"predictions_test_merged_{name}.csv")
         result.cv[name] = summary
         # cross-validated: the plain names hold the mean over the fold models, _std their spread
         log_parent({**fold_metrics, f"best/{metrics[name]}": summary["val_mean"],
@@ -350,10 +419,14 @@ def format_table(result: SweepResult, metrics: dict[str, str]) -> str:
     lines.append("(* best on validation, the only configuration evaluated on the test split; "
                  "val columns are the last epoch's; epochs: run/configured, fewer when ASHA stopped the trial)")
     for name, cv in result.cv.items():
-        tests = ", ".join(f"{k} {cv['test_mean'][k]:.3f} +- {cv['test_std'][k]:.3f}" for k in cv["test_mean"])
-        lines.append(f"{name}: {len(cv['folds'])}-fold cross-validation, best configuration {cv['params']} "
-                     f"(mean validation over folds {cv['val_mean']:.3f} +- {cv['val_std']:.3f}); "
-                     f"test, one result per fold model: {tests or 'no test clips'}")
+        ci = cv.get("test_ci", {})
+        tests = ", ".join(f"{k} {cv['test_mean'][k]:.3f} +- {cv['test_std'][k]:.3f}"
+                          + (f" [95% CI {ci[k][0]:.3f}, {ci[k][1]:.3f}]" if k in ci else "") for k in cv["test_mean"])
+        how = " x ".join(([f"{len(cv['folds'])} folds"] if cv["folds"] else [])
+                         + ([f"{len(cv['seeds'])} seeds"] if cv["seeds"] else []))
+        lines.append(f"{name}: {cv['models']} models ({how}), best configuration {cv['params']} "
+                     f"(mean validation {cv['val_mean']:.3f} +- {cv['val_std']:.3f}); "
+                     f"test, mean +- std over the models: {tests or 'no test clips'}")
         if cv.get("test_merged"):
             lines.append(f"{name}: the {len(cv['folds'])} fold models' test predictions merged ({cv['fold_merge']}): "
                          + ", ".join(f"{k} {v:.3f}" for k, v in cv["test_merged"].items()))

@@ -141,6 +141,12 @@ class TuneConfig(Section):
     # continuous task, folds sharing one test split (data.split.protocol: chunks): how the best
     # configuration's fold models' test predictions are merged: ccc_centering (Zhang et al. 2021) or mean
     fold_merge: Literal["ccc_centering", "mean"] = "ccc_centering"
+    # seeds as repeats: every configuration trains `repeats` times (train.seed, train.seed + 1, ...);
+    # selection uses the mean validation score over repeats (and folds); the chosen configuration's
+    # test metrics are reported as mean, std and a 95% bootstrap confidence interval
+    repeats: int = Field(1, ge=1)
+    # bootstrap resamples of the test clips (categorical) or videos (continuous) for that interval; 0: none
+    bootstrap: int = Field(1000, ge=0)
     search_space: dict[str, Any] = {}  # checked by raybench.config (keys name settings of these models)
 
 

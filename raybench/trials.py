@@ -108,6 +108,8 @@ def param_space(cfg: SweepConfig) -> dict[str, Any]:
         for k in ("method.name", "data.dataset"):
             space.pop(k)
         out[PAIR_KEY] = tune.grid_search([{"method.name": m, "data.dataset": d} for m, d in valid_pairs(cfg)])
+    if cfg.tune.repeats > 1:  # repeats: one trial per seed for every configuration
+        out["train.seed"] = tune.grid_search([cfg.train.seed + r for r in range(cfg.tune.repeats)])
     for key, spec in space.items():
         kind, arg = next(iter(spec.items()))
         out[key] = {

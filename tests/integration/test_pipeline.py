@@ -7,6 +7,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from raybench.config import SWEEPS_DIR, load
@@ -297,7 +298,7 @@ def test_two_fold_sweep_records_per_fold_and_aggregated_metrics(smoke, tmp_path)
     uars = [t["test"]["test/uar"] for t in sorted(chosen, key=lambda t: t["params"]["data.fold"])]
     assert cv["test_mean"]["test/uar"] == pytest.approx(np.mean(uars))
     assert cv["test_std"]["test/uar"] == pytest.approx(np.std(uars))
-    assert "2-fold cross-validation" in format_table(res, {"synthetic_ravdess": "val/uar"})
+    assert "2 models (2 folds)" in format_table(res, {"synthetic_ravdess": "val/uar"})
     assert "test_merged" not in cv  # subject folds test on different clips: nothing to merge
 
     client = MlflowClient(res.tracking_uri)
@@ -391,3 +392,28 @@ def test_an_error_that_is_not_a_clip_problem_stops_prepare_with_the_cause_and_fi
     assert f"({tiny_ravdess}" in msg and "Traceback" not in msg and "UserCodeException" not in msg
     assert not list(tmp_path.rglob("bad/*.json"))  # no clip blamed for it
     assert prepare(data).decoded == 45
+
+
+def test_repeats_train_each_configuration_with_several_seeds_and_report_mean_std_and_ci(ray_session, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    from raybench.results import format_table
+    from raybench.sweep import run_sweep
+
+    cfg = sweep_cfg(tmp_path, "train.epochs=1", "tune.repeats=2", "tune.bootstrap=200",
+                    "tune.search_space={window.length: {grid: [4]}}")
+    res = run_sweep(cfg)
+    assert res.failed == 0 and sorted(t["params"]["train.seed"] for t in res.trials) == [0, 1]
+    assert all(t["cfg"].train.seed == t["params"]["train.seed"] for t in res.trials)
+    cv = res.cv["synthetic_ravdess"]
+    assert cv["models"] == 2 and cv["seeds"] == [0, 1] and cv["folds"] == []
+    uars = [t["test"]["test/uar"] for t in sorted(res.trials, key=lambda t: t["params"]["train.seed"])]
+    assert cv["test_mean"]["test/uar"] == pytest.approx(np.mean(uars))
+    lo, hi = cv["test_ci"]["test/uar"]
+    assert 0 <= lo <= hi <= 1
+    pm = MlflowClient(res.tracking_uri).get_run(res.parent_run_id).data.metrics
+    assert pm["test/uar"] == pytest.approx(np.mean(uars)) and pm["test/uar_std"] == pytest.approx(np.std(uars))
+    assert (pm["test/uar_ci_low"], pm["test/uar_ci_high"]) == pytest.approx((lo, hi))
+    assert pm["seed0/test/uar"] == pytest.approx(uars[0]) and pm["seed1/test/uar"] == pytest.approx(uars[1])
+    table = format_table(res, {"synthetic_ravdess": "val/uar"})
+    assert "2 models (2 seeds)" in table and f"[95% CI {lo:.3f}, {hi:.3f}]" in table

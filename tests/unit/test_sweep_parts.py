@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 
 from raybench.config import SWEEPS_DIR, ConfigError, load
@@ -208,3 +209,68 @@ def test_a_failed_trials_error_is_its_cause_in_one_line():
     assert _error_line(e) == "ValueError: frame encoder 'ir50': the keys of '/w.pt' do not fit"
     assert _error_line(None) is None
     assert _error_line(RayTaskError("")) == "RayTaskError"
+
+
+def test_repeats_run_every_configuration_with_consecutive_seeds_and_select_on_the_mean():
+    from raybench.results import choose
+
+    cfg = load(SWEEPS_DIR / "smoke.yaml", ["tune.repeats=3", "train.seed=5"])
+    assert param_space(cfg)["train.seed"] == {"grid_search": [5, 6, 7]}
+    with pytest.raises(ConfigError, match="'tune.search_space.train.seed' and 'tune.repeats' both vary the seed"):
+        load(SWEEPS_DIR / "smoke.yaml", ["tune.repeats=2", "tune.search_space={train.seed: {grid: [0, 1]}}"])
+
+    def t(w, seed, v):
+        return {"trial_id": f"s/{w}-{seed}", "dataset": "d", "best_val": v, "checkpoint": "c",
+                "params": {"window.length": w, "train.seed": seed}}
+
+    # window 4 has the single best trial (0.9), window 8 the best mean over seeds (0.7 vs 0.5)
+    trials = [t(4, 5, 0.9), t(4, 6, 0.3), t(4, 7, 0.3), t(8, 7, 0.7), t(8, 5, 0.6), t(8, 6, 0.8)]
+    chosen = choose(trials, "d", "max", ("train.seed",))
+    assert [x["trial_id"] for x in chosen] == ["s/8-5", "s/8-6", "s/8-7"]  # by seed
+    assert choose(trials, "d", "max")[0]["trial_id"] == "s/4-5"  # without repeats: the best trial
+
+
+def test_the_bootstrap_interval_resamples_clips_and_averages_the_models_as_scikit_learn_computes():
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score
+
+    from raybench.results import bootstrap_ci
+
+    rng = np.random.default_rng(3)
+    classes = ["a", "b", "c"]
+    labels = rng.integers(0, 3, 40)
+    models = []
+    for _ in range(2):
+        p = rng.dirichlet(np.ones(3), 40)
+        p[np.arange(40)[:25], labels[:25]] += 1.0  # right on most clips
+        p /= p.sum(1, keepdims=True)
+        models.append([{"clip_id": f"c{i:02d}", "label": int(labels[i]), "pred": int(p[i].argmax()),
+                        **{f"p_{c}": float(p[i, j]) for j, c in enumerate(classes)}} for i in range(40)])
+    ci = bootstrap_ci(models, "categorical", classes, resamples=200, seed=7)
+    # the same draws, scored with scikit-learn: per draw, each model on the clips drawn, averaged
+    draw = np.random.default_rng(7)
+    uar, acc = [], []
+    for _ in range(200):
+        u, a = [], []
+        for m in models:
+            idx = draw.integers(0, 40, 40)
+            y, yhat = labels[idx], np.array([m[i]["pred"] for i in idx])
+            u.append(balanced_accuracy_score(y, yhat))
+            a.append(accuracy_score(y, yhat))
+        uar.append(np.mean(u))
+        acc.append(np.mean(a))
+    assert ci["test/uar"] == pytest.approx((np.quantile(uar, 0.025), np.quantile(uar, 0.975)), abs=1e-6)
+    assert ci["test/acc"] == pytest.approx((np.quantile(acc, 0.025), np.quantile(acc, 0.975)), abs=1e-6)
+    assert ci["test/uar"][0] < ci["test/uar"][1]
+
+
+def test_the_bootstrap_interval_of_a_perfect_continuous_predictor_is_a_point_and_resamples_videos():
+    from raybench.results import bootstrap_ci
+
+    rows = []
+    for v, n in (("v0", 50), ("v1", 17), ("v2", 33)):  # videos of different lengths
+        for f in range(n):
+            x, y = np.sin(f / 7 + len(v)), np.cos(f / 5)
+            rows.append({"clip_id": v, "frame": f, "valence": x, "arousal": y, "valence_true": x, "arousal_true": y})
+    ci = bootstrap_ci([rows], "continuous", ["valence", "arousal"], resamples=50)
+    for k in ("test/ccc", "test/ccc_valence", "test/ccc_arousal"):
+        assert ci[k] == pytest.approx((1.0, 1.0), abs=1e-5)

@@ -45,8 +45,9 @@ def load_sweep_state(storage: str, sweep_id: str) -> dict:
                            "sweep used?)"], "--resume") from None
 
 
-def run_sweep(cfg: SweepConfig, sweep_id: str | None = None, resume: bool = False) -> SweepResult:
-    """PREPARE -> TUNE -> RECORD (the steps in ``trials`` and ``results``)."""
+def run_sweep(cfg: SweepConfig, sweep_id: str | None = None, resume: bool = False, verbose: int = 0) -> SweepResult:
+    """PREPARE -> TUNE -> RECORD (the steps in ``trials`` and ``results``). ``verbose``: 0 prints one
+    raybench line per trial epoch; more adds Ray Tune's status tables."""
     from raybench import tracking
     from raybench.train.loop import default_metric
 
@@ -73,7 +74,8 @@ def run_sweep(cfg: SweepConfig, sweep_id: str | None = None, resume: bool = Fals
         print(f"[raybench] to resume this sweep if it is interrupted:  python -m raybench.sweep --resume "
               f"{sweep_id}" + ("" if cfg.storage is None else f" storage={cfg.storage}"), flush=True)
 
-    grid = tune_trials(cfg, summaries, train_sets, mlinfo, storage, metrics, resume, on_start=started)
+    grid = tune_trials(cfg, summaries, train_sets, mlinfo, storage, metrics, resume, on_start=started,
+                       verbose=verbose)
 
     # 3. RECORD: choose on validation, test the chosen, summarise folds, log, print
     result = record(cfg, grid, summaries, mlinfo, storage, metrics)
@@ -99,6 +101,8 @@ def parse_args(argv: list[str]) -> tuple[str | None, list[str], argparse.Namespa
                    help="go on with an interrupted sweep (the id it printed): finished trials are kept, the "
                    "others continue from their last checkpoint, MLflow runs are continued, not duplicated. "
                    "Pass storage=... if the sweep used one.")
+    p.add_argument("-v", "--verbose", action="count", default=0,
+                   help="also print Ray Tune's trial status tables (by default: one line per trial epoch)")
     a = p.parse_args(argv)
     path, overrides = None, []
     for x in a.args:
@@ -139,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     from raybench.data.store import PrepareError
 
     try:
-        result = run_sweep(cfg, sweep_id=args.resume, resume=bool(args.resume))
+        result = run_sweep(cfg, sweep_id=args.resume, resume=bool(args.resume), verbose=args.verbose)
     except ConfigError as e:
         print(f"raybench: invalid configuration\n{e}", file=sys.stderr)
         return 2

@@ -8,6 +8,8 @@ import itertools
 import time
 from typing import Any
 
+from ray.tune import Callback
+
 from raybench.config import (PAIR_KEY, ConfigError, expand_params, pairs_swept, reachable_methods, resolve_trial_config,
                              search_values, valid_pairs, with_values)
 from raybench.schema import DataConfig, SweepConfig, TrialConfig
@@ -234,8 +236,36 @@ def new_sweep_id(cfg: SweepConfig) -> str:
     return f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}-{hashlib.sha1(cfg.model_dump_json().encode()).hexdigest()[:6]}"
 
 
+class ProgressPrinter(Callback):
+    """A Tune callback printing one line per trial start, epoch, end and failure: the terminal output
+    of a sweep (Tune's own status tables only with ``-v``). Module-level: Tune pickles it with the
+    experiment's state for ``--resume``."""
+
+    def __init__(self, cfg: SweepConfig):
+        self.cfg = cfg
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        params = " ".join(f"{k}={v}" for k, v in sorted(expand_params(trial.config).items()))
+        print(f"[raybench] trial {trial.trial_id} started: {params or 'the base configuration'}", flush=True)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        if "val/score" not in result:
+            return
+        epochs = resolve_trial_config(self.cfg, trial.config).train.epochs
+        print(f"[raybench] trial {trial.trial_id} epoch {int(result['epoch']) + 1}/{epochs}: train/loss "
+              f"{result['train/loss']:.4f}, val {result['val/score']:.3f} (best {result['best/val/score']:.3f}), "
+              f"{result['time/epoch_s']:.1f} s", flush=True)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        print(f"[raybench] trial {trial.trial_id} finished", flush=True)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        print(f"[raybench] trial {trial.trial_id} FAILED (the cause is in the table at the end; the other "
+              "trials go on)", flush=True)
+
+
 def tune_trials(cfg: SweepConfig, summaries: dict[str, dict], train_sets: dict[str, Any], mlinfo: dict, storage: str,
-                metrics: dict[str, str], resume: bool, on_start=None):
+                metrics: dict[str, str], resume: bool, on_start=None, verbose: int = 0):
     """TUNE: one Ray Tune run over the search space, each trial a Ray Train ``TorchTrainer``; a
     resumed sweep restores its Tune state from ``storage``. ``on_start()`` runs once the tuner is
     built, before the first trial. Returns Tune's ResultGrid."""
@@ -271,8 +301,9 @@ def tune_trials(cfg: SweepConfig, summaries: dict[str, dict], train_sets: dict[s
             param_space=param_space(cfg),
             tune_config=tune.TuneConfig(metric=metric, mode=mode, scheduler=scheduler,
                                         num_samples=cfg.tune.num_samples, max_concurrent_trials=conc),
+            # Tune's own tables with -v; by default one raybench line per trial epoch
             run_config=tune.RunConfig(name=sweep_id, storage_path=storage_path, storage_filesystem=storage_fs,
-                                      verbose=1),
+                                      verbose=2 if verbose else 0, callbacks=[ProgressPrinter(cfg)]),
         )
     if on_start is not None:
         on_start()

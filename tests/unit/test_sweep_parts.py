@@ -274,3 +274,23 @@ def test_the_bootstrap_interval_of_a_perfect_continuous_predictor_is_a_point_and
     ci = bootstrap_ci([rows], "continuous", ["valence", "arousal"], resamples=50)
     for k in ("test/ccc", "test/ccc_valence", "test/ccc_arousal"):
         assert ci[k] == pytest.approx((1.0, 1.0), abs=1e-5)
+
+
+def test_the_terminal_shows_one_line_per_trial_epoch_and_says_when_a_trial_fails(capsys):
+    from types import SimpleNamespace
+
+    from raybench.trials import ProgressPrinter
+
+    cfg = load(SWEEPS_DIR / "smoke.yaml", ["train.epochs=7"])
+    trial = SimpleNamespace(trial_id="1a2b3_00001", config={"window.length": 4})
+    p = ProgressPrinter(cfg)
+    p.on_trial_start(0, [], trial)
+    p.on_trial_result(0, [], trial, {"epoch": 2, "train/loss": 1.23456, "val/score": 0.4, "best/val/score": 0.45,
+                                     "time/epoch_s": 3.21})
+    p.on_trial_result(0, [], trial, {"training_iteration": 0})  # Tune's own bookkeeping result: no line
+    p.on_trial_error(0, [], trial)
+    assert capsys.readouterr().out.splitlines() == [
+        "[raybench] trial 1a2b3_00001 started: window.length=4",
+        "[raybench] trial 1a2b3_00001 epoch 3/7: train/loss 1.2346, val 0.400 (best 0.450), 3.2 s",
+        "[raybench] trial 1a2b3_00001 FAILED (the cause is in the table at the end; the other trials go on)"]
+    assert parse_args(["-v", "sweeps/smoke.yaml"])[2].verbose == 1

@@ -280,7 +280,9 @@ def tune_trials(cfg: SweepConfig, summaries: dict[str, dict], train_sets: dict[s
     print(f"[raybench] sweep {sweep_id}: {cfg.train.num_workers} worker(s) x {cpw:g} CPU per trial, "
           f"{conc} trial(s) at a time; selecting on "
           f"{', '.join(sorted(set(metrics.values())))} ({mode})", flush=True)
-    scheduler = (ASHAScheduler(time_attr="training_iteration", max_t=max_epochs(cfg),
+    # ASHA counts the trial's own epochs: Tune's training_iteration starts again at 1 when a trial
+    # resumes from its checkpoint, which would put it back on the first rung
+    scheduler = (ASHAScheduler(time_attr="epochs_done", max_t=max_epochs(cfg),
                                grace_period=min(cfg.tune.grace_period, cfg.train.epochs))
                  if cfg.tune.scheduler == "asha" else FIFOScheduler())
     trainable = tune.with_resources(

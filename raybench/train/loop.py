@@ -260,7 +260,8 @@ def train_loop_per_worker(config: dict) -> None:
         train_s = time.time() - t0
         val, _ = evaluate(method, val_rows, data, cfg, device)
         metrics = {f"val/{k}": v for k, v in val.items()}
-        metrics.update({"epoch": epoch, "train/loss": tot / max(1, n_batches),
+        # epochs_done: the trial's own count (ASHA's clock; Tune's training_iteration restarts after a resume)
+        metrics.update({"epoch": epoch, "epochs_done": epoch + 1, "train/loss": tot / max(1, n_batches),
                         "time/epoch_s": time.time() - t0, "time/train_samples_per_s": n_samples * world / max(train_s, 1e-9)})
         if device.type == "cuda":
             metrics["gpu/peak_mem_gib"] = torch.cuda.max_memory_allocated(device) / 2**30

@@ -36,7 +36,7 @@ def data_summary(prep, fps: float) -> dict[str, Any]:
         "counts": {s: {"clips": len(prep.ids(s)), "subjects": len({c.subject for c in prep.clips if c.split == s})}
                    for s in ("train", "val", "test")},
         "skipped": len(prep.bad), "warnings": len(prep.warnings), "face_found": prep.face_found,
-        "fingerprint": str(prep.store.path).rstrip("/").rsplit("-", 1)[-1],
+        "fingerprint": prep.fingerprint,
     }
 
 

@@ -299,6 +299,7 @@ class Prepared:
     bad: dict[str, dict] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)  # one per clip that has one, this call's or the store's
     face_found: int | None = None  # data.face detect/dataset: usable clips with a face found (else a centre crop)
+    fingerprint: str = ""  # the store's fingerprint (its settings' hash, the suffix of its folder name)
 
     def ids(self, split: str) -> list[str]:
         return [c.clip_id for c in self.clips if c.split == split]
@@ -460,7 +461,7 @@ def build(p: Plan, batch_size: int = 8, progress: bool = True) -> Prepared:
                          json.dumps(folds, indent=1, sort_keys=True))
     return Prepared(store=store, clips=usable, dataset=ds_name, task=task,
                     class_names=class_names, root=root, decoded=decoded, bad=bad_here, warnings=warnings,
-                    face_found=face_found)
+                    face_found=face_found, fingerprint=p.fingerprint)
 
 
 def prepare(data_cfg: DataConfig | dict[str, Any], batch_size: int = 8, progress: bool = True) -> Prepared:

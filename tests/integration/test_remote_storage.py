@@ -100,6 +100,9 @@ def _sweep_in_bucket(fs, scheme: str, q: str, tiny_ravdess, tmp_path):
     prep = res.prepared["ravdess"]
     assert prep["decoded"] == 45 and not prep["bad"]
     assert prep["store_path"].startswith(f"{scheme}://raybench/stores/ravdess-")
+    # the store's fingerprint (the MLflow dataset digest), not the URI's query string after it
+    assert prep["store_path"].startswith(f"{scheme}://raybench/stores/ravdess-{prep['fingerprint']}")
+    assert len(prep["fingerprint"]) == 16 and "?" not in prep["fingerprint"]
 
     def files(prefix):
         sel = pafs.FileSelector(prefix, recursive=True, allow_not_found=True)

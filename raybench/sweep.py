@@ -63,7 +63,7 @@ def run_sweep(cfg: SweepConfig, sweep_id: str | None = None, resume: bool = Fals
     sweep_id = sweep_id or new_sweep_id(cfg)
     uri, exp_id, parent = tracking.start_parent(cfg, sweep_id)
     if not resume:
-        tracking.log_datasets(uri, parent, list(summaries.values()))
+        tracking.log_datasets(uri, parent, list(summaries.values()), details=True)
     mlinfo = {"tracking_uri": uri, "experiment_id": exp_id, "parent_run_id": parent, "sweep_id": sweep_id}
     storage = str(cfg.storage or tracking.results_dir(cfg.storage) / "tune")
     if "://" not in storage:

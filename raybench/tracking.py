@@ -78,10 +78,15 @@ def trial_tags(trial_cfg: TrialConfig, trial_id: str, sweep_id: str) -> dict[str
 
 
 def trial_run_name(trial_cfg: TrialConfig, swept: dict, trial_id: str) -> str:
-    """A trial run's name in the MLflow UI: method, dataset, the values this trial's search space
-    sampled, and Tune's trial id, e.g. ``av_fusion synthetic_ravdess window.length=4 (1a2b3_00001)``."""
-    values = [f"{k}={str(v)[-40:]}" for k, v in sorted(swept.items()) if k not in ("method.name", "data.dataset")]
-    return " ".join([trial_cfg.method.name, trial_cfg.data.dataset, *values, f"({trial_id})"])
+    """A trial run's name in the MLflow UI: method, fusion (where the method has one), dataset,
+    window, the other values this trial's search space sampled (fold, seed, ...) and Tune's trial
+    id, e.g. ``av_fusion fusion=concat synthetic_ravdess window=4 (1a2b3_00001)``."""
+    fusion = getattr(trial_cfg.method, "fusion", None)
+    head = [trial_cfg.method.name, *([f"fusion={fusion}"] if fusion else []), trial_cfg.data.dataset,
+            f"window={trial_cfg.window.length}"]
+    skip = ("method.name", "data.dataset", "method.fusion", "window.length")
+    values = [f"{k}={str(v)[-40:]}" for k, v in sorted(swept.items()) if k not in skip]
+    return " ".join([*head, *values, f"({trial_id})"])
 
 
 def provenance_tags() -> dict[str, str]:
@@ -237,10 +242,31 @@ def dataset_input(summary: dict, context: str):
     return DatasetInput(ds, tags=[InputTag("mlflow.data.context", context)])
 
 
-def log_datasets(uri: str, run_id: str, summaries: list[dict], context: str = "train") -> None:
-    """Record the datasets a run used: dataset inputs, and the same counts as metrics under
-    ``data/<dataset>/`` (so they can be columns and charts)."""
+FACE_MIN_SHARE = 0.9  # data.face detect/dataset: fewer clips with a face than this share is flagged
+
+
+def face_warning(summary: dict) -> str | None:
+    """The warning for a dataset where too few clips had a face found, or None."""
+    found, total = summary.get("face_found"), sum(c["clips"] for c in summary["counts"].values())
+    if found is None or not total or found >= FACE_MIN_SHARE * total:
+        return None
+    return (f"{summary['dataset']}: a face was found in {found} of {total} clips (under {FACE_MIN_SHARE:.0%}); "
+            "the others use the centre crop of the frame")
+
+
+def log_datasets(uri: str, run_id: str, summaries: list[dict], context: str = "train", details: bool = False) -> None:
+    """Record the datasets a run used: dataset inputs, the same counts as metrics under
+    ``data/<dataset>/`` (so they can be columns and charts), a ``raybench.face_warning.<dataset>``
+    tag when few clips had a face; with ``details`` (the parent run) the skipped clips with their
+    reasons and the decoding warnings as ``data/<dataset>_skipped.json`` / ``_warnings.json``."""
     client = _client(uri)
+    for s in summaries:
+        if (w := face_warning(s)) is not None:
+            client.set_tag(run_id, f"raybench.face_warning.{s['dataset']}", w)
+        if details and s.get("bad"):
+            client.log_dict(run_id, s["bad"], f"data/{s['dataset']}_skipped.json")
+        if details and s.get("warning_list"):
+            client.log_dict(run_id, s["warning_list"], f"data/{s['dataset']}_warnings.json")
     client.log_inputs(run_id, datasets=[dataset_input(s, context) for s in summaries])
     counts = {}
     for s in summaries:

@@ -35,7 +35,8 @@ def data_summary(prep, fps: float) -> dict[str, Any]:
         # skipped, decoding warnings, faces found (data.face detect/dataset), the store's fingerprint
         "counts": {s: {"clips": len(prep.ids(s)), "subjects": len({c.subject for c in prep.clips if c.split == s})}
                    for s in ("train", "val", "test")},
-        "skipped": len(prep.bad), "warnings": len(prep.warnings), "face_found": prep.face_found,
+        "skipped": len(prep.bad), "warnings": len(prep.warnings), "warning_list": list(prep.warnings),
+        "face_found": prep.face_found,
         "fingerprint": prep.fingerprint,
     }
 
@@ -188,9 +189,11 @@ def run_trial(params: dict, base: SweepConfig, data: dict, train_sets: dict, mli
     trial_id = ctx.get_trial_id()
     from raybench.tracking import trial_run_name
 
-    info = dict(mlinfo, trial_id=f"{mlinfo['sweep_id']}/{trial_id}",
-                trial_name=trial_run_name(cfg, expand_params(params), trial_id),
-                dataset={k: v for k, v in d.items() if k not in ("ids", "folds", "bad")}) if mlinfo else None
+    info = None
+    if mlinfo:
+        info = dict(mlinfo, trial_id=f"{mlinfo['sweep_id']}/{trial_id}",
+                    trial_name=trial_run_name(cfg, expand_params(params), trial_id),
+                    dataset={k: v for k, v in d.items() if k not in ("ids", "folds", "bad", "warning_list")})
     t = cfg.train
     use_gpu = t.use_gpu
     res = {"CPU": cpw, **({"GPU": t.gpus_per_worker} if use_gpu else {})}

@@ -444,6 +444,10 @@ def build(p: Plan, batch_size: int = 8, progress: bool = True) -> Prepared:
         print(f"[raybench] {ds_name}: data.face={data_cfg.face}: a face was found in {face_found} of "
               f"{len(usable_ids)} clips" + ("" if face_found == len(usable_ids) else
                                             "; the others use the centre crop of the frame"), flush=True)
+        if face_found < 0.9 * len(usable_ids):
+            print(f"[raybench] warning: data.face={data_cfg.face} found a face in under 90% of the {ds_name} clips; "
+                  "check that the videos show faces (or the crops are where the dataset keeps them), or use "
+                  "data.face=center", flush=True)
     dataset = p.dataset
     task, class_names = dataset.task_for(data_cfg), list(dataset.class_names_for(data_cfg, clips))
     root = p.root_uri or str(p.root)

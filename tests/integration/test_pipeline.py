@@ -67,7 +67,8 @@ def test_mlflow_holds_one_parent_and_a_child_per_trial(smoke):
         assert tags["window"] in ("4", "8") and tags["seed"] == "0" and tags["fusion"] == "concat"
         assert "fold" not in tags  # no folds in this sweep: no fold tag (not the string "None")
         w = tags["window"]
-        assert c.info.run_name == f"av_fusion synthetic_ravdess window.length={w} ({tags['raybench.trial_id'].split('/')[-1]})"
+        assert c.info.run_name == (f"av_fusion fusion=concat synthetic_ravdess window={w} "
+                                   f"({tags['raybench.trial_id'].split('/')[-1]})")
         assert c.data.params["window.length"] == tags["window"]
         assert c.data.params["train.epochs"] == str(cfg.train.epochs)
         hist = client.get_metric_history(c.info.run_id, "val/uar")

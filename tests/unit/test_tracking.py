@@ -1,0 +1,47 @@
+"""What raybench records about a dataset in MLflow (a local SQLite store, no Ray)."""
+
+from __future__ import annotations
+
+import json
+
+from mlflow.tracking import MlflowClient
+
+from raybench.tracking import face_warning, log_datasets
+
+
+def _summary(**kw):
+    s = {"dataset": "afew", "task": "categorical", "class_names": ["a", "b"], "store_path": "/s/afew-0123456789abcdef",
+         "root": "/data/afew", "fps": 10.0, "fingerprint": "0123456789abcdef",
+         "counts": {"train": {"clips": 6, "subjects": 3}, "val": {"clips": 2, "subjects": 1},
+                    "test": {"clips": 2, "subjects": 1}},
+         "skipped": 1, "warnings": 1, "face_found": 5,
+         "bad": {"c9": {"reason": "no audio track"}}, "warning_list": ["c3.csv has 15 frames, its video needs 20"]}
+    s.update(kw)
+    return s
+
+
+def test_a_dataset_is_an_input_with_counts_and_its_problems_are_kept(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    client = MlflowClient(uri)
+    run = client.create_run(client.create_experiment("e", artifact_location=(tmp_path / "a").as_uri()))
+    log_datasets(uri, run.info.run_id, [_summary()], details=True)
+    r = client.get_run(run.info.run_id)
+    (inp,) = r.inputs.dataset_inputs
+    assert (inp.dataset.name, inp.dataset.digest) == ("afew", "0123456789abcdef")
+    assert json.loads(inp.dataset.source)["uri"] == "/s/afew-0123456789abcdef"
+    profile = json.loads(inp.dataset.profile)
+    assert (profile["train_clips"], profile["test_subjects"], profile["skipped"], profile["face_found"]) == (6, 1, 1, 5)
+    assert r.data.metrics["data/afew/val_clips"] == 2 and r.data.metrics["data/afew/face_found"] == 5
+    # 5 of 10 clips with a face is under 90%: flagged on the run
+    assert r.data.tags["raybench.face_warning.afew"] == face_warning(_summary())
+    assert "5 of 10 clips" in r.data.tags["raybench.face_warning.afew"]
+    arts = {a.path for a in client.list_artifacts(run.info.run_id, "data")}
+    assert arts == {"data/afew_skipped.json", "data/afew_warnings.json"}
+    skipped = json.loads((tmp_path / "a" / run.info.run_id / "artifacts" / "data" / "afew_skipped.json").read_text())
+    assert skipped == {"c9": {"reason": "no audio track"}}
+
+
+def test_no_face_warning_without_face_detection_or_with_enough_faces():
+    assert face_warning(_summary(face_found=None)) is None
+    assert face_warning(_summary(face_found=9)) is None  # 9 of 10
+    assert face_warning(_summary(face_found=8)) is not None

@@ -200,7 +200,7 @@ def open_trial_run(info: dict, trial_cfg: TrialConfig) -> str:
     tags = trial_tags(trial_cfg, info["trial_id"], info["sweep_id"])
     tags["mlflow.parentRunId"] = info["parent_run_id"]
     tags["raybench.kind"] = "trial"
-    tags.update(provenance_tags(), **device_tags())
+    tags.update(provenance_tags())
     run = client.create_run(exp_id, run_name=info.get("trial_name") or info["trial_id"], tags=tags)
     client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in params_of(trial_cfg).items()])  # chunks
     client.log_text(run.info.run_id, yaml.safe_dump(_as_dict(trial_cfg), sort_keys=False), "config.yaml")
@@ -218,7 +218,10 @@ class TrialLogger:
         self.run_id: str | None = None
 
     def start(self, cfg: TrialConfig) -> None:
-        self.run_id = open_trial_run(self.info, cfg)
+        self.run_id = open_trial_run(self.info, cfg)  # opened by the trial before its workers started
+        client = _client(self.info["tracking_uri"])
+        for k, v in device_tags().items():  # the hardware rank 0 trains on
+            client.set_tag(self.run_id, k, v)
 
     def log(self, metrics: dict[str, float], epoch: int) -> None:
         if self.run_id is not None:

@@ -194,6 +194,12 @@ def run_trial(params: dict, base: SweepConfig, data: dict, train_sets: dict, mli
         info = dict(mlinfo, trial_id=f"{mlinfo['sweep_id']}/{trial_id}",
                     trial_name=trial_run_name(cfg, expand_params(params), trial_id),
                     dataset={k: v for k, v in d.items() if k not in ("ids", "folds", "bad", "warning_list")})
+    if info is not None:
+        # the trial's run exists before any worker starts: a trial whose workers fail at once (a bad
+        # weights file) still has its run, closed FAILED with the cause when the sweep records it
+        from raybench.tracking import open_trial_run
+
+        open_trial_run(info, cfg)
     t = cfg.train
     use_gpu = t.use_gpu
     res = {"CPU": cpw, **({"GPU": t.gpus_per_worker} if use_gpu else {})}

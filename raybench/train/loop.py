@@ -208,7 +208,7 @@ def train_loop_per_worker(config: dict) -> None:
 
     logger = logger if rank == 0 else None
     if logger is not None:
-        logger.start(cfg)  # before anything can fail, so a failed trial has its record too
+        logger.start(cfg)  # finds the run the trial opened before its workers started; adds the device
 
     model = build_model(cfg, data)
     method = model

@@ -61,10 +61,12 @@ def run_sweep(cfg: SweepConfig, sweep_id: str | None = None, resume: bool = Fals
 
     # 2. TUNE: a parent MLflow run, then the trials (each logs its own child run)
     sweep_id = sweep_id or new_sweep_id(cfg)
-    uri, exp_id, parent = tracking.start_parent(cfg, sweep_id)
+    provenance = tracking.provenance_tags()  # once, here: every trial run carries the same
+    uri, exp_id, parent = tracking.start_parent(cfg, sweep_id, provenance)
     if not resume:
         tracking.log_datasets(uri, parent, list(summaries.values()), details=True)
-    mlinfo = {"tracking_uri": uri, "experiment_id": exp_id, "parent_run_id": parent, "sweep_id": sweep_id}
+    mlinfo = {"tracking_uri": uri, "experiment_id": exp_id, "parent_run_id": parent, "sweep_id": sweep_id,
+              "provenance": provenance}
     storage = str(cfg.storage or tracking.results_dir(cfg.storage) / "tune")
     if "://" not in storage:
         Path(storage).mkdir(parents=True, exist_ok=True)

@@ -165,7 +165,7 @@ def find_run(uri: str, experiment_id: str, tag: str, value: str) -> str | None:
     return runs[0].info.run_id if runs else None
 
 
-def start_parent(cfg: SweepConfig, sweep_id: str) -> tuple[str, str, str]:
+def start_parent(cfg: SweepConfig, sweep_id: str, provenance: dict[str, str] | None = None) -> tuple[str, str, str]:
     """Create (or find, when resuming) the sweep's parent run. Returns (uri, experiment_id, run_id)."""
     from mlflow.entities import Param
 
@@ -181,14 +181,15 @@ def start_parent(cfg: SweepConfig, sweep_id: str) -> tuple[str, str, str]:
     if run_id is None:
         run = client.create_run(exp_id, run_name=cfg.name, tags={
             SWEEP_TAG + ".parent": sweep_id, SWEEP_TAG: sweep_id, "dataset": cfg.data.dataset,
-            "raybench.kind": "sweep", **provenance_tags()})
+            "raybench.kind": "sweep", **(provenance or provenance_tags())})
         run_id = run.info.run_id
         client.log_batch(run_id, params=[Param(k, v) for k, v in params_of(cfg).items()])  # chunks by itself
     return uri, exp_id, run_id
 
 
 def open_trial_run(info: dict, trial_cfg: TrialConfig) -> str:
-    """Create or find the child run of one trial (rank 0 only). Returns its run id."""
+    """Create or find the child run of one trial. ``info`` carries the sweep's provenance tags (worked
+    out once, on the driver, where the sweep's code was submitted from). Returns its run id."""
     uri, exp_id = info["tracking_uri"], info["experiment_id"]
     client = _client(uri)
     run_id = find_run(uri, exp_id, TRIAL_TAG, info["trial_id"])
@@ -200,7 +201,7 @@ def open_trial_run(info: dict, trial_cfg: TrialConfig) -> str:
     tags = trial_tags(trial_cfg, info["trial_id"], info["sweep_id"])
     tags["mlflow.parentRunId"] = info["parent_run_id"]
     tags["raybench.kind"] = "trial"
-    tags.update(provenance_tags())
+    tags.update(info.get("provenance") or provenance_tags())
     run = client.create_run(exp_id, run_name=info.get("trial_name") or info["trial_id"], tags=tags)
     client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in params_of(trial_cfg).items()])  # chunks
     client.log_text(run.info.run_id, yaml.safe_dump(_as_dict(trial_cfg), sort_keys=False), "config.yaml")
@@ -245,11 +246,10 @@ def dataset_input(summary: dict, context: str):
     return DatasetInput(ds, tags=[InputTag("mlflow.data.context", context)])
 
 
-FACE_MIN_SHARE = 0.9  # data.face detect/dataset: fewer clips with a face than this share is flagged
-
-
 def face_warning(summary: dict) -> str | None:
     """The warning for a dataset where too few clips had a face found, or None."""
+    from raybench.data.faces import FACE_MIN_SHARE  # the threshold the prepare stage warns at
+
     found, total = summary.get("face_found"), sum(c["clips"] for c in summary["counts"].values())
     if found is None or not total or found >= FACE_MIN_SHARE * total:
         return None

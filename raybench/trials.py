@@ -252,6 +252,7 @@ class ProgressPrinter(Callback):
 
     def __init__(self, cfg: SweepConfig):
         self.cfg = cfg
+        self._epochs: dict[str, int] = {}  # trial id -> its configured epochs (resolved once)
 
     def on_trial_start(self, iteration, trials, trial, **info):
         params = " ".join(f"{k}={v}" for k, v in sorted(expand_params(trial.config).items()))
@@ -260,7 +261,9 @@ class ProgressPrinter(Callback):
     def on_trial_result(self, iteration, trials, trial, result, **info):
         if "val/score" not in result:
             return
-        epochs = resolve_trial_config(self.cfg, trial.config).train.epochs
+        if trial.trial_id not in self._epochs:
+            self._epochs[trial.trial_id] = resolve_trial_config(self.cfg, trial.config).train.epochs
+        epochs = self._epochs[trial.trial_id]
         print(f"[raybench] trial {trial.trial_id} epoch {int(result['epoch']) + 1}/{epochs}: train/loss "
               f"{result['train/loss']:.4f}, val {result['val/score']:.3f} (best {result['best/val/score']:.3f}), "
               f"{result['time/epoch_s']:.1f} s", flush=True)

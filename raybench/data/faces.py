@@ -23,6 +23,8 @@ import numpy as np
 MODES = ("none", "center", "detect", "dataset")
 DETECT_FRAMES = 8
 MARGIN = 1.4
+# data.face detect/dataset: under this share of clips with a face found, prepare warns and the run is tagged
+FACE_MIN_SHARE = 0.9
 
 
 @lru_cache(maxsize=1)

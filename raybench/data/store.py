@@ -444,8 +444,11 @@ def build(p: Plan, batch_size: int = 8, progress: bool = True) -> Prepared:
         print(f"[raybench] {ds_name}: data.face={data_cfg.face}: a face was found in {face_found} of "
               f"{len(usable_ids)} clips" + ("" if face_found == len(usable_ids) else
                                             "; the others use the centre crop of the frame"), flush=True)
-        if face_found < 0.9 * len(usable_ids):
-            print(f"[raybench] warning: data.face={data_cfg.face} found a face in under 90% of the {ds_name} clips; "
+        from raybench.data.faces import FACE_MIN_SHARE
+
+        if face_found < FACE_MIN_SHARE * len(usable_ids):
+            print(f"[raybench] warning: data.face={data_cfg.face} found a face in under {FACE_MIN_SHARE:.0%} of the "
+                  f"{ds_name} clips; "
                   "check that the videos show faces (or the crops are where the dataset keeps them), or use "
                   "data.face=center", flush=True)
     dataset = p.dataset

@@ -56,7 +56,8 @@ def evaluate_checkpoint(cfg: TrialConfig, data: dict, checkpoint_path: str, spli
     return evaluate(model, rows, data, cfg, device, return_predictions=True)
 
 
-def merge_fold_predictions(fold_preds: list[list[dict]], how: str = "ccc_centering") -> tuple[dict, list[dict]]:
+def merge_fold_predictions(fold_preds: list[list[dict]], how: str = "ccc_centering",
+                           ccc_over: str = "frames") -> tuple[dict, list[dict]]:
     """Merge the test predictions of several fold models on the same test clips.
 
     ``fold_preds``: one list of rows per fold, as :func:`evaluate_checkpoint` returns them.
@@ -64,7 +65,8 @@ def merge_fold_predictions(fold_preds: list[list[dict]], how: str = "ccc_centeri
     ``how``: ``ccc_centering`` (Zhang et al. 2021, per video and dimension,
     :func:`raybench.train.metrics.ccc_centering`) or ``mean``. Categorical rows (clip_id,
     label, p_<class>) are merged by averaging the class probabilities (``how`` does not apply).
-    Returns the merged predictions' metrics (continuous: CCC over all frames concatenated) and rows.
+    Returns the merged predictions' metrics (continuous: CCC over all frames concatenated, or the
+    mean of per-clip CCCs with ``ccc_over="clips"``) and rows.
     """
     import torch
 
@@ -100,8 +102,9 @@ def merge_fold_predictions(fold_preds: list[list[dict]], how: str = "ccc_centeri
         merged[dim] = out
     truth = np.array([[index[0][k]["valence_true"], index[0][k]["arousal_true"]] for k in keys], np.float32)
     pred = np.stack([merged["valence"], merged["arousal"]], 1).astype(np.float32)
-    m = TaskMetrics("continuous", 2)
-    m.update(torch.from_numpy(pred), torch.from_numpy(truth))
+    m = TaskMetrics("continuous", 2, ccc_over=ccc_over)
+    for pos in positions.values():  # one update per clip (what ccc_over=clips needs)
+        m.update(torch.from_numpy(pred[pos]), torch.from_numpy(truth[pos]))
     rows = [{"clip_id": c, "frame": f, "valence": float(pred[i, 0]), "arousal": float(pred[i, 1]),
              "valence_true": float(truth[i, 0]), "arousal_true": float(truth[i, 1])} for i, (c, f) in enumerate(keys)]
     return m.compute(), rows
@@ -163,7 +166,7 @@ def model_label(t: dict, over: tuple[str, ...]) -> str:
 
 
 def bootstrap_ci(model_preds: list[list[dict]], task: str, class_names: list[str], resamples: int,
-                 seed: int = 0, level: float = 0.95) -> dict[str, tuple[float, float]]:
+                 seed: int = 0, level: float = 0.95, ccc_over: str = "frames") -> dict[str, tuple[float, float]]:
     """A percentile bootstrap interval of each test metric averaged over the chosen models.
 
     Each resample draws the test units with replacement: clips for a categorical task, videos
@@ -193,9 +196,13 @@ def bootstrap_ci(model_preds: list[list[dict]], task: str, class_names: list[str
         vals: dict[str, list[float]] = {}
         for x, y in per_model:
             idx = rng.integers(0, len(x), len(x))
-            m = TaskMetrics(task, len(class_names))
-            m.update(torch.from_numpy(np.concatenate([x[i] for i in idx])).float(),
-                     torch.from_numpy(np.concatenate([y[i] for i in idx])))
+            m = TaskMetrics(task, len(class_names), ccc_over=ccc_over)
+            if task == "categorical":
+                m.update(torch.from_numpy(np.concatenate([x[i] for i in idx])).float(),
+                         torch.from_numpy(np.concatenate([y[i] for i in idx])))
+            else:
+                for i in idx:  # one update per drawn video (a video drawn twice counts twice)
+                    m.update(torch.from_numpy(x[i]).float(), torch.from_numpy(y[i]).float())
             for k, v in m.compute().items():
                 vals.setdefault(k, []).append(v)
         for k, v in vals.items():
@@ -264,7 +271,7 @@ def record(cfg: SweepConfig, grid, summaries: dict[str, dict], mlinfo: dict, sto
         if cfg.tune.bootstrap and all(p for _, _, p in fold_preds):
             data = summaries[data_key(trial_data_cfg(chosen[0]["cfg"], cfg))]
             summary["test_ci"] = bootstrap_ci([p for _, _, p in fold_preds], data["task"], data["class_names"],
-                                              cfg.tune.bootstrap)
+                                              cfg.tune.bootstrap, ccc_over=chosen[0]["cfg"].eval.ccc_over)
             fold_metrics.update({f"{k}_ci_low": lo for k, (lo, hi) in summary["test_ci"].items()})
             fold_metrics.update({f"{k}_ci_high": hi for k, (lo, hi) in summary["test_ci"].items()})
         # folds that share one test split (data.split.protocol: chunks): merge the fold models' test
@@ -278,7 +285,7 @@ def record(cfg: SweepConfig, grid, summaries: dict[str, dict], mlinfo: dict, sto
             by_seed: dict[Any, list[list[dict]]] = {}
             for t, (_, _, p) in zip(chosen, fold_preds):
                 by_seed.setdefault(t["params"].get("train.seed"), []).append(p)
-            merged_each = [merge_fold_predictions(ps, how) for ps in by_seed.values()]
+            merged_each = [merge_fold_predictions(ps, how, chosen[0]["cfg"].eval.ccc_over) for ps in by_seed.values()]
             keys = merged_each[0][0]
             summary["test_merged"] = {f"test_merged/{k}": float(np.mean([m[k] for m, _ in merged_each])) for k in keys}
             if len(merged_each) > 1:

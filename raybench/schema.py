@@ -150,6 +150,12 @@ class TuneConfig(Section):
     search_space: dict[str, Any] = {}  # checked by raybench.config (keys name settings of these models)
 
 
+class EvalConfig(Section):
+    # continuous metrics over the annotated source frames: one CCC over all frames pooled (Aff-Wild2
+    # practice, zhang2021's authors) or the mean of per-clip CCCs (AVEC practice)
+    ccc_over: Literal["frames", "clips"] = "frames"
+
+
 class MethodOptions(BaseModel):
     """A method's config keys (``method.*``) with their types, ranges and choices; the field defaults
     are the method's defaults. Each method subclasses it next to its code (``Method.Options``)."""
@@ -171,6 +177,7 @@ class SweepConfig(Section):
     window: WindowConfig = WindowConfig()
     train: TrainConfig = TrainConfig()
     tune: TuneConfig = TuneConfig()
+    eval: EvalConfig = EvalConfig()
     mlflow: MlflowConfig = MlflowConfig()
     storage: str | None = None  # None: ~/raybench_results
     # settings for one method's trials only, e.g. {zhang2021: {train: {lr: 3.0e-4}}}: train.*, window.*

@@ -35,7 +35,8 @@ from raybench.storage import is_remote
 
 log = logging.getLogger(__name__)
 
-STORE_VERSION = 1
+# 2: continuous stores keep each clip's annotation at its own rate (source_va, source_va_rate) for the metrics
+STORE_VERSION = 2
 PREPROCESSING_KEYS = ("fps", "image_size", "sample_rate", "audio", "max_clips", "ravdess", "flow", "flow_algorithm")
 # fingerprinted only when they differ from these values (so that older stores keep their fingerprint)
 LATER_KEYS = {"crema_d": {"audio": "video"}, "annotation_mismatch": "truncate", "face": "none",
@@ -104,6 +105,7 @@ def decode_row(row: dict[str, Any], data_cfg: DataConfig, mirror: str | None = N
     feats = audio_features(d.audio, T, data_cfg.sample_rate, data_cfg.audio)  # (T*k, F)
     warning = None
     va = np.zeros((0, 2), np.float32)
+    src_keep, src_rate = np.zeros((0, 2), np.float32), 0.0
     if row.get("va_path"):
         meta = row.get("meta") or {}
         try:
@@ -119,9 +121,13 @@ def decode_row(row: dict[str, Any], data_cfg: DataConfig, mirror: str | None = N
             mismatch = abs(len(src_va) - expected) > 1
             unit = f"values at {float(rate):g} Hz"
             label_index = np.floor(d.frame_index / d.source_fps * float(rate) + 1e-6).astype(np.int64)
+            src_rate = float(rate)
+            # the annotated steps inside the video (time k / rate before its end)
+            inside = int(np.ceil(d.source_frames / d.source_fps * src_rate - 1e-6))
         else:
             expected, unit, label_index = d.source_frames, "frames", d.frame_index
             mismatch = len(src_va) != expected
+            src_rate, inside = float(d.source_fps), d.source_frames
         if mismatch:
             what = (f"annotation {row['va_path']} has {len(src_va)} {unit}, its video {row['video_path']} "
                     f"needs {expected}")
@@ -129,6 +135,9 @@ def decode_row(row: dict[str, Any], data_cfg: DataConfig, mirror: str | None = N
                 return None, f"{what} (data.annotation_mismatch=skip)", None
             warning = f"{what}: frames past the shorter one are left unannotated (data.annotation_mismatch=truncate)"
         va = resample_labels(src_va, label_index)  # (T, 2), NaN unannotated
+        # the annotation at its own rate, as far as the video goes: continuous metrics are computed over
+        # these frames (predictions at data.fps mapped back by time), not over the resampled ones
+        src_keep = np.asarray(src_va[:inside], np.float32).reshape(-1, 2)
         if np.isnan(va).all():
             return None, f"no annotated frame in {row['va_path']}", warning
     flow = (optical_flow(d.frames, data_cfg.flow_algorithm) if data_cfg.flow
@@ -142,6 +151,8 @@ def decode_row(row: dict[str, Any], data_cfg: DataConfig, mirror: str | None = N
         "audio": _to_bytes(feats),
         "audio_shape": list(feats.shape),
         "va": _to_bytes(va),
+        "source_va": _to_bytes(src_keep),
+        "source_va_rate": src_rate,
         "flow": _to_bytes(flow),
         "flow_shape": list(flow.shape),
         "audio_sum": feats.astype(np.float64).sum(0).tolist(),
@@ -487,7 +498,9 @@ def id_filter(ids):
 
 def decode_arrays(row: dict[str, Any]) -> dict[str, np.ndarray]:
     """Store row -> video uint8 (T,H,W,3), audio float32 (T*k,F), va float32 (T,2) (or (0,2)),
-    and flow float16 (T,H,W,2) when the store has it."""
+    flow float16 (T,H,W,2) when the store has it, and for an annotated clip ``source_va`` float32
+    (N,2): its annotation at its own rate (``row["source_va_rate"]`` Hz: the video's frame rate, or the
+    annotation's own), NaN where unannotated."""
     out = {
         "video": np.frombuffer(row["video"], np.uint8).reshape(row["video_shape"]),
         "audio": np.frombuffer(row["audio"], np.float32).reshape(row["audio_shape"]),
@@ -496,4 +509,6 @@ def decode_arrays(row: dict[str, Any]) -> dict[str, np.ndarray]:
     shape = list(row.get("flow_shape") or [])
     if shape and shape[0]:
         out["flow"] = np.frombuffer(row["flow"], np.float16).reshape(shape)
+    if row.get("source_va") is not None:
+        out["source_va"] = np.frombuffer(row["source_va"], np.float32).reshape(-1, 2)
     return out

@@ -120,7 +120,10 @@ def shard_rows(ds_shard, batch_size: int = 8, shuffle_buffer: int | None = 64) -
 def evaluate(model: torch.nn.Module, rows: list[dict[str, Any]], data: dict, cfg: TrialConfig, device: torch.device,
              return_predictions: bool = False) -> tuple[dict[str, float], list[dict]]:
     """Metrics over whole clips: categorical scores averaged over a clip's windows; continuous
-    predictions averaged per frame over overlapping windows (CCC over all frames).
+    predictions averaged per frame over overlapping windows, then mapped back by time to every
+    annotated source frame (:func:`source_frame_predictions`), where the CCC is computed
+    (``eval.ccc_over``: over all of them pooled, or the mean of per-clip CCCs). Continuous
+    prediction rows are one per annotated source frame (``frame``: its index at the annotation's rate).
 
     Evaluation windows step by ``min(window.hop, window.length)``, so they cover every frame even
     when training skips frames (hop > length): no scored frame is left without a prediction.
@@ -130,7 +133,7 @@ def evaluate(model: torch.nn.Module, rows: list[dict[str, Any]], data: dict, cfg
     hop = min(cfg.window.hop, length)
     bs = cfg.train.batch_size
     mean, std = np.asarray(data["audio_mean"]), np.asarray(data["audio_std"])
-    metrics = TaskMetrics(task, len(data["class_names"]), device)
+    metrics = TaskMetrics(task, len(data["class_names"]), device, ccc_over=cfg.eval.ccc_over)
     model.eval()
     preds_out = []
     for row in rows:
@@ -159,14 +162,35 @@ def evaluate(model: torch.nn.Module, rows: list[dict[str, Any]], data: dict, cfg
                                                                   zip(data["class_names"], score[0].tolist())}})
         else:
             per_win = list(torch.cat(outs).cpu().numpy())
-            frame_pred = overlap_average(n, starts, per_win)  # (n, 2)
-            metrics.update(torch.from_numpy(frame_pred).to(device), torch.from_numpy(va.copy()).to(device))
+            frame_pred = overlap_average(n, starts, per_win)  # (n, 2) at data.fps
+            if "source_va" not in a:
+                raise ValueError(f"clip {row['clip_id']}: its store row has no source annotation (source_va); "
+                                 "the clip store was made by an older raybench: delete it to rebuild it")
+            truth = a["source_va"]  # (N, 2) at the annotation's own rate
+            pred = source_frame_predictions(frame_pred, len(truth), float(row["source_va_rate"]),
+                                            float(row["source_fps"]), int(row["source_frames"]), float(data["fps"]))
+            metrics.update(torch.from_numpy(pred).to(device), torch.from_numpy(truth.copy()).to(device))
             if return_predictions:
-                for t in range(n):
-                    preds_out.append({"clip_id": row["clip_id"], "frame": t, "valence": float(frame_pred[t, 0]),
-                                      "arousal": float(frame_pred[t, 1]), "valence_true": float(va[t, 0]),
-                                      "arousal_true": float(va[t, 1])})
+                for t in range(len(truth)):
+                    preds_out.append({"clip_id": row["clip_id"], "frame": t, "valence": float(pred[t, 0]),
+                                      "arousal": float(pred[t, 1]), "valence_true": float(truth[t, 0]),
+                                      "arousal_true": float(truth[t, 1])})
     return metrics.compute(), preds_out
+
+
+def source_frame_predictions(frame_pred: np.ndarray, n_labels: int, label_rate: float, source_fps: float,
+                             source_frames: int, fps: float) -> np.ndarray:
+    """Predictions at ``fps`` (T, D) -> one per annotated step (n_labels, D) of an annotation at
+    ``label_rate`` Hz (the video's ``source_fps`` for per-frame labels). Step j is at time
+    j / label_rate, shown by source frame s = floor(time x source_fps); it takes the prediction of the
+    output frame decoded from s, or else from the latest source frame before s that was decoded
+    (frames were chosen by :func:`raybench.data.decode.resample_indices`, which this inverts)."""
+    from raybench.data.decode import resample_indices
+
+    decoded = resample_indices(source_frames, source_fps, fps)[: len(frame_pred)]  # source frame of each output
+    shown = np.floor(np.arange(n_labels) / label_rate * source_fps + 1e-6).astype(np.int64)
+    idx = np.searchsorted(decoded, shown, side="right") - 1
+    return frame_pred[np.clip(idx, 0, len(frame_pred) - 1)]
 
 
 def train_step(method: torch.nn.Module, loss: torch.Tensor, opt: torch.optim.Optimizer) -> None:

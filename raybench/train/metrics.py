@@ -6,7 +6,8 @@ Continuous: ``ccc_valence``, ``ccc_arousal``, ``ccc`` (their mean). torchmetrics
 ``ConcordanceCorrCoef`` uses n-1 moments; METHODS.md defines CCC with population
 (1/N) moments, so ``PopulationCCC`` is a torchmetrics ``Metric`` that keeps sums
 (synced with ``dist_reduce_fx="sum"``) and computes Lin's formula exactly, over
-all frames concatenated (Aff-Wild2 practice).
+all frames concatenated (Aff-Wild2 practice, ``eval.ccc_over: frames``); ``ClipMeanCCC``
+is the mean of per-clip CCCs (AVEC practice, ``eval.ccc_over: clips``).
 """
 
 from __future__ import annotations
@@ -31,22 +32,56 @@ class PopulationCCC(Metric):
 
     def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
         """preds, target: (N, D); target NaN where not annotated (ignored per dimension)."""
-        p, t = preds.detach().double(), target.detach().double()
-        ok = ~torch.isnan(t)
-        p, t = torch.where(ok, p, 0.0), torch.where(ok, t, 0.0)
-        self.n += ok.sum(0)
-        self.sx += p.sum(0)
-        self.sy += t.sum(0)
-        self.sxx += (p * p).sum(0)
-        self.syy += (t * t).sum(0)
-        self.sxy += (p * t).sum(0)
+        n, sx, sy, sxx, syy, sxy = _sums(preds, target)
+        self.n += n
+        self.sx += sx
+        self.sy += sy
+        self.sxx += sxx
+        self.syy += syy
+        self.sxy += sxy
 
     def compute(self) -> torch.Tensor:
-        n = self.n.clamp_min(1)
-        mx, my = self.sx / n, self.sy / n
-        vx, vy = self.sxx / n - mx**2, self.syy / n - my**2
-        cov = self.sxy / n - mx * my
-        return (2 * cov / (vx + vy + (mx - my) ** 2).clamp_min(1e-12)).float()
+        return _lin(self.n, self.sx, self.sy, self.sxx, self.syy, self.sxy).float()
+
+
+def _lin(n, sx, sy, sxx, syy, sxy) -> torch.Tensor:
+    """Lin's CCC from sums, population (1/N) moments."""
+    n = n.clamp_min(1)
+    mx, my = sx / n, sy / n
+    vx, vy = sxx / n - mx**2, syy / n - my**2
+    cov = sxy / n - mx * my
+    return 2 * cov / (vx + vy + (mx - my) ** 2).clamp_min(1e-12)
+
+
+def _sums(preds: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    p, t = preds.detach().double(), target.detach().double()
+    ok = ~torch.isnan(t)
+    p, t = torch.where(ok, p, 0.0), torch.where(ok, t, 0.0)
+    return ok.sum(0), p.sum(0), t.sum(0), (p * p).sum(0), (t * t).sum(0), (p * t).sum(0)
+
+
+class ClipMeanCCC(Metric):
+    """The mean over clips of each clip's CCC (population moments), per dimension: each ``update``
+    is one clip. A clip with no annotated frame in a dimension does not count there; a clip whose
+    predictions and labels are both constant (CCC 0/0) counts as 0."""
+
+    full_state_update = False
+    higher_is_better = True
+
+    def __init__(self, num_dims: int = 2, **kw):
+        super().__init__(**kw)
+        self.add_state("total", default=torch.zeros(num_dims, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("clips", default=torch.zeros(num_dims, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
+        """preds, target: (N, D), the frames of one clip; target NaN where not annotated."""
+        s = _sums(preds, target)
+        has = s[0] > 0
+        self.total += torch.where(has, _lin(*s), 0.0)
+        self.clips += has.double()
+
+    def compute(self) -> torch.Tensor:
+        return (self.total / self.clips.clamp_min(1)).float()
 
 
 class UAR(MulticlassStatScores):
@@ -68,9 +103,11 @@ class UAR(MulticlassStatScores):
 
 
 class TaskMetrics:
-    """One object for either task: ``update(...)`` then ``compute() -> {"acc": ..}``."""
+    """One object for either task: ``update(...)`` then ``compute() -> {"acc": ..}``. Continuous:
+    ``ccc_over`` ``frames`` (one CCC over every frame of every update) or ``clips`` (the mean of
+    per-clip CCCs: each ``update`` must then be one clip)."""
 
-    def __init__(self, task: str, num_classes: int, device: torch.device | str = "cpu"):
+    def __init__(self, task: str, num_classes: int, device: torch.device | str = "cpu", ccc_over: str = "frames"):
         self.task = task
         if task == "categorical":
             self.m = MetricCollection({
@@ -78,8 +115,12 @@ class TaskMetrics:
                 "uar": UAR(num_classes),
                 "f1": MulticlassF1Score(num_classes, average="macro"),
             }).to(device)
-        else:
+        elif ccc_over == "frames":
             self.m = PopulationCCC(2).to(device)
+        elif ccc_over == "clips":
+            self.m = ClipMeanCCC(2).to(device)
+        else:
+            raise ValueError(f"eval.ccc_over must be 'frames' or 'clips', got {ccc_over!r}")
 
     def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
         """categorical: scores (N, C), labels (N,); continuous: (N, 2), (N, 2)."""

@@ -216,6 +216,12 @@ def test_continuous_pipeline_reports_ccc_and_merges_chunk_folds(ray_session, tmp
         folds.append(pd.read_csv(client.download_artifacts(run.info.run_id, "predictions_test.csv", str(tmp_path)))
                      .to_dict("records"))
         assert "traces_test.png" in {x.path for x in client.list_artifacts(run.info.run_id)}
+    # scored on the annotated source frames (15 fps synthetic videos), not on the 8 fps frames trained on
+    from raybench.data.store import ClipStore
+
+    prep = next(iter(res.prepared.values()))
+    src = ClipStore(prep["store_path"]).read_clips(prep["ids"]["test"], columns=["source_frames", "num_frames"])
+    assert len(folds[0]) == sum(r["source_frames"] for r in src) > sum(r["num_frames"] for r in src)
     expected, _ = merge_fold_predictions(folds, "ccc_centering")
     pm = client.get_run(res.parent_run_id).data.metrics
     for k, v in expected.items():

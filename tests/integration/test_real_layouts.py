@@ -47,6 +47,12 @@ def test_annotation_length_mismatch_is_truncated_or_skipped_as_configured(ray_se
 
     va = np.frombuffer(row["va"], np.float32).reshape(-1, 2)
     assert np.isnan(va).any() and not np.isnan(va[:10]).any()  # frames past the annotation are masked
+    # the metrics' frames: the annotation as written, one row per annotated source frame (15 of 20)
+    row = prep.store.read_clips(["clip5"], columns=["source_va", "source_va_rate", "source_fps"])[0]
+    src = np.frombuffer(row["source_va"], np.float32).reshape(-1, 2)
+    written = np.loadtxt(root / "va" / "clip5.csv", delimiter=",", skiprows=1)
+    np.testing.assert_allclose(src, written, atol=1e-6)
+    assert row["source_va_rate"] == pytest.approx(row["source_fps"]) == pytest.approx(10.0)
 
     again = prepare(data)  # the store is reused: its warning is still reported
     assert again.decoded == 0 and again.warnings == prep.warnings
@@ -84,6 +90,12 @@ def test_recola_labels_at_40_ms_follow_the_chosen_frames(ray_session, real_layou
     k = np.arange(10) * 5  # frame t at 5 fps is label step 5t at 25 Hz
     np.testing.assert_allclose(va[:, 1], np.sin(k / 8), atol=1e-4)  # arousal
     np.testing.assert_allclose(va[:, 0], -np.sin(k / 8), atol=1e-4)  # valence
+    # the metrics' frames: every 40 ms gold-standard value inside the video, at 25 Hz
+    for clip, n in (("train_1", 50), ("dev_1", 45)):
+        row = prep.store.read_clips([clip], columns=["source_va", "source_va_rate"])[0]
+        src = np.frombuffer(row["source_va"], np.float32).reshape(-1, 2)
+        assert row["source_va_rate"] == 25.0 and len(src) == n
+        np.testing.assert_allclose(src[:, 1], np.sin(np.arange(n) / 8), atol=1e-4)
 
 
 def test_msp_improv_avi_clips_decode(ray_session, real_layouts, tmp_path):

@@ -219,6 +219,7 @@ TYPOS = {  # each used to pass validation and fail inside a trial (or not at all
                            "'tune.search_space.method.attention' (zhou2019): value 'selff' must be one of"),
     "search-space range": (["tune.search_space={train.lr: {loguniform: [-1, 0.1]}}"],
                            "'tune.search_space.train.lr': value -1 must be > 0"),
+    "eval choice": (["eval.ccc_over=videos"], "'eval.ccc_over' must be one of frames, clips, got 'videos'"),
     "per_method method value": (["per_method={av_fusion: {method: {fusion: fbb}}}"],
                                 "'per_method.av_fusion.method.fusion': unknown fusion 'fbb'"),
 }

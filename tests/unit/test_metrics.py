@@ -83,3 +83,31 @@ def test_uar_of_a_prediction_of_an_absent_class():
     m = TaskMetrics("categorical", 3)
     m.update(torch.nn.functional.one_hot(torch.tensor([0, 2, 1, 1]), 3).float(), torch.tensor([0, 0, 1, 1]))
     assert m.compute()["uar"] == pytest.approx(0.75)  # (1/2 + 2/2) / 2: class 2 is not in the targets
+
+
+def test_clip_mean_ccc_is_the_mean_of_per_clip_cccs():
+    rng = np.random.default_rng(5)
+    clips = []
+    for n in (50, 13, 31):
+        t = rng.normal(0, 1, (n, 2))
+        clips.append((t + rng.normal(0, 0.7, (n, 2)) + 0.2, t))
+    clips[1][1][:, 1] = np.nan  # a clip with no arousal annotation does not count for arousal
+
+    def ccc(x, y):  # population moments, from the definition
+        c = np.cov(x, y, bias=True)
+        return 2 * c[0, 1] / (c[0, 0] + c[1, 1] + (x.mean() - y.mean()) ** 2)
+
+    m = TaskMetrics("continuous", 2, ccc_over="clips")
+    for p, t in clips:
+        m.update(torch.from_numpy(p), torch.from_numpy(t))
+    got = m.compute()
+    assert got["ccc_valence"] == pytest.approx(np.mean([ccc(p[:, 0], t[:, 0]) for p, t in clips]), abs=1e-5)
+    assert got["ccc_arousal"] == pytest.approx(np.mean([ccc(p[:, 1], t[:, 1]) for i, (p, t) in enumerate(clips)
+                                                        if i != 1]), abs=1e-5)
+    pooled = TaskMetrics("continuous", 2)
+    for p, t in clips:
+        pooled.update(torch.from_numpy(p), torch.from_numpy(t))
+    allp, allt = np.concatenate([p for p, _ in clips]), np.concatenate([t for _, t in clips])
+    assert pooled.compute()["ccc_valence"] == pytest.approx(ccc(allp[:, 0], allt[:, 0]), abs=1e-5)
+    with pytest.raises(ValueError, match="eval.ccc_over"):
+        TaskMetrics("continuous", 2, ccc_over="videos")

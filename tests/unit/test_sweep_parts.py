@@ -122,6 +122,10 @@ def test_fold_predictions_merge_by_ccc_centering_per_dimension():
     mv, ma = per_clip(folds_v), per_clip(folds_a)
     assert metrics["ccc_valence"] == pytest.approx(ccc(mv, tv), abs=1e-5)
     assert metrics["ccc_arousal"] == pytest.approx(ccc(ma, ta), abs=1e-5)
+    # eval.ccc_over=clips: the mean of the two clips' CCCs of the same merged predictions
+    clip_metrics, _ = merge_fold_predictions(rows, "ccc_centering", ccc_over="clips")
+    assert clip_metrics["ccc_valence"] == pytest.approx(np.mean([ccc(mv[:20], tv[:20]), ccc(mv[20:], tv[20:])]),
+                                                        abs=1e-5)
     # averaging independent errors: the merge beats the folds' mean CCC here
     assert metrics["ccc_valence"] > np.mean([ccc(v, tv) for v in folds_v])
     mean_metrics, mean_rows = merge_fold_predictions(rows, "mean")

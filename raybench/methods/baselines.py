@@ -53,7 +53,9 @@ class _Branch(nn.Module):
         self.temporal = TemporalConv(dim, temporal_layers, dropout=dropout)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.temporal(self.enc(batch[self.modality]))  # (B, T, D)
+        mask = batch.get("mask")
+        x = self.enc(batch["video"]) if self.modality == "video" else self.enc(batch["audio"], mask)
+        return self.temporal(x, mask)  # (B, T, D)
 
 
 class _Unimodal(Method):
@@ -102,8 +104,9 @@ class AVFusion(Method):
     def forward(self, batch):
         v = self.video(batch)  # (B, T, D)
         a = self.audio(batch)  # (B, T, D)
-        z = self.temporal(self.fusion([v, a]))  # (B, T, D)
-        return self.head(z, batch.get("mask"))
+        mask = batch.get("mask")
+        z = self.temporal(self.fusion([v, a], mask), mask)  # (B, T, D)
+        return self.head(z, mask)
 
 
 @register_method("late_fusion")

@@ -67,8 +67,8 @@ class DE3(Method):
         if self.opts.use_flow:
             if "flow" not in batch:
                 raise KeyError("de3 with use_flow needs optical flow in the batch: prepare with data.flow=true")
-            hv = self.ov([hv, self.flow(batch["flow"])])  # (B, T, d): OV attention fusion
-        ha = self.audio(batch["audio"])  # (B, T, d)
+            hv = self.ov([hv, self.flow(batch["flow"])], mask)  # (B, T, d): OV attention fusion
+        ha = self.audio(batch["audio"], mask)  # (B, T, d)
         for bv, ba in zip(self.v_blocks, self.a_blocks):
             hv, ha = bv(hv, mask), ba(ha, mask)  # intra-modal enhancement
         hv, ha = self.v_from_a(hv, ha, mask), self.a_from_v(ha, hv, mask)  # inter-modal, residual inside

@@ -87,7 +87,7 @@ class Schoneveld2021(Method):
     def forward(self, batch):
         mask = batch.get("mask")
         v = self.face(batch["video"])  # (B, T, Dv)
-        a = self.audio(batch["audio"])  # (B, T, 128)
+        a = self.audio(batch["audio"], mask)  # (B, T, 128): padded audio masked out
         h = self.rnn(self.fusion([v, a]))  # (B, T, H)
         out = {}
         if self.task == "continuous":

@@ -69,10 +69,12 @@ class _OneModel(nn.Module):
         self.head = nn.Linear(z_dim, out)
         self.squash = opts.output == "tanh"
 
-    def forward(self, video: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
+    def forward(self, video: torch.Tensor, audio: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        # the TCNs are causal (a frame sees only earlier ones) and the fusion works per frame, so
+        # padding after a clip reaches no valid frame; the audio streams mask it themselves
         v = self.v_tcn(self.face(video))  # (B, T, 128)
-        a = [s["tcn"](s["enc"](audio)) for s in self.streams]  # each (B, T, 32)
-        z = self.fusion([v, *a])  # (B, T, 224) for leader_follower
+        a = [s["tcn"](s["enc"](audio, mask)) for s in self.streams]  # each (B, T, 32)
+        z = self.fusion([v, *a], mask)  # (B, T, 224) for leader_follower
         y = self.head(z)  # (B, T, out): linear, as the authors' regressor
         return torch.tanh(y) if self.squash else y
 
@@ -169,5 +171,5 @@ class Zhang2021(Method):
 
     def forward(self, batch):
         video = self._augment(batch["video"])
-        va = torch.cat([m(video, batch["audio"]) for m in self.models], -1)  # (B, T, 2)
+        va = torch.cat([m(video, batch["audio"], batch.get("mask")) for m in self.models], -1)  # (B, T, 2)
         return {"va": va}

@@ -24,7 +24,7 @@ from pydantic import Field
 from raybench.methods.base import FaceEncoderOptions, Method, register_method
 from raybench.nn.attention import AttentionPool
 from raybench.nn.audio import AudioRegionCNN, with_deltas
-from raybench.nn.encoders import build_frame_encoder
+from raybench.nn.encoders import build_frame_encoder, step_mask
 from raybench.nn.fusion import create_fusion
 
 
@@ -65,6 +65,8 @@ class Zhou2019(Method):
         mask = batch.get("mask")
         v = self.v_pool(self.face(batch["video"]), mask)  # (B, Dv): frames (B, T, 512) pooled
         audio = batch["audio"]  # (B, T*k, F)
-        img = with_deltas(audio) if self.opts.deltas else audio.unsqueeze(1)  # (B, C, T*k, F)
-        a = self.a_pool(self.audio(img))  # (B, Da): regions (B, R, 256) pooled
+        steps = step_mask(mask, audio.shape[1] // batch["video"].shape[1])  # (B, T*k): padding masked out
+        img = with_deltas(audio, steps) if self.opts.deltas else audio.unsqueeze(1)  # (B, C, T*k, F)
+        regions, region_mask = self.audio(img, steps)  # (B, R, 256), (B, R)
+        a = self.a_pool(regions, region_mask)  # (B, Da)
         return {"logits": self.head(self.fusion([a, v]))}  # (B, C)

@@ -37,6 +37,9 @@ class AttentionPool(nn.Module):
         self.out_dim = 2 * dim if kind == "relation" else dim
 
     def forward(self, f: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``mask`` (B, T): the steps to pool (a row with none pools all its steps)."""
+        if mask is not None:
+            mask = mask | ~mask.any(1, keepdim=True)
         if self.kind == "transformer":
             s = self.proj(f) @ self.query  # (B, T)
             if mask is not None:
@@ -101,9 +104,9 @@ class ConformerBlock(nn.Module):
         kpm = None if mask is None else ~mask
         x = x + self.drop(self.attn(h, h, h, key_padding_mask=kpm, need_weights=False)[0])
         h = self.conv_norm(x).transpose(1, 2)  # (B, D, T)
-        if mask is not None:
-            h = h * mask.unsqueeze(1).to(h.dtype)
         h = nn.functional.glu(self.pw1(h), dim=1)  # (B, D, T)
+        if mask is not None:  # padded steps are zero where the convolution over time reads them
+            h = h * mask.unsqueeze(1).to(h.dtype)
         h = self.pw2(nn.functional.silu(self.bn(self.dw(h))))
         x = x + self.drop(h.transpose(1, 2))
         x = x + 0.5 * self.ff2(x)

@@ -7,14 +7,28 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
-def with_deltas(x: torch.Tensor) -> torch.Tensor:
-    """(B, S, F) -> (B, 3, S, F): the features, their deltas and delta-deltas over time."""
+def with_deltas(x: torch.Tensor, step_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, S, F) -> (B, 3, S, F): the features, their deltas and delta-deltas over time
+    (torchaudio's ``compute_deltas``, which repeats the edge steps past each end).
+
+    ``step_mask`` (B, S): valid steps, padding after them. The padded steps are first given the last
+    valid step's value, so the deltas of the valid steps are those of the unpadded clip (what the
+    edge repetition gives it); the padded steps of the result are 0."""
     import torchaudio.functional as AF
 
-    t = x.transpose(1, 2)  # (B, F, S): compute_deltas works on the last dim
-    d1 = AF.compute_deltas(t)
+    def edge(y: torch.Tensor) -> torch.Tensor:  # (B, F, S): padded steps repeat the last valid one
+        if step_mask is None:
+            return y
+        last = (step_mask.long().sum(1) - 1).clamp_min(0)  # (B,)
+        pos = torch.arange(y.shape[-1], device=y.device).unsqueeze(0)  # (1, S)
+        idx = torch.minimum(pos, last.unsqueeze(1))  # (B, S)
+        return torch.gather(y, 2, idx.unsqueeze(1).expand_as(y))
+
+    t = edge(x.transpose(1, 2))  # (B, F, S): compute_deltas works on the last dim
+    d1 = edge(AF.compute_deltas(t))  # the delta-deltas' input is repeated past the end too
     d2 = AF.compute_deltas(d1)
-    return torch.stack([t, d1, d2], 1).transpose(2, 3)  # (B, 3, S, F)
+    out = torch.stack([t, d1, d2], 1).transpose(2, 3)  # (B, 3, S, F)
+    return out if step_mask is None else out * step_mask[:, None, :, None].to(out.dtype)
 
 
 def per_frame(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -35,9 +49,12 @@ class MFCCStream(nn.Module):
         self.register_buffer("dct", AF.create_dct(n_mfcc, n_mels, norm="ortho"))  # (F, 13)
         self.out_dim = 3 * n_mfcc
 
-    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+    def forward(self, audio: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``mask`` (B, T): valid frames (the deltas of the valid ones do not see the padding)."""
+        from raybench.nn.encoders import step_mask
+
         m = audio @ self.dct  # (B, T*k, 13)
-        d = with_deltas(m)  # (B, 3, T*k, 13)
+        d = with_deltas(m, step_mask(mask, self.k))  # (B, 3, T*k, 13)
         return per_frame(d.permute(0, 2, 1, 3).flatten(2), self.k)  # (B, T, 39)
 
 
@@ -70,10 +87,15 @@ class VGGishStream(nn.Module):
         self.proj = nn.Linear(widths[-1], out_dim)
         self.out_dim = out_dim
 
-    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+    def forward(self, audio: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``mask`` (B, T): valid frames; padded audio steps are zeroed, as the patches of an
+        unpadded clip see zeros past its end."""
+        from raybench.nn.encoders import step_mask, zero_padded
+
         B, S, Fb = audio.shape
         T = S // self.k
         half = self.patch // 2
+        audio = zero_padded(audio, step_mask(mask, self.k), time_dim=1)
         x = F.pad(audio.transpose(1, 2), (half, self.patch - half - self.k))  # (B, F, S + patch - k)
         patches = x.unfold(-1, self.patch, self.k)  # (B, F, T, patch)
         patches = patches.permute(0, 2, 3, 1).reshape(B * T, 1, self.patch, Fb)  # (B*T, 1, P, F)
@@ -83,7 +105,11 @@ class VGGishStream(nn.Module):
 
 class AudioRegionCNN(nn.Module):
     """AlexNet-like 2-D CNN over the window's time-frequency image; its last conv map gives R
-    region vectors. (B, C, S, F) -> (B, R, out_dim)."""
+    region vectors. (B, C, S, F) -> (B, R, out_dim), and the regions' mask (B, R).
+
+    With ``step_mask`` (B, S), padded steps are zeroed before each convolution, and a pooled step
+    counts as valid only when every step it pools is (floor pooling, as the unpadded image gets):
+    the valid regions are those of the unpadded clip, with the same values."""
 
     def __init__(self, c_in: int, out_dim: int = 256, widths: tuple[int, ...] = (32, 64, 128)):
         super().__init__()
@@ -91,6 +117,20 @@ class AudioRegionCNN(nn.Module):
         self.proj = nn.Linear(widths[-1], out_dim)
         self.out_dim = out_dim
 
-    def forward(self, tf_image: torch.Tensor) -> torch.Tensor:
-        h = self.cnn(tf_image)  # (B, C', s, f)
-        return self.proj(h.flatten(2).transpose(1, 2))  # (B, R = s*f, out_dim)
+    def forward(self, tf_image: torch.Tensor,
+                step_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        from raybench.nn.encoders import zero_padded
+
+        h, m = tf_image, step_mask
+        for layer in self.cnn:
+            if isinstance(layer, nn.Conv2d):
+                h = zero_padded(h, m, time_dim=2)
+            h = layer(h)
+            if isinstance(layer, nn.MaxPool2d) and m is not None:
+                n = m.long().sum(1) // 2  # valid steps after floor pooling
+                m = torch.arange(h.shape[2], device=h.device).unsqueeze(0) < n.unsqueeze(1)
+        # (B, C', s, f) -> regions (B, s*f, out_dim), time-major; a region is valid when its step is
+        regions = self.proj(h.flatten(2).transpose(1, 2))
+        if m is None:
+            return regions, None
+        return regions, m.unsqueeze(-1).expand(-1, -1, h.shape[3]).flatten(1)  # (B, s*f)

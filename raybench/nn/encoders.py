@@ -141,9 +141,14 @@ class AudioConv(nn.Module):
         self.proj = nn.Linear(width, out_dim)
         self.out_dim = out_dim
 
-    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+    def forward(self, audio: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``mask`` (B, T): valid video frames; padded steps are zeroed before each convolution, so
+        the valid frames' outputs are those of the unpadded clip (the convolutions' own zero padding)."""
         B, Tk, _ = audio.shape
-        x = self.net(audio.transpose(1, 2))  # (B, W, T*k)
+        sm = step_mask(mask, self.k)
+        x = zero_padded(audio.transpose(1, 2), sm)  # (B, F, T*k)
+        for i, layer in enumerate(self.net):
+            x = layer(zero_padded(x, sm) if isinstance(layer, nn.Conv1d) and i else x)
         x = x.view(B, x.shape[1], Tk // self.k, self.k).mean(-1)  # (B, W, T)
         return self.proj(x.transpose(1, 2))  # (B, T, D)
 
@@ -151,7 +156,8 @@ class AudioConv(nn.Module):
 class TemporalConv(nn.Module):
     """Residual dilated 1-D convolutions over time: (B, T, D) -> (B, T, D).
 
-    Non-causal (``same`` padding): each output frame sees frames before and after.
+    Non-causal (``same`` padding): each output frame sees frames before and after. With ``mask``
+    (B, T), padded frames are zeroed before each block, so padding never reaches a valid frame.
     """
 
     def __init__(self, dim: int, layers: int = 2, kernel: int = 3, dropout: float = 0.1):
@@ -164,11 +170,27 @@ class TemporalConv(nn.Module):
             for i in range(layers)
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         h = x.transpose(1, 2)  # (B, D, T)
         for blk in self.blocks:
-            h = h + blk(h)
+            h = h + blk(zero_padded(h, mask))
         return h.transpose(1, 2)  # (B, T, D)
+
+
+def step_mask(mask: torch.Tensor | None, k: int) -> torch.Tensor | None:
+    """Frame mask (B, T) -> audio step mask (B, T*k)."""
+    return None if mask is None else mask.repeat_interleave(k, dim=1)
+
+
+def zero_padded(x: torch.Tensor, mask: torch.Tensor | None, time_dim: int = -1) -> torch.Tensor:
+    """``x`` with the padded time steps (``mask`` (B, T) False) set to 0; ``time_dim`` is x's time
+    axis (the batch axis is 0). What makes a convolution over time see a padded clip as the
+    unpadded one: its own zero padding past the end."""
+    if mask is None:
+        return x
+    shape = [1] * x.dim()
+    shape[0], shape[time_dim] = mask.shape[0], mask.shape[1]
+    return x * mask.view(shape).to(x.dtype)
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:

@@ -3,7 +3,8 @@
 Every fusion maps a list of per-modality features ``[x_1, ..., x_M]``, each of
 shape (..., D_m) with the same leading dims, to one tensor (..., out_dim). Most
 work per position (per frame or per clip vector); ``cross_attention`` needs
-sequences (B, T, D_m).
+sequences (B, T, D_m). ``forward(feats, mask=None)``: ``mask`` (B, T) marks the valid steps of
+sequences (padding is never attended to); fusions that work per position ignore it.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ class ConcatFusion(nn.Module):
         super().__init__()
         self.proj = nn.Sequential(nn.Linear(sum(dims), out_dim), nn.ReLU(inplace=True))
 
-    def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
+    def forward(self, feats: list[torch.Tensor], mask: torch.Tensor | None = None) -> torch.Tensor:
         return self.proj(torch.cat(feats, -1))  # (..., out_dim)
 
 
@@ -38,7 +39,7 @@ class AttentionFusion(nn.Module):
         self.proj = nn.ModuleList(nn.Linear(d, out_dim) for d in dims)
         self.score = nn.Linear(out_dim, 1)
 
-    def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
+    def forward(self, feats: list[torch.Tensor], mask: torch.Tensor | None = None) -> torch.Tensor:
         h = torch.stack([p(x) for p, x in zip(self.proj, feats)], -2)  # (..., M, out_dim)
         a = torch.softmax(self.score(torch.tanh(h)), dim=-2)  # (..., M, 1)
         return (a * h).sum(-2)  # (..., out_dim)
@@ -70,7 +71,7 @@ class FactorizedBilinearPooling(nn.Module):
         z = torch.sign(z) * torch.sqrt(z.abs() + 1e-12)
         return F.normalize(z, dim=-1)
 
-    def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
+    def forward(self, feats: list[torch.Tensor], mask: torch.Tensor | None = None) -> torch.Tensor:
         return self.out(self.pooled(feats[0], feats[1]))  # (..., out_dim)
 
 
@@ -108,7 +109,7 @@ class LeaderFollowerFusion(nn.Module):
         O = self.norm(S @ U + U)  # (..., M, d)
         return torch.cat([feats[0], O.flatten(-2)], -1), S
 
-    def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
+    def forward(self, feats: list[torch.Tensor], mask: torch.Tensor | None = None) -> torch.Tensor:
         return self.out(self.attend(feats)[0])
 
 
@@ -131,9 +132,9 @@ class CrossAttentionFusion(nn.Module):
         self.x10 = CrossModalAttention(out_dim, heads, dropout)
         self.out = nn.Linear(2 * out_dim, out_dim)
 
-    def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
+    def forward(self, feats: list[torch.Tensor], mask: torch.Tensor | None = None) -> torch.Tensor:
         h0, h1 = (p(x) for p, x in zip(self.proj, feats))  # (B, T, out_dim) each
-        return self.out(torch.cat([self.x01(h0, h1), self.x10(h1, h0)], -1))  # (B, T, out_dim)
+        return self.out(torch.cat([self.x01(h0, h1, mask), self.x10(h1, h0, mask)], -1))  # (B, T, out_dim)
 
 
 @FUSIONS.register("late")
@@ -145,7 +146,7 @@ class LateFusion(nn.Module):
         if any(d != out_dim for d in dims):
             raise ValueError(f"late fusion averages scores of equal size {out_dim}; got sizes {dims}")
 
-    def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
+    def forward(self, feats: list[torch.Tensor], mask: torch.Tensor | None = None) -> torch.Tensor:
         return torch.stack(feats, 0).mean(0)
 
 

@@ -74,6 +74,40 @@ def test_overfits_one_small_batch(name, task):
     assert final < first / 4, (first, final)
 
 
+# every method, and each fusion and attention variant that changes how time is mixed
+PAD_CASES = CASES + [("av_fusion", t, {"fusion": f}) for t in ("categorical", "continuous")
+                     for f in ("attention", "fbp", "leader_follower", "cross_attention", "late")] + [
+    ("zhou2019", "categorical", {"attention": a, "fusion": f}) for a in ("relation", "transformer")
+    for f in ("concat", "fbp")] + [("de3", t, {"use_flow": False}) for t in ("categorical", "continuous")] + [
+    ("zhang2021", "continuous", {"fusion": "concat"}), ("schoneveld2021", "categorical", {"pool": "mean"})]
+
+
+@pytest.mark.parametrize("case", PAD_CASES, ids=lambda c: "-".join([c[0], c[1], *map(str, (c[2] if len(c) > 2 else {})
+                                                                                        .values())]))
+@pytest.mark.parametrize("n", [7, 10])
+def test_padding_never_changes_a_prediction(case, n):
+    """A clip of n frames padded to a 16-frame window (padding of any content, masked out) gives the
+    predictions of the same clip unpadded: its logits, or its n frames' valence/arousal."""
+    name, task, opts = (*case, {})[:3]
+    torch.manual_seed(0)
+    kw = {k: v for k, v in SMALL.items() if k in METHODS.get(name).defaults}
+    model = create_method(name, task, 4 if task == "categorical" else 2, n_audio_features=F,
+                          audio_steps_per_frame=K, **{**kw, **opts}).eval()
+    g = torch.Generator().manual_seed(n)
+    L = 16
+    clip = {"video": torch.randn(2, n, 3, H, H, generator=g), "audio": torch.randn(2, n * K, F, generator=g),
+            "flow": torch.randn(2, n, 2, H, H, generator=g), "mask": torch.ones(2, n, dtype=torch.bool)}
+    padded = {k: torch.cat([v, 3 + torch.randn((2, L * v.shape[1] // n - v.shape[1], *v.shape[2:]), generator=g)], 1)
+              for k, v in clip.items() if k != "mask"}  # what padding holds must not matter
+    padded["mask"] = torch.arange(L).unsqueeze(0).expand(2, L) < n
+    with torch.no_grad():
+        a, b = model(clip), model(padded)
+    key = "logits" if task == "categorical" else "va"
+    got = b[key] if task == "categorical" else b[key][:, :n]
+    assert got.shape == a[key].shape
+    torch.testing.assert_close(got, a[key], atol=1e-5, rtol=1e-4)
+
+
 def test_unknown_method_key_is_rejected():
     with pytest.raises(ValueError, match="unknown keys"):
         create_method("audio_only", "categorical", 8, fusion="concat")

@@ -126,7 +126,7 @@ def trial_rows(cfg: SweepConfig, grid, sweep_id: str) -> list[dict]:
                      "end_ms": int(m["timestamp"] * 1000) if m.get("timestamp") else None,
                      "val": {k: v for k, v in m.items() if k.startswith("val/")},
                      "best_val": m.get("best/val/score"), "checkpoint": m.get("checkpoint_path"),
-                     "best_epoch": m.get("best_epoch")})
+                     "best_epoch": m.get("best_epoch"), "method_ended": bool(m.get("trial/method_ended"))})
     return rows
 
 
@@ -357,6 +357,9 @@ def trial_status(t: dict) -> tuple[str, str | None]:
     want, ran = t["cfg"].train.epochs, t["epochs"] or 0
     if ran >= want:
         return "FINISHED", None
+    if t.get("method_ended"):
+        return "KILLED", (f"method: {t['cfg'].method.name}'s own schedule ended the trial after {ran} of {want} epochs "
+                          "(zhang2021: no backbone layer group left to release, method.release_count)")
     es = t["cfg"].train.early_stop
     if es and t.get("best_epoch") is not None and (ran - 1) - t["best_epoch"] >= es:
         return "KILLED", f"early_stop: no better validation score for {es} epochs (train.early_stop)"

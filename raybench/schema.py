@@ -119,6 +119,9 @@ class TrainConfig(Section):
     batch_size: int = Field(32, ge=1)
     lr: float = Field(1.0e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
+    # adam (weight decay as an L2 term in the gradient) or adamw (decoupled); null: the method's own
+    # (zhang2021: adam, as its authors' code; the others: adamw)
+    optimizer: Literal["adam", "adamw"] | None = None
     num_workers: int = Field(2, ge=1)
     use_gpu: bool = False
     cpus_per_worker: float = Field(1.0, gt=0)

@@ -53,6 +53,7 @@ class Method(nn.Module):
     defaults: ClassVar[dict[str, Any]] = {}  # Options' defaults as a dict (set from Options)
     needs_flow: ClassVar[bool] = False
     method_name: ClassVar[str] = ""  # set by register_method
+    optimizer: ClassVar[str] = "adamw"  # what train.optimizer: null uses
     # the data's shape, given by the training loop: a method takes the ones its __init__ names
     DATA_KEYS: ClassVar[tuple[str, ...]] = ("n_audio_features", "audio_steps_per_frame", "fps")
 

@@ -63,6 +63,10 @@ def load_weights(module: nn.Module, path: str, what: str) -> None:
         raise ValueError(f"{what}: {str(p)!r} holds a {type(state).__name__}, expected a state dict")
     state = {k.removeprefix("module."): v for k, v in state.items()}
     own = module.state_dict()
+    if not set(own) & set(state) and any(k.startswith("backbone.") for k in state):
+        # zhang2021's authors' checkpoints (their my_res50): the network under "backbone.", the
+        # classifier it was pretrained with under "logits." (not part of the backbone: left out)
+        state = {k.removeprefix("backbone."): v for k, v in state.items() if not k.startswith("logits.")}
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     bad_shape = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
@@ -74,18 +78,46 @@ def load_weights(module: nn.Module, path: str, what: str) -> None:
     module.load_state_dict(state)
 
 
-def build_frame_encoder(backbone: str, out_dim: int, weights: str | None = None, width: int = 16) -> nn.Module:
+class L2Embedding(nn.Module):
+    """A frame network's own embedding, L2-normalised per frame, no projection:
+    (B, T, 3, H, W) -> (B, T, D) (zhang2021's authors feed their IR-50's output to the TCN so)."""
+
+    def __init__(self, net: nn.Module, dim: int):
+        super().__init__()
+        self.backbone = net
+        self.out_dim = dim
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        B, T = video.shape[:2]
+        if isinstance(self.backbone, FrameCNN):  # takes the (B, T, ...) video itself
+            out = self.backbone(video)
+        else:
+            out = self.backbone(video.flatten(0, 1)).view(B, T, -1)
+        return nn.functional.normalize(out, dim=-1)
+
+
+def build_frame_encoder(backbone: str, out_dim: int, weights: str | None = None, width: int = 16,
+                        embedding: str = "projected") -> nn.Module:
     """``small_cnn`` (trained from scratch, the default), ``ir50`` (raybench.nn.irse, the papers' face
     backbone) or any timm architecture by name, built without downloading anything; ``weights``
-    loads a local checkpoint into the backbone."""
-    if backbone == "small_cnn":
-        enc: nn.Module = FrameCNN(out_dim, width)
-        target = enc
-    elif backbone == "ir50":
-        from raybench.nn.irse import IR50
+    loads a local checkpoint into the backbone.
 
-        net = IR50()
-        enc = TimmFrameEncoder(net, out_dim)
+    ``embedding``: ``projected`` (a linear layer to ``out_dim`` after a pretrained backbone; IR-50 at
+    112 x 112, face.evoLVe's layout) or ``authors`` (zhang2021's authors: the backbone's own
+    embedding L2-normalised, no projection; IR-50 is their copy at 40 x 40,
+    :class:`raybench.nn.irse.AuthorsIR50`; ``small_cnn`` keeps its ``out_dim`` output). The encoder's
+    width is its ``out_dim`` attribute."""
+    if embedding not in ("projected", "authors"):
+        raise ValueError(f"embedding must be 'projected' or 'authors', got {embedding!r}")
+    if backbone == "small_cnn":
+        net: nn.Module = FrameCNN(out_dim, width)
+        enc: nn.Module = net if embedding == "projected" else L2Embedding(net, out_dim)
+        target = net
+    elif backbone == "ir50":
+        from raybench.nn.irse import IR50, AuthorsIR50
+
+        net = AuthorsIR50() if embedding == "authors" else IR50()
+        enc = L2Embedding(net, 512) if embedding == "authors" else TimmFrameEncoder(net, out_dim)
         target = net
     else:
         import timm
@@ -96,7 +128,7 @@ def build_frame_encoder(backbone: str, out_dim: int, weights: str | None = None,
             raise ValueError(f"unknown backbone {backbone!r}{did_you_mean(backbone, timm.list_models())}; "
                              "use small_cnn, ir50 or a timm model name")
         net = timm.create_model(backbone, pretrained=False, num_classes=0)
-        enc = TimmFrameEncoder(net, out_dim)
+        enc = L2Embedding(net, net.num_features) if embedding == "authors" else TimmFrameEncoder(net, out_dim)
         target = net
     if weights:
         load_weights(target, weights, f"frame encoder {backbone!r}")
@@ -113,6 +145,8 @@ def backbone_groups(enc: nn.Module) -> list[list[nn.Module]]:
     its top-level children that hold parameters, from the last. A ``TimmFrameEncoder``'s own
     projection is new (not in the checkpoint) and is not part of any group.
     """
+    if isinstance(enc, L2Embedding):
+        enc = enc.backbone
     if isinstance(enc, FrameCNN):
         blocks = [m for m in enc.features if any(True for _ in m.parameters())]
         return [[enc.proj], *[[b] for b in reversed(blocks)]]

@@ -11,7 +11,11 @@ face.evoLVe / InsightFace_Pytorch checkpoints (``input_layer``, ``body.<i>.short
   subsampled, or 1x1 conv + BN when the depth changes);
 - output layer: BN -> dropout -> flatten (512 x 7 x 7) -> linear 512 -> BN: a 512-d face embedding.
 
-Frames of another size are resized to 112 x 112 first (the checkpoints expect that size).
+Frames of another size are resized to ``input_size`` first (112 x 112 by default, what those
+checkpoints expect). zhang2021's authors (github sucv/ABAW2, ``model/arcface_model.py`` and
+``model/model.py``) run the same network on 40 x 40 crops of 48 px faces: ``input_size=40`` gives
+their output layer (flatten 512 x 5 x 5), and :class:`AuthorsIR50` their embedding (the output
+L2-normalised) and checkpoint layout (``backbone.*`` plus their pretraining classifier ``logits.*``).
 """
 
 from __future__ import annotations
@@ -40,24 +44,43 @@ class IRUnit(nn.Module):
 
 
 class IR50(nn.Module):
-    """(N, 3, H, W) in [-1, 1] -> (N, 512)."""
+    """(N, 3, H, W) in [-1, 1] -> (N, 512). ``first_stride``: the stride of stage 1's first unit (2 in
+    face.evoLVe's IR-50; 1 in zhang2021's authors' copy, which runs on 40 x 40 crops)."""
 
     num_features = 512
 
-    def __init__(self, dropout: float = 0.4):
+    def __init__(self, dropout: float = 0.4, input_size: int = INPUT_SIZE, first_stride: int = 2):
         super().__init__()
+        self.input_size = input_size
         self.input_layer = nn.Sequential(nn.Conv2d(3, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.PReLU(64))
-        units, in_ch = [], 64
-        for depth, n in STAGES:
+        units, in_ch, side = [], 64, input_size
+        for s, (depth, n) in enumerate(STAGES):
+            stride = first_stride if s == 0 else 2
             for i in range(n):
-                units.append(IRUnit(in_ch, depth, 2 if i == 0 else 1))
+                units.append(IRUnit(in_ch, depth, stride if i == 0 else 1))
                 in_ch = depth
+            side = (side - 1) // stride + 1  # a 3x3 convolution with padding 1 and this stride
         self.body = nn.Sequential(*units)
-        side = INPUT_SIZE // 16
         self.output_layer = nn.Sequential(nn.BatchNorm2d(512), nn.Dropout(dropout), nn.Flatten(),
                                           nn.Linear(512 * side * side, 512), nn.BatchNorm1d(512))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-2:] != (INPUT_SIZE, INPUT_SIZE):
-            x = F.interpolate(x, size=(INPUT_SIZE, INPUT_SIZE), mode="bilinear", align_corners=False)
+        n = self.input_size
+        if x.shape[-2:] != (n, n):
+            x = F.interpolate(x, size=(n, n), mode="bilinear", align_corners=False)
         return self.output_layer(self.body(self.input_layer(x)))
+
+
+class AuthorsIR50(IR50):
+    """zhang2021's authors' face embedding (``Backbone`` in their ``model/arcface_model.py``, built by
+    ``my_res50`` in ``model/model.py``): IR-50 with stage 1 at stride 1, on 40 x 40 inputs (their 48 px
+    faces cropped to 40), output layer over 512 x 5 x 5; the 512-d output is L2-normalised and fed to
+    the visual TCN as it is (no projection). Their checkpoints (a ``my_res50`` state dict) hold this
+    network under ``backbone.`` and their pretraining classifier under ``logits.``
+    (:func:`raybench.nn.encoders.load_weights` reads that layout)."""
+
+    def __init__(self, dropout: float = 0.4, input_size: int = 40):
+        super().__init__(dropout, input_size, first_stride=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(super().forward(x), dim=-1)

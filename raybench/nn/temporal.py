@@ -23,18 +23,27 @@ class Chomp1d(nn.Module):
 
 class TemporalBlock(nn.Module):
     """Weight-normalised causal Conv1d -> chomp -> LeakyReLU -> Dropout, twice; residual
-    (1x1 conv where the channel count changes); LeakyReLU. (B, Cin, T) -> (B, Cout, T)."""
+    (1x1 conv where the channel count changes); LeakyReLU. (B, Cin, T) -> (B, Cout, T).
 
-    def __init__(self, c_in: int, c_out: int, kernel: int, dilation: int, dropout: float):
+    ``channel_dropout``: drop whole channels of a sequence (``nn.Dropout1d``), as the authors' code
+    does (``nn.Dropout2d`` on (B, C, T), which PyTorch applies per channel); else element-wise. The
+    1x1 residual convolution is Xavier-initialised with gain sqrt(2), as theirs (their Xavier
+    initialisation of the weight-normalised convolutions is overwritten by weight normalisation)."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: int, dilation: int, dropout: float,
+                 channel_dropout: bool = False):
         super().__init__()
         pad = (kernel - 1) * dilation
+        drop = nn.Dropout1d if channel_dropout else nn.Dropout
         self.net = nn.Sequential(
             weight_norm(nn.Conv1d(c_in, c_out, kernel, padding=pad, dilation=dilation)), Chomp1d(pad),
-            nn.LeakyReLU(), nn.Dropout(dropout),
+            nn.LeakyReLU(), drop(dropout),
             weight_norm(nn.Conv1d(c_out, c_out, kernel, padding=pad, dilation=dilation)), Chomp1d(pad),
-            nn.LeakyReLU(), nn.Dropout(dropout),
+            nn.LeakyReLU(), drop(dropout),
         )
         self.downsample = nn.Conv1d(c_in, c_out, 1) if c_in != c_out else None
+        if self.downsample is not None:
+            nn.init.xavier_uniform_(self.downsample.weight, gain=2**0.5)
         self.act = nn.LeakyReLU()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -48,11 +57,12 @@ class TCN(nn.Module):
     Receptive field: 1 + 2 (kernel - 1) (2^levels - 1) frames (121 for kernel 5, 4 levels).
     """
 
-    def __init__(self, d_in: int, channels: list[int], kernel: int = 5, dropout: float = 0.1):
+    def __init__(self, d_in: int, channels: list[int], kernel: int = 5, dropout: float = 0.1,
+                 channel_dropout: bool = False):
         super().__init__()
         blocks, c = [], d_in
         for i, ch in enumerate(channels):
-            blocks.append(TemporalBlock(c, ch, kernel, 2**i, dropout))
+            blocks.append(TemporalBlock(c, ch, kernel, 2**i, dropout, channel_dropout))
             c = ch
         self.net = nn.Sequential(*blocks)
         self.out_dim = c

@@ -201,8 +201,23 @@ def train_step(method: torch.nn.Module, loss: torch.Tensor, opt: torch.optim.Opt
     loss.backward()
     if hasattr(method, "frozen_parameters"):
         for p in method.frozen_parameters():
-            p.grad = None  # AdamW skips a parameter without a gradient (no weight decay either)
+            p.grad = None  # Adam and AdamW skip a parameter without a gradient (no weight decay either)
     opt.step()
+
+
+def make_optimizer(model: torch.nn.Module, method: torch.nn.Module, cfg: TrialConfig):
+    """The optimizer (``train.optimizer``, or the method's own when null: Adam with L2 weight decay or
+    AdamW) and the learning-rate schedule (``train.lr_schedule``), both fresh at ``train.lr``."""
+    tcfg = cfg.train
+    kind = tcfg.optimizer or getattr(method, "optimizer", "adamw")
+    cls = torch.optim.Adam if kind == "adam" else torch.optim.AdamW
+    opt = cls(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
+    sched = None
+    if tcfg.lr_schedule == "plateau":
+        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            opt, mode=cfg.tune.mode, factor=tcfg.plateau_factor, patience=tcfg.plateau_patience,
+            eps=0.0)  # torch's default eps (1e-8) would silently ignore drops below 1e-8
+    return opt, sched
 
 
 def _autocast(device: torch.device, cfg: TrialConfig):
@@ -237,12 +252,7 @@ def train_loop_per_worker(config: dict) -> None:
     model = build_model(cfg, data)
     method = model
     model = ray.train.torch.prepare_model(model)  # DDP when world > 1, moved to device
-    opt = torch.optim.AdamW(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
-    sched = None
-    if tcfg.lr_schedule == "plateau":
-        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            opt, mode=mode, factor=tcfg.plateau_factor, patience=tcfg.plateau_patience,
-            eps=0.0)  # torch's default eps (1e-8) would silently ignore drops below 1e-8
+    opt, sched = make_optimizer(model, method, cfg)
     early_stop = tcfg.early_stop
     start_epoch, best, best_epoch, best_state, last_metrics = 0, None, -1, None, None
     ckpt = ray.train.get_checkpoint()
@@ -265,8 +275,20 @@ def train_loop_per_worker(config: dict) -> None:
     # per-worker batch: the configured batch size is global
     local_bs = max(1, bs // world)
 
+    restore = getattr(method, "restore_weights", method.load_state_dict)
+    nothing_trained = start_epoch >= tcfg.epochs
     for epoch in range(start_epoch, tcfg.epochs):
         t0 = time.time()
+        if hasattr(method, "epoch_start"):  # e.g. zhang2021's authors' gradual unfreezing
+            action = method.epoch_start(epoch, opt.param_groups[0]["lr"])
+            if action == "stop":  # (normally seen at the end of the previous epoch; here after a resume)
+                nothing_trained = epoch == start_epoch
+                break  # the method's schedule has nothing left to do: the trial ends here
+            if action == "release":
+                if best_state is not None:
+                    restore(best_state)
+                method.release_next()
+                opt, sched = make_optimizer(model, method, cfg)  # from train.lr again, fresh state
         model.train()
         tot, n_batches, n_samples = 0.0, 0, 0
         join = model.join() if hasattr(model, "join") else contextlib.nullcontext()
@@ -301,7 +323,16 @@ def train_loop_per_worker(config: dict) -> None:
             sched.step(cur)
             if opt.param_groups[0]["lr"] < lr_before and hasattr(method, "on_lr_drop"):
                 method.on_lr_drop()  # e.g. unfreeze the next backbone stage
+        if getattr(method, "reload_best_each_epoch", False) and best_state is not None:
+            restore(best_state)  # the next epoch starts from the best weights (zhang2021's authors)
+        # the method's schedule ends the trial before the next epoch (known now: this report is the last)
+        method_ends = (epoch + 1 < tcfg.epochs and hasattr(method, "epoch_start")
+                       and method.epoch_start(epoch + 1, opt.param_groups[0]["lr"]) == "stop")
+        if method_ends:
+            metrics["trial/method_ended"] = 1.0
         metrics["train/lr"] = opt.param_groups[0]["lr"]
+        if hasattr(method, "released_groups"):
+            metrics["train/released_groups"] = int(method.released_groups)
         metrics[f"best/{metric_name}"] = best
         metrics["val/score"], metrics["best/val/score"] = cur, best  # the selection metric, under one name
         metrics["best_epoch"] = best_epoch
@@ -319,8 +350,10 @@ def train_loop_per_worker(config: dict) -> None:
             ray.train.report(metrics, checkpoint=checkpoint)
         if early_stop is not None and epoch - best_epoch >= early_stop:
             break  # no better validation score for `early_stop` epochs: the trial ends here
+        if method_ends:
+            break
 
-    if start_epoch >= tcfg.epochs and last_metrics is not None:
+    if nothing_trained and last_metrics is not None:
         # resumed after the last epoch (the sweep was interrupted before it recorded this trial as
         # finished): nothing to train; report the final metrics and checkpoint again
         with tempfile.TemporaryDirectory() as tmp:

@@ -63,6 +63,7 @@ def test_zhang2021_defaults_are_the_papers():
     assert [s["tcn"].out_dim for s in one.streams] == [32, 32]
     assert [s["enc"].out_dim for s in one.streams] == [39, 128]  # MFCC + deltas, VGGish
     assert one.fusion.z_dim == 224 and one.head.in_features == 224
+    assert len(m.models) == 2 and one.head.out_features == 1  # one model per dimension, as the authors
     two = create_method("zhang2021", "continuous", 2, n_audio_features=20, audio_steps_per_frame=4,
                         per_dimension=True, visual_dim=16, levels=1)
     assert len(two.models) == 2 and two(_batch(task="continuous"))["va"].shape == (2, 6, 2)
@@ -153,7 +154,7 @@ def _zhang_with_weights(tmp_path, **kw):
     path = tmp_path / "face.pt"
     torch.save(enc.state_dict(), path)
     m = create_method("zhang2021", "continuous", 2, n_audio_features=20, audio_steps_per_frame=4,
-                      visual_dim=32, cnn_width=8, weights=str(path), **kw)
+                      visual_dim=32, cnn_width=8, weights=str(path), **{"per_dimension": False, **kw})
     return m, {k: v.clone() for k, v in enc.state_dict().items()}
 
 
@@ -164,8 +165,8 @@ def test_zhang2021_gradual_unfreezing_of_a_pretrained_backbone(tmp_path):
     from raybench.train.loop import train_step
 
     torch.manual_seed(0)
-    m, loaded = _zhang_with_weights(tmp_path)
-    face = m.models[0].face
+    m, loaded = _zhang_with_weights(tmp_path, unfreeze="per_drop", frozen_batchnorm="keep")
+    face = m.models[0].face.backbone  # the loaded CNN (under its L2-normalised embedding)
     groups = backbone_groups(face)
     assert groups[0] == [face.proj] and len(groups) == 5  # projection, then 4 conv blocks from the last
     assert {id(p) for p in m.frozen_parameters()} == {id(p) for p in face.parameters()}
@@ -190,7 +191,7 @@ def test_zhang2021_gradual_unfreezing_of_a_pretrained_backbone(tmp_path):
     step()
     assert not torch.equal(face.state_dict()["features.0.0.weight"], loaded["features.0.0.weight"])
     # the released count is part of the checkpoint
-    again, _ = _zhang_with_weights(tmp_path)
+    again, _ = _zhang_with_weights(tmp_path, unfreeze="per_drop")
     again.load_state_dict(m.state_dict())
     assert int(again.released_groups) == 5 and again.frozen_parameters() == []
 
@@ -200,10 +201,13 @@ def test_zhang2021_freezing_defaults_and_options(tmp_path):
     assert scratch.frozen_parameters() == []  # from scratch nothing is frozen
     trained, _ = _zhang_with_weights(tmp_path, freeze_backbone=False)
     assert trained.frozen_parameters() == []
-    fixed, _ = _zhang_with_weights(tmp_path, unfreeze_per_drop=0)
+    fixed, _ = _zhang_with_weights(tmp_path, unfreeze="per_drop", unfreeze_per_drop=0)
     fixed.on_lr_drop()
     assert len(fixed.frozen_parameters()) == len(list(fixed.models[0].face.parameters()))
-    two, _ = _zhang_with_weights(tmp_path, unfreeze_per_drop=2)
+    authors, _ = _zhang_with_weights(tmp_path)  # unfreeze: authors ignores LR drops
+    authors.on_lr_drop()
+    assert int(authors.released_groups) == 0
+    two, _ = _zhang_with_weights(tmp_path, unfreeze="per_drop", unfreeze_per_drop=2)
     two.on_lr_drop()
     assert int(two.released_groups) == 2
     with pytest.raises(ValueError, match=r"'method.freeze_backbone' \(zhang2021\) must be bool, got str 'yes'"):
@@ -279,12 +283,83 @@ def test_vggish_patches_span_0_96_s_at_any_frame_rate(fps):
 def test_zhang2021_output_is_linear_as_the_authors_regressor():
     m = create_method("zhang2021", "continuous", 2, n_audio_features=20, audio_steps_per_frame=4, cnn_width=4,
                       visual_dim=16, visual_channels=8, audio_channels=4, levels=1).eval()
-    one = m.models[0]
     with torch.no_grad():
-        one.head.bias.fill_(3.0)  # a large bias: a tanh output could not exceed 1
+        for one in m.models:  # one model per dimension
+            one.head.bias.fill_(3.0)  # a large bias: a tanh output could not exceed 1
         batch = {"video": torch.randn(2, 5, 3, 48, 48), "audio": torch.randn(2, 20, 20)}
         assert float(m(batch)["va"].min()) > 1.5
         t = create_method("zhang2021", "continuous", 2, n_audio_features=20, audio_steps_per_frame=4, cnn_width=4,
                           visual_dim=16, visual_channels=8, audio_channels=4, levels=1, output="tanh").eval()
         t.models[0].head.bias.fill_(3.0)
         assert float(t(batch)["va"].max()) <= 1.0
+
+
+def test_zhang2021_release_groups_are_the_authors_parameter_ranges(tmp_path):
+    """ParamControl (mode "ir") releases parameter index ranges [4, 10), [163, 187), [142, 163) of the
+    authors' backbone, whose parameters come in registration order: input layer, output layer, body."""
+    from raybench.nn.irse import IR50
+
+    torch.save(IR50().state_dict(), tmp_path / "ir50.pth")
+    m = create_method("zhang2021", "continuous", 2, n_audio_features=20, audio_steps_per_frame=4, backbone="ir50",
+                      weights=str(tmp_path / "ir50.pth"), embedding="projected", levels=1, per_dimension=False)
+    net = m.models[0].face.backbone
+    names = {id(p): n for n, p in net.named_parameters()}
+    order = [f"input_layer.{n}" for n, _ in net.input_layer.named_parameters()] + [
+        f"output_layer.{n}" for n, _ in net.output_layer.named_parameters()] + [
+        f"body.{n}" for n, _ in net.body.named_parameters()]
+    assert len(order) == 187
+    groups = [[names[id(p)] for p in g] for g in m._groups[0]]
+    assert groups == [order[4:10], order[163:187], order[142:163]]
+    # what those ranges are: the output layer, stage 4 (units 21-23), the last 3 of stage 3's 14 units
+    assert {n.split(".")[0] for n in groups[0]} == {"output_layer"}
+    assert {int(n.split(".")[1]) for n in groups[1]} == {21, 22, 23}
+    assert {int(n.split(".")[1]) for n in groups[2]} == {18, 19, 20}
+    assert len(m.frozen_parameters()) == 187  # all frozen before the first release
+
+
+def test_zhang2021_authors_schedule_releases_at_epoch_0_and_below_the_lr_then_stops(tmp_path):
+    m, _ = _zhang_with_weights(tmp_path)
+    n_face = len(list(m.models[0].face.parameters()))
+    lr = 1e-5
+    assert m.epoch_start(0, lr) == "release"  # the milestone at epoch 0
+    m.release_next()
+    assert len(m.frozen_parameters()) < n_face
+    assert m.epoch_start(1, lr) is None
+    once = lr * 0.1  # one plateau drop: a hair above 1e-6 in floating point, no release (as theirs)
+    assert once > 1e-6 and m.epoch_start(5, once) is None
+    assert m.epoch_start(9, once * 0.1) == "release"
+    # the best weights come back without undoing the release count
+    best = {k: v.clone() for k, v in m.state_dict().items()}
+    m.release_next()
+    m.restore_weights({**best, "released_groups": torch.tensor(0)})
+    assert int(m.released_groups) == 2
+    m.release_next()
+    assert m.epoch_start(20, 1e-8) == "stop"  # release_count (3) used: the next moment ends the trial
+    scratch = create_method("zhang2021", "continuous", 2, n_audio_features=20, audio_steps_per_frame=4)
+    assert scratch.epoch_start(0, lr) is None  # nothing frozen: no schedule
+
+
+def test_optimizer_is_the_methods_own_unless_set():
+    from raybench.schema import TrialConfig
+    from raybench.train.loop import make_optimizer
+
+    z = create_method("zhang2021", "continuous", 2, n_audio_features=20, audio_steps_per_frame=4, levels=1)
+    a = create_method("audio_only", "continuous", 2, n_audio_features=20, audio_steps_per_frame=4)
+    cfg = TrialConfig(method={"name": "x"}, train={"weight_decay": 1e-3, "lr_schedule": "plateau"})
+    opt, sched = make_optimizer(z, z, cfg)
+    assert type(opt) is torch.optim.Adam and opt.defaults["weight_decay"] == 1e-3
+    assert isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau)
+    assert type(make_optimizer(a, a, cfg)[0]) is torch.optim.AdamW
+    cfg.train.optimizer = "adamw"
+    assert type(make_optimizer(z, z, cfg)[0]) is torch.optim.AdamW
+
+
+def test_zhang2021_tcn_drops_whole_channels():
+    m = create_method("zhang2021", "continuous", 2, n_audio_features=20, audio_steps_per_frame=4, levels=1,
+                      dropout=0.5)
+    drops = [d for d in m.modules() if isinstance(d, torch.nn.Dropout1d)]
+    assert drops and not [d for d in m.models[0].v_tcn.modules() if type(d) is torch.nn.Dropout]
+    torch.manual_seed(0)
+    y = drops[0].train()(torch.ones(4, 16, 50))
+    per_channel = (y == 0).all(-1) | (y != 0).all(-1)  # each channel of each sequence dropped whole or kept
+    assert per_channel.all() and (y == 0).any()

@@ -125,17 +125,42 @@ def _version(package: str) -> str:
 
 
 def device_tags() -> dict[str, str]:
-    """The hardware a trial's rank 0 runs on: its device (the GPU's name, or cpu) and CPU count."""
+    """The hardware a trial's rank 0 runs on: its device (the GPU's name, or cpu), the CPU model and
+    count, the GPUs it sees (model and count), and the CUDA and cuDNN versions torch runs with when
+    it has a GPU."""
     import os
 
-    tags = {"raybench.cpus": str(os.cpu_count())}
+    tags = {"raybench.cpus": str(os.cpu_count()), "raybench.cpu_model": cpu_model()}
     try:
         import torch
 
-        tags["raybench.device"] = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+        if torch.cuda.is_available():
+            n = torch.cuda.device_count()
+            tags["raybench.device"] = torch.cuda.get_device_name()
+            tags["raybench.gpus"] = str(n)
+            tags["raybench.gpu_models"] = ", ".join(sorted({torch.cuda.get_device_name(i) for i in range(n)}))
+            tags["raybench.versions.cuda"] = str(torch.version.cuda)
+            tags["raybench.versions.cudnn"] = str(torch.backends.cudnn.version())
+        else:
+            tags["raybench.device"] = "cpu"
+            tags["raybench.gpus"] = "0"
     except Exception as e:  # a driver problem must not stop the record
         tags["raybench.device"] = f"unknown ({type(e).__name__})"
     return tags
+
+
+def cpu_model() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo; elsewhere what the platform module says)."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
 
 
 def _as_dict(cfg: BaseModel | dict) -> dict:
@@ -278,6 +303,8 @@ def log_datasets(uri: str, run_id: str, summaries: list[dict], context: str = "t
         counts.update({f"{pre}skipped": s["skipped"], f"{pre}warnings": s["warnings"]})
         if s["face_found"] is not None:
             counts[f"{pre}face_found"] = s["face_found"]
+            counts.update({f"{pre}{sp}_face_share": c["faces"] / c["clips"] for sp, c in s["counts"].items()
+                           if "faces" in c and c["clips"]})
     log_metrics(uri, run_id, counts, step=0)
 
 

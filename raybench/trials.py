@@ -33,7 +33,9 @@ def data_summary(prep, fps: float) -> dict[str, Any]:
         "folds": {c.subject: c.fold for c in prep.clips if c.fold is not None},
         # what the trials train and are scored on, for the record: clips and subjects per split, clips
         # skipped, decoding warnings, faces found (data.face detect/dataset), the store's fingerprint
-        "counts": {s: {"clips": len(prep.ids(s)), "subjects": len({c.subject for c in prep.clips if c.split == s})}
+        "counts": {s: {"clips": len(prep.ids(s)), "subjects": len({c.subject for c in prep.clips if c.split == s}),
+                       # data.face detect/dataset: the clips of the split with a face found
+                       **({"faces": prep.store.faces_found(prep.ids(s))} if prep.face_found is not None else {})}
                    for s in ("train", "val", "test")},
         "skipped": len(prep.bad), "warnings": len(prep.warnings), "warning_list": list(prep.warnings),
         "face_found": prep.face_found,

@@ -90,6 +90,10 @@ def test_mlflow_holds_one_parent_and_a_child_per_trial(smoke):
                                   capture_output=True, text=True).stdout.strip()
             assert r.data.tags["mlflow.source.git.commit"] == head
     assert all(c.data.tags["raybench.device"] == "cpu" for c in children)
+    from raybench.tracking import cpu_model
+
+    assert all(c.data.tags["raybench.gpus"] == "0" and c.data.tags["raybench.cpu_model"] == cpu_model()
+               for c in children)
     # what each run trained on: the dataset as an MLflow input (store fingerprint, counts per split)
     prep = res.prepared["synthetic_ravdess"]
     for r in [client.get_run(res.parent_run_id), *children]:

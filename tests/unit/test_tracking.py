@@ -12,8 +12,8 @@ from raybench.tracking import face_warning, log_datasets
 def _summary(**kw):
     s = {"dataset": "afew", "task": "categorical", "class_names": ["a", "b"], "store_path": "/s/afew-0123456789abcdef",
          "root": "/data/afew", "fps": 10.0, "fingerprint": "0123456789abcdef",
-         "counts": {"train": {"clips": 6, "subjects": 3}, "val": {"clips": 2, "subjects": 1},
-                    "test": {"clips": 2, "subjects": 1}},
+         "counts": {"train": {"clips": 6, "subjects": 3, "faces": 4}, "val": {"clips": 2, "subjects": 1, "faces": 1},
+                    "test": {"clips": 2, "subjects": 1, "faces": 0}},
          "skipped": 1, "warnings": 1, "face_found": 5,
          "bad": {"c9": {"reason": "no audio track"}}, "warning_list": ["c3.csv has 15 frames, its video needs 20"]}
     s.update(kw)
@@ -32,6 +32,9 @@ def test_a_dataset_is_an_input_with_counts_and_its_problems_are_kept(tmp_path):
     profile = json.loads(inp.dataset.profile)
     assert (profile["train_clips"], profile["test_subjects"], profile["skipped"], profile["face_found"]) == (6, 1, 1, 5)
     assert r.data.metrics["data/afew/val_clips"] == 2 and r.data.metrics["data/afew/face_found"] == 5
+    # the share of clips with a face, per split
+    assert [r.data.metrics[f"data/afew/{s}_face_share"] for s in ("train", "val", "test")] == [4 / 6, 0.5, 0.0]
+    assert profile["train_faces"] == 4
     # 5 of 10 clips with a face is under 90%: flagged on the run
     assert r.data.tags["raybench.face_warning.afew"] == face_warning(_summary())
     assert "5 of 10 clips" in r.data.tags["raybench.face_warning.afew"]
@@ -45,3 +48,29 @@ def test_no_face_warning_without_face_detection_or_with_enough_faces():
     assert face_warning(_summary(face_found=None)) is None
     assert face_warning(_summary(face_found=9)) is None  # 9 of 10
     assert face_warning(_summary(face_found=8)) is not None
+
+
+def test_device_tags_name_the_cpu_and_the_gpus(monkeypatch):
+    import os
+    import platform
+
+    import torch
+
+    from raybench.tracking import device_tags
+
+    tags = device_tags()
+    assert tags["raybench.cpus"] == str(os.cpu_count()) and tags["raybench.gpus"] == "0"
+    assert tags["raybench.device"] == "cpu" and "raybench.versions.cuda" not in tags
+    if os.path.exists("/proc/cpuinfo"):
+        names = [ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")]
+        assert tags["raybench.cpu_model"] == (names[0] if names else platform.processor() or platform.machine())
+    # with GPUs (faked: this machine has none): their model and count, CUDA and cuDNN versions
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i=None: "NVIDIA H200")
+    monkeypatch.setattr(torch.version, "cuda", "12.8")
+    monkeypatch.setattr(torch.backends.cudnn, "version", lambda: 91002)
+    tags = device_tags()
+    assert (tags["raybench.device"], tags["raybench.gpus"], tags["raybench.gpu_models"]) == ("NVIDIA H200", "2",
+                                                                                             "NVIDIA H200")
+    assert (tags["raybench.versions.cuda"], tags["raybench.versions.cudnn"]) == ("12.8", "91002")

@@ -54,7 +54,7 @@ def run_sweep(cfg: SweepConfig, sweep_id: str | None = None, resume: bool = Fals
     t_start = time.time()
 
     # 1. PREPARE every data configuration the sweep reaches (file listings before Ray starts)
-    summaries = prepare_all(cfg)
+    summaries = prepare_all(cfg, verbose)
     train_sets = training_sets(summaries)
     # each dataset is judged on its own task's metric; Tune sees it as val/score
     metrics = {s["dataset"]: cfg.tune.metric or default_metric(s["task"]) for s in summaries.values()}

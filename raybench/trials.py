@@ -166,7 +166,7 @@ def max_epochs(cfg: SweepConfig) -> int:
 
 
 def run_trial(params: dict, base: SweepConfig, data: dict, train_sets: dict, mlinfo: dict | None, storage: str,
-              cpw: float) -> None:
+              cpw: float, verbose: int = 0) -> None:
     """Tune function trainable: build and fit one TorchTrainer for the sampled ``params``."""
     import ray.data
     import ray.train
@@ -178,7 +178,7 @@ def run_trial(params: dict, base: SweepConfig, data: dict, train_sets: dict, mli
     from raybench.tracking import TrialLogger
     from raybench.train.loop import train_loop_per_worker
 
-    ray.data.DataContext.get_current().enable_progress_bars = False
+    quiet_ray(verbose)
     from raybench.storage import join, ray_storage
 
     cfg = resolve_trial_config(base, params)
@@ -207,7 +207,7 @@ def run_trial(params: dict, base: SweepConfig, data: dict, train_sets: dict, mli
     res = {"CPU": cpw, **({"GPU": t.gpus_per_worker} if use_gpu else {})}
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"cfg": cfg, "data": d, "logger": TrialLogger(info) if info else None},
+        train_loop_config={"cfg": cfg, "data": d, "logger": TrialLogger(info) if info else None, "verbose": verbose},
         scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=use_gpu, resources_per_worker=res),
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         datasets={"train": train_sets[data_key(trial_data_cfg(cfg, base))]},
@@ -215,13 +215,51 @@ def run_trial(params: dict, base: SweepConfig, data: dict, train_sets: dict, mli
         run_config=ray.train.RunConfig(
             name=trial_id, storage_path=storage_path,
             storage_filesystem=storage_fs,
-            checkpoint_config=CheckpointConfig(num_to_keep=1), callbacks=[TuneReportCallback()]),
+            checkpoint_config=CheckpointConfig(num_to_keep=1), callbacks=[TuneReportCallback()],
+            # Ray Train's own INFO lines (worker group start, checkpoints written) only with -v
+            logging_config=ray.train.LoggingConfig(log_level="INFO" if verbose else "WARNING")),
     )
     trainer.fit()
 
 
 
-def prepare_all(cfg: SweepConfig) -> dict[str, dict]:
+def quiet_ray(verbose: int = 0) -> None:
+    """Ray Data's progress and per-execution lines (start, plan, finish) only with ``-v``: set in this
+    process's DataContext, which every dataset created afterwards carries to the processes that run
+    it (raybench prints its own progress)."""
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = bool(verbose)
+    ctx.print_on_execution_start = bool(verbose)
+    if not verbose:
+        quiet_ray_worker()
+
+
+# Ray Data logs "Dataset ... execution finished in ... s" at INFO after every execution (each epoch's
+# streaming split), whatever its DataContext says, and warns once per process that progress bars are
+# off (raybench turns them off); only these loggers' levels keep them off the terminal
+_QUIET_LOGGERS = {"ray.data._internal.execution.streaming_executor": "WARNING",
+                  "ray.data._internal.progress": "ERROR"}
+
+
+def quiet_ray_worker() -> None:
+    """Ray's ``worker_process_setup_hook`` (and the driver): Ray Data's per-execution INFO lines, its
+    progress-bars-off notice and one deprecation warning Ray raises against its own code (each
+    trial's DatasetManager: ``exclude_resources``) off the console in this process; other warnings
+    and errors still show. Never raises (a setup hook that fails would stop the worker)."""
+    import logging
+    import warnings
+
+    try:
+        for name, level in _QUIET_LOGGERS.items():
+            logging.getLogger(name).setLevel(level)
+        warnings.filterwarnings("ignore", message=".*exclude_resources.*")
+    except Exception:  # noqa: BLE001 - a logging tweak must not cost a worker
+        pass
+
+
+def prepare_all(cfg: SweepConfig, verbose: int = 0) -> dict[str, dict]:
     """PREPARE: every dataset x preprocessing configuration the sweep can reach, once. The file
     listings first (a missing root, a wrong layout, too few subjects fail here, before Ray starts),
     then the decoding, on Ray Data. Returns data key -> summary."""
@@ -231,7 +269,14 @@ def prepare_all(cfg: SweepConfig) -> dict[str, dict]:
 
     plans = {data_key(dcfg): plan(dcfg) for dcfg in data_variants(cfg)}
     if not ray.is_initialized():
-        ray.init(ignore_reinit_error=True)
+        # without -v, every Ray worker process quiets Ray Data's per-execution INFO lines at start (not
+        # when a submitted job brings its own hook: Ray refuses two)
+        import os
+
+        own_hook = "worker_process_setup_hook" in os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR", "")
+        env = {} if verbose or own_hook else {"worker_process_setup_hook": "raybench.trials.quiet_ray_worker"}
+        ray.init(ignore_reinit_error=True, runtime_env=env or None)
+    quiet_ray(verbose)
     summaries: dict[str, dict] = {}
     for key, p in plans.items():
         t0, dcfg = time.time(), p.data_cfg
@@ -239,7 +284,6 @@ def prepare_all(cfg: SweepConfig) -> dict[str, dict]:
         print(f"[raybench] prepared {dcfg.dataset}: {sum(len(v) for v in s['ids'].values())} clips "
               f"(train/val/test {', '.join(str(len(v)) for v in s['ids'].values())}), decoded {s['decoded']}, "
               f"skipped {len(s['bad'])}, {time.time() - t0:.0f} s", flush=True)
-    ray.data.DataContext.get_current().enable_progress_bars = False
     return summaries
 
 
@@ -301,7 +345,7 @@ def tune_trials(cfg: SweepConfig, summaries: dict[str, dict], train_sets: dict[s
                  if cfg.tune.scheduler == "asha" else FIFOScheduler())
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, base=cfg, data=summaries, train_sets=train_sets, mlinfo=mlinfo,
-                             storage=storage, cpw=cpw),
+                             storage=storage, cpw=cpw, verbose=verbose),
         {"CPU": 0.01})
     exp_dir = join(storage, sweep_id)
     storage_path, storage_fs = ray_storage(storage)

@@ -220,6 +220,21 @@ def make_optimizer(model: torch.nn.Module, method: torch.nn.Module, cfg: TrialCo
     return opt, sched
 
 
+def quiet_train_worker(verbose: int = 0) -> None:
+    """In a Ray Train worker, the per-report line ("Reporting training result ...") only with ``-v``.
+    Ray Train logs it through a logger named by its source file, which its own
+    ``LoggingConfig(log_level=...)`` does not reach, so it is set here by that name."""
+    import logging
+
+    if verbose:
+        return
+    try:
+        from ray.train.v2._internal.execution import context
+    except ImportError:  # another Ray layout: nothing to quiet
+        return
+    logging.getLogger(context.__file__).setLevel(logging.WARNING)
+
+
 def _autocast(device: torch.device, cfg: TrialConfig):
     if device.type == "cuda" and cfg.train.amp:
         return torch.autocast("cuda", dtype=torch.bfloat16)
@@ -233,6 +248,7 @@ def train_loop_per_worker(config: dict) -> None:
     import ray.train.torch
 
     cfg, data, logger = config["cfg"], config["data"], config.get("logger")
+    quiet_train_worker(config.get("verbose", 0))
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     tcfg = cfg.train

@@ -117,6 +117,11 @@ def test_smoke_sweep_submitted_as_a_job_logs_to_the_tracking_server(cluster):
     assert "succeeded" in out
     assert f"open them at:  {cluster['uri']}" in out  # the sweep says where its results went
     assert "Tune results and checkpoints:" in out
+    # a quiet terminal: raybench's line per trial epoch, not Ray's per-rank reports or Data's per-epoch lines
+    assert "[raybench] trial" in out and " epoch 2/2: train/loss " in out
+    for noise in ("Reporting training result", "Execution plan of Dataset", "execution finished in",
+                  "Checkpoint successfully created"):
+        assert noise not in out, noise
 
     client = MlflowClient(cluster["uri"])
     (exp,) = [e for e in client.search_experiments() if e.name == "raybench-synthetic_ravdess"]

@@ -298,3 +298,33 @@ def test_the_terminal_shows_one_line_per_trial_epoch_and_says_when_a_trial_fails
         "[raybench] trial 1a2b3_00001 epoch 3/7: train/loss 1.2346, val 0.400 (best 0.450), 3.2 s",
         "[raybench] trial 1a2b3_00001 FAILED (the cause is in the table at the end; the other trials go on)"]
     assert parse_args(["-v", "sweeps/smoke.yaml"])[2].verbose == 1
+
+
+def test_quiet_terminal_settings(monkeypatch):
+    """Without -v: Ray Data prints no progress or per-execution lines, Ray Data's finish line and the
+    per-report line of Ray Train (a logger named by its file) are raised to WARNING; with -v nothing
+    is quieted."""
+    import logging
+
+    import ray.data
+    from ray.train.v2._internal.execution import context
+
+    from raybench.train.loop import quiet_train_worker
+    from raybench.trials import quiet_ray
+
+    report = logging.getLogger(context.__file__)
+    finish = logging.getLogger("ray.data._internal.execution.streaming_executor")
+    monkeypatch.setattr(report, "level", logging.NOTSET)
+    monkeypatch.setattr(finish, "level", logging.NOTSET)
+    ctx = ray.data.DataContext.get_current()
+    monkeypatch.setattr(ctx, "print_on_execution_start", True)
+    monkeypatch.setattr(ctx, "enable_progress_bars", ctx.enable_progress_bars)  # restored afterwards
+    quiet_train_worker(verbose=1)
+    assert report.level == logging.NOTSET
+    quiet_train_worker(verbose=0)
+    assert report.level == logging.WARNING
+    quiet_ray(verbose=0)
+    assert not ctx.print_on_execution_start and not ctx.enable_progress_bars
+    assert finish.level == logging.WARNING
+    quiet_ray(verbose=1)
+    assert ctx.print_on_execution_start and ctx.enable_progress_bars

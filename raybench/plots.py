@@ -1,7 +1,9 @@
 """Figures for the MLflow record, drawn with matplotlib (headless: the Agg backend).
 
-``confusion_figure``: the test confusion matrix of a categorical model (torchmetrics' own plot);
-``trace_figure``: predicted and gold valence/arousal over the frames of a few test clips.
+``confusion_figure``: the confusion matrix of a categorical model (torchmetrics' own plot);
+``recall_figure``: its recall per class (what UAR averages), with each class's clip count;
+``trace_figure``: predicted and gold valence/arousal over the annotated frames of a few clips;
+``scatter_figure``: predicted against gold valence and arousal over all frames, CCC in the titles.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ def _pyplot():
     return plt
 
 
-def confusion_figure(rows: list[dict[str, Any]], class_names: list[str], title: str = ""):
+def confusion_figure(rows: list[dict[str, Any]], class_names: list[str], title: str = "", split: str = "test"):
     """Rows as ``evaluate(..., return_predictions=True)`` returns them (label, pred per clip) ->
     a figure of the confusion matrix (rows: gold, columns: predicted; counts)."""
     import torch
@@ -30,13 +32,46 @@ def confusion_figure(rows: list[dict[str, Any]], class_names: list[str], title: 
     m = MulticlassConfusionMatrix(num_classes=len(class_names))
     m.update(torch.tensor([r["pred"] for r in rows]), torch.tensor([r["label"] for r in rows]))
     fig, ax = m.plot(labels=list(class_names))
-    ax.set_title(title or f"test confusion matrix ({len(rows)} clips)")
+    ax.set_title(title or f"{split} confusion matrix ({len(rows)} clips)")
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("gold")
     return fig
 
 
-def trace_figure(rows: list[dict[str, Any]], max_clips: int = 4, title: str = ""):
+def class_recall(rows: list[dict[str, Any]], n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """(recall per class, NaN for a class absent from the gold labels; clips per gold class)."""
+    gold = np.array([r["label"] for r in rows])
+    pred = np.array([r["pred"] for r in rows])
+    support = np.bincount(gold, minlength=n_classes)
+    hits = np.bincount(gold[gold == pred], minlength=n_classes)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        recall = np.where(support > 0, hits / np.maximum(support, 1), np.nan)
+    return recall, support
+
+
+def recall_figure(rows: list[dict[str, Any]], class_names: list[str], title: str = "", split: str = "test"):
+    """Recall per class (bars; classes without a gold clip are marked "absent"), the clip count of
+    each class under its name, and UAR (their mean over the classes present) in the title."""
+    plt = _pyplot()
+    recall, support = class_recall(rows, len(class_names))
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(class_names)), 3.6))
+    x = np.arange(len(class_names))
+    ax.bar(x, np.nan_to_num(recall), color="tab:blue")
+    for i, r in enumerate(recall):
+        ax.text(i, (0.0 if np.isnan(r) else r) + 0.02, "absent" if np.isnan(r) else f"{r:.2f}", ha="center",
+                fontsize=8)
+    ax.set_xticks(x, [f"{c}\n({n})" for c, n in zip(class_names, support)], fontsize=8)
+    ax.set_ylim(0, 1.1)
+    ax.set_ylabel("recall")
+    uar = float(np.nanmean(recall)) if np.isfinite(recall).any() else float("nan")
+    ax.set_title(title or f"{split} recall per class (clips per class below), UAR {uar:.3f}")
+    fig.tight_layout()
+    return fig
+
+
+def trace_figure(rows: list[dict[str, Any]], max_clips: int = 4, title: str = "", split: str = "test"):
     """Per-frame continuous rows (clip_id, frame, valence, arousal, *_true) -> predicted (solid)
-    and gold (dashed) valence and arousal over time for the ``max_clips`` longest test clips."""
+    and gold (dashed) valence and arousal over the annotated frames of the ``max_clips`` longest clips."""
     plt = _pyplot()
     by_clip: dict[str, list[dict]] = {}
     for r in rows:
@@ -52,7 +87,34 @@ def trace_figure(rows: list[dict[str, Any]], max_clips: int = 4, title: str = ""
         ax.set_title(clip, fontsize=9)
         ax.set_ylim(-1.05, 1.05)
     axes[0, 0].legend(fontsize=7, ncol=4, loc="upper right")
-    axes[-1, 0].set_xlabel("frame")
-    fig.suptitle(title or "test predictions vs gold")
+    axes[-1, 0].set_xlabel("annotated frame (at the annotation's own rate)")
+    fig.suptitle(title or f"{split} predictions vs gold")
+    fig.tight_layout()
+    return fig
+
+
+def scatter_figure(rows: list[dict[str, Any]], title: str = "", split: str = "test", ccc: dict | None = None,
+                   max_points: int = 20000):
+    """Predicted against gold valence and arousal over every annotated frame (a random subset of
+    ``max_points`` when there are more), the diagonal for reference, and each dimension's CCC in its
+    panel's title (``ccc``: {"valence": .., "arousal": ..}, the metric as raybench computed it)."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(8, 4), squeeze=False)
+    rng = np.random.default_rng(0)
+    for ax, dim in zip(axes[0], ("valence", "arousal")):
+        g = np.array([r[f"{dim}_true"] for r in rows], float)
+        p = np.array([r[dim] for r in rows], float)
+        ok = np.flatnonzero(~np.isnan(g))
+        if len(ok) > max_points:
+            ok = rng.choice(ok, max_points, replace=False)
+        ax.scatter(g[ok], p[ok], s=4, alpha=0.3)
+        ax.plot([-1, 1], [-1, 1], color="grey", linewidth=0.8)
+        ax.set_xlim(-1.05, 1.05)
+        ax.set_ylim(-1.05, 1.05)
+        ax.set_xlabel(f"gold {dim}")
+        ax.set_ylabel(f"predicted {dim}")
+        c = (ccc or {}).get(dim)
+        ax.set_title(f"{dim}: CCC {c:.3f}" if c is not None else dim, fontsize=10)
+    fig.suptitle(title or f"{split}: predicted vs gold, {len(rows)} annotated frames")
     fig.tight_layout()
     return fig

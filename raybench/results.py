@@ -303,6 +303,8 @@ def record(cfg: SweepConfig, grid, summaries: dict[str, dict], mlinfo: dict, sto
         if folds:
             client.log_dict(parent, next(iter(folds.values())), f"folds_{name}.json")
     _log_table(client, parent, [_flat_row(t) for t in result.trials], "trials.csv")
+    if cfg.eval.val_plots:
+        _log_val_plots(cfg, result.trials, summaries, storage, client, mlinfo)
     _close_trial_runs(client, uri, exp_id, result.trials)
     client.set_terminated(parent, status="FAILED" if result.failed == len(result.trials) else "FINISHED")
     return result
@@ -330,23 +332,58 @@ def _test_trial(cfg: SweepConfig, t: dict, summaries: dict[str, dict], storage: 
         client.set_tag(child, "raybench.best", "true")
         _log_table(client, child, preds, "predictions_test.csv")
         if preds:
-            _log_plot(client, child, preds, data)
+            _log_plot(client, child, preds, data, "test", test_metrics)
     return data["task"], tuple(sorted(data["ids"]["test"])), preds
 
 
-def _log_plot(client, run_id: str, preds: list[dict], data: dict) -> None:
-    """The test confusion matrix (categorical) or predicted-vs-gold traces (continuous), as a figure."""
+def _log_val_plots(cfg: SweepConfig, trials: list[dict], summaries: dict[str, dict], storage: str, client,
+                   mlinfo: dict) -> None:
+    """Every trial's best checkpoint on its validation split (``eval.val_plots``): the figures and the
+    predictions (``predictions_val.csv``) on the trial's run. One Ray task per trial, run side by side."""
+    import ray
+
+    from raybench import tracking
+
+    todo = [t for t in trials if t.get("checkpoint") and t["error"] is None]
+    ev = ray.remote(num_cpus=1, num_gpus=1 if cfg.train.use_gpu else 0)(evaluate_checkpoint)
+    refs = [ev.remote(t["cfg"], summaries[data_key(trial_data_cfg(t["cfg"], cfg))], t["checkpoint"], "val", storage)
+            for t in todo]
+    for t, ref in zip(todo, refs):
+        try:
+            val_metrics, preds = ray.get(ref)
+        except Exception as e:  # a record without a figure is still a record: say so, go on
+            print(f"[raybench] warning: trial {t['trial_id']}: no validation figures ({type(e).__name__}: {e})",
+                  flush=True)
+            continue
+        run = tracking.find_run(mlinfo["tracking_uri"], mlinfo["experiment_id"], tracking.TRIAL_TAG, t["trial_id"])
+        if run and preds:
+            data = summaries[data_key(trial_data_cfg(t["cfg"], cfg))]
+            _log_table(client, run, preds, "predictions_val.csv")
+            _log_plot(client, run, preds, data, "val", val_metrics)
+
+
+def _log_plot(client, run_id: str, preds: list[dict], data: dict, split: str = "test",
+              metrics: dict | None = None) -> None:
+    """The figures of one evaluation: categorical, the confusion matrix and the recall per class
+    (``confusion_<split>.png``, ``recall_<split>.png``); continuous, predicted-vs-gold traces of a few
+    clips and a predicted-vs-gold scatter with the CCCs (``traces_<split>.png``, ``scatter_<split>.png``)."""
     import matplotlib.pyplot as plt
 
-    from raybench.plots import confusion_figure, trace_figure
+    from raybench.plots import confusion_figure, recall_figure, scatter_figure, trace_figure
 
+    ds, m = data["dataset"], metrics or {}
     if data["task"] == "categorical":
-        fig, name = confusion_figure(preds, data["class_names"], f"{data['dataset']}: test confusion matrix"), \
-            "confusion_test.png"
+        figs = {f"confusion_{split}.png": confusion_figure(preds, data["class_names"],
+                                                          f"{ds}: {split} confusion matrix ({len(preds)} clips)"),
+                f"recall_{split}.png": recall_figure(preds, data["class_names"], split=split)}
     else:
-        fig, name = trace_figure(preds, title=f"{data['dataset']}: test predictions vs gold"), "traces_test.png"
-    client.log_figure(run_id, fig, name)
-    plt.close(fig)
+        ccc = {d: m[f"ccc_{d}"] for d in ("valence", "arousal") if f"ccc_{d}" in m}
+        figs = {f"traces_{split}.png": trace_figure(preds, title=f"{ds}: {split} predictions vs gold", split=split),
+                f"scatter_{split}.png": scatter_figure(preds, split=split, ccc=ccc,
+                                                       title=f"{ds}: {split}, {len(preds)} annotated frames")}
+    for name, fig in figs.items():
+        client.log_figure(run_id, fig, name)
+        plt.close(fig)
 
 
 def trial_status(t: dict) -> tuple[str, str | None]:

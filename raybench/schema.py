@@ -157,6 +157,9 @@ class EvalConfig(Section):
     # continuous metrics over the annotated source frames: one CCC over all frames pooled (Aff-Wild2
     # practice, zhang2021's authors) or the mean of per-clip CCCs (AVEC practice)
     ccc_over: Literal["frames", "clips"] = "frames"
+    # every trial's best checkpoint evaluated once more on its validation split after the sweep, for
+    # its figures (confusion matrix and recall per class, or traces and a scatter) and predictions
+    val_plots: bool = True
 
 
 class MethodOptions(BaseModel):

@@ -78,7 +78,11 @@ def test_mlflow_holds_one_parent_and_a_child_per_trial(smoke):
         assert c.info.status == "FINISHED" and c.info.end_time >= c.info.start_time  # closed, with a duration
     best = [c for c in children if c.data.tags.get("raybench.best") == "true"]
     assert len(best) == 1 and "test/uar" in best[0].data.metrics
-    assert {"predictions_test.csv", "confusion_test.png"} <= {x.path for x in client.list_artifacts(best[0].info.run_id)}
+    assert {"predictions_test.csv", "confusion_test.png", "recall_test.png"} <= {
+        x.path for x in client.list_artifacts(best[0].info.run_id)}
+    for c in children:  # every trial's validation figures and predictions
+        assert {"predictions_val.csv", "confusion_val.png", "recall_val.png"} <= {
+            x.path for x in client.list_artifacts(c.info.run_id)}
     # provenance on every run: versions, the git commit of this checkout, the trial's device
     from importlib import metadata
 
@@ -219,7 +223,8 @@ def test_continuous_pipeline_reports_ccc_and_merges_chunk_folds(ray_session, tmp
         run = client.search_runs([res.experiment_id], f"tags.`raybench.trial_id` = '{t['trial_id']}'")[0]
         folds.append(pd.read_csv(client.download_artifacts(run.info.run_id, "predictions_test.csv", str(tmp_path)))
                      .to_dict("records"))
-        assert "traces_test.png" in {x.path for x in client.list_artifacts(run.info.run_id)}
+        assert {"traces_test.png", "scatter_test.png", "traces_val.png", "scatter_val.png"} <= {
+            x.path for x in client.list_artifacts(run.info.run_id)}
     # scored on the annotated source frames (15 fps synthetic videos), not on the 8 fps frames trained on
     from raybench.data.store import ClipStore
 

@@ -322,13 +322,24 @@ class ProgressPrinter(Callback):
               "trials go on)", flush=True)
 
 
+def make_scheduler(cfg: SweepConfig):
+    """Tune's trial scheduler (``tune.scheduler``). ASHA counts the trial's own epochs
+    (``epochs_done``): Tune's training_iteration starts again at 1 when a trial resumes from its
+    checkpoint, which would put it back before the rungs it has passed."""
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    if cfg.tune.scheduler != "asha":
+        return FIFOScheduler()
+    return ASHAScheduler(time_attr="epochs_done", max_t=max_epochs(cfg),
+                         grace_period=min(cfg.tune.grace_period, cfg.train.epochs))
+
+
 def tune_trials(cfg: SweepConfig, summaries: dict[str, dict], train_sets: dict[str, Any], mlinfo: dict, storage: str,
                 metrics: dict[str, str], resume: bool, on_start=None, verbose: int = 0):
     """TUNE: one Ray Tune run over the search space, each trial a Ray Train ``TorchTrainer``; a
     resumed sweep restores its Tune state from ``storage``. ``on_start()`` runs once the tuner is
     built, before the first trial. Returns Tune's ResultGrid."""
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
     from raybench.storage import join, ray_storage
 
@@ -338,11 +349,7 @@ def tune_trials(cfg: SweepConfig, summaries: dict[str, dict], train_sets: dict[s
     print(f"[raybench] sweep {sweep_id}: {cfg.train.num_workers} worker(s) x {cpw:g} CPU per trial, "
           f"{conc} trial(s) at a time; selecting on "
           f"{', '.join(sorted(set(metrics.values())))} ({mode})", flush=True)
-    # ASHA counts the trial's own epochs: Tune's training_iteration starts again at 1 when a trial
-    # resumes from its checkpoint, which would put it back on the first rung
-    scheduler = (ASHAScheduler(time_attr="epochs_done", max_t=max_epochs(cfg),
-                               grace_period=min(cfg.tune.grace_period, cfg.train.epochs))
-                 if cfg.tune.scheduler == "asha" else FIFOScheduler())
+    scheduler = make_scheduler(cfg)
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, base=cfg, data=summaries, train_sets=train_sets, mlinfo=mlinfo,
                              storage=storage, cpw=cpw, verbose=verbose),

@@ -328,3 +328,32 @@ def test_quiet_terminal_settings(monkeypatch):
     assert finish.level == logging.WARNING
     quiet_ray(verbose=1)
     assert ctx.print_on_execution_start and ctx.enable_progress_bars
+
+
+def test_asha_cuts_a_resumed_trial_at_the_rung_its_own_epochs_reach():
+    """After a resume Tune's training_iteration restarts at 1; the sweep's ASHA counts the trial's own
+    epochs (epochs_done), so a poor trial resumed after epoch 1 is judged at the epoch-2 rung at once."""
+    from types import SimpleNamespace
+
+    from ray.tune.schedulers import TrialScheduler
+
+    from raybench.trials import make_scheduler
+
+    def decision(time_attr=None):
+        s = make_scheduler(load(SWEEPS_DIR / "smoke.yaml", ["tune.scheduler=asha", "train.epochs=8",
+                                                            "tune.grace_period=2"]))
+        if time_attr:
+            s._time_attr = time_attr  # what Tune's default clock would do
+        s.set_search_properties("val/score", "max")
+        trials = [SimpleNamespace(trial_id=f"t{i}") for i in range(4)]
+        for t in trials:
+            s.on_trial_add(None, t)
+        for t, score in zip(trials, (0.9, 0.8, 0.7)):  # three trials pass the epoch-2 rung
+            for e in (1, 2):
+                s.on_trial_result(None, t, {"epochs_done": e, "training_iteration": e, "val/score": score})
+        # the fourth, resumed after its first epoch: its second epoch is Tune's first iteration
+        return s.on_trial_result(None, trials[3], {"epochs_done": 2, "training_iteration": 1, "val/score": 0.1})
+
+    assert make_scheduler(load(SWEEPS_DIR / "smoke.yaml", ["tune.scheduler=asha"]))._time_attr == "epochs_done"
+    assert decision() == TrialScheduler.STOP
+    assert decision("training_iteration") == TrialScheduler.CONTINUE  # Tune's clock would let it through

@@ -85,10 +85,13 @@ def run_sweep(cfg: SweepConfig, sweep_id: str | None = None, resume: bool = Fals
     print(f"[raybench] Tune results and checkpoints: {join(storage, sweep_id)}", flush=True)
     print(f"[raybench] sweep finished in {time.time() - t_start:.0f} s. Results: MLflow experiment "
           f"{tracking.experiment_name(cfg)!r}, parent run {parent}", flush=True)
+    # MLflow 3's UI opens an experiment on its GenAI pages unless the URL asks for model training
+    page = f"#/experiments/{exp_id}/runs?workflowType=machine_learning"
     if uri.startswith(("sqlite:", "file:", "/")):
-        print(f"[raybench] open them with:  mlflow ui --backend-store-uri {uri}", flush=True)
+        print(f"[raybench] open them with:  mlflow ui --backend-store-uri {uri}\n"
+              f"[raybench] then browse to:  http://127.0.0.1:5000/{page}", flush=True)
     else:
-        print(f"[raybench] open them at:  {uri}", flush=True)
+        print(f"[raybench] open them at:  {uri.rstrip('/')}/{page}", flush=True)
     return result
 
 

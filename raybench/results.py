@@ -339,27 +339,33 @@ def _test_trial(cfg: SweepConfig, t: dict, summaries: dict[str, dict], storage: 
 def _log_val_plots(cfg: SweepConfig, trials: list[dict], summaries: dict[str, dict], storage: str, client,
                    mlinfo: dict) -> None:
     """Every trial's best checkpoint on its validation split (``eval.val_plots``): the figures and the
-    predictions (``predictions_val.csv``) on the trial's run. One Ray task per trial, run side by side."""
+    predictions (``predictions_val.csv``) on the trial's run. One Ray task per trial, as many at a time
+    as the cluster has CPUs (each holds a validation split in memory); a trial whose figures fail is
+    named and skipped, never stopping the record."""
     import ray
 
     from raybench import tracking
 
     todo = [t for t in trials if t.get("checkpoint") and t["error"] is None]
     ev = ray.remote(num_cpus=1, num_gpus=1 if cfg.train.use_gpu else 0)(evaluate_checkpoint)
-    refs = [ev.remote(t["cfg"], summaries[data_key(trial_data_cfg(t["cfg"], cfg))], t["checkpoint"], "val", storage)
-            for t in todo]
-    for t, ref in zip(todo, refs):
-        try:
-            val_metrics, preds = ray.get(ref)
-        except Exception as e:  # a record without a figure is still a record: say so, go on
-            print(f"[raybench] warning: trial {t['trial_id']}: no validation figures ({type(e).__name__}: {e})",
-                  flush=True)
-            continue
-        run = tracking.find_run(mlinfo["tracking_uri"], mlinfo["experiment_id"], tracking.TRIAL_TAG, t["trial_id"])
-        if run and preds:
-            data = summaries[data_key(trial_data_cfg(t["cfg"], cfg))]
-            _log_table(client, run, preds, "predictions_val.csv")
-            _log_plot(client, run, preds, data, "val", val_metrics)
+    wave = max(1, int(ray.cluster_resources().get("CPU", 1)))
+    for i in range(0, len(todo), wave):
+        batch = todo[i : i + wave]
+        refs = [ev.remote(t["cfg"], summaries[data_key(trial_data_cfg(t["cfg"], cfg))], t["checkpoint"], "val",
+                          storage) for t in batch]
+        for t, ref in zip(batch, refs):
+            try:
+                val_metrics, preds = ray.get(ref)
+                run = tracking.find_run(mlinfo["tracking_uri"], mlinfo["experiment_id"], tracking.TRIAL_TAG,
+                                        t["trial_id"])
+                if run and preds:
+                    data = summaries[data_key(trial_data_cfg(t["cfg"], cfg))]
+                    _log_table(client, run, preds, "predictions_val.csv")
+                    _log_plot(client, run, preds, data, "val", val_metrics)
+            except Exception as e:  # a record without a figure is still a record: say so, go on
+                print(f"[raybench] warning: trial {t['trial_id']}: no validation figures ({type(e).__name__}: {e})",
+                      flush=True)
+        del refs
 
 
 def _log_plot(client, run_id: str, preds: list[dict], data: dict, split: str = "test",

@@ -245,10 +245,15 @@ class Zhang2021(Method):
 
     def loss(self, out, batch):
         """1 - CCC per window and dimension, averaged over the batch's windows (``loss: window``, the
-        authors' CCCLoss), or over all the batch's frames pooled (``loss: pooled``)."""
-        if self.opts.loss == "pooled":
-            return ccc_loss(out["va"], batch["va"], batch.get("mask"))
-        return window_ccc_loss(out["va"], batch["va"], batch.get("mask"))
+        authors' CCCLoss), or over all the batch's frames pooled (``loss: pooled``). With one model per
+        dimension, each model's loss is its own dimension's (the losses are summed over the
+        dimensions, not averaged), so each model gets the gradient the authors' single-dimension
+        run gives it."""
+        fn = ccc_loss if self.opts.loss == "pooled" else window_ccc_loss
+        pred, gold, mask = out["va"], batch["va"], batch.get("mask")
+        if not self.opts.per_dimension:
+            return fn(pred, gold, mask)
+        return sum(fn(pred[..., d : d + 1], gold[..., d : d + 1], mask) for d in range(pred.shape[-1]))
 
     def forward(self, batch):
         video = self._augment(batch["video"])

@@ -240,10 +240,16 @@ def test_zhang2021_loss_is_one_ccc_per_window_as_the_authors_compute_it():
     rng = np.random.default_rng(0)
     gold = rng.uniform(-1, 1, (4, 12, 2))
     pred = 0.6 * gold + rng.normal(0.1, 0.3, gold.shape) + rng.normal(0, 0.5, (4, 1, 2))  # per-window offsets
-    m = create_method("zhang2021", "continuous", 2, n_audio_features=20, audio_steps_per_frame=4)
+    m = create_method("zhang2021", "continuous", 2, n_audio_features=20, audio_steps_per_frame=4, per_dimension=False)
     batch = {"va": torch.tensor(gold, dtype=torch.float32), "mask": torch.ones(4, 12, dtype=torch.bool)}
     got = float(m.loss({"va": torch.tensor(pred, dtype=torch.float32)}, batch))
     assert got == pytest.approx(_ref_window_loss(gold, pred), abs=1e-5)
+    # one model per dimension (the default): each model's loss is its own dimension's, as in the
+    # authors' one-dimension runs: the sum of the two dimensions' losses, not their mean
+    per_dim = create_method("zhang2021", "continuous", 2, n_audio_features=20, audio_steps_per_frame=4)
+    got_dims = float(per_dim.loss({"va": torch.tensor(pred, dtype=torch.float32)}, batch))
+    assert got_dims == pytest.approx(sum(_ref_window_loss(gold[..., d:d + 1], pred[..., d:d + 1]) for d in range(2)),
+                                     abs=1e-5)
     # windows at the right level but flat inside: the pooled CCC is high, each window's CCC is not
     levels = np.array([-0.8, -0.3, 0.3, 0.8])[:, None, None]
     g2 = levels + 0.05 * np.sin(np.arange(12) / 2)[None, :, None] + np.zeros((4, 12, 2))
@@ -260,7 +266,8 @@ def test_zhang2021_loss_is_one_ccc_per_window_as_the_authors_compute_it():
     got_pad = float(m.loss({"va": torch.tensor(pred_pad, dtype=torch.float32)},
                            {"va": torch.tensor(pad, dtype=torch.float32), "mask": mask}))
     assert got_pad == pytest.approx(got, abs=1e-5)
-    pooled = create_method("zhang2021", "continuous", 2, n_audio_features=20, audio_steps_per_frame=4, loss="pooled")
+    pooled = create_method("zhang2021", "continuous", 2, n_audio_features=20, audio_steps_per_frame=4, loss="pooled",
+                           per_dimension=False)
     assert float(pooled.loss({"va": torch.tensor(pred, dtype=torch.float32)}, batch)) == pytest.approx(
         float(ccc_loss(torch.tensor(pred), torch.tensor(gold))), abs=1e-5)
 

@@ -20,6 +20,8 @@ import os
 import time
 from typing import TYPE_CHECKING
 
+from raybench.schema import AudioConfig
+
 if TYPE_CHECKING:
     import torch
 
@@ -88,7 +90,7 @@ def bench_one(name: str, task: str, args, overrides: dict, device: torch.device)
             "samples_per_s": args.batch_size / dt, "peak_mem_GiB": mem, "loss": float(loss)}
 
 
-def main(argv: list[str] | None = None) -> int:
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m raybench.bench", description=__doc__.split("\n\n")[0])
     p.add_argument("overrides", nargs="*", help="method keys, key=value (each method takes the keys it has)")
     p.add_argument("--methods", nargs="*", default=None, help="default: every registered method")
@@ -96,13 +98,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--window", type=int, default=16, help="frames per window")
     p.add_argument("--image-size", type=int, default=48)
-    p.add_argument("--n-mels", type=int, default=40)
-    p.add_argument("--steps-per-frame", type=int, default=10, help="audio feature steps per video frame")
+    p.add_argument("--n-mels", type=int, default=AudioConfig().n_mels)
+    p.add_argument("--steps-per-frame", type=int, default=AudioConfig().frames_per_video_frame,
+                   help="audio feature steps per video frame (default: the store's, data.audio.frames_per_video_frame)")
     p.add_argument("--fps", type=float, default=10.0, help="video frames per second (sets VGGish's 0.96 s patch)")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--no-amp", dest="amp", action="store_false")
     p.add_argument("--ddp", action="store_true", help="wrap in DistributedDataParallel (world size 1)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser()
     args = p.parse_args(argv)
     from raybench.envcheck import require
 

@@ -17,3 +17,12 @@ def test_bench_times_each_method_and_task(capsys):
     for r in rows:
         params, ms, sps = float(r[2]), float(r[3]), float(r[4])
         assert params > 0 and ms > 0 and math.isclose(sps, 2 / (ms / 1e3), rel_tol=0.02)
+
+
+def test_bench_defaults_are_the_stores_audio_shape():
+    from raybench.bench import parser
+    from raybench.schema import AudioConfig
+
+    args = parser().parse_args([])
+    assert args.steps_per_frame == AudioConfig().frames_per_video_frame == 4
+    assert args.n_mels == AudioConfig().n_mels

@@ -205,6 +205,39 @@ def train_step(method: torch.nn.Module, loss: torch.Tensor, opt: torch.optim.Opt
     opt.step()
 
 
+def trainable_parameters(method: torch.nn.Module) -> int:
+    """Parameters that train now: all, less those the method holds frozen (``frozen_parameters``)."""
+    frozen = {id(p) for p in getattr(method, "frozen_parameters", list)()}
+    return sum(p.numel() for p in method.parameters() if p.requires_grad and id(p) not in frozen)
+
+
+def window_cost(method: torch.nn.Module, cfg: TrialConfig, data: dict) -> dict[str, float]:
+    """The model's size and compute: ``model/parameters`` and ``model/gflops_per_window`` (one
+    window of ``window.length`` frames in evaluation, counted by torch's FlopCounterMode: matrix
+    multiplications and convolutions, 2 FLOPs per multiply-add)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    L, H = cfg.window.length, cfg.data.image_size
+    k, F = int(data["audio_steps_per_frame"]), int(data["n_audio_features"])
+    dev = next(method.parameters()).device
+    batch = {"video": torch.zeros(1, L, 3, H, H, device=dev), "audio": torch.zeros(1, L * k, F, device=dev),
+             "mask": torch.ones(1, L, dtype=torch.bool, device=dev)}
+    if getattr(method, "needs_flow", False):
+        batch["flow"] = torch.zeros(1, L, 2, H, H, device=dev)
+    out = {"model/parameters": float(sum(p.numel() for p in method.parameters()))}
+    was_training = method.training
+    method.eval()
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            method(batch)
+        out["model/gflops_per_window"] = counter.get_total_flops() / 1e9
+    except Exception as e:  # a cost figure must never cost the trial: say so, train on
+        print(f"[raybench] warning: FLOPs per window not counted ({type(e).__name__}: {e})", flush=True)
+    finally:
+        method.train(was_training)
+    return out
+
+
 def make_optimizer(model: torch.nn.Module, method: torch.nn.Module, cfg: TrialConfig):
     """The optimizer (``train.optimizer``, or the method's own when null: Adam with L2 weight decay or
     AdamW) and the learning-rate schedule (``train.lr_schedule``), both fresh at ``train.lr``."""
@@ -267,6 +300,7 @@ def train_loop_per_worker(config: dict) -> None:
 
     model = build_model(cfg, data)
     method = model
+    cost = window_cost(method, cfg, data) if rank == 0 else {}  # before DDP wraps it (a forward pass on rank 0)
     model = ray.train.torch.prepare_model(model)  # DDP when world > 1, moved to device
     opt, sched = make_optimizer(model, method, cfg)
     early_stop = tcfg.early_stop
@@ -325,6 +359,8 @@ def train_loop_per_worker(config: dict) -> None:
         # epochs_done: the trial's own count (ASHA's clock; Tune's training_iteration restarts after a resume)
         metrics.update({"epoch": epoch, "epochs_done": epoch + 1, "train/loss": tot / max(1, n_batches),
                         "time/epoch_s": time.time() - t0, "time/train_samples_per_s": n_samples * world / max(train_s, 1e-9)})
+        metrics.update(cost)
+        metrics["model/trainable_parameters"] = trainable_parameters(method)  # changes with gradual unfreezing
         if device.type == "cuda":
             metrics["gpu/peak_mem_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
         cur = metrics[metric_name]

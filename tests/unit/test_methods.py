@@ -113,3 +113,24 @@ def test_unknown_method_key_is_rejected():
         create_method("audio_only", "categorical", 8, fusion="concat")
     with pytest.raises(KeyError, match="did you mean"):
         create_method("audio_onyl", "categorical", 8)
+
+
+def test_window_cost_counts_parameters_and_flops_that_grow_with_the_window():
+    from raybench.schema import MethodOptions, TrialConfig
+    from raybench.train.loop import trainable_parameters, window_cost
+
+    data = {"audio_steps_per_frame": K, "n_audio_features": F}
+    m = build("video_only", "categorical")
+
+    def cost(length):
+        return window_cost(m, TrialConfig(method=MethodOptions(name="video_only"), window={"length": length},
+                                          data={"image_size": H}), data)
+
+    c8, c16 = cost(8), cost(16)
+    assert c8["model/parameters"] == sum(p.numel() for p in m.parameters()) == trainable_parameters(m)
+    # the frame CNN dominates: one window of 16 frames costs twice one of 8 (independent of the counter's details)
+    assert c16["model/gflops_per_window"] == pytest.approx(2 * c8["model/gflops_per_window"], rel=0.02)
+    assert c8["model/gflops_per_window"] > 0 and m.training  # left as it was
+    # by hand for the first conv layer alone: 2 x (3 x 3 x 3) x width x H x H per frame
+    first = m.branch.enc.features[0][0]
+    assert c8["model/gflops_per_window"] * 1e9 > 8 * 2 * 27 * first.out_channels * H * H

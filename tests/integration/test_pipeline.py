@@ -80,6 +80,9 @@ def test_mlflow_holds_one_parent_and_a_child_per_trial(smoke):
     assert len(best) == 1 and "test/uar" in best[0].data.metrics
     assert {"predictions_test.csv", "confusion_test.png", "recall_test.png"} <= {
         x.path for x in client.list_artifacts(best[0].info.run_id)}
+    for c in children:  # the model's cost on every trial run
+        assert c.data.metrics["model/parameters"] >= c.data.metrics["model/trainable_parameters"] > 0
+        assert c.data.metrics["model/gflops_per_window"] > 0
     for c in children:  # every trial's validation figures and predictions
         assert {"predictions_val.csv", "confusion_val.png", "recall_val.png"} <= {
             x.path for x in client.list_artifacts(c.info.run_id)}

@@ -39,7 +39,9 @@ def confusion_figure(rows: list[dict[str, Any]], class_names: list[str], title: 
 
 
 def class_recall(rows: list[dict[str, Any]], n_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    """(recall per class, NaN for a class absent from the gold labels; clips per gold class)."""
+    """(recall per class, NaN for a class absent from the gold labels; clips per gold class).
+    Counted here, not with torchmetrics' MulticlassRecall: that one reports an absent class as 0,
+    and the figure must show it as absent (UAR, like scikit-learn, leaves it out)."""
     gold = np.array([r["label"] for r in rows])
     pred = np.array([r["pred"] for r in rows])
     support = np.bincount(gold, minlength=n_classes)

@@ -322,8 +322,7 @@ def _test_trial(cfg: SweepConfig, t: dict, summaries: dict[str, dict], storage: 
     data = summaries[data_key(trial_data_cfg(t["cfg"], cfg))]
     test_metrics, preds = {}, []
     if data["ids"]["test"]:
-        ev = ray.remote(num_cpus=1, num_gpus=1 if cfg.train.use_gpu else 0)(evaluate_checkpoint)
-        test_metrics, preds = ray.get(ev.remote(t["cfg"], data, t["checkpoint"], "test", storage))
+        test_metrics, preds = ray.get(_evaluator(cfg).remote(t["cfg"], data, t["checkpoint"], "test", storage))
     t["test"] = {f"test/{k}": v for k, v in test_metrics.items()}
     uri = mlinfo["tracking_uri"]
     child = tracking.find_run(uri, mlinfo["experiment_id"], tracking.TRIAL_TAG, t["trial_id"])
@@ -336,6 +335,13 @@ def _test_trial(cfg: SweepConfig, t: dict, summaries: dict[str, dict], storage: 
     return data["task"], tuple(sorted(data["ids"]["test"])), preds
 
 
+def _evaluator(cfg: SweepConfig):
+    """:func:`evaluate_checkpoint` as a Ray task: one CPU (and one GPU when the sweep trains on GPUs)."""
+    import ray
+
+    return ray.remote(num_cpus=1, num_gpus=1 if cfg.train.use_gpu else 0)(evaluate_checkpoint)
+
+
 def _log_val_plots(cfg: SweepConfig, trials: list[dict], summaries: dict[str, dict], storage: str, client,
                    mlinfo: dict) -> None:
     """Every trial's best checkpoint on its validation split (``eval.val_plots``): the figures and the
@@ -346,20 +352,19 @@ def _log_val_plots(cfg: SweepConfig, trials: list[dict], summaries: dict[str, di
 
     from raybench import tracking
 
-    todo = [t for t in trials if t.get("checkpoint") and t["error"] is None]
-    ev = ray.remote(num_cpus=1, num_gpus=1 if cfg.train.use_gpu else 0)(evaluate_checkpoint)
+    todo = [(t, summaries[data_key(trial_data_cfg(t["cfg"], cfg))]) for t in trials
+            if t.get("checkpoint") and t["error"] is None]
+    ev = _evaluator(cfg)
     wave = max(1, int(ray.cluster_resources().get("CPU", 1)))
     for i in range(0, len(todo), wave):
         batch = todo[i : i + wave]
-        refs = [ev.remote(t["cfg"], summaries[data_key(trial_data_cfg(t["cfg"], cfg))], t["checkpoint"], "val",
-                          storage) for t in batch]
-        for t, ref in zip(batch, refs):
+        refs = [ev.remote(t["cfg"], data, t["checkpoint"], "val", storage) for t, data in batch]
+        for (t, data), ref in zip(batch, refs):
             try:
                 val_metrics, preds = ray.get(ref)
                 run = tracking.find_run(mlinfo["tracking_uri"], mlinfo["experiment_id"], tracking.TRIAL_TAG,
                                         t["trial_id"])
                 if run and preds:
-                    data = summaries[data_key(trial_data_cfg(t["cfg"], cfg))]
                     _log_table(client, run, preds, "predictions_val.csv")
                     _log_plot(client, run, preds, data, "val", val_metrics)
             except Exception as e:  # a record without a figure is still a record: say so, go on

@@ -3,13 +3,21 @@
     python -m raybench.bench                        # every method, its tasks, on cuda if present
     python -m raybench.bench --methods zhang2021 --batch-size 64 --window 300 --image-size 112
     python -m raybench.bench --ddp                  # wrap in DDP (NCCL on GPU, gloo on CPU), world size 1
+    python -m raybench.bench --data                 # and the input pipeline alone, beside the model
 
 Each method is built with its paper defaults (``key=value`` arguments override method keys), fed
 random batches of the shapes the training loop produces, and timed over ``--steps`` training steps
 (forward, loss, backward, AdamW step; bf16 autocast on GPU unless ``--no-amp``) after warm-up
 steps. It prints samples per second, milliseconds per step and peak GPU memory per method and task.
 This measures the model alone; `time/train_samples_per_s` in a trial's metrics measures the whole
-loop (decoding Parquet rows, windows, DDP).
+loop (reading clips, windows, DDP).
+
+``--data`` also measures the training input pipeline alone (raybench/train/feed.py: clips read from a
+clip store, windows pooled and cut, host batches made in a background thread, copied to the device
+and normalised there; no model) on a store of random clips written in the store's own layout
+(``--clips`` clips of ``--clip-frames`` frames; ``--store`` names a prepared one instead), and prints
+its windows per second beside the model's, as a ratio to the goal: the data path delivers at least
+3x the windows per second the model consumes (``--data-goal``).
 """
 
 from __future__ import annotations
@@ -44,7 +52,8 @@ def random_batch(task: str, batch: int, window: int, size: int, n_mels: int, ste
     return b
 
 
-def bench_one(name: str, task: str, args, overrides: dict, device: torch.device) -> dict:
+def build(name: str, task: str, args, overrides: dict, device: torch.device):
+    """The method (paper defaults, ``overrides`` applied), its (DDP-wrapped with ``--ddp``) model, AdamW."""
     import torch
 
     from raybench.methods import METHODS, create_method
@@ -52,17 +61,34 @@ def bench_one(name: str, task: str, args, overrides: dict, device: torch.device)
     cls = METHODS.get(name)
     keys = {k: v for k, v in overrides.items() if k in cls.defaults}
     n_out = 8 if task == "categorical" else 2
-    model = create_method(name, task, n_out, n_audio_features=args.n_mels,
-                          audio_steps_per_frame=args.steps_per_frame, fps=args.fps, **keys).to(device)
-    method = model
+    torch.manual_seed(0)
+    method = create_method(name, task, n_out, n_audio_features=args.n_mels,
+                           audio_steps_per_frame=args.steps_per_frame, fps=args.fps, **keys).to(device)
+    model = method
     if args.ddp:
         model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+            method, device_ids=[device.index] if device.type == "cuda" else None)
+    return method, model, torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+
+def _amp(args, device):
+    import torch
+
+    return (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and args.amp
+            else contextlib.nullcontext())
+
+
+def bench_one(name: str, task: str, args, overrides: dict, device: torch.device) -> dict:
+    import torch
+
+    from raybench.methods import METHODS
+
+    cls = METHODS.get(name)
+    n_out = 8 if task == "categorical" else 2
+    method, model, opt = build(name, task, args, overrides, device)
     batch = random_batch(task, args.batch_size, args.window, args.image_size, args.n_mels, args.steps_per_frame,
                          cls.needs_flow, n_out, device)
-    amp = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" and args.amp
-           else contextlib.nullcontext())
+    amp = _amp(args, device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
@@ -90,6 +116,132 @@ def bench_one(name: str, task: str, args, overrides: dict, device: torch.device)
             "samples_per_s": args.batch_size / dt, "peak_mem_GiB": mem, "loss": float(loss)}
 
 
+def data_store(task: str, flow: bool, args, folder: str, cache: dict) -> dict:
+    """The data summary of a random store for ``task`` (with optical flow when ``flow``), made once."""
+    from raybench.data.store import random_store
+
+    key = (task, flow)
+    if key not in cache:
+        cache[key] = random_store(os.path.join(folder, f"{task}{'-flow' if flow else ''}"),
+                                  [args.clip_frames] * args.clips, task=task, image_size=args.image_size,
+                                  n_mels=args.n_mels, steps_per_frame=args.steps_per_frame, flow=flow,
+                                  fps=args.fps)
+    return cache[key]
+
+
+def bench_data(task: str, data: dict, args, device: torch.device) -> dict:
+    """Windows per second of the training input pipeline alone, to the device (``--data-epochs``
+    epochs over the store, after one warm-up epoch)."""
+    import numpy as np
+    import torch
+
+    from raybench.data.store import ClipStore
+    from raybench.train.feed import Prefetcher, audio_stats_on, epoch_groups, to_device, train_feed
+
+    store = ClipStore(data["store_path"])
+    groups = store.row_groups()
+    mean, std = audio_stats_on(data, device)
+    rng = np.random.default_rng(0)
+    hop = args.hop or args.window
+
+    def epoch(e: int) -> int:
+        n = 0
+        feed = train_feed(store, epoch_groups(groups, 0, e, 0, 1), None, task, args.window, hop, args.batch_size,
+                          rng, pin=device.type == "cuda", read_threads=args.read_threads)
+        with Prefetcher(feed, args.prefetch) as batches:
+            for hb in batches:
+                b = to_device(hb, mean, std, device)
+                n += int(hb["mask"].shape[0])
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        del b
+        return n
+
+    epoch(0)
+    t0 = time.perf_counter()
+    n = sum(epoch(e) for e in range(1, 1 + args.data_epochs))
+    dt = time.perf_counter() - t0
+    return {"data_windows_per_s": n / dt, "data_windows": n}
+
+
+class GpuUtilisation:
+    """The GPU's utilisation (NVML, through ``torch.cuda.utilization``) sampled every ``every`` s in a
+    thread while the block runs; ``mean`` in percent (NaN on CPU or without NVML)."""
+
+    def __init__(self, device: torch.device, every: float = 0.05):
+        self.device, self.every, self.samples = device, every, []
+
+    def __enter__(self):
+        import threading
+
+        self._stop = threading.Event()
+        if self.device.type == "cuda":
+            self._t = threading.Thread(target=self._run, daemon=True)
+            self._t.start()
+        return self
+
+    def _run(self):
+        import torch
+
+        while not self._stop.wait(self.every):
+            try:
+                self.samples.append(torch.cuda.utilization(self.device))
+            except Exception:  # noqa: BLE001 - no NVML: no figure
+                return
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        if self.device.type == "cuda":
+            self._t.join()
+
+    @property
+    def mean(self) -> float:
+        return sum(self.samples) / len(self.samples) if self.samples else float("nan")
+
+
+def bench_loop(name: str, task: str, data: dict, args, overrides: dict, device: torch.device) -> dict:
+    """Windows per second of the training loop's inner loop: the input pipeline feeding the model
+    (forward, loss, backward, step; the loss summed on the device), ``--data-epochs`` epochs after a
+    warm-up epoch, and the GPU's mean utilisation meanwhile."""
+    import numpy as np
+    import torch
+
+    from raybench.data.store import ClipStore
+    from raybench.train.feed import Prefetcher, audio_stats_on, epoch_groups, to_device, train_feed
+
+    method, model, opt = build(name, task, args, overrides, device)
+    amp = _amp(args, device)
+    store = ClipStore(data["store_path"])
+    groups = store.row_groups()
+    mean, std = audio_stats_on(data, device)
+    rng = np.random.default_rng(0)
+    hop = args.hop or args.window
+
+    def epoch(e: int) -> int:
+        n, tot = 0, torch.zeros((), device=device)
+        feed = train_feed(store, epoch_groups(groups, 0, e, 0, 1), None, task, args.window, hop, args.batch_size,
+                          rng, pin=device.type == "cuda", read_threads=args.read_threads)
+        with Prefetcher(feed, args.prefetch) as batches:
+            for hb in batches:
+                b = to_device(hb, mean, std, device)
+                with amp:
+                    loss = method.loss(model(b), b)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                tot += loss.detach().float()
+                n += int(hb["mask"].shape[0])
+        float(tot)  # waits for the device
+        return n
+
+    epoch(0)
+    with GpuUtilisation(device) as util:
+        t0 = time.perf_counter()
+        n = sum(epoch(e) for e in range(1, 1 + args.data_epochs))
+        dt = time.perf_counter() - t0
+    return {"loop_windows_per_s": n / dt, "gpu_util": util.mean}
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m raybench.bench", description=__doc__.split("\n\n")[0])
     p.add_argument("overrides", nargs="*", help="method keys, key=value (each method takes the keys it has)")
@@ -106,6 +258,17 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--no-amp", dest="amp", action="store_false")
     p.add_argument("--ddp", action="store_true", help="wrap in DistributedDataParallel (world size 1)")
+    p.add_argument("--data", action="store_true", help="also the input pipeline alone (windows/s), beside the model")
+    p.add_argument("--loop", action="store_true",
+                   help="with --data: also the pipeline feeding the model (windows/s, GPU utilisation)")
+    p.add_argument("--store", default=None, help="--data: a prepared clip store (default: random clips)")
+    p.add_argument("--clips", type=int, default=256, help="--data: clips in the random store")
+    p.add_argument("--clip-frames", type=int, default=64, help="--data: frames per random clip")
+    p.add_argument("--hop", type=int, default=None, help="--data, continuous: window hop (default: --window)")
+    p.add_argument("--data-epochs", type=int, default=2, help="--data: timed epochs (after one warm-up epoch)")
+    p.add_argument("--prefetch", type=int, default=2, help="--data: batches made ahead (train.prefetch)")
+    p.add_argument("--read-threads", type=int, default=1, help="--data: row groups read at once (train.read_threads)")
+    p.add_argument("--data-goal", type=float, default=3.0, help="--data: the goal, data windows/s per model's")
     return p
 
 
@@ -114,7 +277,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     from raybench.envcheck import require
 
-    require()  # a broken torch/torchaudio/... install: one message and exit 2, before any work
+    # a broken torch/torchaudio/pyarrow install: one message and exit 2, before any work (the benchmark
+    # neither decodes video nor starts Ray: it runs where only torch and pyarrow are installed)
+    require(("torch", "torchaudio", "pyarrow"))
     import torch
 
     from raybench.methods import METHODS
@@ -147,18 +312,57 @@ def main(argv: list[str] | None = None) -> int:
     print(f"[bench] batch {args.batch_size} windows x {args.window} frames, {args.image_size} px, "
           f"{args.n_mels} mels x {args.steps_per_frame} steps/frame, {args.steps} timed steps")
     head = f"{'method':<16}{'task':<13}{'params (M)':>11}{'ms/step':>10}{'samples/s':>11}{'peak GiB':>10}"
+    if args.data:
+        head += f"{'data win/s':>12}{'data/model':>12}{'/ goal':>8}"
+        if args.loop:
+            head += f"{'loop win/s':>12}{'loop/model':>12}{'GPU %':>7}"
+        print(f"[bench] data path: {'store ' + args.store if args.store else f'{args.clips} random clips x {args.clip_frames} frames'}"
+              f", prefetch {args.prefetch}, {args.read_threads} read thread(s), {args.data_epochs} timed epochs; goal: data/model >= {args.data_goal:g}")
     print(head)
     print("-" * len(head))
-    for name in names:
-        for task in METHODS.get(name).tasks:
-            r = bench_one(name, task, args, overrides, device)
-            print(f"{r['method']:<16}{r['task']:<13}{r['params_M']:>11.2f}{r['step_ms']:>10.1f}"
-                  f"{r['samples_per_s']:>11.1f}{r['peak_mem_GiB']:>10.2f}".replace("nan", "  -"), flush=True)
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
+    import tempfile
+
+    stores: dict = {}
+    with tempfile.TemporaryDirectory(prefix="raybench-bench-") as folder:
+        for name in names:
+            for task in METHODS.get(name).tasks:
+                r = bench_one(name, task, args, overrides, device)
+                line = (f"{r['method']:<16}{r['task']:<13}{r['params_M']:>11.2f}{r['step_ms']:>10.1f}"
+                        f"{r['samples_per_s']:>11.1f}{r['peak_mem_GiB']:>10.2f}".replace("nan", "  -"))
+                if args.data:
+                    if args.store:
+                        data = _store_summary(args.store, task)
+                    else:
+                        data = data_store(task, METHODS.get(name).needs_flow, args, folder, stores)
+                    if not data:  # a prepared store of the other task
+                        print(line + f"{'(' + task + ': not in --store)':>32}", flush=True)
+                        continue
+                    d = bench_data(task, data, args, device)
+                    ratio = d["data_windows_per_s"] / r["samples_per_s"]
+                    line += f"{d['data_windows_per_s']:>12.1f}{ratio:>12.2f}{ratio / args.data_goal:>8.2f}"
+                    if args.loop:
+                        lp = bench_loop(name, task, data, args, overrides, device)
+                        line += (f"{lp['loop_windows_per_s']:>12.1f}{lp['loop_windows_per_s'] / r['samples_per_s']:>12.2f}"
+                                 f"{lp['gpu_util']:>7.0f}".replace("nan", "  -"))
+                print(line, flush=True)
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
     if args.ddp:
         torch.distributed.destroy_process_group()
     return 0
+
+
+def _store_summary(path: str, task: str) -> dict:
+    """What ``bench_data`` needs of a prepared store: its audio statistics over every clip."""
+    from raybench.data.store import ClipStore
+
+    store = ClipStore(path)
+    rows = store.read_clips(None, columns=["clip_id", "va"])
+    mean, std = store.audio_stats([r["clip_id"] for r in rows])
+    store_task = "continuous" if any(len(r["va"]) for r in rows) else "categorical"
+    if store_task != task:
+        return {}
+    return {"task": task, "store_path": path, "audio_mean": mean.tolist(), "audio_std": std.tolist()}
 
 
 if __name__ == "__main__":

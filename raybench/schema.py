@@ -132,6 +132,16 @@ class TrainConfig(Section):
     plateau_factor: float = Field(0.1, gt=0, lt=1)
     plateau_patience: int = Field(5, ge=0)
     early_stop: int | None = Field(None, ge=1)  # stop a trial after this many epochs without a better score
+    # the input pipeline (raybench/train/feed.py): each worker streams its clips from the store and draws
+    # each batch at random from a pool of windows of at least `shuffle_clips` clips and `shuffle_batches`
+    # batches; `prefetch` batches are made ahead in a background thread; evaluation batches windows
+    # across clips, `eval_batch_size` at a time (null: train.batch_size); `read_threads` row groups are
+    # read at once (null: one per whole CPU the worker holds, at least one)
+    shuffle_clips: int = Field(8, ge=1)
+    shuffle_batches: int = Field(4, ge=1)
+    prefetch: int = Field(2, ge=1)
+    read_threads: int | None = Field(None, ge=1)
+    eval_batch_size: int | None = Field(None, ge=1)
 
 
 class TuneConfig(Section):

@@ -18,7 +18,7 @@ from raybench.config import ConfigError, load
 from raybench.results import SweepResult, format_table, record
 from raybench.schema import SweepConfig
 from raybench.storage import join
-from raybench.trials import new_sweep_id, prepare_all, training_sets, tune_trials
+from raybench.trials import new_sweep_id, prepare_all, tune_trials
 
 STATE_FILE = "raybench_sweep.json"
 
@@ -55,7 +55,6 @@ def run_sweep(cfg: SweepConfig, sweep_id: str | None = None, resume: bool = Fals
 
     # 1. PREPARE every data configuration the sweep reaches (file listings before Ray starts)
     summaries = prepare_all(cfg, verbose)
-    train_sets = training_sets(summaries)
     # each dataset is judged on its own task's metric; Tune sees it as val/score
     metrics = {s["dataset"]: cfg.tune.metric or default_metric(s["task"]) for s in summaries.values()}
 
@@ -76,7 +75,7 @@ def run_sweep(cfg: SweepConfig, sweep_id: str | None = None, resume: bool = Fals
         print(f"[raybench] to resume this sweep if it is interrupted:  python -m raybench.sweep --resume "
               f"{sweep_id}" + ("" if cfg.storage is None else f" storage={cfg.storage}"), flush=True)
 
-    grid = tune_trials(cfg, summaries, train_sets, mlinfo, storage, metrics, resume, on_start=started,
+    grid = tune_trials(cfg, summaries, mlinfo, storage, metrics, resume, on_start=started,
                        verbose=verbose)
 
     # 3. RECORD: choose on validation, test the chosen, summarise folds, log, print

@@ -83,27 +83,6 @@ def trial_data_cfg(trial_cfg: TrialConfig, sweep_cfg: SweepConfig) -> DataConfig
     return store_data_cfg(trial_cfg.data, sweep_cfg)
 
 
-def training_sets(summaries: dict[str, dict]) -> dict[str, Any]:
-    """One Ray Dataset of training clips per data configuration.
-
-    The clips any configuration of a store trains on are read once for the whole sweep and held in
-    Ray's object store (every trial and epoch reuse them). Configurations that train on a subset of
-    them (the folds of a cross-validation) get a lazy filter of that one copy, not a copy each.
-    """
-    from raybench.data.store import ClipStore, id_filter
-
-    union: dict[str, set[str]] = {}
-    for s in summaries.values():
-        union.setdefault(s["store_path"], set()).update(s["ids"]["train"])
-    base = {path: ClipStore(path).ray_dataset(sorted(ids)).materialize() for path, ids in union.items()}
-    out = {}
-    for k, s in summaries.items():
-        keep = set(s["ids"]["train"])
-        ds = base[s["store_path"]]
-        out[k] = ds if keep == union[s["store_path"]] else ds.filter(expr=id_filter(keep), num_cpus=0.25)
-    return out
-
-
 def param_space(cfg: SweepConfig) -> dict[str, Any]:
     from ray import tune
 
@@ -165,13 +144,12 @@ def max_epochs(cfg: SweepConfig) -> int:
                                      if "epochs" in (o.get("train") or {})])
 
 
-def run_trial(params: dict, base: SweepConfig, data: dict, train_sets: dict, mlinfo: dict | None, storage: str,
+def run_trial(params: dict, base: SweepConfig, data: dict, mlinfo: dict | None, storage: str,
               cpw: float, verbose: int = 0) -> None:
     """Tune function trainable: build and fit one TorchTrainer for the sampled ``params``."""
-    import ray.data
     import ray.train
     from ray import tune
-    from ray.train import CheckpointConfig, DataConfig, ScalingConfig
+    from ray.train import CheckpointConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -210,8 +188,6 @@ def run_trial(params: dict, base: SweepConfig, data: dict, train_sets: dict, mli
         train_loop_config={"cfg": cfg, "data": d, "logger": TrialLogger(info) if info else None, "verbose": verbose},
         scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=use_gpu, resources_per_worker=res),
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
-        datasets={"train": train_sets[data_key(trial_data_cfg(cfg, base))]},
-        dataset_config=DataConfig(datasets_to_split=["train"]),
         run_config=ray.train.RunConfig(
             name=trial_id, storage_path=storage_path,
             storage_filesystem=storage_fs,
@@ -334,7 +310,7 @@ def make_scheduler(cfg: SweepConfig):
                          grace_period=min(cfg.tune.grace_period, cfg.train.epochs))
 
 
-def tune_trials(cfg: SweepConfig, summaries: dict[str, dict], train_sets: dict[str, Any], mlinfo: dict, storage: str,
+def tune_trials(cfg: SweepConfig, summaries: dict[str, dict], mlinfo: dict, storage: str,
                 metrics: dict[str, str], resume: bool, on_start=None, verbose: int = 0):
     """TUNE: one Ray Tune run over the search space, each trial a Ray Train ``TorchTrainer``; a
     resumed sweep restores its Tune state from ``storage``. ``on_start()`` runs once the tuner is
@@ -351,7 +327,7 @@ def tune_trials(cfg: SweepConfig, summaries: dict[str, dict], train_sets: dict[s
           f"{', '.join(sorted(set(metrics.values())))} ({mode})", flush=True)
     scheduler = make_scheduler(cfg)
     trainable = tune.with_resources(
-        tune.with_parameters(run_trial, base=cfg, data=summaries, train_sets=train_sets, mlinfo=mlinfo,
+        tune.with_parameters(run_trial, base=cfg, data=summaries, mlinfo=mlinfo,
                              storage=storage, cpw=cpw, verbose=verbose),
         {"CPU": 0.01})
     exp_dir = join(storage, sweep_id)

@@ -23,7 +23,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -36,7 +36,8 @@ from raybench.storage import is_remote
 log = logging.getLogger(__name__)
 
 # 2: continuous stores keep each clip's annotation at its own rate (source_va, source_va_rate) for the metrics
-STORE_VERSION = 2
+# 3: one clip per Parquet row group (training reads and shuffles clips one by one: raybench/train/feed.py)
+STORE_VERSION = 3
 PREPROCESSING_KEYS = ("fps", "image_size", "sample_rate", "audio", "max_clips", "ravdess", "flow", "flow_algorithm")
 # fingerprinted only when they differ from these values (so that older stores keep their fingerprint)
 LATER_KEYS = {"crema_d": {"audio": "video"}, "annotation_mismatch": "truncate", "face": "none",
@@ -142,35 +143,55 @@ def decode_row(row: dict[str, Any], data_cfg: DataConfig, mirror: str | None = N
             return None, f"no annotated frame in {row['va_path']}", warning
     flow = (optical_flow(d.frames, data_cfg.flow_algorithm) if data_cfg.flow
             else np.zeros((0, 0, 0, 2), np.float16))
-    out = {
-        "clip_id": row["clip_id"],
-        "label": int(row["label"]) if row.get("label") is not None else -1,
-        "num_frames": T,
-        "video": _to_bytes(d.frames),
-        "video_shape": list(d.frames.shape),
-        "audio": _to_bytes(feats),
-        "audio_shape": list(feats.shape),
-        "va": _to_bytes(va),
-        "source_va": _to_bytes(src_keep),
-        "source_va_rate": src_rate,
-        "flow": _to_bytes(flow),
-        "flow_shape": list(flow.shape),
-        "audio_sum": feats.astype(np.float64).sum(0).tolist(),
-        "audio_sumsq": (feats.astype(np.float64) ** 2).sum(0).tolist(),
-        "source_fps": d.source_fps,
-        "source_frames": d.source_frames,
-    }
+    out = store_row(row["clip_id"], int(row["label"]) if row.get("label") is not None else -1, d.frames, feats,
+                    va, src_keep, src_rate, flow, d.source_fps, d.source_frames)
     if data_cfg.face != "none":
         out["face_found"] = d.face_found
     return out, None, warning
 
 
-def _prepare_batch(batch: dict[str, np.ndarray], store_path: str, data_cfg: dict[str, Any], mirror: str | None = None,
-                   root_uri: str | None = None) -> dict[str, Any]:
-    """Ray Data map_batches function: decode a batch of manifest rows, write one part file."""
+def store_row(clip_id: str, label: int, frames: np.ndarray, feats: np.ndarray, va: np.ndarray,
+              source_va: np.ndarray, source_va_rate: float, flow: np.ndarray, source_fps: float,
+              source_frames: int) -> dict[str, Any]:
+    """One clip's row of the store: frames (T,H,W,3) uint8, audio features (T*k,F) float32, va (T,2)
+    (or (0,2)), its annotation at its own rate (N,2), flow (T,H,W,2) float16 (or empty)."""
+    return {
+        "clip_id": clip_id,
+        "label": label,
+        "num_frames": int(frames.shape[0]),
+        "video": _to_bytes(frames),
+        "video_shape": list(frames.shape),
+        "audio": _to_bytes(feats),
+        "audio_shape": list(feats.shape),
+        "va": _to_bytes(va),
+        "source_va": _to_bytes(source_va),
+        "source_va_rate": float(source_va_rate),
+        "flow": _to_bytes(flow),
+        "flow_shape": list(flow.shape),
+        "audio_sum": feats.astype(np.float64).sum(0).tolist(),
+        "audio_sumsq": (feats.astype(np.float64) ** 2).sum(0).tolist(),
+        "source_fps": float(source_fps),
+        "source_frames": int(source_frames),
+    }
+
+
+def write_part(store: ClipStore, rows: list[dict[str, Any]]) -> str:
+    """Write rows as one part file of ``store`` (one clip per row group); returns its name."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    ids = ",".join(sorted(g["clip_id"] for g in rows))
+    name = f"part-{hashlib.sha1(ids.encode()).hexdigest()[:16]}.parquet"
+    buf = pa.BufferOutputStream()
+    # one clip per row group: a trial reads any clip alone (ClipStore.row_groups, iter_groups)
+    pq.write_table(pa.Table.from_pylist(rows), buf, row_group_size=1)
+    store.write_bytes(f"parts/{name}", buf.getvalue().to_pybytes())
+    return name
+
+
+def _prepare_batch(batch: dict[str, np.ndarray], store_path: str, data_cfg: dict[str, Any], mirror: str | None = None,
+                   root_uri: str | None = None) -> dict[str, Any]:
+    """Ray Data map_batches function: decode a batch of manifest rows, write one part file."""
     store = ClipStore(store_path)
     rows = [json.loads(r) for r in batch["row"]]
     good, status = [], {"clip_id": [], "ok": [], "reason": [], "warning": [], "fatal": []}
@@ -198,12 +219,34 @@ def _prepare_batch(batch: dict[str, np.ndarray], store_path: str, data_cfg: dict
             store.write_text(f"warnings/{row['clip_id']}.json",
                              json.dumps({"clip_id": row["clip_id"], "video_path": row["video_path"], "warning": warning}))
     if good:
-        ids = ",".join(sorted(g["clip_id"] for g in good))
-        name = f"part-{hashlib.sha1(ids.encode()).hexdigest()[:16]}.parquet"
-        buf = pa.BufferOutputStream()
-        pq.write_table(pa.Table.from_pylist(good), buf)
-        store.write_bytes(f"parts/{name}", buf.getvalue().to_pybytes())
+        write_part(store, good)
     return status
+
+
+def table_rows(table, keep: set[str] | None = None) -> list[dict[str, Any]]:
+    """An Arrow table of store rows -> row dicts (only the clips in ``keep`` when given). Binary
+    columns (the arrays) are views of the table's buffers, not copies (``to_pylist`` would copy
+    every clip's bytes into Python ``bytes``); the other columns are Python values."""
+    import pyarrow as pa
+
+    ids = table.column("clip_id").to_pylist()
+    idx = [i for i, c in enumerate(ids) if keep is None or c in keep]
+    rows: list[dict[str, Any]] = [{} for _ in idx]
+    for name in table.column_names:
+        col = table.column(name)
+        if pa.types.is_binary(col.type) or pa.types.is_large_binary(col.type):
+            arr = col.combine_chunks()
+            off_type = np.int64 if pa.types.is_large_binary(col.type) else np.int32
+            offsets = np.frombuffer(arr.buffers()[1], off_type)[arr.offset : arr.offset + len(arr) + 1]
+            data = memoryview(arr.buffers()[2]) if arr.buffers()[2] is not None else memoryview(b"")
+            valid = arr.is_valid().to_numpy(zero_copy_only=False) if arr.null_count else None
+            for j, i in enumerate(idx):
+                rows[j][name] = data[offsets[i] : offsets[i + 1]] if valid is None or valid[i] else None
+        else:
+            values = col.to_pylist()
+            for j, i in enumerate(idx):
+                rows[j][name] = values[i]
+    return rows
 
 
 class ClipStore:
@@ -272,18 +315,37 @@ class ClipStore:
         filt = pads.field("clip_id").isin(sorted(ids)) if ids is not None else None
         return ds.to_table(filter=filt, columns=columns).to_pylist()
 
-    def ray_dataset(self, ids: list[str] | set[str] | None = None, num_cpus: float = 0.25):
-        """The store as a Ray Dataset, restricted to ``ids`` when given.
+    def row_groups(self, ids: list[str] | set[str] | None = None) -> list[tuple[str, int]]:
+        """The (part file, row group) pairs that hold any of ``ids`` (all when None), in a fixed order.
+        A store written by this version holds one clip per row group; an older one up to a part file's
+        clips (its other clips are filtered out when read: :meth:`iter_groups`)."""
+        import pyarrow.parquet as pq
 
-        Its tasks ask for a fraction of a CPU, so they run beside training workers
-        that hold most of a small machine's CPUs.
-        """
-        import ray.data
+        want = None if ids is None else set(ids)
+        out = []
+        for p in sorted(self.part_files()):
+            with self.fs.open_input_file(p) as f:
+                pf = pq.ParquetFile(f)
+                for g in range(pf.num_row_groups):
+                    got = pf.read_row_group(g, columns=["clip_id"]).column("clip_id").to_pylist()
+                    if want is None or want.intersection(got):
+                        out.append((p, g))
+        return out
 
-        ds = ray.data.read_parquet(self.part_files(), filesystem=self.fs, num_cpus=num_cpus)
-        if ids is None:
-            return ds
-        return ds.filter(expr=id_filter(ids), num_cpus=num_cpus)
+    def iter_groups(self, groups: list[tuple[str, int]], keep: set[str] | None = None
+                    ) -> Iterator[dict[str, Any]]:
+        """Rows of the given row groups, one group read at a time, in the order given; only the clips
+        in ``keep`` (all when None). Memory holds one row group."""
+        import pyarrow.parquet as pq
+
+        for p, g in groups:
+            with self.fs.open_input_file(p) as f:
+                table = pq.ParquetFile(f).read_row_group(g)
+            yield from table_rows(table, keep)
+
+    def iter_clips(self, ids: list[str] | set[str]) -> Iterator[dict[str, Any]]:
+        """Rows of ``ids`` streamed one row group at a time, in the store's order."""
+        yield from self.iter_groups(self.row_groups(ids), set(ids))
 
     def audio_stats(self, ids: list[str] | set[str]) -> tuple[np.ndarray, np.ndarray]:
         """Per-feature mean and std of the audio features over ``ids`` (the training clips)."""
@@ -488,14 +550,6 @@ def prepare(data_cfg: DataConfig | dict[str, Any], batch_size: int = 8, progress
     return build(plan(data_cfg), batch_size=batch_size, progress=progress)
 
 
-def id_filter(ids):
-    """A Ray Data expression keeping the rows whose clip_id is in ``ids`` (evaluated on whole Arrow
-    blocks, not row by row in Python)."""
-    from ray.data.expressions import col
-
-    return col("clip_id").is_in(sorted(ids))
-
-
 def decode_arrays(row: dict[str, Any]) -> dict[str, np.ndarray]:
     """Store row -> video uint8 (T,H,W,3), audio float32 (T*k,F), va float32 (T,2) (or (0,2)),
     flow float16 (T,H,W,2) when the store has it, and for an annotated clip ``source_va`` float32
@@ -512,3 +566,32 @@ def decode_arrays(row: dict[str, Any]) -> dict[str, np.ndarray]:
     if row.get("source_va") is not None:
         out["source_va"] = np.frombuffer(row["source_va"], np.float32).reshape(-1, 2)
     return out
+
+
+def random_store(path: str | Path, frames: list[int], task: str = "categorical", image_size: int = 48,
+                 n_mels: int = 64, steps_per_frame: int = 4, n_classes: int = 8, flow: bool = False,
+                 fps: float = 10.0, seed: int = 0, clips_per_part: int = 8) -> dict[str, Any]:
+    """A clip store of random clips (``frames``: each clip's length) in the store's own layout, written
+    without decoding any video: for benchmarks and tests of the input pipeline. Returns the data
+    summary a trial takes; every clip is in every split."""
+    rng = np.random.default_rng(seed)
+    store = ClipStore(path)
+    rows, ids = [], []
+    for i, T in enumerate(frames):
+        cid = f"clip{i:05d}"
+        video = rng.integers(0, 256, (T, image_size, image_size, 3), dtype=np.uint8)
+        feats = rng.standard_normal((T * steps_per_frame, n_mels), dtype=np.float32)
+        va = (rng.uniform(-1, 1, (T, 2)).astype(np.float32) if task == "continuous" else np.zeros((0, 2), np.float32))
+        fl = (rng.standard_normal((T, image_size, image_size, 2)).astype(np.float16) if flow
+              else np.zeros((0, 0, 0, 2), np.float16))
+        rows.append(store_row(cid, int(rng.integers(0, n_classes)) if task == "categorical" else -1, video, feats,
+                              va, va, fps, fl, fps, T))
+        ids.append(cid)
+        if len(rows) == clips_per_part or i == len(frames) - 1:
+            write_part(store, rows)
+            rows = []
+    return {"dataset": "random", "task": task, "store_path": str(store.path),
+            "class_names": [f"c{c}" for c in range(n_classes)] if task == "categorical" else [],
+            "ids": {"train": list(ids), "val": list(ids), "test": list(ids)},
+            "audio_mean": [0.0] * n_mels, "audio_std": [1.0] * n_mels, "n_audio_features": n_mels,
+            "audio_steps_per_frame": steps_per_frame, "fps": fps}

@@ -1,10 +1,11 @@
 """The per-worker training loop (runs inside Ray Train workers) and evaluation.
 
-Each worker reads its shard of the training clips (``get_dataset_shard``), cuts
-windows, and trains the method under DDP (gloo on CPU, NCCL on GPU). Uneven
-shards are handled by DDP's ``join()``. Validation clips are split by rank
-(``ids[rank::world]``) and read from the store directly, so every clip is
-evaluated exactly once; torchmetrics syncs the metric states across ranks.
+Each worker streams its share of the training clips from the clip store (a new
+random share every epoch: raybench/train/feed.py), cuts windows, and trains the
+method under DDP (gloo on CPU, NCCL on GPU). Uneven shares are handled by DDP's
+``join()``. Validation clips are split by rank (``ids[rank::world]``) and
+streamed from the store too, so every clip is evaluated exactly once;
+torchmetrics syncs the metric states across ranks.
 
 Every epoch: metrics reported to Ray Train (and on to Tune), a checkpoint with
 the latest state (``last.pt``) and the best-so-far weights (``best.pt``), and
@@ -20,14 +21,16 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Protocol
+from typing import Any, Iterable, Protocol
 
 import numpy as np
 import torch
 
-from raybench.data.store import ClipStore, decode_arrays
+from raybench.data.store import ClipStore
+from raybench.data.windows import overlap_average, window_starts
 from raybench.schema import TrialConfig
-from raybench.data.windows import cut, overlap_average, random_start, window_starts
+from raybench.train.feed import (Clip, Prefetcher, audio_stats_on, epoch_groups, eval_windows, host_batch,
+                                 to_device, train_feed)
 from raybench.train.metrics import TaskMetrics
 
 
@@ -55,69 +58,8 @@ def build_model(cfg: TrialConfig, data: dict) -> torch.nn.Module:
                          audio_steps_per_frame=data["audio_steps_per_frame"], fps=float(data["fps"]))
 
 
-def collate(windows: list[dict[str, np.ndarray]], audio_mean: np.ndarray, audio_std: np.ndarray,
-            device: torch.device) -> dict[str, torch.Tensor]:
-    """Windows -> batch dict: video (B, T, 3, H, W) in [-1, 1], audio (B, T*k, F) standardised,
-    mask (B, T), label (B,) or va (B, T, 2)."""
-    video = torch.from_numpy(np.stack([w["video"] for w in windows]))  # (B, T, H, W, 3) uint8
-    video = video.permute(0, 1, 4, 2, 3).float().div_(127.5).sub_(1.0)  # (B, T, 3, H, W)
-    audio = (np.stack([w["audio"] for w in windows]) - audio_mean) / audio_std  # (B, T*k, F)
-    batch = {
-        "video": video.to(device, non_blocking=True),
-        "audio": torch.from_numpy(audio.astype(np.float32)).to(device, non_blocking=True),
-        "mask": torch.from_numpy(np.stack([w["mask"] for w in windows])).to(device),
-    }
-    if "label" in windows[0]:
-        batch["label"] = torch.tensor([w["label"] for w in windows], dtype=torch.long, device=device)
-    if "va" in windows[0]:
-        batch["va"] = torch.from_numpy(np.stack([w["va"] for w in windows])).to(device)  # (B, T, 2)
-    if "flow" in windows[0]:
-        flow = torch.from_numpy(np.stack([w["flow"] for w in windows]))  # (B, T, H, W, 2) pixels
-        batch["flow"] = flow.permute(0, 1, 4, 2, 3).to(device, non_blocking=True)  # (B, T, 2, H, W)
-    return batch
-
-
-def train_windows(rows: Iterable[dict[str, Any]], task: str, length: int, hop: int,
-                  rng: np.random.Generator) -> Iterator[dict[str, np.ndarray]]:
-    """Categorical: one random window per clip. Continuous: every sliding window, random phase."""
-    for row in rows:
-        a = decode_arrays(row)
-        n = a["video"].shape[0]
-        if task == "categorical":
-            w = cut(a["video"], a["audio"], None, random_start(n, length, rng), length, a.get("flow"))
-            w["label"] = int(row["label"])
-            yield w
-        else:
-            offset = int(rng.integers(0, hop)) if n > length + hop else 0
-            for s in window_starts(n - offset, length, hop):
-                w = cut(a["video"], a["audio"], a["va"], s + offset, length, a.get("flow"))
-                if not np.isnan(w["va"]).all():
-                    yield w
-
-
-def shuffled_batches(windows: Iterable[dict], batch_size: int, rng: np.random.Generator,
-                     buffer: int = 4) -> Iterator[list[dict]]:
-    buf: list[dict] = []
-    for w in windows:
-        buf.append(w)
-        if len(buf) >= batch_size * buffer:
-            rng.shuffle(buf)
-            yield buf[:batch_size]
-            buf = buf[batch_size:]
-    rng.shuffle(buf)
-    for i in range(0, len(buf), batch_size):
-        yield buf[i : i + batch_size]
-
-
-def shard_rows(ds_shard, batch_size: int = 8, shuffle_buffer: int | None = 64) -> Iterator[dict[str, Any]]:
-    """Rows of a Ray Data shard, one clip at a time."""
-    for b in ds_shard.iter_batches(batch_size=batch_size, batch_format="pandas",
-                                   local_shuffle_buffer_size=shuffle_buffer):
-        yield from b.to_dict("records")
-
-
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, rows: list[dict[str, Any]], data: dict, cfg: TrialConfig, device: torch.device,
+def evaluate(model: torch.nn.Module, rows: Iterable[dict[str, Any]], data: dict, cfg: TrialConfig, device: torch.device,
              return_predictions: bool = False) -> tuple[dict[str, float], list[dict]]:
     """Metrics over whole clips: categorical scores averaged over a clip's windows; continuous
     predictions averaged per frame over overlapping windows, then mapped back by time to every
@@ -125,57 +67,64 @@ def evaluate(model: torch.nn.Module, rows: list[dict[str, Any]], data: dict, cfg
     (``eval.ccc_over``: over all of them pooled, or the mean of per-clip CCCs). Continuous
     prediction rows are one per annotated source frame (``frame``: its index at the annotation's rate).
 
+    ``rows``: store rows, consumed as a stream (:meth:`ClipStore.iter_clips`); a clip is held only
+    until its last window is scored. Windows are batched across clips, ``train.eval_batch_size``
+    (null: ``train.batch_size``) at a time.
+
     Evaluation windows step by ``min(window.hop, window.length)``, so they cover every frame even
     when training skips frames (hop > length): no scored frame is left without a prediction.
     Under torch.distributed, every rank must call this (metric states are synced).
     """
     task, length = data["task"], cfg.window.length
     hop = min(cfg.window.hop, length)
-    bs = cfg.train.batch_size
-    mean, std = np.asarray(data["audio_mean"]), np.asarray(data["audio_std"])
+    bs = cfg.train.eval_batch_size or cfg.train.batch_size
+    mean, std = audio_stats_on(data, device)
     metrics = TaskMetrics(task, len(data["class_names"]), device, ccc_over=cfg.eval.ccc_over)
     model.eval()
-    preds_out = []
-    for row in rows:
-        a = decode_arrays(row)
-        va = a["va"]
-        n = a["video"].shape[0]
-        starts = window_starts(n, length, hop)
-        outs = []
-        for i in range(0, len(starts), bs):
-            wins = [cut(a["video"], a["audio"], va if task == "continuous" else None, s, length, a.get("flow"))
-                    for s in starts[i : i + bs]]
-            batch = collate(wins, mean, std, device)
+    preds_out: list[dict] = []
+    outs: dict[int, list[torch.Tensor]] = {}  # id(clip) -> its windows' outputs, in window order
+    clips = (Clip.from_row(r) for r in rows)
+    for windows, done in eval_windows(clips, length, hop, bs):
+        if windows:
+            batch = to_device(host_batch(windows, length, task), mean, std, device)
             with _autocast(device, cfg):
                 out = model(batch)
-            if task == "categorical":
-                outs.append(torch.softmax(out["logits"].float(), -1))  # (b, C)
-            else:
-                outs.append(out["va"].float())  # (b, L, 2)
-        if task == "categorical":
-            score = torch.cat(outs).mean(0, keepdim=True)  # (1, C)
-            label = torch.tensor([int(row["label"])], device=device)
-            metrics.update(score, label)
-            if return_predictions:
-                preds_out.append({"clip_id": row["clip_id"], "label": int(row["label"]),
-                                  "pred": int(score.argmax()), **{f"p_{c}": float(p) for c, p in
-                                                                  zip(data["class_names"], score[0].tolist())}})
-        else:
-            per_win = list(torch.cat(outs).cpu().numpy())
-            frame_pred = overlap_average(n, starts, per_win)  # (n, 2) at data.fps
-            if "source_va" not in a:
-                raise ValueError(f"clip {row['clip_id']}: its store row has no source annotation (source_va); "
-                                 "the clip store was made by an older raybench: delete it to rebuild it")
-            truth = a["source_va"]  # (N, 2) at the annotation's own rate
-            pred = source_frame_predictions(frame_pred, len(truth), float(row["source_va_rate"]),
-                                            float(row["source_fps"]), int(row["source_frames"]), float(data["fps"]))
-            metrics.update(torch.from_numpy(pred).to(device), torch.from_numpy(truth.copy()).to(device))
-            if return_predictions:
-                for t in range(len(truth)):
-                    preds_out.append({"clip_id": row["clip_id"], "frame": t, "valence": float(pred[t, 0]),
-                                      "arousal": float(pred[t, 1]), "valence_true": float(truth[t, 0]),
-                                      "arousal_true": float(truth[t, 1])})
+            res = (torch.softmax(out["logits"].float(), -1) if task == "categorical" else out["va"].float())
+            for (clip, _), r in zip(windows, res):
+                outs.setdefault(id(clip), []).append(r)
+        for clip in done:
+            _score_clip(clip, torch.stack(outs.pop(id(clip))), task, length, hop, data, metrics,
+                        preds_out if return_predictions else None)
     return metrics.compute(), preds_out
+
+
+def _score_clip(clip: Clip, out: torch.Tensor, task: str, length: int, hop: int, data: dict,
+                metrics: TaskMetrics, preds_out: list[dict] | None) -> None:
+    """One clip's window outputs (categorical: (n, C) probabilities; continuous: (n, L, 2)) -> its
+    metric update and prediction rows."""
+    row, device = clip.row, out.device
+    if task == "categorical":
+        score = out.mean(0, keepdim=True)  # (1, C)
+        metrics.update(score, torch.tensor([int(row["label"])], device=device))
+        if preds_out is not None:
+            preds_out.append({"clip_id": row["clip_id"], "label": int(row["label"]),
+                              "pred": int(score.argmax()), **{f"p_{c}": float(p) for c, p in
+                                                              zip(data["class_names"], score[0].tolist())}})
+        return
+    n = clip.n
+    frame_pred = overlap_average(n, window_starts(n, length, hop), list(out.cpu().numpy()))  # (n, 2) at data.fps
+    if "source_va" not in clip.arrays:
+        raise ValueError(f"clip {row['clip_id']}: its store row has no source annotation (source_va); "
+                         "the clip store was made by an older raybench: delete it to rebuild it")
+    truth = clip.arrays["source_va"]  # (N, 2) at the annotation's own rate
+    pred = source_frame_predictions(frame_pred, len(truth), float(row["source_va_rate"]),
+                                    float(row["source_fps"]), int(row["source_frames"]), float(data["fps"]))
+    metrics.update(torch.from_numpy(pred).to(device), torch.from_numpy(truth.copy()).to(device))
+    if preds_out is not None:
+        for t in range(len(truth)):
+            preds_out.append({"clip_id": row["clip_id"], "frame": t, "valence": float(pred[t, 0]),
+                              "arousal": float(pred[t, 1]), "valence_true": float(truth[t, 0]),
+                              "arousal_true": float(truth[t, 1])})
 
 
 def source_frame_predictions(frame_pred: np.ndarray, n_labels: int, label_rate: float, source_fps: float,
@@ -268,6 +217,23 @@ def quiet_train_worker(verbose: int = 0) -> None:
     logging.getLogger(context.__file__).setLevel(logging.WARNING)
 
 
+def _rss_gib() -> float:
+    """This process's resident set now (Linux: /proc/self/statm; elsewhere its peak so far)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**30
+    except OSError:
+        return _peak_rss_gib()
+
+
+def _peak_rss_gib() -> float:
+    import resource
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
+    return peak / (2**30 if sys.platform == "darwin" else 2**20)
+
+
 def _autocast(device: torch.device, cfg: TrialConfig):
     if device.type == "cuda" and cfg.train.amp:
         return torch.autocast("cuda", dtype=torch.bfloat16)
@@ -317,13 +283,21 @@ def train_loop_per_worker(config: dict) -> None:
             last_metrics = st.get("metrics")
             best_state = torch.load(Path(d) / "best.pt", map_location="cpu", weights_only=False)
 
+    rss_start = _rss_gib()  # before any clip is read: the input pipeline's memory is the growth from here
     store = ClipStore(data["store_path"])
-    val_rows = store.read_clips(data["ids"]["val"][rank::world])
-    shard = ray.train.get_dataset_shard("train")
-    mean, std = np.asarray(data["audio_mean"]), np.asarray(data["audio_std"])
+    val_ids = data["ids"]["val"][rank::world]
+    train_ids = set(data["ids"]["train"])
+    groups = store.row_groups(train_ids)  # the training clips' row groups, read from the store every epoch
     length, hop, bs = cfg.window.length, cfg.window.hop, tcfg.batch_size
     # per-worker batch: the configured batch size is global
     local_bs = max(1, bs // world)
+    pin = device.type == "cuda"
+    mean, std = audio_stats_on(data, device)
+
+    def epoch_batches(epoch: int):
+        return train_feed(store, epoch_groups(groups, seed, epoch, rank, world), train_ids, task, length, hop,
+                          local_bs, rng, tcfg.shuffle_clips, tcfg.shuffle_batches, pin=pin,
+                          read_threads=tcfg.read_threads or max(1, int(tcfg.cpus_per_worker)))
 
     restore = getattr(method, "restore_weights", method.load_state_dict)
     nothing_trained = start_epoch >= tcfg.epochs
@@ -340,26 +314,36 @@ def train_loop_per_worker(config: dict) -> None:
                 method.release_next()
                 opt, sched = make_optimizer(model, method, cfg)  # from train.lr again, fresh state
         model.train()
-        tot, n_batches, n_samples = 0.0, 0, 0
+        tot, n_batches, n_samples = torch.zeros((), device=device), 0, 0
         join = model.join() if hasattr(model, "join") else contextlib.nullcontext()
-        with join:
-            wins = train_windows(shard_rows(shard), task, length, hop, rng)
-            for wb in shuffled_batches(wins, local_bs, rng):
-                batch = collate(wb, mean, std, device)
+        with join, Prefetcher(epoch_batches(epoch), tcfg.prefetch) as feed:
+            for hb in feed:
+                batch = to_device(hb, mean, std, device)
                 with _autocast(device, cfg):
                     out = model(batch)
                     loss = method.loss(out, batch)
                 train_step(method, loss, opt)
-                tot += float(loss.detach())
+                tot += loss.detach().float()  # summed on the device: no host sync per step
                 n_batches += 1
-                n_samples += len(wb)
+                n_samples += int(hb["mask"].shape[0])
         train_s = time.time() - t0
-        val, _ = evaluate(method, val_rows, data, cfg, device)
+        if world > 1 and torch.distributed.is_initialized():  # every rank's windows (shares are uneven)
+            seen = torch.tensor([n_samples], device=device)
+            torch.distributed.all_reduce(seen)
+            n_samples = int(seen)
+        val, _ = evaluate(method, store.iter_clips(val_ids), data, cfg, device)
         metrics = {f"val/{k}": v for k, v in val.items()}
         # epochs_done: the trial's own count (ASHA's clock; Tune's training_iteration restarts after a resume)
-        metrics.update({"epoch": epoch, "epochs_done": epoch + 1, "train/loss": tot / max(1, n_batches),
-                        "time/epoch_s": time.time() - t0, "time/train_samples_per_s": n_samples * world / max(train_s, 1e-9)})
+        metrics.update({"epoch": epoch, "epochs_done": epoch + 1, "train/loss": float(tot) / max(1, n_batches),
+                        "time/epoch_s": time.time() - t0, "time/train_samples_per_s": n_samples / max(train_s, 1e-9),
+                        "train/windows_seen": n_samples,
+                        # time this worker's training steps waited for the input pipeline
+                        "time/data_wait_s": feed.wait_s})
         metrics.update(cost)
+        # this worker's memory: the process's peak resident set, and its growth since before the data was
+        # read (streamed clips, shuffle pool, prefetched batches, the model's training state)
+        metrics["memory/peak_rss_gib"] = _peak_rss_gib()
+        metrics["memory/growth_gib"] = metrics["memory/peak_rss_gib"] - rss_start
         metrics["model/trainable_parameters"] = trainable_parameters(method)  # changes with gradual unfreezing
         if device.type == "cuda":
             metrics["gpu/peak_mem_gib"] = torch.cuda.max_memory_allocated(device) / 2**30

@@ -5,11 +5,14 @@ from __future__ import annotations
 import pytest
 
 
+from local_ray import init_local_ray  # noqa: E402  (tests/integration is on sys.path under pytest)
+
+
 @pytest.fixture(scope="session")
 def ray_session():
     import ray
 
-    ray.init(num_cpus=2, ignore_reinit_error=True)
+    init_local_ray()
     yield ray
     ray.shutdown()
 

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import pytest
 
+from local_ray import init_local_ray
+
 pytestmark = pytest.mark.cluster  # leave out with -m "not cloud and not cluster"
 
 REPO = Path(__file__).resolve().parents[2]
@@ -96,7 +98,7 @@ def cluster(tmp_path_factory):
         for d in ray_dirs:
             shutil.rmtree(d, ignore_errors=True)
         if had_ray:
-            ray.init(num_cpus=2, ignore_reinit_error=True)
+            init_local_ray()
 
 
 def submit(cluster, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:

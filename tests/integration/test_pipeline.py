@@ -142,23 +142,6 @@ def test_second_sweep_reuses_the_clip_store(smoke, tmp_path):
     assert {p: p.stat().st_mtime_ns for p in (store / "parts").glob("*.parquet")} == before
 
 
-def test_training_sets_hold_each_store_once_and_filter_the_folds(ray_session, tiny_ravdess, tmp_path):
-    from ray.data.dataset import MaterializedDataset
-
-    from raybench.trials import training_sets
-
-    data = load(SWEEPS_DIR / "smoke.yaml", ["data.dataset=ravdess", f"data.root={tiny_ravdess}",
-                                             f"data.store_dir={tmp_path / 'stores'}"]).data
-    prep = prepare(data)
-    ids = sorted(c.clip_id for c in prep.clips)
-    fold = {"a": ids[:10], "b": ids[5:20], "all": ids}
-    sets = training_sets({k: {"store_path": str(prep.store.path), "ids": {"train": v}} for k, v in fold.items()})
-    for k, v in fold.items():
-        assert sorted(r["clip_id"] for r in sets[k].select_columns(["clip_id"]).take_all()) == v
-    assert isinstance(sets["all"], MaterializedDataset)  # the one copy: every clip some fold trains on
-    assert not isinstance(sets["a"], MaterializedDataset)  # a fold is a lazy filter of it
-
-
 def test_bad_videos_are_skipped_and_named(ray_session, tiny_ravdess, tmp_path):
     import numpy as np
 

@@ -14,6 +14,8 @@ import urllib.request
 
 import pytest
 
+from local_ray import init_local_ray
+
 pytestmark = pytest.mark.cloud  # leave out with -m "not cloud and not cluster"
 
 
@@ -65,7 +67,7 @@ def s3(tmp_path_factory):
             fs = pafs.S3FileSystem(endpoint_override=f"127.0.0.1:{port}", scheme="http", region="us-east-1",
                                    access_key="testing", secret_key="testing", allow_bucket_creation=True)
             fs.create_dir("raybench")
-            ray.init(num_cpus=2)
+            init_local_ray()
             try:
                 yield {"fs": fs, "q": f"?endpoint_override=127.0.0.1:{port}&scheme=http&region=us-east-1"}
             finally:
@@ -77,7 +79,7 @@ def s3(tmp_path_factory):
             else:
                 os.environ[k] = v
         if had_ray:
-            ray.init(num_cpus=2, ignore_reinit_error=True)
+            init_local_ray()
 
 
 def _sweep_in_bucket(fs, scheme: str, q: str, tiny_ravdess, tmp_path):

@@ -74,8 +74,9 @@ BROKEN = {
 }
 
 
-@pytest.mark.parametrize("entry", ["raybench.sweep", "raybench.bench"])
-@pytest.mark.parametrize("module", sorted(BROKEN))
+@pytest.mark.parametrize("entry,module", [("raybench.sweep", m) for m in sorted(BROKEN)]
+                         # the benchmark neither decodes video nor starts Ray: it checks what it uses
+                         + [("raybench.bench", "torchaudio")])
 def test_a_broken_extension_stops_the_entry_point_with_one_message(tmp_path, module, entry):
     dist, body = BROKEN[module]
     fake = tmp_path / "fake" / module

@@ -126,3 +126,28 @@ def test_a_store_row_without_source_annotation_is_a_clear_error():
     cfg = TrialConfig(method=MethodOptions(name="perfect"), train={"batch_size": 8, "amp": False})
     with pytest.raises(ValueError, match="clip old: .*older raybench: delete it"):
         evaluate(Perfect(), [row], dict(DATA), cfg, torch.device("cpu"))
+
+
+@pytest.mark.parametrize("task", ["categorical", "continuous"])
+def test_windows_batched_across_clips_give_the_per_clip_results(task, tmp_path):
+    """Evaluation batches windows of several clips together: a real model's metrics and predictions
+    are those of one window at a time (eval_batch_size 1), clips of different lengths, some padded."""
+    from raybench.data.store import ClipStore, random_store
+    from raybench.methods import create_method
+
+    data = random_store(tmp_path / "s", [5, 23, 12, 40, 8], task=task, image_size=16, n_mels=8, n_classes=4)
+    torch.manual_seed(0)
+    model = create_method("late_fusion", task, 4 if task == "categorical" else 2, n_audio_features=8,
+                          audio_steps_per_frame=4, fps=10.0).eval()
+    store = ClipStore(data["store_path"])
+    out = {}
+    for ebs in (1, 7):
+        cfg = TrialConfig(method=MethodOptions(name="late_fusion"), window={"length": 10, "hop": 5},
+                          train={"eval_batch_size": ebs, "amp": False})
+        out[ebs] = evaluate(model, store.iter_clips(data["ids"]["val"]), data, cfg, torch.device("cpu"),
+                            return_predictions=True)
+    (m1, p1), (m7, p7) = out[1], out[7]
+    assert m1.keys() == m7.keys() and all(m1[k] == pytest.approx(m7[k], abs=1e-5) for k in m1)
+    assert len(p1) == len(p7) == (5 if task == "categorical" else 5 + 23 + 12 + 40 + 8)
+    key = "p_c0" if task == "categorical" else "valence"
+    np.testing.assert_allclose([p[key] for p in p1], [p[key] for p in p7], atol=1e-5)

@@ -4,6 +4,7 @@
     python -m raybench.bench --methods zhang2021 --batch-size 64 --window 300 --image-size 112
     python -m raybench.bench --ddp                  # wrap in DDP (NCCL on GPU, gloo on CPU), world size 1
     python -m raybench.bench --data                 # and the input pipeline alone, beside the model
+    python -m raybench.bench --decode 90            # decoding memory: a 90 s 1280x720 video (no model)
 
 Each method is built with its paper defaults (``key=value`` arguments override method keys), fed
 random batches of the shapes the training loop produces, and timed over ``--steps`` training steps
@@ -18,6 +19,11 @@ and normalised there; no model) on a store of random clips written in the store'
 (``--clips`` clips of ``--clip-frames`` frames; ``--store`` names a prepared one instead), and prints
 its windows per second beside the model's, as a ratio to the goal: the data path delivers at least
 3x the windows per second the model consumes (``--data-goal``).
+
+``--decode SECONDS`` measures decoding instead: a generated video of that length (1280x720, 30 fps,
+``--decode-size``) is decoded by the store's decoder (``raybench.data.decode.decode_clip``, at
+``--fps`` and ``--image-size``) in a fresh process, and its peak memory growth is printed beside the
+limit of 1.5 GiB per decoding process, with the rate in source frames per second.
 """
 
 from __future__ import annotations
@@ -242,6 +248,53 @@ def bench_loop(name: str, task: str, data: dict, args, overrides: dict, device: 
     return {"loop_windows_per_s": n / dt, "gpu_util": util.mean}
 
 
+DECODE_LIMIT_MIB = 1536.0
+
+_DECODE_CHILD = """
+import json, os, resource, sys, time
+def rss():
+    return int(open('/proc/self/statm').read().split()[1]) * os.sysconf('SC_PAGE_SIZE') / 2**20
+import cv2, decord, numpy
+from raybench.data.decode import decode_clip
+r0 = rss()
+t = time.perf_counter()
+d = decode_clip(sys.argv[1], float(sys.argv[2]), int(sys.argv[3]))
+dt = time.perf_counter() - t
+print(json.dumps({'growth_mib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - r0, 'seconds': dt,
+                  'frames': list(d.frames.shape), 'source_frames': d.source_frames}))
+"""
+
+
+def bench_decode(args) -> int:
+    """``--decode``: a long high-resolution video decoded in a fresh process; its peak memory growth
+    (Linux: the process's peak resident set less its size before decoding) against the limit."""
+    import json
+    import subprocess
+    import sys
+    import tempfile
+
+    from raybench.data.synth import write_long_video
+
+    w, h = (int(x) for x in args.decode_size.lower().split("x"))
+    with tempfile.TemporaryDirectory(prefix="raybench-decode-") as d:
+        t0 = time.perf_counter()
+        path = write_long_video(os.path.join(d, "long.mp4"), args.decode, 30.0, w, h)
+        print(f"[bench] wrote a {args.decode:g} s {w}x{h} 30 fps video in {time.perf_counter() - t0:.1f} s")
+        r = subprocess.run([sys.executable, "-c", _DECODE_CHILD, str(path), str(args.fps), str(args.image_size)],
+                           capture_output=True, text=True)
+    if r.returncode:
+        print(r.stdout + r.stderr, file=sys.stderr)
+        return 1
+    m = json.loads(r.stdout.strip().splitlines()[-1])
+    full = m["frames"][0] * w * h * 3 / 2**20
+    print(f"[bench] decode_clip -> {m['frames'][0]} frames at {args.fps:g} fps, {args.image_size} px "
+          f"(those frames at full resolution: {full:.0f} MiB)")
+    print(f"decode memory growth {m['growth_mib']:.0f} MiB  limit {DECODE_LIMIT_MIB:.0f} MiB  "
+          f"ratio {m['growth_mib'] / DECODE_LIMIT_MIB:.2f}  ({m['source_frames'] / m['seconds']:.0f} source frames/s, "
+          f"{m['seconds']:.1f} s)")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m raybench.bench", description=__doc__.split("\n\n")[0])
     p.add_argument("overrides", nargs="*", help="method keys, key=value (each method takes the keys it has)")
@@ -268,6 +321,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--data-epochs", type=int, default=2, help="--data: timed epochs (after one warm-up epoch)")
     p.add_argument("--prefetch", type=int, default=2, help="--data: batches made ahead (train.prefetch)")
     p.add_argument("--read-threads", type=int, default=1, help="--data: row groups read at once (train.read_threads)")
+    p.add_argument("--decode", type=float, default=None, metavar="SECONDS",
+                   help="measure decoding memory on a generated video this long instead (no model)")
+    p.add_argument("--decode-size", default="1280x720", help="--decode: the video's width x height")
     p.add_argument("--data-goal", type=float, default=3.0, help="--data: the goal, data windows/s per model's")
     return p
 
@@ -279,7 +335,9 @@ def main(argv: list[str] | None = None) -> int:
 
     # a broken torch/torchaudio/pyarrow install: one message and exit 2, before any work (the benchmark
     # neither decodes video nor starts Ray: it runs where only torch and pyarrow are installed)
-    require(("torch", "torchaudio", "pyarrow"))
+    require(("torch", "torchaudio", "pyarrow") + (("decord", "cv2", "av") if args.decode else ()))
+    if args.decode:
+        return bench_decode(args)
     import torch
 
     from raybench.methods import METHODS

@@ -33,13 +33,21 @@ def resample_indices(n_source: int, source_fps: float, fps: float) -> np.ndarray
     return np.clip(idx, 0, n_source - 1)
 
 
+# frames decoded at once: a decode task's memory holds this many source frames at full resolution
+# (1280x720: 2.6 MiB each), whatever the video's length
+CHUNK_FRAMES = 8
+
+
 def decode_clip(path: str, fps: float, image_size: int, sample_rate: int = 16000,
                 min_audio_rms: float = 1e-4, audio_path: str | None = None, face: str = "none",
-                crops_dir: str | None = None) -> Decoded:
+                crops_dir: str | None = None, chunk_frames: int = CHUNK_FRAMES) -> Decoded:
     """Frames of ``path`` at ``fps``, face-cropped as ``face`` says (raybench.data.faces) and resized
     to ``image_size``; its audio track as mono ``sample_rate`` float32, or the audio of
-    ``audio_path`` (a separate WAV) when given."""
-    import cv2
+    ``audio_path`` (a separate WAV) when given.
+
+    Frames are decoded ``chunk_frames`` at a time, each chunk cropped and resized before the next
+    is decoded, so memory does not grow with the video's length or resolution beyond the resized
+    output (``data.face=detect`` first decodes only the few frames it detects faces on)."""
     import decord
 
     try:
@@ -51,20 +59,8 @@ def decode_clip(path: str, fps: float, image_size: int, sample_rate: int = 16000
     if n_src == 0 or src_fps <= 0:
         raise DecodeError(f"no video frames (frames={n_src}, fps={src_fps})")
     idx = resample_indices(n_src, src_fps, fps)
-    try:
-        raw = vr.get_batch(list(idx)).asnumpy()  # (T, H0, W0, 3)
-    except Exception as e:
-        # decord 0.6.0 fails to copy frames of some widths (16, 24, 48, 72 px among them):
-        # decode those with PyAV instead
-        try:
-            raw = _frames_pyav(path, idx)
-        except Exception as e2:
-            raise DecodeError(f"cannot decode frames: {_short(e)}; PyAV: {_short(e2)}") from None
+    frames, face_found = _decode_frames(vr, path, idx, image_size, face, crops_dir, max(1, chunk_frames))
     del vr
-    from raybench.data.faces import crop
-
-    raw, face_found = crop(raw, face, crops_dir, idx)
-    frames = np.stack([cv2.resize(f, (image_size, image_size), interpolation=cv2.INTER_AREA) for f in raw])
     try:
         ar = decord.AudioReader(audio_path or path, ctx=decord.cpu(0), sample_rate=sample_rate, mono=True)
         audio = ar[:].asnumpy().reshape(-1).astype(np.float32)
@@ -80,7 +76,68 @@ def decode_clip(path: str, fps: float, image_size: int, sample_rate: int = 16000
                    face_found=face_found)
 
 
+def _decode_frames(vr, path: str, idx: np.ndarray, image_size: int, face: str, crops_dir: str | None,
+                   chunk: int) -> tuple[np.ndarray, bool]:
+    """The output frames (T, S, S, 3) uint8 and whether a face was found: the crop box is chosen first
+    (from the frame size, or faces detected on a few frames), then the frames are decoded chunk by
+    chunk, each cropped and resized into the output."""
+    import cv2
+
+    from raybench.data import faces
+
+    def resize(f: np.ndarray) -> np.ndarray:
+        return cv2.resize(f, (image_size, image_size), interpolation=cv2.INTER_AREA)
+
+    if face == "dataset" and crops_dir:
+        got = faces.read_crops(crops_dir, idx, transform=resize)  # the organisers' crops, when there
+        if got is not None:
+            return got, True
+    found = True
+    if face == "none":
+        box = None
+    else:
+        def frames_at(picks: np.ndarray) -> np.ndarray:
+            return _get(vr, path, idx[picks])
+
+        box, found = faces.clip_box_of(len(idx), frames_at, _frame_shape(vr, path, idx), face)
+    out = None
+    for s in range(0, len(idx), chunk):
+        raw = _get(vr, path, idx[s : s + chunk])  # (c, H0, W0, 3): one chunk at full resolution
+        if box is not None:
+            x0, y0, x1, y1 = box
+            raw = raw[:, y0:y1, x0:x1]
+        if out is None:
+            out = np.empty((len(idx), image_size, image_size, 3), np.uint8)
+        for j, f in enumerate(raw):
+            out[s + j] = resize(f)
+        del raw
+    return out, found
+
+
+def _frame_shape(vr, path: str, idx: np.ndarray) -> tuple[int, int]:
+    return tuple(_get(vr, path, idx[:1]).shape[1:3])
+
+
+def _get(vr, path: str, source_idx: np.ndarray) -> np.ndarray:
+    """Source frames ``source_idx`` (N, H0, W0, 3) uint8 RGB."""
+    try:
+        out = vr.get_batch([int(i) for i in source_idx]).asnumpy()
+        # decord 0.6.0 otherwise keeps decoding ahead into its frame queue and holds those frames, so
+        # memory grows with the video (dmlc/decord#197, #208); a seek empties the queue
+        vr.seek(0)
+        return out
+    except Exception as e:
+        # decord 0.6.0 fails to copy frames of some widths (16, 24, 48, 72 px among them):
+        # decode those with PyAV instead
+        try:
+            return _frames_pyav(path, source_idx)
+        except Exception as e2:
+            raise DecodeError(f"cannot decode frames: {_short(e)}; PyAV: {_short(e2)}") from None
+
+
 def _frames_pyav(path: str, idx: np.ndarray) -> np.ndarray:
+    """Frames ``idx`` decoded with PyAV, reading the stream up to the last one wanted (only the wanted
+    frames are kept)."""
     import av
 
     want = set(int(i) for i in idx)

@@ -81,6 +81,17 @@ def clip_box(frames: np.ndarray, detector=detect_largest) -> tuple[tuple[int, in
     return square_box(tuple(med), frames.shape[1:3]), True
 
 
+def clip_box_of(n: int, frames_at, shape: tuple[int, int], mode: str, detector=detect_largest
+                ) -> tuple[tuple[int, int, int, int], bool]:
+    """The crop box of a clip of ``n`` frames of ``shape`` (H, W) for ``mode`` (center, detect,
+    dataset without crops), decoding only the frames detection looks at: ``frames_at(positions)`` ->
+    those frames. The same box as :func:`clip_box` over all the frames."""
+    if mode == "center":
+        return center_box(shape), True
+    picks = np.unique(np.linspace(0, n - 1, min(n, DETECT_FRAMES)).round().astype(int))
+    return clip_box(frames_at(picks), detector)
+
+
 def crop(frames: np.ndarray, mode: str, crops_dir: str | None = None, frame_index: np.ndarray | None = None,
          detector=detect_largest) -> tuple[np.ndarray, bool]:
     """Frames (T, H, W, 3) -> cropped frames (T, h, w, 3) and whether a face was found (or given)."""
@@ -97,9 +108,10 @@ def crop(frames: np.ndarray, mode: str, crops_dir: str | None = None, frame_inde
     return frames[:, y0:y1, x0:x1], found
 
 
-def read_crops(crops_dir: str, frame_index: np.ndarray) -> np.ndarray | None:
+def read_crops(crops_dir: str, frame_index: np.ndarray, transform=None) -> np.ndarray | None:
     """Organisers' per-frame crops ``<dir>/00001.jpg`` (1-based); a missing frame repeats the last one
-    found before it. None when the folder has none of the frames."""
+    found before it. None when the folder has none of the frames. ``transform`` (e.g. the resize)
+    is applied to each image as it is read."""
     import cv2
 
     d = Path(crops_dir)
@@ -109,6 +121,8 @@ def read_crops(crops_dir: str, frame_index: np.ndarray) -> np.ndarray | None:
         img = cv2.imread(str(p)) if p.exists() else None
         if img is not None:
             last = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+            if transform is not None:
+                last = transform(last)
         out.append(last)
     if last is None:
         return None

@@ -221,14 +221,20 @@ CODECS = {".mp4": ("libx264", "aac", "fltp"), ".flv": ("libx264", "aac", "fltp")
           ".avi": ("mpeg4", "pcm_s16le", "s16")}
 
 
-def write_video(path: Path, frames: np.ndarray, fps: float, audio: np.ndarray | None, sr: int) -> None:
-    """Write frames [T, H, W, 3] uint8 (+ mono float32 audio) with PyAV, atomically. The container
-    follows the extension: .mp4 and .flv (H.264 + AAC, as RAVDESS and CREMA-D ship), .avi
-    (MPEG-4 part 2 + PCM, as AFEW ships)."""
+def write_video(path: Path, frames, fps: float, audio: np.ndarray | None, sr: int,
+                preset: str = "veryfast") -> None:
+    """Write frames [T, H, W, 3] uint8 (or any iterable of (H, W, 3) frames, encoded as they come)
+    (+ mono float32 audio) with PyAV, atomically. The container follows the extension: .mp4 and .flv
+    (H.264 + AAC, as RAVDESS and CREMA-D ship), .avi (MPEG-4 part 2 + PCM, as AFEW ships)."""
+    import itertools
     from fractions import Fraction
 
     import av
     import cv2
+
+    it = iter(frames)
+    first = next(it)
+    frames = itertools.chain([first], it)
 
     path = Path(path)
     vcodec, acodec, afmt = CODECS[path.suffix.lower()]
@@ -236,11 +242,11 @@ def write_video(path: Path, frames: np.ndarray, fps: float, audio: np.ndarray | 
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}{path.suffix}")
     with av.open(str(tmp), "w", format={".flv": "flv", ".avi": "avi"}.get(path.suffix.lower())) as out:
         vs = out.add_stream(vcodec, rate=Fraction(fps).limit_denominator(1001))
-        vs.width, vs.height = frames.shape[2], frames.shape[1]
+        vs.width, vs.height = first.shape[1], first.shape[0]
         vs.pix_fmt = "yuv420p"
         # one encoder thread: within a process the same seed gives the same bytes
         if vcodec == "libx264":
-            vs.options = {"crf": "18", "preset": "veryfast", "x264-params": "threads=1:lookahead-threads=1"}
+            vs.options = {"crf": "18", "preset": preset, "x264-params": "threads=1:lookahead-threads=1"}
         vs.codec_context.thread_count = 1
         a_s = out.add_stream(acodec, rate=sr, layout="mono") if audio is not None else None
         for fr in frames:
@@ -263,6 +269,30 @@ def write_video(path: Path, frames: np.ndarray, fps: float, audio: np.ndarray | 
             for pkt in a_s.encode():
                 out.mux(pkt)
     os.replace(tmp, path)
+
+
+def write_long_video(path: Path, seconds: float, fps: float = 30.0, width: int = 1280, height: int = 720,
+                     sr: int = 16000) -> Path:
+    """A long high-resolution test video (a moving square on a gradient, a tone), encoded frame by frame
+    so that writing it holds one frame: for the decoding memory test and benchmark."""
+    n = int(round(seconds * fps))
+    base = np.zeros((height, width, 3), np.uint8)
+    base[..., 0] = np.linspace(0, 200, width, dtype=np.uint8)[None, :]
+    base[..., 2] = np.linspace(0, 200, height, dtype=np.uint8)[:, None]
+    side = height // 4
+
+    def frames():
+        for i in range(n):
+            f = base.copy()
+            x = int((width - side) * (0.5 + 0.5 * np.sin(i / fps)))
+            y = int((height - side) * (0.5 + 0.5 * np.cos(i / (2 * fps))))
+            f[y : y + side, x : x + side] = (240, 240, 60)
+            yield f
+
+    t = np.arange(int(seconds * sr)) / sr
+    audio = (0.3 * np.sin(2 * np.pi * 220 * t) * (1 + 0.5 * np.sin(2 * np.pi * 0.5 * t))).astype(np.float32)
+    write_video(Path(path), frames(), fps, audio, sr, preset="ultrafast")
+    return Path(path)
 
 
 # ---------------------------------------------------------------------------

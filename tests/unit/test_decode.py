@@ -128,3 +128,26 @@ def test_the_spectrogram_uses_zhou2019s_40_ms_window_unless_win_ms_is_set():
     assert fp() == fp(win_ms=25.0)
     assert fp(features="spectrogram") != fp(features="spectrogram", win_ms=25.0)
     assert fp(features="spectrogram") == fp(features="spectrogram", win_ms=40.0)
+
+
+@pytest.mark.parametrize("face", ["none", "center", "detect"])
+def test_decoding_in_chunks_gives_the_frames_of_the_whole_clip_at_once(tmp_path, face):
+    """Chunked decoding (each chunk cropped and resized before the next is decoded) equals decoding
+    every frame at once, then cropping and resizing, computed here directly with decord and OpenCV."""
+    import cv2
+    import decord
+
+    from raybench.data.faces import crop
+
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 255, (47, 72, 96, 3), dtype=np.uint8)  # not square: the crop matters
+    frames[:, 20:50, 30:60] = 220
+    write_mp4(tmp_path / "v.mp4", frames, 15, (0.3 * np.sin(np.arange(50000) / 7)).astype(np.float32), 16000)
+    vr = decord.VideoReader(str(tmp_path / "v.mp4"), ctx=decord.cpu(0))
+    idx = resample_indices(len(vr), vr.get_avg_fps(), 10)
+    whole, found = crop(vr.get_batch([int(i) for i in idx]).asnumpy(), face)
+    want = np.stack([cv2.resize(f, (32, 32), interpolation=cv2.INTER_AREA) for f in whole])
+    for chunk in (1, 3, 1000):
+        d = decode_clip(str(tmp_path / "v.mp4"), fps=10, image_size=32, face=face, chunk_frames=chunk)
+        np.testing.assert_array_equal(d.frames, want)
+        assert d.face_found == found and d.frame_index.tolist() == idx.tolist()

@@ -5,6 +5,7 @@
     python -m raybench.bench --ddp                  # wrap in DDP (NCCL on GPU, gloo on CPU), world size 1
     python -m raybench.bench --data                 # and the input pipeline alone, beside the model
     python -m raybench.bench --decode 90            # decoding memory: a 90 s 1280x720 video (no model)
+    python -m raybench.bench --prepare 16           # prepare throughput on 16 videos vs one process's rate
 
 Each method is built with its paper defaults (``key=value`` arguments override method keys), fed
 random batches of the shapes the training loop produces, and timed over ``--steps`` training steps
@@ -24,6 +25,13 @@ its windows per second beside the model's, as a ratio to the goal: the data path
 ``--decode-size``) is decoded by the store's decoder (``raybench.data.decode.decode_clip``, at
 ``--fps`` and ``--image-size``) in a fresh process, and its peak memory growth is printed beside the
 limit of 1.5 GiB per decoding process, with the rate in source frames per second.
+
+``--prepare N`` measures the prepare stage: N copies of a generated video (``--prepare-seconds``
+long, ``--decode-size``) in a bring-your-own CSV dataset; one clip's decoding (what a prepare task
+does per clip: frames, audio features) is timed in this process, then Ray Data prepares all N on a
+local Ray with every CPU, with Ray Data's per-operator resource reservation off (raybench's
+default) and on, side by side. Each rate is printed as a ratio to (CPUs x the one-process rate),
+the goal being 0.8.
 """
 
 from __future__ import annotations
@@ -295,6 +303,63 @@ def bench_decode(args) -> int:
     return 0
 
 
+def bench_prepare(args) -> int:
+    """``--prepare N``: prepare throughput against the cores' share of one process's decoding rate."""
+    import shutil
+    import tempfile
+
+    import ray
+
+    from raybench.data.store import build, decode_row, plan
+    from raybench.data.synth import write_long_video
+    from raybench.schema import DataConfig
+
+    w, h = (int(x) for x in args.decode_size.lower().split("x"))
+    cpus = os.cpu_count() or 1
+    with tempfile.TemporaryDirectory(prefix="raybench-prepare-") as d:
+        root = os.path.join(d, "data")
+        first = write_long_video(os.path.join(root, "clips", "v0000.mp4"), args.prepare_seconds, 30.0, w, h)
+        lines = ["video,subject,label,split"]
+        for i in range(args.prepare):
+            if i:
+                shutil.copy(first, os.path.join(root, "clips", f"v{i:04d}.mp4"))
+            lines.append(f"clips/v{i:04d}.mp4,s{i},{'ab'[i % 2]},{('train', 'val', 'test')[i % 3]}")
+        with open(os.path.join(root, "manifest.csv"), "w") as f:
+            f.write("\n".join(lines) + "\n")
+        cfg = DataConfig(dataset="csv", root=root, fps=args.fps, image_size=args.image_size,
+                         store_dir=os.path.join(d, "stores-1"))
+        p = plan(cfg)
+        row = p.clips[0].to_row()
+        decode_row(row, cfg)  # warm-up (imports, caches)
+        t0 = time.perf_counter()
+        reps = 2
+        for _ in range(reps):
+            decode_row(row, cfg)
+        one = reps / (time.perf_counter() - t0)
+        print(f"[bench] {args.prepare} clips of {args.prepare_seconds:g} s {w}x{h} 30 fps -> {args.fps:g} fps, "
+              f"{args.image_size} px; one process: {one:.2f} clips/s; {cpus} CPUs: goal "
+              f"{0.8 * cpus * one:.2f} clips/s (0.8 x {cpus} x {one:.2f})")
+        started = ray.is_initialized()
+        t0 = time.perf_counter()
+        if not started:
+            ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+        print(f"[bench] ray.init: {time.perf_counter() - t0:.1f} s")
+        from raybench.trials import quiet_ray
+
+        quiet_ray(0)
+        for i, reservation in enumerate((False, True)):
+            q = plan(DataConfig(**{**cfg.model_dump(), "store_dir": os.path.join(d, f"stores-{i + 2}")}))
+            t0 = time.perf_counter()
+            build(q, progress=False, reservation=reservation)
+            rate = args.prepare / (time.perf_counter() - t0)
+            print(f"prepare, Ray Data reservation {'on ' if reservation else 'off'}: {rate:.2f} clips/s  "
+                  f"ratio {rate / (cpus * one):.2f} of {cpus} x one process (goal 0.80: {rate / (0.8 * cpus * one):.2f})",
+                  flush=True)
+        if not started:
+            ray.shutdown()
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m raybench.bench", description=__doc__.split("\n\n")[0])
     p.add_argument("overrides", nargs="*", help="method keys, key=value (each method takes the keys it has)")
@@ -323,7 +388,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--read-threads", type=int, default=1, help="--data: row groups read at once (train.read_threads)")
     p.add_argument("--decode", type=float, default=None, metavar="SECONDS",
                    help="measure decoding memory on a generated video this long instead (no model)")
-    p.add_argument("--decode-size", default="1280x720", help="--decode: the video's width x height")
+    p.add_argument("--decode-size", default="1280x720", help="--decode, --prepare: the videos' width x height")
+    p.add_argument("--prepare", type=int, default=None, metavar="N",
+                   help="measure the prepare stage's throughput on N videos instead (no model)")
+    p.add_argument("--prepare-seconds", type=float, default=10.0, help="--prepare: each video's length")
     p.add_argument("--data-goal", type=float, default=3.0, help="--data: the goal, data windows/s per model's")
     return p
 
@@ -335,9 +403,12 @@ def main(argv: list[str] | None = None) -> int:
 
     # a broken torch/torchaudio/pyarrow install: one message and exit 2, before any work (the benchmark
     # neither decodes video nor starts Ray: it runs where only torch and pyarrow are installed)
-    require(("torch", "torchaudio", "pyarrow") + (("decord", "cv2", "av") if args.decode else ()))
+    extra = (("decord", "cv2", "av") if args.decode or args.prepare else ()) + (("ray",) if args.prepare else ())
+    require(("torch", "torchaudio", "pyarrow") + extra)
     if args.decode:
         return bench_decode(args)
+    if args.prepare:
+        return bench_prepare(args)
     import torch
 
     from raybench.methods import METHODS

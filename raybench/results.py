@@ -52,7 +52,7 @@ def evaluate_checkpoint(cfg: TrialConfig, data: dict, checkpoint_path: str, spli
     state = torch.load(io.BytesIO(st.read_bytes(fs, f"{path.rstrip('/')}/best.pt")), map_location=device,
                        weights_only=False)
     model.load_state_dict(state)
-    rows = ClipStore(data["store_path"]).read_clips(data["ids"][split])
+    rows = ClipStore(data["store_path"]).iter_clips(data["ids"][split])  # streamed, one clip at a time
     return evaluate(model, rows, data, cfg, device, return_predictions=True)
 
 

@@ -449,8 +449,13 @@ def plan(data_cfg: DataConfig | dict[str, Any]) -> Plan:
                 store=store)
 
 
-def build(p: Plan, batch_size: int = 8, progress: bool = True) -> Prepared:
-    """The decoding part of the prepare stage: Ray Data decodes the clips the store lacks."""
+def build(p: Plan, batch_size: int = 8, progress: bool = True, reservation: bool = False) -> Prepared:
+    """The decoding part of the prepare stage: Ray Data decodes the clips the store lacks.
+
+    ``reservation``: Ray Data's per-operator resource reservation. Off by default: with it on, Ray
+    Data holds back part of the CPUs for the operators of this one-stage pipeline, and on a 2-CPU
+    machine about 1.1 decoding tasks ran at a time (``python -m raybench.bench --prepare`` compares
+    both)."""
     import ray
 
     ds_name, data_cfg, clips, store = p.name, p.data_cfg, p.clips, p.store
@@ -465,10 +470,16 @@ def build(p: Plan, batch_size: int = 8, progress: bool = True) -> Prepared:
               flush=True)
         t0 = time.time()
         items = [{"row": json.dumps(c.to_row())} for c in pending]
-        rds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items) // batch_size, 200)))
-        out = rds.map_batches(_prepare_batch, batch_size=batch_size, batch_format="numpy",
-                              fn_kwargs={"store_path": str(store.path), "data_cfg": data_cfg,
-                                         "mirror": str(p.root) if p.root_uri else None, "root_uri": p.root_uri})
+        ctx = ray.data.DataContext.get_current()
+        was = ctx.op_resource_reservation_enabled
+        ctx.op_resource_reservation_enabled = reservation  # the datasets made here take a copy of the context
+        try:
+            rds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items) // batch_size, 200)))
+            out = rds.map_batches(_prepare_batch, batch_size=batch_size, batch_format="numpy",
+                                  fn_kwargs={"store_path": str(store.path), "data_cfg": data_cfg,
+                                             "mirror": str(p.root) if p.root_uri else None, "root_uri": p.root_uri})
+        finally:
+            ctx.op_resource_reservation_enabled = was
         n_done, next_report = 0, 0.1
         for status in out.iter_batches(batch_size=None, batch_format="numpy"):
             fatal = [f for f in status["fatal"] if f]

@@ -285,9 +285,11 @@ def train_loop_per_worker(config: dict) -> None:
 
     rss_start = _rss_gib()  # before any clip is read: the input pipeline's memory is the growth from here
     store = ClipStore(data["store_path"])
-    val_ids = data["ids"]["val"][rank::world]
+    val_ids = set(data["ids"]["val"][rank::world])
     train_ids = set(data["ids"]["train"])
-    groups = store.row_groups(train_ids)  # the training clips' row groups, read from the store every epoch
+    # the row groups of this worker's clips, listed once; their clips are read from the store every epoch
+    groups = store.row_groups(train_ids)
+    val_groups = store.row_groups(val_ids)
     length, hop, bs = cfg.window.length, cfg.window.hop, tcfg.batch_size
     # per-worker batch: the configured batch size is global
     local_bs = max(1, bs // world)
@@ -331,7 +333,7 @@ def train_loop_per_worker(config: dict) -> None:
             seen = torch.tensor([n_samples], device=device)
             torch.distributed.all_reduce(seen)
             n_samples = int(seen)
-        val, _ = evaluate(method, store.iter_clips(val_ids), data, cfg, device)
+        val, _ = evaluate(method, store.iter_groups(val_groups, val_ids), data, cfg, device)
         metrics = {f"val/{k}": v for k, v in val.items()}
         # epochs_done: the trial's own count (ASHA's clock; Tune's training_iteration restarts after a resume)
         metrics.update({"epoch": epoch, "epochs_done": epoch + 1, "train/loss": float(tot) / max(1, n_batches),

@@ -26,3 +26,18 @@ def test_bench_defaults_are_the_stores_audio_shape():
     args = parser().parse_args([])
     assert args.steps_per_frame == AudioConfig().frames_per_video_frame == 4
     assert args.n_mels == AudioConfig().n_mels
+
+
+def test_bench_data_prints_the_pipeline_beside_the_model_and_its_ratio(capsys):
+    assert main(["--methods", "audio_only", "--device", "cpu", "--batch-size", "2", "--window", "4",
+                 "--image-size", "16", "--steps", "1", "--warmup", "0", "--data", "--loop", "--clips", "6",
+                 "--clip-frames", "10", "--data-epochs", "1"]) == 0
+    out = capsys.readouterr().out
+    rows = [line.split() for line in out.splitlines() if line.startswith("audio_only")]
+    assert [r[1] for r in rows] == ["categorical", "continuous"]
+    for r in rows:
+        model, data, ratio, of_goal, loop, loop_ratio = (float(x) for x in r[4:5] + r[6:11])
+        assert data > 0 and loop > 0
+        assert math.isclose(ratio, data / model, rel_tol=0.02, abs_tol=0.01)
+        assert math.isclose(of_goal, ratio / 3.0, rel_tol=0.02, abs_tol=0.01)
+        assert math.isclose(loop_ratio, loop / model, rel_tol=0.02, abs_tol=0.01)

@@ -164,11 +164,10 @@ def bench_data(task: str, data: dict, args, device: torch.device) -> dict:
                           rng, pin=device.type == "cuda", read_threads=args.read_threads)
         with Prefetcher(feed, args.prefetch) as batches:
             for hb in batches:
-                b = to_device(hb, mean, std, device)
+                to_device(hb, mean, std, device)
                 n += int(hb["mask"].shape[0])
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        del b
         return n
 
     epoch(0)

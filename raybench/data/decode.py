@@ -100,16 +100,26 @@ def _decode_frames(vr, path: str, idx: np.ndarray, image_size: int, face: str, c
             return _get(vr, path, idx[picks])
 
         box, found = faces.clip_box_of(len(idx), frames_at, _frame_shape(vr, path, idx), face)
-    out = None
-    for s in range(0, len(idx), chunk):
-        raw = _get(vr, path, idx[s : s + chunk])  # (c, H0, W0, 3): one chunk at full resolution
+    out = np.empty((len(idx), image_size, image_size, 3), np.uint8)
+
+    def put(pos: int, f: np.ndarray) -> None:
         if box is not None:
             x0, y0, x1, y1 = box
-            raw = raw[:, y0:y1, x0:x1]
-        if out is None:
-            out = np.empty((len(idx), image_size, image_size, 3), np.uint8)
+            f = f[y0:y1, x0:x1]
+        out[pos] = resize(f)
+
+    for s in range(0, len(idx), chunk):
+        try:
+            raw = _decord_batch(vr, idx[s : s + chunk])  # (c, H0, W0, 3): one chunk at full resolution
+        except Exception as e:  # noqa: BLE001 - decord cannot copy these frames: PyAV decodes the rest
+            try:
+                for j, f in enumerate(_frames_pyav(path, idx[s:])):
+                    put(s + j, f)
+            except Exception as e2:
+                raise DecodeError(f"cannot decode frames: {_short(e)}; PyAV: {_short(e2)}") from None
+            break
         for j, f in enumerate(raw):
-            out[s + j] = resize(f)
+            put(s + j, f)
         del raw
     return out, found
 
@@ -119,37 +129,51 @@ def _frame_shape(vr, path: str, idx: np.ndarray) -> tuple[int, int]:
 
 
 def _get(vr, path: str, source_idx: np.ndarray) -> np.ndarray:
-    """Source frames ``source_idx`` (N, H0, W0, 3) uint8 RGB."""
+    """Source frames ``source_idx`` (N, H0, W0, 3) uint8 RGB (a few: face detection, the frame size)."""
     try:
-        out = vr.get_batch([int(i) for i in source_idx]).asnumpy()
-        # decord 0.6.0 otherwise keeps decoding ahead into its frame queue and holds those frames, so
-        # memory grows with the video (dmlc/decord#197, #208); a seek empties the queue
-        vr.seek(0)
-        return out
-    except Exception as e:
-        # decord 0.6.0 fails to copy frames of some widths (16, 24, 48, 72 px among them):
-        # decode those with PyAV instead
+        return _decord_batch(vr, source_idx)
+    except Exception as e:  # noqa: BLE001
         try:
-            return _frames_pyav(path, source_idx)
+            return np.stack(list(_frames_pyav(path, source_idx)))
         except Exception as e2:
             raise DecodeError(f"cannot decode frames: {_short(e)}; PyAV: {_short(e2)}") from None
 
 
-def _frames_pyav(path: str, idx: np.ndarray) -> np.ndarray:
-    """Frames ``idx`` decoded with PyAV, reading the stream up to the last one wanted (only the wanted
-    frames are kept)."""
+def _decord_batch(vr, source_idx: np.ndarray) -> np.ndarray:
+    out = vr.get_batch([int(i) for i in source_idx]).asnumpy()
+    try:
+        # decord 0.6.0 otherwise keeps decoding ahead into its frame queue and holds those frames, so
+        # memory grows with the video (dmlc/decord#197, #208); a seek empties the queue
+        vr.seek(0)
+    except Exception:  # noqa: BLE001 - the frames are good; the next get_batch seeks anyway
+        pass
+    return out
+
+
+def _frames_pyav(path: str, idx: np.ndarray):
+    """Frames ``idx`` (ascending source indices) decoded with PyAV in one pass over the stream, yielded
+    one at a time as (H0, W0, 3) uint8 RGB: decord 0.6.0 fails to copy frames of some widths (16, 24,
+    48, 72 px among them). An index past the stream's last frame repeats the last frame decoded."""
     import av
 
-    want = set(int(i) for i in idx)
-    got: dict[int, np.ndarray] = {}
+    want = [int(i) for i in idx]
+    k, last = 0, None
     with av.open(path) as c:
         for i, frame in enumerate(c.decode(video=0)):
-            if i in want:
-                got[i] = frame.to_ndarray(format="rgb24")
-            if i >= max(want):
+            if k == len(want):
                 break
-    last = got[max(got)]
-    return np.stack([got.get(int(i), last) for i in idx])
+            if i == want[k]:
+                last = frame.to_ndarray(format="rgb24")
+            while k < len(want) and want[k] <= i:
+                if last is None:  # a wanted index before the first decoded one cannot happen (ascending)
+                    last = frame.to_ndarray(format="rgb24")
+                yield last
+                k += 1
+    if last is None:
+        raise DecodeError("no video frame decoded")
+    while k < len(want):
+        yield last
+        k += 1
 
 
 def _short(e: Exception) -> str:

@@ -36,8 +36,10 @@ from raybench.storage import is_remote
 log = logging.getLogger(__name__)
 
 # 2: continuous stores keep each clip's annotation at its own rate (source_va, source_va_rate) for the metrics
-# 3: one clip per Parquet row group (training reads and shuffles clips one by one: raybench/train/feed.py)
-STORE_VERSION = 3
+# (2026-11-30: new part files hold one clip per Parquet row group, so training reads and shuffles clips
+# one by one; version-2 stores written before keep up to 8 clips per row group and are still read, and
+# shuffled by those groups: the version is unchanged so that they are not decoded again)
+STORE_VERSION = 2
 PREPROCESSING_KEYS = ("fps", "image_size", "sample_rate", "audio", "max_clips", "ravdess", "flow", "flow_algorithm")
 # fingerprinted only when they differ from these values (so that older stores keep their fingerprint)
 LATER_KEYS = {"crema_d": {"audio": "video"}, "annotation_mismatch": "truncate", "face": "none",
@@ -326,10 +328,13 @@ class ClipStore:
         for p in sorted(self.part_files()):
             with self.fs.open_input_file(p) as f:
                 pf = pq.ParquetFile(f)
+                ids = pf.read(columns=["clip_id"]).column("clip_id").to_pylist()  # one read per file
+                start = 0
                 for g in range(pf.num_row_groups):
-                    got = pf.read_row_group(g, columns=["clip_id"]).column("clip_id").to_pylist()
-                    if want is None or want.intersection(got):
+                    n = pf.metadata.row_group(g).num_rows
+                    if want is None or want.intersection(ids[start : start + n]):
                         out.append((p, g))
+                    start += n
         return out
 
     def iter_groups(self, groups: list[tuple[str, int]], keep: set[str] | None = None

@@ -64,6 +64,20 @@ def clip_windows(clip: Clip, task: str, length: int, hop: int, rng: np.random.Ge
     return out
 
 
+def window_clip(clip: Clip, start: int, length: int) -> Clip:
+    """A copy of frames [start, start + length) of a clip (its audio steps, labels and flow too), as a
+    clip of its own: what the categorical task keeps of a clip for its one window."""
+    a = clip.arrays
+    T = clip.n
+    k = a["audio"].shape[0] // max(T, 1)
+    e = min(T, start + length)
+    arrays = {"video": a["video"][start:e].copy(), "audio": a["audio"][start * k : e * k].copy(),
+              "va": a["va"][start:e].copy() if len(a["va"]) else a["va"]}
+    if "flow" in a:
+        arrays["flow"] = a["flow"][start:e].copy()
+    return Clip(clip.row, arrays)
+
+
 def host_batch(windows: list[tuple[Clip, int]], length: int, task: str) -> dict[str, np.ndarray]:
     """Windows (clip, start) -> a batch of host arrays, each window zero-padded to ``length``
     frames: video (B, L, H, W, 3) uint8, audio (B, L*k, F) float32 (not standardised), mask (B, L)
@@ -130,7 +144,8 @@ def pooled_batches(clips: Iterable[Clip], task: str, length: int, hop: int, batc
     holds windows of ``shuffle_clips`` clips and at least ``shuffle_batches`` batches' worth (or the
     clips run out), then each batch takes ``batch_size`` windows from it at random. A clip's arrays are
     dropped once its last window is taken, so memory holds ``shuffle_clips`` clips of many windows
-    (one more while those run low), or ``batch_size x shuffle_batches`` clips of one window each."""
+    (one more while those run low). The categorical task keeps only the frames of each clip's one
+    window (``batch_size x shuffle_batches`` windows)."""
     it = iter(clips)
     pool: list[tuple[Clip, int]] = []
     open_clips: dict[int, int] = {}  # id(clip) -> windows of it still in the pool
@@ -143,6 +158,9 @@ def pooled_batches(clips: Iterable[Clip], task: str, length: int, hop: int, batc
                 exhausted = True
                 break
             starts = clip_windows(clip, task, length, hop, rng)
+            if task == "categorical" and starts:
+                # one window of the clip is used: keep a copy of its frames, not the whole clip
+                clip, starts = window_clip(clip, starts[0], length), [0]
             if starts:
                 pool.extend((clip, s) for s in starts)
                 open_clips[id(clip)] = len(starts)
@@ -198,6 +216,10 @@ class Prefetcher:
         except BaseException as e:  # noqa: BLE001 - handed to the consumer, raised there
             self._put(e)
             return
+        finally:
+            close = getattr(source, "close", None)
+            if close is not None:
+                close()  # a generator's own clean-up (its read-ahead threads) now, in this thread
         self._put(self._END)
 
     def __iter__(self):

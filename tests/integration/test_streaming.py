@@ -21,8 +21,8 @@ def test_a_store_larger_than_the_object_store_trains_in_bounded_memory(ray_sessi
     from raybench.schema import TrialConfig
     from raybench.train.loop import train_loop_per_worker
 
-    # 128 clips of 320 frames at 64 px: about 3x the session's object store (random pixels do not compress)
-    data = random_store(tmp_path / "store", [320] * 128, task="categorical", image_size=64, n_mels=16, n_classes=4,
+    # 160 clips of 320 frames at 64 px: about 3.8x the session's object store (random pixels do not compress)
+    data = random_store(tmp_path / "store", [320] * 160, task="categorical", image_size=64, n_mels=16, n_classes=4,
                         clips_per_part=8)
     size = _store_bytes(tmp_path / "store")
     capacity = ray.cluster_resources().get("object_store_memory", OBJECT_STORE_BYTES)
@@ -43,8 +43,9 @@ def test_a_store_larger_than_the_object_store_trains_in_bounded_memory(ray_sessi
     assert m["epochs_done"] == 2
     assert m["time/train_samples_per_s"] > 0
     # every training clip seen once per epoch across the two workers (categorical: one window per clip)
-    assert m["train/windows_seen"] == 128
-    # each worker read half the store every epoch; its memory grew by far less than that (the model's
-    # training state, a few clips in the shuffle pool, prefetched batches)
-    assert m["memory/growth_gib"] * 2**30 < 0.3 * size, (m["memory/growth_gib"], size / 2**30)
+    assert m["train/windows_seen"] == 160
+    # each worker read half the store every epoch; its memory grew by less than that (the model's
+    # training state, gloo's buffers, a few windows in the shuffle pool, prefetched batches: 119-130 MiB
+    # on 2026-11-30), and would not have held its half (the shares are new each epoch)
+    assert m["memory/growth_gib"] * 2**30 < 0.4 * size, (m["memory/growth_gib"], size / 2**30)
     assert 0.0 <= m["val/uar"] <= 1.0

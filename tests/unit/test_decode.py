@@ -151,3 +151,14 @@ def test_decoding_in_chunks_gives_the_frames_of_the_whole_clip_at_once(tmp_path,
         d = decode_clip(str(tmp_path / "v.mp4"), fps=10, image_size=32, face=face, chunk_frames=chunk)
         np.testing.assert_array_equal(d.frames, want)
         assert d.face_found == found and d.frame_index.tolist() == idx.tolist()
+
+
+@pytest.mark.parametrize("chunk", [1, 4, 1000])
+def test_the_pyav_fallback_keeps_every_frame_in_order(tmp_path, chunk):
+    """A width decord cannot copy (48 px): PyAV decodes the frames in one pass, in order, whatever the chunk."""
+    frames = np.stack([np.full((48, 48, 3), 8 * i, np.uint8) for i in range(30)])  # frame i has brightness 8i
+    audio = (0.3 * np.sin(np.arange(48000) / 5)).astype(np.float32)
+    write_mp4(tmp_path / "w48.mp4", frames, 15, audio, 16000)
+    d = decode_clip(str(tmp_path / "w48.mp4"), fps=10, image_size=24, chunk_frames=chunk)
+    assert d.frames.shape == (20, 24, 24, 3)
+    np.testing.assert_allclose(d.frames.reshape(20, -1).mean(1), 8 * d.frame_index, atol=3)

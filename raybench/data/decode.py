@@ -33,21 +33,20 @@ def resample_indices(n_source: int, source_fps: float, fps: float) -> np.ndarray
     return np.clip(idx, 0, n_source - 1)
 
 
-# frames decoded at once: a decode task's memory holds this many source frames at full resolution
-# (1280x720: 2.6 MiB each), whatever the video's length
-CHUNK_FRAMES = 8
-
-
 def decode_clip(path: str, fps: float, image_size: int, sample_rate: int = 16000,
                 min_audio_rms: float = 1e-4, audio_path: str | None = None, face: str = "none",
-                crops_dir: str | None = None, chunk_frames: int = CHUNK_FRAMES) -> Decoded:
+                crops_dir: str | None = None) -> Decoded:
     """Frames of ``path`` at ``fps``, face-cropped as ``face`` says (raybench.data.faces) and resized
     to ``image_size``; its audio track as mono ``sample_rate`` float32, or the audio of
     ``audio_path`` (a separate WAV) when given.
 
-    Frames are decoded ``chunk_frames`` at a time, each chunk cropped and resized before the next
-    is decoded, so memory does not grow with the video's length or resolution beyond the resized
-    output (``data.face=detect`` first decodes only the few frames it detects faces on)."""
+    decord reads the video's length and frame rate (and, for ``data.face=detect``, the few frames
+    faces are detected on). The frames themselves are decoded with PyAV in one pass over the stream,
+    one thread, each wanted frame cropped and resized as it comes, so memory does not grow with the
+    video's length or resolution beyond the resized output. decord 0.6.0's own reader decodes ahead
+    into a queue that grows while its caller works (dmlc/decord#197, #208): a 90 s 720p video took
+    up to 4.7 GiB whole, and 0.1-1 GiB in chunks, varying with timing. Both go through FFmpeg's
+    decoder and RGB conversion: the frames are the same (tests/unit/test_decode.py checks it)."""
     import decord
 
     try:
@@ -59,8 +58,10 @@ def decode_clip(path: str, fps: float, image_size: int, sample_rate: int = 16000
     if n_src == 0 or src_fps <= 0:
         raise DecodeError(f"no video frames (frames={n_src}, fps={src_fps})")
     idx = resample_indices(n_src, src_fps, fps)
-    frames, face_found = _decode_frames(vr, path, idx, image_size, face, crops_dir, max(1, chunk_frames))
-    del vr
+    frames, box, face_found = _crop_box(vr, path, idx, image_size, face, crops_dir)
+    del vr  # before PyAV's pass: decord's reader thread would go on decoding ahead meanwhile
+    if frames is None:
+        frames = _decode_frames(path, idx, image_size, box)
     try:
         ar = decord.AudioReader(audio_path or path, ctx=decord.cpu(0), sample_rate=sample_rate, mono=True)
         audio = ar[:].asnumpy().reshape(-1).astype(np.float32)
@@ -76,62 +77,53 @@ def decode_clip(path: str, fps: float, image_size: int, sample_rate: int = 16000
                    face_found=face_found)
 
 
-def _decode_frames(vr, path: str, idx: np.ndarray, image_size: int, face: str, crops_dir: str | None,
-                   chunk: int) -> tuple[np.ndarray, bool]:
-    """The output frames (T, S, S, 3) uint8 and whether a face was found: the crop box is chosen first
-    (from the frame size, or faces detected on a few frames), then the frames are decoded chunk by
-    chunk, each cropped and resized into the output."""
+def _resize(f: np.ndarray, image_size: int) -> np.ndarray:
     import cv2
 
+    return cv2.resize(f, (image_size, image_size), interpolation=cv2.INTER_AREA)
+
+
+def _crop_box(vr, path: str, idx: np.ndarray, image_size: int, face: str, crops_dir: str | None):
+    """(frames, None, True) when the dataset's own crops are used (``data.face=dataset``, resized as
+    they are read); else (None, the crop box (x0, y0, x1, y1) or None for the whole frame, whether a
+    face was found). ``detect`` decodes only the few frames it detects faces on."""
     from raybench.data import faces
 
-    def resize(f: np.ndarray) -> np.ndarray:
-        return cv2.resize(f, (image_size, image_size), interpolation=cv2.INTER_AREA)
-
     if face == "dataset" and crops_dir:
-        got = faces.read_crops(crops_dir, idx, transform=resize)  # the organisers' crops, when there
+        got = faces.read_crops(crops_dir, idx, transform=lambda f: _resize(f, image_size))
         if got is not None:
-            return got, True
-    found = True
+            return got, None, True
     if face == "none":
-        box = None
-    else:
-        def frames_at(picks: np.ndarray) -> np.ndarray:
-            return _get(vr, path, idx[picks])
+        return None, None, True
+    if face == "center":
+        return None, faces.center_box(tuple(_get(vr, path, idx[:1]).shape[1:3])), True
+    picks = np.unique(np.linspace(0, len(idx) - 1, min(len(idx), faces.DETECT_FRAMES)).round().astype(int))
+    box, found = faces.clip_box(_get(vr, path, idx[picks]))
+    return None, box, found
 
-        box, found = faces.clip_box_of(len(idx), frames_at, _frame_shape(vr, path, idx), face)
+
+def _decode_frames(path: str, idx: np.ndarray, image_size: int, box) -> np.ndarray:
+    """PyAV decodes frames ``idx``, each cropped to ``box`` and resized into the output as it comes:
+    (T, S, S, 3) uint8."""
     out = np.empty((len(idx), image_size, image_size, 3), np.uint8)
-
-    def put(pos: int, f: np.ndarray) -> None:
-        if box is not None:
-            x0, y0, x1, y1 = box
-            f = f[y0:y1, x0:x1]
-        out[pos] = resize(f)
-
-    for s in range(0, len(idx), chunk):
-        try:
-            raw = _decord_batch(vr, idx[s : s + chunk])  # (c, H0, W0, 3): one chunk at full resolution
-        except Exception as e:  # noqa: BLE001 - decord cannot copy these frames: PyAV decodes the rest
-            try:
-                for j, f in enumerate(_frames_pyav(path, idx[s:])):
-                    put(s + j, f)
-            except Exception as e2:
-                raise DecodeError(f"cannot decode frames: {_short(e)}; PyAV: {_short(e2)}") from None
-            break
-        for j, f in enumerate(raw):
-            put(s + j, f)
-        del raw
-    return out, found
-
-
-def _frame_shape(vr, path: str, idx: np.ndarray) -> tuple[int, int]:
-    return tuple(_get(vr, path, idx[:1]).shape[1:3])
+    try:
+        for j, f in enumerate(_frames_pyav(path, idx)):
+            if box is not None:
+                x0, y0, x1, y1 = box
+                f = f[y0:y1, x0:x1]
+            out[j] = _resize(f, image_size)
+    except DecodeError:
+        raise
+    except Exception as e:  # noqa: BLE001 - PyAV's errors name FFmpeg's reason
+        raise DecodeError(f"cannot decode frames: {_short(e)}") from None
+    return out
 
 
 def _get(vr, path: str, source_idx: np.ndarray) -> np.ndarray:
-    """Source frames ``source_idx`` (N, H0, W0, 3) uint8 RGB (a few: face detection, the frame size)."""
+    """A few source frames ``source_idx`` (N, H0, W0, 3) uint8 RGB, decoded by decord (PyAV when
+    decord 0.6.0 cannot copy them: some widths, 16, 24, 48, 72 px among them)."""
     try:
-        return _decord_batch(vr, source_idx)
+        return vr.get_batch([int(i) for i in source_idx]).asnumpy()
     except Exception as e:  # noqa: BLE001
         try:
             return np.stack(list(_frames_pyav(path, source_idx)))
@@ -139,34 +131,23 @@ def _get(vr, path: str, source_idx: np.ndarray) -> np.ndarray:
             raise DecodeError(f"cannot decode frames: {_short(e)}; PyAV: {_short(e2)}") from None
 
 
-def _decord_batch(vr, source_idx: np.ndarray) -> np.ndarray:
-    out = vr.get_batch([int(i) for i in source_idx]).asnumpy()
-    try:
-        # decord 0.6.0 otherwise keeps decoding ahead into its frame queue and holds those frames, so
-        # memory grows with the video (dmlc/decord#197, #208); a seek empties the queue
-        vr.seek(0)
-    except Exception:  # noqa: BLE001 - the frames are good; the next get_batch seeks anyway
-        pass
-    return out
-
-
 def _frames_pyav(path: str, idx: np.ndarray):
-    """Frames ``idx`` (ascending source indices) decoded with PyAV in one pass over the stream, yielded
-    one at a time as (H0, W0, 3) uint8 RGB: decord 0.6.0 fails to copy frames of some widths (16, 24,
-    48, 72 px among them). An index past the stream's last frame repeats the last frame decoded."""
+    """Frames ``idx`` (ascending source indices) decoded with PyAV in one pass over the stream (one
+    thread), yielded one at a time as (H0, W0, 3) uint8 RGB. An index past the stream's last frame
+    repeats the last frame decoded."""
     import av
 
     want = [int(i) for i in idx]
     k, last = 0, None
     with av.open(path) as c:
-        for i, frame in enumerate(c.decode(video=0)):
+        stream = c.streams.video[0]
+        stream.thread_count = 1
+        for i, frame in enumerate(c.decode(stream)):
             if k == len(want):
                 break
-            if i == want[k]:
+            if want[k] <= i:
                 last = frame.to_ndarray(format="rgb24")
             while k < len(want) and want[k] <= i:
-                if last is None:  # a wanted index before the first decoded one cannot happen (ascending)
-                    last = frame.to_ndarray(format="rgb24")
                 yield last
                 k += 1
     if last is None:

@@ -81,17 +81,6 @@ def clip_box(frames: np.ndarray, detector=detect_largest) -> tuple[tuple[int, in
     return square_box(tuple(med), frames.shape[1:3]), True
 
 
-def clip_box_of(n: int, frames_at, shape: tuple[int, int], mode: str, detector=detect_largest
-                ) -> tuple[tuple[int, int, int, int], bool]:
-    """The crop box of a clip of ``n`` frames of ``shape`` (H, W) for ``mode`` (center, detect,
-    dataset without crops), decoding only the frames detection looks at: ``frames_at(positions)`` ->
-    those frames. The same box as :func:`clip_box` over all the frames."""
-    if mode == "center":
-        return center_box(shape), True
-    picks = np.unique(np.linspace(0, n - 1, min(n, DETECT_FRAMES)).round().astype(int))
-    return clip_box(frames_at(picks), detector)
-
-
 def crop(frames: np.ndarray, mode: str, crops_dir: str | None = None, frame_index: np.ndarray | None = None,
          detector=detect_largest) -> tuple[np.ndarray, bool]:
     """Frames (T, H, W, 3) -> cropped frames (T, h, w, 3) and whether a face was found (or given)."""

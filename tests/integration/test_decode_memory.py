@@ -1,5 +1,5 @@
-"""A long high-resolution video decodes in bounded memory (frames decoded in chunks, each cropped and
-resized before the next) and prepares into a correct store."""
+"""A long high-resolution video decodes in bounded memory (frames decoded one by one, each cropped and
+resized as it comes) and prepares into a correct store."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def test_a_long_720p_video_decodes_in_bounded_memory_and_prepares(ray_session, t
     m = json.loads(r.stdout.strip().splitlines()[-1])
     assert m["frames"] == [600, 48, 48, 3]
     full_mib = 600 * 1280 * 720 * 3 / 2**20  # the 600 decoded frames at full resolution: 1582 MiB
-    # decoding every frame at once held them twice (3.2 GiB); in chunks the growth is a fraction of once
+    # decoding every frame at once held them twice (3.2 GiB); one by one the growth is a fraction of once
     assert m["growth_mib"] < 0.6 * full_mib, m
 
     # prepared into a store, with two short clips beside it

@@ -227,9 +227,18 @@ def _rss_gib() -> float:
 
 
 def _peak_rss_gib() -> float:
+    """This process's peak resident set. Linux: VmHWM of /proc/self/status, this program's own (the
+    rusage figure, ru_maxrss, carries over across exec the peak of the process that forked it)."""
     import resource
     import sys
 
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 2**20  # kB
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
     return peak / (2**30 if sys.platform == "darwin" else 2**20)
 

@@ -15,14 +15,16 @@ from raybench.data.store import prepare
 from raybench.data.synth import write_long_video, write_mp4
 
 CHILD = """
-import json, os, resource, sys
+import json, os, sys
 def rss():
     return int(open('/proc/self/statm').read().split()[1]) * os.sysconf('SC_PAGE_SIZE') / 2**20
 import cv2, decord, numpy
 from raybench.data.decode import decode_clip
 r0 = rss()
 d = decode_clip(sys.argv[1], 10.0, 48)
-print(json.dumps({'growth_mib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - r0,
+# VmHWM: this program's own peak (ru_maxrss would carry over across exec the forking parent's peak)
+hwm = next(int(line.split()[1]) for line in open('/proc/self/status') if line.startswith('VmHWM:')) / 1024
+print(json.dumps({'growth_mib': hwm - r0,
                   'frames': list(d.frames.shape)}))
 """
 

@@ -454,13 +454,12 @@ def plan(data_cfg: DataConfig | dict[str, Any]) -> Plan:
                 store=store)
 
 
-def build(p: Plan, batch_size: int = 8, progress: bool = True, reservation: bool = False) -> Prepared:
+def build(p: Plan, batch_size: int = 8, progress: bool = True, reservation: bool = True) -> Prepared:
     """The decoding part of the prepare stage: Ray Data decodes the clips the store lacks.
 
-    ``reservation``: Ray Data's per-operator resource reservation. Off by default: with it on, Ray
-    Data holds back part of the CPUs for the operators of this one-stage pipeline, and on a 2-CPU
-    machine about 1.1 decoding tasks ran at a time (``python -m raybench.bench --prepare`` compares
-    both)."""
+    ``reservation``: Ray Data's per-operator resource reservation (on: Ray's default). An earlier
+    measurement saw about 1.1 decoding tasks at a time on a 2-CPU machine with it on;
+    ``python -m raybench.bench --prepare`` compares both, and has not shown off to be faster yet."""
     import ray
 
     ds_name, data_cfg, clips, store = p.name, p.data_cfg, p.clips, p.store

@@ -143,14 +143,13 @@ def data_store(task: str, flow: bool, args, folder: str, cache: dict) -> dict:
     return cache[key]
 
 
-def bench_data(task: str, data: dict, args, device: torch.device) -> dict:
-    """Windows per second of the training input pipeline alone, to the device (``--data-epochs``
-    epochs over the store, after one warm-up epoch)."""
+def _feed(task: str, data: dict, args, device: torch.device):
+    """(epoch -> a Prefetcher of that epoch's host batches, audio mean, audio std) over the whole
+    store, as one training worker (rank 0 of 1) reads it."""
     import numpy as np
-    import torch
 
     from raybench.data.store import ClipStore
-    from raybench.train.feed import Prefetcher, audio_stats_on, epoch_groups, to_device, train_feed
+    from raybench.train.feed import Prefetcher, audio_stats_on, epoch_groups, train_feed
 
     store = ClipStore(data["store_path"])
     groups = store.row_groups()
@@ -158,11 +157,26 @@ def bench_data(task: str, data: dict, args, device: torch.device) -> dict:
     rng = np.random.default_rng(0)
     hop = args.hop or args.window
 
+    def epoch_feed(e: int) -> Prefetcher:
+        return Prefetcher(train_feed(store, epoch_groups(groups, 0, e, 0, 1), None, task, args.window, hop,
+                                     args.batch_size, rng, pin=device.type == "cuda",
+                                     read_threads=args.read_threads), args.prefetch)
+
+    return epoch_feed, mean, std
+
+
+def bench_data(task: str, data: dict, args, device: torch.device) -> dict:
+    """Windows per second of the training input pipeline alone, to the device (``--data-epochs``
+    epochs over the store, after one warm-up epoch)."""
+    import torch
+
+    from raybench.train.feed import to_device
+
+    epoch_feed, mean, std = _feed(task, data, args, device)
+
     def epoch(e: int) -> int:
         n = 0
-        feed = train_feed(store, epoch_groups(groups, 0, e, 0, 1), None, task, args.window, hop, args.batch_size,
-                          rng, pin=device.type == "cuda", read_threads=args.read_threads)
-        with Prefetcher(feed, args.prefetch) as batches:
+        with epoch_feed(e) as batches:
             for hb in batches:
                 to_device(hb, mean, std, device)
                 n += int(hb["mask"].shape[0])
@@ -216,25 +230,17 @@ def bench_loop(name: str, task: str, data: dict, args, overrides: dict, device: 
     """Windows per second of the training loop's inner loop: the input pipeline feeding the model
     (forward, loss, backward, step; the loss summed on the device), ``--data-epochs`` epochs after a
     warm-up epoch, and the GPU's mean utilisation meanwhile."""
-    import numpy as np
     import torch
 
-    from raybench.data.store import ClipStore
-    from raybench.train.feed import Prefetcher, audio_stats_on, epoch_groups, to_device, train_feed
+    from raybench.train.feed import to_device
 
     method, model, opt = build(name, task, args, overrides, device)
     amp = _amp(args, device)
-    store = ClipStore(data["store_path"])
-    groups = store.row_groups()
-    mean, std = audio_stats_on(data, device)
-    rng = np.random.default_rng(0)
-    hop = args.hop or args.window
+    epoch_feed, mean, std = _feed(task, data, args, device)
 
     def epoch(e: int) -> int:
         n, tot = 0, torch.zeros((), device=device)
-        feed = train_feed(store, epoch_groups(groups, 0, e, 0, 1), None, task, args.window, hop, args.batch_size,
-                          rng, pin=device.type == "cuda", read_threads=args.read_threads)
-        with Prefetcher(feed, args.prefetch) as batches:
+        with epoch_feed(e) as batches:
             for hb in batches:
                 b = to_device(hb, mean, std, device)
                 with amp:

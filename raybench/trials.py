@@ -212,8 +212,8 @@ def quiet_ray(verbose: int = 0) -> None:
         quiet_ray_worker()
 
 
-# Ray Data logs "Dataset ... execution finished in ... s" at INFO after every execution (each epoch's
-# streaming split), whatever its DataContext says, and warns once per process that progress bars are
+# Ray Data logs "Dataset ... execution finished in ... s" at INFO after every execution (the prepare
+# stage's decoding), whatever its DataContext says, and warns once per process that progress bars are
 # off (raybench turns them off); only these loggers' levels keep them off the terminal
 _QUIET_LOGGERS = {"ray.data._internal.execution.streaming_executor": "WARNING",
                   "ray.data._internal.progress": "ERROR"}
@@ -221,8 +221,8 @@ _QUIET_LOGGERS = {"ray.data._internal.execution.streaming_executor": "WARNING",
 
 def quiet_ray_worker() -> None:
     """Ray's ``worker_process_setup_hook`` (and the driver): Ray Data's per-execution INFO lines, its
-    progress-bars-off notice and one deprecation warning Ray raises against its own code (each
-    trial's DatasetManager: ``exclude_resources``) off the console in this process; other warnings
+    progress-bars-off notice and one deprecation warning Ray raises against its own code (a Ray Train
+    DatasetManager's ``exclude_resources``; trials pass Ray Train no dataset since 2026-11-30) off the console in this process; other warnings
     and errors still show. Never raises (a setup hook that fails would stop the worker)."""
     import logging
     import warnings

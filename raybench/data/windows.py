@@ -26,35 +26,6 @@ def window_starts(n: int, length: int, hop: int) -> list[int]:
     return starts
 
 
-def cut(video: np.ndarray, audio: np.ndarray, va: np.ndarray | None, start: int, length: int,
-        flow: np.ndarray | None = None) -> dict[str, np.ndarray]:
-    """One window, zero-padded to ``length`` frames.
-
-    video (T,H,W,3) uint8, audio (T*k,F), va (T,2) or None, flow (T,H,W,2) or None ->
-    video (L,H,W,3) uint8, audio (L*k,F), mask (L,) bool, va (L,2) (NaN where padded), flow (L,H,W,2).
-    """
-    T = video.shape[0]
-    k = audio.shape[0] // max(T, 1)
-    end = min(T, start + length)
-    n = end - start
-    v = np.zeros((length,) + video.shape[1:], video.dtype)
-    v[:n] = video[start:end]
-    a = np.zeros((length * k, audio.shape[1]), np.float32)
-    a[: n * k] = audio[start * k : end * k]
-    mask = np.zeros(length, bool)
-    mask[:n] = True
-    out = {"video": v, "audio": a, "mask": mask}
-    if va is not None and len(va):
-        y = np.full((length, 2), np.nan, np.float32)
-        y[:n] = va[start:end]
-        out["va"] = y
-    if flow is not None:
-        f = np.zeros((length,) + flow.shape[1:], np.float32)
-        f[:n] = flow[start:end]
-        out["flow"] = f
-    return out
-
-
 def random_start(n: int, length: int, rng: np.random.Generator) -> int:
     return int(rng.integers(0, n - length + 1)) if n > length else 0
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from raybench.data.store import ClipStore, random_store, store_row
-from raybench.data.windows import cut, window_starts
+from raybench.data.windows import window_starts
 from raybench.train.feed import (Clip, Prefetcher, clip_windows, epoch_groups, eval_windows, host_batch,
                                  pooled_batches, to_device, train_feed)
 
@@ -23,6 +23,21 @@ def make_clip(cid: str, T: int, task: str = "continuous", size: int = 6, k: int 
                     rng.integers(0, 256, (T, size, size, 3), dtype=np.uint8),
                     rng.standard_normal((T * k, F)).astype(np.float32), va, va, 10.0, fl, 10.0, T)
     return Clip.from_row(row)
+
+
+def cut(video, audio, va, start, length, flow):
+    """A window written out directly: frames [start, start+length) zero-padded, audio steps k per frame,
+    labels NaN where padded, a mask of the real frames."""
+    T, k = len(video), len(audio) // len(video)
+    n = min(T, start + length) - start
+    pad = length - n
+    out = {"video": np.concatenate([video[start:start + n], np.zeros((pad,) + video.shape[1:], video.dtype)]),
+           "audio": np.concatenate([audio[start * k:(start + n) * k], np.zeros((pad * k, audio.shape[1]), np.float32)]),
+           "mask": np.arange(length) < n,
+           "flow": np.concatenate([flow[start:start + n], np.zeros((pad,) + flow.shape[1:], flow.dtype)]).astype(np.float32)}
+    if va is not None:
+        out["va"] = np.concatenate([va[start:start + n], np.full((pad, 2), np.nan, np.float32)])
+    return out
 
 
 @pytest.mark.parametrize("task", ["categorical", "continuous"])

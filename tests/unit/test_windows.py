@@ -1,6 +1,6 @@
 import numpy as np
 
-from raybench.data.windows import cut, overlap_average, random_start, window_starts
+from raybench.data.windows import overlap_average, random_start, window_starts
 
 
 def test_window_starts_cover_and_end_aligned():
@@ -15,12 +15,17 @@ def test_window_starts_cover_and_end_aligned():
         assert covered.all() and s[-1] + L == max(n, L)
 
 
-def test_cut_pads_and_aligns_audio():
+def test_a_window_pads_and_aligns_audio():
+    """One window of a clip, as the input pipeline cuts it (raybench/train/feed.py: host_batch)."""
+    from raybench.data.store import store_row
+    from raybench.train.feed import Clip, host_batch
+
     T, k = 5, 4
     video = np.arange(T, dtype=np.uint8)[:, None, None, None] * np.ones((T, 2, 2, 3), np.uint8)
     audio = np.repeat(np.arange(T, dtype=np.float32), k)[:, None] * np.ones((1, 3), np.float32)
     va = np.stack([np.arange(T), -np.arange(T)], 1).astype(np.float32)
-    w = cut(video, audio, va, 3, 4)
+    clip = Clip.from_row(store_row("c", -1, video, audio, va, va, 10.0, np.zeros((0, 0, 0, 2), np.float16), 10.0, T))
+    w = {key: v[0] for key, v in host_batch([(clip, 3)], 4, "continuous").items()}
     assert w["video"].shape == (4, 2, 2, 3) and w["audio"].shape == (16, 3)
     assert w["mask"].tolist() == [True, True, False, False]
     assert w["video"][:2, 0, 0, 0].tolist() == [3, 4] and (w["video"][2:] == 0).all()

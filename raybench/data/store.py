@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -454,12 +455,20 @@ def plan(data_cfg: DataConfig | dict[str, Any]) -> Plan:
                 store=store)
 
 
+def clips_per_task(n: int, cpus: int, batch_size: int = 8, tasks_per_cpu: int = 4) -> int:
+    """Clips one prepare task decodes (and writes as one part file): at most ``batch_size``, and few
+    enough that every CPU of the cluster gets ``tasks_per_cpu`` tasks, so the last tasks' tail is short.
+    (Before 2026-11-30 a set under 2 x ``batch_size`` clips went to Ray Data as one block: one task
+    decoded every clip while the other CPUs idled.)"""
+    return max(1, min(batch_size, math.ceil(n / (max(1, cpus) * tasks_per_cpu))))
+
+
 def build(p: Plan, batch_size: int = 8, progress: bool = True, reservation: bool = True) -> Prepared:
     """The decoding part of the prepare stage: Ray Data decodes the clips the store lacks.
 
-    ``reservation``: Ray Data's per-operator resource reservation (on: Ray's default). An earlier
-    measurement saw about 1.1 decoding tasks at a time on a 2-CPU machine with it on;
-    ``python -m raybench.bench --prepare`` compares both, and has not shown off to be faster yet."""
+    ``reservation``: Ray Data's per-operator resource reservation (on: Ray's default).
+    ``python -m raybench.bench --prepare`` compares both: no difference once the clips are split
+    into enough tasks (``clips_per_task``)."""
     import ray
 
     ds_name, data_cfg, clips, store = p.name, p.data_cfg, p.clips, p.store
@@ -474,12 +483,14 @@ def build(p: Plan, batch_size: int = 8, progress: bool = True, reservation: bool
               flush=True)
         t0 = time.time()
         items = [{"row": json.dumps(c.to_row())} for c in pending]
+        per_task = clips_per_task(len(items), int(ray.cluster_resources().get("CPU", 1)), batch_size)
         ctx = ray.data.DataContext.get_current()
         was = ctx.op_resource_reservation_enabled
         ctx.op_resource_reservation_enabled = reservation  # the datasets made here take a copy of the context
         try:
-            rds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items) // batch_size, 200)))
-            out = rds.map_batches(_prepare_batch, batch_size=batch_size, batch_format="numpy",
+            # one block per task: map_batches runs one task per block of per_task rows
+            rds = ray.data.from_items(items, override_num_blocks=math.ceil(len(items) / per_task))
+            out = rds.map_batches(_prepare_batch, batch_size=per_task, batch_format="numpy",
                                   fn_kwargs={"store_path": str(store.path), "data_cfg": data_cfg,
                                              "mirror": str(p.root) if p.root_uri else None, "root_uri": p.root_uri})
         finally:

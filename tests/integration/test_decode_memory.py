@@ -54,6 +54,8 @@ def test_a_long_720p_video_decodes_in_bounded_memory_and_prepares(ray_session, t
                 store_dir=str(tmp_path / "stores"))
     prep = prepare(data)
     assert prep.ids("train") == ["long"] and not prep.bad
+    # three clips on two CPUs: one clip per task (and part file), so the short clips did not wait for the long one
+    assert len(prep.store.part_files()) == 3
     row = prep.store.read_clips(["long"], columns=["num_frames", "video_shape", "source_frames", "video"])[0]
     assert row["num_frames"] == 600 and row["video_shape"] == [600, 48, 48, 3] and row["source_frames"] == 1800
     video = np.frombuffer(row["video"], np.uint8).reshape(600, 48, 48, 3)

@@ -162,3 +162,15 @@ def test_a_width_decord_cannot_copy_keeps_every_frame_in_order(tmp_path, face):
     d = decode_clip(str(tmp_path / "w48.mp4"), fps=10, image_size=24, face=face)
     assert d.frames.shape == (20, 24, 24, 3)
     np.testing.assert_allclose(d.frames.reshape(20, -1).mean(1), 8 * d.frame_index, atol=3)
+
+
+def test_prepare_splits_the_clips_so_every_cpu_gets_several_tasks():
+    from raybench.data.store import clips_per_task
+
+    # 12 clips on 2 CPUs (4 tasks each): 8 tasks need 2 clips each (was one block of 12: one task)
+    assert clips_per_task(12, 2) == 2
+    assert clips_per_task(3, 2) == 1 and clips_per_task(0, 2) == 1
+    # never more than batch_size clips in one task (one part file), however few the CPUs
+    assert clips_per_task(10_000, 2, batch_size=8) == 8
+    # a 4-node cluster of 32 CPUs each, Aff-Wild2's 564 videos: 2 per task
+    assert clips_per_task(564, 128) == 2

@@ -6,6 +6,9 @@
     python -m raybench.bench --data                 # and the input pipeline alone, beside the model
     python -m raybench.bench --decode 90            # decoding memory: a 90 s 1280x720 video (no model)
     python -m raybench.bench --prepare 16           # prepare throughput on 16 videos vs one process's rate
+    python -m raybench.bench --rehearsal 8          # scale rehearsal: Aff-Wild2-shaped set, prepare + one epoch
+    python -m raybench.bench --trial-cost           # the default sweep, each trial's fixed cost (raybench/sweepbench.py)
+    python -m raybench.bench --ddp-scaling          # one trial with 1 worker, then 2 DDP workers: the speed-up
 
 Each method is built with its paper defaults (``key=value`` arguments override method keys), fed
 random batches of the shapes the training loop produces, and timed over ``--steps`` training steps
@@ -32,6 +35,14 @@ does per clip: frames, audio features) is timed in this process, then Ray Data p
 local Ray with every CPU, after a warm-up run, with Ray Data's per-operator resource reservation
 off and on (Ray's default, raybench's), side by side. Each rate is printed as a ratio to (CPUs x the one-process rate),
 the goal being 0.8.
+
+``--trial-cost`` and ``--ddp-scaling`` run real sweeps on a local Ray (``raybench/sweepbench.py``): each
+trial's time outside its epochs against 10% of the trial, and one trial's training windows per second
+with 2 DDP workers against 1.6 x one worker.
+
+``--rehearsal N`` is the scale rehearsal (``raybench/rehearsal.py``): N generated long 720p videos in
+Aff-Wild2's layout, prepared with a sweep file's data settings, then one trial of one epoch of that
+sweep; throughput and peak memory per stage.
 """
 
 from __future__ import annotations
@@ -401,6 +412,19 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--prepare", type=int, default=None, metavar="N",
                    help="measure the prepare stage's throughput on N videos instead (no model)")
     p.add_argument("--prepare-seconds", type=float, default=10.0, help="--prepare: each video's length")
+    p.add_argument("--trial-cost", action="store_true",
+                   help="run a sweep (--sweep, default: the default sweep; the positional overrides go to it) and "
+                        "print each trial's fixed cost: its wall time outside its epochs, against 10%% of the trial")
+    p.add_argument("--ddp-scaling", action="store_true",
+                   help="one trial of the sweep's base configuration (--sweep) with 1 worker, then 2 DDP workers "
+                        "(a CPU each): training windows/s and the speed-up against 1.6")
+    p.add_argument("--sweep", default=None,
+                   help="--trial-cost: the sweep file (default: sweeps/default.yaml); --rehearsal: the sweep file "
+                        "whose data settings and first trial run (default: sweeps/zhang2021_affwild2.yaml)")
+    p.add_argument("--rehearsal", type=int, default=None, metavar="N",
+                   help="the scale rehearsal: N Aff-Wild2-shaped long videos (--decode-size, 30 fps) prepared, "
+                        "then one trial of one epoch; the positional overrides go to the sweep file")
+    p.add_argument("--rehearsal-seconds", type=float, default=60.0, help="--rehearsal: each video's length")
     p.add_argument("--data-goal", type=float, default=3.0, help="--data: the goal, data windows/s per model's")
     return p
 
@@ -412,8 +436,23 @@ def main(argv: list[str] | None = None) -> int:
 
     # a broken torch/torchaudio/pyarrow install: one message and exit 2, before any work (the benchmark
     # neither decodes video nor starts Ray: it runs where only torch and pyarrow are installed)
-    extra = (("decord", "cv2", "av") if args.decode or args.prepare else ()) + (("ray",) if args.prepare else ())
+    decodes = args.decode or args.prepare or args.rehearsal or args.trial_cost or args.ddp_scaling
+    ray_ = args.prepare or args.rehearsal or args.trial_cost or args.ddp_scaling
+    extra = (("decord", "cv2", "av") if decodes else ()) + (("ray",) if ray_ else ())
     require(("torch", "torchaudio", "pyarrow") + extra)
+    if args.trial_cost or args.ddp_scaling:
+        from raybench.sweepbench import ddp_scaling, trial_cost
+
+        if args.trial_cost:
+            trial_cost(args.sweep, args.overrides)
+        if args.ddp_scaling:
+            ddp_scaling(args.sweep, args.overrides)
+        return 0
+    if args.rehearsal:
+        from raybench.rehearsal import rehearse
+
+        rehearse(args, args.overrides)
+        return 0
     if args.decode:
         return bench_decode(args)
     if args.prepare:

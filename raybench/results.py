@@ -125,9 +125,16 @@ def trial_rows(cfg: SweepConfig, grid, sweep_id: str) -> list[dict]:
                      "epochs": int(m["epoch"]) + 1 if "epoch" in m else m.get("training_iteration"),
                      "end_ms": int(m["timestamp"] * 1000) if m.get("timestamp") else None,
                      "val": {k: v for k, v in m.items() if k.startswith("val/")},
-                     "best_val": m.get("best/val/score"), "checkpoint": m.get("checkpoint_path"),
+                     "best_val": m.get("best/val/score"), "checkpoint": m.get("checkpoint_path") or _tune_checkpoint(r),
                      "best_epoch": m.get("best_epoch"), "method_ended": bool(m.get("trial/method_ended"))})
     return rows
+
+
+def _tune_checkpoint(r) -> str | None:
+    """The latest checkpoint Tune kept for a trial that trained in its own process (a Ray Train
+    trial's comes as ``checkpoint_path`` in its metrics): a path in the storage's filesystem."""
+    ckpt = getattr(r, "checkpoint", None)
+    return ckpt.path if ckpt is not None else None
 
 
 def _error_line(error: BaseException | None) -> str | None:
@@ -232,10 +239,13 @@ def cv_summary(chosen: list[dict], metric: str, over: tuple[str, ...]) -> tuple[
 
 
 def record(cfg: SweepConfig, grid, summaries: dict[str, dict], mlinfo: dict, storage: str,
-           metrics: dict[str, str]) -> SweepResult:
+           metrics: dict[str, str], timing: dict | None = None) -> SweepResult:
     """RECORD: one row per trial; per dataset the configuration best on validation (averaged over
     folds in a cross-validation) is evaluated on the test split, and only it; fold models sharing a
-    test split have their predictions merged; all of it goes to the MLflow parent and trial runs."""
+    test split have their predictions merged; all of it goes to the MLflow parent and trial runs.
+    ``timing``: Tune trial id -> its wall and epoch seconds (``trials.ProgressPrinter``), logged to
+    each trial's run as ``time/trial_wall_s`` and ``time/trial_fixed_s`` (the wall time outside its
+    epochs: scheduling, worker start, setup, teardown)."""
     from raybench import tracking
 
     sweep_id, uri, exp_id, parent = (mlinfo[k] for k in ("sweep_id", "tracking_uri", "experiment_id",
@@ -243,6 +253,10 @@ def record(cfg: SweepConfig, grid, summaries: dict[str, dict], mlinfo: dict, sto
     labels = _labels(summaries)
     result = SweepResult(sweep_id, uri, exp_id, parent, prepared={labels[k]: s for k, s in summaries.items()})
     result.trials = trial_rows(cfg, grid, sweep_id)
+    for t in result.trials:
+        tm = (timing or {}).get(t["trial_id"].rsplit("/", 1)[-1])
+        if tm and tm.get("wall_s") is not None:
+            t["wall_s"], t["fixed_s"] = tm["wall_s"], tm["wall_s"] - tm["epochs_s"]
     result.failed = sum(t["error"] is not None or t["best_val"] is None for t in result.trials)
 
     # best per dataset, on the validation metric; only it sees the test split
@@ -424,6 +438,9 @@ def _close_trial_runs(client, uri: str, exp_id: str, trials: list[dict]) -> None
         if run_id is None:
             continue
         status, reason = trial_status(t)
+        if t.get("wall_s") is not None:
+            client.log_metric(run_id, "time/trial_wall_s", t["wall_s"])
+            client.log_metric(run_id, "time/trial_fixed_s", t["fixed_s"])
         if reason:
             client.set_tag(run_id, "raybench.status_reason", reason[:5000])
         client.set_terminated(run_id, status=status, end_time=t.get("end_ms"))
@@ -431,7 +448,8 @@ def _close_trial_runs(client, uri: str, exp_id: str, trials: list[dict]) -> None
 
 def _flat_row(t: dict) -> dict:
     return {"trial_id": t["trial_id"], "dataset": t["dataset"], **{k: json.dumps(v) for k, v in t["params"].items()},
-            **t["val"], "best_val": t["best_val"], "error": t["error"] or "", **t.get("test", {})}
+            **t["val"], "best_val": t["best_val"], "error": t["error"] or "", **t.get("test", {}),
+            "wall_s": t.get("wall_s"), "fixed_s": t.get("fixed_s")}
 
 
 def _log_table(client, run_id: str, rows: list[dict], name: str) -> None:

@@ -123,6 +123,10 @@ class TrainConfig(Section):
     # (zhang2021: adam, as its authors' code; the others: adamw)
     optimizer: Literal["adam", "adamw"] | None = None
     num_workers: int = Field(2, ge=1)
+    # auto: a one-worker trial trains in its Tune trial's own process (no Ray Train worker group: no
+    # worker start-up per trial; Tune reuses the process, imports done, for the next trial) and a
+    # trial of several workers in a Ray Train TorchTrainer (DDP); always: every trial a TorchTrainer
+    worker_group: Literal["auto", "always"] = "auto"
     use_gpu: bool = False
     cpus_per_worker: float = Field(1.0, gt=0)
     gpus_per_worker: float = Field(1.0, gt=0)  # with use_gpu: < 1 packs several single-worker trials on one GPU

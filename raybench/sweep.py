@@ -75,11 +75,12 @@ def run_sweep(cfg: SweepConfig, sweep_id: str | None = None, resume: bool = Fals
         print(f"[raybench] to resume this sweep if it is interrupted:  python -m raybench.sweep --resume "
               f"{sweep_id}" + ("" if cfg.storage is None else f" storage={cfg.storage}"), flush=True)
 
+    timing: dict = {}
     grid = tune_trials(cfg, summaries, mlinfo, storage, metrics, resume, on_start=started,
-                       verbose=verbose)
+                       verbose=verbose, timing=timing)
 
     # 3. RECORD: choose on validation, test the chosen, summarise folds, log, print
-    result = record(cfg, grid, summaries, mlinfo, storage, metrics)
+    result = record(cfg, grid, summaries, mlinfo, storage, metrics, timing)
     print(format_table(result, metrics), flush=True)
     print(f"[raybench] Tune results and checkpoints: {join(storage, sweep_id)}", flush=True)
     print(f"[raybench] sweep finished in {time.time() - t_start:.0f} s. Results: MLflow experiment "

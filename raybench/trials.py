@@ -12,7 +12,7 @@ from ray.tune import Callback
 
 from raybench.config import (PAIR_KEY, ConfigError, expand_params, pairs_swept, reachable_methods, resolve_trial_config,
                              search_values, valid_pairs, with_values)
-from raybench.schema import DataConfig, SweepConfig, TrialConfig
+from raybench.schema import DataConfig, SweepConfig, TrainConfig, TrialConfig
 
 PAIR_KEY_DATASET = "data.dataset"
 
@@ -106,13 +106,27 @@ def param_space(cfg: SweepConfig) -> dict[str, Any]:
     return out
 
 
+def in_trial_process(train: TrainConfig) -> bool:
+    """Whether a trial trains in its Tune trial's own process (one worker, ``train.worker_group:
+    auto``) rather than in a Ray Train worker group."""
+    return train.num_workers == 1 and train.worker_group == "auto"
+
+
+def trial_resources(train: TrainConfig, cpw: float) -> dict[str, float]:
+    """What one trial asks Ray for: its one process's CPUs (and GPU), or 0.01 CPU for the trial
+    function plus, through Ray Train, ``num_workers`` bundles of ``cpw`` CPUs."""
+    if in_trial_process(train):
+        return {"CPU": cpw, **({"GPU": train.gpus_per_worker} if train.use_gpu else {})}
+    return {"CPU": 0.01}
+
+
 def size_trials(cfg: SweepConfig) -> tuple[float, int]:
     """(CPUs per training worker, max concurrent trials) from the cluster's resources.
 
-    A trial holds ``num_workers`` worker bundles plus 0.01 CPU for the trial
-    function; one CPU is left for Ray Data's tasks (some of them, such as
-    listing files, ask for a whole CPU). Trials never ask for more than the
-    cluster has, so they never deadlock.
+    A trial holds ``num_workers`` worker bundles plus 0.01 CPU for the trial function (or, when it
+    trains in the trial's own process, just its CPUs). Nothing else runs during the trials (the
+    clips were decoded before; the workers read them from the store), so no CPU is held back.
+    Trials never ask for more than the cluster has, so they never deadlock.
     """
     import ray
 
@@ -120,12 +134,12 @@ def size_trials(cfg: SweepConfig) -> tuple[float, int]:
     cpus, gpus = float(res.get("CPU", 1)), float(res.get("GPU", 0))
     t = cfg.train
     n = t.num_workers
-    reserve = 1.0
+    extra = 0.0 if in_trial_process(t) else 0.01
     cpw = t.cpus_per_worker
-    if n * cpw + reserve + 0.01 > cpus:
-        cpw = max(0.1, (cpus - reserve - 0.01) / n)
-    per_trial = n * cpw + 0.01
-    conc = max(1, int((cpus - reserve) // per_trial))
+    if n * cpw + extra > cpus:
+        cpw = max(0.1, (cpus - extra) / n)
+    per_trial = n * cpw + extra
+    conc = max(1, int(cpus // per_trial + 1e-9))
     if t.use_gpu:
         gpw = t.gpus_per_worker
         if gpus < n * gpw:
@@ -182,10 +196,16 @@ def run_trial(params: dict, base: SweepConfig, data: dict, mlinfo: dict | None, 
         open_trial_run(info, cfg)
     t = cfg.train
     use_gpu = t.use_gpu
+    loop_config = {"cfg": cfg, "data": d, "logger": TrialLogger(info) if info else None, "verbose": verbose}
+    if in_trial_process(t):  # no worker group: the loop runs here, reporting to Tune
+        from raybench.train.loop import TuneSession
+
+        train_loop_per_worker({**loop_config, "session": TuneSession(use_gpu)})
+        return
     res = {"CPU": cpw, **({"GPU": t.gpus_per_worker} if use_gpu else {})}
     trainer = TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"cfg": cfg, "data": d, "logger": TrialLogger(info) if info else None, "verbose": verbose},
+        train_loop_config=loop_config,
         scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=use_gpu, resources_per_worker=res),
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         run_config=ray.train.RunConfig(
@@ -215,8 +235,11 @@ def quiet_ray(verbose: int = 0) -> None:
 # Ray Data logs "Dataset ... execution finished in ... s" at INFO after every execution (the prepare
 # stage's decoding), whatever its DataContext says, and warns once per process that progress bars are
 # off (raybench turns them off); only these loggers' levels keep them off the terminal
+# ... and Tune logs "Checkpoint successfully created at: ..." at INFO for every epoch of a trial that
+# trains in its own process (a Ray Train trial's are off through its LoggingConfig)
 _QUIET_LOGGERS = {"ray.data._internal.execution.streaming_executor": "WARNING",
-                  "ray.data._internal.progress": "ERROR"}
+                  "ray.data._internal.progress": "ERROR",
+                  "ray.train._internal.storage": "WARNING"}
 
 
 def quiet_ray_worker() -> None:
@@ -272,12 +295,16 @@ class ProgressPrinter(Callback):
     of a sweep (Tune's own status tables only with ``-v``). Module-level: Tune pickles it with the
     experiment's state for ``--resume``."""
 
-    def __init__(self, cfg: SweepConfig):
+    def __init__(self, cfg: SweepConfig, timing: dict | None = None):
         self.cfg = cfg
         self._epochs: dict[str, int] = {}  # trial id -> its configured epochs (resolved once)
+        # trial id -> wall_s (from its start to its end on the driver's clock) and epochs_s (the sum of
+        # its epochs' time/epoch_s): what is not in an epoch is the trial's fixed cost
+        self.timing = {} if timing is None else timing
 
     def on_trial_start(self, iteration, trials, trial, **info):
         params = " ".join(f"{k}={v}" for k, v in sorted(expand_params(trial.config).items()))
+        self.timing[trial.trial_id] = {"start": time.time(), "epochs_s": 0.0, "wall_s": None}
         print(f"[raybench] trial {trial.trial_id} started: {params or 'the base configuration'}", flush=True)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
@@ -286,12 +313,20 @@ class ProgressPrinter(Callback):
         if trial.trial_id not in self._epochs:
             self._epochs[trial.trial_id] = resolve_trial_config(self.cfg, trial.config).train.epochs
         epochs = self._epochs[trial.trial_id]
+        if trial.trial_id in self.timing:
+            self.timing[trial.trial_id]["epochs_s"] += result["time/epoch_s"]
         print(f"[raybench] trial {trial.trial_id} epoch {int(result['epoch']) + 1}/{epochs}: train/loss "
               f"{result['train/loss']:.4f}, val {result['val/score']:.3f} (best {result['best/val/score']:.3f}), "
               f"{result['time/epoch_s']:.1f} s", flush=True)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        print(f"[raybench] trial {trial.trial_id} finished", flush=True)
+        t = self.timing.get(trial.trial_id)
+        if t is None:  # started before a resume
+            print(f"[raybench] trial {trial.trial_id} finished", flush=True)
+            return
+        t["wall_s"] = time.time() - t["start"]
+        print(f"[raybench] trial {trial.trial_id} finished in {t['wall_s']:.1f} s, {t['epochs_s']:.1f} s of them "
+              f"in its epochs", flush=True)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         print(f"[raybench] trial {trial.trial_id} FAILED (the cause is in the table at the end; the other "
@@ -311,10 +346,12 @@ def make_scheduler(cfg: SweepConfig):
 
 
 def tune_trials(cfg: SweepConfig, summaries: dict[str, dict], mlinfo: dict, storage: str,
-                metrics: dict[str, str], resume: bool, on_start=None, verbose: int = 0):
+                metrics: dict[str, str], resume: bool, on_start=None, verbose: int = 0,
+                timing: dict | None = None):
     """TUNE: one Ray Tune run over the search space, each trial a Ray Train ``TorchTrainer``; a
     resumed sweep restores its Tune state from ``storage``. ``on_start()`` runs once the tuner is
-    built, before the first trial. Returns Tune's ResultGrid."""
+    built, before the first trial. ``timing`` (a dict) receives each trial's wall and epoch seconds
+    (not for a resumed sweep: its callback is Tune's restored one). Returns Tune's ResultGrid."""
     from ray import tune
 
     from raybench.storage import join, ray_storage
@@ -329,7 +366,7 @@ def tune_trials(cfg: SweepConfig, summaries: dict[str, dict], mlinfo: dict, stor
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, base=cfg, data=summaries, mlinfo=mlinfo,
                              storage=storage, cpw=cpw, verbose=verbose),
-        {"CPU": 0.01})
+        lambda params: trial_resources(resolve_trial_config(cfg, params).train, cpw))
     exp_dir = join(storage, sweep_id)
     storage_path, storage_fs = ray_storage(storage)
     exp_path = f"{storage_path.rstrip('/')}/{sweep_id}"
@@ -342,11 +379,18 @@ def tune_trials(cfg: SweepConfig, summaries: dict[str, dict], mlinfo: dict, stor
         tuner = tune.Tuner(
             trainable,
             param_space=param_space(cfg),
+            # reuse_actors: a trial that trains in its own process leaves it, imports done, to the next.
+            # Not for Ray Train trials: a second TorchTrainer.fit() in a reused trial process hung after
+            # its first trial ended (Ray 2.60; the trial function's report queue is per process)
             tune_config=tune.TuneConfig(metric=metric, mode=mode, scheduler=scheduler,
-                                        num_samples=cfg.tune.num_samples, max_concurrent_trials=conc),
+                                        num_samples=cfg.tune.num_samples, max_concurrent_trials=conc,
+                                        reuse_actors=in_trial_process(cfg.train)),
             # Tune's own tables with -v; by default one raybench line per trial epoch
             run_config=tune.RunConfig(name=sweep_id, storage_path=storage_path, storage_filesystem=storage_fs,
-                                      verbose=2 if verbose else 0, callbacks=[ProgressPrinter(cfg)]),
+                                      verbose=2 if verbose else 0, callbacks=[ProgressPrinter(cfg, timing)],
+                                      # a trial in its own process checkpoints through Tune: the latest
+                                      # only (it holds the best weights too, see train/loop.py)
+                                      checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
         )
     if on_start is not None:
         on_start()

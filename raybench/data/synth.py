@@ -455,6 +455,36 @@ def generate_affwild2(root: str | Path, videos: int = 12, seconds: float = 20.0,
     return root
 
 
+def generate_affwild2_long(root: str | Path, videos: int = 8, seconds: float = 60.0, fps: float = 30.0,
+                           width: int = 1280, height: int = 720, val_videos: int | None = None,
+                           seed: int = 0) -> Path:
+    """An Aff-Wild2-shaped tree for the scale rehearsal (``python -m raybench.bench --rehearsal``):
+    ``videos`` long videos at ``width`` x ``height`` and ``fps`` (one generated video, copied: the
+    decoding cost is what matters, not the content), each with its own per-frame valence-arousal
+    file in the real layout (one unannotated stretch of -5). Returns root."""
+    root = Path(root).expanduser()
+    val_videos = max(1, videos // 4) if val_videos is None else val_videos
+    n = round(seconds * fps)
+    first = None
+    for i in range(1, videos + 1):
+        name = f"{i}-30-{width}x{height}"
+        video = root / "videos" / f"{name}.mp4"
+        if first is None:
+            first = write_long_video(video, seconds, fps, width, height)
+        else:
+            shutil.copy(first, video)
+        rng = np.random.default_rng([seed, i])
+        va = np.stack([smooth_process(n, fps, rng), smooth_process(n, fps, rng)], 1)
+        gap = max(1, n // 20)
+        start = int(rng.integers(0, max(1, n - gap)))
+        va[start : start + gap] = -5
+        split = "Validation_Set" if i > videos - val_videos else "Train_Set"
+        ann = root / "annotations" / "VA_Set" / split / f"{name}.txt"
+        ann.parent.mkdir(parents=True, exist_ok=True)
+        ann.write_text("valence,arousal\n" + "".join("-5,-5\n" if v == -5 else f"{v:.4f},{a:.4f}\n" for v, a in va))
+    return root
+
+
 # ---------------------------------------------------------------------------
 
 

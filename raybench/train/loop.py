@@ -1,4 +1,5 @@
-"""The per-worker training loop (runs inside Ray Train workers) and evaluation.
+"""The per-worker training loop (runs inside Ray Train workers, or in the Tune trial's own process
+for a one-worker trial) and evaluation.
 
 Each worker streams its share of the training clips from the clip store (a new
 random share every epoch: raybench/train/feed.py), cuts windows, and trains the
@@ -226,6 +227,17 @@ def _rss_gib() -> float:
         return _peak_rss_gib()
 
 
+def _reset_peak_rss() -> None:
+    """Start this process's peak resident set afresh (Linux: writing 5 to /proc/self/clear_refs resets
+    VmHWM to the current size): a Tune trial process reused for the next trial would otherwise report
+    the previous trial's peak. Elsewhere nothing happens (the peak is the process's so far)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
 def _peak_rss_gib() -> float:
     """This process's peak resident set. Linux: VmHWM of /proc/self/status, this program's own (the
     rusage figure, ru_maxrss, carries over across exec the peak of the process that forked it)."""
@@ -249,22 +261,76 @@ def _autocast(device: torch.device, cfg: TrialConfig):
     return contextlib.nullcontext()
 
 
-def train_loop_per_worker(config: dict) -> None:
-    """Ray Train entry point. ``config``: cfg (the trial's :class:`TrialConfig`), data (prepared summary),
-    logger (an :class:`EpochLogger` rank 0 records the trial with, or None)."""
-    import ray.train
-    import ray.train.torch
+class TrainSession:
+    """What the loop asks of Ray in a Ray Train worker (a ``TorchTrainer``'s worker group: DDP)."""
 
+    def __init__(self, verbose: int = 0):
+        import ray.train
+        import ray.train.torch
+
+        quiet_train_worker(verbose)
+        ctx = ray.train.get_context()
+        self.rank, self.world = ctx.get_world_rank(), ctx.get_world_size()
+        self.device = ray.train.torch.get_device()
+
+    def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        import ray.train.torch
+
+        return ray.train.torch.prepare_model(model)  # DDP when world > 1, moved to device
+
+    def get_checkpoint(self):
+        import ray.train
+
+        return ray.train.get_checkpoint()
+
+    def report(self, metrics: dict, checkpoint_dir: str | None) -> None:
+        import ray.train
+
+        ckpt = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+        ray.train.report(metrics, checkpoint=ckpt)
+
+
+class TuneSession:
+    """The same in a Tune trial's own process: one worker, no worker group (``train.num_workers=1``
+    with ``train.worker_group: auto``). Tune gives the trial its CPUs and GPU, keeps its checkpoint
+    and hands it back on a resume; ASHA stops it like any trial."""
+
+    rank, world = 0, 1
+
+    def __init__(self, use_gpu: bool):
+        # Tune sets CUDA_VISIBLE_DEVICES to the trial's GPU: it is cuda:0 here
+        self.device = torch.device("cuda", 0) if use_gpu and torch.cuda.is_available() else torch.device("cpu")
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+
+    def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        return model.to(self.device)
+
+    def get_checkpoint(self):
+        from ray import tune
+
+        return tune.get_checkpoint()
+
+    def report(self, metrics: dict, checkpoint_dir: str | None) -> None:
+        from ray import tune
+
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None)
+
+
+def train_loop_per_worker(config: dict) -> None:
+    """Ray Train entry point, and the trial itself for a trial without a worker group. ``config``: cfg
+    (the trial's :class:`TrialConfig`), data (prepared summary), logger (an :class:`EpochLogger` rank 0
+    records the trial with, or None), session (a :class:`TuneSession`; default: a Ray Train worker's)."""
     cfg, data, logger = config["cfg"], config["data"], config.get("logger")
-    quiet_train_worker(config.get("verbose", 0))
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    session = config.get("session") or TrainSession(config.get("verbose", 0))
+    _reset_peak_rss()  # this trial's peak, not an earlier trial's in the same process
+    rank, world = session.rank, session.world
     tcfg = cfg.train
     torch.set_num_threads(max(1, int(tcfg.cpus_per_worker)))
     seed = tcfg.seed
     torch.manual_seed(seed)
     rng = np.random.default_rng([seed, rank])
-    device = ray.train.torch.get_device()
+    device = session.device
     task = data["task"]
     metric_name = cfg.tune.metric or default_metric(task)
     mode = cfg.tune.mode
@@ -276,11 +342,11 @@ def train_loop_per_worker(config: dict) -> None:
     model = build_model(cfg, data)
     method = model
     cost = window_cost(method, cfg, data) if rank == 0 else {}  # before DDP wraps it (a forward pass on rank 0)
-    model = ray.train.torch.prepare_model(model)  # DDP when world > 1, moved to device
+    model = session.prepare_model(model)
     opt, sched = make_optimizer(model, method, cfg)
     early_stop = tcfg.early_stop
     start_epoch, best, best_epoch, best_state, last_metrics = 0, None, -1, None, None
-    ckpt = ray.train.get_checkpoint()
+    ckpt = session.get_checkpoint()
     if ckpt:
         with ckpt.as_directory() as d:
             st = torch.load(Path(d) / "last.pt", map_location=device, weights_only=False)
@@ -386,15 +452,13 @@ def train_loop_per_worker(config: dict) -> None:
         if logger is not None:
             logger.log(metrics, epoch)
         with tempfile.TemporaryDirectory() as tmp:
-            checkpoint = None
             if rank == 0:
                 torch.save({"model": method.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch,
                             "best": best, "best_epoch": best_epoch, "metrics": metrics,
                             "scheduler": sched.state_dict() if sched is not None else None},
                            os.path.join(tmp, "last.pt"))
                 torch.save(best_state, os.path.join(tmp, "best.pt"))
-                checkpoint = ray.train.Checkpoint.from_directory(tmp)
-            ray.train.report(metrics, checkpoint=checkpoint)
+            session.report(metrics, tmp if rank == 0 else None)
         if early_stop is not None and epoch - best_epoch >= early_stop:
             break  # no better validation score for `early_stop` epochs: the trial ends here
         if method_ends:
@@ -404,10 +468,8 @@ def train_loop_per_worker(config: dict) -> None:
         # resumed after the last epoch (the sweep was interrupted before it recorded this trial as
         # finished): nothing to train; report the final metrics and checkpoint again
         with tempfile.TemporaryDirectory() as tmp:
-            checkpoint = None
             if rank == 0:
                 with ckpt.as_directory() as d:
                     for name in ("last.pt", "best.pt"):
                         shutil.copy(Path(d) / name, Path(tmp) / name)
-                checkpoint = ray.train.Checkpoint.from_directory(tmp)
-            ray.train.report(last_metrics, checkpoint=checkpoint)
+            session.report(last_metrics, tmp if rank == 0 else None)

@@ -226,9 +226,11 @@ def test_continuous_pipeline_reports_ccc_and_merges_chunk_folds(ray_session, tmp
 
 
 @pytest.mark.timeout(600)
-def test_asha_stops_a_poor_trial_early_and_the_sweep_finishes(ray_session, tmp_path):
+@pytest.mark.parametrize("workers", [1, 2], ids=["in-trial-process", "worker-group"])
+def test_asha_stops_a_poor_trial_early_and_the_sweep_finishes(ray_session, tmp_path, workers):
     """ASHA stops the trial that does not learn (lr 1e-7) at its rung (epoch 2 of 4); the stopped
-    trial's workers and placement group are released, so the sweep goes on to the end.
+    trial's workers and placement group are released, so the sweep goes on to the end. Both ways a
+    trial trains: in its Tune trial's own process (one worker) and in a Ray Train worker group.
 
     On the default sweep's data (as test_learning, whose store it reuses): there audio_only is past
     0.35 validation UAR after 2 epochs, while on the tiny smoke set both trials could still tie at
@@ -243,7 +245,7 @@ def test_asha_stops_a_poor_trial_early_and_the_sweep_finishes(ray_session, tmp_p
 
     cfg = load(SWEEPS_DIR / "default.yaml", [
         "method.name=audio_only", "tune.scheduler=asha", "tune.grace_period=2", "train.epochs=4",
-        "tune.max_concurrent_trials=1",
+        "tune.max_concurrent_trials=1", f"train.num_workers={workers}",
         "tune.search_space={train.lr: {grid: [2.0e-3, 1.0e-7]}, window.length: {grid: [8]}}"])
     cfg.tune.search_space.pop("method.name", None)
     cfg.mlflow.tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -269,6 +271,35 @@ def test_asha_stops_a_poor_trial_early_and_the_sweep_finishes(ray_session, tmp_p
             ray.available_resources().get("CPU", 0) < 1.9:
         assert time.time() < deadline, (placement_group_table(), ray.available_resources())
         time.sleep(1)
+
+
+def test_one_worker_trials_train_in_their_own_process_with_tunes_checkpoints(smoke, tmp_path):
+    """train.num_workers=1: no Ray Train worker group; Tune keeps each trial's checkpoint (in its trial
+    folder), the test split is evaluated from it, and each trial's run records its wall and fixed time."""
+    from mlflow.tracking import MlflowClient
+
+    from raybench.sweep import run_sweep
+
+    cfg = sweep_cfg(tmp_path, "train.num_workers=1", "tune.search_space={window.length: {grid: [4, 6, 8]}}")
+    res = run_sweep(cfg)
+    assert res.failed == 0 and len(res.trials) == 3
+    sweep_dir = Path(cfg.storage) / res.sweep_id
+    assert not (sweep_dir / "checkpoints").exists()  # no Ray Train run
+    for t in res.trials:
+        assert t["epochs"] == cfg.train.epochs
+        ckpt = Path(t["checkpoint"])
+        assert sweep_dir in ckpt.parents and ckpt.name.startswith("checkpoint_")
+        assert (ckpt / "best.pt").is_file() and (ckpt / "last.pt").is_file()
+        assert len(list(ckpt.parent.glob("checkpoint_*"))) == 1  # the latest only (it holds the best too)
+        assert 0 < t["fixed_s"] < t["wall_s"]
+    (best,) = res.best.values()
+    assert set(best["test"]) == {"test/acc", "test/uar", "test/f1"}
+    client = MlflowClient(res.tracking_uri)
+    for r in client.search_runs([res.experiment_id], f"tags.mlflow.parentRunId = '{res.parent_run_id}'"):
+        m = r.data.metrics
+        assert 0 < m["time/trial_fixed_s"] < m["time/trial_wall_s"]
+        steps = [x.step for x in client.get_metric_history(r.info.run_id, "val/uar")]
+        assert steps == list(range(cfg.train.epochs))  # one value per epoch, from the trial's own process
 
 
 @pytest.mark.timeout(900)

@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from raybench.config import SWEEPS_DIR
 from raybench.tracking import TRIAL_TAG
 
@@ -28,12 +30,17 @@ def _wait_for(log: Path, pattern: str, proc: subprocess.Popen, timeout: float) -
     raise AssertionError(f"timed out waiting for {pattern!r}:\n{log.read_text()[-3000:]}")
 
 
-def test_killed_sweep_resumes_without_repeating_trials(ray_session, tmp_path):
+@pytest.mark.parametrize("workers", [1, 2], ids=["in-trial-process", "worker-group"])
+def test_killed_sweep_resumes_without_repeating_trials(ray_session, tmp_path, workers):
+    """Both ways a trial trains: in its Tune trial's own process (one worker: Tune's checkpoints) and
+    in a Ray Train worker group (two: Ray Train's)."""
     from mlflow.tracking import MlflowClient
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     args = [str(SWEEPS_DIR / "smoke.yaml"), "data.synth.actors=4", "data.synth.seconds=1.0", "data.fps=8",
-            "train.epochs=3", f"storage={tmp_path / 'results'}", f"mlflow.tracking_uri={uri}"]
+            "train.epochs=3", f"train.num_workers={workers}", "tune.max_concurrent_trials=1",
+            f"storage={tmp_path / 'results'}",
+            f"mlflow.tracking_uri={uri}"]
     # the driver joins the running Ray cluster, as `ray job submit` would
     env = dict(os.environ, RAY_ADDRESS=ray_session.get_runtime_context().gcs_address)
     log = tmp_path / "first.log"

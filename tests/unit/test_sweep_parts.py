@@ -22,20 +22,30 @@ def test_param_space_maps_every_kind():
     assert isinstance(ps["method.fusion"], Categorical) and ps["method.fusion"].categories == ["concat", "attention"]
 
 
-@pytest.mark.parametrize("res,workers,gpu,want", [
-    ({"CPU": 2}, 2, False, (0.495, 1)),  # the 2-core machine: one trial at a time, a CPU left for Ray Data
-    ({"CPU": 16}, 2, False, (1.0, 7)),
-    ({"CPU": 16, "GPU": 4}, 2, True, (1.0, 2)),  # packed by GPU count
-    ({"CPU": 8, "GPU": 8}, 1, True, (1.0, 6)),  # CPUs bind first: 7 free / 1.01 per trial
+@pytest.mark.parametrize("res,workers,gpu,group,want", [
+    ({"CPU": 2}, 2, False, "auto", (0.995, 1)),  # the 2-core machine: 2 workers and the trial function's 0.01
+    ({"CPU": 2}, 1, False, "auto", (1.0, 2)),  # one-worker trials in their own process: two at a time
+    ({"CPU": 2}, 1, False, "always", (1.0, 1)),  # each a worker group: 1 + 0.01 CPU does not fit twice
+    ({"CPU": 16}, 2, False, "auto", (1.0, 7)),
+    ({"CPU": 16, "GPU": 4}, 2, True, "auto", (1.0, 2)),  # packed by GPU count
+    ({"CPU": 8, "GPU": 8}, 1, True, "auto", (1.0, 8)),
+    ({"CPU": 7, "GPU": 8}, 1, True, "auto", (1.0, 7)),  # CPUs bind first
 ])
-def test_size_trials_never_asks_for_more_than_the_cluster(monkeypatch, res, workers, gpu, want):
+def test_size_trials_never_asks_for_more_than_the_cluster(monkeypatch, res, workers, gpu, group, want):
     import ray
 
+    from raybench.trials import trial_resources
+
     monkeypatch.setattr(ray, "cluster_resources", lambda: res)
-    cfg = load(SWEEPS_DIR / "smoke.yaml", [f"train.num_workers={workers}", f"train.use_gpu={str(gpu).lower()}"])
+    cfg = load(SWEEPS_DIR / "smoke.yaml", [f"train.num_workers={workers}", f"train.use_gpu={str(gpu).lower()}",
+                                           f"train.worker_group={group}"])
     cpw, conc = size_trials(cfg)
     assert (cpw, conc) == want
-    assert conc * (workers * cpw + 0.01) <= res["CPU"] - 1.0 + 1e-9 or conc == 1
+    own = trial_resources(cfg.train, cpw)  # what the trial itself asks for
+    in_process = workers == 1 and group == "auto"
+    assert own == ({"CPU": cpw, **({"GPU": 1.0} if gpu else {})} if in_process else {"CPU": 0.01})
+    per_trial = own["CPU"] + (0 if in_process else workers * cpw)
+    assert conc * per_trial <= res["CPU"] + 1e-9
     if gpu:
         assert conc * workers <= res["GPU"]
 

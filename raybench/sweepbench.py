@@ -53,14 +53,16 @@ def ddp_scaling(sweep: str | None, overrides: list[str], workers: int = 2) -> di
     the mean over epochs after the first) of each, and their ratio against the goal (1.6 for 2)."""
     from mlflow.tracking import MlflowClient
 
-    from raybench.config import load
+    from raybench.config import DEFAULT_SWEEP, load_raw, validate
     from raybench.sweep import run_sweep
 
     rates = {}
     for n in (1, workers):
         with tempfile.TemporaryDirectory(prefix="raybench-ddp-") as d:
-            cfg = load(sweep, [*overrides, f"train.num_workers={n}", "train.cpus_per_worker=1",
-                               "tune.search_space={}", "eval.val_plots=false"])
+            raw = load_raw(sweep, [*overrides, f"train.num_workers={n}", "train.cpus_per_worker=1",
+                                   "eval.val_plots=false"])
+            raw.setdefault("tune", {})["search_space"] = {}  # the base configuration only (an override merges)
+            cfg = validate(raw, str(sweep or DEFAULT_SWEEP))
             cfg.storage = str(Path(d) / "results")
             cfg.mlflow.tracking_uri = f"sqlite:///{Path(d) / 'mlflow.db'}"
             result = run_sweep(cfg)

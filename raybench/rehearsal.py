@@ -192,7 +192,8 @@ def rehearse(args, overrides: list[str]) -> dict:
                     "peak_mib": mem.peak_mib, "largest_mib": mem.largest_mib}
     print(f"[bench] train: one trial of one epoch, the sweep {wall:.0f} s in all; the epoch {epoch_s:.1f} s: "
           f"{seen:.0f} windows of {cfg.window.length} frames, {m['time/train_samples_per_s']:.1f} windows/s "
-          f"(rank 0), {seen * cfg.window.length / max(epoch_s, 1e-9):.0f} frames/s; input pipeline wait "
+          f"(every rank's windows over rank 0's training time), {seen * cfg.window.length / max(epoch_s, 1e-9):.0f} "
+          f"frames/s over the epoch; input pipeline wait "
           f"{m['time/data_wait_s']:.2f} s", flush=True)
     print(f"train peak memory: Ray and this process (PSS) {mem.peak_mib:.0f} MiB, largest process "
           f"{mem.largest_mib:.0f} MiB; the worker's own peak {1024 * m['memory/peak_rss_gib']:.0f} MiB, "

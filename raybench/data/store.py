@@ -318,24 +318,47 @@ class ClipStore:
         filt = pads.field("clip_id").isin(sorted(ids)) if ids is not None else None
         return ds.to_table(filter=filt, columns=columns).to_pylist()
 
+    def _scan_groups(self, parts: list[str]) -> dict[str, list[list[str]]]:
+        """part file name -> the clip ids of each of its row groups (one read per part file)."""
+        import pyarrow.parquet as pq
+
+        out = {}
+        for p in parts:
+            with self.fs.open_input_file(p) as f:
+                pf = pq.ParquetFile(f)
+                ids = pf.read(columns=["clip_id"]).column("clip_id").to_pylist()
+                sizes = [pf.metadata.row_group(g).num_rows for g in range(pf.num_row_groups)]
+            starts = np.cumsum([0, *sizes])
+            out[p.rsplit("/", 1)[-1]] = [ids[a:b] for a, b in zip(starts[:-1], starts[1:])]
+        return out
+
+    def write_index(self) -> None:
+        """Write ``index.json``: the clip ids of every part file's row groups, so that a trial's workers
+        find their clips' row groups with one read (:meth:`row_groups`) instead of one per part file."""
+        self.write_text("index.json", json.dumps({"parts": self._scan_groups(self.part_files())}))
+
+    def index(self, parts: list[str]) -> dict[str, list[list[str]]] | None:
+        """The store's index when it covers exactly ``parts`` (the part files now), else None (a store
+        from before the index, or one that gained parts after it was written: read the parts then)."""
+        p = self._p("index.json")
+        if not storage.exists(self.fs, p):
+            return None
+        groups = json.loads(storage.read_bytes(self.fs, p))["parts"]
+        return groups if set(groups) == {q.rsplit("/", 1)[-1] for q in parts} else None
+
     def row_groups(self, ids: list[str] | set[str] | None = None) -> list[tuple[str, int]]:
         """The (part file, row group) pairs that hold any of ``ids`` (all when None), in a fixed order.
         A store written by this version holds one clip per row group; an older one up to a part file's
-        clips (its other clips are filtered out when read: :meth:`iter_groups`)."""
-        import pyarrow.parquet as pq
-
+        clips (its other clips are filtered out when read: :meth:`iter_groups`). From the store's index
+        when it is current, else from the part files themselves."""
         want = None if ids is None else set(ids)
+        parts = sorted(self.part_files())
+        groups = self.index(parts) or self._scan_groups(parts)
         out = []
-        for p in sorted(self.part_files()):
-            with self.fs.open_input_file(p) as f:
-                pf = pq.ParquetFile(f)
-                ids = pf.read(columns=["clip_id"]).column("clip_id").to_pylist()  # one read per file
-                start = 0
-                for g in range(pf.num_row_groups):
-                    n = pf.metadata.row_group(g).num_rows
-                    if want is None or want.intersection(ids[start : start + n]):
-                        out.append((p, g))
-                    start += n
+        for p in parts:
+            for g, members in enumerate(groups[p.rsplit("/", 1)[-1]]):
+                if want is None or want.intersection(members):
+                    out.append((p, g))
         return out
 
     def iter_groups(self, groups: list[tuple[str, int]], keep: set[str] | None = None
@@ -558,6 +581,8 @@ def build(p: Plan, batch_size: int = 8, progress: bool = True, reservation: bool
         "fingerprint": p.fingerprint, "settings": {k: getattr(data_cfg, k) for k in PREPROCESSING_KEYS},
         "clips": len(store.done_ids()), "bad": len(store.bad()),
     }
+    if decoded or store.index(store.part_files()) is None:  # new parts, or a store from before the index
+        store.write_index()
     store.write_text("_COMPLETE.json", json.dumps(info, indent=1, default=str))
     folds = {c.subject: c.fold for c in clips if c.fold is not None}
     if folds:  # the fold of every subject, for this fold count and seed
@@ -616,6 +641,7 @@ def random_store(path: str | Path, frames: list[int], task: str = "categorical",
         if len(rows) == clips_per_part or i == len(frames) - 1:
             write_part(store, rows)
             rows = []
+    store.write_index()
     return {"dataset": "random", "task": task, "store_path": str(store.path),
             "class_names": [f"c{c}" for c in range(n_classes)] if task == "categorical" else [],
             "ids": {"train": list(ids), "val": list(ids), "test": list(ids)},

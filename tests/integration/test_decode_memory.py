@@ -56,6 +56,9 @@ def test_a_long_720p_video_decodes_in_bounded_memory_and_prepares(ray_session, t
     assert prep.ids("train") == ["long"] and not prep.bad
     # three clips on two CPUs: one clip per task (and part file), so the short clips did not wait for the long one
     assert len(prep.store.part_files()) == 3
+    index = prep.store.index(prep.store.part_files())  # written by prepare: trials find their row groups in it
+    assert index is not None and sorted(c for groups in index.values() for g in groups for c in g) == \
+        ["long", "short1", "short2"]
     row = prep.store.read_clips(["long"], columns=["num_frames", "video_shape", "source_frames", "video"])[0]
     assert row["num_frames"] == 600 and row["video_shape"] == [600, 48, 48, 3] and row["source_frames"] == 1800
     video = np.frombuffer(row["video"], np.uint8).reshape(600, 48, 48, 3)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from raybench.data.store import ClipStore, random_store, store_row
+from raybench.data.store import ClipStore, random_store, store_row, write_part
 from raybench.data.windows import window_starts
 from raybench.train.feed import (Clip, Prefetcher, clip_windows, epoch_groups, eval_windows, host_batch,
                                  pooled_batches, to_device, train_feed)
@@ -177,6 +177,33 @@ def test_prefetcher_raises_the_producers_error_and_stops_when_closed():
     n = len(produced)
     assert not any(t.name == "raybench-feed" and t.is_alive() for t in threading.enumerate())
     assert len(produced) == n  # nothing more made after close
+
+
+def test_row_groups_come_from_the_stores_index_while_it_covers_every_part(tmp_path, monkeypatch):
+    data = random_store(tmp_path / "s", [4, 6, 5, 7, 3], task="continuous", image_size=8, n_mels=5,
+                        clips_per_part=2)
+    store = ClipStore(data["store_path"])
+    scanned = store._scan_groups(sorted(store.part_files()))
+    want = {"clip00001", "clip00004"}
+    expect_all, expect_some = store.row_groups(), store.row_groups(want)
+    calls = []
+    real_scan = store._scan_groups
+    monkeypatch.setattr(store, "_scan_groups", lambda parts: calls.append(parts) or real_scan(parts))
+    # the index (written with the store) answers: no part file is read
+    assert store.index(store.part_files()) == scanned
+    assert store.row_groups() == expect_all and store.row_groups(want) == expect_some and not calls
+    assert len(expect_all) == 5 and len(expect_some) == 2
+    # a part added after the index (an interrupted prepare that went on): the index is ignored, the parts read
+    extra = random_store(tmp_path / "x", [5], task="continuous", image_size=8, n_mels=5)
+    rows = list(ClipStore(extra["store_path"]).iter_clips(extra["ids"]["train"]))
+    rows[0]["clip_id"] = "late"
+    write_part(store, rows)
+    assert store.index(store.part_files()) is None
+    late = store.row_groups({"late"})
+    assert len(late) == 1 and calls and [r["clip_id"] for r in store.iter_groups(late)] == ["late"]
+    store.write_index()
+    calls.clear()
+    assert store.row_groups({"late"}) == late and not calls
 
 
 def test_store_row_groups_one_clip_each_and_filtered_reads(tmp_path):

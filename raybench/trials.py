@@ -160,7 +160,8 @@ def max_epochs(cfg: SweepConfig) -> int:
 
 def run_trial(params: dict, base: SweepConfig, data: dict, mlinfo: dict | None, storage: str,
               cpw: float, verbose: int = 0) -> None:
-    """Tune function trainable: build and fit one TorchTrainer for the sampled ``params``."""
+    """Tune function trainable: train the sampled ``params`` here (one worker, :func:`in_trial_process`)
+    or build and fit one TorchTrainer for them."""
     import ray.train
     from ray import tune
     from ray.train import CheckpointConfig, ScalingConfig
@@ -348,7 +349,8 @@ def make_scheduler(cfg: SweepConfig):
 def tune_trials(cfg: SweepConfig, summaries: dict[str, dict], mlinfo: dict, storage: str,
                 metrics: dict[str, str], resume: bool, on_start=None, verbose: int = 0,
                 timing: dict | None = None):
-    """TUNE: one Ray Tune run over the search space, each trial a Ray Train ``TorchTrainer``; a
+    """TUNE: one Ray Tune run over the search space, each trial in its Tune trial's own process (one
+    worker) or a Ray Train ``TorchTrainer`` (several: :func:`in_trial_process`); a
     resumed sweep restores its Tune state from ``storage``. ``on_start()`` runs once the tuner is
     built, before the first trial. ``timing`` (a dict) receives each trial's wall and epoch seconds
     (not for a resumed sweep: its callback is Tune's restored one). Returns Tune's ResultGrid."""

@@ -16,7 +16,9 @@ def test_bench_times_each_method_and_task(capsys):
                                             ("zhang2021", "continuous")]
     for r in rows:
         params, ms, sps = float(r[2]), float(r[3]), float(r[4])
-        assert params > 0 and ms > 0 and math.isclose(sps, 2 / (ms / 1e3), rel_tol=0.02)
+        # samples/s is printed to one decimal: on a slow step (1.7 s on a busy machine) that rounding alone
+        # is 2.5% (1.2 printed for 1.17), so it is allowed besides the relative tolerance
+        assert params > 0 and ms > 0 and math.isclose(sps, 2 / (ms / 1e3), rel_tol=0.02, abs_tol=0.051)
 
 
 def test_bench_defaults_are_the_stores_audio_shape():

@@ -128,6 +128,7 @@ def rehearse(args, overrides: list[str]) -> dict:
     from raybench.data.store import build, decode_row, plan
     from raybench.data.synth import generate_affwild2_long
     from raybench.sweep import run_sweep
+    from raybench.sweepbench import one_trial_run
     from raybench.trials import quiet_ray
 
     w, h = (int(x) for x in args.decode_size.lower().split("x"))
@@ -184,7 +185,7 @@ def rehearse(args, overrides: list[str]) -> dict:
         finally:
             if not started:
                 ray.shutdown()
-    m = trial_metrics(result)
+    m = dict(one_trial_run(result).data.metrics)  # the last value of each of the trial's metrics
     seen, epoch_s = m["train/windows_seen"], m["time/epoch_s"]
     out["train"] = {"sweep_seconds": wall, "epoch_seconds": epoch_s, "windows_seen": seen,
                     "windows_per_s": m["time/train_samples_per_s"], "data_wait_s": m["time/data_wait_s"],
@@ -204,15 +205,3 @@ def rehearse(args, overrides: list[str]) -> dict:
                              ("train (one epoch)", f"{tr['windows_per_s']:.1f} windows/s", tr)):
         print(f"{stage:<20}{rate:<30}{fig['peak_mib']:.0f} / {fig['largest_mib']:.0f}")
     return out
-
-
-def trial_metrics(result) -> dict:
-    """The last value of every metric of the sweep's one trial run (MLflow)."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(result.tracking_uri)
-    runs = client.search_runs([result.experiment_id],
-                              filter_string=f"tags.mlflow.parentRunId = '{result.parent_run_id}'")
-    if len(runs) != 1:
-        raise RuntimeError(f"the rehearsal expected one trial run, MLflow has {len(runs)}")
-    return dict(runs[0].data.metrics)

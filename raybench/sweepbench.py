@@ -17,6 +17,17 @@ from pathlib import Path
 FIXED_SHARE_GOAL = 0.10
 
 
+def one_trial_run(result):
+    """The MLflow run of a one-trial sweep's only trial (``result``: what ``run_sweep`` returned)."""
+    from mlflow.tracking import MlflowClient
+
+    runs = MlflowClient(result.tracking_uri).search_runs(
+        [result.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{result.parent_run_id}'")
+    if len(runs) != 1:
+        raise RuntimeError(f"expected the sweep's one trial run, MLflow has {len(runs)}")
+    return runs[0]
+
+
 def trial_cost(sweep: str | None, overrides: list[str]) -> dict:
     """Run the sweep; print and return its trials' timings."""
     from raybench.config import load
@@ -67,8 +78,7 @@ def ddp_scaling(sweep: str | None, overrides: list[str], workers: int = 2) -> di
             cfg.mlflow.tracking_uri = f"sqlite:///{Path(d) / 'mlflow.db'}"
             result = run_sweep(cfg)
             client = MlflowClient(result.tracking_uri)
-            (run,) = client.search_runs([result.experiment_id],
-                                        f"tags.mlflow.parentRunId = '{result.parent_run_id}'")
+            run = one_trial_run(result)
             hist = sorted(client.get_metric_history(run.info.run_id, "time/train_samples_per_s"),
                           key=lambda m: m.step)
             later = [m.value for m in hist[1:]] or [m.value for m in hist]

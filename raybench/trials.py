@@ -139,7 +139,7 @@ def size_trials(cfg: SweepConfig) -> tuple[float, int]:
     if n * cpw + extra > cpus:
         cpw = max(0.1, (cpus - extra) / n)
     per_trial = n * cpw + extra
-    conc = max(1, int(cpus // per_trial + 1e-9))
+    conc = max(1, int(cpus / per_trial + 1e-9))  # not //: in floats 1.0 // 0.1 is 9.0
     if t.use_gpu:
         gpw = t.gpus_per_worker
         if gpus < n * gpw:

@@ -276,12 +276,9 @@ class ClipStore:
                 if p.rsplit("/", 1)[-1].startswith("part-")]
 
     def done_ids(self) -> set[str]:
-        import pyarrow.parquet as pq
-
-        ids: set[str] = set()
-        for p in self.part_files():
-            ids.update(pq.read_table(p, columns=["clip_id"], filesystem=self.fs).column("clip_id").to_pylist())
-        return ids
+        parts = self.part_files()
+        groups = self.index(parts) or self._scan_groups(parts)
+        return {c for part in groups.values() for g in part for c in g}
 
     def bad(self) -> dict[str, dict]:
         out = {}

@@ -50,6 +50,14 @@ def test_size_trials_never_asks_for_more_than_the_cluster(monkeypatch, res, work
         assert conc * workers <= res["GPU"]
 
 
+def test_size_trials_counts_fractional_cpus_exactly(monkeypatch):
+    import ray
+
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 1})
+    cfg = load(SWEEPS_DIR / "smoke.yaml", ["train.num_workers=1", "train.cpus_per_worker=0.1"])
+    assert size_trials(cfg) == (0.1, 10)  # in floats 1.0 // 0.1 is 9.0
+
+
 def test_fractional_gpus_pack_single_worker_trials_on_one_gpu(monkeypatch):
     import ray
 

@@ -53,7 +53,7 @@ import os
 import time
 from typing import TYPE_CHECKING
 
-from raybench.schema import AudioConfig
+from raybench.schema import AudioConfig, TrainConfig
 
 if TYPE_CHECKING:
     import torch
@@ -154,36 +154,40 @@ def data_store(task: str, flow: bool, args, folder: str, cache: dict) -> dict:
     return cache[key]
 
 
-def _feed(task: str, data: dict, args, device: torch.device):
+def _feed(name: str, task: str, data: dict, args, device: torch.device):
     """(epoch -> a Prefetcher of that epoch's host batches, audio mean, audio std) over the whole
-    store, as one training worker (rank 0 of 1) reads it."""
+    store, as one training worker (rank 0 of 1) of method ``name`` reads it (only its inputs)."""
     import numpy as np
 
     from raybench.data.store import ClipStore
-    from raybench.train.feed import Prefetcher, audio_stats_on, epoch_groups, train_feed
+    from raybench.methods import METHODS
+    from raybench.train.feed import Prefetcher, audio_stats_on, epoch_groups, method_inputs, store_columns, train_feed
 
     store = ClipStore(data["store_path"])
     groups = store.row_groups()
     mean, std = audio_stats_on(data, device)
     rng = np.random.default_rng(0)
     hop = args.hop or args.window
+    columns = store_columns(method_inputs(METHODS.get(name)))
+    # as a trial does (train.cache_gib): the warm-up epoch fills the cache when the clips fit
+    cache = {} if store.arrays_nbytes(None, method_inputs(METHODS.get(name))) <= args.cache_gib * 2**30 else None
 
     def epoch_feed(e: int) -> Prefetcher:
         return Prefetcher(train_feed(store, epoch_groups(groups, 0, e, 0, 1), None, task, args.window, hop,
                                      args.batch_size, rng, pin=device.type == "cuda",
-                                     read_threads=args.read_threads), args.prefetch)
+                                     read_threads=args.read_threads, columns=columns, cache=cache), args.prefetch)
 
     return epoch_feed, mean, std
 
 
-def bench_data(task: str, data: dict, args, device: torch.device) -> dict:
+def bench_data(name: str, task: str, data: dict, args, device: torch.device) -> dict:
     """Windows per second of the training input pipeline alone, to the device (``--data-epochs``
     epochs over the store, after one warm-up epoch)."""
     import torch
 
     from raybench.train.feed import to_device
 
-    epoch_feed, mean, std = _feed(task, data, args, device)
+    epoch_feed, mean, std = _feed(name, task, data, args, device)
 
     def epoch(e: int) -> int:
         n = 0
@@ -247,7 +251,7 @@ def bench_loop(name: str, task: str, data: dict, args, overrides: dict, device: 
 
     method, model, opt = build(name, task, args, overrides, device)
     amp = _amp(args, device)
-    epoch_feed, mean, std = _feed(task, data, args, device)
+    epoch_feed, mean, std = _feed(name, task, data, args, device)
 
     def epoch(e: int) -> int:
         n, tot = 0, torch.zeros((), device=device)
@@ -406,6 +410,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--data-epochs", type=int, default=2, help="--data: timed epochs (after one warm-up epoch)")
     p.add_argument("--prefetch", type=int, default=2, help="--data: batches made ahead (train.prefetch)")
     p.add_argument("--read-threads", type=int, default=1, help="--data: row groups read at once (train.read_threads)")
+    p.add_argument("--cache-gib", type=float, default=TrainConfig().cache_gib,
+                   help="--data: hold the clips in memory after the warm-up epoch when they fit (train.cache_gib; 0: "
+                        "read the store every epoch)")
     p.add_argument("--decode", type=float, default=None, metavar="SECONDS",
                    help="measure decoding memory on a generated video this long instead (no model)")
     p.add_argument("--decode-size", default="1280x720", help="--decode, --prepare: the videos' width x height")
@@ -494,7 +501,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.loop:
             head += f"{'loop win/s':>12}{'loop/model':>12}{'GPU %':>7}"
         print(f"[bench] data path: {'store ' + args.store if args.store else f'{args.clips} random clips x {args.clip_frames} frames'}"
-              f", prefetch {args.prefetch}, {args.read_threads} read thread(s), {args.data_epochs} timed epochs; goal: data/model >= {args.data_goal:g}")
+              f", prefetch {args.prefetch}, {args.read_threads} read thread(s), cache {args.cache_gib:g} GiB, {args.data_epochs} timed epochs; goal: data/model >= {args.data_goal:g}")
     print(head)
     print("-" * len(head))
     import tempfile
@@ -514,7 +521,7 @@ def main(argv: list[str] | None = None) -> int:
                     if not data:  # a prepared store of the other task
                         print(line + f"{'(' + task + ': not in --store)':>32}", flush=True)
                         continue
-                    d = bench_data(task, data, args, device)
+                    d = bench_data(name, task, data, args, device)
                     ratio = d["data_windows_per_s"] / r["samples_per_s"]
                     line += f"{d['data_windows_per_s']:>12.1f}{ratio:>12.2f}{ratio / args.data_goal:>8.2f}"
                     if args.loop:

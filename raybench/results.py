@@ -41,6 +41,7 @@ def evaluate_checkpoint(cfg: TrialConfig, data: dict, checkpoint_path: str, spli
 
     from raybench import storage as st
     from raybench.data.store import ClipStore
+    from raybench.train.feed import method_inputs, store_columns
     from raybench.train.loop import build_model, evaluate
 
     device = torch.device("cuda" if cfg.train.use_gpu and torch.cuda.is_available() else "cpu")
@@ -52,7 +53,8 @@ def evaluate_checkpoint(cfg: TrialConfig, data: dict, checkpoint_path: str, spli
     state = torch.load(io.BytesIO(st.read_bytes(fs, f"{path.rstrip('/')}/best.pt")), map_location=device,
                        weights_only=False)
     model.load_state_dict(state)
-    rows = ClipStore(data["store_path"]).iter_clips(data["ids"][split])  # streamed, one clip at a time
+    # streamed, one clip at a time, only the columns the method's evaluation reads
+    rows = ClipStore(data["store_path"]).iter_clips(data["ids"][split], store_columns(method_inputs(model), True))
     return evaluate(model, rows, data, cfg, device, return_predictions=True)
 
 

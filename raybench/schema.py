@@ -140,11 +140,15 @@ class TrainConfig(Section):
     # each batch at random from a pool of windows of at least `shuffle_clips` clips and `shuffle_batches`
     # batches; `prefetch` batches are made ahead in a background thread; evaluation batches windows
     # across clips, `eval_batch_size` at a time (null: train.batch_size); `read_threads` row groups are
-    # read at once (null: one per whole CPU the worker holds, at least one)
+    # read at once (null: one per whole CPU the worker holds, at least one), and the same threads collate
+    # the batches; `cache_gib`: a worker keeps the clips it read in memory for the next epochs when its
+    # training clips' columns (the modalities its method reads) take at most this many GiB (0: stream every
+    # epoch from the store)
     shuffle_clips: int = Field(8, ge=1)
     shuffle_batches: int = Field(4, ge=1)
     prefetch: int = Field(2, ge=1)
     read_threads: int | None = Field(None, ge=1)
+    cache_gib: float = Field(4.0, ge=0)
     eval_batch_size: int | None = Field(None, ge=1)
 
 

@@ -52,6 +52,8 @@ class Method(nn.Module):
     Options: ClassVar[type[MethodOptions]] = MethodOptions  # the method's keys; a subclass declares its own
     defaults: ClassVar[dict[str, Any]] = {}  # Options' defaults as a dict (set from Options)
     needs_flow: ClassVar[bool] = False
+    # the modalities its forward reads (batch keys): the input pipeline reads and sends only these
+    inputs: ClassVar[tuple[str, ...]] = ("video", "audio")
     method_name: ClassVar[str] = ""  # set by register_method
     optimizer: ClassVar[str] = "adamw"  # what train.optimizer: null uses
     # the data's shape, given by the training loop: a method takes the ones its __init__ names

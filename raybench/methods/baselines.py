@@ -77,6 +77,7 @@ class VideoOnly(_Unimodal):
     """Per-frame CNN + temporal convolutions on the face video alone."""
 
     modality = "video"
+    inputs = ("video",)
 
 
 @register_method("audio_only")
@@ -84,6 +85,7 @@ class AudioOnly(_Unimodal):
     """1-D CNN on audio features + temporal convolutions, audio alone."""
 
     modality = "audio"
+    inputs = ("audio",)
 
 
 @register_method("av_fusion")

@@ -45,7 +45,29 @@ class Clip:
 
     @property
     def n(self) -> int:
-        return int(self.arrays["video"].shape[0])
+        v = self.arrays.get("video")
+        return int(v.shape[0]) if v is not None else int(self.row["num_frames"])
+
+
+# the store's columns that training and evaluation read besides the modalities' (see ``store_columns``)
+_BASE_COLUMNS = ("clip_id", "label", "num_frames", "va")
+_EVAL_COLUMNS = ("source_va", "source_va_rate", "source_fps", "source_frames")
+_MODALITY_COLUMNS = {"video": ("video", "video_shape"), "audio": ("audio", "audio_shape"), "flow": ("flow", "flow_shape")}
+
+
+def store_columns(inputs: Iterable[str], evaluation: bool = False) -> list[str]:
+    """The store columns the input pipeline reads for a method whose forward uses ``inputs``
+    (``Method.inputs``, plus ``"flow"`` for a method that needs flow): an audio-only method reads no
+    frames. Evaluation also reads each clip's source annotation (its metrics are at the source rate)."""
+    cols = list(_BASE_COLUMNS) + (list(_EVAL_COLUMNS) if evaluation else [])
+    for m in inputs:
+        cols += _MODALITY_COLUMNS[m]
+    return cols
+
+
+def method_inputs(method) -> tuple[str, ...]:
+    """The batch keys a method (class or instance) reads: its ``inputs``, and flow when it needs it."""
+    return tuple(getattr(method, "inputs", ("video", "audio"))) + (("flow",) if getattr(method, "needs_flow", False) else ())
 
 
 def clip_windows(clip: Clip, task: str, length: int, hop: int, rng: np.random.Generator) -> list[int]:
@@ -69,60 +91,86 @@ def window_clip(clip: Clip, start: int, length: int) -> Clip:
     clip of its own: what the categorical task keeps of a clip for its one window."""
     a = clip.arrays
     T = clip.n
-    k = a["audio"].shape[0] // max(T, 1)
     e = min(T, start + length)
-    arrays = {"video": a["video"][start:e].copy(), "audio": a["audio"][start * k : e * k].copy(),
-              "va": a["va"][start:e].copy() if len(a["va"]) else a["va"]}
-    if "flow" in a:
-        arrays["flow"] = a["flow"][start:e].copy()
-    return Clip(clip.row, arrays)
+    arrays = {"va": a["va"][start:e].copy() if len(a["va"]) else a["va"]}
+    for key in ("video", "flow"):
+        if key in a:
+            arrays[key] = a[key][start:e].copy()
+    if "audio" in a:
+        k = a["audio"].shape[0] // max(T, 1)
+        arrays["audio"] = a["audio"][start * k : e * k].copy()
+    return Clip({**clip.row, "num_frames": e - start}, arrays)
 
 
-def host_batch(windows: list[tuple[Clip, int]], length: int, task: str) -> dict[str, np.ndarray]:
+def host_batch(windows: list[tuple[Clip, int]], length: int, task: str, pin: bool = False
+               ) -> dict[str, np.ndarray | torch.Tensor]:
     """Windows (clip, start) -> a batch of host arrays, each window zero-padded to ``length``
-    frames: video (B, L, H, W, 3) uint8, audio (B, L*k, F) float32 (not standardised), mask (B, L)
-    bool, label (B,) int64 (categorical) or va (B, L, 2) float32 (NaN where padded or unannotated),
-    flow (B, L, H, W, 2) float16 when the store has it. One copy per window, into preallocated arrays."""
+    frames: video (B, L, H, W, 3) uint8, audio (B, L*k, F) float32 (not standardised), each when the
+    clips have it, mask (B, L) bool, label (B,) int64 (categorical) or va (B, L, 2) float32 (NaN
+    where padded or unannotated), flow (B, L, H, W, 2) float16 when the store has it. One copy per
+    window, into arrays allocated once per batch; with ``pin``, page-locked ``torch`` tensors (for
+    an asynchronous copy to a GPU) written in place, not pinned by a second copy."""
     a0 = windows[0][0].arrays
     B = len(windows)
-    v0, au0 = a0["video"], a0["audio"]
-    k = au0.shape[0] // max(v0.shape[0], 1)
-    video = np.zeros((B, length) + v0.shape[1:], np.uint8)
-    audio = np.zeros((B, length * k, au0.shape[1]), np.float32)
-    mask = np.zeros((B, length), bool)
-    out: dict[str, np.ndarray] = {"video": video, "audio": audio, "mask": mask}
+    out: dict[str, np.ndarray] = {}
+    pinned: dict[str, torch.Tensor] = {}
+
+    def alloc(key: str, shape: tuple, dtype) -> np.ndarray:
+        if pin:
+            pinned[key] = torch.empty(shape, dtype=torch.from_numpy(np.empty(0, dtype)).dtype, pin_memory=True)
+            out[key] = pinned[key].numpy()
+        else:
+            out[key] = np.empty(shape, dtype)
+        return out[key]
+
+    k = 0
+    if "video" in a0:
+        alloc("video", (B, length) + a0["video"].shape[1:], np.uint8)
+    if "audio" in a0:
+        k = a0["audio"].shape[0] // max(windows[0][0].n, 1)
+        alloc("audio", (B, length * k, a0["audio"].shape[1]), np.float32)
+    if "flow" in a0:
+        alloc("flow", (B, length) + a0["flow"].shape[1:], np.float16)
+    mask = alloc("mask", (B, length), np.bool_)
     if task == "continuous":
-        out["va"] = np.full((B, length, 2), np.nan, np.float32)
+        alloc("va", (B, length, 2), np.float32)
     else:
-        out["label"] = np.array([int(c.row["label"]) for c, _ in windows], np.int64)
-    has_flow = "flow" in a0
-    if has_flow:
-        out["flow"] = np.zeros((B, length) + a0["flow"].shape[1:], np.float16)
+        alloc("label", (B,), np.int64)[:] = [int(c.row["label"]) for c, _ in windows]
     for i, (clip, s) in enumerate(windows):
         a = clip.arrays
         e = min(clip.n, s + length)
         m = e - s
-        video[i, :m] = a["video"][s:e]
-        audio[i, : m * k] = a["audio"][s * k : e * k]
+        for key in ("video", "flow"):
+            if key in out:
+                out[key][i, :m] = a[key][s:e]
+                out[key][i, m:] = 0
+        if k:
+            out["audio"][i, : m * k] = a["audio"][s * k : e * k]
+            out["audio"][i, m * k :] = 0
         mask[i, :m] = True
-        if task == "continuous" and len(a["va"]):
-            out["va"][i, :m] = a["va"][s:e]
-        if has_flow:
-            out["flow"][i, :m] = a["flow"][s:e]
-    return out
+        mask[i, m:] = False
+        if task == "continuous":
+            va = out["va"]
+            va[i] = np.nan
+            if len(a["va"]):
+                va[i, :m] = a["va"][s:e]
+    return pinned if pin else out  # (the pinned tensors are the buffers just written)
 
 
 def to_device(batch: dict[str, np.ndarray | torch.Tensor], audio_mean: torch.Tensor, audio_std: torch.Tensor,
               device: torch.device) -> dict[str, torch.Tensor]:
     """Host batch -> the model's batch on ``device``: video (B, T, 3, H, W) float in [-1, 1], audio
-    standardised with the training set's statistics, flow (B, T, 2, H, W) float32 pixels; mask,
+    standardised with the training set's statistics (each when the batch has it), flow (B, T, 2, H, W) float32 pixels; mask,
     label, va as they are. The conversions run on the device, after the (uint8, float16) copies."""
     def dev(x):
         t = x if isinstance(x, torch.Tensor) else torch.from_numpy(x)
         return t.to(device, non_blocking=True)
 
-    video = dev(batch["video"]).permute(0, 1, 4, 2, 3).float().div_(127.5).sub_(1.0)
-    out = {"video": video, "audio": (dev(batch["audio"]) - audio_mean) / audio_std, "mask": dev(batch["mask"])}
+    out = {"mask": dev(batch["mask"])}
+    if "video" in batch:
+        out["video"] = dev(batch["video"]).permute(0, 1, 4, 2, 3).float().div_(127.5).sub_(1.0)
+    if "audio" in batch:
+        out["audio"] = (dev(batch["audio"]) - audio_mean) / audio_std
     if "label" in batch:
         out["label"] = dev(batch["label"])
     if "va" in batch:
@@ -246,43 +294,90 @@ class Prefetcher:
         self.close()
 
 
-def _pin(batch: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
-    return {k: torch.from_numpy(v).pin_memory() for k, v in batch.items()}
-
-
-def read_clips(store, groups: list, keep: set[str] | None, threads: int = 1) -> Iterator[Clip]:
-    """The clips of ``groups`` in order; with ``threads`` > 1, that many row groups are read at once,
-    ahead of the consumer (pyarrow's reads release the GIL)."""
-    if threads <= 1:
-        yield from (Clip.from_row(r) for r in store.iter_groups(groups, keep))
+def read_clips(store, groups: list, keep: set[str] | None, threads: int = 1, columns: Iterable[str] | None = None,
+               pool=None, cache: dict | None = None) -> Iterator[Clip]:
+    """The clips of ``groups`` in order (only their ``columns``: all when None); with ``threads`` > 1,
+    that many row groups are read at once, ahead of the consumer (pyarrow's reads release the GIL),
+    in ``pool`` (a ``ThreadPoolExecutor``; None: one of its own). With ``cache`` (a dict kept across
+    epochs), a row group read once is kept there and never read again."""
+    if cache is not None and all(g in cache for g in groups):
+        for g in groups:
+            yield from cache[g]
         return
+    if threads <= 1:
+        for g in groups:
+            clips = cache.get(g) if cache is not None else None
+            if clips is None:
+                clips = [Clip.from_row(r) for r in store.iter_groups([g], keep, columns)]
+                if cache is not None:
+                    cache[g] = clips
+            yield from clips
+        return
+    import contextlib
     import itertools
     from collections import deque
     from concurrent.futures import ThreadPoolExecutor
 
     def read(g):
-        return [Clip.from_row(r) for r in store.iter_groups([g], keep)]
+        if cache is not None and g in cache:
+            return cache[g]
+        clips = [Clip.from_row(r) for r in store.iter_groups([g], keep, columns)]
+        if cache is not None:
+            cache[g] = clips
+        return clips
 
-    with ThreadPoolExecutor(threads, thread_name_prefix="raybench-read") as ex:
+    own = ThreadPoolExecutor(threads, thread_name_prefix="raybench-read") if pool is None else contextlib.nullcontext(pool)
+    with own as ex:
         it = iter(groups)
         ahead = deque(ex.submit(read, g) for g in itertools.islice(it, 2 * threads))
-        while ahead:
-            clips = ahead.popleft().result()
-            g = next(it, None)
-            if g is not None:
-                ahead.append(ex.submit(read, g))
-            yield from clips
+        try:
+            while ahead:
+                clips = ahead.popleft().result()
+                g = next(it, None)
+                if g is not None:
+                    ahead.append(ex.submit(read, g))
+                yield from clips
+        finally:
+            for f in ahead:  # stopped early (the epoch's consumer closed): nothing more is read
+                f.cancel()
 
 
 def train_feed(store, groups: list, keep: set[str] | None, task: str, length: int, hop: int, batch_size: int,
                rng: np.random.Generator, shuffle_clips: int = 8, shuffle_batches: int = 4,
-               pin: bool = False, read_threads: int = 1) -> Iterator[dict[str, np.ndarray]]:
+               pin: bool = False, read_threads: int = 1, columns: Iterable[str] | None = None,
+               cache: dict | None = None) -> Iterator[dict[str, np.ndarray | torch.Tensor]]:
     """One epoch of host batches from ``groups`` (row groups of ``store``, in the order given) of the
-    clips in ``keep`` (None: all)."""
-    clips = read_clips(store, groups, keep, read_threads)
-    for windows in pooled_batches(clips, task, length, hop, batch_size, rng, shuffle_clips, shuffle_batches):
-        b = host_batch(windows, length, task)
-        yield _pin(b) if pin else b
+    clips in ``keep`` (None: all), reading only ``columns`` (``store_columns``; None: all). With
+    ``cache`` (a dict the caller keeps across epochs: ``train.cache_gib``), each row group is read
+    from the store once and held in memory after.
+
+    With ``read_threads`` > 1, one pool of that many threads reads the row groups ahead and also
+    collates the batches (``host_batch``), ``read_threads`` batches ahead of the consumer, in order:
+    the draw of windows (``pooled_batches``, one ``rng``) stays in this generator's thread, so the
+    batches are the same for any number of threads."""
+    if read_threads <= 1:
+        clips = read_clips(store, groups, keep, 1, columns, cache=cache)
+        for windows in pooled_batches(clips, task, length, hop, batch_size, rng, shuffle_clips, shuffle_batches):
+            yield host_batch(windows, length, task, pin)
+        return
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(read_threads, thread_name_prefix="raybench-feed") as pool:
+        clips = read_clips(store, groups, keep, read_threads, columns, pool, cache)
+        picks = pooled_batches(clips, task, length, hop, batch_size, rng, shuffle_clips, shuffle_batches)
+        ahead: deque = deque()
+        try:
+            for windows in picks:
+                ahead.append(pool.submit(host_batch, windows, length, task, pin))
+                if len(ahead) > read_threads:
+                    yield ahead.popleft().result()
+            while ahead:
+                yield ahead.popleft().result()
+        finally:
+            for f in ahead:
+                f.cancel()
+            clips.close()  # its read-ahead futures cancelled before the pool shuts down
 
 
 def eval_windows(clips: Iterable[Clip], length: int, hop: int, batch_size: int

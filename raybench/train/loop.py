@@ -31,7 +31,7 @@ from raybench.data.store import ClipStore
 from raybench.data.windows import overlap_average, window_starts
 from raybench.schema import TrialConfig
 from raybench.train.feed import (Clip, Prefetcher, audio_stats_on, epoch_groups, eval_windows, host_batch,
-                                 to_device, train_feed)
+                                 method_inputs, store_columns, to_device, train_feed)
 from raybench.train.metrics import TaskMetrics
 
 
@@ -371,10 +371,18 @@ def train_loop_per_worker(config: dict) -> None:
     pin = device.type == "cuda"
     mean, std = audio_stats_on(data, device)
 
+    inputs = method_inputs(method)  # only the modalities the method reads are read from the store and sent
+    columns = store_columns(inputs)
+    # the training clips held in memory after their first read when they fit train.cache_gib (every
+    # rank reads every clip over the epochs: the shares are new each epoch)
+    cache_bytes = store.arrays_nbytes(train_ids, inputs)
+    cache: dict | None = {} if cache_bytes <= tcfg.cache_gib * 2**30 else None
+
     def epoch_batches(epoch: int):
         return train_feed(store, epoch_groups(groups, seed, epoch, rank, world), train_ids, task, length, hop,
                           local_bs, rng, tcfg.shuffle_clips, tcfg.shuffle_batches, pin=pin,
-                          read_threads=tcfg.read_threads or max(1, int(tcfg.cpus_per_worker)))
+                          read_threads=tcfg.read_threads or max(1, int(tcfg.cpus_per_worker)),
+                          columns=columns, cache=cache)
 
     restore = getattr(method, "restore_weights", method.load_state_dict)
     nothing_trained = start_epoch >= tcfg.epochs
@@ -408,14 +416,16 @@ def train_loop_per_worker(config: dict) -> None:
             seen = torch.tensor([n_samples], device=device)
             torch.distributed.all_reduce(seen)
             n_samples = int(seen)
-        val, _ = evaluate(method, store.iter_groups(val_groups, val_ids), data, cfg, device)
+        val, _ = evaluate(method, store.iter_groups(val_groups, val_ids, store_columns(inputs, True)), data, cfg, device)
         metrics = {f"val/{k}": v for k, v in val.items()}
         # epochs_done: the trial's own count (ASHA's clock; Tune's training_iteration restarts after a resume)
         metrics.update({"epoch": epoch, "epochs_done": epoch + 1, "train/loss": float(tot) / max(1, n_batches),
                         "time/epoch_s": time.time() - t0, "time/train_samples_per_s": n_samples / max(train_s, 1e-9),
                         "train/windows_seen": n_samples,
                         # time this worker's training steps waited for the input pipeline
-                        "time/data_wait_s": feed.wait_s})
+                        "time/data_wait_s": feed.wait_s,
+                        # 1: the training clips are held in memory after the first epoch (train.cache_gib)
+                        "data/cached": float(cache is not None), "data/train_gib": cache_bytes / 2**30})
         metrics.update(cost)
         # this worker's memory: the process's peak resident set, and its growth since before the data was
         # read (streamed clips, shuffle pool, prefetched batches, the model's training state)

@@ -298,6 +298,8 @@ def test_one_worker_trials_train_in_their_own_process_with_tunes_checkpoints(smo
     for r in client.search_runs([res.experiment_id], f"tags.mlflow.parentRunId = '{res.parent_run_id}'"):
         m = r.data.metrics
         assert 0 < m["time/trial_fixed_s"] < m["time/trial_wall_s"]
+        # the small synthetic set fits train.cache_gib: held in memory after the first epoch
+        assert m["data/cached"] == 1.0 and 0 < m["data/train_gib"] < cfg.train.cache_gib
         steps = [x.step for x in client.get_metric_history(r.info.run_id, "val/uar")]
         assert steps == list(range(cfg.train.epochs))  # one value per epoch, from the trial's own process
 

@@ -254,3 +254,86 @@ def test_reading_ahead_in_threads_keeps_the_order(tmp_path):
     one = [(c.row["clip_id"], c.arrays["video"].tobytes()) for c in read_clips(store, groups, keep, 1)]
     three = [(c.row["clip_id"], c.arrays["video"].tobytes()) for c in read_clips(store, groups, keep, 3)]
     assert one == three and len(one) == 11
+
+
+def _epoch(store, groups, task, threads, columns=None, cache=None, seed=0):
+    return list(train_feed(store, groups, None, task, 4, 4, 3, np.random.default_rng(seed), shuffle_clips=2,
+                           shuffle_batches=1, read_threads=threads, columns=columns, cache=cache))
+
+
+@pytest.mark.parametrize("task", ["categorical", "continuous"])
+def test_collating_in_threads_gives_the_same_batches_in_the_same_order(tmp_path, task):
+    data = random_store(tmp_path / "s", [5 + i % 7 for i in range(14)], task=task, image_size=4, n_mels=3,
+                        clips_per_part=4)
+    store = ClipStore(data["store_path"])
+    groups = epoch_groups(store.row_groups(), 3, 1, 0, 1)
+    one, three = _epoch(store, groups, task, 1), _epoch(store, groups, task, 3)
+    assert len(one) == len(three) > 3
+    for a, b in zip(one, three):
+        assert a.keys() == b.keys()
+        for k in a:
+            np.testing.assert_array_equal(a[k], b[k])
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_method_of_one_modality_reads_and_gets_only_that_modality(tmp_path, threads):
+    from raybench.methods import METHODS
+    from raybench.train.feed import method_inputs, store_columns
+
+    assert method_inputs(METHODS.get("audio_only")) == ("audio",)
+    assert method_inputs(METHODS.get("de3")) == ("video", "audio", "flow")
+    data = random_store(tmp_path / "s", [6, 9, 7, 12], task="continuous", image_size=4, n_mels=3, clips_per_part=2)
+    store = ClipStore(data["store_path"])
+    groups = store.row_groups()
+    full = _epoch(store, groups, "continuous", threads)
+    for inputs, absent in ((("audio",), "video"), (("video",), "audio")):
+        cols = store_columns(inputs)
+        assert absent not in cols and f"{absent}_shape" not in cols
+        part = _epoch(store, groups, "continuous", threads, cols)
+        assert len(part) == len(full)
+        for a, b in zip(full, part):
+            assert set(b) == set(a) - {absent}
+            for k in b:  # the same windows: frames, labels and padding as the full read's
+                np.testing.assert_array_equal(a[k], b[k])
+    # evaluation also reads each clip's annotation at its own rate
+    assert {"source_va", "source_va_rate"} <= set(store_columns(("audio",), evaluation=True))
+
+
+def test_cached_clips_are_read_once_and_give_what_the_store_gives(tmp_path, monkeypatch):
+    data = random_store(tmp_path / "s", [5 + i % 7 for i in range(10)], task="categorical", image_size=4,
+                        n_mels=3, clips_per_part=4)
+    store = ClipStore(data["store_path"])
+    groups = store.row_groups()
+    cache: dict = {}
+    first = _epoch(store, epoch_groups(groups, 0, 0, 0, 1), "categorical", 2, cache=cache)
+    assert len(cache) == len(groups)
+    reads = []
+    real = ClipStore.iter_groups
+
+    def counted(self, *a, **kw):
+        reads.append(a[0])
+        return real(self, *a, **kw)
+
+    monkeypatch.setattr(ClipStore, "iter_groups", counted)
+    for threads in (1, 2):
+        for e in (0, 1):  # epoch 0 again: the cached clips give the same batches as the first read
+            cached = _epoch(store, epoch_groups(groups, 0, e, 0, 1), "categorical", threads, cache=cache)
+            fresh = _epoch(ClipStore(data["store_path"]), epoch_groups(groups, 0, e, 0, 1), "categorical", threads)
+            assert len(cached) == len(fresh)
+            for a, b in zip(cached, fresh):
+                for k in a:
+                    np.testing.assert_array_equal(a[k], b[k])
+    assert all(len(r) == 1 for r in reads) and len(reads) == 2 * 2 * len(groups)  # only the uncached epochs read
+    assert len(first) == len(cached)
+
+
+def test_arrays_nbytes_counts_the_clips_arrays_of_the_modalities(tmp_path):
+    frames = [8, 20, 13]
+    data = random_store(tmp_path / "s", frames, task="continuous", image_size=10, n_mels=6, steps_per_frame=4,
+                        flow=True)
+    store = ClipStore(data["store_path"])
+    video, audio, flow, va = (sum(T * n for T in frames) for n in (10 * 10 * 3, 4 * 6 * 4, 10 * 10 * 2 * 2, 2 * 4))
+    assert store.arrays_nbytes(None, ("video",)) == video + va
+    assert store.arrays_nbytes(None, ("audio",)) == audio + va
+    assert store.arrays_nbytes(None, ("video", "audio", "flow")) == video + audio + flow + va
+    assert store.arrays_nbytes(["clip00001"], ("audio",)) == 20 * (4 * 6 * 4 + 8)

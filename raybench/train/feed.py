@@ -186,14 +186,15 @@ def audio_stats_on(data: dict, device: torch.device) -> tuple[torch.Tensor, torc
 
 
 def pooled_batches(clips: Iterable[Clip], task: str, length: int, hop: int, batch_size: int,
-                   rng: np.random.Generator, shuffle_clips: int = 8, shuffle_batches: int = 4
-                   ) -> Iterator[list[tuple[Clip, int]]]:
+                   rng: np.random.Generator, shuffle_clips: int = 8, shuffle_batches: int = 4,
+                   copy_windows: bool = True) -> Iterator[list[tuple[Clip, int]]]:
     """Training batches of windows drawn at random from a pool: clips are added to the pool until it
     holds windows of ``shuffle_clips`` clips and at least ``shuffle_batches`` batches' worth (or the
     clips run out), then each batch takes ``batch_size`` windows from it at random. A clip's arrays are
     dropped once its last window is taken, so memory holds ``shuffle_clips`` clips of many windows
     (one more while those run low). The categorical task keeps only the frames of each clip's one
-    window (``batch_size x shuffle_batches`` windows)."""
+    window (``batch_size x shuffle_batches`` windows), a copy, unless ``copy_windows`` is False (the
+    clips are held in memory anyway: ``train.cache_gib``)."""
     it = iter(clips)
     pool: list[tuple[Clip, int]] = []
     open_clips: dict[int, int] = {}  # id(clip) -> windows of it still in the pool
@@ -206,7 +207,7 @@ def pooled_batches(clips: Iterable[Clip], task: str, length: int, hop: int, batc
                 exhausted = True
                 break
             starts = clip_windows(clip, task, length, hop, rng)
-            if task == "categorical" and starts:
+            if task == "categorical" and starts and copy_windows:
                 # one window of the clip is used: keep a copy of its frames, not the whole clip
                 clip, starts = window_clip(clip, starts[0], length), [0]
             if starts:
@@ -357,7 +358,8 @@ def train_feed(store, groups: list, keep: set[str] | None, task: str, length: in
     batches are the same for any number of threads."""
     if read_threads <= 1:
         clips = read_clips(store, groups, keep, 1, columns, cache=cache)
-        for windows in pooled_batches(clips, task, length, hop, batch_size, rng, shuffle_clips, shuffle_batches):
+        for windows in pooled_batches(clips, task, length, hop, batch_size, rng, shuffle_clips, shuffle_batches,
+                                      copy_windows=cache is None):
             yield host_batch(windows, length, task, pin)
         return
     from collections import deque
@@ -365,7 +367,8 @@ def train_feed(store, groups: list, keep: set[str] | None, task: str, length: in
 
     with ThreadPoolExecutor(read_threads, thread_name_prefix="raybench-feed") as pool:
         clips = read_clips(store, groups, keep, read_threads, columns, pool, cache)
-        picks = pooled_batches(clips, task, length, hop, batch_size, rng, shuffle_clips, shuffle_batches)
+        picks = pooled_batches(clips, task, length, hop, batch_size, rng, shuffle_clips, shuffle_batches,
+                               copy_windows=cache is None)
         ahead: deque = deque()
         try:
             for windows in picks:

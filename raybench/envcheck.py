@@ -73,6 +73,15 @@ def _pyarrow() -> None:
     pa.array([1, 2])
 
 
+def _opensmile() -> None:
+    import numpy as np
+    import opensmile
+
+    # openSMILE's compiled library, through the feature set raybench's prepare stage runs
+    opensmile.Smile(feature_set=opensmile.FeatureSet.eGeMAPSv02,
+                    feature_level=opensmile.FeatureLevel.LowLevelDescriptors).process_signal(np.zeros(1600, np.float32), 16000)
+
+
 def _ray() -> None:
     import ray._raylet  # noqa: F401  (Ray's compiled core)
 
@@ -92,6 +101,7 @@ CHECKS = (
     Check("cv2", "opencv-python-headless", _cv2),
     Check("av", "av", _av),
     Check("pyarrow", "pyarrow", _pyarrow),
+    Check("opensmile", "opensmile", _opensmile),
     Check("ray", "ray", _ray),
 )
 

@@ -24,7 +24,9 @@ class Section(BaseModel):
 
 
 class AudioConfig(Section):
-    features: Literal["logmel", "spectrogram"] = "logmel"
+    # logmel, spectrogram (torchaudio); egemaps, compare: openSMILE's eGeMAPS v02 / ComParE 2016 low-level
+    # descriptors (25 / 65 features; n_mels, n_fft, win_ms and hop_ms do not apply to them)
+    features: Literal["logmel", "spectrogram", "egemaps", "compare"] = "logmel"
     n_mels: int = Field(40, ge=1)
     n_fft: int = Field(400, ge=2)  # 25 ms at 16 kHz
     # analysis window; null: the feature's own, 25 ms for logmel, 40 ms for spectrogram (Zhou et al.

@@ -1,4 +1,4 @@
-"""Audio features with torchaudio, aligned to video frames.
+"""Audio features with torchaudio or openSMILE, aligned to video frames.
 
 ``audio_features`` returns (T * k, F): k feature steps per video frame, so a
 window of video frames [s, s+L) pairs with audio steps [s*k, (s+L)*k).
@@ -27,7 +27,7 @@ def _transform(kind: str, sample_rate: int, n_fft: int, win: int, hop: int, n_me
         # Zhou et al.: Hamming window, log magnitude
         return torchaudio.transforms.Spectrogram(n_fft=n_fft, win_length=win, hop_length=hop,
                                                  window_fn=torch.hamming_window, power=1.0)
-    raise ValueError(f"data.audio.features must be 'logmel' or 'spectrogram', got {kind!r}")
+    raise ValueError(f"data.audio.features must be 'logmel', 'spectrogram', 'egemaps' or 'compare', got {kind!r}")
 
 
 WINDOW_MS = {"logmel": 25.0, "spectrogram": 40.0}  # data.audio.win_ms: null picks the feature's own
@@ -39,9 +39,50 @@ def window_ms(cfg: AudioConfig) -> float:
     return float(cfg.win_ms or WINDOW_MS.get(cfg.features, 25.0))
 
 
+# openSMILE's low-level descriptors (the ``opensmile`` package; its wheel ships the library and the
+# configurations): eGeMAPS v02 (25 per 10 ms step: loudness, spectral balance, MFCC 1-4, F0, jitter,
+# shimmer, HNR, formants) and ComParE 2016 (65 per 10 ms step). Not log-compressed: they are in their
+# own units (the training pipeline standardises each with the training set's statistics).
+OPENSMILE_SETS = {"egemaps": ("eGeMAPSv02", 25), "compare": ("ComParE_2016", 65)}
+
+
+@lru_cache(maxsize=4)
+def _smile(kind: str):
+    import opensmile  # an ImportError here stops prepare with its cause (envcheck checks it first)
+
+    return opensmile.Smile(feature_set=getattr(opensmile.FeatureSet, OPENSMILE_SETS[kind][0]),
+                           feature_level=opensmile.FeatureLevel.LowLevelDescriptors)
+
+
+def opensmile_features(audio: np.ndarray, steps: int, sample_rate: int, kind: str) -> np.ndarray:
+    """openSMILE's low-level descriptors of a mono signal (``kind``: egemaps or compare), each placed at
+    the centre of its analysis window (openSMILE's own start and end times) and linearly interpolated
+    at the centres of ``steps`` equal steps over the signal -> float32 (steps, F). Steps before the
+    first window's centre or after the last one's take that window's values."""
+    import warnings
+
+    x = np.ascontiguousarray(audio, np.float32)
+    with warnings.catch_warnings():  # "Segment too short, filling with NaN": said below, with the clip's length
+        warnings.simplefilter("ignore", UserWarning)
+        df = _smile(kind).process_signal(x, sample_rate)
+    if not len(df) or np.isnan(df.to_numpy(np.float64)).all():
+        raise ValueError(f"data.audio.features={kind}: the audio ({len(x) / sample_rate * 1000:.0f} ms) is shorter "
+                         "than one openSMILE analysis window")
+    starts = df.index.get_level_values("start").total_seconds().to_numpy()
+    ends = df.index.get_level_values("end").total_seconds().to_numpy()
+    centres = (starts + ends) / 2
+    t = (np.arange(steps) + 0.5) * (len(x) / sample_rate) / steps
+    values = df.to_numpy(np.float64)
+    out = np.stack([np.interp(t, centres, values[:, f]) for f in range(values.shape[1])], 1)
+    return out.astype(np.float32)
+
+
 def audio_features(audio: np.ndarray, num_frames: int, sample_rate: int, cfg: AudioConfig) -> np.ndarray:
-    """Log features of a mono signal, resampled in time to ``num_frames * k`` steps -> float32 (T*k, F)."""
+    """Features of a mono signal at ``num_frames * k`` steps -> float32 (T*k, F): log-Mel or log
+    spectrogram (torchaudio, resampled in time), or openSMILE's descriptors (``opensmile_features``)."""
     kind = cfg.features
+    if kind in OPENSMILE_SETS:
+        return opensmile_features(audio, num_frames * cfg.frames_per_video_frame, sample_rate, kind)
     win = int(round(window_ms(cfg) * sample_rate / 1000))
     hop = int(round(cfg.hop_ms * sample_rate / 1000))
     n_fft = max(cfg.n_fft, win)

@@ -173,7 +173,8 @@ def _feed(name: str, task: str, data: dict, args, device: torch.device):
     hop = args.hop or args.window
     columns = store_columns(method_inputs(METHODS.get(name)))
     # as a trial does (train.cache_gib): the warm-up epoch fills the cache when the clips fit
-    cache = {} if store.arrays_nbytes(None, method_inputs(METHODS.get(name))) <= args.cache_gib * 2**30 else None
+    cache = ({} if args.cache_gib > 0 and store.arrays_nbytes(None, method_inputs(METHODS.get(name))) <= args.cache_gib * 2**30
+             else None)
 
     def epoch_feed(e: int) -> Prefetcher:
         return Prefetcher(train_feed(store, epoch_groups(groups, 0, e, 0, 1), None, task, args.window, hop,

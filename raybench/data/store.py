@@ -382,12 +382,17 @@ class ClipStore:
         several threads at once."""
         import pyarrow.parquet as pq
 
+        want = None if columns is None else set(columns)
         for p, g in groups:
             md, names = self._metadata(p)
-            cols = None if columns is None else [c for c in names if c in set(columns)]
+            cols = None if want is None else [c for c in names if c in want]
             with self.fs.open_input_file(p) as f:
                 table = pq.ParquetFile(f, metadata=md).read_row_group(g, columns=cols)
             yield from table_rows(table, keep)
+
+    def group_rows(self, group: tuple[str, int]) -> int:
+        """How many clips a row group holds (one, in a store written since 2026-11-30)."""
+        return self._metadata(group[0])[0].row_group(group[1]).num_rows
 
     def arrays_nbytes(self, ids: list[str] | set[str] | None, modalities: Iterable[str]) -> int:
         """The bytes of these clips' arrays of ``modalities`` (video, audio, flow) and labels as the

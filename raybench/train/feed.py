@@ -99,7 +99,13 @@ def window_clip(clip: Clip, start: int, length: int) -> Clip:
     if "audio" in a:
         k = a["audio"].shape[0] // max(T, 1)
         arrays["audio"] = a["audio"][start * k : e * k].copy()
-    return Clip({**clip.row, "num_frames": e - start}, arrays)
+    return Clip({**_scalars(clip.row), "num_frames": e - start}, arrays)
+
+
+def _scalars(row: dict[str, Any]) -> dict[str, Any]:
+    """A store row without its binary values (views of the row group's Arrow buffers, which would keep
+    the whole clip alive): what a copied window or clip keeps of its row."""
+    return {k: v for k, v in row.items() if not isinstance(v, memoryview)}
 
 
 def host_batch(windows: list[tuple[Clip, int]], length: int, task: str, pin: bool = False
@@ -305,27 +311,27 @@ def read_clips(store, groups: list, keep: set[str] | None, threads: int = 1, col
         for g in groups:
             yield from cache[g]
         return
-    if threads <= 1:
-        for g in groups:
-            clips = cache.get(g) if cache is not None else None
-            if clips is None:
-                clips = [Clip.from_row(r) for r in store.iter_groups([g], keep, columns)]
-                if cache is not None:
-                    cache[g] = clips
-            yield from clips
-        return
-    import contextlib
-    import itertools
-    from collections import deque
-    from concurrent.futures import ThreadPoolExecutor
 
     def read(g):
         if cache is not None and g in cache:
             return cache[g]
         clips = [Clip.from_row(r) for r in store.iter_groups([g], keep, columns)]
         if cache is not None:
+            if len(clips) < store.group_rows(g):
+                # a row group of an older store holds other clips too: hold copies of the kept clips'
+                # arrays, not views that would keep the whole group's buffers alive
+                clips = [Clip(_scalars(c.row), {k: v.copy() for k, v in c.arrays.items()}) for c in clips]
             cache[g] = clips
         return clips
+
+    if threads <= 1:
+        for g in groups:
+            yield from read(g)
+        return
+    import contextlib
+    import itertools
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
 
     own = ThreadPoolExecutor(threads, thread_name_prefix="raybench-read") if pool is None else contextlib.nullcontext(pool)
     with own as ex:
@@ -353,7 +359,8 @@ def train_feed(store, groups: list, keep: set[str] | None, task: str, length: in
     from the store once and held in memory after.
 
     With ``read_threads`` > 1, one pool of that many threads reads the row groups ahead and also
-    collates the batches (``host_batch``), ``read_threads`` batches ahead of the consumer, in order:
+    collates the batches (``host_batch``), up to ``read_threads`` (at most 4) batches ahead of the
+    consumer, in order:
     the draw of windows (``pooled_batches``, one ``rng``) stays in this generator's thread, so the
     batches are the same for any number of threads."""
     if read_threads <= 1:
@@ -373,7 +380,7 @@ def train_feed(store, groups: list, keep: set[str] | None, task: str, length: in
         try:
             for windows in picks:
                 ahead.append(pool.submit(host_batch, windows, length, task, pin))
-                if len(ahead) > read_threads:
+                if len(ahead) > min(read_threads, 4):  # at most 4 batches collated ahead (memory, pinned)
                     yield ahead.popleft().result()
             while ahead:
                 yield ahead.popleft().result()

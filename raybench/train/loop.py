@@ -376,7 +376,7 @@ def train_loop_per_worker(config: dict) -> None:
     # the training clips held in memory after their first read when they fit train.cache_gib (every
     # rank reads every clip over the epochs: the shares are new each epoch)
     cache_bytes = store.arrays_nbytes(train_ids, inputs)
-    cache: dict | None = {} if cache_bytes <= tcfg.cache_gib * 2**30 else None
+    cache: dict | None = {} if 0 < tcfg.cache_gib and cache_bytes <= tcfg.cache_gib * 2**30 else None
 
     def epoch_batches(epoch: int):
         return train_feed(store, epoch_groups(groups, seed, epoch, rank, world), train_ids, task, length, hop,

@@ -337,3 +337,35 @@ def test_arrays_nbytes_counts_the_clips_arrays_of_the_modalities(tmp_path):
     assert store.arrays_nbytes(None, ("audio",)) == audio + va
     assert store.arrays_nbytes(None, ("video", "audio", "flow")) == video + audio + flow + va
     assert store.arrays_nbytes(["clip00001"], ("audio",)) == 20 * (4 * 6 * 4 + 8)
+
+
+def test_held_clips_and_copied_windows_keep_no_view_of_a_whole_row_group(tmp_path):
+    """A categorical window's copy keeps no view of its clip's Arrow buffers; clips held from a row group
+    of an older store (several clips a group, some filtered out) are copies, not views of the group."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from raybench.train.feed import read_clips, window_clip
+
+    data = random_store(tmp_path / "s", [6, 9, 7, 8], task="categorical", image_size=4, n_mels=3, clips_per_part=4)
+    store = ClipStore(data["store_path"])
+    (clip, *_) = read_clips(store, store.row_groups(), None)
+    assert any(isinstance(v, memoryview) for v in clip.row.values())
+    w = window_clip(clip, 1, 4)
+    assert not any(isinstance(v, memoryview) for v in w.row.values()) and w.n == 4
+    assert all(a.flags.owndata for a in w.arrays.values() if len(a))
+
+    old = ClipStore(tmp_path / "old")  # one row group of 4 clips, as stores before 2026-11-30
+    buf = pa.BufferOutputStream()
+    pq.write_table(pa.Table.from_pylist(list(store.iter_clips(data["ids"]["train"]))), buf)
+    old.write_bytes("parts/part-old.parquet", buf.getvalue().to_pybytes())
+    keep = {"clip00001", "clip00003"}
+    cache: dict = {}
+    held = list(read_clips(old, old.row_groups(keep), keep, cache=cache))
+    assert sorted(c.row["clip_id"] for c in held) == sorted(keep)
+    for c in held:
+        assert not any(isinstance(v, memoryview) for v in c.row.values())
+        assert all(a.flags.owndata for a in c.arrays.values())
+    fresh = {c.row["clip_id"]: c for c in read_clips(old, old.row_groups(keep), keep)}
+    for c in held:
+        np.testing.assert_array_equal(c.arrays["video"], fresh[c.row["clip_id"]].arrays["video"])

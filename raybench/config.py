@@ -337,6 +337,7 @@ def validate(raw: dict, source: str | None = None) -> SweepConfig:
         problems.append(f"'data.split': val_fraction + test_fraction must be < 1, got {vf!r} and {tf!r}")
 
     _check_per_method(cfg, swept, problems)
+    _check_mfcc_input(cfg, space, swept, problems)
     if isinstance(cfg["tune"].get("repeats"), int) and cfg["tune"]["repeats"] > 1 and "train.seed" in space:
         problems.append("'tune.search_space.train.seed' and 'tune.repeats' both vary the seed: with repeats, "
                         "each configuration runs with seeds train.seed .. train.seed + repeats - 1 (remove the "
@@ -345,6 +346,22 @@ def validate(raw: dict, source: str | None = None) -> SweepConfig:
     if problems:
         raise ConfigError(list(dict.fromkeys(problems)), source)  # one line per problem, once
     return SweepConfig.model_validate(cfg)
+
+
+def _check_mfcc_input(cfg: dict, space: dict, swept: list, problems: list[str]) -> None:
+    """zhang2021's MFCC audio stream is a DCT of log-Mel energies (the authors' MFCCs): a sweep that can
+    give it other audio features (a spectrogram, openSMILE's descriptors) is refused up front."""
+    if not any(m.method_name == "zhang2021" for m in swept):
+        return
+    audio = cfg["data"].get("audio") if isinstance(cfg["data"].get("audio"), dict) else {}
+    feats = {audio.get("features", "logmel"), *_space_values(space.get("data.audio.features"))} - {"logmel"}
+    pm = ((cfg.get("per_method") or {}).get("zhang2021") or {}).get("method") or {}
+    streams = [pm.get("audio_streams", cfg["method"].get("audio_streams", ["mfcc", "vggish"])),
+               *_space_values(space.get("method.audio_streams"))]
+    if feats and any(isinstance(x, (list, tuple)) and "mfcc" in x for x in streams):
+        problems.append(f"'data.audio.features' {', '.join(sorted(map(str, feats)))} with zhang2021's mfcc audio "
+                        "stream: its MFCCs are a DCT of log-Mel features; use data.audio.features=logmel, or "
+                        "method.audio_streams=[vggish]")
 
 
 def _space_values(spec: Any) -> list[Any]:

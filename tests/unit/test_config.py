@@ -220,6 +220,12 @@ TYPOS = {  # each used to pass validation and fail inside a trial (or not at all
     "search-space range": (["tune.search_space={train.lr: {loguniform: [-1, 0.1]}}"],
                            "'tune.search_space.train.lr': value -1 must be > 0"),
     "eval choice": (["eval.ccc_over=videos"], "'eval.ccc_over' must be one of frames, clips, got 'videos'"),
+    "mfcc of openSMILE descriptors": (["method.name=zhang2021", "data.dataset=synthetic_affwild2",
+                                      "data.audio.features=egemaps"],
+                                     "'data.audio.features' egemaps with zhang2021's mfcc audio stream"),
+    "mfcc of a swept feature": (["method.name=zhang2021", "data.dataset=synthetic_affwild2",
+                                 "tune.search_space={data.audio.features: {grid: [logmel, spectrogram]}}"],
+                                "'data.audio.features' spectrogram with zhang2021's mfcc audio stream"),
     "per_method method value": (["per_method={av_fusion: {method: {fusion: fbb}}}"],
                                 "'per_method.av_fusion.method.fusion': unknown fusion 'fbb'"),
 }
@@ -231,6 +237,15 @@ def test_every_value_is_checked_before_ray_starts(case):
     with pytest.raises(ConfigError) as e:  # load() is all the command line does before Ray starts
         load(SWEEPS_DIR / "smoke.yaml", overrides)
     assert any(expected in p for p in e.value.problems), e.value.problems
+
+
+def test_zhang2021_without_its_mfcc_stream_or_with_log_mel_takes_any_audio_features():
+    zhang = SWEEPS_DIR / "zhang2021_affwild2.yaml"
+    with pytest.raises(ConfigError):
+        load(zhang, ["data.audio.features=egemaps"])
+    assert load(zhang, ["data.audio.features=egemaps", "method.audio_streams=[vggish]"])
+    assert load(zhang, ["data.audio.features=logmel"])
+    assert load(SWEEPS_DIR / "smoke.yaml", ["data.audio.features=egemaps"])  # no zhang2021 in the sweep
 
 
 def test_cli_refuses_a_bad_method_value_before_ray_starts(tmp_path):

@@ -82,6 +82,13 @@ def _opensmile() -> None:
                     feature_level=opensmile.FeatureLevel.LowLevelDescriptors).process_signal(np.zeros(1600, np.float32), 16000)
 
 
+def _transformers() -> None:
+    # the speech encoders data.audio.encoder loads (and their feature extractors), with torch
+    from transformers import AutoFeatureExtractor, AutoModel, WavLMConfig  # noqa: F401
+
+    WavLMConfig(hidden_size=8, num_hidden_layers=1, num_attention_heads=1, intermediate_size=8)
+
+
 def _ray() -> None:
     import ray._raylet  # noqa: F401  (Ray's compiled core)
 
@@ -102,6 +109,7 @@ CHECKS = (
     Check("av", "av", _av),
     Check("pyarrow", "pyarrow", _pyarrow),
     Check("opensmile", "opensmile", _opensmile),
+    Check("transformers", "transformers", _transformers, related=("torch", "tokenizers", "huggingface_hub")),
     Check("ray", "ray", _ray),
 )
 

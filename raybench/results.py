@@ -40,7 +40,7 @@ def evaluate_checkpoint(cfg: TrialConfig, data: dict, checkpoint_path: str, spli
     import torch
 
     from raybench import storage as st
-    from raybench.data.store import ClipStore
+    from raybench.data.store import open_store
     from raybench.train.feed import method_inputs, store_columns
     from raybench.train.loop import build_model, evaluate
 
@@ -54,7 +54,7 @@ def evaluate_checkpoint(cfg: TrialConfig, data: dict, checkpoint_path: str, spli
                        weights_only=False)
     model.load_state_dict(state)
     # streamed, one clip at a time, only the columns the method's evaluation reads
-    rows = ClipStore(data["store_path"]).iter_clips(data["ids"][split], store_columns(method_inputs(model), True))
+    rows = open_store(data["store_path"], data.get("embeddings")).iter_clips(data["ids"][split], store_columns(method_inputs(model), True))
     return evaluate(model, rows, data, cfg, device, return_predictions=True)
 
 

@@ -23,6 +23,23 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, validate_default=True)
 
 
+class AudioEncoderConfig(Section):
+    """A pretrained speech encoder run once over every clip (the embedding stage, raybench/data/embed.py):
+    its embeddings replace the audio features in training. Never downloaded: ``path`` is a local
+    Hugging Face model folder (config.json, the weights, preprocessor_config.json) of wav2vec 2.0,
+    HuBERT, WavLM or Whisper (its encoder)."""
+
+    path: str | None = None  # None: no encoder (training reads the features above)
+    # the hidden state kept: an index (0: the input of the transformer layers, n: the output of layer n)
+    # or all of them, for a learned weighted sum of the layers (SUPERB, EmoBox); "all" stores every layer
+    layer: int | Literal["all"] = "all"
+    steps_per_frame: int = Field(1, ge=1)  # embedding steps per video frame: each the mean of the encoder's frames in it
+    # audio longer than this is encoded in pieces of this length, each alone (self-attention's memory is
+    # quadratic in length); Whisper's encoder takes at most 30 s
+    chunk_s: float = Field(30.0, gt=0)
+    batch_size: int = Field(4, ge=1)  # clips per task of the embedding stage
+
+
 class AudioConfig(Section):
     # logmel, spectrogram (torchaudio); egemaps, compare: openSMILE's eGeMAPS v02 / ComParE 2016 low-level
     # descriptors (25 / 65 features; n_mels, n_fft, win_ms and hop_ms do not apply to them)
@@ -34,6 +51,7 @@ class AudioConfig(Section):
     win_ms: float | None = Field(None, gt=0)
     hop_ms: float = Field(10.0, gt=0)
     frames_per_video_frame: int = Field(4, ge=1)  # audio feature steps per video frame in the store
+    encoder: AudioEncoderConfig = AudioEncoderConfig()
 
 
 class SplitConfig(Section):

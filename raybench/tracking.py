@@ -265,9 +265,15 @@ def dataset_input(summary: dict, context: str):
         f"{s}_{k}": v for s, c in summary["counts"].items() for k, v in c.items()},
         "skipped": summary["skipped"], "warnings": summary["warnings"], "face_found": summary["face_found"],
         "fps": summary["fps"]}
-    ds = Dataset(name=summary["dataset"], digest=summary["fingerprint"],
+    emb = summary.get("embedding_info") or {}
+    digest = summary["fingerprint"]
+    for m, e in sorted(emb.items()):  # data.audio.encoder: the embeddings trained on are part of the data
+        profile[f"{m}_encoder"] = e["encoder"]
+        digest += f"-{e['fingerprint'][:8]}"
+    ds = Dataset(name=summary["dataset"], digest=digest,
                  source_type=store.split("://", 1)[0] if "://" in store else "local",
-                 source=json.dumps({"uri": store, "root": summary["root"]}), profile=json.dumps(profile))
+                 source=json.dumps({"uri": store, "root": summary["root"], **(
+                     {"embeddings": summary["embeddings"]} if emb else {})}), profile=json.dumps(profile))
     return DatasetInput(ds, tags=[InputTag("mlflow.data.context", context)])
 
 

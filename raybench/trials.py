@@ -20,8 +20,9 @@ PAIR_KEY_DATASET = "data.dataset"
 def data_summary(prep, fps: float) -> dict[str, Any]:
     """What a trial needs to know about a prepared dataset (small, picklable)."""
     train_ids = prep.ids("train")
-    mean, std = prep.store.audio_stats(train_ids)
-    row = prep.store.read_clips(train_ids[:1], columns=["audio_shape", "num_frames"])[0]
+    store = prep.joined()  # the audio arrays are an encoder's embeddings when data.audio.encoder is set
+    mean, std = store.audio_stats(train_ids)
+    row = store.read_clips(train_ids[:1], columns=["audio_shape", "num_frames"])[0]
     return {
         "dataset": prep.dataset, "task": prep.task, "class_names": prep.class_names,
         "store_path": str(prep.store.path), "root": prep.root,
@@ -29,6 +30,10 @@ def data_summary(prep, fps: float) -> dict[str, Any]:
         "audio_mean": mean.tolist(), "audio_std": std.tolist(),
         "n_audio_features": int(row["audio_shape"][1]),
         "audio_steps_per_frame": int(row["audio_shape"][0] // row["num_frames"]),
+        # data.audio.encoder: the embedding stores (modality -> path), and how many layers each audio
+        # step holds side by side (n_audio_features = layers x dim; "all": a method learns their weights)
+        "embeddings": dict(prep.embeddings), "embedding_info": dict(prep.embedding_info),
+        "audio_layers": int(prep.embedding_info.get("audio", {}).get("layers", 1)),
         "decoded": prep.decoded, "bad": {k: v["reason"] for k, v in prep.bad.items()}, "fps": float(fps),
         "folds": {c.subject: c.fold for c in prep.clips if c.fold is not None},
         # what the trials train and are scored on, for the record: clips and subjects per split, clips

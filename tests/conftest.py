@@ -142,3 +142,33 @@ def real_layouts(session_tmp) -> dict[str, Path]:
     (root / "Evaluation.txt").write_text("\n".join(lines) + "\n")
     out["msp_improv"] = root
     return out
+
+
+def save_tiny_encoder(folder: Path, kind: str, seed: int = 0, sampling_rate: int = 16000) -> Path:
+    """A speech encoder of ``kind`` (wav2vec2, hubert, wavlm, whisper) with random weights, 2 layers of
+    width 32, saved as Hugging Face's ``save_pretrained`` writes it (config.json, model.safetensors,
+    preprocessor_config.json): the folder layout users download. wav2vec 2.0's family has a short
+    convolution stack here (stride 20 samples, field 25) so that 1 s clips give many frames."""
+    import torch
+    import transformers as tf
+
+    torch.manual_seed(seed)
+    if kind == "whisper":
+        conf = tf.WhisperConfig(d_model=32, encoder_layers=2, decoder_layers=1, encoder_attention_heads=2,
+                                decoder_attention_heads=2, encoder_ffn_dim=64, decoder_ffn_dim=64, num_mel_bins=80)
+        tf.WhisperModel(conf).save_pretrained(folder)
+        tf.WhisperFeatureExtractor(feature_size=80, sampling_rate=sampling_rate).save_pretrained(folder)
+        return folder
+    conf_cls, model_cls = {"wav2vec2": (tf.Wav2Vec2Config, tf.Wav2Vec2Model), "hubert": (tf.HubertConfig, tf.HubertModel),
+                           "wavlm": (tf.WavLMConfig, tf.WavLMModel)}[kind]
+    conf = conf_cls(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, conv_dim=(32, 32),
+                    conv_stride=(5, 4), conv_kernel=(10, 4), num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)
+    model_cls(conf).save_pretrained(folder)
+    tf.Wav2Vec2FeatureExtractor(do_normalize=True, sampling_rate=sampling_rate).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture
+def make_encoder():
+    """``make_encoder(folder, kind, ...)``: :func:`save_tiny_encoder`."""
+    return save_tiny_encoder

@@ -66,11 +66,12 @@ def fingerprint(dataset: str, root: str | Path, data_cfg: DataConfig) -> str:
 def _without_defaults(key: str, value: Any, data_cfg: DataConfig) -> Any:
     """Options added after a key was fingerprinted count only when they leave their default; a
     ``data.audio.win_ms`` left to the feature's own counts as that value (log-Mel stores made when the
-    default was 25 ms keep their fingerprint)."""
+    default was 25 ms keep their fingerprint); ``data.audio.encoder`` does not count."""
     if key == "audio":
         from raybench.data.features import window_ms
 
-        return dict(value, win_ms=window_ms(data_cfg.audio))
+        # the encoder's embeddings are a store of their own (raybench/data/embed.py): choosing one decodes nothing again
+        return {**{k: v for k, v in value.items() if k != "encoder"}, "win_ms": window_ms(data_cfg.audio)}
     if key == "ravdess" and isinstance(value, dict):
         return {k: v for k, v in value.items() if (k, v) not in (("video", "av"), ("audio", "video"))}
     return value
@@ -394,16 +395,16 @@ class ClipStore:
         """How many clips a row group holds (one, in a store written since 2026-11-30)."""
         return self._metadata(group[0])[0].row_group(group[1]).num_rows
 
-    def arrays_nbytes(self, ids: list[str] | set[str] | None, modalities: Iterable[str]) -> int:
-        """The bytes of these clips' arrays of ``modalities`` (video, audio, flow) and labels as the
-        input pipeline holds them (from their shapes: one read of small columns): what keeping the
-        clips in memory takes (``train.cache_gib``)."""
+    def arrays_nbytes(self, ids: list[str] | set[str] | None, modalities: Iterable[str], labels: bool = True) -> int:
+        """The bytes of these clips' arrays of ``modalities`` (video, audio, flow) and labels (unless not
+        ``labels``) as the input pipeline holds them (from their shapes: one read of small columns): what
+        keeping the clips in memory takes (``train.cache_gib``)."""
         itemsize = {"video": 1, "audio": 4, "flow": 2}
         mods = [m for m in modalities if m in itemsize]
         rows = self.read_clips(ids, columns=["num_frames"] + [f"{m}_shape" for m in mods])
         total = 0
         for r in rows:
-            total += int(r["num_frames"]) * 2 * 4  # va
+            total += int(r["num_frames"]) * 2 * 4 if labels else 0  # va
             for m in mods:
                 total += int(np.prod(r[f"{m}_shape"] or [0])) * itemsize[m]
         return total
@@ -426,6 +427,107 @@ class ClipStore:
         return mean.astype(np.float32), std.astype(np.float32)
 
 
+# an embedding store's columns for the modality it replaces (raybench/data/embed.py)
+EMBEDDED_COLUMNS = {"audio": ("audio", "audio_shape", "audio_sum", "audio_sumsq")}
+
+
+class JoinedStore:
+    """A clip store whose arrays of some modalities come from embedding stores of the same clips
+    (``data.audio.encoder``): reads, clip by clip, the clip store's row and its embeddings' row, and
+    gives them as one row. Training reads it as it reads a :class:`ClipStore` (the clip store's row
+    groups; the embedding stores hold one clip per row group)."""
+
+    def __init__(self, base: ClipStore, embedded: dict[str, ClipStore]):
+        self.base, self.embedded = base, embedded
+        self.path = base.path
+        self._where: dict[str, dict[str, tuple[str, int]]] = {}  # modality -> clip id -> its row group
+
+    def __repr__(self) -> str:
+        return f"JoinedStore({self.base!r}, {self.embedded!r})"
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_where": {}}
+
+    def _cols(self, columns: Iterable[str] | None) -> tuple[list[str] | None, dict[str, list[str]]]:
+        """``columns`` split into the clip store's and each embedding store's (all when None)."""
+        want = None if columns is None else set(columns)
+        emb = {m: [c for c in EMBEDDED_COLUMNS[m] if want is None or c in want] for m in self.embedded}
+        taken = {c for cs in emb.values() for c in cs}
+        base = None if want is None else [c for c in want if c not in taken] + ["clip_id"]
+        return (None if base is None else list(dict.fromkeys(base))), emb
+
+    def _group_of(self, modality: str, clip_id: str) -> tuple[str, int]:
+        where = self._where.get(modality)
+        if where is None:
+            store = self.embedded[modality]
+            parts = sorted(store.part_files())
+            groups = store.index(parts) or store._scan_groups(parts)
+            where = self._where[modality] = {c: (p, g) for p in parts for g, members in
+                                             enumerate(groups[p.rsplit("/", 1)[-1]]) for c in members}
+        if clip_id not in where:
+            raise PrepareError(f"clip {clip_id} is not in the embedding store {self.embedded[modality].path} "
+                               f"({modality}); rerun the sweep to encode it")
+        return where[clip_id]
+
+    def _join(self, rows: Iterable[dict[str, Any]], emb: dict[str, list[str]]) -> Iterator[dict[str, Any]]:
+        for row in rows:
+            for m, cols in emb.items():
+                if cols:
+                    cid = row["clip_id"]
+                    (erow,) = self.embedded[m].iter_groups([self._group_of(m, cid)], {cid}, ["clip_id", *cols])
+                    row.update(erow)
+            yield row
+
+    def iter_groups(self, groups: list[tuple[str, int]], keep: set[str] | None = None,
+                    columns: Iterable[str] | None = None) -> Iterator[dict[str, Any]]:
+        base, emb = self._cols(columns)
+        yield from self._join(self.base.iter_groups(groups, keep, base), emb)
+
+    def iter_clips(self, ids: list[str] | set[str], columns: Iterable[str] | None = None) -> Iterator[dict[str, Any]]:
+        yield from self.iter_groups(self.row_groups(ids), set(ids), columns)
+
+    def read_clips(self, ids: list[str] | set[str] | None = None,
+                   columns: list[str] | None = None) -> list[dict[str, Any]]:
+        base, emb = self._cols(columns)
+        rows = self.base.read_clips(ids, base)
+        for m, cols in emb.items():
+            if cols:
+                got = {r["clip_id"]: r for r in self.embedded[m].read_clips(ids, ["clip_id", *cols])}
+                for r in rows:
+                    if r["clip_id"] not in got:
+                        raise PrepareError(f"clip {r['clip_id']} is not in the embedding store "
+                                           f"{self.embedded[m].path} ({m}); rerun the sweep to encode it")
+                    r.update(got[r["clip_id"]])
+        return rows
+
+    def row_groups(self, ids: list[str] | set[str] | None = None) -> list[tuple[str, int]]:
+        return self.base.row_groups(ids)
+
+    def group_rows(self, group: tuple[str, int]) -> int:
+        return self.base.group_rows(group)
+
+    def arrays_nbytes(self, ids: list[str] | set[str] | None, modalities: Iterable[str], labels: bool = True) -> int:
+        mods = list(modalities)
+        total = self.base.arrays_nbytes(ids, [m for m in mods if m not in self.embedded], labels)
+        return total + sum(self.embedded[m].arrays_nbytes(ids, [m], labels=False) for m in mods if m in self.embedded)
+
+    def audio_stats(self, ids: list[str] | set[str]) -> tuple[np.ndarray, np.ndarray]:
+        return (self.embedded.get("audio") or self.base).audio_stats(ids)
+
+    def faces_found(self, ids: list[str]) -> int:
+        return self.base.faces_found(ids)
+
+    def info(self) -> dict[str, Any]:
+        return self.base.info()
+
+
+def open_store(store_path: str, embeddings: dict[str, str] | None = None) -> ClipStore | JoinedStore:
+    """The store a trial reads (``data["store_path"]``, ``data["embeddings"]``): the clip store, joined
+    with the embedding stores that replace a modality's arrays when there are any."""
+    base = ClipStore(store_path)
+    return JoinedStore(base, {m: ClipStore(p) for m, p in embeddings.items()}) if embeddings else base
+
+
 @dataclass
 class Prepared:
     store: ClipStore
@@ -439,6 +541,13 @@ class Prepared:
     warnings: list[str] = field(default_factory=list)  # one per clip that has one, this call's or the store's
     face_found: int | None = None  # data.face detect/dataset: usable clips with a face found (else a centre crop)
     fingerprint: str = ""  # the store's fingerprint (its settings' hash, the suffix of its folder name)
+    # modality -> the embedding store that replaces its arrays (data.audio.encoder), and what it holds
+    embeddings: dict[str, str] = field(default_factory=dict)
+    embedding_info: dict[str, dict] = field(default_factory=dict)
+
+    def joined(self) -> ClipStore | JoinedStore:
+        """The store training reads: the clip store, with the embeddings in place of their modality's arrays."""
+        return open_store(str(self.store.path), self.embeddings)
 
     def ids(self, split: str) -> list[str]:
         return [c.clip_id for c in self.clips if c.split == split]
@@ -509,6 +618,13 @@ def plan(data_cfg: DataConfig | dict[str, Any]) -> Plan:
         if not any(c.split == split for c in clips):
             raise PrepareError(f"{ds_name}: no clip in the {split!r} split (of {len(clips)} clips under {root}); "
                                "check data.split and data.max_clips")
+    if data_cfg.audio.encoder.path:  # a missing or unusable encoder folder is said before Ray starts
+        from raybench.data.embed import EncoderError, encoder_spec
+
+        try:
+            encoder_spec(data_cfg.audio.encoder)
+        except EncoderError as e:
+            raise PrepareError(f"{ds_name}: {e}") from None
     fp = fingerprint(ds_name, root_uri or root, data_cfg)
     store = ClipStore(storage.join(store_root(data_cfg), f"{ds_name}-{fp}"))
     return Plan(dataset=dataset, data_cfg=data_cfg, root=root, root_uri=root_uri, clips=clips, fingerprint=fp,
@@ -627,9 +743,22 @@ def build(p: Plan, batch_size: int = 8, progress: bool = True, reservation: bool
         chunks = "-chunks" if sp.protocol == "chunks" else ""
         store.write_text(f"folds/k{sp.folds}{chunks}-seed{sp.seed}.json",
                          json.dumps(folds, indent=1, sort_keys=True))
+    embeddings, embedding_info = {}, {}
+    if data_cfg.audio.encoder.path:  # the embedding stage: the encoder over the clips its store lacks
+        from raybench.data.embed import EncoderError, build_embeddings
+
+        try:
+            built = build_embeddings(p, usable, progress)
+        except EncoderError as e:
+            raise PrepareError(f"{ds_name}: {e}") from None
+        embeddings["audio"] = built["path"]
+        spec = built["spec"]
+        embedding_info["audio"] = {"encoder": spec["kind"], "folder": spec["folder"], "layers": spec["kept_layers"],
+                                   "fingerprint": spec["fingerprint"], "encoded": built["encoded"]}
     return Prepared(store=store, clips=usable, dataset=ds_name, task=task,
                     class_names=class_names, root=root, decoded=decoded, bad=bad_here, warnings=warnings,
-                    face_found=face_found, fingerprint=p.fingerprint)
+                    face_found=face_found, fingerprint=p.fingerprint, embeddings=embeddings,
+                    embedding_info=embedding_info)
 
 
 def prepare(data_cfg: DataConfig | dict[str, Any], batch_size: int = 8, progress: bool = True) -> Prepared:

@@ -14,7 +14,7 @@ from typing import Any
 import torch.nn as nn
 
 from raybench.methods.base import METHODS, Method, MethodOptions, register_method
-from raybench.methods import baselines, de3, schoneveld2021, zhang2021, zhou2019  # noqa: F401  (register)
+from raybench.methods import baselines, de3, embeddings, schoneveld2021, zhang2021, zhou2019  # noqa: F401  (register)
 
 
 def create_method(name: str, task: str, num_outputs: int, options: MethodOptions | None = None,

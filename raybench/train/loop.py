@@ -27,7 +27,7 @@ from typing import Any, Iterable, Protocol
 import numpy as np
 import torch
 
-from raybench.data.store import ClipStore
+from raybench.data.store import open_store
 from raybench.data.windows import overlap_average, window_starts
 from raybench.schema import TrialConfig
 from raybench.train.feed import (Clip, Prefetcher, audio_stats_on, epoch_groups, eval_windows, host_batch,
@@ -56,7 +56,8 @@ def build_model(cfg: TrialConfig, data: dict) -> torch.nn.Module:
     return create_method(cfg.method.name, data["task"],
                          len(data["class_names"]) if data["task"] == "categorical" else 2, cfg.method,
                          n_audio_features=data["n_audio_features"],
-                         audio_steps_per_frame=data["audio_steps_per_frame"], fps=float(data["fps"]))
+                         audio_steps_per_frame=data["audio_steps_per_frame"], fps=float(data["fps"]),
+                         audio_layers=int(data.get("audio_layers", 1)))
 
 
 @torch.no_grad()
@@ -359,7 +360,7 @@ def train_loop_per_worker(config: dict) -> None:
             best_state = torch.load(Path(d) / "best.pt", map_location="cpu", weights_only=False)
 
     rss_start = _rss_gib()  # before any clip is read: the input pipeline's memory is the growth from here
-    store = ClipStore(data["store_path"])
+    store = open_store(data["store_path"], data.get("embeddings"))
     val_ids = set(data["ids"]["val"][rank::world])
     train_ids = set(data["ids"]["train"])
     # the row groups of this worker's clips, listed once; their clips are read from the store every epoch

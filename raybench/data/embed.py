@@ -1,0 +1,355 @@
+"""The embedding stage: a pretrained speech encoder run once over every clip, its embeddings kept in a
+store of their own that every later sweep reuses.
+
+``data.audio.encoder.path`` names a local Hugging Face model folder (nothing is ever downloaded) of
+wav2vec 2.0, HuBERT, WavLM or Whisper; raybench reads ``config.json`` (the architecture), the weights
+and ``preprocessor_config.json`` (the input's sample rate and normalisation) from it, with
+``transformers``. Each clip's audio track is decoded again from its source file at the encoder's own
+sample rate (the clip store keeps features, not the waveform), encoded in pieces of at most
+``chunk_s`` seconds, and its hidden states (one layer, or all of them) are averaged over
+``steps_per_frame`` equal steps per video frame of the clip, like the store's audio features: a
+window of video frames [s, s+L) pairs with embedding steps [s*k, (s+L)*k).
+
+Layout of an embedding store (``<store_dir>/<dataset>-<clip store fingerprint>-audio-<fingerprint>/``)::
+
+    parts/part-<hash>.parquet   clip_id, num_frames, audio (steps, layers x dim) float32, audio_shape,
+                                audio_sum, audio_sumsq: one clip per row group, like the clip store
+    log/<time>-<n>.json         one file per run of the stage that encoded clips: how many, how long
+    _COMPLETE.json              the encoder's settings, once every clip is done
+
+Its fingerprint covers the clip store's, the encoder's files (their contents' hash, not the path),
+the layer, ``steps_per_frame`` and ``chunk_s``: a sweep over methods, fusions and windows reuses it;
+an interrupted stage resumes (clips already in a part are skipped).
+
+Ray Data runs the stage: an actor pool (one model per actor, a GPU each when the cluster has GPUs),
+``batch_size`` clips per task, each task one part file. Within a clip, pieces of equal length go
+through the encoder as one batch; clips are not padded into one batch (wav2vec 2.0 base takes no
+attention mask: padding would change its output).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from raybench import storage
+from raybench.schema import AudioEncoderConfig, DataConfig
+
+# the model types raybench runs (config.json's model_type) -> how their frames are laid out
+KINDS = ("wav2vec2", "hubert", "wavlm", "whisper")
+_WEIGHTS = ("*.safetensors", "*.bin", "*.pt", "*.pth")
+EMBED_VERSION = 1
+
+
+class EncoderError(ValueError):
+    """A local encoder folder that raybench cannot use: says which file, what was expected."""
+
+
+def _read_json(path: Path, what: str) -> dict[str, Any]:
+    if not path.is_file():
+        raise EncoderError(f"data.audio.encoder.path: {path.parent} has no {path.name} ({what}); raybench loads only "
+                           "local Hugging Face model folders, as `save_pretrained` writes them (README: "
+                           "Pretrained encoders)")
+    try:
+        return json.loads(path.read_text())
+    except ValueError as e:
+        raise EncoderError(f"data.audio.encoder.path: {path} is not valid JSON: {e}") from None
+
+
+def encoder_spec(cfg: AudioEncoderConfig) -> dict[str, Any]:
+    """Check an encoder folder without loading its weights (before Ray starts): its architecture, layer
+    count, input sample rate and weights files -> a summary. An ``EncoderError`` names what is missing."""
+    if not cfg.path:
+        raise EncoderError("data.audio.encoder.path is not set")
+    folder = Path(cfg.path).expanduser()
+    if not folder.is_dir():
+        raise EncoderError(f"data.audio.encoder.path: no folder {folder} (a local Hugging Face model folder: "
+                           "config.json, model.safetensors or pytorch_model.bin, preprocessor_config.json)")
+    conf = _read_json(folder / "config.json", "the model's configuration")
+    kind = conf.get("model_type")
+    if kind not in KINDS:
+        raise EncoderError(f"data.audio.encoder.path: {folder / 'config.json'} has model_type {kind!r}; raybench "
+                           f"runs {', '.join(KINDS)}")
+    pre = _read_json(folder / "preprocessor_config.json", "the input's sample rate and normalisation")
+    weights = sorted(p for pat in _WEIGHTS for p in folder.glob(pat))
+    if not weights:
+        raise EncoderError(f"data.audio.encoder.path: {folder} has no weights file ({', '.join(_WEIGHTS)})")
+    layers = int(conf.get("encoder_layers" if kind == "whisper" else "num_hidden_layers", 0))
+    if cfg.layer != "all" and not 0 <= cfg.layer <= layers:
+        raise EncoderError(f"data.audio.encoder.layer must be 'all' or 0..{layers} for {folder} ({kind}, {layers} "
+                           f"layers), got {cfg.layer}")
+    if kind == "whisper" and cfg.chunk_s > 30:
+        raise EncoderError(f"data.audio.encoder.chunk_s must be <= 30 for Whisper ({folder}): its encoder takes "
+                           f"at most 30 s, got {cfg.chunk_s}")
+    dim = int(conf.get("d_model" if kind == "whisper" else "hidden_size", 0))
+    return {"kind": kind, "folder": str(folder.resolve()), "layers": layers + 1, "dim": dim,
+            "sample_rate": int(pre.get("sampling_rate", 16000)),
+            "kept_layers": layers + 1 if cfg.layer == "all" else 1,
+            "files": [str(p) for p in [folder / "config.json", folder / "preprocessor_config.json", *weights]]}
+
+
+@lru_cache(maxsize=16)
+def _file_hash(path: str, size: int, mtime_ns: int) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def content_hash(files: list[str]) -> str:
+    """One hash of the files' contents (names aside): a copy of the same weights elsewhere is the same encoder."""
+    h = hashlib.sha256()
+    for f in files:
+        st = Path(f).stat()
+        h.update(_file_hash(f, st.st_size, st.st_mtime_ns).encode())
+    return h.hexdigest()
+
+
+def embed_fingerprint(clip_fingerprint: str, cfg: AudioEncoderConfig, spec: dict[str, Any]) -> str:
+    d = {"version": EMBED_VERSION, "clips": clip_fingerprint, "kind": spec["kind"],
+         "weights": content_hash(spec["files"]), "layer": cfg.layer, "steps_per_frame": cfg.steps_per_frame,
+         "chunk_s": cfg.chunk_s}
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class AudioEncoder:
+    """A loaded encoder: ``encode(signal)`` -> the hidden states of one mono signal at the encoder's rate,
+    (frames, kept layers x dim) float32, and each frame's centre in seconds."""
+
+    def __init__(self, cfg: AudioEncoderConfig, device: str = "cpu"):
+        import torch
+        from transformers import AutoFeatureExtractor, AutoModel
+
+        self.cfg, self.spec = cfg, encoder_spec(cfg)
+        folder = self.spec["folder"]
+        try:
+            model, info = AutoModel.from_pretrained(folder, local_files_only=True, output_loading_info=True)
+        except (OSError, ValueError, RuntimeError) as e:  # unreadable weights, shapes that do not fit
+            raise EncoderError(f"data.audio.encoder.path: cannot load {folder}: {' '.join(str(e).split())[:500]}") from None
+        missing = sorted(info.get("missing_keys") or [])
+        mismatched = sorted(str(k[0] if isinstance(k, tuple) else k) for k in info.get("mismatched_keys") or [])
+        if missing or mismatched:
+            # transformers fills such weights at random and only warns: embeddings of a random model
+            raise EncoderError(
+                f"data.audio.encoder.path: the weights in {folder} do not fit its config.json "
+                f"({self.spec['kind']}): {len(missing)} missing (e.g. {missing[:3]}), {len(mismatched)} of another "
+                f"shape (e.g. {mismatched[:3]}); a folder from `save_pretrained` of the same model has them all")
+        self.fe = AutoFeatureExtractor.from_pretrained(folder, local_files_only=True)
+        self.model = (model.encoder if self.spec["kind"] == "whisper" else model).eval().to(device)
+        self.device = device
+        self.sample_rate = self.spec["sample_rate"]
+        conf = model.config
+        if self.spec["kind"] == "whisper":
+            # log-Mel hop (160 samples at 16 kHz) x the second convolution's stride 2: one frame per 20 ms
+            self.hop = int(self.fe.hop_length) * 2
+            self.field = self.hop
+        else:  # the feature encoder's convolutions: total stride and receptive field, in samples
+            self.hop = int(np.prod(conf.conv_stride))
+            self.field, step = 1, 1
+            for k, s in zip(conf.conv_kernel, conf.conv_stride):
+                self.field += (k - 1) * step
+                step *= s
+        self._torch = torch
+
+    def _forward(self, pieces: list[np.ndarray]) -> np.ndarray:
+        """Equal-length pieces -> hidden states (pieces, frames, kept layers x dim)."""
+        torch = self._torch
+        if self.spec["kind"] == "whisper":
+            x = self.fe(pieces, sampling_rate=self.sample_rate, return_tensors="pt").input_features
+        else:
+            x = self.fe(pieces, sampling_rate=self.sample_rate, return_tensors="pt").input_values
+        with torch.inference_mode():
+            out = self.model(x.to(self.device), output_hidden_states=True)
+        hs = out.hidden_states
+        h = torch.stack(hs, 2) if self.cfg.layer == "all" else hs[self.cfg.layer][:, :, None]  # (P, N, layers, D)
+        return h.flatten(2).float().cpu().numpy()
+
+    def frames(self, n_samples: int) -> int:
+        """Encoder frames of a piece of ``n_samples`` samples."""
+        if self.spec["kind"] == "whisper":
+            return max(1, math.ceil(n_samples / self.hop))
+        return max(0, (n_samples - self.field) // self.hop + 1)
+
+    def encode(self, signal: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Hidden states of a mono signal at ``sample_rate`` -> (frames, kept layers x dim), frame centres (s).
+        Pieces of ``chunk_s`` seconds; a last piece shorter than one second joins the one before it."""
+        x = np.ascontiguousarray(signal, np.float32)
+        n = int(round(self.cfg.chunk_s * self.sample_rate))
+        bounds = list(range(0, len(x), n)) + [len(x)]
+        if len(bounds) > 2 and bounds[-1] - bounds[-2] < self.sample_rate:
+            del bounds[-2]
+        if self.spec["kind"] == "whisper" and bounds[-1] - bounds[-2] > 30 * self.sample_rate:
+            bounds.insert(-1, bounds[-2] + 30 * self.sample_rate)  # (chunk_s <= 30: encoder_spec)
+        if bounds[-1] - bounds[0] < self.field:
+            raise EncoderError(f"the audio ({len(x) / self.sample_rate * 1000:.0f} ms) is shorter than the "
+                               f"encoder's receptive field ({self.field / self.sample_rate * 1000:.0f} ms)")
+        pieces = [(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+        outs, centres = [], []
+        by_len: dict[int, list[int]] = {}
+        for i, (a, b) in enumerate(pieces):
+            by_len.setdefault(b - a, []).append(i)
+        done: dict[int, np.ndarray] = {}
+        for length, idx in by_len.items():
+            h = self._forward([x[pieces[i][0] : pieces[i][1]] for i in idx])
+            for j, i in enumerate(idx):
+                done[i] = h[j, : self.frames(length)]  # Whisper pads to 30 s: its frames past the piece dropped
+        for i, (a, _) in enumerate(pieces):
+            outs.append(done[i])
+            centres.append((a + np.arange(len(done[i])) * self.hop + self.field / 2) / self.sample_rate)
+        return np.concatenate(outs), np.concatenate(centres)
+
+
+def pool_steps(h: np.ndarray, centres: np.ndarray, duration: float, steps: int) -> np.ndarray:
+    """Encoder frames (N, D) with their centre times -> ``steps`` equal steps over ``duration`` seconds
+    (float32 (steps, D)): each step the mean of the frames whose centre falls in it; a step with no
+    frame (steps finer than frames) linearly interpolated between the frames' centres."""
+    idx = np.floor(centres / duration * steps).astype(np.int64)
+    ok = (idx >= 0) & (idx < steps)
+    sums = np.zeros((steps, h.shape[1]), np.float64)
+    counts = np.zeros(steps, np.int64)
+    np.add.at(sums, idx[ok], h[ok])
+    np.add.at(counts, idx[ok], 1)
+    out = sums / np.maximum(counts, 1)[:, None]
+    empty = counts == 0
+    if empty.any():
+        t = (np.nonzero(empty)[0] + 0.5) * duration / steps
+        out[empty] = np.stack([np.interp(t, centres, h[:, f]) for f in range(h.shape[1])], 1)
+    return out.astype(np.float32)
+
+
+def _audio(row: dict[str, Any], sample_rate: int, mirror: str | None, root_uri: str | None) -> np.ndarray:
+    """A clip's audio track (its video's own, or its separate file), mono at ``sample_rate``."""
+    import decord
+
+    from raybench.paths import cache_home
+
+    path = (row.get("meta") or {}).get("audio_path") or row["video_path"]
+    path = storage.fetch_if_placeholder(path, mirror, root_uri, cache_home())
+    ar = decord.AudioReader(path, ctx=decord.cpu(0), sample_rate=sample_rate, mono=True)
+    return ar[:].asnumpy().reshape(-1).astype(np.float32)
+
+
+class EncodeBatch:
+    """Ray Data's actor for the stage: loads the encoder once, then encodes batches of clips and writes
+    each batch as one part file of the embedding store."""
+
+    def __init__(self, cfg: AudioEncoderConfig, store_path: str, mirror: str | None, root_uri: str | None):
+        import torch
+
+        self.enc = AudioEncoder(cfg, "cuda" if torch.cuda.is_available() else "cpu")
+        self.store_path, self.mirror, self.root_uri = store_path, mirror, root_uri
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
+        from raybench.data.store import ClipStore, write_part
+
+        cfg = self.enc.cfg
+        rows, status = [], {"clip_id": [], "fatal": [], "seconds": []}
+        for item in batch["row"]:
+            row = json.loads(item)
+            t0 = time.perf_counter()
+            fatal = ""
+            try:
+                sig = _audio(row, self.enc.sample_rate, self.mirror, self.root_uri)
+                h, centres = self.enc.encode(sig)
+                steps = int(row["num_frames"]) * cfg.steps_per_frame
+                emb = pool_steps(h, centres, len(sig) / self.enc.sample_rate, steps)
+                rows.append(embedding_row(row["clip_id"], int(row["num_frames"]), emb))
+            except Exception as e:  # noqa: BLE001 - raised by the driver with the clip's name
+                fatal = f"clip {row['clip_id']} ({row['video_path']}): " + " ".join(f"{type(e).__name__}: {e}".split())
+            status["clip_id"].append(row["clip_id"])
+            status["fatal"].append(fatal)
+            status["seconds"].append(time.perf_counter() - t0)
+            if fatal:
+                break
+        if rows:
+            write_part(ClipStore(self.store_path), rows)
+        return status
+
+
+def embedding_row(clip_id: str, num_frames: int, emb: np.ndarray) -> dict[str, Any]:
+    """One clip's row of an embedding store: its embeddings where the clip store keeps audio features."""
+    return {"clip_id": clip_id, "num_frames": num_frames, "audio": np.ascontiguousarray(emb, np.float32).tobytes(),
+            "audio_shape": list(emb.shape), "audio_sum": emb.astype(np.float64).sum(0).tolist(),
+            "audio_sumsq": (emb.astype(np.float64) ** 2).sum(0).tolist()}
+
+
+def embedding_store_path(data_cfg: DataConfig, dataset: str, clip_fingerprint: str) -> tuple[str, dict[str, Any]]:
+    """Where the embeddings of ``data_cfg``'s encoder for this clip store live, and the encoder's summary."""
+    from raybench.data.store import store_root
+
+    cfg = data_cfg.audio.encoder
+    spec = encoder_spec(cfg)
+    fp = embed_fingerprint(clip_fingerprint, cfg, spec)
+    return storage.join(store_root(data_cfg), f"{dataset}-{clip_fingerprint}-audio-{fp}"), {**spec, "fingerprint": fp}
+
+
+def build_embeddings(p, clips: list, progress: bool = True) -> dict[str, Any]:
+    """Run the encoder of ``p.data_cfg`` over the ``clips`` (usable clips of plan ``p``'s clip store) that
+    its embedding store lacks -> ``{"path", "encoded", "spec"}``. Clips already there are skipped."""
+    import ray
+
+    from raybench.data.store import ClipStore, PrepareError
+
+    cfg = p.data_cfg.audio.encoder
+    path, spec = embedding_store_path(p.data_cfg, p.name, p.fingerprint)
+    store = ClipStore(path)
+    done = store.done_ids()
+    nums = {r["clip_id"]: r["num_frames"] for r in p.store.read_clips([c.clip_id for c in clips],
+                                                                       columns=["clip_id", "num_frames"])}
+    pending = [c for c in clips if c.clip_id not in done]
+    encoded = 0
+    if pending:
+        verb = "resuming" if done else "building"
+        print(f"[raybench] embed: {verb} embedding store {path} ({spec['kind']} from {spec['folder']}, layer "
+              f"{cfg.layer}; {len(pending)} of {len(clips)} clips to encode)", flush=True)
+        AudioEncoder(cfg)  # the weights checked here, once, before any actor starts (EncoderError)
+        t0 = time.time()
+        gpus = int(ray.cluster_resources().get("GPU", 0))
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        actors = max(1, min(gpus or max(1, cpus // 4), math.ceil(len(pending) / cfg.batch_size)))
+        items = [{"row": json.dumps({**c.to_row(), "num_frames": int(nums[c.clip_id])})} for c in pending]
+        rds = ray.data.from_items(items, override_num_blocks=math.ceil(len(items) / cfg.batch_size))
+        out = rds.map_batches(EncodeBatch, batch_size=cfg.batch_size, batch_format="numpy", concurrency=actors,
+                              num_gpus=1 if gpus else 0, num_cpus=1,
+                              fn_constructor_kwargs={"cfg": cfg, "store_path": str(path),
+                                                     "mirror": str(p.root) if p.root_uri else None,
+                                                     "root_uri": p.root_uri})
+        n, next_report = 0, 0.1
+        for status in out.iter_batches(batch_size=None, batch_format="numpy"):
+            fatal = [f for f in status["fatal"] if f]
+            if fatal:
+                raise PrepareError(f"{p.name}: the embedding stage stopped: {fatal[0]}\n  Clips encoded before it "
+                                   f"are kept in {path}; fix the cause and rerun to go on from there.")
+            n += len(status["clip_id"])
+            if progress and n / len(pending) >= next_report:
+                print(f"[raybench] embed: {n}/{len(pending)} clips ({time.time() - t0:.0f} s)", flush=True)
+                next_report = n / len(pending) + 0.1
+        encoded = n
+        store.write_index()
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        store.write_text(f"log/{stamp}-{n}.json", json.dumps({"encoded": n, "seconds": time.time() - t0,
+                                                              "actors": actors, "gpus": gpus}))
+    else:
+        print(f"[raybench] embed: reusing embedding store {path} ({len(clips)} clips, nothing to encode)", flush=True)
+        if store.index(store.part_files()) is None:
+            store.write_index()
+    info = {"encoder": spec["kind"], "folder": spec["folder"], "layer": cfg.layer, "layers": spec["kept_layers"],
+            "steps_per_frame": cfg.steps_per_frame, "chunk_s": cfg.chunk_s, "clip_store": str(p.store.path),
+            "fingerprint": spec["fingerprint"], "clips": len(store.done_ids())}
+    store.write_text("_COMPLETE.json", json.dumps(info, indent=1))
+    return {"path": str(path), "encoded": encoded, "spec": spec}
+
+
+def build_log(path: str) -> list[dict[str, Any]]:
+    """The runs of the stage that encoded clips into the embedding store at ``path``, oldest first."""
+    fs, root = storage.split(path)
+    return [json.loads(storage.read_bytes(fs, f)) for f in sorted(storage.list_files(fs, f"{root.rstrip('/')}/log",
+                                                                                      ".json"))]

@@ -1,0 +1,101 @@
+"""Methods on frozen embeddings (``data.audio.encoder``): the "pretrained features + a small model"
+protocol of EmoBox, MERBench and SUPERB. ``audio_embedding`` reads the encoder's embeddings alone;
+``embedding_fusion`` fuses them per frame with a face CNN trained from scratch (``fusion``: any of
+``raybench.nn.fusion``). Both also run on the handcrafted features (log-Mel, eGeMAPS): a projection of
+whatever the audio steps hold.
+
+With ``data.audio.encoder.layer: all`` an audio step holds every hidden state of the encoder side by
+side; the methods learn one weight per layer (softmax-normalised, summed: SUPERB's weighted sum) and
+project the sum. The encoder's steps of one video frame are averaged.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from pydantic import Field
+
+from raybench.methods.base import FusionName, Method, MethodOptions, register_method
+from raybench.methods.baselines import _Head
+from raybench.nn.encoders import FrameCNN, TemporalConv
+from raybench.nn.fusion import create_fusion
+
+
+class EmbeddingOptions(MethodOptions):
+    dim: int = Field(128, ge=1)
+    temporal_layers: int = Field(1, ge=0)
+    dropout: float = Field(0.2, ge=0, lt=1)
+
+
+class EmbeddingFusionOptions(EmbeddingOptions):
+    fusion: FusionName = "concat"
+    cnn_width: int = Field(16, ge=1)
+
+
+class LayerWeightedAudio(nn.Module):
+    """Audio steps (B, T*k, layers x D), standardised -> per video frame (B, T, dim): a learned softmax
+    weight per layer (``layers`` > 1) summed over the layers, the frame's k steps averaged, a linear
+    projection with ReLU and dropout."""
+
+    def __init__(self, n_features: int, layers: int, k: int, dim: int, dropout: float):
+        super().__init__()
+        if n_features % layers:
+            raise ValueError(f"{n_features} audio features are not {layers} layers of equal width")
+        self.layers, self.k, self.width = layers, k, n_features // layers
+        self.layer_weights = nn.Parameter(torch.zeros(layers)) if layers > 1 else None
+        self.proj = nn.Sequential(nn.Linear(self.width, dim), nn.ReLU(), nn.Dropout(dropout))
+
+    def weights(self) -> torch.Tensor:
+        """The layers' weights in the sum (they add up to 1)."""
+        if self.layer_weights is None:
+            return torch.ones(1)
+        return torch.softmax(self.layer_weights, 0)
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        B, S, _ = audio.shape
+        x = audio.reshape(B, S, self.layers, self.width)
+        x = (x * self.weights().to(x.dtype)[:, None]).sum(2) if self.layer_weights is not None else x[:, :, 0]
+        x = x.reshape(B, S // self.k, self.k, self.width).mean(2)  # (B, T, width)
+        return self.proj(x)
+
+
+@register_method("audio_embedding")
+class AudioEmbedding(Method):
+    """Frozen audio embeddings (or features) -> layer weights -> projection -> temporal convolutions -> head."""
+
+    Options = EmbeddingOptions
+    inputs = ("audio",)
+
+    def __init__(self, task, num_outputs, opts: EmbeddingOptions, n_audio_features=40, audio_steps_per_frame=4,
+                 audio_layers=1):
+        super().__init__(task, num_outputs, opts)
+        self.audio = LayerWeightedAudio(n_audio_features, audio_layers, audio_steps_per_frame, opts.dim, opts.dropout)
+        self.temporal = TemporalConv(opts.dim, opts.temporal_layers, dropout=opts.dropout)
+        self.head = _Head(task, opts.dim, num_outputs, opts.dropout)
+
+    def forward(self, batch):
+        mask = batch.get("mask")
+        return self.head(self.temporal(self.audio(batch["audio"]), mask), mask)
+
+
+@register_method("embedding_fusion")
+class EmbeddingFusion(Method):
+    """Frozen audio embeddings (as ``audio_embedding``) and a face CNN trained from scratch, fused per
+    frame (``fusion``), temporal convolutions, head."""
+
+    Options = EmbeddingFusionOptions
+
+    def __init__(self, task, num_outputs, opts: EmbeddingFusionOptions, n_audio_features=40,
+                 audio_steps_per_frame=4, audio_layers=1):
+        super().__init__(task, num_outputs, opts)
+        dim = opts.dim
+        self.audio = LayerWeightedAudio(n_audio_features, audio_layers, audio_steps_per_frame, dim, opts.dropout)
+        self.video = FrameCNN(dim, opts.cnn_width)
+        self.fusion = create_fusion(opts.fusion, [dim, dim], dim)
+        self.temporal = TemporalConv(dim, opts.temporal_layers, dropout=opts.dropout)
+        self.head = _Head(task, dim, num_outputs, opts.dropout)
+
+    def forward(self, batch):
+        mask = batch.get("mask")
+        z = self.fusion([self.video(batch["video"]), self.audio(batch["audio"])], mask)
+        return self.head(self.temporal(z, mask), mask)

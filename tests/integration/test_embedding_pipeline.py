@@ -1,0 +1,73 @@
+"""The embedding stage through the whole pipeline: a sweep over two windows and two fusions trains on a
+speech encoder's embeddings, computed once (the embedding store's build log) and equal to the encoder's
+hidden states pooled per step; a later sweep reuses them."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def test_a_sweep_encodes_each_clip_once_and_trains_on_the_embeddings(ray_session, tmp_path, make_encoder):
+    from raybench.config import load
+    from raybench.data.embed import build_log
+    from raybench.data.store import ClipStore, plan
+    from raybench.sweep import run_sweep
+
+    folder = make_encoder(tmp_path / "wavlm", "wavlm")
+    path = tmp_path / "sweep.yaml"
+    path.write_text(f"""
+name: embeddings
+data: {{dataset: synthetic_ravdess, fps: 8, image_size: 32, synth: {{actors: 3, seconds: 1.0}},
+       audio: {{encoder: {{path: {folder}, layer: all, steps_per_frame: 2}}}}}}
+method: {{name: embedding_fusion}}
+window: {{length: 4, hop: 2}}
+train: {{epochs: 1, batch_size: 16, num_workers: 1}}
+tune: {{search_space: {{window.length: {{grid: [4, 8]}}, method.fusion: {{grid: [concat, attention]}}}}}}
+""")
+    cfg = load(path, [])
+    cfg.mlflow.tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cfg.storage = str(tmp_path / "results")
+    res = run_sweep(cfg)
+    assert res.failed == 0 and len(res.trials) == 4
+    data = res.prepared["synthetic_ravdess"]
+    emb_path = data["embeddings"]["audio"]
+    n_clips = sum(len(v) for v in data["ids"].values())
+    (log,) = build_log(emb_path)  # one run of the stage, every clip encoded once
+    assert log["encoded"] == n_clips
+    # the trials trained on 3 layers x 32 features, 2 steps per video frame
+    assert (data["n_audio_features"], data["audio_layers"], data["audio_steps_per_frame"]) == (96, 3, 2)
+    assert data["fingerprint"] not in emb_path.rsplit("-audio-", 1)[1]  # a store of its own, named by its fingerprint
+
+    # one clip's embeddings: the model's hidden states of its audio track at 16 kHz, averaged per step
+    import decord
+    import transformers as tf
+
+    clip = next(c for c in plan(cfg.data).clips if c.clip_id == data["ids"]["val"][0])
+    (row,) = ClipStore(emb_path).read_clips([clip.clip_id])
+    got = np.frombuffer(row["audio"], np.float32).reshape(row["audio_shape"])
+    x = decord.AudioReader(clip.video_path, sample_rate=16000, mono=True)[:].asnumpy().reshape(-1)
+    fe = tf.AutoFeatureExtractor.from_pretrained(folder)
+    with torch.no_grad():
+        hs = tf.AutoModel.from_pretrained(folder).eval()(
+            fe(x, sampling_rate=16000, return_tensors="pt").input_values, output_hidden_states=True).hidden_states
+    h = torch.stack(hs, 2)[0].flatten(1).numpy()  # (frames, 96)
+    steps = 2 * row["num_frames"]
+    centre = (np.arange(len(h)) * 20 + 12.5) / 16000
+    step = np.floor(centre / (len(x) / 16000) * steps).astype(int)
+    assert got.shape == (steps, 96)
+    for j in range(steps):
+        np.testing.assert_allclose(got[j], h[step == j].mean(0), atol=1e-4)
+
+    # a later sweep with another method and window reuses the embeddings: nothing is encoded again
+    path2 = tmp_path / "sweep2.yaml"
+    text = path.read_text().replace("embedding_fusion", "audio_embedding")
+    path2.write_text(text.replace("window.length: {grid: [4, 8]}, method.fusion: {grid: [concat, attention]}",
+                                  "window.length: {grid: [6]}"))
+    cfg2 = load(path2, [])
+    cfg2.mlflow.tracking_uri, cfg2.storage = cfg.mlflow.tracking_uri, cfg.storage
+    res2 = run_sweep(cfg2)
+    assert res2.failed == 0 and res2.prepared["synthetic_ravdess"]["embeddings"]["audio"] == emb_path
+    assert len(build_log(emb_path)) == 1
+    (t,) = res2.trials
+    assert 0.0 <= t["val"]["val/uar"] <= 1.0

@@ -1,0 +1,132 @@
+"""The embedding stage's parts without Ray: the speech encoders loaded from local Hugging Face folders
+(against transformers called directly), the pooling of their frames onto video-frame steps (against a
+loop over the frames), and the errors for folders raybench cannot use."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+
+def _direct(folder, signal, kind):
+    """Hidden states of ``signal`` by transformers itself: (layers, frames, dim)."""
+    import transformers as tf
+
+    fe = tf.AutoFeatureExtractor.from_pretrained(folder)
+    model = tf.AutoModel.from_pretrained(folder).eval()
+    with torch.no_grad():
+        if kind == "whisper":
+            out = model.encoder(fe(signal, sampling_rate=16000, return_tensors="pt").input_features,
+                                output_hidden_states=True)
+        else:
+            out = model(fe(signal, sampling_rate=16000, return_tensors="pt").input_values, output_hidden_states=True)
+    return torch.stack(out.hidden_states)[:, 0].numpy()
+
+
+@pytest.mark.parametrize("kind", ["wav2vec2", "hubert", "wavlm", "whisper"])
+def test_encoder_gives_the_models_hidden_states(tmp_path, make_encoder, kind):
+    from raybench.data.embed import AudioEncoder
+    from raybench.schema import AudioEncoderConfig
+
+    folder = make_encoder(tmp_path / kind, kind)
+    x = np.random.default_rng(1).standard_normal(16000).astype(np.float32) * 0.1
+    want = _direct(folder, x, kind)  # (3, N, 32)
+    n = (len(x) + 319) // 320 if kind == "whisper" else want.shape[1]
+    enc = AudioEncoder(AudioEncoderConfig(path=str(folder), layer="all"))
+    h, centres = enc.encode(x)
+    assert h.shape == (n, 3 * 32)
+    np.testing.assert_allclose(h.reshape(n, 3, 32), want[:, :n].transpose(1, 0, 2), atol=1e-4)
+    assert np.all(np.diff(centres) > 0) and 0 < centres[0] < centres[-1] < 1.0
+    one, _ = AudioEncoder(AudioEncoderConfig(path=str(folder), layer=1)).encode(x)
+    np.testing.assert_allclose(one, want[1, :n], atol=1e-4)
+
+
+def test_long_audio_is_encoded_in_pieces(tmp_path, make_encoder):
+    from raybench.data.embed import AudioEncoder
+    from raybench.schema import AudioEncoderConfig
+
+    folder = make_encoder(tmp_path / "w", "wavlm")
+    x = np.random.default_rng(2).standard_normal(16000 * 5 + 8000).astype(np.float32) * 0.1  # 5.5 s
+    h, centres = AudioEncoder(AudioEncoderConfig(path=str(folder), layer=2, chunk_s=2.0)).encode(x)
+    # pieces of 2 s, 2 s and 1.5 s, each alone (the last is over 1 s so it stays a piece of its own)
+    want = np.concatenate([_direct(folder, x[a:b], "wavlm")[2] for a, b in ((0, 32000), (32000, 64000), (64000, 88000))])
+    np.testing.assert_allclose(h, want, atol=1e-4)
+    n1 = (32000 - 25) // 20 + 1  # frames of a 2 s piece: stride 20 samples, field 25
+    # each frame's centre: its piece's start + its own offset + half the field
+    assert centres[0] == pytest.approx(12.5 / 16000) and centres[n1] == pytest.approx((32000 + 12.5) / 16000)
+    # a last piece under a second joins the one before it
+    h2, _ = AudioEncoder(AudioEncoderConfig(path=str(folder), layer=2, chunk_s=2.5)).encode(x)
+    want2 = np.concatenate([_direct(folder, x[a:b], "wavlm")[2] for a, b in ((0, 40000), (40000, 88000))])
+    np.testing.assert_allclose(h2, want2, atol=1e-4)
+
+
+def test_pool_steps_averages_the_frames_of_each_step():
+    from raybench.data.embed import pool_steps
+
+    rng = np.random.default_rng(0)
+    centres = np.sort(rng.uniform(0, 2.0, 57))
+    h = rng.standard_normal((57, 3)).astype(np.float32)
+    got = pool_steps(h, centres, 2.0, 10)  # steps of 0.2 s
+    for j in range(10):
+        inside = (centres >= j * 0.2) & (centres < (j + 1) * 0.2)
+        np.testing.assert_allclose(got[j], h[inside].mean(0), rtol=1e-5, atol=1e-6)
+    # steps finer than the frames: a step without a frame takes the value at its centre, interpolated
+    c = np.array([0.25, 0.75])
+    fine = pool_steps(np.array([[0.0], [1.0]], np.float32), c, 1.0, 8)
+    assert fine[2, 0] == 0.0 and fine[6, 0] == 1.0  # the steps that hold a frame
+    assert fine[4, 0] == pytest.approx((0.5625 - 0.25) / 0.5) and fine[0, 0] == 0.0 and fine[7, 0] == 1.0
+
+
+def test_unusable_folders_are_named(tmp_path, make_encoder):
+    from raybench.data.embed import AudioEncoder, EncoderError, encoder_spec
+    from raybench.schema import AudioEncoderConfig
+
+    def err(path, **kw):
+        with pytest.raises(EncoderError) as e:
+            AudioEncoder(AudioEncoderConfig(path=str(path), **kw))
+        return str(e.value)
+
+    assert "no folder" in err(tmp_path / "nowhere")
+    folder = make_encoder(tmp_path / "w", "wav2vec2")
+    assert "layer must be 'all' or 0..2" in err(folder, layer=3)
+    (folder / "preprocessor_config.json").rename(tmp_path / "pre.json")
+    assert "has no preprocessor_config.json" in err(folder)
+    (tmp_path / "pre.json").rename(folder / "preprocessor_config.json")
+    conf = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**conf, "model_type": "bert"}))
+    assert "model_type 'bert'" in err(folder)
+    # weights that do not fit the configuration: another width, or keys missing
+    (folder / "config.json").write_text(json.dumps({**conf, "hidden_size": 48}))
+    msg = err(folder)
+    assert str(folder.resolve()) in msg and ("cannot load" in msg or "do not fit" in msg)
+    (folder / "config.json").write_text(json.dumps(conf))
+    from safetensors.torch import load_file, save_file
+
+    w = load_file(folder / "model.safetensors")
+    save_file({k: v for k, v in w.items() if "layers.1." not in k}, folder / "model.safetensors", metadata={"format": "pt"})
+    msg = err(folder)
+    assert "do not fit" in msg and "missing" in msg and "layers.1." in msg
+    assert encoder_spec(AudioEncoderConfig(path=str(folder)))["layers"] == 3  # (the files themselves are there)
+    whisper = make_encoder(tmp_path / "wh", "whisper")
+    assert "chunk_s must be <= 30" in err(whisper, chunk_s=60.0)
+
+
+def test_the_fingerprint_follows_the_weights_not_the_path(tmp_path, make_encoder):
+    import shutil
+
+    from raybench.data.embed import embed_fingerprint, encoder_spec
+    from raybench.schema import AudioEncoderConfig
+
+    a = make_encoder(tmp_path / "a", "hubert", seed=0)
+    shutil.copytree(a, tmp_path / "copy")
+    b = make_encoder(tmp_path / "b", "hubert", seed=1)
+
+    def fp(path, **kw):
+        cfg = AudioEncoderConfig(path=str(path), **kw)
+        return embed_fingerprint("clips", cfg, encoder_spec(cfg))
+
+    assert fp(a) == fp(tmp_path / "copy")
+    assert len({fp(a), fp(b), fp(a, layer=1), fp(a, steps_per_frame=2), fp(a, chunk_s=10.0)}) == 5

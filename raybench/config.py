@@ -350,11 +350,15 @@ def validate(raw: dict, source: str | None = None) -> SweepConfig:
 
 def _check_mfcc_input(cfg: dict, space: dict, swept: list, problems: list[str]) -> None:
     """zhang2021's MFCC audio stream is a DCT of log-Mel energies (the authors' MFCCs): a sweep that can
-    give it other audio features (a spectrogram, openSMILE's descriptors) is refused up front."""
+    give it other audio features (a spectrogram, openSMILE's descriptors, an encoder's embeddings) is
+    refused up front."""
     if not any(m.method_name == "zhang2021" for m in swept):
         return
     audio = cfg["data"].get("audio") if isinstance(cfg["data"].get("audio"), dict) else {}
     feats = {audio.get("features", "logmel"), *_space_values(space.get("data.audio.features"))} - {"logmel"}
+    encoder = audio.get("encoder") if isinstance(audio.get("encoder"), dict) else {}
+    if encoder.get("path") or any(_space_values(space.get("data.audio.encoder.path"))):
+        feats.add("(a data.audio.encoder's embeddings)")
     pm = ((cfg.get("per_method") or {}).get("zhang2021") or {}).get("method") or {}
     streams = [pm.get("audio_streams", cfg["method"].get("audio_streams", ["mfcc", "vggish"])),
                *_space_values(space.get("method.audio_streams"))]

@@ -10,9 +10,9 @@ forbid unknown keys. Only pydantic and the standard library are imported here.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError
 
 from raybench.registry import did_you_mean
 
@@ -21,6 +21,12 @@ class Section(BaseModel):
     """A config section: strict types, unknown keys rejected."""
 
     model_config = ConfigDict(extra="forbid", strict=True, validate_default=True)
+
+
+def _layer(v: int | str) -> int | str:
+    if v != "all" and not (isinstance(v, int) and v >= 0):
+        raise ValueError("must be 'all' or a layer index >= 0 (0: the input of the first transformer layer)")
+    return v
 
 
 class AudioEncoderConfig(Section):
@@ -32,7 +38,7 @@ class AudioEncoderConfig(Section):
     path: str | None = None  # None: no encoder (training reads the features above)
     # the hidden state kept: an index (0: the input of the transformer layers, n: the output of layer n)
     # or all of them, for a learned weighted sum of the layers (SUPERB, EmoBox); "all" stores every layer
-    layer: int | Literal["all"] = "all"
+    layer: Annotated[int | str, AfterValidator(_layer)] = "all"
     steps_per_frame: int = Field(1, ge=1)  # embedding steps per video frame: each the mean of the encoder's frames in it
     # audio longer than this is encoded in pieces of this length, each alone (self-attention's memory is
     # quadratic in length); Whisper's encoder takes at most 30 s

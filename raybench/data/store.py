@@ -386,7 +386,7 @@ class ClipStore:
         want = None if columns is None else set(columns)
         for p, g in groups:
             md, names = self._metadata(p)
-            cols = None if want is None else [c for c in names if c in want]
+            cols = None if want is None else [c for c in names if c in want or c == "clip_id"]  # (keep needs it)
             with self.fs.open_input_file(p) as f:
                 table = pq.ParquetFile(f, metadata=md).read_row_group(g, columns=cols)
             yield from table_rows(table, keep)

@@ -4,7 +4,10 @@ hidden states pooled per step; a later sweep reuses them."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pyarrow.parquet as pq
 import torch
 
 
@@ -71,3 +74,15 @@ tune: {{search_space: {{window.length: {{grid: [4, 8]}}, method.fusion: {{grid: 
     assert len(build_log(emb_path)) == 1
     (t,) = res2.trials
     assert 0.0 <= t["val"]["val/uar"] <= 1.0
+
+    # an interrupted stage resumes: the clips of a lost part file are encoded again, and only they
+    from raybench.data.store import prepare
+
+    emb = ClipStore(emb_path)
+    part = sorted(emb.part_files())[0]
+    lost = pq.read_metadata(part).num_rows
+    Path(part).unlink()
+    prep = prepare(cfg.data)
+    assert prep.embeddings["audio"] == emb_path and prep.embedding_info["audio"]["encoded"] == lost
+    assert [e["encoded"] for e in build_log(emb_path)] == [n_clips, lost]
+    assert len(ClipStore(emb_path).done_ids()) == n_clips

@@ -226,6 +226,12 @@ TYPOS = {  # each used to pass validation and fail inside a trial (or not at all
     "mfcc of a swept feature": (["method.name=zhang2021", "data.dataset=synthetic_affwild2",
                                  "tune.search_space={data.audio.features: {grid: [logmel, spectrogram]}}"],
                                 "'data.audio.features' spectrogram with zhang2021's mfcc audio stream"),
+    "mfcc of embeddings": (["method.name=zhang2021", "data.dataset=synthetic_affwild2",
+                            "data.audio.encoder.path=/models/wavlm-base-plus"],
+                           "data.audio.encoder's embeddings) with zhang2021's mfcc audio stream"),
+    "encoder layer": (["data.audio.encoder.layer=last"], "'data.audio.encoder.layer'"),
+    "encoder key": (["data.audio.encoder.layers=all"],
+                    "unknown key 'data.audio.encoder.layers' (did you mean \"layer\"?)"),
     "per_method method value": (["per_method={av_fusion: {method: {fusion: fbb}}}"],
                                 "'per_method.av_fusion.method.fusion': unknown fusion 'fbb'"),
 }

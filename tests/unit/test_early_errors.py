@@ -74,3 +74,15 @@ def test_the_command_line_reports_a_missing_root_without_starting_ray(tmp_path):
     assert r.returncode == 1, out
     assert "raybench: data preparation failed" in r.stderr and str(tmp_path / "nowhere") in r.stderr
     assert "Traceback" not in out and "Ray instance" not in out and not (tmp_path / "results").exists()
+
+
+def test_an_unusable_encoder_folder_fails_before_ray_starts(no_ray, tmp_path, make_encoder):
+    from raybench.sweep import run_sweep
+
+    missing = tmp_path / "wavlm-base-plus"
+    with pytest.raises(PrepareError, match="data.audio.encoder.path: no folder") as e:
+        run_sweep(_cfg(tmp_path, f"data.audio.encoder.path={missing}"))
+    assert str(missing) in str(e.value)
+    folder = make_encoder(tmp_path / "w", "hubert")
+    with pytest.raises(PrepareError, match=r"data.audio.encoder.layer must be 'all' or 0..2 for .*\(hubert, 2 layers\)"):
+        run_sweep(_cfg(tmp_path, f"data.audio.encoder.path={folder}", "data.audio.encoder.layer=5"))

@@ -82,6 +82,10 @@ def load_raw(path: str | os.PathLike | None = None, overrides: list[str] | None 
         merged = OmegaConf.merge(base, OmegaConf.from_dotlist(ov))
     except Exception as e:
         raise ConfigError([f"cannot apply overrides {ov}: {e}"], source="command line") from None
+    missing = sorted(OmegaConf.missing_keys(merged))
+    if missing:  # a sweep file's ``???``: a value the user must give (e.g. a local model folder)
+        raise ConfigError([f"{k!r} must be set: {path.name} leaves it ??? (give it on the command line, "
+                           f"{k}=...)" for k in missing], source=str(path))
     out = _to_container(merged)
     space = (out.get("tune") or {}).get("search_space") if isinstance(out.get("tune"), dict) else None
     if isinstance(space, dict):

@@ -42,6 +42,23 @@ tune: {{search_space: {{window.length: {{grid: [4, 8]}}, method.fusion: {{grid: 
     assert (data["n_audio_features"], data["audio_layers"], data["audio_steps_per_frame"]) == (96, 3, 2)
     assert data["fingerprint"] not in emb_path.rsplit("-audio-", 1)[1]  # a store of its own, named by its fingerprint
 
+    # the MLflow record says what the trials trained on: the encoder's keys, the embeddings' fingerprint
+    import json
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(cfg.mlflow.tracking_uri)
+    children = client.search_runs([client.get_run(res.parent_run_id).info.experiment_id],
+                                  f"tags.mlflow.parentRunId = '{res.parent_run_id}'")
+    assert len(children) == 4
+    emb_fp = emb_path.rsplit("-", 1)[1]
+    for r in children:
+        assert r.data.params["data.audio.encoder.path"] == str(folder)
+        assert r.data.params["data.audio.encoder.layer"] == "all"
+        (inp,) = r.inputs.dataset_inputs
+        assert inp.dataset.digest == f"{data['fingerprint']}-{emb_fp[:8]}"
+        assert json.loads(inp.dataset.profile)["audio_encoder"] == "wavlm"
+
     # one clip's embeddings: the model's hidden states of its audio track at 16 kHz, averaged per step
     import decord
     import transformers as tf

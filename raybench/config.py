@@ -342,6 +342,7 @@ def validate(raw: dict, source: str | None = None) -> SweepConfig:
 
     _check_per_method(cfg, swept, problems)
     _check_mfcc_input(cfg, space, swept, problems)
+    _check_face_embeddings(cfg, space, swept, problems)
     if isinstance(cfg["tune"].get("repeats"), int) and cfg["tune"]["repeats"] > 1 and "train.seed" in space:
         problems.append("'tune.search_space.train.seed' and 'tune.repeats' both vary the seed: with repeats, "
                         "each configuration runs with seeds train.seed .. train.seed + repeats - 1 (remove the "
@@ -370,6 +371,16 @@ def _check_mfcc_input(cfg: dict, space: dict, swept: list, problems: list[str]) 
         problems.append(f"'data.audio.features' {', '.join(sorted(map(str, feats)))} with zhang2021's mfcc audio "
                         "stream: its MFCCs are a DCT of log-Mel features; use data.audio.features=logmel, or "
                         "method.audio_streams=[vggish]")
+
+
+def _check_face_embeddings(cfg: dict, space: dict, swept: list, problems: list[str]) -> None:
+    """A method that reads face embeddings (``video_emb`` among its inputs) needs an image encoder."""
+    needs = sorted(m.method_name for m in swept if "video_emb" in getattr(m, "inputs", ()))
+    video = cfg["data"].get("video") if isinstance(cfg["data"].get("video"), dict) else {}
+    enc = video.get("encoder") if isinstance(video.get("encoder"), dict) else {}
+    if needs and not (enc.get("path") or any(_space_values(space.get("data.video.encoder.path")))):
+        problems.append(f"method {', '.join(needs)} reads face embeddings, and 'data.video.encoder.path' is not set: "
+                        "give a local image encoder folder (README: Pretrained encoders)")
 
 
 def _space_values(spec: Any) -> list[Any]:

@@ -46,6 +46,22 @@ class AudioEncoderConfig(Section):
     batch_size: int = Field(4, ge=1)  # clips per task of the embedding stage
 
 
+class VideoEncoderConfig(Section):
+    """A pretrained image encoder run once over every frame of the clip store (the embedding stage,
+    raybench/data/embed.py): one embedding per frame, read by the methods that take face embeddings
+    (``video_embedding``, ``frozen_fusion``). Never downloaded: ``path`` is a local Hugging Face model
+    folder (config.json, the weights, preprocessor_config.json) of CLIP (its projected image
+    embedding), ViT or DINOv2 (their pooled output)."""
+
+    path: str | None = None  # None: no image encoder
+    batch_size: int = Field(4, ge=1)  # clips per task of the embedding stage
+    frame_batch: int = Field(64, ge=1)  # frames per forward pass
+
+
+class VideoConfig(Section):
+    encoder: VideoEncoderConfig = VideoEncoderConfig()
+
+
 class AudioConfig(Section):
     # logmel, spectrogram (torchaudio); egemaps, compare: openSMILE's eGeMAPS v02 / ComParE 2016 low-level
     # descriptors (25 / 65 features; n_mels, n_fft, win_ms and hop_ms do not apply to them)
@@ -111,6 +127,7 @@ class DataConfig(Section):
     image_size: int = Field(48, ge=8)
     sample_rate: int = Field(16000, ge=1000)
     audio: AudioConfig = AudioConfig()
+    video: VideoConfig = VideoConfig()  # not in the clip store's fingerprint: its encoder's embeddings are a store of their own
     flow: bool = False  # optical flow in the store (set automatically when a swept method needs it)
     flow_algorithm: Literal["farneback", "dis"] = "farneback"  # OpenCV
     max_bad_fraction: float = Field(0.05, ge=0, le=1)

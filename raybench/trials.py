@@ -34,6 +34,8 @@ def data_summary(prep, fps: float) -> dict[str, Any]:
         # step holds side by side (n_audio_features = layers x dim; "all": a method learns their weights)
         "embeddings": dict(prep.embeddings), "embedding_info": dict(prep.embedding_info),
         "audio_layers": int(prep.embedding_info.get("audio", {}).get("layers", 1)),
+        "video_emb_dim": int(store.read_clips(train_ids[:1], columns=["video_emb_shape"])[0]["video_emb_shape"][1]
+                             if "video_emb" in prep.embeddings else 0),
         "decoded": prep.decoded, "bad": {k: v["reason"] for k, v in prep.bad.items()}, "fps": float(fps),
         "folds": {c.subject: c.fold for c in prep.clips if c.fold is not None},
         # what the trials train and are scored on, for the record: clips and subjects per split, clips

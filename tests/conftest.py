@@ -168,7 +168,37 @@ def save_tiny_encoder(folder: Path, kind: str, seed: int = 0, sampling_rate: int
     return folder
 
 
+def save_tiny_vision(folder: Path, kind: str, seed: int = 0) -> Path:
+    """An image encoder of ``kind`` (clip, vit, dinov2) with random weights, width 32 (CLIP: projected
+    to 16), 2 layers, 32 px input in 8 px patches, saved with its image processor as
+    ``save_pretrained`` writes them."""
+    import torch
+    import transformers as tf
+
+    torch.manual_seed(seed)
+    small = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=32,
+                 patch_size=8)
+    if kind == "clip":
+        conf = tf.CLIPConfig(vision_config=small, projection_dim=16, text_config=dict(
+            hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64))
+        tf.CLIPModel(conf).save_pretrained(folder)
+        tf.CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
+    elif kind == "vit":
+        tf.ViTModel(tf.ViTConfig(**small)).save_pretrained(folder)
+        tf.ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
+    else:
+        tf.Dinov2Model(tf.Dinov2Config(**small)).save_pretrained(folder)
+        tf.BitImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
+    return folder
+
+
 @pytest.fixture
 def make_encoder():
     """``make_encoder(folder, kind, ...)``: :func:`save_tiny_encoder`."""
     return save_tiny_encoder
+
+
+@pytest.fixture
+def make_vision():
+    """``make_vision(folder, kind, ...)``: :func:`save_tiny_vision`."""
+    return save_tiny_vision

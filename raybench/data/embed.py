@@ -1,5 +1,9 @@
-"""The embedding stage: a pretrained speech encoder run once over every clip, its embeddings kept in a
-store of their own that every later sweep reuses.
+"""The embedding stage: pretrained encoders run once over every clip, their embeddings kept in stores
+of their own that every later sweep reuses. A speech encoder (``data.audio.encoder``, below) gives
+audio embeddings in place of the audio features; an image encoder (``data.video.encoder``: CLIP's
+projected image embedding, ViT's or DINOv2's pooled output, from a local Hugging Face folder with its
+image processor) gives one embedding per stored frame, the ``video_emb`` modality (store
+``...-video-<fingerprint>/``, columns ``video_emb*``), read by the methods that take face embeddings.
 
 ``data.audio.encoder.path`` names a local Hugging Face model folder (nothing is ever downloaded) of
 wav2vec 2.0, HuBERT, WavLM or Whisper; raybench reads ``config.json`` (the architecture), the weights
@@ -40,7 +44,7 @@ from typing import Any
 import numpy as np
 
 from raybench import storage
-from raybench.schema import AudioEncoderConfig, DataConfig
+from raybench.schema import AudioEncoderConfig, DataConfig, VideoEncoderConfig
 
 # the model types raybench runs (config.json's model_type) -> how their frames are laid out
 KINDS = ("wav2vec2", "hubert", "wavlm", "whisper")
@@ -52,15 +56,15 @@ class EncoderError(ValueError):
     """A local encoder folder that raybench cannot use: says which file, what was expected."""
 
 
-def _read_json(path: Path, what: str) -> dict[str, Any]:
+def _read_json(path: Path, what: str, key: str = "data.audio.encoder.path") -> dict[str, Any]:
     if not path.is_file():
-        raise EncoderError(f"data.audio.encoder.path: {path.parent} has no {path.name} ({what}); raybench loads only "
+        raise EncoderError(f"{key}: {path.parent} has no {path.name} ({what}); raybench loads only "
                            "local Hugging Face model folders, as `save_pretrained` writes them (README: "
                            "Pretrained encoders)")
     try:
         return json.loads(path.read_text())
     except ValueError as e:
-        raise EncoderError(f"data.audio.encoder.path: {path} is not valid JSON: {e}") from None
+        raise EncoderError(f"{key}: {path} is not valid JSON: {e}") from None
 
 
 def encoder_spec(cfg: AudioEncoderConfig) -> dict[str, Any]:
@@ -95,6 +99,32 @@ def encoder_spec(cfg: AudioEncoderConfig) -> dict[str, Any]:
             "files": [str(p) for p in [folder / "config.json", folder / "preprocessor_config.json", *weights]]}
 
 
+VISION_KINDS = ("clip", "vit", "dinov2")
+
+
+def vision_spec(cfg: VideoEncoderConfig) -> dict[str, Any]:
+    """Check an image encoder folder without loading its weights (before Ray starts) -> a summary."""
+    if not cfg.path:
+        raise EncoderError("data.video.encoder.path is not set")
+    folder = Path(cfg.path).expanduser()
+    key = "data.video.encoder.path"
+    if not folder.is_dir():
+        raise EncoderError(f"{key}: no folder {folder} (a local Hugging Face model folder: config.json, "
+                           "model.safetensors or pytorch_model.bin, preprocessor_config.json)")
+    conf = _read_json(folder / "config.json", "the model's configuration", key)
+    kind = conf.get("model_type")
+    if kind not in VISION_KINDS:
+        raise EncoderError(f"{key}: {folder / 'config.json'} has model_type {kind!r}; raybench runs "
+                           f"{', '.join(VISION_KINDS)}")
+    _read_json(folder / "preprocessor_config.json", "the input's size and normalisation", key)
+    weights = sorted(p for pat in _WEIGHTS for p in folder.glob(pat))
+    if not weights:
+        raise EncoderError(f"{key}: {folder} has no weights file ({', '.join(_WEIGHTS)})")
+    dim = int(conf.get("projection_dim", 0) if kind == "clip" else conf.get("hidden_size", 0))
+    return {"kind": kind, "folder": str(folder.resolve()), "dim": dim, "kept_layers": 1,
+            "files": [str(p) for p in [folder / "config.json", folder / "preprocessor_config.json", *weights]]}
+
+
 @lru_cache(maxsize=16)
 def _file_hash(path: str, size: int, mtime_ns: int) -> str:
     h = hashlib.sha256()
@@ -113,11 +143,63 @@ def content_hash(files: list[str]) -> str:
     return h.hexdigest()
 
 
-def embed_fingerprint(clip_fingerprint: str, cfg: AudioEncoderConfig, spec: dict[str, Any]) -> str:
+def embed_fingerprint(clip_fingerprint: str, cfg: AudioEncoderConfig | VideoEncoderConfig, spec: dict[str, Any]) -> str:
     d = {"version": EMBED_VERSION, "clips": clip_fingerprint, "kind": spec["kind"],
-         "weights": content_hash(spec["files"]), "layer": cfg.layer, "steps_per_frame": cfg.steps_per_frame,
-         "chunk_s": cfg.chunk_s}
+         "weights": content_hash(spec["files"])}
+    if isinstance(cfg, AudioEncoderConfig):
+        d.update(layer=cfg.layer, steps_per_frame=cfg.steps_per_frame, chunk_s=cfg.chunk_s)
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _load(folder: str, kind: str, key: str):
+    """``AutoModel`` from a local folder; weights that do not fit its configuration are an error."""
+    from transformers import AutoModel
+
+    try:
+        model, info = AutoModel.from_pretrained(folder, local_files_only=True, output_loading_info=True)
+    except (OSError, ValueError, RuntimeError) as e:  # unreadable weights, shapes that do not fit
+        raise EncoderError(f"{key}: cannot load {folder}: {' '.join(str(e).split())[:500]}") from None
+    missing = sorted(info.get("missing_keys") or [])
+    mismatched = sorted(str(k[0] if isinstance(k, tuple) else k) for k in info.get("mismatched_keys") or [])
+    if missing or mismatched:
+        # transformers fills such weights at random and only warns: embeddings of a random model
+        raise EncoderError(
+            f"{key}: the weights in {folder} do not fit its config.json ({kind}): {len(missing)} missing "
+            f"(e.g. {missing[:3]}), {len(mismatched)} of another shape (e.g. {mismatched[:3]}); a folder "
+            "from `save_pretrained` of the same model has them all")
+    return model
+
+
+class VisionEncoder:
+    """A loaded image encoder: ``encode(frames)`` -> one embedding per frame, float32 (T, dim): CLIP's
+    projected image embedding, ViT's and DINOv2's pooled output. The folder's image processor resizes
+    and normalises the store's frames (uint8 RGB) as the model was trained."""
+
+    def __init__(self, cfg: VideoEncoderConfig, device: str = "cpu"):
+        import torch
+        from transformers import AutoImageProcessor
+
+        self.cfg, self.spec = cfg, vision_spec(cfg)
+        folder = self.spec["folder"]
+        self.model = _load(folder, self.spec["kind"], "data.video.encoder.path").eval().to(device)
+        self.processor = AutoImageProcessor.from_pretrained(folder, local_files_only=True)
+        self.device = device
+        self._torch = torch
+
+    def encode(self, frames: np.ndarray) -> np.ndarray:
+        torch = self._torch
+        out = []
+        for a in range(0, len(frames), self.cfg.frame_batch):
+            x = self.processor(images=list(frames[a : a + self.cfg.frame_batch]), return_tensors="pt").pixel_values
+            with torch.inference_mode():
+                if self.spec["kind"] == "clip":
+                    h = self.model.get_image_features(pixel_values=x.to(self.device))
+                    h = getattr(h, "pooler_output", h)  # (transformers 5 returns an output object)
+                else:
+                    o = self.model(pixel_values=x.to(self.device))
+                    h = o.pooler_output if o.pooler_output is not None else o.last_hidden_state[:, 0]
+            out.append(h.float().cpu().numpy())
+        return np.concatenate(out)
 
 
 class AudioEncoder:
@@ -126,22 +208,11 @@ class AudioEncoder:
 
     def __init__(self, cfg: AudioEncoderConfig, device: str = "cpu"):
         import torch
-        from transformers import AutoFeatureExtractor, AutoModel
+        from transformers import AutoFeatureExtractor
 
         self.cfg, self.spec = cfg, encoder_spec(cfg)
         folder = self.spec["folder"]
-        try:
-            model, info = AutoModel.from_pretrained(folder, local_files_only=True, output_loading_info=True)
-        except (OSError, ValueError, RuntimeError) as e:  # unreadable weights, shapes that do not fit
-            raise EncoderError(f"data.audio.encoder.path: cannot load {folder}: {' '.join(str(e).split())[:500]}") from None
-        missing = sorted(info.get("missing_keys") or [])
-        mismatched = sorted(str(k[0] if isinstance(k, tuple) else k) for k in info.get("mismatched_keys") or [])
-        if missing or mismatched:
-            # transformers fills such weights at random and only warns: embeddings of a random model
-            raise EncoderError(
-                f"data.audio.encoder.path: the weights in {folder} do not fit its config.json "
-                f"({self.spec['kind']}): {len(missing)} missing (e.g. {missing[:3]}), {len(mismatched)} of another "
-                f"shape (e.g. {mismatched[:3]}); a folder from `save_pretrained` of the same model has them all")
+        model = _load(folder, self.spec["kind"], "data.audio.encoder.path")
         self.fe = AutoFeatureExtractor.from_pretrained(folder, local_files_only=True)
         self.model = (model.encoder if self.spec["kind"] == "whisper" else model).eval().to(device)
         self.device = device
@@ -239,29 +310,38 @@ def _audio(row: dict[str, Any], sample_rate: int, mirror: str | None, root_uri: 
 
 class EncodeBatch:
     """Ray Data's actor for the stage: loads the encoder once, then encodes batches of clips and writes
-    each batch as one part file of the embedding store."""
+    each batch as one part file of the embedding store (``modality``: audio, from each clip's source
+    file; video_emb, from the clip store's frames)."""
 
-    def __init__(self, cfg: AudioEncoderConfig, store_path: str, mirror: str | None, root_uri: str | None):
+    def __init__(self, modality: str, cfg, store_path: str, clip_store: str, mirror: str | None, root_uri: str | None):
         import torch
 
-        self.enc = AudioEncoder(cfg, "cuda" if torch.cuda.is_available() else "cpu")
-        self.store_path, self.mirror, self.root_uri = store_path, mirror, root_uri
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.modality = modality
+        self.enc = AudioEncoder(cfg, device) if modality == "audio" else VisionEncoder(cfg, device)
+        self.store_path, self.clip_store, self.mirror, self.root_uri = store_path, clip_store, mirror, root_uri
+
+    def _embed(self, row: dict[str, Any]) -> np.ndarray:
+        if self.modality == "audio":
+            sig = _audio(row, self.enc.sample_rate, self.mirror, self.root_uri)
+            h, centres = self.enc.encode(sig)
+            steps = int(row["num_frames"]) * self.enc.cfg.steps_per_frame
+            return pool_steps(h, centres, len(sig) / self.enc.sample_rate, steps)
+        from raybench.data.store import ClipStore, decode_arrays
+
+        (r,) = ClipStore(self.clip_store).iter_clips([row["clip_id"]], ["video", "video_shape", "va"])
+        return self.enc.encode(decode_arrays(r)["video"])
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
         from raybench.data.store import ClipStore, write_part
 
-        cfg = self.enc.cfg
         rows, status = [], {"clip_id": [], "fatal": [], "seconds": []}
         for item in batch["row"]:
             row = json.loads(item)
             t0 = time.perf_counter()
             fatal = ""
             try:
-                sig = _audio(row, self.enc.sample_rate, self.mirror, self.root_uri)
-                h, centres = self.enc.encode(sig)
-                steps = int(row["num_frames"]) * cfg.steps_per_frame
-                emb = pool_steps(h, centres, len(sig) / self.enc.sample_rate, steps)
-                rows.append(embedding_row(row["clip_id"], int(row["num_frames"]), emb))
+                rows.append(embedding_row(row["clip_id"], int(row["num_frames"]), self._embed(row), self.modality))
             except Exception as e:  # noqa: BLE001 - raised by the driver with the clip's name
                 fatal = f"clip {row['clip_id']} ({row['video_path']}): " + " ".join(f"{type(e).__name__}: {e}".split())
             status["clip_id"].append(row["clip_id"])
@@ -274,32 +354,50 @@ class EncodeBatch:
         return status
 
 
-def embedding_row(clip_id: str, num_frames: int, emb: np.ndarray) -> dict[str, Any]:
-    """One clip's row of an embedding store: its embeddings where the clip store keeps audio features."""
-    return {"clip_id": clip_id, "num_frames": num_frames, "audio": np.ascontiguousarray(emb, np.float32).tobytes(),
-            "audio_shape": list(emb.shape), "audio_sum": emb.astype(np.float64).sum(0).tolist(),
-            "audio_sumsq": (emb.astype(np.float64) ** 2).sum(0).tolist()}
+def embedding_row(clip_id: str, num_frames: int, emb: np.ndarray, modality: str = "audio") -> dict[str, Any]:
+    """One clip's row of an embedding store: its embeddings (steps, features) under the modality's
+    columns (audio: where the clip store keeps audio features), with their sums for the statistics."""
+    e = np.ascontiguousarray(emb, np.float32)
+    return {"clip_id": clip_id, "num_frames": num_frames, modality: e.tobytes(), f"{modality}_shape": list(e.shape),
+            f"{modality}_sum": e.astype(np.float64).sum(0).tolist(),
+            f"{modality}_sumsq": (e.astype(np.float64) ** 2).sum(0).tolist()}
 
 
-def embedding_store_path(data_cfg: DataConfig, dataset: str, clip_fingerprint: str) -> tuple[str, dict[str, Any]]:
-    """Where the embeddings of ``data_cfg``'s encoder for this clip store live, and the encoder's summary."""
+# modality -> (its encoder's config key, the store-name part)
+MODALITIES = {"audio": ("audio", "audio"), "video_emb": ("video", "video")}
+
+
+def _encoder_cfg(data_cfg: DataConfig, modality: str):
+    return data_cfg.audio.encoder if modality == "audio" else data_cfg.video.encoder
+
+
+def _spec(cfg) -> dict[str, Any]:
+    return encoder_spec(cfg) if isinstance(cfg, AudioEncoderConfig) else vision_spec(cfg)
+
+
+def embedding_store_path(data_cfg: DataConfig, dataset: str, clip_fingerprint: str,
+                         modality: str = "audio") -> tuple[str, dict[str, Any]]:
+    """Where the embeddings of ``data_cfg``'s encoder of ``modality`` (audio, video_emb) for this clip
+    store live, and the encoder's summary."""
     from raybench.data.store import store_root
 
-    cfg = data_cfg.audio.encoder
-    spec = encoder_spec(cfg)
+    cfg = _encoder_cfg(data_cfg, modality)
+    spec = _spec(cfg)
     fp = embed_fingerprint(clip_fingerprint, cfg, spec)
-    return storage.join(store_root(data_cfg), f"{dataset}-{clip_fingerprint}-audio-{fp}"), {**spec, "fingerprint": fp}
+    name = f"{dataset}-{clip_fingerprint}-{MODALITIES[modality][1]}-{fp}"
+    return storage.join(store_root(data_cfg), name), {**spec, "fingerprint": fp}
 
 
-def build_embeddings(p, clips: list, progress: bool = True) -> dict[str, Any]:
-    """Run the encoder of ``p.data_cfg`` over the ``clips`` (usable clips of plan ``p``'s clip store) that
-    its embedding store lacks -> ``{"path", "encoded", "spec"}``. Clips already there are skipped."""
+def build_embeddings(p, clips: list, progress: bool = True, modality: str = "audio") -> dict[str, Any]:
+    """Run the encoder of ``modality`` (audio: ``data.audio.encoder``; video_emb: ``data.video.encoder``)
+    of ``p.data_cfg`` over the ``clips`` (usable clips of plan ``p``'s clip store) that its embedding
+    store lacks -> ``{"path", "encoded", "spec"}``. Clips already there are skipped."""
     import ray
 
     from raybench.data.store import ClipStore, PrepareError
 
-    cfg = p.data_cfg.audio.encoder
-    path, spec = embedding_store_path(p.data_cfg, p.name, p.fingerprint)
+    cfg = _encoder_cfg(p.data_cfg, modality)
+    path, spec = embedding_store_path(p.data_cfg, p.name, p.fingerprint, modality)
     store = ClipStore(path)
     done = store.done_ids()
     nums = {r["clip_id"]: r["num_frames"] for r in p.store.read_clips([c.clip_id for c in clips],
@@ -308,9 +406,11 @@ def build_embeddings(p, clips: list, progress: bool = True) -> dict[str, Any]:
     encoded = 0
     if pending:
         verb = "resuming" if done else "building"
-        print(f"[raybench] embed: {verb} embedding store {path} ({spec['kind']} from {spec['folder']}, layer "
-              f"{cfg.layer}; {len(pending)} of {len(clips)} clips to encode)", flush=True)
-        AudioEncoder(cfg)  # the weights checked here, once, before any actor starts (EncoderError)
+        layer = f", layer {cfg.layer}" if modality == "audio" else ""
+        print(f"[raybench] embed: {verb} embedding store {path} ({spec['kind']} from {spec['folder']}{layer}; "
+              f"{len(pending)} of {len(clips)} clips to encode)", flush=True)
+        # the weights checked here, once, before any actor starts (EncoderError)
+        AudioEncoder(cfg) if modality == "audio" else VisionEncoder(cfg)
         t0 = time.time()
         gpus = int(ray.cluster_resources().get("GPU", 0))
         cpus = int(ray.cluster_resources().get("CPU", 1))
@@ -319,7 +419,8 @@ def build_embeddings(p, clips: list, progress: bool = True) -> dict[str, Any]:
         rds = ray.data.from_items(items, override_num_blocks=math.ceil(len(items) / cfg.batch_size))
         out = rds.map_batches(EncodeBatch, batch_size=cfg.batch_size, batch_format="numpy", concurrency=actors,
                               num_gpus=1 if gpus else 0, num_cpus=1,
-                              fn_constructor_kwargs={"cfg": cfg, "store_path": str(path),
+                              fn_constructor_kwargs={"modality": modality, "cfg": cfg, "store_path": str(path),
+                                                     "clip_store": str(p.store.path),
                                                      "mirror": str(p.root) if p.root_uri else None,
                                                      "root_uri": p.root_uri})
         n, next_report = 0, 0.1
@@ -341,8 +442,8 @@ def build_embeddings(p, clips: list, progress: bool = True) -> dict[str, Any]:
         print(f"[raybench] embed: reusing embedding store {path} ({len(clips)} clips, nothing to encode)", flush=True)
         if store.index(store.part_files()) is None:
             store.write_index()
-    info = {"encoder": spec["kind"], "folder": spec["folder"], "layer": cfg.layer, "layers": spec["kept_layers"],
-            "steps_per_frame": cfg.steps_per_frame, "chunk_s": cfg.chunk_s, "clip_store": str(p.store.path),
+    info = {"modality": modality, "encoder": spec["kind"], "folder": spec["folder"], "layers": spec["kept_layers"],
+            **cfg.model_dump(exclude={"path", "batch_size", "frame_batch"}), "clip_store": str(p.store.path),
             "fingerprint": spec["fingerprint"], "clips": len(store.done_ids())}
     store.write_text("_COMPLETE.json", json.dumps(info, indent=1))
     return {"path": str(path), "encoded": encoded, "spec": spec}

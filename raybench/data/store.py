@@ -399,7 +399,7 @@ class ClipStore:
         """The bytes of these clips' arrays of ``modalities`` (video, audio, flow) and labels (unless not
         ``labels``) as the input pipeline holds them (from their shapes: one read of small columns): what
         keeping the clips in memory takes (``train.cache_gib``)."""
-        itemsize = {"video": 1, "audio": 4, "flow": 2}
+        itemsize = {"video": 1, "audio": 4, "flow": 2, "video_emb": 4}
         mods = [m for m in modalities if m in itemsize]
         rows = self.read_clips(ids, columns=["num_frames"] + [f"{m}_shape" for m in mods])
         total = 0
@@ -428,7 +428,7 @@ class ClipStore:
 
 
 # an embedding store's columns for the modality it replaces (raybench/data/embed.py)
-EMBEDDED_COLUMNS = {"audio": ("audio", "audio_shape", "audio_sum", "audio_sumsq")}
+EMBEDDED_COLUMNS = {m: (m, f"{m}_shape", f"{m}_sum", f"{m}_sumsq") for m in ("audio", "video_emb")}
 
 
 class JoinedStore:
@@ -618,13 +618,15 @@ def plan(data_cfg: DataConfig | dict[str, Any]) -> Plan:
         if not any(c.split == split for c in clips):
             raise PrepareError(f"{ds_name}: no clip in the {split!r} split (of {len(clips)} clips under {root}); "
                                "check data.split and data.max_clips")
-    if data_cfg.audio.encoder.path:  # a missing or unusable encoder folder is said before Ray starts
-        from raybench.data.embed import EncoderError, encoder_spec
+    from raybench.data.embed import EncoderError, encoder_spec, vision_spec
 
-        try:
+    try:  # a missing or unusable encoder folder is said before Ray starts
+        if data_cfg.audio.encoder.path:
             encoder_spec(data_cfg.audio.encoder)
-        except EncoderError as e:
-            raise PrepareError(f"{ds_name}: {e}") from None
+        if data_cfg.video.encoder.path:
+            vision_spec(data_cfg.video.encoder)
+    except EncoderError as e:
+        raise PrepareError(f"{ds_name}: {e}") from None
     fp = fingerprint(ds_name, root_uri or root, data_cfg)
     store = ClipStore(storage.join(store_root(data_cfg), f"{ds_name}-{fp}"))
     return Plan(dataset=dataset, data_cfg=data_cfg, root=root, root_uri=root_uri, clips=clips, fingerprint=fp,
@@ -744,17 +746,19 @@ def build(p: Plan, batch_size: int = 8, progress: bool = True, reservation: bool
         store.write_text(f"folds/k{sp.folds}{chunks}-seed{sp.seed}.json",
                          json.dumps(folds, indent=1, sort_keys=True))
     embeddings, embedding_info = {}, {}
-    if data_cfg.audio.encoder.path:  # the embedding stage: the encoder over the clips its store lacks
+    for modality, enc in (("audio", data_cfg.audio.encoder), ("video_emb", data_cfg.video.encoder)):
+        if not enc.path:
+            continue
         from raybench.data.embed import EncoderError, build_embeddings
 
-        try:
-            built = build_embeddings(p, usable, progress)
+        try:  # the embedding stage: the encoder over the clips its store lacks
+            built = build_embeddings(p, usable, progress, modality)
         except EncoderError as e:
             raise PrepareError(f"{ds_name}: {e}") from None
-        embeddings["audio"] = built["path"]
+        embeddings[modality] = built["path"]
         spec = built["spec"]
-        embedding_info["audio"] = {"encoder": spec["kind"], "folder": spec["folder"], "layers": spec["kept_layers"],
-                                   "fingerprint": spec["fingerprint"], "encoded": built["encoded"]}
+        embedding_info[modality] = {"encoder": spec["kind"], "folder": spec["folder"], "layers": spec["kept_layers"],
+                                    "fingerprint": spec["fingerprint"], "encoded": built["encoded"]}
     return Prepared(store=store, clips=usable, dataset=ds_name, task=task,
                     class_names=class_names, root=root, decoded=decoded, bad=bad_here, warnings=warnings,
                     face_found=face_found, fingerprint=p.fingerprint, embeddings=embeddings,
@@ -778,6 +782,8 @@ def decode_arrays(row: dict[str, Any]) -> dict[str, np.ndarray]:
         out["video"] = np.frombuffer(row["video"], np.uint8).reshape(row["video_shape"])
     if row.get("audio") is not None:
         out["audio"] = np.frombuffer(row["audio"], np.float32).reshape(row["audio_shape"])
+    if row.get("video_emb") is not None:  # an image encoder's per-frame embeddings (data.video.encoder)
+        out["video_emb"] = np.frombuffer(row["video_emb"], np.float32).reshape(row["video_emb_shape"])
     shape = list(row.get("flow_shape") or [])
     if shape and shape[0]:
         out["flow"] = np.frombuffer(row["flow"], np.float16).reshape(shape)

@@ -57,8 +57,10 @@ class Method(nn.Module):
     method_name: ClassVar[str] = ""  # set by register_method
     optimizer: ClassVar[str] = "adamw"  # what train.optimizer: null uses
     # the data's shape, given by the training loop: a method takes the ones its __init__ names
-    # (audio_layers: the encoder layers an audio step holds side by side, data.audio.encoder.layer: all)
-    DATA_KEYS: ClassVar[tuple[str, ...]] = ("n_audio_features", "audio_steps_per_frame", "fps", "audio_layers")
+    # (audio_layers: the encoder layers an audio step holds side by side, data.audio.encoder.layer: all;
+    # video_emb_dim: the width of an image encoder's per-frame embeddings, data.video.encoder; 0: none)
+    DATA_KEYS: ClassVar[tuple[str, ...]] = ("n_audio_features", "audio_steps_per_frame", "fps", "audio_layers",
+                                            "video_emb_dim")
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)

@@ -1,8 +1,9 @@
-"""Methods on frozen embeddings (``data.audio.encoder``): the "pretrained features + a small model"
-protocol of EmoBox, MERBench and SUPERB. ``audio_embedding`` reads the encoder's embeddings alone;
-``embedding_fusion`` fuses them per frame with a face CNN trained from scratch (``fusion``: any of
-``raybench.nn.fusion``). Both also run on the handcrafted features (log-Mel, eGeMAPS): a projection of
-whatever the audio steps hold.
+"""Methods on frozen embeddings (``data.audio.encoder``, ``data.video.encoder``): the "pretrained
+features + a small model" protocol of EmoBox, MERBench and SUPERB. ``audio_embedding`` reads a speech
+encoder's embeddings alone; ``embedding_fusion`` fuses them per frame with a face CNN trained from
+scratch (``fusion``: any of ``raybench.nn.fusion``); ``video_embedding`` reads an image encoder's
+per-frame embeddings alone; ``frozen_fusion`` fuses both embeddings. The audio side also runs on the
+handcrafted features (log-Mel, eGeMAPS): a projection of whatever the audio steps hold.
 
 With ``data.audio.encoder.layer: all`` an audio step holds every hidden state of the encoder side by
 side; the methods learn one weight per layer (softmax-normalised, summed: SUPERB's weighted sum) and
@@ -59,6 +60,20 @@ class LayerWeightedAudio(nn.Module):
         return self.proj(x)
 
 
+class FrameEmbedding(nn.Module):
+    """An image encoder's per-frame embeddings (B, T, D), as stored -> (B, T, dim): layer normalisation
+    (the pipeline does not standardise them), a linear projection with ReLU and dropout."""
+
+    def __init__(self, width: int, dim: int, dropout: float):
+        super().__init__()
+        if width < 1:
+            raise ValueError("this method reads face embeddings: set data.video.encoder.path (a local image encoder)")
+        self.proj = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, dim), nn.ReLU(), nn.Dropout(dropout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x)
+
+
 @register_method("audio_embedding")
 class AudioEmbedding(Method):
     """Frozen audio embeddings (or features) -> layer weights -> projection -> temporal convolutions -> head."""
@@ -98,4 +113,51 @@ class EmbeddingFusion(Method):
     def forward(self, batch):
         mask = batch.get("mask")
         z = self.fusion([self.video(batch["video"]), self.audio(batch["audio"])], mask)
+        return self.head(self.temporal(z, mask), mask)
+
+
+@register_method("video_embedding")
+class VideoEmbedding(Method):
+    """Frozen per-frame face embeddings (``data.video.encoder``) -> projection -> temporal convolutions -> head."""
+
+    Options = EmbeddingOptions
+    inputs = ("video_emb",)
+
+    def __init__(self, task, num_outputs, opts: EmbeddingOptions, video_emb_dim=0):
+        super().__init__(task, num_outputs, opts)
+        self.video = FrameEmbedding(video_emb_dim, opts.dim, opts.dropout)
+        self.temporal = TemporalConv(opts.dim, opts.temporal_layers, dropout=opts.dropout)
+        self.head = _Head(task, opts.dim, num_outputs, opts.dropout)
+
+    def forward(self, batch):
+        mask = batch.get("mask")
+        return self.head(self.temporal(self.video(batch["video_emb"]), mask), mask)
+
+
+class FrozenFusionOptions(EmbeddingOptions):
+    fusion: FusionName = "concat"
+
+
+@register_method("frozen_fusion")
+class FrozenFusion(Method):
+    """Both modalities as frozen embeddings (MERBench's protocol): per-frame face embeddings
+    (``data.video.encoder``) and audio embeddings or features (as ``audio_embedding``), each projected,
+    fused per frame (``fusion``), temporal convolutions, head."""
+
+    Options = FrozenFusionOptions
+    inputs = ("video_emb", "audio")
+
+    def __init__(self, task, num_outputs, opts: FrozenFusionOptions, n_audio_features=40, audio_steps_per_frame=4,
+                 audio_layers=1, video_emb_dim=0):
+        super().__init__(task, num_outputs, opts)
+        dim = opts.dim
+        self.video = FrameEmbedding(video_emb_dim, dim, opts.dropout)
+        self.audio = LayerWeightedAudio(n_audio_features, audio_layers, audio_steps_per_frame, dim, opts.dropout)
+        self.fusion = create_fusion(opts.fusion, [dim, dim], dim)
+        self.temporal = TemporalConv(dim, opts.temporal_layers, dropout=opts.dropout)
+        self.head = _Head(task, dim, num_outputs, opts.dropout)
+
+    def forward(self, batch):
+        mask = batch.get("mask")
+        z = self.fusion([self.video(batch["video_emb"]), self.audio(batch["audio"])], mask)
         return self.head(self.temporal(z, mask), mask)

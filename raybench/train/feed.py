@@ -46,13 +46,16 @@ class Clip:
     @property
     def n(self) -> int:
         v = self.arrays.get("video")
+        if v is None:
+            v = self.arrays.get("video_emb")
         return int(v.shape[0]) if v is not None else int(self.row["num_frames"])
 
 
 # the store's columns that training and evaluation read besides the modalities' (see ``store_columns``)
 _BASE_COLUMNS = ("clip_id", "label", "num_frames", "va")
 _EVAL_COLUMNS = ("source_va", "source_va_rate", "source_fps", "source_frames")
-_MODALITY_COLUMNS = {"video": ("video", "video_shape"), "audio": ("audio", "audio_shape"), "flow": ("flow", "flow_shape")}
+_MODALITY_COLUMNS = {"video": ("video", "video_shape"), "audio": ("audio", "audio_shape"), "flow": ("flow", "flow_shape"),
+                     "video_emb": ("video_emb", "video_emb_shape")}
 
 
 def store_columns(inputs: Iterable[str], evaluation: bool = False) -> list[str]:
@@ -93,7 +96,7 @@ def window_clip(clip: Clip, start: int, length: int) -> Clip:
     T = clip.n
     e = min(T, start + length)
     arrays = {"va": a["va"][start:e].copy() if len(a["va"]) else a["va"]}
-    for key in ("video", "flow"):
+    for key in ("video", "flow", "video_emb"):
         if key in a:
             arrays[key] = a[key][start:e].copy()
     if "audio" in a:
@@ -137,6 +140,8 @@ def host_batch(windows: list[tuple[Clip, int]], length: int, task: str, pin: boo
         alloc("audio", (B, length * k, a0["audio"].shape[1]), np.float32)
     if "flow" in a0:
         alloc("flow", (B, length) + a0["flow"].shape[1:], np.float16)
+    if "video_emb" in a0:
+        alloc("video_emb", (B, length) + a0["video_emb"].shape[1:], np.float32)
     mask = alloc("mask", (B, length), np.bool_)
     if task == "continuous":
         alloc("va", (B, length, 2), np.float32)
@@ -146,7 +151,7 @@ def host_batch(windows: list[tuple[Clip, int]], length: int, task: str, pin: boo
         a = clip.arrays
         e = min(clip.n, s + length)
         m = e - s
-        for key in ("video", "flow"):
+        for key in ("video", "flow", "video_emb"):
             if key in out:
                 out[key][i, :m] = a[key][s:e]
                 out[key][i, m:] = 0
@@ -183,6 +188,8 @@ def to_device(batch: dict[str, np.ndarray | torch.Tensor], audio_mean: torch.Ten
         out["va"] = dev(batch["va"])
     if "flow" in batch:
         out["flow"] = dev(batch["flow"]).permute(0, 1, 4, 2, 3).float()
+    if "video_emb" in batch:  # an image encoder's embeddings, as stored (the methods normalise them)
+        out["video_emb"] = dev(batch["video_emb"])
     return out
 
 

@@ -57,7 +57,7 @@ def build_model(cfg: TrialConfig, data: dict) -> torch.nn.Module:
                          len(data["class_names"]) if data["task"] == "categorical" else 2, cfg.method,
                          n_audio_features=data["n_audio_features"],
                          audio_steps_per_frame=data["audio_steps_per_frame"], fps=float(data["fps"]),
-                         audio_layers=int(data.get("audio_layers", 1)))
+                         audio_layers=int(data.get("audio_layers", 1)), video_emb_dim=int(data.get("video_emb_dim", 0)))
 
 
 @torch.no_grad()
@@ -175,6 +175,8 @@ def window_cost(method: torch.nn.Module, cfg: TrialConfig, data: dict) -> dict[s
              "mask": torch.ones(1, L, dtype=torch.bool, device=dev)}
     if getattr(method, "needs_flow", False):
         batch["flow"] = torch.zeros(1, L, 2, H, H, device=dev)
+    if data.get("video_emb_dim"):
+        batch["video_emb"] = torch.zeros(1, L, int(data["video_emb_dim"]), device=dev)
     out = {"model/parameters": float(sum(p.numel() for p in method.parameters()))}
     was_training = method.training
     method.eval()

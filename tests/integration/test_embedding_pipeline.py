@@ -1,6 +1,7 @@
 """The embedding stage through the whole pipeline: a sweep over two windows and two fusions trains on a
 speech encoder's embeddings, computed once (the embedding store's build log) and equal to the encoder's
-hidden states pooled per step; a later sweep reuses them."""
+hidden states pooled per step; a later sweep reuses them and adds an image encoder's frame embeddings;
+a lost part file is encoded again, alone."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import pyarrow.parquet as pq
 import torch
 
 
-def test_a_sweep_encodes_each_clip_once_and_trains_on_the_embeddings(ray_session, tmp_path, make_encoder):
+def test_a_sweep_encodes_each_clip_once_and_trains_on_the_embeddings(ray_session, tmp_path, make_encoder,
+                                                                      make_vision):
     from raybench.config import load
     from raybench.data.embed import build_log
     from raybench.data.store import ClipStore, plan
@@ -79,18 +81,34 @@ tune: {{search_space: {{window.length: {{grid: [4, 8]}}, method.fusion: {{grid: 
     for j in range(steps):
         np.testing.assert_allclose(got[j], h[step == j].mean(0), atol=1e-4)
 
-    # a later sweep with another method and window reuses the embeddings: nothing is encoded again
+    # a later sweep with another method and window, and an image encoder too, reuses the clip store and
+    # the speech embeddings (nothing is encoded again) and encodes each clip's frames once
+    vision = make_vision(tmp_path / "clip", "clip")
     path2 = tmp_path / "sweep2.yaml"
-    text = path.read_text().replace("embedding_fusion", "audio_embedding")
+    text = path.read_text().replace("embedding_fusion", "frozen_fusion").replace(
+        "synth: {actors: 3, seconds: 1.0},", f"synth: {{actors: 3, seconds: 1.0}}, video: {{encoder: {{path: {vision}}}}},")
     path2.write_text(text.replace("window.length: {grid: [4, 8]}, method.fusion: {grid: [concat, attention]}",
                                   "window.length: {grid: [6]}"))
     cfg2 = load(path2, [])
     cfg2.mlflow.tracking_uri, cfg2.storage = cfg.mlflow.tracking_uri, cfg.storage
     res2 = run_sweep(cfg2)
-    assert res2.failed == 0 and res2.prepared["synthetic_ravdess"]["embeddings"]["audio"] == emb_path
+    data2 = res2.prepared["synthetic_ravdess"]
+    assert res2.failed == 0 and data2["embeddings"]["audio"] == emb_path and data2["decoded"] == 0
     assert len(build_log(emb_path)) == 1
+    (vlog,) = build_log(data2["embeddings"]["video_emb"])
+    assert vlog["encoded"] == n_clips and data2["video_emb_dim"] == 16
     (t,) = res2.trials
     assert 0.0 <= t["val"]["val/uar"] <= 1.0
+    # one clip's face embeddings: CLIP's projected image embedding of each of its stored frames
+    (vrow,) = ClipStore(data2["embeddings"]["video_emb"]).read_clips([clip.clip_id])
+    (frow,) = ClipStore(data["store_path"]).read_clips([clip.clip_id], ["video", "video_shape"])
+    frames = np.frombuffer(frow["video"], np.uint8).reshape(frow["video_shape"])
+    model = tf.AutoModel.from_pretrained(vision).eval()
+    with torch.no_grad():
+        x = tf.AutoImageProcessor.from_pretrained(vision)(images=list(frames), return_tensors="pt").pixel_values
+        want = model.visual_projection(model.vision_model(pixel_values=x).pooler_output).numpy()
+    np.testing.assert_allclose(np.frombuffer(vrow["video_emb"], np.float32).reshape(vrow["video_emb_shape"]), want,
+                               atol=1e-4)
 
     # an interrupted stage resumes: the clips of a lost part file are encoded again, and only they
     from raybench.data.store import prepare

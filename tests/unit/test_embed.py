@@ -130,3 +130,44 @@ def test_the_fingerprint_follows_the_weights_not_the_path(tmp_path, make_encoder
 
     assert fp(a) == fp(tmp_path / "copy")
     assert len({fp(a), fp(b), fp(a, layer=1), fp(a, steps_per_frame=2), fp(a, chunk_s=10.0)}) == 5
+
+
+@pytest.mark.parametrize("kind", ["clip", "vit", "dinov2"])
+def test_vision_encoder_gives_the_models_frame_embeddings(tmp_path, make_vision, kind):
+    import transformers as tf
+
+    from raybench.data.embed import VisionEncoder
+    from raybench.schema import VideoEncoderConfig
+
+    folder = make_vision(tmp_path / kind, kind)
+    frames = np.random.default_rng(0).integers(0, 256, (7, 48, 48, 3), dtype=np.uint8)
+    got = VisionEncoder(VideoEncoderConfig(path=str(folder), frame_batch=3)).encode(frames)  # 3 forward passes
+    proc = tf.AutoImageProcessor.from_pretrained(folder)
+    model = tf.AutoModel.from_pretrained(folder).eval()
+    x = proc(images=list(frames), return_tensors="pt").pixel_values
+    with torch.no_grad():
+        if kind == "clip":  # the projected image embedding: the vision tower's pooled output, projected
+            want = model.visual_projection(model.vision_model(pixel_values=x).pooler_output)
+        else:
+            want = model(pixel_values=x).pooler_output
+    assert got.shape == (7, 16 if kind == "clip" else 32)
+    np.testing.assert_allclose(got, want.numpy(), atol=1e-4)
+
+
+def test_unusable_vision_folders_are_named(tmp_path, make_vision, make_encoder):
+    from raybench.data.embed import EncoderError, VisionEncoder
+    from raybench.schema import VideoEncoderConfig
+
+    def err(path):
+        with pytest.raises(EncoderError) as e:
+            VisionEncoder(VideoEncoderConfig(path=str(path)))
+        return str(e.value)
+
+    assert err(tmp_path / "nowhere").startswith("data.video.encoder.path: no folder")
+    speech = make_encoder(tmp_path / "speech", "wavlm")
+    assert "model_type 'wavlm'; raybench runs clip, vit, dinov2" in err(speech)
+    folder = make_vision(tmp_path / "vit", "vit")
+    conf = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**conf, "num_hidden_layers": 3}))
+    msg = err(folder)
+    assert "do not fit" in msg and "missing (e.g." in msg and ".2." in msg  # (the third layer's weights)

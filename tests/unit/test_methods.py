@@ -5,7 +5,7 @@ import torch
 
 from raybench.methods import METHODS, create_method
 
-B, T, K, F, H = 4, 6, 4, 20, 32
+B, T, K, F, H, E = 4, 6, 4, 20, 32, 12
 CASES = [(m, t) for m in METHODS.names() for t in METHODS.get(m).tasks]
 # small sizes so every method runs in a fraction of a second on a CPU
 SMALL = {"dim": 16, "cnn_width": 4, "visual_dim": 32, "audio_dim": 16, "hidden": 16, "fbp_o": 16,
@@ -20,6 +20,7 @@ def batch(task, seed=0):
         "audio": torch.randn(B, T * K, F, generator=g),
         "mask": torch.ones(B, T, dtype=torch.bool),
         "flow": torch.randn(B, T, 2, H, H, generator=g),
+        "video_emb": torch.randn(B, T, E, generator=g) * 3 + 1,  # as stored: not standardised
     }
     b["mask"][0, -2:] = False
     if task == "categorical":
@@ -33,7 +34,7 @@ def batch(task, seed=0):
 def build(name, task):
     kw = {k: v for k, v in SMALL.items() if k in METHODS.get(name).defaults}
     return create_method(name, task, 4 if task == "categorical" else 2, n_audio_features=F,
-                         audio_steps_per_frame=K, **kw)
+                         audio_steps_per_frame=K, video_emb_dim=E, **kw)
 
 
 @pytest.mark.parametrize("name,task", CASES)
@@ -92,11 +93,12 @@ def test_padding_never_changes_a_prediction(case, n):
     torch.manual_seed(0)
     kw = {k: v for k, v in SMALL.items() if k in METHODS.get(name).defaults}
     model = create_method(name, task, 4 if task == "categorical" else 2, n_audio_features=F,
-                          audio_steps_per_frame=K, **{**kw, **opts}).eval()
+                          audio_steps_per_frame=K, video_emb_dim=E, **{**kw, **opts}).eval()
     g = torch.Generator().manual_seed(n)
     L = 16
     clip = {"video": torch.randn(2, n, 3, H, H, generator=g), "audio": torch.randn(2, n * K, F, generator=g),
-            "flow": torch.randn(2, n, 2, H, H, generator=g), "mask": torch.ones(2, n, dtype=torch.bool)}
+            "flow": torch.randn(2, n, 2, H, H, generator=g), "video_emb": torch.randn(2, n, E, generator=g),
+            "mask": torch.ones(2, n, dtype=torch.bool)}
     padded = {k: torch.cat([v, 3 + torch.randn((2, L * v.shape[1] // n - v.shape[1], *v.shape[2:]), generator=g)], 1)
               for k, v in clip.items() if k != "mask"}  # what padding holds must not matter
     padded["mask"] = torch.arange(L).unsqueeze(0).expand(2, L) < n

@@ -374,8 +374,15 @@ def _check_mfcc_input(cfg: dict, space: dict, swept: list, problems: list[str]) 
 
 
 def _check_face_embeddings(cfg: dict, space: dict, swept: list, problems: list[str]) -> None:
-    """A method that reads face embeddings (``video_emb`` among its inputs) needs an image encoder."""
-    needs = sorted(m.method_name for m in swept if "video_emb" in getattr(m, "inputs", ()))
+    """A method that reads face embeddings (``video_emb`` among its inputs, or ``method.backbone:
+    embeddings``, set, swept or per method) needs an image encoder."""
+    needs = [m.method_name for m in swept if "video_emb" in getattr(m, "inputs", ())]
+    backbones = {cfg["method"].get("backbone"), *_space_values(space.get("method.backbone"))}
+    for m in swept:
+        pm = ((cfg.get("per_method") or {}).get(m.method_name) or {}).get("method") or {}
+        if "backbone" in m.defaults and "embeddings" in backbones | {pm.get("backbone")}:
+            needs.append(f"{m.method_name} (backbone embeddings)")
+    needs = sorted(set(needs))
     video = cfg["data"].get("video") if isinstance(cfg["data"].get("video"), dict) else {}
     enc = video.get("encoder") if isinstance(video.get("encoder"), dict) else {}
     if needs and not (enc.get("path") or any(_space_values(space.get("data.video.encoder.path")))):

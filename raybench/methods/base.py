@@ -13,14 +13,14 @@ from raybench.schema import MethodOptions
 
 
 def _backbone(v: str) -> str:
-    if v in ("small_cnn", "ir50"):
+    if v in ("small_cnn", "ir50", "embeddings"):
         return v
     import timm
 
     names = timm.list_models()
     if v not in names:
-        raise ValueError(f"unknown backbone {v!r}{did_you_mean(v, ['small_cnn', 'ir50', *names])}; use small_cnn, "
-                         "ir50 or a timm model name")
+        raise ValueError(f"unknown backbone {v!r}{did_you_mean(v, ['small_cnn', 'ir50', 'embeddings', *names])}; use "
+                         "small_cnn, ir50, embeddings or a timm model name")
     return v
 
 
@@ -32,7 +32,8 @@ def _fusion(v: str) -> str:
     return v
 
 
-Backbone = Annotated[str, AfterValidator(_backbone)]  # small_cnn | ir50 | a timm architecture
+# small_cnn | ir50 | embeddings (an image encoder's frozen per-frame embeddings, data.video.encoder) | a timm architecture
+Backbone = Annotated[str, AfterValidator(_backbone)]
 FusionName = Annotated[str, AfterValidator(_fusion)]  # a name in raybench.nn.fusion.FUSIONS
 
 
@@ -71,6 +72,13 @@ class Method(nn.Module):
         self.task = task
         self.num_outputs = num_outputs
         self.opts = opts if opts is not None else self.Options()  # the method's typed keys
+        if self.face_key == "video_emb":  # backbone: embeddings: the face embeddings are read, not the frames
+            self.inputs = tuple("video_emb" if m == "video" else m for m in type(self).inputs)
+
+    @property
+    def face_key(self) -> str:
+        """The batch key of the face input: ``video`` (frames), or ``video_emb`` with ``backbone: embeddings``."""
+        return "video_emb" if getattr(self.opts, "backbone", None) == "embeddings" else "video"
 
     @classmethod
     def options(cls, values: dict[str, Any]) -> MethodOptions:

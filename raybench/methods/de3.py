@@ -43,10 +43,10 @@ class DE3(Method):
     needs_flow = True
     Options = Options
 
-    def __init__(self, task, num_outputs, opts: Options, n_audio_features=40, audio_steps_per_frame=4):
+    def __init__(self, task, num_outputs, opts: Options, n_audio_features=40, audio_steps_per_frame=4, video_emb_dim=0):
         super().__init__(task, num_outputs, opts)
         d, h = opts.dim, opts.heads
-        self.frames = build_frame_encoder(opts.backbone, d, opts.weights, opts.cnn_width)
+        self.frames = build_frame_encoder(opts.backbone, d, opts.weights, opts.cnn_width, in_dim=video_emb_dim)
         if opts.use_flow:
             self.flow = FrameCNN(d, opts.cnn_width, in_channels=2)
             self.ov = create_fusion("cross_attention", [d, d], d, heads=h, dropout=opts.dropout)
@@ -63,7 +63,7 @@ class DE3(Method):
 
     def forward(self, batch):
         mask = batch.get("mask")
-        hv = self.frames(batch["video"])  # (B, T, d)
+        hv = self.frames(batch[self.face_key])  # (B, T, d)
         if self.opts.use_flow:
             if "flow" not in batch:
                 raise KeyError("de3 with use_flow needs optical flow in the batch: prepare with data.flow=true")

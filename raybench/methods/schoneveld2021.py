@@ -68,9 +68,13 @@ class Schoneveld2021(Method):
     tasks = ("categorical", "continuous")
     Options = Options
 
-    def __init__(self, task, num_outputs, opts: Options, n_audio_features=40, audio_steps_per_frame=4, fps=10.0):
+    def __init__(self, task, num_outputs, opts: Options, n_audio_features=40, audio_steps_per_frame=4, fps=10.0,
+                 video_emb_dim=0):
         super().__init__(task, num_outputs, opts)
-        self.face = build_frame_encoder(opts.backbone, opts.visual_dim, opts.weights, opts.cnn_width)
+        if opts.distill_teacher and opts.backbone == "embeddings":
+            raise ValueError("schoneveld2021: distill_teacher distils a face CNN on frames; backbone embeddings has none")
+        self.face = build_frame_encoder(opts.backbone, opts.visual_dim, opts.weights, opts.cnn_width,
+                                        in_dim=video_emb_dim)
         self.audio = VGGishStream(n_audio_features, audio_steps_per_frame, opts.audio_dim,
                                   vggish_patch_frames(fps, opts.patch_seconds))
         self.fusion = create_fusion(opts.fusion, [opts.visual_dim, opts.audio_dim], opts.fused_dim)
@@ -86,7 +90,7 @@ class Schoneveld2021(Method):
 
     def forward(self, batch):
         mask = batch.get("mask")
-        v = self.face(batch["video"])  # (B, T, Dv)
+        v = self.face(batch[self.face_key])  # (B, T, Dv)
         a = self.audio(batch["audio"], mask)  # (B, T, 128): padded audio masked out
         h = self.rnn(self.fusion([v, a]))  # (B, T, H)
         out = {}

@@ -64,9 +64,10 @@ from raybench.nn.temporal import TCN
 
 
 class _OneModel(nn.Module):
-    def __init__(self, out: int, opts: Options, n_audio_features: int, k: int, fps: float):
+    def __init__(self, out: int, opts: Options, n_audio_features: int, k: int, fps: float, video_emb_dim: int = 0):
         super().__init__()
-        self.face = build_frame_encoder(opts.backbone, opts.visual_dim, opts.weights, opts.cnn_width, opts.embedding)
+        self.face = build_frame_encoder(opts.backbone, opts.visual_dim, opts.weights, opts.cnn_width, opts.embedding,
+                                        in_dim=video_emb_dim)
         cd = opts.channel_dropout
         self.v_tcn = TCN(self.face.out_dim, [opts.visual_channels] * opts.levels, opts.kernel, opts.dropout, cd)
         streams, dims = nn.ModuleList(), []
@@ -139,14 +140,18 @@ class Zhang2021(Method):
     Options = Options
     optimizer = "adam"  # the authors' Adam(weight_decay=1e-3): L2 in the gradient
 
-    def __init__(self, task, num_outputs, opts: Options, n_audio_features=40, audio_steps_per_frame=4, fps=10.0):
+    def __init__(self, task, num_outputs, opts: Options, n_audio_features=40, audio_steps_per_frame=4, fps=10.0,
+                 video_emb_dim=0):
         super().__init__(task, num_outputs, opts)
+        if opts.backbone == "embeddings" and opts.freeze_backbone:
+            raise ValueError("zhang2021: freeze_backbone with backbone embeddings: the image encoder is frozen "
+                             "already (it ran once in the embedding stage)")
         for s in opts.audio_streams:
             if s not in ("mfcc", "vggish"):
                 raise ValueError(f"zhang2021: audio_streams entries must be 'mfcc' or 'vggish', got {s!r}")
         n = num_outputs if opts.per_dimension else 1
         out = 1 if opts.per_dimension else num_outputs
-        self.models = nn.ModuleList(_OneModel(out, opts, n_audio_features, audio_steps_per_frame, fps)
+        self.models = nn.ModuleList(_OneModel(out, opts, n_audio_features, audio_steps_per_frame, fps, video_emb_dim)
                                     for _ in range(n))
         fb = opts.freeze_backbone
         if fb is not None and not isinstance(fb, bool):
@@ -256,6 +261,7 @@ class Zhang2021(Method):
         return sum(fn(pred[..., d : d + 1], gold[..., d : d + 1], mask) for d in range(pred.shape[-1]))
 
     def forward(self, batch):
-        video = self._augment(batch["video"])
+        # with backbone embeddings the frames were encoded once, before training: no crop or flip
+        video = self._augment(batch["video"]) if self.face_key == "video" else batch["video_emb"]
         va = torch.cat([m(video, batch["audio"], batch.get("mask")) for m in self.models], -1)  # (B, T, 2)
         return {"va": va}

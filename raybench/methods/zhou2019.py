@@ -45,9 +45,10 @@ class Zhou2019(Method):
     tasks = ("categorical",)
     Options = Options
 
-    def __init__(self, task, num_outputs, opts: Options, n_audio_features=40, audio_steps_per_frame=4):
+    def __init__(self, task, num_outputs, opts: Options, n_audio_features=40, audio_steps_per_frame=4, video_emb_dim=0):
         super().__init__(task, num_outputs, opts)
-        self.face = build_frame_encoder(opts.backbone, opts.visual_dim, opts.weights, opts.cnn_width)
+        self.face = build_frame_encoder(opts.backbone, opts.visual_dim, opts.weights, opts.cnn_width,
+                                        in_dim=video_emb_dim)
         self.v_pool = AttentionPool(opts.visual_dim, opts.attention, opts.dropout)
         self.audio = AudioRegionCNN(3 if opts.deltas else 1, opts.audio_dim)
         self.a_pool = AttentionPool(opts.audio_dim, opts.attention, opts.dropout)
@@ -63,9 +64,10 @@ class Zhou2019(Method):
 
     def forward(self, batch):
         mask = batch.get("mask")
-        v = self.v_pool(self.face(batch["video"]), mask)  # (B, Dv): frames (B, T, 512) pooled
+        face = batch[self.face_key]  # frames (B, T, 3, H, W), or their embeddings (B, T, E)
+        v = self.v_pool(self.face(face), mask)  # (B, Dv): frames (B, T, 512) pooled
         audio = batch["audio"]  # (B, T*k, F)
-        steps = step_mask(mask, audio.shape[1] // batch["video"].shape[1])  # (B, T*k): padding masked out
+        steps = step_mask(mask, audio.shape[1] // face.shape[1])  # (B, T*k): padding masked out
         img = with_deltas(audio, steps) if self.opts.deltas else audio.unsqueeze(1)  # (B, C, T*k, F)
         regions, region_mask = self.audio(img, steps)  # (B, R, 256), (B, R)
         a = self.a_pool(regions, region_mask)  # (B, Da)

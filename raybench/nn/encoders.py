@@ -96,11 +96,28 @@ class L2Embedding(nn.Module):
         return nn.functional.normalize(out, dim=-1)
 
 
+class EmbeddingFrameEncoder(nn.Module):
+    """``backbone: embeddings``: an image encoder's frozen per-frame embeddings (the ``video_emb`` input,
+    computed once by the embedding stage) in place of a face CNN: (B, T, E) -> (B, T, out_dim) by layer
+    normalisation and a linear projection (``projected``), or L2-normalised with no projection
+    (``authors``: what zhang2021's authors feed their TCN from their IR-50; width E)."""
+
+    def __init__(self, in_dim: int, out_dim: int, embedding: str = "projected"):
+        super().__init__()
+        self.authors = embedding == "authors"
+        self.out_dim = in_dim if self.authors else out_dim
+        self.proj = nn.Identity() if self.authors else nn.Sequential(nn.LayerNorm(in_dim), nn.Linear(in_dim, out_dim))
+
+    def forward(self, emb: torch.Tensor) -> torch.Tensor:
+        return nn.functional.normalize(emb, dim=-1) if self.authors else self.proj(emb)
+
+
 def build_frame_encoder(backbone: str, out_dim: int, weights: str | None = None, width: int = 16,
-                        embedding: str = "projected") -> nn.Module:
+                        embedding: str = "projected", in_dim: int = 0) -> nn.Module:
     """``small_cnn`` (trained from scratch, the default), ``ir50`` (raybench.nn.irse, the papers' face
     backbone) or any timm architecture by name, built without downloading anything; ``weights``
-    loads a local checkpoint into the backbone.
+    loads a local checkpoint into the backbone. ``embeddings``: no network on frames, the image
+    encoder's frozen per-frame embeddings of width ``in_dim`` (:class:`EmbeddingFrameEncoder`).
 
     ``embedding``: ``projected`` (a linear layer to ``out_dim`` after a pretrained backbone; IR-50 at
     112 x 112, face.evoLVe's layout) or ``authors`` (zhang2021's authors: the backbone's own
@@ -109,6 +126,13 @@ def build_frame_encoder(backbone: str, out_dim: int, weights: str | None = None,
     width is its ``out_dim`` attribute."""
     if embedding not in ("projected", "authors"):
         raise ValueError(f"embedding must be 'projected' or 'authors', got {embedding!r}")
+    if backbone == "embeddings":  # frozen per-frame embeddings of width ``in_dim`` (data.video.encoder)
+        if weights:
+            raise ValueError("backbone embeddings takes no weights: the image encoder is data.video.encoder.path")
+        if in_dim < 1:
+            raise ValueError("backbone embeddings reads face embeddings: set data.video.encoder.path (a local "
+                             "image encoder folder)")
+        return EmbeddingFrameEncoder(in_dim, out_dim, embedding)
     if backbone == "small_cnn":
         net: nn.Module = FrameCNN(out_dim, width)
         enc: nn.Module = net if embedding == "projected" else L2Embedding(net, out_dim)
@@ -145,6 +169,8 @@ def backbone_groups(enc: nn.Module) -> list[list[nn.Module]]:
     its top-level children that hold parameters, from the last. A ``TimmFrameEncoder``'s own
     projection is new (not in the checkpoint) and is not part of any group.
     """
+    if isinstance(enc, EmbeddingFrameEncoder):  # its encoder ran once, frozen, in the embedding stage
+        return []
     if isinstance(enc, L2Embedding):
         enc = enc.backbone
     if isinstance(enc, FrameCNN):

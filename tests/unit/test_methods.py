@@ -81,6 +81,38 @@ PAD_CASES = CASES + [("av_fusion", t, {"fusion": f}) for t in ("categorical", "c
     ("zhou2019", "categorical", {"attention": a, "fusion": f}) for a in ("relation", "transformer")
     for f in ("concat", "fbp")] + [("de3", t, {"use_flow": False}) for t in ("categorical", "continuous")] + [
     ("zhang2021", "continuous", {"fusion": "concat"}), ("schoneveld2021", "categorical", {"pool": "mean"})]
+# the published methods with an image encoder's frozen face embeddings in place of their face CNN
+EMB_CASES = [(m, t, {"backbone": "embeddings"}) for m in ("zhou2019", "schoneveld2021", "de3", "zhang2021")
+             for t in METHODS.get(m).tasks]
+PAD_CASES += EMB_CASES
+
+
+@pytest.mark.parametrize("case", EMB_CASES, ids=lambda c: f"{c[0]}-{c[1]}")
+def test_published_methods_take_face_embeddings_in_place_of_frames(case):
+    name, task, opts = case
+    torch.manual_seed(0)
+    kw = {k: v for k, v in SMALL.items() if k in METHODS.get(name).defaults}
+    model = create_method(name, task, 4 if task == "categorical" else 2, n_audio_features=F,
+                          audio_steps_per_frame=K, video_emb_dim=E, **kw, **opts)
+    assert "video_emb" in model.inputs and "video" not in model.inputs  # the pipeline reads no frames for it
+    b = batch(task)
+    del b["video"]
+    out = model(b)
+    assert all(torch.isfinite(v).all() for v in out.values())
+    model.loss(out, b).backward()
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)]
+    assert not missing, f"no gradient reaches {missing}"
+    # the embeddings drive the prediction
+    model.eval()
+    with torch.no_grad():
+        other = dict(b, video_emb=torch.randn_like(b["video_emb"]))
+        key = "logits" if task == "categorical" else "va"
+        assert not torch.allclose(model(b)[key], model(other)[key])
+    with pytest.raises(ValueError, match="set data.video.encoder.path"):
+        create_method(name, task, 2, n_audio_features=F, audio_steps_per_frame=K, **kw, **opts)
+    with pytest.raises(ValueError, match="takes no weights"):
+        create_method(name, task, 2, n_audio_features=F, audio_steps_per_frame=K, video_emb_dim=E,
+                      weights="/models/ir50.pth", **kw, **opts)
 
 
 @pytest.mark.parametrize("case", PAD_CASES, ids=lambda c: "-".join([c[0], c[1], *map(str, (c[2] if len(c) > 2 else {})

@@ -370,7 +370,7 @@ def _check_mfcc_input(cfg: dict, space: dict, swept: list, problems: list[str]) 
     if feats and any(isinstance(x, (list, tuple)) and "mfcc" in x for x in streams):
         problems.append(f"'data.audio.features' {', '.join(sorted(map(str, feats)))} with zhang2021's mfcc audio "
                         "stream: its MFCCs are a DCT of log-Mel features; use data.audio.features=logmel, or "
-                        "method.audio_streams=[vggish]")
+                        "method.audio_streams=[vggish] (or [embeddings] for an encoder's embeddings)")
 
 
 def _check_face_embeddings(cfg: dict, space: dict, swept: list, problems: list[str]) -> None:
@@ -383,11 +383,33 @@ def _check_face_embeddings(cfg: dict, space: dict, swept: list, problems: list[s
         if "backbone" in m.defaults and "embeddings" in backbones | {pm.get("backbone")}:
             needs.append(f"{m.method_name} (backbone embeddings)")
     needs = sorted(set(needs))
+    _check_speech_embeddings(cfg, space, swept, problems)
     video = cfg["data"].get("video") if isinstance(cfg["data"].get("video"), dict) else {}
     enc = video.get("encoder") if isinstance(video.get("encoder"), dict) else {}
     if needs and not (enc.get("path") or any(_space_values(space.get("data.video.encoder.path")))):
         problems.append(f"method {', '.join(needs)} reads face embeddings, and 'data.video.encoder.path' is not set: "
                         "give a local image encoder folder (README: Pretrained encoders)")
+
+
+def _check_speech_embeddings(cfg: dict, space: dict, swept: list, problems: list[str]) -> None:
+    """A published method told to take speech embeddings (``method.audio_backbone: embeddings``, or
+    zhang2021's ``audio_streams`` with ``embeddings``), set, swept or per method, needs a speech encoder."""
+    audio = cfg["data"].get("audio") if isinstance(cfg["data"].get("audio"), dict) else {}
+    enc = audio.get("encoder") if isinstance(audio.get("encoder"), dict) else {}
+    if enc.get("path") or any(_space_values(space.get("data.audio.encoder.path"))):
+        return
+    needs = []
+    for m in swept:
+        pm = ((cfg.get("per_method") or {}).get(m.method_name) or {}).get("method") or {}
+        for key in ("audio_backbone", "audio_streams"):
+            if key not in m.defaults:
+                continue
+            values = [cfg["method"].get(key), pm.get(key), *_space_values(space.get(f"method.{key}"))]
+            if any(v == "embeddings" or (isinstance(v, (list, tuple)) and "embeddings" in v) for v in values):
+                needs.append(f"{m.method_name} (method.{key})")
+    if needs:
+        problems.append(f"{', '.join(sorted(set(needs)))} takes speech embeddings, and 'data.audio.encoder.path' is "
+                        "not set: give a local speech encoder folder (README: Pretrained encoders)")
 
 
 def _space_values(spec: Any) -> list[Any]:

@@ -18,12 +18,15 @@ module without details):
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn as nn
 from pydantic import Field
 
 from raybench.methods.base import FaceEncoderOptions, Method, register_method
 from raybench.nn.attention import ConformerBlock, CrossModalAttention
+from raybench.nn.audio import LayerWeightedAudio
 from raybench.nn.encoders import AudioConv, FrameCNN, build_frame_encoder, masked_mean
 from raybench.nn.fusion import create_fusion
 
@@ -34,6 +37,9 @@ class Options(FaceEncoderOptions):
     num_blocks: int = Field(2, ge=0)
     conv_kernel: int = Field(7, ge=1)
     use_flow: bool = True
+    # cnn: a 1-D CNN over the audio features, trained here; embeddings: a speech encoder's frozen
+    # embeddings (data.audio.encoder), projected to dim per frame
+    audio_backbone: Literal["cnn", "embeddings"] = "cnn"
     lambda_: float = Field(0.5, alias="lambda", ge=0)
     dropout: float = Field(0.1, ge=0, lt=1)
 
@@ -43,14 +49,16 @@ class DE3(Method):
     needs_flow = True
     Options = Options
 
-    def __init__(self, task, num_outputs, opts: Options, n_audio_features=40, audio_steps_per_frame=4, video_emb_dim=0):
+    def __init__(self, task, num_outputs, opts: Options, n_audio_features=40, audio_steps_per_frame=4, video_emb_dim=0,
+                 audio_layers=1):
         super().__init__(task, num_outputs, opts)
         d, h = opts.dim, opts.heads
         self.frames = build_frame_encoder(opts.backbone, d, opts.weights, opts.cnn_width, in_dim=video_emb_dim)
         if opts.use_flow:
             self.flow = FrameCNN(d, opts.cnn_width, in_channels=2)
             self.ov = create_fusion("cross_attention", [d, d], d, heads=h, dropout=opts.dropout)
-        self.audio = AudioConv(n_audio_features, audio_steps_per_frame, d)
+        self.audio = (AudioConv(n_audio_features, audio_steps_per_frame, d) if opts.audio_backbone == "cnn" else
+                      LayerWeightedAudio(n_audio_features, audio_layers, audio_steps_per_frame, d, 0.0))
         self.v_blocks = nn.ModuleList(ConformerBlock(d, h, kernel=opts.conv_kernel, dropout=opts.dropout)
                                       for _ in range(opts.num_blocks))
         self.a_blocks = nn.ModuleList(ConformerBlock(d, h, kernel=opts.conv_kernel, dropout=opts.dropout)

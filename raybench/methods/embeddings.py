@@ -18,6 +18,7 @@ from pydantic import Field
 
 from raybench.methods.base import FusionName, Method, MethodOptions, register_method
 from raybench.methods.baselines import _Head
+from raybench.nn.audio import LayerWeightedAudio
 from raybench.nn.encoders import FrameCNN, TemporalConv
 from raybench.nn.fusion import create_fusion
 
@@ -31,33 +32,6 @@ class EmbeddingOptions(MethodOptions):
 class EmbeddingFusionOptions(EmbeddingOptions):
     fusion: FusionName = "concat"
     cnn_width: int = Field(16, ge=1)
-
-
-class LayerWeightedAudio(nn.Module):
-    """Audio steps (B, T*k, layers x D), standardised -> per video frame (B, T, dim): a learned softmax
-    weight per layer (``layers`` > 1) summed over the layers, the frame's k steps averaged, a linear
-    projection with ReLU and dropout."""
-
-    def __init__(self, n_features: int, layers: int, k: int, dim: int, dropout: float):
-        super().__init__()
-        if n_features % layers:
-            raise ValueError(f"{n_features} audio features are not {layers} layers of equal width")
-        self.layers, self.k, self.width = layers, k, n_features // layers
-        self.layer_weights = nn.Parameter(torch.zeros(layers)) if layers > 1 else None
-        self.proj = nn.Sequential(nn.Linear(self.width, dim), nn.ReLU(), nn.Dropout(dropout))
-
-    def weights(self) -> torch.Tensor:
-        """The layers' weights in the sum (they add up to 1)."""
-        if self.layer_weights is None:
-            return torch.ones(1)
-        return torch.softmax(self.layer_weights, 0)
-
-    def forward(self, audio: torch.Tensor) -> torch.Tensor:
-        B, S, _ = audio.shape
-        x = audio.reshape(B, S, self.layers, self.width)
-        x = (x * self.weights().to(x.dtype)[:, None]).sum(2) if self.layer_weights is not None else x[:, :, 0]
-        x = x.reshape(B, S // self.k, self.k, self.width).mean(2)  # (B, T, width)
-        return self.proj(x)
 
 
 class FrameEmbedding(nn.Module):

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from raybench.methods.base import FaceEncoderOptions, FusionName, Method, register_method
-from raybench.nn.audio import VGGishStream, vggish_patch_frames
+from raybench.nn.audio import LayerWeightedAudio, VGGishStream, vggish_patch_frames
 from raybench.nn.encoders import build_frame_encoder, masked_mean
 from raybench.nn.fusion import create_fusion
 from raybench.nn.temporal import RNN
@@ -59,6 +59,9 @@ class Options(FaceEncoderOptions):
     layers: int = Field(2, ge=1)
     pool: Literal["last", "mean"] = "mean"  # categorical
     dropout: float = Field(0.1, ge=0, lt=1)
+    # vggish: the VGGish-style CNN over log-Mel patches (the paper's, trained here); embeddings: a speech
+    # encoder's frozen embeddings (data.audio.encoder), projected to audio_dim per frame
+    audio_backbone: Literal["vggish", "embeddings"] = "vggish"
     distill_teacher: str | None = None
     distill_temperature: float = Field(4.0, gt=0)
     distill_alpha: float = Field(0.5, ge=0, le=1)
@@ -69,14 +72,15 @@ class Schoneveld2021(Method):
     Options = Options
 
     def __init__(self, task, num_outputs, opts: Options, n_audio_features=40, audio_steps_per_frame=4, fps=10.0,
-                 video_emb_dim=0):
+                 video_emb_dim=0, audio_layers=1):
         super().__init__(task, num_outputs, opts)
         if opts.distill_teacher and opts.backbone == "embeddings":
             raise ValueError("schoneveld2021: distill_teacher distils a face CNN on frames; backbone embeddings has none")
         self.face = build_frame_encoder(opts.backbone, opts.visual_dim, opts.weights, opts.cnn_width,
                                         in_dim=video_emb_dim)
-        self.audio = VGGishStream(n_audio_features, audio_steps_per_frame, opts.audio_dim,
-                                  vggish_patch_frames(fps, opts.patch_seconds))
+        self.audio = (VGGishStream(n_audio_features, audio_steps_per_frame, opts.audio_dim,
+                                   vggish_patch_frames(fps, opts.patch_seconds)) if opts.audio_backbone == "vggish" else
+                      LayerWeightedAudio(n_audio_features, audio_layers, audio_steps_per_frame, opts.audio_dim, 0.0))
         self.fusion = create_fusion(opts.fusion, [opts.visual_dim, opts.audio_dim], opts.fused_dim)
         self.rnn = RNN(opts.fused_dim, opts.hidden, opts.layers, opts.rnn, dropout=opts.dropout)
         self.head = nn.Sequential(nn.Dropout(opts.dropout), nn.Linear(self.rnn.out_dim, num_outputs))

@@ -55,7 +55,7 @@ import torch.nn as nn
 from pydantic import Field
 
 from raybench.methods.base import FaceEncoderOptions, Method, register_method
-from raybench.nn.audio import MFCCStream, VGGishStream, vggish_patch_frames
+from raybench.nn.audio import LayerWeightedAudio, MFCCStream, VGGishStream, vggish_patch_frames
 from raybench.nn.encoders import backbone_groups, build_frame_encoder
 from raybench.nn.fusion import create_fusion
 from raybench.nn.irse import IR50
@@ -64,7 +64,8 @@ from raybench.nn.temporal import TCN
 
 
 class _OneModel(nn.Module):
-    def __init__(self, out: int, opts: Options, n_audio_features: int, k: int, fps: float, video_emb_dim: int = 0):
+    def __init__(self, out: int, opts: Options, n_audio_features: int, k: int, fps: float, video_emb_dim: int = 0,
+                 audio_layers: int = 1):
         super().__init__()
         self.face = build_frame_encoder(opts.backbone, opts.visual_dim, opts.weights, opts.cnn_width, opts.embedding,
                                         in_dim=video_emb_dim)
@@ -73,6 +74,7 @@ class _OneModel(nn.Module):
         streams, dims = nn.ModuleList(), []
         for s in opts.audio_streams:
             enc = (MFCCStream(n_audio_features, k) if s == "mfcc"
+                   else LayerWeightedAudio(n_audio_features, audio_layers, k, 128, 0.0) if s == "embeddings"
                    else VGGishStream(n_audio_features, k, patch_frames=vggish_patch_frames(fps)))  # 0.96 s
             streams.append(nn.ModuleDict({
                 "enc": enc, "tcn": TCN(enc.out_dim, [opts.audio_channels] * opts.levels, opts.kernel,
@@ -109,7 +111,9 @@ class Options(FaceEncoderOptions):
     kernel: int = Field(5, ge=2)
     dropout: float = Field(0.1, ge=0, lt=1)
     attention_dim: int = Field(32, ge=1)
-    audio_streams: list[Literal["mfcc", "vggish"]] = Field(["mfcc", "vggish"], min_length=1)
+    # mfcc, vggish (trained here, as the paper's streams), embeddings: a speech encoder's frozen embeddings
+    # (data.audio.encoder) projected to VGGish's 128 per frame, in place of the paper's pretrained VGGish
+    audio_streams: list[Literal["mfcc", "vggish", "embeddings"]] = Field(["mfcc", "vggish"], min_length=1)
     fusion: Literal["leader_follower", "concat"] = "leader_follower"
     per_dimension: bool = True  # one model per dimension (the authors train valence and arousal apart)
     crop: float = Field(40 / 48, gt=0, le=1)  # random crop fraction in training (40 of 48 px in the paper)
@@ -141,18 +145,18 @@ class Zhang2021(Method):
     optimizer = "adam"  # the authors' Adam(weight_decay=1e-3): L2 in the gradient
 
     def __init__(self, task, num_outputs, opts: Options, n_audio_features=40, audio_steps_per_frame=4, fps=10.0,
-                 video_emb_dim=0):
+                 video_emb_dim=0, audio_layers=1):
         super().__init__(task, num_outputs, opts)
         if opts.backbone == "embeddings" and opts.freeze_backbone:
             raise ValueError("zhang2021: freeze_backbone with backbone embeddings: the image encoder is frozen "
                              "already (it ran once in the embedding stage)")
         for s in opts.audio_streams:
-            if s not in ("mfcc", "vggish"):
-                raise ValueError(f"zhang2021: audio_streams entries must be 'mfcc' or 'vggish', got {s!r}")
+            if s not in ("mfcc", "vggish", "embeddings"):
+                raise ValueError(f"zhang2021: audio_streams entries must be 'mfcc', 'vggish' or 'embeddings', got {s!r}")
         n = num_outputs if opts.per_dimension else 1
         out = 1 if opts.per_dimension else num_outputs
-        self.models = nn.ModuleList(_OneModel(out, opts, n_audio_features, audio_steps_per_frame, fps, video_emb_dim)
-                                    for _ in range(n))
+        self.models = nn.ModuleList(_OneModel(out, opts, n_audio_features, audio_steps_per_frame, fps, video_emb_dim,
+                                              audio_layers) for _ in range(n))
         fb = opts.freeze_backbone
         if fb is not None and not isinstance(fb, bool):
             raise ValueError(f"zhang2021: freeze_backbone must be true, false or null, got {fb!r}")

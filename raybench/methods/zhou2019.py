@@ -23,7 +23,7 @@ from pydantic import Field
 
 from raybench.methods.base import FaceEncoderOptions, Method, register_method
 from raybench.nn.attention import AttentionPool
-from raybench.nn.audio import AudioRegionCNN, with_deltas
+from raybench.nn.audio import AudioRegionCNN, LayerWeightedAudio, with_deltas
 from raybench.nn.encoders import build_frame_encoder, step_mask
 from raybench.nn.fusion import create_fusion
 
@@ -38,6 +38,9 @@ class Options(FaceEncoderOptions):
     fbp_o: int = Field(512, ge=1)
     hidden: int = Field(256, ge=1)
     deltas: bool = True
+    # cnn: the AlexNet-like CNN over the time-frequency image (the paper); embeddings: a speech encoder's
+    # frozen embeddings (data.audio.encoder), one vector per frame, attention-pooled over the frames
+    audio_backbone: Literal["cnn", "embeddings"] = "cnn"
     dropout: float = Field(0.5, ge=0, lt=1)
 
 @register_method("zhou2019")
@@ -45,12 +48,14 @@ class Zhou2019(Method):
     tasks = ("categorical",)
     Options = Options
 
-    def __init__(self, task, num_outputs, opts: Options, n_audio_features=40, audio_steps_per_frame=4, video_emb_dim=0):
+    def __init__(self, task, num_outputs, opts: Options, n_audio_features=40, audio_steps_per_frame=4, video_emb_dim=0,
+                 audio_layers=1):
         super().__init__(task, num_outputs, opts)
         self.face = build_frame_encoder(opts.backbone, opts.visual_dim, opts.weights, opts.cnn_width,
                                         in_dim=video_emb_dim)
         self.v_pool = AttentionPool(opts.visual_dim, opts.attention, opts.dropout)
-        self.audio = AudioRegionCNN(3 if opts.deltas else 1, opts.audio_dim)
+        self.audio = (AudioRegionCNN(3 if opts.deltas else 1, opts.audio_dim) if opts.audio_backbone == "cnn" else
+                      LayerWeightedAudio(n_audio_features, audio_layers, audio_steps_per_frame, opts.audio_dim, 0.0))
         self.a_pool = AttentionPool(opts.audio_dim, opts.attention, opts.dropout)
         dims = [self.a_pool.out_dim, self.v_pool.out_dim]
         if opts.fusion == "fbp":
@@ -67,8 +72,11 @@ class Zhou2019(Method):
         face = batch[self.face_key]  # frames (B, T, 3, H, W), or their embeddings (B, T, E)
         v = self.v_pool(self.face(face), mask)  # (B, Dv): frames (B, T, 512) pooled
         audio = batch["audio"]  # (B, T*k, F)
-        steps = step_mask(mask, audio.shape[1] // face.shape[1])  # (B, T*k): padding masked out
-        img = with_deltas(audio, steps) if self.opts.deltas else audio.unsqueeze(1)  # (B, C, T*k, F)
-        regions, region_mask = self.audio(img, steps)  # (B, R, 256), (B, R)
+        if self.opts.audio_backbone == "embeddings":  # one region per frame: its embedding
+            regions, region_mask = self.audio(audio), mask  # (B, T, Da), (B, T)
+        else:
+            steps = step_mask(mask, audio.shape[1] // face.shape[1])  # (B, T*k): padding masked out
+            img = with_deltas(audio, steps) if self.opts.deltas else audio.unsqueeze(1)  # (B, C, T*k, F)
+            regions, region_mask = self.audio(img, steps)  # (B, R, 256), (B, R)
         a = self.a_pool(regions, region_mask)  # (B, Da)
         return {"logits": self.head(self.fusion([a, v]))}  # (B, C)

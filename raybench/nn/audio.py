@@ -134,3 +134,32 @@ class AudioRegionCNN(nn.Module):
         if m is None:
             return regions, None
         return regions, m.unsqueeze(-1).expand(-1, -1, h.shape[3]).flatten(1)  # (B, s*f)
+
+
+class LayerWeightedAudio(nn.Module):
+    """Audio steps (B, T*k, layers x D), standardised -> per video frame (B, T, dim): a learned softmax
+    weight per layer (``layers`` > 1) summed over the layers, the frame's k steps averaged, a linear
+    projection with ReLU and dropout."""
+
+    def __init__(self, n_features: int, layers: int, k: int, dim: int, dropout: float):
+        super().__init__()
+        if n_features % layers:
+            raise ValueError(f"{n_features} audio features are not {layers} layers of equal width")
+        self.layers, self.k, self.width = layers, k, n_features // layers
+        self.layer_weights = nn.Parameter(torch.zeros(layers)) if layers > 1 else None
+        self.proj = nn.Sequential(nn.Linear(self.width, dim), nn.ReLU(), nn.Dropout(dropout))
+        self.out_dim = dim
+
+    def weights(self) -> torch.Tensor:
+        """The layers' weights in the sum (they add up to 1)."""
+        if self.layer_weights is None:
+            return torch.ones(1)
+        return torch.softmax(self.layer_weights, 0)
+
+    def forward(self, audio: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(Frame by frame: ``mask`` is not needed, padding reaches no valid frame.)"""
+        B, S, _ = audio.shape
+        x = audio.reshape(B, S, self.layers, self.width)
+        x = (x * self.weights().to(x.dtype)[:, None]).sum(2) if self.layer_weights is not None else x[:, :, 0]
+        x = x.reshape(B, S // self.k, self.k, self.width).mean(2)  # (B, T, width)
+        return self.proj(x)

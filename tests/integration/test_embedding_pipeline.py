@@ -87,10 +87,11 @@ tune: {{search_space: {{window.length: {{grid: [4, 8]}}, method.fusion: {{grid: 
     path2 = tmp_path / "sweep2.yaml"
     text = path.read_text().replace("embedding_fusion", "frozen_fusion").replace(
         "synth: {actors: 3, seconds: 1.0},", f"synth: {{actors: 3, seconds: 1.0}}, video: {{encoder: {{path: {vision}}}}},")
-    # ... and zhou2019 on the face embeddings in place of its face CNN (backbone: embeddings)
+    # ... and zhou2019 on both embeddings in place of its face and audio CNNs (backbone, audio_backbone)
     path2.write_text(text.replace("window.length: {grid: [4, 8]}, method.fusion: {grid: [concat, attention]}",
                                   "window.length: {grid: [6]}, method.name: {grid: [frozen_fusion, zhou2019]}")
-                     + "per_method: {zhou2019: {method: {backbone: embeddings, visual_dim: 32, audio_dim: 16}}}\n")
+                     + "per_method: {zhou2019: {method: {backbone: embeddings, audio_backbone: embeddings, visual_dim: 32, "
+                       "audio_dim: 16}}}\n")
     cfg2 = load(path2, [])
     cfg2.mlflow.tracking_uri, cfg2.storage = cfg.mlflow.tracking_uri, cfg.storage
     res2 = run_sweep(cfg2)

@@ -215,7 +215,7 @@ TYPOS = {  # each used to pass validation and fail inside a trial (or not at all
                  "'method.backbone' (zhou2019): unknown backbone 'resnet_nope'"),
     "list entry": (["method.name=zhang2021", "data.dataset=synthetic_affwild2",
                     "method.audio_streams=[mfcc,wavlm]"],
-                   "'method.audio_streams.1' (zhang2021) must be one of mfcc, vggish, got 'wavlm'"),
+                   "'method.audio_streams.1' (zhang2021) must be one of mfcc, vggish, embeddings, got 'wavlm'"),
     "range (train)": (["train.lr=-1"], "'train.lr' must be > 0"),
     "range (data)": (["data.audio.n_mels=0"], "'data.audio.n_mels' must be >= 1, got 0"),
     "range (method)": (["method.dropout=1.5"], "'method.dropout' (av_fusion) must be < 1"),
@@ -237,6 +237,14 @@ TYPOS = {  # each used to pass validation and fail inside a trial (or not at all
                             "data.audio.encoder.path=/models/wavlm-base-plus"],
                            "data.audio.encoder's embeddings) with zhang2021's mfcc audio stream"),
     "encoder layer": (["data.audio.encoder.layer=last"], "'data.audio.encoder.layer'"),
+    "speech embeddings without an encoder": (["method.name=zhou2019", "method.audio_backbone=embeddings"],
+                                             "zhou2019 (method.audio_backbone) takes speech embeddings, and "
+                                             "'data.audio.encoder.path' is not set"),
+    "face embeddings without an encoder": (["method.name=zhou2019", "tune.search_space={method.backbone: "
+                                            "{grid: [small_cnn, embeddings]}}"],
+                                           "zhou2019 (backbone embeddings) reads face embeddings, and "
+                                           "'data.video.encoder.path' is not set"),
+    "a frozen-fusion method without an encoder": (["method.name=frozen_fusion"], "method frozen_fusion reads face"),
     "encoder key": (["data.audio.encoder.layers=all"],
                     "unknown key 'data.audio.encoder.layers' (did you mean \"layer\"?)"),
     "per_method method value": (["per_method={av_fusion: {method: {fusion: fbb}}}"],

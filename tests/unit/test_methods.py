@@ -84,7 +84,33 @@ PAD_CASES = CASES + [("av_fusion", t, {"fusion": f}) for t in ("categorical", "c
 # the published methods with an image encoder's frozen face embeddings in place of their face CNN
 EMB_CASES = [(m, t, {"backbone": "embeddings"}) for m in ("zhou2019", "schoneveld2021", "de3", "zhang2021")
              for t in METHODS.get(m).tasks]
-PAD_CASES += EMB_CASES
+# ... and a speech encoder's frozen embeddings in place of their audio network (two layers side by side)
+SPEECH = {"zhou2019": {"audio_backbone": "embeddings"}, "schoneveld2021": {"audio_backbone": "embeddings"},
+          "de3": {"audio_backbone": "embeddings"}, "zhang2021": {"audio_streams": ["embeddings"]}}
+SPEECH_CASES = [(m, t, o) for m, o in SPEECH.items() for t in METHODS.get(m).tasks] + [
+    ("zhang2021", "continuous", {"audio_streams": ["vggish", "embeddings"], "backbone": "embeddings"})]
+PAD_CASES += EMB_CASES + [(m, t, {**o, "_layers": 2}) for m, t, o in SPEECH_CASES]
+
+
+@pytest.mark.parametrize("case", SPEECH_CASES, ids=lambda c: f"{c[0]}-{c[1]}-{'-'.join(map(str, c[2].values()))}")
+def test_published_methods_take_speech_embeddings_in_place_of_their_audio_network(case):
+    name, task, opts = case
+    torch.manual_seed(0)
+    kw = {k: v for k, v in SMALL.items() if k in METHODS.get(name).defaults}
+    model = create_method(name, task, 4 if task == "categorical" else 2, n_audio_features=F,
+                          audio_steps_per_frame=K, video_emb_dim=E, audio_layers=2, **kw, **opts)
+    layer_sums = [m for m in model.modules() if type(m).__name__ == "LayerWeightedAudio"]
+    assert layer_sums and all(m.layers == 2 and m.width == F // 2 for m in layer_sums)
+    b = batch(task)
+    out = model(b)
+    assert all(torch.isfinite(v).all() for v in out.values())
+    model.loss(out, b).backward()
+    missing = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)]
+    assert not missing, f"no gradient reaches {missing}"
+    model.eval()
+    with torch.no_grad():  # the embeddings drive the prediction
+        key = "logits" if task == "categorical" else "va"
+        assert not torch.allclose(model(b)[key], model(dict(b, audio=torch.randn_like(b["audio"])))[key])
 
 
 @pytest.mark.parametrize("case", EMB_CASES, ids=lambda c: f"{c[0]}-{c[1]}")
@@ -122,10 +148,12 @@ def test_padding_never_changes_a_prediction(case, n):
     """A clip of n frames padded to a 16-frame window (padding of any content, masked out) gives the
     predictions of the same clip unpadded: its logits, or its n frames' valence/arousal."""
     name, task, opts = (*case, {})[:3]
+    opts = dict(opts)
+    layers = opts.pop("_layers", 1)
     torch.manual_seed(0)
     kw = {k: v for k, v in SMALL.items() if k in METHODS.get(name).defaults}
     model = create_method(name, task, 4 if task == "categorical" else 2, n_audio_features=F,
-                          audio_steps_per_frame=K, video_emb_dim=E, **{**kw, **opts}).eval()
+                          audio_steps_per_frame=K, video_emb_dim=E, audio_layers=layers, **{**kw, **opts}).eval()
     g = torch.Generator().manual_seed(n)
     L = 16
     clip = {"video": torch.randn(2, n, 3, H, H, generator=g), "audio": torch.randn(2, n * K, F, generator=g),

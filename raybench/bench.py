@@ -6,6 +6,7 @@
     python -m raybench.bench --data                 # and the input pipeline alone, beside the model
     python -m raybench.bench --decode 90            # decoding memory: a 90 s 1280x720 video (no model)
     python -m raybench.bench --prepare 16           # prepare throughput on 16 videos vs one process's rate
+    python -m raybench.bench --embed 2              # the embedding stage's cost per clip beside decoding it
     python -m raybench.bench --rehearsal 8          # scale rehearsal: Aff-Wild2-shaped set, prepare + one epoch
     python -m raybench.bench --trial-cost           # the default sweep, each trial's fixed cost (raybench/sweepbench.py)
     python -m raybench.bench --ddp-scaling          # one trial with 1 worker, then 2 DDP workers: the speed-up
@@ -335,6 +336,67 @@ def bench_decode(args) -> int:
     return 0
 
 
+def bench_embed(args) -> int:
+    """``--embed N``: the embedding stage's cost per clip, in one process, beside decoding the clip: a
+    generated video (``--prepare-seconds``, ``--decode-size``, 30 fps) decoded as the prepare stage does
+    (frames at ``--fps`` and ``--image-size``, audio features), then its audio encoded by a WavLM of base
+    size (12 layers of 768, ``layer: all``, pooled per frame) and its frames by a CLIP ViT-B/32 (224 px),
+    both with random weights (the cost does not depend on the weights), N times each. The limit, 1.0 of
+    the decoding time per encoder, is a reference: at it, an encoder at most doubles the prepare stage."""
+    import tempfile
+
+    import torch
+    import transformers as tf
+
+    from raybench.data.decode import decode_clip
+    from raybench.data.embed import AudioEncoder, VisionEncoder, pool_steps
+    from raybench.data.store import decode_row
+    from raybench.data.synth import write_long_video
+    from raybench.schema import AudioEncoderConfig, DataConfig, VideoEncoderConfig
+
+    w, h = (int(x) for x in args.decode_size.lower().split("x"))
+    n = args.embed
+    with tempfile.TemporaryDirectory(prefix="raybench-embed-") as d:
+        video = str(write_long_video(os.path.join(d, "v.mp4"), args.prepare_seconds, 30.0, w, h))
+        cfg = DataConfig(dataset="csv", fps=args.fps, image_size=args.image_size)
+        row = {"clip_id": "v", "video_path": video, "label": 0}
+        decode_row(row, cfg)  # warm-up (imports, caches)
+        t0 = time.perf_counter()
+        for _ in range(n):
+            decode_row(row, cfg)
+        t_decode = (time.perf_counter() - t0) / n
+        clip = decode_clip(video, args.fps, args.image_size)
+        T = len(clip.frames)
+        torch.manual_seed(0)
+        tf.WavLMModel(tf.WavLMConfig()).save_pretrained(os.path.join(d, "wavlm"))
+        tf.Wav2Vec2FeatureExtractor(do_normalize=True).save_pretrained(os.path.join(d, "wavlm"))
+        tf.CLIPModel(tf.CLIPConfig()).save_pretrained(os.path.join(d, "clip"))
+        tf.CLIPImageProcessor().save_pretrained(os.path.join(d, "clip"))
+        audio = AudioEncoder(AudioEncoderConfig(path=os.path.join(d, "wavlm"), layer="all"))
+        vision = VisionEncoder(VideoEncoderConfig(path=os.path.join(d, "clip")))
+
+        def speech():
+            hs, centres = audio.encode(clip.audio)
+            return pool_steps(hs, centres, len(clip.audio) / audio.sample_rate, T)
+
+        results = []
+        for name, fn in (("WavLM base, layer all", speech), ("CLIP ViT-B/32", lambda: vision.encode(clip.frames))):
+            fn()  # warm-up
+            t0 = time.perf_counter()
+            for _ in range(n):
+                out = fn()
+            results.append((name, (time.perf_counter() - t0) / n, out.shape))
+    print(f"[bench] embedding stage, one process, {torch.get_num_threads()} torch threads: a {args.prepare_seconds:g} s "
+          f"{w}x{h} 30 fps clip ({T} frames at {args.fps:g} fps, {args.image_size} px), {n} runs each")
+    # the limit (1.0 x the decoding time) is the decoding row itself: "/ limit" is the time over decoding's
+    print(f"{'stage':<24}{'s/clip':>9}{'clip s/s':>10}{'frames/s':>10}{'/ limit':>9}  output")
+    print(f"{'decode (prepare)':<24}{t_decode:>9.2f}{args.prepare_seconds / t_decode:>10.1f}{T / t_decode:>10.1f}"
+          f"{'limit':>9}  frames, audio features")
+    for name, t, shape in results:
+        print(f"{name:<24}{t:>9.2f}{args.prepare_seconds / t:>10.1f}{T / t:>10.1f}{t / t_decode:>9.2f}  {tuple(shape)}")
+    return 0
+
+
 def bench_prepare(args) -> int:
     """``--prepare N``: prepare throughput against the cores' share of one process's decoding rate."""
     import shutil
@@ -428,7 +490,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--decode-size", default="1280x720", help="--decode, --prepare: the videos' width x height")
     p.add_argument("--prepare", type=int, default=None, metavar="N",
                    help="measure the prepare stage's throughput on N videos instead (no model)")
-    p.add_argument("--prepare-seconds", type=float, default=10.0, help="--prepare: each video's length")
+    p.add_argument("--prepare-seconds", type=float, default=10.0, help="--prepare, --embed: each video's length")
+    p.add_argument("--embed", type=int, default=None, metavar="N",
+                   help="the embedding stage's cost per clip (a base-size WavLM and CLIP ViT-B/32, random weights) "
+                        "beside decoding it, N runs each, one process")
     p.add_argument("--trial-cost", action="store_true",
                    help="run a sweep (--sweep, default: the default sweep; the positional overrides go to it) and "
                         "print each trial's fixed cost: its wall time outside its epochs, against 10%% of the trial")
@@ -453,7 +518,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # a broken torch/torchaudio/pyarrow install: one message and exit 2, before any work (the benchmark
     # neither decodes video nor starts Ray: it runs where only torch and pyarrow are installed)
-    decodes = args.decode or args.prepare or args.rehearsal or args.trial_cost or args.ddp_scaling
+    decodes = args.decode or args.prepare or args.embed or args.rehearsal or args.trial_cost or args.ddp_scaling
     ray_ = args.prepare or args.rehearsal or args.trial_cost or args.ddp_scaling
     extra = (("decord", "cv2", "av") if decodes else ()) + (("ray",) if ray_ else ())
     require(("torch", "torchaudio", "pyarrow") + extra)
@@ -474,6 +539,9 @@ def main(argv: list[str] | None = None) -> int:
         return bench_decode(args)
     if args.prepare:
         return bench_prepare(args)
+    if args.embed:
+        require(("transformers",))
+        return bench_embed(args)
     import torch
 
     from raybench.methods import METHODS

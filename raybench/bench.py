@@ -78,12 +78,14 @@ def random_batch(task: str, batch: int, window: int, size: int, n_mels: int, ste
         b["va"] = torch.rand(batch, window, 2, device=device) * 2 - 1
     if flow:
         b["flow"] = torch.randn(batch, window, size, size, 2, device=device).permute(0, 1, 4, 2, 3)
-    # an image encoder's per-frame embeddings (video_embedding, frozen_fusion), CLIP ViT-B's width
+    # an image encoder's per-frame embeddings (video_embedding, frozen_fusion), CLIP ViT-B's width, and a
+    # speech encoder's (audio_embedding, ...), one step per frame of a base model's width, last layer
     b["video_emb"] = torch.randn(batch, window, VIDEO_EMB_DIM, device=device)
+    b["audio_emb"] = torch.randn(batch, window, AUDIO_EMB_DIM, device=device)
     return b
 
 
-VIDEO_EMB_DIM = 512
+VIDEO_EMB_DIM, AUDIO_EMB_DIM = 512, 768
 
 
 def build(name: str, task: str, args, overrides: dict, device: torch.device):
@@ -98,6 +100,7 @@ def build(name: str, task: str, args, overrides: dict, device: torch.device):
     torch.manual_seed(0)
     method = create_method(name, task, n_out, n_audio_features=args.n_mels,
                            audio_steps_per_frame=args.steps_per_frame, fps=args.fps, video_emb_dim=VIDEO_EMB_DIM,
+                           n_audio_emb_features=AUDIO_EMB_DIM, audio_emb_steps_per_frame=1,
                            **keys).to(device)
     model = method
     if args.ddp:
@@ -591,8 +594,8 @@ def main(argv: list[str] | None = None) -> int:
                 r = bench_one(name, task, args, overrides, device)
                 line = (f"{r['method']:<16}{r['task']:<13}{r['params_M']:>11.2f}{r['step_ms']:>10.1f}"
                         f"{r['samples_per_s']:>11.1f}{r['peak_mem_GiB']:>10.2f}".replace("nan", "  -"))
-                if args.data and "video_emb" in METHODS.get(name).inputs:  # random stores hold no embeddings
-                    print(line + f"{'(reads face embeddings: no data path)':>32}", flush=True)
+                if args.data and {"video_emb", "audio_emb"} & set(METHODS.get(name).inputs):  # random stores hold none
+                    print(line + f"{'(reads embeddings: no data path)':>32}", flush=True)
                     continue
                 if args.data:
                     if args.store:

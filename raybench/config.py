@@ -355,22 +355,19 @@ def validate(raw: dict, source: str | None = None) -> SweepConfig:
 
 def _check_mfcc_input(cfg: dict, space: dict, swept: list, problems: list[str]) -> None:
     """zhang2021's MFCC audio stream is a DCT of log-Mel energies (the authors' MFCCs): a sweep that can
-    give it other audio features (a spectrogram, openSMILE's descriptors, an encoder's embeddings) is
-    refused up front."""
+    give it other audio features (a spectrogram, openSMILE's descriptors) is refused up front (an
+    encoder's embeddings are another input, ``audio_emb``: the features stay log-Mel)."""
     if not any(m.method_name == "zhang2021" for m in swept):
         return
     audio = cfg["data"].get("audio") if isinstance(cfg["data"].get("audio"), dict) else {}
     feats = {audio.get("features", "logmel"), *_space_values(space.get("data.audio.features"))} - {"logmel"}
-    encoder = audio.get("encoder") if isinstance(audio.get("encoder"), dict) else {}
-    if encoder.get("path") or any(_space_values(space.get("data.audio.encoder.path"))):
-        feats.add("(a data.audio.encoder's embeddings)")
     pm = ((cfg.get("per_method") or {}).get("zhang2021") or {}).get("method") or {}
     streams = [pm.get("audio_streams", cfg["method"].get("audio_streams", ["mfcc", "vggish"])),
                *_space_values(space.get("method.audio_streams"))]
     if feats and any(isinstance(x, (list, tuple)) and "mfcc" in x for x in streams):
         problems.append(f"'data.audio.features' {', '.join(sorted(map(str, feats)))} with zhang2021's mfcc audio "
                         "stream: its MFCCs are a DCT of log-Mel features; use data.audio.features=logmel, or "
-                        "method.audio_streams=[vggish] (or [embeddings] for an encoder's embeddings)")
+                        "method.audio_streams=[vggish]")
 
 
 def _check_face_embeddings(cfg: dict, space: dict, swept: list, problems: list[str]) -> None:
@@ -392,13 +389,14 @@ def _check_face_embeddings(cfg: dict, space: dict, swept: list, problems: list[s
 
 
 def _check_speech_embeddings(cfg: dict, space: dict, swept: list, problems: list[str]) -> None:
-    """A published method told to take speech embeddings (``method.audio_backbone: embeddings``, or
-    zhang2021's ``audio_streams`` with ``embeddings``), set, swept or per method, needs a speech encoder."""
+    """A method that reads speech embeddings (``audio_emb`` among its inputs, ``method.audio_backbone:
+    embeddings``, or zhang2021's ``audio_streams`` with ``embeddings``), set, swept or per method, needs a
+    speech encoder."""
     audio = cfg["data"].get("audio") if isinstance(cfg["data"].get("audio"), dict) else {}
     enc = audio.get("encoder") if isinstance(audio.get("encoder"), dict) else {}
     if enc.get("path") or any(_space_values(space.get("data.audio.encoder.path"))):
         return
-    needs = []
+    needs = [m.method_name for m in swept if "audio_emb" in getattr(m, "inputs", ())]
     for m in swept:
         pm = ((cfg.get("per_method") or {}).get(m.method_name) or {}).get("method") or {}
         for key in ("audio_backbone", "audio_streams"):
@@ -408,7 +406,7 @@ def _check_speech_embeddings(cfg: dict, space: dict, swept: list, problems: list
             if any(v == "embeddings" or (isinstance(v, (list, tuple)) and "embeddings" in v) for v in values):
                 needs.append(f"{m.method_name} (method.{key})")
     if needs:
-        problems.append(f"{', '.join(sorted(set(needs)))} takes speech embeddings, and 'data.audio.encoder.path' is "
+        problems.append(f"method {', '.join(sorted(set(needs)))} reads speech embeddings, and 'data.audio.encoder.path' is "
                         "not set: give a local speech encoder folder (README: Pretrained encoders)")
 
 

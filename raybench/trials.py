@@ -20,9 +20,16 @@ PAIR_KEY_DATASET = "data.dataset"
 def data_summary(prep, fps: float) -> dict[str, Any]:
     """What a trial needs to know about a prepared dataset (small, picklable)."""
     train_ids = prep.ids("train")
-    store = prep.joined()  # the audio arrays are an encoder's embeddings when data.audio.encoder is set
+    store = prep.joined()  # with the encoders' embeddings (data.audio.encoder, data.video.encoder) when set
     mean, std = store.audio_stats(train_ids)
-    row = store.read_clips(train_ids[:1], columns=["audio_shape", "num_frames"])[0]
+    row = store.read_clips(train_ids[:1], columns=["audio_shape", "num_frames",
+                                                   *(f"{m}_shape" for m in prep.embeddings)])[0]
+    emb = {}
+    if "audio_emb" in prep.embeddings:  # a speech encoder's embeddings: standardised like the features
+        emean, estd = store.audio_stats(train_ids, "audio_emb")
+        emb = {"audio_emb_mean": emean.tolist(), "audio_emb_std": estd.tolist(),
+               "n_audio_emb_features": int(row["audio_emb_shape"][1]),
+               "audio_emb_steps_per_frame": int(row["audio_emb_shape"][0] // row["num_frames"])}
     return {
         "dataset": prep.dataset, "task": prep.task, "class_names": prep.class_names,
         "store_path": str(prep.store.path), "root": prep.root,
@@ -30,12 +37,12 @@ def data_summary(prep, fps: float) -> dict[str, Any]:
         "audio_mean": mean.tolist(), "audio_std": std.tolist(),
         "n_audio_features": int(row["audio_shape"][1]),
         "audio_steps_per_frame": int(row["audio_shape"][0] // row["num_frames"]),
-        # data.audio.encoder: the embedding stores (modality -> path), and how many layers each audio
-        # step holds side by side (n_audio_features = layers x dim; "all": a method learns their weights)
-        "embeddings": dict(prep.embeddings), "embedding_info": dict(prep.embedding_info),
-        "audio_layers": int(prep.embedding_info.get("audio", {}).get("layers", 1)),
-        "video_emb_dim": int(store.read_clips(train_ids[:1], columns=["video_emb_shape"])[0]["video_emb_shape"][1]
-                             if "video_emb" in prep.embeddings else 0),
+        # the encoders' embedding stores (modality -> path); how many layers each audio_emb step holds
+        # side by side (n_audio_emb_features = layers x dim; "all": a method learns their weights); the
+        # width of the face embeddings (0: none)
+        "embeddings": dict(prep.embeddings), "embedding_info": dict(prep.embedding_info), **emb,
+        "audio_layers": int(prep.embedding_info.get("audio_emb", {}).get("layers", 1)),
+        "video_emb_dim": int(row["video_emb_shape"][1]) if "video_emb" in prep.embeddings else 0,
         "decoded": prep.decoded, "bad": {k: v["reason"] for k, v in prep.bad.items()}, "fps": float(fps),
         "folds": {c.subject: c.fold for c in prep.clips if c.fold is not None},
         # what the trials train and are scored on, for the record: clips and subjects per split, clips

@@ -16,8 +16,8 @@ window of video frames [s, s+L) pairs with embedding steps [s*k, (s+L)*k).
 
 Layout of an embedding store (``<store_dir>/<dataset>-<clip store fingerprint>-audio-<fingerprint>/``)::
 
-    parts/part-<hash>.parquet   clip_id, num_frames, audio (steps, layers x dim) float32, audio_shape,
-                                audio_sum, audio_sumsq: one clip per row group, like the clip store
+    parts/part-<hash>.parquet   clip_id, num_frames, audio_emb (steps, layers x dim) float32, audio_emb_shape,
+                                audio_emb_sum, audio_emb_sumsq: one clip per row group, like the clip store
     log/<time>-<n>.json         one file per run of the stage that encoded clips: how many, how long
     _COMPLETE.json              the encoder's settings, once every clip is done
 
@@ -151,12 +151,14 @@ def embed_fingerprint(clip_fingerprint: str, cfg: AudioEncoderConfig | VideoEnco
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _load(folder: str, kind: str, key: str):
-    """``AutoModel`` from a local folder; weights that do not fit its configuration are an error."""
+def _load(folder: str, kind: str, key: str, **kw):
+    """``AutoModel`` from a local folder, in float32 (a checkpoint saved in float16, as Whisper's are,
+    would otherwise load in float16 under transformers 5 and refuse float32 inputs); weights that do
+    not fit its configuration are an error."""
     from transformers import AutoModel
 
     try:
-        model, info = AutoModel.from_pretrained(folder, local_files_only=True, output_loading_info=True)
+        model, info = AutoModel.from_pretrained(folder, local_files_only=True, output_loading_info=True, **kw)
     except (OSError, ValueError, RuntimeError) as e:  # unreadable weights, shapes that do not fit
         raise EncoderError(f"{key}: cannot load {folder}: {' '.join(str(e).split())[:500]}") from None
     missing = sorted(info.get("missing_keys") or [])
@@ -167,7 +169,7 @@ def _load(folder: str, kind: str, key: str):
             f"{key}: the weights in {folder} do not fit its config.json ({kind}): {len(missing)} missing "
             f"(e.g. {missing[:3]}), {len(mismatched)} of another shape (e.g. {mismatched[:3]}); a folder "
             "from `save_pretrained` of the same model has them all")
-    return model
+    return model.float()
 
 
 class VisionEncoder:
@@ -181,7 +183,10 @@ class VisionEncoder:
 
         self.cfg, self.spec = cfg, vision_spec(cfg)
         folder = self.spec["folder"]
-        self.model = _load(folder, self.spec["kind"], "data.video.encoder.path").eval().to(device)
+        # ViT: the [CLS] token's final hidden state, as for DINO and classification checkpoints, which have
+        # no pooler (ViTModel's pooler is a tanh layer that only checkpoints of ViTModel itself hold)
+        extra = {"add_pooling_layer": False} if self.spec["kind"] == "vit" else {}
+        self.model = _load(folder, self.spec["kind"], "data.video.encoder.path", **extra).eval().to(device)
         self.processor = AutoImageProcessor.from_pretrained(folder, local_files_only=True)
         self.device = device
         self._torch = torch
@@ -197,9 +202,12 @@ class VisionEncoder:
                     h = getattr(h, "pooler_output", h)  # (transformers 5 returns an output object)
                 else:
                     o = self.model(pixel_values=x.to(self.device))
-                    h = o.pooler_output if o.pooler_output is not None else o.last_hidden_state[:, 0]
+                    h = o.pooler_output if self.spec["kind"] == "dinov2" else o.last_hidden_state[:, 0]
             out.append(h.float().cpu().numpy())
         return np.concatenate(out)
+
+
+PIECES_PER_PASS = 4  # equal-length pieces of one clip per forward pass
 
 
 class AudioEncoder:
@@ -222,12 +230,16 @@ class AudioEncoder:
             # log-Mel hop (160 samples at 16 kHz) x the second convolution's stride 2: one frame per 20 ms
             self.hop = int(self.fe.hop_length) * 2
             self.field = self.hop
+            # its log-Mel frames are centred STFT frames (frame j at j x 160 samples) and the second
+            # convolution (kernel 3, stride 2, padding 1) puts encoder frame i at mel frame 2i: at i x hop
+            self.offset = 0.0
         else:  # the feature encoder's convolutions: total stride and receptive field, in samples
             self.hop = int(np.prod(conf.conv_stride))
             self.field, step = 1, 1
             for k, s in zip(conf.conv_kernel, conf.conv_stride):
                 self.field += (k - 1) * step
                 step *= s
+            self.offset = self.field / 2  # a frame's centre: the middle of its receptive field
         self._torch = torch
 
     def _forward(self, pieces: list[np.ndarray]) -> np.ndarray:
@@ -253,15 +265,15 @@ class AudioEncoder:
         """Hidden states of a mono signal at ``sample_rate`` -> (frames, kept layers x dim), frame centres (s).
         Pieces of ``chunk_s`` seconds; a last piece shorter than one second joins the one before it."""
         x = np.ascontiguousarray(signal, np.float32)
+        if len(x) < self.field:
+            raise EncoderError(f"the audio ({len(x) / self.sample_rate * 1000:.0f} ms) is shorter than the "
+                               f"encoder's receptive field ({self.field / self.sample_rate * 1000:.0f} ms)")
         n = int(round(self.cfg.chunk_s * self.sample_rate))
         bounds = list(range(0, len(x), n)) + [len(x)]
         if len(bounds) > 2 and bounds[-1] - bounds[-2] < self.sample_rate:
             del bounds[-2]
         if self.spec["kind"] == "whisper" and bounds[-1] - bounds[-2] > 30 * self.sample_rate:
             bounds.insert(-1, bounds[-2] + 30 * self.sample_rate)  # (chunk_s <= 30: encoder_spec)
-        if bounds[-1] - bounds[0] < self.field:
-            raise EncoderError(f"the audio ({len(x) / self.sample_rate * 1000:.0f} ms) is shorter than the "
-                               f"encoder's receptive field ({self.field / self.sample_rate * 1000:.0f} ms)")
         pieces = [(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
         outs, centres = [], []
         by_len: dict[int, list[int]] = {}
@@ -269,12 +281,14 @@ class AudioEncoder:
             by_len.setdefault(b - a, []).append(i)
         done: dict[int, np.ndarray] = {}
         for length, idx in by_len.items():
-            h = self._forward([x[pieces[i][0] : pieces[i][1]] for i in idx])
-            for j, i in enumerate(idx):
-                done[i] = h[j, : self.frames(length)]  # Whisper pads to 30 s: its frames past the piece dropped
+            for b in range(0, len(idx), PIECES_PER_PASS):  # a long video's pieces, a few at a time (memory)
+                part = idx[b : b + PIECES_PER_PASS]
+                h = self._forward([x[pieces[i][0] : pieces[i][1]] for i in part])
+                for j, i in enumerate(part):
+                    done[i] = h[j, : self.frames(length)].copy()  # Whisper pads to 30 s: its frames past the piece dropped
         for i, (a, _) in enumerate(pieces):
             outs.append(done[i])
-            centres.append((a + np.arange(len(done[i])) * self.hop + self.field / 2) / self.sample_rate)
+            centres.append((a + np.arange(len(done[i])) * self.hop + self.offset) / self.sample_rate)
         return np.concatenate(outs), np.concatenate(centres)
 
 
@@ -318,11 +332,11 @@ class EncodeBatch:
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self.modality = modality
-        self.enc = AudioEncoder(cfg, device) if modality == "audio" else VisionEncoder(cfg, device)
+        self.enc = AudioEncoder(cfg, device) if modality == "audio_emb" else VisionEncoder(cfg, device)
         self.store_path, self.clip_store, self.mirror, self.root_uri = store_path, clip_store, mirror, root_uri
 
     def _embed(self, row: dict[str, Any]) -> np.ndarray:
-        if self.modality == "audio":
+        if self.modality == "audio_emb":
             sig = _audio(row, self.enc.sample_rate, self.mirror, self.root_uri)
             h, centres = self.enc.encode(sig)
             steps = int(row["num_frames"]) * self.enc.cfg.steps_per_frame
@@ -343,7 +357,8 @@ class EncodeBatch:
             try:
                 rows.append(embedding_row(row["clip_id"], int(row["num_frames"]), self._embed(row), self.modality))
             except Exception as e:  # noqa: BLE001 - raised by the driver with the clip's name
-                fatal = f"clip {row['clip_id']} ({row['video_path']}): " + " ".join(f"{type(e).__name__}: {e}".split())
+                src = (row.get("meta") or {}).get("audio_path") if self.modality == "audio_emb" else None
+                fatal = f"clip {row['clip_id']} ({src or row['video_path']}): " + " ".join(f"{type(e).__name__}: {e}".split())
             status["clip_id"].append(row["clip_id"])
             status["fatal"].append(fatal)
             status["seconds"].append(time.perf_counter() - t0)
@@ -354,9 +369,9 @@ class EncodeBatch:
         return status
 
 
-def embedding_row(clip_id: str, num_frames: int, emb: np.ndarray, modality: str = "audio") -> dict[str, Any]:
+def embedding_row(clip_id: str, num_frames: int, emb: np.ndarray, modality: str = "audio_emb") -> dict[str, Any]:
     """One clip's row of an embedding store: its embeddings (steps, features) under the modality's
-    columns (audio: where the clip store keeps audio features), with their sums for the statistics."""
+    columns (``audio_emb``, ``video_emb``), with their sums for the statistics."""
     e = np.ascontiguousarray(emb, np.float32)
     return {"clip_id": clip_id, "num_frames": num_frames, modality: e.tobytes(), f"{modality}_shape": list(e.shape),
             f"{modality}_sum": e.astype(np.float64).sum(0).tolist(),
@@ -364,11 +379,11 @@ def embedding_row(clip_id: str, num_frames: int, emb: np.ndarray, modality: str 
 
 
 # modality -> (its encoder's config key, the store-name part)
-MODALITIES = {"audio": ("audio", "audio"), "video_emb": ("video", "video")}
+MODALITIES = {"audio_emb": ("audio", "audio"), "video_emb": ("video", "video")}
 
 
 def _encoder_cfg(data_cfg: DataConfig, modality: str):
-    return data_cfg.audio.encoder if modality == "audio" else data_cfg.video.encoder
+    return data_cfg.audio.encoder if modality == "audio_emb" else data_cfg.video.encoder
 
 
 def _spec(cfg) -> dict[str, Any]:
@@ -376,8 +391,8 @@ def _spec(cfg) -> dict[str, Any]:
 
 
 def embedding_store_path(data_cfg: DataConfig, dataset: str, clip_fingerprint: str,
-                         modality: str = "audio") -> tuple[str, dict[str, Any]]:
-    """Where the embeddings of ``data_cfg``'s encoder of ``modality`` (audio, video_emb) for this clip
+                         modality: str = "audio_emb") -> tuple[str, dict[str, Any]]:
+    """Where the embeddings of ``data_cfg``'s encoder of ``modality`` (audio_emb, video_emb) for this clip
     store live, and the encoder's summary."""
     from raybench.data.store import store_root
 
@@ -388,8 +403,8 @@ def embedding_store_path(data_cfg: DataConfig, dataset: str, clip_fingerprint: s
     return storage.join(store_root(data_cfg), name), {**spec, "fingerprint": fp}
 
 
-def build_embeddings(p, clips: list, progress: bool = True, modality: str = "audio") -> dict[str, Any]:
-    """Run the encoder of ``modality`` (audio: ``data.audio.encoder``; video_emb: ``data.video.encoder``)
+def build_embeddings(p, clips: list, progress: bool = True, modality: str = "audio_emb") -> dict[str, Any]:
+    """Run the encoder of ``modality`` (audio_emb: ``data.audio.encoder``; video_emb: ``data.video.encoder``)
     of ``p.data_cfg`` over the ``clips`` (usable clips of plan ``p``'s clip store) that its embedding
     store lacks -> ``{"path", "encoded", "spec"}``. Clips already there are skipped."""
     import ray
@@ -406,11 +421,11 @@ def build_embeddings(p, clips: list, progress: bool = True, modality: str = "aud
     encoded = 0
     if pending:
         verb = "resuming" if done else "building"
-        layer = f", layer {cfg.layer}" if modality == "audio" else ""
+        layer = f", layer {cfg.layer}" if modality == "audio_emb" else ""
         print(f"[raybench] embed: {verb} embedding store {path} ({spec['kind']} from {spec['folder']}{layer}; "
               f"{len(pending)} of {len(clips)} clips to encode)", flush=True)
         # the weights checked here, once, before any actor starts (EncoderError)
-        AudioEncoder(cfg) if modality == "audio" else VisionEncoder(cfg)
+        AudioEncoder(cfg) if modality == "audio_emb" else VisionEncoder(cfg)
         t0 = time.time()
         gpus = int(ray.cluster_resources().get("GPU", 0))
         cpus = int(ray.cluster_resources().get("CPU", 1))

@@ -399,7 +399,7 @@ class ClipStore:
         """The bytes of these clips' arrays of ``modalities`` (video, audio, flow) and labels (unless not
         ``labels``) as the input pipeline holds them (from their shapes: one read of small columns): what
         keeping the clips in memory takes (``train.cache_gib``)."""
-        itemsize = {"video": 1, "audio": 4, "flow": 2, "video_emb": 4}
+        itemsize = {"video": 1, "audio": 4, "flow": 2, "video_emb": 4, "audio_emb": 4}
         mods = [m for m in modalities if m in itemsize]
         rows = self.read_clips(ids, columns=["num_frames"] + [f"{m}_shape" for m in mods])
         total = 0
@@ -414,21 +414,26 @@ class ClipStore:
         store's order."""
         yield from self.iter_groups(self.row_groups(ids), set(ids), columns)
 
-    def audio_stats(self, ids: list[str] | set[str]) -> tuple[np.ndarray, np.ndarray]:
-        """Per-feature mean and std of the audio features over ``ids`` (the training clips)."""
-        rows = self.read_clips(ids, columns=["audio_sum", "audio_sumsq", "audio_shape"])
+    def audio_stats(self, ids: list[str] | set[str], modality: str = "audio") -> tuple[np.ndarray, np.ndarray]:
+        """Per-feature mean and std of the audio features (or of ``modality``'s: ``audio_emb``) over
+        ``ids`` (the training clips); every clip must be in the store."""
+        rows = self.read_clips(ids, columns=["clip_id", f"{modality}_sum", f"{modality}_sumsq", f"{modality}_shape"])
         if not rows:
             raise PrepareError(f"no clips to compute audio statistics from in {self.path}")
-        s = np.sum([r["audio_sum"] for r in rows], 0)
-        ss = np.sum([r["audio_sumsq"] for r in rows], 0)
-        n = float(sum(r["audio_shape"][0] for r in rows))
+        if len(rows) < len(set(ids)):
+            lack = sorted(set(ids) - {r["clip_id"] for r in rows})
+            raise PrepareError(f"{len(lack)} clip(s) are not in {self.path} ({modality}), e.g. {lack[0]}; rerun the "
+                               "sweep to encode them")
+        s = np.sum([r[f"{modality}_sum"] for r in rows], 0)
+        ss = np.sum([r[f"{modality}_sumsq"] for r in rows], 0)
+        n = float(sum(r[f"{modality}_shape"][0] for r in rows))
         mean = s / n
         std = np.sqrt(np.maximum(ss / n - mean**2, 1e-8))
         return mean.astype(np.float32), std.astype(np.float32)
 
 
 # an embedding store's columns for the modality it replaces (raybench/data/embed.py)
-EMBEDDED_COLUMNS = {m: (m, f"{m}_shape", f"{m}_sum", f"{m}_sumsq") for m in ("audio", "video_emb")}
+EMBEDDED_COLUMNS = {m: (m, f"{m}_shape", f"{m}_sum", f"{m}_sumsq") for m in ("audio_emb", "video_emb")}
 
 
 class JoinedStore:
@@ -511,8 +516,9 @@ class JoinedStore:
         total = self.base.arrays_nbytes(ids, [m for m in mods if m not in self.embedded], labels)
         return total + sum(self.embedded[m].arrays_nbytes(ids, [m], labels=False) for m in mods if m in self.embedded)
 
-    def audio_stats(self, ids: list[str] | set[str]) -> tuple[np.ndarray, np.ndarray]:
-        return (self.embedded.get("audio") or self.base).audio_stats(ids)
+
+    def audio_stats(self, ids: list[str] | set[str], modality: str = "audio") -> tuple[np.ndarray, np.ndarray]:
+        return (self.embedded[modality] if modality in self.embedded else self.base).audio_stats(ids, modality)
 
     def faces_found(self, ids: list[str]) -> int:
         return self.base.faces_found(ids)
@@ -746,7 +752,7 @@ def build(p: Plan, batch_size: int = 8, progress: bool = True, reservation: bool
         store.write_text(f"folds/k{sp.folds}{chunks}-seed{sp.seed}.json",
                          json.dumps(folds, indent=1, sort_keys=True))
     embeddings, embedding_info = {}, {}
-    for modality, enc in (("audio", data_cfg.audio.encoder), ("video_emb", data_cfg.video.encoder)):
+    for modality, enc in (("audio_emb", data_cfg.audio.encoder), ("video_emb", data_cfg.video.encoder)):
         if not enc.path:
             continue
         from raybench.data.embed import EncoderError, build_embeddings
@@ -782,8 +788,9 @@ def decode_arrays(row: dict[str, Any]) -> dict[str, np.ndarray]:
         out["video"] = np.frombuffer(row["video"], np.uint8).reshape(row["video_shape"])
     if row.get("audio") is not None:
         out["audio"] = np.frombuffer(row["audio"], np.float32).reshape(row["audio_shape"])
-    if row.get("video_emb") is not None:  # an image encoder's per-frame embeddings (data.video.encoder)
-        out["video_emb"] = np.frombuffer(row["video_emb"], np.float32).reshape(row["video_emb_shape"])
+    for m in ("audio_emb", "video_emb"):  # an encoder's embeddings (data.audio.encoder, data.video.encoder)
+        if row.get(m) is not None:
+            out[m] = np.frombuffer(row[m], np.float32).reshape(row[f"{m}_shape"])
     shape = list(row.get("flow_shape") or [])
     if shape and shape[0]:
         out["flow"] = np.frombuffer(row["flow"], np.float16).reshape(shape)

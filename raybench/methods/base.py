@@ -60,8 +60,9 @@ class Method(nn.Module):
     # the data's shape, given by the training loop: a method takes the ones its __init__ names
     # (audio_layers: the encoder layers an audio step holds side by side, data.audio.encoder.layer: all;
     # video_emb_dim: the width of an image encoder's per-frame embeddings, data.video.encoder; 0: none)
+    # n_audio_emb_features, audio_emb_steps_per_frame: a speech encoder's embeddings (audio_emb), 0: none)
     DATA_KEYS: ClassVar[tuple[str, ...]] = ("n_audio_features", "audio_steps_per_frame", "fps", "audio_layers",
-                                            "video_emb_dim")
+                                            "video_emb_dim", "n_audio_emb_features", "audio_emb_steps_per_frame")
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
@@ -72,8 +73,16 @@ class Method(nn.Module):
         self.task = task
         self.num_outputs = num_outputs
         self.opts = opts if opts is not None else self.Options()  # the method's typed keys
-        if self.face_key == "video_emb":  # backbone: embeddings: the face embeddings are read, not the frames
-            self.inputs = tuple("video_emb" if m == "video" else m for m in type(self).inputs)
+        # backbone: embeddings: the face embeddings are read, not the frames; audio_backbone: embeddings:
+        # the speech embeddings, not the audio features
+        swap = {"video": self.face_key, "audio": self.audio_key}
+        self.inputs = tuple(swap.get(m, m) for m in type(self).inputs)
+
+    @property
+    def audio_key(self) -> str:
+        """The batch key of the audio input: ``audio`` (features), or ``audio_emb`` with ``audio_backbone:
+        embeddings``."""
+        return "audio_emb" if getattr(self.opts, "audio_backbone", None) == "embeddings" else "audio"
 
     @property
     def face_key(self) -> str:

@@ -24,9 +24,9 @@ import torch
 import torch.nn as nn
 from pydantic import Field
 
+from raybench.methods.embeddings import speech
 from raybench.methods.base import FaceEncoderOptions, Method, register_method
 from raybench.nn.attention import ConformerBlock, CrossModalAttention
-from raybench.nn.audio import LayerWeightedAudio
 from raybench.nn.encoders import AudioConv, FrameCNN, build_frame_encoder, masked_mean
 from raybench.nn.fusion import create_fusion
 
@@ -50,7 +50,7 @@ class DE3(Method):
     Options = Options
 
     def __init__(self, task, num_outputs, opts: Options, n_audio_features=40, audio_steps_per_frame=4, video_emb_dim=0,
-                 audio_layers=1):
+                 audio_layers=1, n_audio_emb_features=0, audio_emb_steps_per_frame=1):
         super().__init__(task, num_outputs, opts)
         d, h = opts.dim, opts.heads
         self.frames = build_frame_encoder(opts.backbone, d, opts.weights, opts.cnn_width, in_dim=video_emb_dim)
@@ -58,7 +58,7 @@ class DE3(Method):
             self.flow = FrameCNN(d, opts.cnn_width, in_channels=2)
             self.ov = create_fusion("cross_attention", [d, d], d, heads=h, dropout=opts.dropout)
         self.audio = (AudioConv(n_audio_features, audio_steps_per_frame, d) if opts.audio_backbone == "cnn" else
-                      LayerWeightedAudio(n_audio_features, audio_layers, audio_steps_per_frame, d, 0.0))
+                      speech(n_audio_emb_features, audio_layers, audio_emb_steps_per_frame, d, 0.0))
         self.v_blocks = nn.ModuleList(ConformerBlock(d, h, kernel=opts.conv_kernel, dropout=opts.dropout)
                                       for _ in range(opts.num_blocks))
         self.a_blocks = nn.ModuleList(ConformerBlock(d, h, kernel=opts.conv_kernel, dropout=opts.dropout)
@@ -76,7 +76,7 @@ class DE3(Method):
             if "flow" not in batch:
                 raise KeyError("de3 with use_flow needs optical flow in the batch: prepare with data.flow=true")
             hv = self.ov([hv, self.flow(batch["flow"])], mask)  # (B, T, d): OV attention fusion
-        ha = self.audio(batch["audio"], mask)  # (B, T, d)
+        ha = self.audio(batch[self.audio_key], mask)  # (B, T, d)
         for bv, ba in zip(self.v_blocks, self.a_blocks):
             hv, ha = bv(hv, mask), ba(ha, mask)  # intra-modal enhancement
         hv, ha = self.v_from_a(hv, ha, mask), self.a_from_v(ha, hv, mask)  # inter-modal, residual inside

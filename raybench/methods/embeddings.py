@@ -2,8 +2,8 @@
 features + a small model" protocol of EmoBox, MERBench and SUPERB. ``audio_embedding`` reads a speech
 encoder's embeddings alone; ``embedding_fusion`` fuses them per frame with a face CNN trained from
 scratch (``fusion``: any of ``raybench.nn.fusion``); ``video_embedding`` reads an image encoder's
-per-frame embeddings alone; ``frozen_fusion`` fuses both embeddings. The audio side also runs on the
-handcrafted features (log-Mel, eGeMAPS): a projection of whatever the audio steps hold.
+per-frame embeddings alone; ``frozen_fusion`` fuses both embeddings. The speech embeddings are the
+``audio_emb`` input (the clip store's audio features stay the ``audio`` input of the other methods).
 
 With ``data.audio.encoder.layer: all`` an audio step holds every hidden state of the encoder side by
 side; the methods learn one weight per layer (softmax-normalised, summed: SUPERB's weighted sum) and
@@ -34,6 +34,13 @@ class EmbeddingFusionOptions(EmbeddingOptions):
     cnn_width: int = Field(16, ge=1)
 
 
+def speech(n_features: int, layers: int, k: int, dim: int, dropout: float) -> LayerWeightedAudio:
+    """The speech-embedding branch; an error naming the key when there are no speech embeddings."""
+    if n_features < 1:
+        raise ValueError("this method reads speech embeddings: set data.audio.encoder.path (a local speech encoder)")
+    return LayerWeightedAudio(n_features, layers, k, dim, dropout)
+
+
 class FrameEmbedding(nn.Module):
     """An image encoder's per-frame embeddings (B, T, D), as stored -> (B, T, dim): layer normalisation
     (the pipeline does not standardise them), a linear projection with ReLU and dropout."""
@@ -53,18 +60,18 @@ class AudioEmbedding(Method):
     """Frozen audio embeddings (or features) -> layer weights -> projection -> temporal convolutions -> head."""
 
     Options = EmbeddingOptions
-    inputs = ("audio",)
+    inputs = ("audio_emb",)
 
-    def __init__(self, task, num_outputs, opts: EmbeddingOptions, n_audio_features=40, audio_steps_per_frame=4,
+    def __init__(self, task, num_outputs, opts: EmbeddingOptions, n_audio_emb_features=0, audio_emb_steps_per_frame=1,
                  audio_layers=1):
         super().__init__(task, num_outputs, opts)
-        self.audio = LayerWeightedAudio(n_audio_features, audio_layers, audio_steps_per_frame, opts.dim, opts.dropout)
+        self.audio = speech(n_audio_emb_features, audio_layers, audio_emb_steps_per_frame, opts.dim, opts.dropout)
         self.temporal = TemporalConv(opts.dim, opts.temporal_layers, dropout=opts.dropout)
         self.head = _Head(task, opts.dim, num_outputs, opts.dropout)
 
     def forward(self, batch):
         mask = batch.get("mask")
-        return self.head(self.temporal(self.audio(batch["audio"]), mask), mask)
+        return self.head(self.temporal(self.audio(batch["audio_emb"]), mask), mask)
 
 
 @register_method("embedding_fusion")
@@ -73,12 +80,13 @@ class EmbeddingFusion(Method):
     frame (``fusion``), temporal convolutions, head."""
 
     Options = EmbeddingFusionOptions
+    inputs = ("video", "audio_emb")
 
-    def __init__(self, task, num_outputs, opts: EmbeddingFusionOptions, n_audio_features=40,
-                 audio_steps_per_frame=4, audio_layers=1):
+    def __init__(self, task, num_outputs, opts: EmbeddingFusionOptions, n_audio_emb_features=0,
+                 audio_emb_steps_per_frame=1, audio_layers=1):
         super().__init__(task, num_outputs, opts)
         dim = opts.dim
-        self.audio = LayerWeightedAudio(n_audio_features, audio_layers, audio_steps_per_frame, dim, opts.dropout)
+        self.audio = speech(n_audio_emb_features, audio_layers, audio_emb_steps_per_frame, dim, opts.dropout)
         self.video = FrameCNN(dim, opts.cnn_width)
         self.fusion = create_fusion(opts.fusion, [dim, dim], dim)
         self.temporal = TemporalConv(dim, opts.temporal_layers, dropout=opts.dropout)
@@ -86,7 +94,7 @@ class EmbeddingFusion(Method):
 
     def forward(self, batch):
         mask = batch.get("mask")
-        z = self.fusion([self.video(batch["video"]), self.audio(batch["audio"])], mask)
+        z = self.fusion([self.video(batch["video"]), self.audio(batch["audio_emb"])], mask)
         return self.head(self.temporal(z, mask), mask)
 
 
@@ -115,23 +123,23 @@ class FrozenFusionOptions(EmbeddingOptions):
 @register_method("frozen_fusion")
 class FrozenFusion(Method):
     """Both modalities as frozen embeddings (MERBench's protocol): per-frame face embeddings
-    (``data.video.encoder``) and audio embeddings or features (as ``audio_embedding``), each projected,
+    (``data.video.encoder``) and speech embeddings (as ``audio_embedding``), each projected,
     fused per frame (``fusion``), temporal convolutions, head."""
 
     Options = FrozenFusionOptions
-    inputs = ("video_emb", "audio")
+    inputs = ("video_emb", "audio_emb")
 
-    def __init__(self, task, num_outputs, opts: FrozenFusionOptions, n_audio_features=40, audio_steps_per_frame=4,
+    def __init__(self, task, num_outputs, opts: FrozenFusionOptions, n_audio_emb_features=0, audio_emb_steps_per_frame=1,
                  audio_layers=1, video_emb_dim=0):
         super().__init__(task, num_outputs, opts)
         dim = opts.dim
         self.video = FrameEmbedding(video_emb_dim, dim, opts.dropout)
-        self.audio = LayerWeightedAudio(n_audio_features, audio_layers, audio_steps_per_frame, dim, opts.dropout)
+        self.audio = speech(n_audio_emb_features, audio_layers, audio_emb_steps_per_frame, dim, opts.dropout)
         self.fusion = create_fusion(opts.fusion, [dim, dim], dim)
         self.temporal = TemporalConv(dim, opts.temporal_layers, dropout=opts.dropout)
         self.head = _Head(task, dim, num_outputs, opts.dropout)
 
     def forward(self, batch):
         mask = batch.get("mask")
-        z = self.fusion([self.video(batch["video_emb"]), self.audio(batch["audio"])], mask)
+        z = self.fusion([self.video(batch["video_emb"]), self.audio(batch["audio_emb"])], mask)
         return self.head(self.temporal(z, mask), mask)

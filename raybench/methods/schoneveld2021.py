@@ -25,8 +25,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from pydantic import Field
 
+from raybench.methods.embeddings import speech
 from raybench.methods.base import FaceEncoderOptions, FusionName, Method, register_method
-from raybench.nn.audio import LayerWeightedAudio, VGGishStream, vggish_patch_frames
+from raybench.nn.audio import VGGishStream, vggish_patch_frames
 from raybench.nn.encoders import build_frame_encoder, masked_mean
 from raybench.nn.fusion import create_fusion
 from raybench.nn.temporal import RNN
@@ -72,7 +73,7 @@ class Schoneveld2021(Method):
     Options = Options
 
     def __init__(self, task, num_outputs, opts: Options, n_audio_features=40, audio_steps_per_frame=4, fps=10.0,
-                 video_emb_dim=0, audio_layers=1):
+                 video_emb_dim=0, audio_layers=1, n_audio_emb_features=0, audio_emb_steps_per_frame=1):
         super().__init__(task, num_outputs, opts)
         if opts.distill_teacher and opts.backbone == "embeddings":
             raise ValueError("schoneveld2021: distill_teacher distils a face CNN on frames; backbone embeddings has none")
@@ -80,7 +81,7 @@ class Schoneveld2021(Method):
                                         in_dim=video_emb_dim)
         self.audio = (VGGishStream(n_audio_features, audio_steps_per_frame, opts.audio_dim,
                                    vggish_patch_frames(fps, opts.patch_seconds)) if opts.audio_backbone == "vggish" else
-                      LayerWeightedAudio(n_audio_features, audio_layers, audio_steps_per_frame, opts.audio_dim, 0.0))
+                      speech(n_audio_emb_features, audio_layers, audio_emb_steps_per_frame, opts.audio_dim, 0.0))
         self.fusion = create_fusion(opts.fusion, [opts.visual_dim, opts.audio_dim], opts.fused_dim)
         self.rnn = RNN(opts.fused_dim, opts.hidden, opts.layers, opts.rnn, dropout=opts.dropout)
         self.head = nn.Sequential(nn.Dropout(opts.dropout), nn.Linear(self.rnn.out_dim, num_outputs))
@@ -95,7 +96,7 @@ class Schoneveld2021(Method):
     def forward(self, batch):
         mask = batch.get("mask")
         v = self.face(batch[self.face_key])  # (B, T, Dv)
-        a = self.audio(batch["audio"], mask)  # (B, T, 128): padded audio masked out
+        a = self.audio(batch[self.audio_key], mask)  # (B, T, 128): padded audio masked out
         h = self.rnn(self.fusion([v, a]))  # (B, T, H)
         out = {}
         if self.task == "continuous":

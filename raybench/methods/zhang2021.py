@@ -54,8 +54,9 @@ import torch
 import torch.nn as nn
 from pydantic import Field
 
+from raybench.methods.embeddings import speech
 from raybench.methods.base import FaceEncoderOptions, Method, register_method
-from raybench.nn.audio import LayerWeightedAudio, MFCCStream, VGGishStream, vggish_patch_frames
+from raybench.nn.audio import MFCCStream, VGGishStream, vggish_patch_frames
 from raybench.nn.encoders import backbone_groups, build_frame_encoder
 from raybench.nn.fusion import create_fusion
 from raybench.nn.irse import IR50
@@ -65,7 +66,7 @@ from raybench.nn.temporal import TCN
 
 class _OneModel(nn.Module):
     def __init__(self, out: int, opts: Options, n_audio_features: int, k: int, fps: float, video_emb_dim: int = 0,
-                 audio_layers: int = 1):
+                 audio_layers: int = 1, n_audio_emb_features: int = 0, emb_k: int = 1):
         super().__init__()
         self.face = build_frame_encoder(opts.backbone, opts.visual_dim, opts.weights, opts.cnn_width, opts.embedding,
                                         in_dim=video_emb_dim)
@@ -74,13 +75,14 @@ class _OneModel(nn.Module):
         streams, dims = nn.ModuleList(), []
         for s in opts.audio_streams:
             enc = (MFCCStream(n_audio_features, k) if s == "mfcc"
-                   else LayerWeightedAudio(n_audio_features, audio_layers, k, 128, 0.0) if s == "embeddings"
+                   else speech(n_audio_emb_features, audio_layers, emb_k, 128, 0.0) if s == "embeddings"
                    else VGGishStream(n_audio_features, k, patch_frames=vggish_patch_frames(fps)))  # 0.96 s
             streams.append(nn.ModuleDict({
                 "enc": enc, "tcn": TCN(enc.out_dim, [opts.audio_channels] * opts.levels, opts.kernel,
                                        opts.dropout, cd)}))
             dims.append(opts.audio_channels)
         self.streams = streams
+        self.stream_keys = ["audio_emb" if s == "embeddings" else "audio" for s in opts.audio_streams]
         leader = opts.visual_channels
         self.fusion_name = opts.fusion
         if opts.fusion == "leader_follower":
@@ -92,11 +94,13 @@ class _OneModel(nn.Module):
         self.head = nn.Linear(z_dim, out)
         self.squash = opts.output == "tanh"
 
-    def forward(self, video: torch.Tensor, audio: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, video: torch.Tensor, audio: dict[str, torch.Tensor], mask: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        """``audio``: the batch's audio inputs by key (``audio`` features, ``audio_emb`` speech embeddings)."""
         # the TCNs are causal (a frame sees only earlier ones) and the fusion works per frame, so
         # padding after a clip reaches no valid frame; the audio streams mask it themselves
         v = self.v_tcn(self.face(video))  # (B, T, 128)
-        a = [s["tcn"](s["enc"](audio, mask)) for s in self.streams]  # each (B, T, 32)
+        a = [s["tcn"](s["enc"](audio[key], mask)) for s, key in zip(self.streams, self.stream_keys)]  # each (B, T, 32)
         z = self.fusion([v, *a], mask)  # (B, T, 224) for leader_follower
         y = self.head(z)  # (B, T, out): linear, as the authors' regressor
         return torch.tanh(y) if self.squash else y
@@ -145,7 +149,7 @@ class Zhang2021(Method):
     optimizer = "adam"  # the authors' Adam(weight_decay=1e-3): L2 in the gradient
 
     def __init__(self, task, num_outputs, opts: Options, n_audio_features=40, audio_steps_per_frame=4, fps=10.0,
-                 video_emb_dim=0, audio_layers=1):
+                 video_emb_dim=0, audio_layers=1, n_audio_emb_features=0, audio_emb_steps_per_frame=1):
         super().__init__(task, num_outputs, opts)
         if opts.backbone == "embeddings" and opts.freeze_backbone:
             raise ValueError("zhang2021: freeze_backbone with backbone embeddings: the image encoder is frozen "
@@ -156,7 +160,11 @@ class Zhang2021(Method):
         n = num_outputs if opts.per_dimension else 1
         out = 1 if opts.per_dimension else num_outputs
         self.models = nn.ModuleList(_OneModel(out, opts, n_audio_features, audio_steps_per_frame, fps, video_emb_dim,
-                                              audio_layers) for _ in range(n))
+                                              audio_layers, n_audio_emb_features, audio_emb_steps_per_frame)
+                                    for _ in range(n))
+        # the audio inputs its streams read: the features (mfcc, vggish), the speech embeddings (embeddings)
+        audio_in = tuple(dict.fromkeys("audio_emb" if s == "embeddings" else "audio" for s in opts.audio_streams))
+        self.inputs = tuple(m for m in self.inputs if m != "audio") + audio_in
         fb = opts.freeze_backbone
         if fb is not None and not isinstance(fb, bool):
             raise ValueError(f"zhang2021: freeze_backbone must be true, false or null, got {fb!r}")
@@ -267,5 +275,6 @@ class Zhang2021(Method):
     def forward(self, batch):
         # with backbone embeddings the frames were encoded once, before training: no crop or flip
         video = self._augment(batch["video"]) if self.face_key == "video" else batch["video_emb"]
-        va = torch.cat([m(video, batch["audio"], batch.get("mask")) for m in self.models], -1)  # (B, T, 2)
+        audio = {k: batch[k] for k in ("audio", "audio_emb") if k in batch}
+        va = torch.cat([m(video, audio, batch.get("mask")) for m in self.models], -1)  # (B, T, 2)
         return {"va": va}

@@ -21,9 +21,10 @@ from typing import Literal
 import torch.nn as nn
 from pydantic import Field
 
+from raybench.methods.embeddings import speech
 from raybench.methods.base import FaceEncoderOptions, Method, register_method
 from raybench.nn.attention import AttentionPool
-from raybench.nn.audio import AudioRegionCNN, LayerWeightedAudio, with_deltas
+from raybench.nn.audio import AudioRegionCNN, with_deltas
 from raybench.nn.encoders import build_frame_encoder, step_mask
 from raybench.nn.fusion import create_fusion
 
@@ -49,13 +50,13 @@ class Zhou2019(Method):
     Options = Options
 
     def __init__(self, task, num_outputs, opts: Options, n_audio_features=40, audio_steps_per_frame=4, video_emb_dim=0,
-                 audio_layers=1):
+                 audio_layers=1, n_audio_emb_features=0, audio_emb_steps_per_frame=1):
         super().__init__(task, num_outputs, opts)
         self.face = build_frame_encoder(opts.backbone, opts.visual_dim, opts.weights, opts.cnn_width,
                                         in_dim=video_emb_dim)
         self.v_pool = AttentionPool(opts.visual_dim, opts.attention, opts.dropout)
         self.audio = (AudioRegionCNN(3 if opts.deltas else 1, opts.audio_dim) if opts.audio_backbone == "cnn" else
-                      LayerWeightedAudio(n_audio_features, audio_layers, audio_steps_per_frame, opts.audio_dim, 0.0))
+                      speech(n_audio_emb_features, audio_layers, audio_emb_steps_per_frame, opts.audio_dim, 0.0))
         self.a_pool = AttentionPool(opts.audio_dim, opts.attention, opts.dropout)
         dims = [self.a_pool.out_dim, self.v_pool.out_dim]
         if opts.fusion == "fbp":
@@ -71,7 +72,7 @@ class Zhou2019(Method):
         mask = batch.get("mask")
         face = batch[self.face_key]  # frames (B, T, 3, H, W), or their embeddings (B, T, E)
         v = self.v_pool(self.face(face), mask)  # (B, Dv): frames (B, T, 512) pooled
-        audio = batch["audio"]  # (B, T*k, F)
+        audio = batch[self.audio_key]  # (B, T*k, F): features, or speech embeddings
         if self.opts.audio_backbone == "embeddings":  # one region per frame: its embedding
             regions, region_mask = self.audio(audio), mask  # (B, T, Da), (B, T)
         else:

@@ -55,7 +55,8 @@ class Clip:
 _BASE_COLUMNS = ("clip_id", "label", "num_frames", "va")
 _EVAL_COLUMNS = ("source_va", "source_va_rate", "source_fps", "source_frames")
 _MODALITY_COLUMNS = {"video": ("video", "video_shape"), "audio": ("audio", "audio_shape"), "flow": ("flow", "flow_shape"),
-                     "video_emb": ("video_emb", "video_emb_shape")}
+                     "video_emb": ("video_emb", "video_emb_shape"), "audio_emb": ("audio_emb", "audio_emb_shape")}
+_STEPPED = ("audio", "audio_emb")  # k steps per video frame, k their own
 
 
 def store_columns(inputs: Iterable[str], evaluation: bool = False) -> list[str]:
@@ -99,9 +100,10 @@ def window_clip(clip: Clip, start: int, length: int) -> Clip:
     for key in ("video", "flow", "video_emb"):
         if key in a:
             arrays[key] = a[key][start:e].copy()
-    if "audio" in a:
-        k = a["audio"].shape[0] // max(T, 1)
-        arrays["audio"] = a["audio"][start * k : e * k].copy()
+    for key in _STEPPED:
+        if key in a:
+            k = a[key].shape[0] // max(T, 1)
+            arrays[key] = a[key][start * k : e * k].copy()
     return Clip({**_scalars(clip.row), "num_frames": e - start}, arrays)
 
 
@@ -132,12 +134,13 @@ def host_batch(windows: list[tuple[Clip, int]], length: int, task: str, pin: boo
             out[key] = np.empty(shape, dtype)
         return out[key]
 
-    k = 0
+    steps: dict[str, int] = {}  # audio, audio_emb: steps per video frame
     if "video" in a0:
         alloc("video", (B, length) + a0["video"].shape[1:], np.uint8)
-    if "audio" in a0:
-        k = a0["audio"].shape[0] // max(windows[0][0].n, 1)
-        alloc("audio", (B, length * k, a0["audio"].shape[1]), np.float32)
+    for key in _STEPPED:
+        if key in a0:
+            k = steps[key] = a0[key].shape[0] // max(windows[0][0].n, 1)
+            alloc(key, (B, length * k, a0[key].shape[1]), np.float32)
     if "flow" in a0:
         alloc("flow", (B, length) + a0["flow"].shape[1:], np.float16)
     if "video_emb" in a0:
@@ -155,9 +158,9 @@ def host_batch(windows: list[tuple[Clip, int]], length: int, task: str, pin: boo
             if key in out:
                 out[key][i, :m] = a[key][s:e]
                 out[key][i, m:] = 0
-        if k:
-            out["audio"][i, : m * k] = a["audio"][s * k : e * k]
-            out["audio"][i, m * k :] = 0
+        for key, k in steps.items():
+            out[key][i, : m * k] = a[key][s * k : e * k]
+            out[key][i, m * k :] = 0
         mask[i, :m] = True
         mask[i, m:] = False
         if task == "continuous":
@@ -169,7 +172,8 @@ def host_batch(windows: list[tuple[Clip, int]], length: int, task: str, pin: boo
 
 
 def to_device(batch: dict[str, np.ndarray | torch.Tensor], audio_mean: torch.Tensor, audio_std: torch.Tensor,
-              device: torch.device) -> dict[str, torch.Tensor]:
+              device: torch.device, emb_stats: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
+              ) -> dict[str, torch.Tensor]:
     """Host batch -> the model's batch on ``device``: video (B, T, 3, H, W) float in [-1, 1], audio
     standardised with the training set's statistics (each when the batch has it), flow (B, T, 2, H, W) float32 pixels; mask,
     label, va as they are. The conversions run on the device, after the (uint8, float16) copies."""
@@ -190,7 +194,18 @@ def to_device(batch: dict[str, np.ndarray | torch.Tensor], audio_mean: torch.Ten
         out["flow"] = dev(batch["flow"]).permute(0, 1, 4, 2, 3).float()
     if "video_emb" in batch:  # an image encoder's embeddings, as stored (the methods normalise them)
         out["video_emb"] = dev(batch["video_emb"])
+    if "audio_emb" in batch:  # a speech encoder's embeddings, standardised like the audio features
+        m, s = (emb_stats or {})["audio_emb"]
+        out["audio_emb"] = (dev(batch["audio_emb"]) - m) / s
     return out
+
+
+def emb_stats_on(data: dict, device: torch.device) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """The training set's statistics of the speech embeddings (``audio_emb``), when the data has them."""
+    if "audio_emb_mean" not in data:
+        return {}
+    return {"audio_emb": (torch.as_tensor(np.asarray(data["audio_emb_mean"], np.float32), device=device),
+                          torch.as_tensor(np.asarray(data["audio_emb_std"], np.float32), device=device))}
 
 
 def audio_stats_on(data: dict, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

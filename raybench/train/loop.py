@@ -30,7 +30,7 @@ import torch
 from raybench.data.store import open_store
 from raybench.data.windows import overlap_average, window_starts
 from raybench.schema import TrialConfig
-from raybench.train.feed import (Clip, Prefetcher, audio_stats_on, epoch_groups, eval_windows, host_batch,
+from raybench.train.feed import (Clip, Prefetcher, audio_stats_on, emb_stats_on, epoch_groups, eval_windows, host_batch,
                                  method_inputs, store_columns, to_device, train_feed)
 from raybench.train.metrics import TaskMetrics
 
@@ -57,7 +57,9 @@ def build_model(cfg: TrialConfig, data: dict) -> torch.nn.Module:
                          len(data["class_names"]) if data["task"] == "categorical" else 2, cfg.method,
                          n_audio_features=data["n_audio_features"],
                          audio_steps_per_frame=data["audio_steps_per_frame"], fps=float(data["fps"]),
-                         audio_layers=int(data.get("audio_layers", 1)), video_emb_dim=int(data.get("video_emb_dim", 0)))
+                         audio_layers=int(data.get("audio_layers", 1)), video_emb_dim=int(data.get("video_emb_dim", 0)),
+                         n_audio_emb_features=int(data.get("n_audio_emb_features", 0)),
+                         audio_emb_steps_per_frame=int(data.get("audio_emb_steps_per_frame", 1)))
 
 
 @torch.no_grad()
@@ -81,6 +83,7 @@ def evaluate(model: torch.nn.Module, rows: Iterable[dict[str, Any]], data: dict,
     hop = min(cfg.window.hop, length)
     bs = cfg.train.eval_batch_size or cfg.train.batch_size
     mean, std = audio_stats_on(data, device)
+    emb_stats = emb_stats_on(data, device)
     metrics = TaskMetrics(task, len(data["class_names"]), device, ccc_over=cfg.eval.ccc_over)
     model.eval()
     preds_out: list[dict] = []
@@ -88,7 +91,7 @@ def evaluate(model: torch.nn.Module, rows: Iterable[dict[str, Any]], data: dict,
     clips = (Clip.from_row(r) for r in rows)
     for windows, done in eval_windows(clips, length, hop, bs):
         if windows:
-            batch = to_device(host_batch(windows, length, task), mean, std, device)
+            batch = to_device(host_batch(windows, length, task), mean, std, device, emb_stats)
             with _autocast(device, cfg):
                 out = model(batch)
             res = (torch.softmax(out["logits"].float(), -1) if task == "categorical" else out["va"].float())
@@ -177,6 +180,9 @@ def window_cost(method: torch.nn.Module, cfg: TrialConfig, data: dict) -> dict[s
         batch["flow"] = torch.zeros(1, L, 2, H, H, device=dev)
     if data.get("video_emb_dim"):
         batch["video_emb"] = torch.zeros(1, L, int(data["video_emb_dim"]), device=dev)
+    if data.get("n_audio_emb_features"):
+        batch["audio_emb"] = torch.zeros(1, L * int(data["audio_emb_steps_per_frame"]), int(data["n_audio_emb_features"]),
+                                         device=dev)
     out = {"model/parameters": float(sum(p.numel() for p in method.parameters()))}
     was_training = method.training
     method.eval()
@@ -373,6 +379,7 @@ def train_loop_per_worker(config: dict) -> None:
     local_bs = max(1, bs // world)
     pin = device.type == "cuda"
     mean, std = audio_stats_on(data, device)
+    emb_stats = emb_stats_on(data, device)
 
     inputs = method_inputs(method)  # only the modalities the method reads are read from the store and sent
     columns = store_columns(inputs)
@@ -406,7 +413,7 @@ def train_loop_per_worker(config: dict) -> None:
         join = model.join() if hasattr(model, "join") else contextlib.nullcontext()
         with join, Prefetcher(epoch_batches(epoch), tcfg.prefetch) as feed:
             for hb in feed:
-                batch = to_device(hb, mean, std, device)
+                batch = to_device(hb, mean, std, device, emb_stats)
                 with _autocast(device, cfg):
                     out = model(batch)
                     loss = method.loss(out, batch)

@@ -36,12 +36,13 @@ tune: {{search_space: {{window.length: {{grid: [4, 8]}}, method.fusion: {{grid: 
     res = run_sweep(cfg)
     assert res.failed == 0 and len(res.trials) == 4
     data = res.prepared["synthetic_ravdess"]
-    emb_path = data["embeddings"]["audio"]
+    emb_path = data["embeddings"]["audio_emb"]
     n_clips = sum(len(v) for v in data["ids"].values())
     (log,) = build_log(emb_path)  # one run of the stage, every clip encoded once
     assert log["encoded"] == n_clips
-    # the trials trained on 3 layers x 32 features, 2 steps per video frame
-    assert (data["n_audio_features"], data["audio_layers"], data["audio_steps_per_frame"]) == (96, 3, 2)
+    # the trials trained on 3 layers x 32 features, 2 steps per video frame; the log-Mel features stay
+    assert (data["n_audio_emb_features"], data["audio_layers"], data["audio_emb_steps_per_frame"]) == (96, 3, 2)
+    assert (data["n_audio_features"], data["audio_steps_per_frame"]) == (40, 4)
     assert data["fingerprint"] not in emb_path.rsplit("-audio-", 1)[1]  # a store of its own, named by its fingerprint
 
     # the MLflow record says what the trials trained on: the encoder's keys, the embeddings' fingerprint
@@ -59,7 +60,7 @@ tune: {{search_space: {{window.length: {{grid: [4, 8]}}, method.fusion: {{grid: 
         assert r.data.params["data.audio.encoder.layer"] == "all"
         (inp,) = r.inputs.dataset_inputs
         assert inp.dataset.digest == f"{data['fingerprint']}-{emb_fp[:8]}"
-        assert json.loads(inp.dataset.profile)["audio_encoder"] == "wavlm"
+        assert json.loads(inp.dataset.profile)["audio_emb_encoder"] == "wavlm"
 
     # one clip's embeddings: the model's hidden states of its audio track at 16 kHz, averaged per step
     import decord
@@ -67,7 +68,7 @@ tune: {{search_space: {{window.length: {{grid: [4, 8]}}, method.fusion: {{grid: 
 
     clip = next(c for c in plan(cfg.data).clips if c.clip_id == data["ids"]["val"][0])
     (row,) = ClipStore(emb_path).read_clips([clip.clip_id])
-    got = np.frombuffer(row["audio"], np.float32).reshape(row["audio_shape"])
+    got = np.frombuffer(row["audio_emb"], np.float32).reshape(row["audio_emb_shape"])
     x = decord.AudioReader(clip.video_path, sample_rate=16000, mono=True)[:].asnumpy().reshape(-1)
     fe = tf.AutoFeatureExtractor.from_pretrained(folder)
     with torch.no_grad():
@@ -96,7 +97,7 @@ tune: {{search_space: {{window.length: {{grid: [4, 8]}}, method.fusion: {{grid: 
     cfg2.mlflow.tracking_uri, cfg2.storage = cfg.mlflow.tracking_uri, cfg.storage
     res2 = run_sweep(cfg2)
     data2 = res2.prepared["synthetic_ravdess"]
-    assert res2.failed == 0 and data2["embeddings"]["audio"] == emb_path and data2["decoded"] == 0
+    assert res2.failed == 0 and data2["embeddings"]["audio_emb"] == emb_path and data2["decoded"] == 0
     assert len(build_log(emb_path)) == 1
     (vlog,) = build_log(data2["embeddings"]["video_emb"])
     assert vlog["encoded"] == n_clips and data2["video_emb_dim"] == 16
@@ -120,6 +121,6 @@ tune: {{search_space: {{window.length: {{grid: [4, 8]}}, method.fusion: {{grid: 
     lost = pq.read_metadata(part).num_rows
     Path(part).unlink()
     prep = prepare(cfg.data)
-    assert prep.embeddings["audio"] == emb_path and prep.embedding_info["audio"]["encoded"] == lost
+    assert prep.embeddings["audio_emb"] == emb_path and prep.embedding_info["audio_emb"]["encoded"] == lost
     assert [e["encoded"] for e in build_log(emb_path)] == [n_clips, lost]
     assert len(ClipStore(emb_path).done_ids()) == n_clips

@@ -233,18 +233,17 @@ TYPOS = {  # each used to pass validation and fail inside a trial (or not at all
     "mfcc of a swept feature": (["method.name=zhang2021", "data.dataset=synthetic_affwild2",
                                  "tune.search_space={data.audio.features: {grid: [logmel, spectrogram]}}"],
                                 "'data.audio.features' spectrogram with zhang2021's mfcc audio stream"),
-    "mfcc of embeddings": (["method.name=zhang2021", "data.dataset=synthetic_affwild2",
-                            "data.audio.encoder.path=/models/wavlm-base-plus"],
-                           "data.audio.encoder's embeddings) with zhang2021's mfcc audio stream"),
     "encoder layer": (["data.audio.encoder.layer=last"], "'data.audio.encoder.layer'"),
     "speech embeddings without an encoder": (["method.name=zhou2019", "method.audio_backbone=embeddings"],
-                                             "zhou2019 (method.audio_backbone) takes speech embeddings, and "
+                                             "zhou2019 (method.audio_backbone) reads speech embeddings, and "
                                              "'data.audio.encoder.path' is not set"),
     "face embeddings without an encoder": (["method.name=zhou2019", "tune.search_space={method.backbone: "
                                             "{grid: [small_cnn, embeddings]}}"],
                                            "zhou2019 (backbone embeddings) reads face embeddings, and "
                                            "'data.video.encoder.path' is not set"),
     "a frozen-fusion method without an encoder": (["method.name=frozen_fusion"], "method frozen_fusion reads face"),
+    "a speech-embedding method without an encoder": (["method.name=audio_embedding"],
+                                                     "method audio_embedding reads speech embeddings"),
     "encoder key": (["data.audio.encoder.layers=all"],
                     "unknown key 'data.audio.encoder.layers' (did you mean \"layer\"?)"),
     "per_method method value": (["per_method={av_fusion: {method: {fusion: fbb}}}"],

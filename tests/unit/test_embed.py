@@ -39,9 +39,28 @@ def test_encoder_gives_the_models_hidden_states(tmp_path, make_encoder, kind):
     h, centres = enc.encode(x)
     assert h.shape == (n, 3 * 32)
     np.testing.assert_allclose(h.reshape(n, 3, 32), want[:, :n].transpose(1, 0, 2), atol=1e-4)
-    assert np.all(np.diff(centres) > 0) and 0 < centres[0] < centres[-1] < 1.0
+    if kind == "whisper":  # centred log-Mel frames, then a stride-2 convolution: frame i at i x 20 ms
+        np.testing.assert_allclose(centres, np.arange(n) * 0.02)
+    else:  # the middle of each frame's receptive field: 25 samples, stride 20
+        np.testing.assert_allclose(centres, (np.arange(n) * 20 + 12.5) / 16000)
     one, _ = AudioEncoder(AudioEncoderConfig(path=str(folder), layer=1)).encode(x)
     np.testing.assert_allclose(one, want[1, :n], atol=1e-4)
+
+
+def test_a_float16_checkpoint_is_run_in_float32(tmp_path, make_encoder):
+    """Whisper's checkpoints are saved in float16: transformers 5 would load them so (dtype "auto") and
+    then refuse float32 inputs."""
+    import transformers as tf
+
+    from raybench.data.embed import AudioEncoder
+    from raybench.schema import AudioEncoderConfig
+
+    folder = make_encoder(tmp_path / "w", "whisper")
+    tf.AutoModel.from_pretrained(folder).half().save_pretrained(folder)
+    assert json.loads((folder / "config.json").read_text()).get("dtype", "float16") == "float16"
+    enc = AudioEncoder(AudioEncoderConfig(path=str(folder), layer=2))
+    h, _ = enc.encode(np.random.default_rng(0).standard_normal(8000).astype(np.float32) * 0.1)
+    assert h.dtype == np.float32 and np.isfinite(h).all() and next(enc.model.parameters()).dtype == torch.float32
 
 
 def test_long_audio_is_encoded_in_pieces(tmp_path, make_encoder):
@@ -148,10 +167,16 @@ def test_vision_encoder_gives_the_models_frame_embeddings(tmp_path, make_vision,
     with torch.no_grad():
         if kind == "clip":  # the projected image embedding: the vision tower's pooled output, projected
             want = model.visual_projection(model.vision_model(pixel_values=x).pooler_output)
-        else:
+        elif kind == "vit":  # the [CLS] token's final hidden state (not ViTModel's tanh pooler)
+            want = model(pixel_values=x).last_hidden_state[:, 0]
+        else:  # DINOv2's pooled output: its layer-normalised [CLS] token
             want = model(pixel_values=x).pooler_output
     assert got.shape == (7, 16 if kind == "clip" else 32)
     np.testing.assert_allclose(got, want.numpy(), atol=1e-4)
+    if kind == "vit":  # a checkpoint without a pooler (DINO's, a classifier's backbone) loads too
+        tf.ViTModel(model.config, add_pooling_layer=False).save_pretrained(tmp_path / "nopool")
+        proc.save_pretrained(tmp_path / "nopool")
+        assert VisionEncoder(VideoEncoderConfig(path=str(tmp_path / "nopool"))).encode(frames).shape == (7, 32)
 
 
 def test_unusable_vision_folders_are_named(tmp_path, make_vision, make_encoder):

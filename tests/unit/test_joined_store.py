@@ -1,6 +1,6 @@
-"""A clip store joined with an embedding store (data.audio.encoder): training reads the embeddings in
-place of the audio features, the frames from the clip store, and the statistics and sizes of the
-embeddings; a clip the embedding store lacks is named."""
+"""A clip store joined with an embedding store (data.audio.encoder): training reads the embeddings as
+their own input beside the audio features and frames of the clip store, with the statistics and sizes
+of the embeddings; a clip the embedding store lacks is named."""
 
 from __future__ import annotations
 
@@ -28,29 +28,32 @@ def test_training_reads_the_embeddings_in_place_of_the_audio(tmp_path):
     from raybench.train.feed import Clip, host_batch, store_columns
 
     data, emb = _stores(tmp_path)
-    joined = open_store(data["store_path"], {"audio": str(tmp_path / "emb")})
+    joined = open_store(data["store_path"], {"audio_emb": str(tmp_path / "emb")})
     base = ClipStore(data["store_path"])
     ids = data["ids"]["train"]
-    rows = list(joined.iter_clips(ids, store_columns(("video", "audio"))))
+    rows = list(joined.iter_clips(ids, store_columns(("video", "audio", "audio_emb"))))
     assert [r["clip_id"] for r in rows] == [r["clip_id"] for r in base.iter_clips(ids, ["clip_id"])]
     for r in rows:
         clip = Clip.from_row(r)
-        np.testing.assert_array_equal(clip.arrays["audio"], emb[r["clip_id"]])
+        np.testing.assert_array_equal(clip.arrays["audio_emb"], emb[r["clip_id"]])
+        (f,) = base.iter_clips([r["clip_id"]], ["audio", "audio_shape"])  # the features stay, beside them
+        np.testing.assert_array_equal(clip.arrays["audio"], np.frombuffer(f["audio"], np.float32).reshape(f["audio_shape"]))
         (b,) = base.iter_clips([r["clip_id"]], ["video", "video_shape"])
         np.testing.assert_array_equal(clip.arrays["video"], Clip.from_row({**b, "va": r["va"]}).arrays["video"])
-    # a batch of windows takes 2 embedding steps per frame
+    # a batch of windows takes 2 embedding steps per frame, and the store's 4 feature steps
     clips = [Clip.from_row(r) for r in rows]
     batch = host_batch([(clips[1], 2)], 3, "categorical")
-    np.testing.assert_array_equal(batch["audio"][0], emb[clips[1].row["clip_id"]][4:10])
+    np.testing.assert_array_equal(batch["audio_emb"][0], emb[clips[1].row["clip_id"]][4:10])
+    np.testing.assert_array_equal(batch["audio"][0], clips[1].arrays["audio"][8:20])
     # the audio statistics and the size in memory are the embeddings'
-    mean, std = joined.audio_stats(ids)
+    mean, std = joined.audio_stats(ids, "audio_emb")
     allemb = np.concatenate(list(emb.values())).astype(np.float64)
     np.testing.assert_allclose(mean, allemb.mean(0), rtol=1e-5)
     np.testing.assert_allclose(std, allemb.std(0), rtol=1e-4)
     n_frames = 5 + 7 + 4
-    assert joined.arrays_nbytes(ids, ["video", "audio"]) == n_frames * (8 * 8 * 3 + 2 * 4) + allemb.size * 4
-    assert joined.arrays_nbytes(ids, ["audio"]) == n_frames * 2 * 4 + allemb.size * 4
-    got = {r["clip_id"]: r["audio_shape"] for r in joined.read_clips(ids, ["audio_shape", "num_frames"])}
+    assert joined.arrays_nbytes(ids, ["video", "audio_emb"]) == n_frames * (8 * 8 * 3 + 2 * 4) + allemb.size * 4
+    assert joined.arrays_nbytes(ids, ["audio_emb"]) == n_frames * 2 * 4 + allemb.size * 4
+    got = {r["clip_id"]: r["audio_emb_shape"] for r in joined.read_clips(ids, ["audio_emb_shape", "num_frames"])}
     assert got == {c: list(e.shape) for c, e in emb.items()}
 
 
@@ -62,12 +65,14 @@ def test_a_clip_missing_from_the_embeddings_is_named(tmp_path):
     ids = data["ids"]["train"]
     partial = ClipStore(tmp_path / "partial")
     write_part(partial, [embedding_row(ids[0], 5, emb[ids[0]])])
-    joined = open_store(data["store_path"], {"audio": str(tmp_path / "partial")})
-    assert len(list(joined.iter_clips(ids[:1], ["audio", "audio_shape"]))) == 1
+    joined = open_store(data["store_path"], {"audio_emb": str(tmp_path / "partial")})
+    assert len(list(joined.iter_clips(ids[:1], ["audio_emb", "audio_emb_shape"]))) == 1
     with pytest.raises(PrepareError, match=rf"clip {ids[1]} is not in the embedding store .*partial"):
-        list(joined.iter_clips(ids, ["audio", "audio_shape"]))
+        list(joined.iter_clips(ids, ["audio_emb", "audio_emb_shape"]))
     with pytest.raises(PrepareError, match=rf"clip {ids[1]} is not in the embedding store"):
-        joined.read_clips(ids, ["audio_shape"])
+        joined.read_clips(ids, ["audio_emb_shape"])
+    with pytest.raises(PrepareError, match=rf"2 clip\(s\) are not in .*partial \(audio_emb\), e.g. {ids[1]}"):
+        joined.audio_stats(ids, "audio_emb")
 
 
 def test_layer_weights_sum_the_layers_then_average_each_frames_steps():

@@ -6,6 +6,7 @@ import torch
 from raybench.methods import METHODS, create_method
 
 B, T, K, F, H, E = 4, 6, 4, 20, 32, 12
+K2, F2 = 2, 16  # speech embeddings (audio_emb): steps per frame, features (2 layers of 8 in the speech tests)
 CASES = [(m, t) for m in METHODS.names() for t in METHODS.get(m).tasks]
 # small sizes so every method runs in a fraction of a second on a CPU
 SMALL = {"dim": 16, "cnn_width": 4, "visual_dim": 32, "audio_dim": 16, "hidden": 16, "fbp_o": 16,
@@ -21,6 +22,7 @@ def batch(task, seed=0):
         "mask": torch.ones(B, T, dtype=torch.bool),
         "flow": torch.randn(B, T, 2, H, H, generator=g),
         "video_emb": torch.randn(B, T, E, generator=g) * 3 + 1,  # as stored: not standardised
+        "audio_emb": torch.randn(B, T * K2, F2, generator=g),
     }
     b["mask"][0, -2:] = False
     if task == "categorical":
@@ -34,7 +36,8 @@ def batch(task, seed=0):
 def build(name, task):
     kw = {k: v for k, v in SMALL.items() if k in METHODS.get(name).defaults}
     return create_method(name, task, 4 if task == "categorical" else 2, n_audio_features=F,
-                         audio_steps_per_frame=K, video_emb_dim=E, **kw)
+                         audio_steps_per_frame=K, video_emb_dim=E, n_audio_emb_features=F2,
+                         audio_emb_steps_per_frame=K2, **kw)
 
 
 @pytest.mark.parametrize("name,task", CASES)
@@ -98,9 +101,12 @@ def test_published_methods_take_speech_embeddings_in_place_of_their_audio_networ
     torch.manual_seed(0)
     kw = {k: v for k, v in SMALL.items() if k in METHODS.get(name).defaults}
     model = create_method(name, task, 4 if task == "categorical" else 2, n_audio_features=F,
-                          audio_steps_per_frame=K, video_emb_dim=E, audio_layers=2, **kw, **opts)
+                          audio_steps_per_frame=K, video_emb_dim=E, audio_layers=2, n_audio_emb_features=F2,
+                          audio_emb_steps_per_frame=K2, **kw, **opts)
     layer_sums = [m for m in model.modules() if type(m).__name__ == "LayerWeightedAudio"]
-    assert layer_sums and all(m.layers == 2 and m.width == F // 2 for m in layer_sums)
+    assert layer_sums and all(m.layers == 2 and m.width == F2 // 2 and m.k == K2 for m in layer_sums)
+    assert "audio_emb" in model.inputs  # the pipeline reads the embeddings; the features only where a stream uses them
+    assert ("audio" in model.inputs) == ("vggish" in opts.get("audio_streams", ()))
     b = batch(task)
     out = model(b)
     assert all(torch.isfinite(v).all() for v in out.values())
@@ -110,7 +116,7 @@ def test_published_methods_take_speech_embeddings_in_place_of_their_audio_networ
     model.eval()
     with torch.no_grad():  # the embeddings drive the prediction
         key = "logits" if task == "categorical" else "va"
-        assert not torch.allclose(model(b)[key], model(dict(b, audio=torch.randn_like(b["audio"])))[key])
+        assert not torch.allclose(model(b)[key], model(dict(b, audio_emb=torch.randn_like(b["audio_emb"])))[key])
 
 
 @pytest.mark.parametrize("case", EMB_CASES, ids=lambda c: f"{c[0]}-{c[1]}")
@@ -153,11 +159,13 @@ def test_padding_never_changes_a_prediction(case, n):
     torch.manual_seed(0)
     kw = {k: v for k, v in SMALL.items() if k in METHODS.get(name).defaults}
     model = create_method(name, task, 4 if task == "categorical" else 2, n_audio_features=F,
-                          audio_steps_per_frame=K, video_emb_dim=E, audio_layers=layers, **{**kw, **opts}).eval()
+                          audio_steps_per_frame=K, video_emb_dim=E, audio_layers=layers, n_audio_emb_features=F2,
+                          audio_emb_steps_per_frame=K2, **{**kw, **opts}).eval()
     g = torch.Generator().manual_seed(n)
     L = 16
     clip = {"video": torch.randn(2, n, 3, H, H, generator=g), "audio": torch.randn(2, n * K, F, generator=g),
             "flow": torch.randn(2, n, 2, H, H, generator=g), "video_emb": torch.randn(2, n, E, generator=g),
+            "audio_emb": torch.randn(2, n * K2, F2, generator=g),
             "mask": torch.ones(2, n, dtype=torch.bool)}
     padded = {k: torch.cat([v, 3 + torch.randn((2, L * v.shape[1] // n - v.shape[1], *v.shape[2:]), generator=g)], 1)
               for k, v in clip.items() if k != "mask"}  # what padding holds must not matter

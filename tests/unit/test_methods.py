@@ -107,16 +107,20 @@ def test_published_methods_take_speech_embeddings_in_place_of_their_audio_networ
     assert layer_sums and all(m.layers == 2 and m.width == F2 // 2 and m.k == K2 for m in layer_sums)
     assert "audio_emb" in model.inputs  # the pipeline reads the embeddings; the features only where a stream uses them
     assert ("audio" in model.inputs) == ("vggish" in opts.get("audio_streams", ()))
-    b = batch(task)
+    _input_drives_a_trained_model(model, batch(task), task, "audio_emb")
+
+
+def _input_drives_a_trained_model(model, b, task, key):
+    """Finite outputs, a gradient on every parameter, and the prediction changes with input ``key``."""
     out = model(b)
     assert all(torch.isfinite(v).all() for v in out.values())
     model.loss(out, b).backward()
     missing = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)]
     assert not missing, f"no gradient reaches {missing}"
     model.eval()
-    with torch.no_grad():  # the embeddings drive the prediction
-        key = "logits" if task == "categorical" else "va"
-        assert not torch.allclose(model(b)[key], model(dict(b, audio_emb=torch.randn_like(b["audio_emb"])))[key])
+    with torch.no_grad():
+        out_key = "logits" if task == "categorical" else "va"
+        assert not torch.allclose(model(b)[out_key], model(dict(b, **{key: torch.randn_like(b[key])}))[out_key])
 
 
 @pytest.mark.parametrize("case", EMB_CASES, ids=lambda c: f"{c[0]}-{c[1]}")
@@ -129,17 +133,7 @@ def test_published_methods_take_face_embeddings_in_place_of_frames(case):
     assert "video_emb" in model.inputs and "video" not in model.inputs  # the pipeline reads no frames for it
     b = batch(task)
     del b["video"]
-    out = model(b)
-    assert all(torch.isfinite(v).all() for v in out.values())
-    model.loss(out, b).backward()
-    missing = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)]
-    assert not missing, f"no gradient reaches {missing}"
-    # the embeddings drive the prediction
-    model.eval()
-    with torch.no_grad():
-        other = dict(b, video_emb=torch.randn_like(b["video_emb"]))
-        key = "logits" if task == "categorical" else "va"
-        assert not torch.allclose(model(b)[key], model(other)[key])
+    _input_drives_a_trained_model(model, b, task, "video_emb")
     with pytest.raises(ValueError, match="set data.video.encoder.path"):
         create_method(name, task, 2, n_audio_features=F, audio_steps_per_frame=K, **kw, **opts)
     with pytest.raises(ValueError, match="takes no weights"):

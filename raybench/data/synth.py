@@ -59,6 +59,10 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
+# Bumped when the same options give different files: names the default folder of a generated set
+# (datasets/synthetic.py). 2: identical bytes for identical options (no x264 macroblock-tree).
+GENERATOR_VERSION = 2
+
 # RAVDESS emotion codes 01..08, in order.
 EMOTION_NAMES = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")
 
@@ -244,9 +248,12 @@ def write_video(path: Path, frames, fps: float, audio: np.ndarray | None, sr: in
         vs = out.add_stream(vcodec, rate=Fraction(fps).limit_denominator(1001))
         vs.width, vs.height = first.shape[1], first.shape[0]
         vs.pix_fmt = "yuv420p"
-        # one encoder thread: within a process the same seed gives the same bytes
+        # the same frames give the same bytes: one encoder thread, and no macroblock-tree rate control
+        # (with it, libx264 through PyAV 18 gave 2-9 different files over 12-20 encodes of the same
+        # synthetic clip in one process, measured 2026-12-01; a quarter of the synthetic RAVDESS set
+        # differed between two generations, and the models trained on it with them)
         if vcodec == "libx264":
-            vs.options = {"crf": "18", "preset": preset, "x264-params": "threads=1:lookahead-threads=1"}
+            vs.options = {"crf": "18", "preset": preset, "x264-params": "threads=1:lookahead-threads=1:mbtree=0"}
         vs.codec_context.thread_count = 1
         a_s = out.add_stream(acodec, rate=sr, layout="mono") if audio is not None else None
         for fr in frames:

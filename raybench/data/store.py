@@ -60,6 +60,8 @@ def fingerprint(dataset: str, root: str | Path, data_cfg: DataConfig) -> str:
         **{k: _without_defaults(k, d[k], data_cfg) for k in PREPROCESSING_KEYS},
         **{k: d[k] for k, v in LATER_KEYS.items() if d[k] != v},
     }
+    if d["face"] in ("detect", "dataset") and d["face_detector"] != "haar":  # added later; haar before
+        spec["face_detector"] = d["face_detector"]
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -98,7 +100,7 @@ def decode_row(row: dict[str, Any], data_cfg: DataConfig, mirror: str | None = N
         audio = (row.get("meta") or {}).get("audio_path")
         audio = local(audio) if audio else None
         d = decode_clip(video, data_cfg.fps, data_cfg.image_size, data_cfg.sample_rate, audio_path=audio,
-                        face=data_cfg.face,
+                        face=data_cfg.face, face_detector=data_cfg.face_detector,
                         crops_dir=(row.get("meta") or {}).get("crops_dir"))
     except DecodeError as e:
         return None, str(e), None

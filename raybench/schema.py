@@ -64,8 +64,13 @@ class VideoConfig(Section):
 
 class AudioConfig(Section):
     # logmel, spectrogram (torchaudio); egemaps, compare: openSMILE's eGeMAPS v02 / ComParE 2016 low-level
-    # descriptors (25 / 65 features; n_mels, n_fft, win_ms and hop_ms do not apply to them)
-    features: Literal["logmel", "spectrogram", "egemaps", "compare"] = "logmel"
+    # descriptors (25 / 65 features; n_mels, n_fft, win_ms and hop_ms do not apply to them);
+    # egemaps_functionals, compare_functionals: their functionals (88 / 6373 features) over windows of
+    # functionals_s seconds every functionals_hop_s seconds
+    features: Literal["logmel", "spectrogram", "egemaps", "compare", "egemaps_functionals",
+                      "compare_functionals"] = "logmel"
+    functionals_s: float = Field(1.0, gt=0)  # the functionals' window (openSMILE's frameSize)
+    functionals_hop_s: float = Field(0.1, ge=0.01)  # their hop (frameStep; openSMILE rounds it to its 10 ms steps)
     n_mels: int = Field(40, ge=1)
     n_fft: int = Field(400, ge=2)  # 25 ms at 16 kHz
     # analysis window; null: the feature's own, 25 ms for logmel, 40 ms for spectrogram (Zhou et al.

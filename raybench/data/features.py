@@ -6,6 +6,7 @@ window of video frames [s, s+L) pairs with audio steps [s*k, (s+L)*k).
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 
 import numpy as np
@@ -27,7 +28,7 @@ def _transform(kind: str, sample_rate: int, n_fft: int, win: int, hop: int, n_me
         # Zhou et al.: Hamming window, log magnitude
         return torchaudio.transforms.Spectrogram(n_fft=n_fft, win_length=win, hop_length=hop,
                                                  window_fn=torch.hamming_window, power=1.0)
-    raise ValueError(f"data.audio.features must be 'logmel', 'spectrogram', 'egemaps' or 'compare', got {kind!r}")
+    raise ValueError(f"data.audio.features must be logmel, spectrogram or one of {', '.join(OPENSMILE_SETS)}, got {kind!r}")
 
 
 WINDOW_MS = {"logmel": 25.0, "spectrogram": 40.0}  # data.audio.win_ms: null picks the feature's own
@@ -43,31 +44,63 @@ def window_ms(cfg: AudioConfig) -> float:
 # configurations): eGeMAPS v02 (25 per 10 ms step: loudness, spectral balance, MFCC 1-4, F0, jitter,
 # shimmer, HNR, formants) and ComParE 2016 (65 per 10 ms step). Not log-compressed: they are in their
 # own units (the training pipeline standardises each with the training set's statistics).
-OPENSMILE_SETS = {"egemaps": ("eGeMAPSv02", 25), "compare": ("ComParE_2016", 65)}
+# Their functionals (``<set>_functionals``: eGeMAPS v02's 88, ComParE 2016's 6373; MERBench's and
+# EmoBox's handcrafted baselines use them per utterance) are computed here over sliding windows of
+# ``data.audio.functionals_s`` every ``functionals_hop_s``, in one openSMILE run per clip, through the
+# opensmile package's own option for it (``frameModeFunctionalsConf``: openSMILE's ``frameMode = fixed``).
+# A window's functionals are those of the descriptors whose frames start inside it.
+OPENSMILE_SETS = {"egemaps": ("eGeMAPSv02", 25), "compare": ("ComParE_2016", 65),
+                  "egemaps_functionals": ("eGeMAPSv02", 88), "compare_functionals": ("ComParE_2016", 6373)}
+
+
+class AudioTooShort(ValueError):
+    """A clip's audio is shorter than one analysis window of its features: that clip is skipped."""
+
+
+def _frame_mode_conf(window_s: float, hop_s: float) -> str:
+    """An openSMILE frame-mode include for sliding functionals windows, written once per setting."""
+    import tempfile
+    from pathlib import Path
+
+    p = Path(tempfile.gettempdir()) / f"raybench-opensmile-fixed-{window_s:g}-{hop_s:g}.conf"
+    if not p.exists():
+        tmp = p.with_name(f".{p.name}.{os.getpid()}")
+        tmp.write_text(f"frameMode = fixed\nframeSize = {window_s:g}\nframeStep = {hop_s:g}\n"
+                       "frameCenterSpecial = left\n")
+        os.replace(tmp, p)
+    return str(p)
 
 
 @lru_cache(maxsize=4)
-def _smile(kind: str):
+def _smile(kind: str, window_s: float = 1.0, hop_s: float = 0.1):
     import opensmile  # an ImportError here stops prepare with its cause (envcheck checks it first)
 
-    return opensmile.Smile(feature_set=getattr(opensmile.FeatureSet, OPENSMILE_SETS[kind][0]),
-                           feature_level=opensmile.FeatureLevel.LowLevelDescriptors)
+    fset = getattr(opensmile.FeatureSet, OPENSMILE_SETS[kind][0])
+    if kind.endswith("_functionals"):
+        return opensmile.Smile(feature_set=fset, feature_level=opensmile.FeatureLevel.Functionals,
+                               options={"frameModeFunctionalsConf": _frame_mode_conf(window_s, hop_s)})
+    return opensmile.Smile(feature_set=fset, feature_level=opensmile.FeatureLevel.LowLevelDescriptors)
 
 
-def opensmile_features(audio: np.ndarray, steps: int, sample_rate: int, kind: str) -> np.ndarray:
-    """openSMILE's low-level descriptors of a mono signal (``kind``: egemaps or compare), each placed at
-    the centre of its analysis window (openSMILE's own start and end times) and linearly interpolated
-    at the centres of ``steps`` equal steps over the signal -> float32 (steps, F). Steps before the
-    first window's centre or after the last one's take that window's values."""
+def opensmile_features(audio: np.ndarray, steps: int, sample_rate: int, kind: str, window_s: float = 1.0,
+                       hop_s: float = 0.1) -> np.ndarray:
+    """openSMILE's low-level descriptors of a mono signal (``kind``: egemaps or compare), or their
+    functionals over windows of ``window_s`` every ``hop_s`` (``egemaps_functionals``,
+    ``compare_functionals``), each placed at the centre of its window (openSMILE's own start and end
+    times) and linearly interpolated at the centres of ``steps`` equal steps over the signal ->
+    float32 (steps, F). Steps before the first window's centre or after the last one's take that
+    window's values."""
     import warnings
 
     x = np.ascontiguousarray(audio, np.float32)
     with warnings.catch_warnings():  # "Segment too short, filling with NaN": said below, with the clip's length
         warnings.simplefilter("ignore", UserWarning)
-        df = _smile(kind).process_signal(x, sample_rate)
+        df = _smile(kind, float(window_s), float(hop_s)).process_signal(x, sample_rate)
     if not len(df) or np.isnan(df.to_numpy(np.float64)).all():
-        raise ValueError(f"data.audio.features={kind}: the audio ({len(x) / sample_rate * 1000:.0f} ms) is shorter "
-                         "than one openSMILE analysis window")
+        what = (f"one {window_s:g} s functionals window (data.audio.functionals_s) and openSMILE's analysis frame"
+                if kind.endswith("_functionals") else "one openSMILE analysis window")
+        raise AudioTooShort(f"data.audio.features={kind}: the audio ({len(x) / sample_rate * 1000:.0f} ms) is too short "
+                         f"for {what}")
     starts = df.index.get_level_values("start").total_seconds().to_numpy()
     ends = df.index.get_level_values("end").total_seconds().to_numpy()
     centres = (starts + ends) / 2
@@ -82,7 +115,8 @@ def audio_features(audio: np.ndarray, num_frames: int, sample_rate: int, cfg: Au
     spectrogram (torchaudio, resampled in time), or openSMILE's descriptors (``opensmile_features``)."""
     kind = cfg.features
     if kind in OPENSMILE_SETS:
-        return opensmile_features(audio, num_frames * cfg.frames_per_video_frame, sample_rate, kind)
+        return opensmile_features(audio, num_frames * cfg.frames_per_video_frame, sample_rate, kind,
+                                  cfg.functionals_s, cfg.functionals_hop_s)
     win = int(round(window_ms(cfg) * sample_rate / 1000))
     hop = int(round(cfg.hop_ms * sample_rate / 1000))
     n_fft = max(cfg.n_fft, win)

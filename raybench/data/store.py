@@ -73,7 +73,11 @@ def _without_defaults(key: str, value: Any, data_cfg: DataConfig) -> Any:
         from raybench.data.features import window_ms
 
         # the encoder's embeddings are a store of their own (raybench/data/embed.py): choosing one decodes nothing again
-        return {**{k: v for k, v in value.items() if k != "encoder"}, "win_ms": window_ms(data_cfg.audio)}
+        out = {k: v for k, v in value.items() if k != "encoder"}
+        if not str(value.get("features", "")).endswith("_functionals"):  # added later; only functionals use them
+            out.pop("functionals_s", None)
+            out.pop("functionals_hop_s", None)
+        return {**out, "win_ms": window_ms(data_cfg.audio)}
     if key == "ravdess" and isinstance(value, dict):
         return {k: v for k, v in value.items() if (k, v) not in (("video", "av"), ("audio", "video"))}
     return value
@@ -90,7 +94,7 @@ def decode_row(row: dict[str, Any], data_cfg: DataConfig, mirror: str | None = N
     from raybench.data.annotations import read_annotation
     from raybench.data.decode import DecodeError, decode_clip
     from raybench.envcheck import is_environment_error
-    from raybench.data.features import audio_features, optical_flow, resample_labels
+    from raybench.data.features import AudioTooShort, audio_features, optical_flow, resample_labels
 
     def local(path: str) -> str:  # a file of a remote root: fetched to this node when needed
         return storage.fetch_if_placeholder(path, mirror, root_uri, cache_home())
@@ -109,7 +113,10 @@ def decode_row(row: dict[str, Any], data_cfg: DataConfig, mirror: str | None = N
             raise
         return None, f"{type(e).__name__}: {e}", None
     T = len(d.frames)
-    feats = audio_features(d.audio, T, data_cfg.sample_rate, data_cfg.audio)  # (T*k, F)
+    try:
+        feats = audio_features(d.audio, T, data_cfg.sample_rate, data_cfg.audio)  # (T*k, F)
+    except AudioTooShort as e:  # shorter than the features' window: this clip is skipped, with the reason
+        return None, str(e), None
     warning = None
     va = np.zeros((0, 2), np.float32)
     src_keep, src_rate = np.zeros((0, 2), np.float32), 0.0

@@ -421,7 +421,8 @@ def test_an_error_that_is_not_a_clip_problem_stops_prepare_with_the_cause_and_fi
         prepare(broken)
     msg = str(e.value)
     assert msg.startswith("ravdess: the prepare stage stopped: clip ")
-    assert "ValueError: data.audio.features must be 'logmel', 'spectrogram', 'egemaps' or 'compare', got 'mfcc'" in msg
+    assert ("ValueError: data.audio.features must be logmel, spectrogram or one of egemaps, compare, "
+            "egemaps_functionals, compare_functionals, got 'mfcc'") in msg
     clip = msg.split("clip ", 1)[1].split(" ", 1)[0]
     assert (tiny_ravdess / f"Actor_{clip.split('-')[-1]}" / f"{clip}.mp4").exists()  # a real clip, and its file
     assert f"({tiny_ravdess}" in msg and "Traceback" not in msg and "UserCodeException" not in msg

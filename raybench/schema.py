@@ -51,7 +51,8 @@ class VideoEncoderConfig(Section):
     raybench/data/embed.py): one embedding per frame, read by the methods that take face embeddings
     (``video_embedding``, ``frozen_fusion``). Never downloaded: ``path`` is a local Hugging Face model
     folder (config.json, the weights, preprocessor_config.json) of CLIP (its projected image
-    embedding), ViT or DINOv2 (their pooled output)."""
+    embedding), ViT or DINOv2 (their pooled output), or an IR-50 face backbone's state dict file
+    (.pth/.pt: face.evoLVe's layout, or zhang2021's authors' ``backbone.*`` layout; its 512-d output)."""
 
     path: str | None = None  # None: no image encoder
     batch_size: int = Field(4, ge=1)  # clips per task of the embedding stage

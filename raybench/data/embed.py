@@ -100,17 +100,25 @@ def encoder_spec(cfg: AudioEncoderConfig) -> dict[str, Any]:
 
 
 VISION_KINDS = ("clip", "vit", "dinov2")
+STATE_DICT_SUFFIXES = (".pth", ".pt")  # an IR-50 face backbone's state dict (raybench.nn.irse)
 
 
 def vision_spec(cfg: VideoEncoderConfig) -> dict[str, Any]:
-    """Check an image encoder folder without loading its weights (before Ray starts) -> a summary."""
+    """Check an image encoder folder (or IR-50 state dict file) without loading its weights (before Ray
+    starts) -> a summary."""
     if not cfg.path:
         raise EncoderError("data.video.encoder.path is not set")
     folder = Path(cfg.path).expanduser()
     key = "data.video.encoder.path"
+    if folder.suffix.lower() in STATE_DICT_SUFFIXES:
+        if not folder.is_file():
+            raise EncoderError(f"{key}: no file {folder} (an IR-50 face backbone's state dict, .pth or .pt)")
+        return {"kind": "ir50", "folder": str(folder.resolve()), "dim": 512, "kept_layers": 1,
+                "files": [str(folder.resolve())]}
     if not folder.is_dir():
         raise EncoderError(f"{key}: no folder {folder} (a local Hugging Face model folder: config.json, "
-                           "model.safetensors or pytorch_model.bin, preprocessor_config.json)")
+                           "model.safetensors or pytorch_model.bin, preprocessor_config.json; or an IR-50 "
+                           "state dict file, .pth or .pt)")
     conf = _read_json(folder / "config.json", "the model's configuration", key)
     kind = conf.get("model_type")
     if kind not in VISION_KINDS:
@@ -172,29 +180,70 @@ def _load(folder: str, kind: str, key: str, **kw):
     return model.float()
 
 
+def _load_ir50(path: str, key: str):
+    """An IR-50 face backbone (raybench.nn.irse) with the state dict at ``path``, in eval mode: face.evoLVe's
+    layout (``input_layer``, ``body``, ``output_layer``: :class:`IR50` at 112 x 112) or zhang2021's
+    authors' (``backbone.*`` and ``logits.*``: :class:`AuthorsIR50` at 40 x 40, L2-normalised output)."""
+    import torch
+
+    # the embedding stage runs a face model here: the one place the data layer builds a raybench network
+    # (pyproject.toml's import contract lets this module import raybench.nn.irse, and nothing else of nn)
+    from raybench.nn.encoders import load_weights
+    from raybench.nn.irse import IR50, AuthorsIR50
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001 - an unreadable file, whatever torch raises for it
+        raise EncoderError(f"{key}: cannot read {path}: {' '.join(str(e).split())[:300]}") from None
+    for k in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(k), dict):
+            state = state[k]
+    authors = isinstance(state, dict) and any(str(k).removeprefix("module.").startswith("backbone.") for k in state)
+    net = AuthorsIR50() if authors else IR50()
+    try:
+        load_weights(net, path, key)
+    except (OSError, ValueError) as e:
+        raise EncoderError(f"{' '.join(str(e).split())[:600]} (expected an IR-50 state dict: face.evoLVe's layout "
+                           "or zhang2021's authors' backbone.* layout)") from None
+    return net.eval()
+
+
 class VisionEncoder:
     """A loaded image encoder: ``encode(frames)`` -> one embedding per frame, float32 (T, dim): CLIP's
-    projected image embedding, ViT's and DINOv2's pooled output. The folder's image processor resizes
-    and normalises the store's frames (uint8 RGB) as the model was trained."""
+    projected image embedding, ViT's and DINOv2's pooled output, IR-50's 512-d output. The folder's
+    image processor resizes and normalises the store's frames (uint8 RGB) as the model was trained;
+    IR-50 takes them in [-1, 1] (x / 127.5 - 1, as its checkpoints and the training pipeline do) and
+    resizes them to its input size itself."""
 
     def __init__(self, cfg: VideoEncoderConfig, device: str = "cpu"):
         import torch
-        from transformers import AutoImageProcessor
 
         self.cfg, self.spec = cfg, vision_spec(cfg)
         folder = self.spec["folder"]
+        self.device = device
+        self._torch = torch
+        if self.spec["kind"] == "ir50":
+            self.model = _load_ir50(folder, "data.video.encoder.path").to(device)
+            self.processor = None
+            return
+        from transformers import AutoImageProcessor
+
         # ViT: the [CLS] token's final hidden state, as for DINO and classification checkpoints, which have
         # no pooler (ViTModel's pooler is a tanh layer that only checkpoints of ViTModel itself hold)
         extra = {"add_pooling_layer": False} if self.spec["kind"] == "vit" else {}
         self.model = _load(folder, self.spec["kind"], "data.video.encoder.path", **extra).eval().to(device)
         self.processor = AutoImageProcessor.from_pretrained(folder, local_files_only=True)
-        self.device = device
-        self._torch = torch
 
     def encode(self, frames: np.ndarray) -> np.ndarray:
         torch = self._torch
         out = []
         for a in range(0, len(frames), self.cfg.frame_batch):
+            if self.spec["kind"] == "ir50":
+                x = torch.from_numpy(np.ascontiguousarray(frames[a : a + self.cfg.frame_batch]))
+                x = x.to(self.device).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+                with torch.inference_mode():
+                    out.append(self.model(x).float().cpu().numpy())
+                continue
             x = self.processor(images=list(frames[a : a + self.cfg.frame_batch]), return_tensors="pt").pixel_values
             with torch.inference_mode():
                 if self.spec["kind"] == "clip":

@@ -196,3 +196,60 @@ def test_unusable_vision_folders_are_named(tmp_path, make_vision, make_encoder):
     (folder / "config.json").write_text(json.dumps({**conf, "num_hidden_layers": 3}))
     msg = err(folder)
     assert "do not fit" in msg and "missing (e.g." in msg and ".2." in msg  # (the third layer's weights)
+
+
+def _trained_like(net):
+    """Random weights, and batch-norm statistics away from their initial 0 / 1 (as a trained network's)."""
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d | torch.nn.BatchNorm1d):
+                m.running_mean.copy_(0.1 * torch.randn(m.running_mean.shape, generator=g))
+                m.running_var.copy_(0.5 + torch.rand(m.running_var.shape, generator=g))
+    return net.eval()
+
+
+@pytest.mark.parametrize("layout", ["evolve", "authors"])
+def test_ir50_state_dict_gives_the_backbones_frame_embeddings(tmp_path, layout):
+    """data.video.encoder.path: an IR-50 state dict (face.evoLVe's layout at 112 px, or zhang2021's
+    authors' backbone.* + logits.* layout at 40 px): the stage's embeddings are the network's output on
+    the frames in [-1, 1], computed here with the network itself, in eval mode."""
+    from raybench.data.embed import VisionEncoder, vision_spec
+    from raybench.nn.irse import IR50, AuthorsIR50
+    from raybench.schema import VideoEncoderConfig
+
+    torch.manual_seed(0)
+    net = _trained_like(AuthorsIR50() if layout == "authors" else IR50())
+    state = net.state_dict()
+    if layout == "authors":  # their my_res50 checkpoint: the network under backbone., a classifier under logits.
+        state = {**{f"backbone.{k}": v for k, v in state.items()}, "logits.weight": torch.zeros(8, 512)}
+    path = tmp_path / "ir50.pth"
+    torch.save({"state_dict": state}, path)
+    frames = np.random.default_rng(0).integers(0, 256, (5, 48, 48, 3), dtype=np.uint8)
+    got = VisionEncoder(VideoEncoderConfig(path=str(path), frame_batch=2)).encode(frames)
+    with torch.no_grad():
+        want = net(torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 127.5 - 1.0).numpy()
+    assert got.shape == (5, 512) and vision_spec(VideoEncoderConfig(path=str(path)))["dim"] == 512
+    np.testing.assert_allclose(got, want, atol=1e-4)
+    if layout == "authors":
+        np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)  # their L2-normalised output
+    assert np.abs(got[0] - got[1]).max() > 1e-3  # different frames, different embeddings
+
+
+def test_unusable_ir50_files_are_named(tmp_path):
+    from raybench.data.embed import EncoderError, VisionEncoder
+    from raybench.nn.irse import IR50
+    from raybench.schema import VideoEncoderConfig
+
+    def err(path):
+        with pytest.raises(EncoderError) as e:
+            VisionEncoder(VideoEncoderConfig(path=str(path)))
+        return str(e.value)
+
+    assert err(tmp_path / "none.pth").startswith(f"data.video.encoder.path: no file {tmp_path / 'none.pth'}")
+    (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
+    assert err(tmp_path / "junk.pth").startswith(f"data.video.encoder.path: cannot read {tmp_path / 'junk.pth'}")
+    state = IR50(input_size=56).state_dict()  # another output layer: 512 x 4 x 4 inputs
+    torch.save(state, tmp_path / "other.pth")
+    msg = err(tmp_path / "other.pth")
+    assert "do not fit the architecture" in msg and "output_layer.3.weight" in msg and "expected an IR-50" in msg

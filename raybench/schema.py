@@ -52,11 +52,14 @@ class VideoEncoderConfig(Section):
     (``video_embedding``, ``frozen_fusion``). Never downloaded: ``path`` is a local Hugging Face model
     folder (config.json, the weights, preprocessor_config.json) of CLIP (its projected image
     embedding), ViT or DINOv2 (their pooled output), or an IR-50 face backbone's state dict file
-    (.pth/.pt: face.evoLVe's layout, or zhang2021's authors' ``backbone.*`` layout; its 512-d output)."""
+    (.pth/.pt: face.evoLVe's layout, or zhang2021's authors' ``backbone.*`` layout; its 512-d output).
+    A VideoMAE folder encodes windows of its ``num_frames`` frames: every frame takes the embedding of
+    the window whose centre is nearest."""
 
     path: str | None = None  # None: no image encoder
     batch_size: int = Field(4, ge=1)  # clips per task of the embedding stage
     frame_batch: int = Field(64, ge=1)  # frames per forward pass
+    window_hop: int | None = Field(None, ge=1)  # VideoMAE: frames between windows; None: its num_frames (tiled)
 
 
 class VideoConfig(Section):

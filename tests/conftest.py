@@ -169,7 +169,7 @@ def save_tiny_encoder(folder: Path, kind: str, seed: int = 0, sampling_rate: int
 
 
 def save_tiny_vision(folder: Path, kind: str, seed: int = 0) -> Path:
-    """An image encoder of ``kind`` (clip, vit, dinov2) with random weights, width 32 (CLIP: projected
+    """An image encoder of ``kind`` (clip, vit, dinov2, videomae) with random weights, width 32 (CLIP: projected
     to 16), 2 layers, 32 px input in 8 px patches, saved with its image processor as
     ``save_pretrained`` writes them."""
     import torch
@@ -186,6 +186,9 @@ def save_tiny_vision(folder: Path, kind: str, seed: int = 0) -> Path:
     elif kind == "vit":
         tf.ViTModel(tf.ViTConfig(**small)).save_pretrained(folder)
         tf.ViTImageProcessor(size={"height": 32, "width": 32}).save_pretrained(folder)
+    elif kind == "videomae":  # windows of 4 frames in tubelets of 2
+        tf.VideoMAEModel(tf.VideoMAEConfig(**small, num_frames=4, tubelet_size=2)).save_pretrained(folder)
+        tf.VideoMAEImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)
     else:
         tf.Dinov2Model(tf.Dinov2Config(**small)).save_pretrained(folder)
         tf.BitImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(folder)

@@ -99,7 +99,7 @@ def encoder_spec(cfg: AudioEncoderConfig) -> dict[str, Any]:
             "files": [str(p) for p in [folder / "config.json", folder / "preprocessor_config.json", *weights]]}
 
 
-VISION_KINDS = ("clip", "vit", "dinov2")
+VISION_KINDS = ("clip", "vit", "dinov2", "videomae")
 STATE_DICT_SUFFIXES = (".pth", ".pt")  # an IR-50 face backbone's state dict (raybench.nn.irse)
 
 
@@ -130,7 +130,18 @@ def vision_spec(cfg: VideoEncoderConfig) -> dict[str, Any]:
         raise EncoderError(f"{key}: {folder} has no weights file ({', '.join(_WEIGHTS)})")
     dim = int(conf.get("projection_dim", 0) if kind == "clip" else conf.get("hidden_size", 0))
     return {"kind": kind, "folder": str(folder.resolve()), "dim": dim, "kept_layers": 1,
+            **({"num_frames": int(conf.get("num_frames", 16))} if kind == "videomae" else {}),
             "files": [str(p) for p in [folder / "config.json", folder / "preprocessor_config.json", *weights]]}
+
+
+def video_windows(T: int, n: int, hop: int) -> tuple[list[int], np.ndarray]:
+    """Windows of ``n`` frames every ``hop`` over a clip of ``T`` frames (the last ones run past its end
+    and are padded with its last frame) -> (their starts, for each frame the index of the window whose
+    centre, over the frames it really holds, is nearest; ties go to the earlier one)."""
+    starts = list(range(0, max(1, T), hop))
+    centres = np.array([s + (min(s + n, T) - 1 - s) / 2 for s in starts])
+    nearest = np.abs(np.arange(T)[:, None] - centres[None, :]).argmin(1)
+    return starts, nearest
 
 
 @lru_cache(maxsize=16)
@@ -156,6 +167,8 @@ def embed_fingerprint(clip_fingerprint: str, cfg: AudioEncoderConfig | VideoEnco
          "weights": content_hash(spec["files"])}
     if isinstance(cfg, AudioEncoderConfig):
         d.update(layer=cfg.layer, steps_per_frame=cfg.steps_per_frame, chunk_s=cfg.chunk_s)
+    if spec["kind"] == "videomae":  # its windows' spacing (the default: tiled, its num_frames)
+        d.update(window_hop=cfg.window_hop or spec["num_frames"])
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -234,8 +247,26 @@ class VisionEncoder:
         self.model = _load(folder, self.spec["kind"], "data.video.encoder.path", **extra).eval().to(device)
         self.processor = AutoImageProcessor.from_pretrained(folder, local_files_only=True)
 
+    def _encode_windows(self, frames: np.ndarray) -> np.ndarray:
+        """VideoMAE: the mean of its last hidden state over a window's tokens (its video classifier's
+        pooling), per window of ``num_frames``; each frame takes its nearest window's."""
+        torch = self._torch
+        n = self.spec["num_frames"]
+        starts, nearest = video_windows(len(frames), n, self.cfg.window_hop or n)
+        T = len(frames)
+        clips = [[frames[min(s + i, T - 1)] for i in range(n)] for s in starts]  # past the end: the last frame
+        per_pass = max(1, self.cfg.frame_batch // n)
+        out = []
+        for a in range(0, len(clips), per_pass):
+            x = self.processor(clips[a : a + per_pass], return_tensors="pt").pixel_values
+            with torch.inference_mode():
+                out.append(self.model(pixel_values=x.to(self.device)).last_hidden_state.mean(1).float().cpu().numpy())
+        return np.concatenate(out)[nearest]
+
     def encode(self, frames: np.ndarray) -> np.ndarray:
         torch = self._torch
+        if self.spec["kind"] == "videomae":
+            return self._encode_windows(frames)
         out = []
         for a in range(0, len(frames), self.cfg.frame_batch):
             if self.spec["kind"] == "ir50":

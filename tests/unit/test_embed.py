@@ -253,3 +253,40 @@ def test_unusable_ir50_files_are_named(tmp_path):
     torch.save(state, tmp_path / "other.pth")
     msg = err(tmp_path / "other.pth")
     assert "do not fit the architecture" in msg and "output_layer.3.weight" in msg and "expected an IR-50" in msg
+
+
+def test_video_windows_tile_the_clip_and_each_frame_takes_the_nearest():
+    from raybench.data.embed import video_windows
+
+    starts, nearest = video_windows(10, 4, 4)  # [0-3], [4-7], [8-9 + padding]
+    assert starts == [0, 4, 8] and nearest.tolist() == [0, 0, 0, 0, 1, 1, 1, 1, 2, 2]
+    starts, nearest = video_windows(10, 4, 2)  # centres 1.5, 3.5, 5.5, 7.5, 8.5 (6-9), 9 (8-9)
+    assert starts == [0, 2, 4, 6, 8] and nearest.tolist() == [0, 0, 0, 1, 1, 2, 2, 3, 3, 4]
+    starts, nearest = video_windows(3, 16, 16)  # shorter than one window: one, padded
+    assert starts == [0] and nearest.tolist() == [0, 0, 0]
+
+
+def test_videomae_encodes_windows_each_frame_takes_its_windows_embedding(tmp_path, make_vision):
+    """VideoMAE (num_frames 4): 10 frames -> windows [0-3], [4-7], [8, 9, 9, 9]; each window's embedding
+    is the mean of the model's last hidden state over its tokens, computed here with transformers."""
+    import transformers as tf
+
+    from raybench.data.embed import VisionEncoder, embed_fingerprint, vision_spec
+    from raybench.schema import VideoEncoderConfig
+
+    folder = make_vision(tmp_path / "videomae", "videomae")
+    frames = np.random.default_rng(0).integers(0, 256, (10, 48, 48, 3), dtype=np.uint8)
+    got = VisionEncoder(VideoEncoderConfig(path=str(folder), frame_batch=8)).encode(frames)  # 2 windows a pass
+    proc = tf.AutoImageProcessor.from_pretrained(folder)
+    model = tf.AutoModel.from_pretrained(folder).eval()
+    windows = [list(frames[0:4]), list(frames[4:8]), [frames[8], frames[9], frames[9], frames[9]]]
+    with torch.no_grad():
+        want = model(pixel_values=proc(windows, return_tensors="pt").pixel_values).last_hidden_state.mean(1).numpy()
+    assert got.shape == (10, 32)
+    np.testing.assert_allclose(got[:4], np.repeat(want[:1], 4, 0), atol=1e-4)
+    np.testing.assert_allclose(got[4:8], np.repeat(want[1:2], 4, 0), atol=1e-4)
+    np.testing.assert_allclose(got[8:], np.repeat(want[2:3], 2, 0), atol=1e-4)
+    spec = vision_spec(VideoEncoderConfig(path=str(folder)))
+    assert spec["num_frames"] == 4 and spec["dim"] == 32
+    fp = [embed_fingerprint("c", VideoEncoderConfig(path=str(folder), window_hop=h), spec) for h in (None, 4, 2)]
+    assert fp[0] == fp[1] != fp[2]  # the default hop is its num_frames

@@ -519,8 +519,8 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def face_counts(frames: list, angles: list[float], detectors: dict) -> dict[float, dict[str, tuple[int, float]]]:
-    """For each angle: each detector's (frames with a face found, ms per frame) over ``frames`` turned
+def face_counts(frames: list, angles: list[float], detectors: dict) -> dict[float, dict[str, tuple[int, float, int]]]:
+    """For each angle: each detector's (frames with a face found, ms per frame, frames) over ``frames`` turned
     by +angle and -angle about their centres (the border reflected, so no straight edge is added)."""
     import cv2
 
@@ -548,6 +548,7 @@ def bench_faces(args) -> int:
     import decord
     import numpy as np
 
+    from raybench.data.decode import DecodeError, decode_clip
     from raybench.data.faces import DETECTORS
 
     vids = sorted(p for p in Path(args.faces).expanduser().iterdir()
@@ -564,6 +565,19 @@ def bench_faces(args) -> int:
         idx = np.unique(np.linspace(0, len(vr) - 1, args.face_frames).round().astype(int))
         frames = list(vr.get_batch([int(i) for i in idx]).asnumpy())
         res = face_counts(frames, angles, DETECTORS)
+        # raybench's face stage itself (data.face: detect): whether the clip's crop found a face
+        try:
+            stage = {n: decode_clip(str(v), 5.0, 48, min_audio_rms=0.0, face="detect", face_detector=n).face_found
+                     for n in DETECTORS}
+        except DecodeError as e:  # e.g. a video without an audio track: the prepare stage skips it
+            print(f"  {v.name}: the face stage did not run: {e}")
+            stage = {}
+        if stage:
+            print(f"  {v.name}: the face stage (data.face=detect, 5 fps) found a face: "
+                  + ", ".join(f"{n} {'yes' if ok else 'no'}" for n, ok in stage.items()))
+        for n, ok in stage.items():
+            total.setdefault("stage", {}).setdefault(n, 0)
+            total["stage"][n] += int(ok)
         for a, per in res.items():
             print(f"  {v.name} ({frames[0].shape[1]}x{frames[0].shape[0]}), {a:g} deg: "
                   + ", ".join(f"{n} {f}/{k} ({ms:.0f} ms)" for n, (f, ms, k) in per.items()))
@@ -573,6 +587,9 @@ def bench_faces(args) -> int:
                 t[1] += k
                 t[2] += ms * k
     print("[bench] all videos:")
+    stage = total.pop("stage", {})
+    if stage:
+        print("  the face stage found a face in: " + ", ".join(f"{n} {k}/{len(vids)} videos" for n, k in stage.items()))
     for a, per in total.items():
         print(f"  {a:g} deg: " + ", ".join(f"{n} {f}/{k} ({ms / k:.0f} ms per frame)" for n, (f, k, ms) in per.items()))
     return 0

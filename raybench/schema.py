@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SerializeAsAny, ValidationError, model_validator
 
 from raybench.registry import did_you_mean
 
@@ -73,7 +73,8 @@ class AudioConfig(Section):
     # functionals_s seconds every functionals_hop_s seconds
     features: Literal["logmel", "spectrogram", "egemaps", "compare", "egemaps_functionals",
                       "compare_functionals"] = "logmel"
-    functionals_s: float = Field(1.0, gt=0)  # the functionals' window (openSMILE's frameSize)
+    # the functionals' window (openSMILE's frameSize; at least 0.1 s: its descriptors' frames are 20-60 ms)
+    functionals_s: float = Field(1.0, ge=0.1)
     functionals_hop_s: float = Field(0.1, ge=0.01)  # their hop (frameStep; openSMILE rounds it to its 10 ms steps)
     n_mels: int = Field(40, ge=1)
     n_fft: int = Field(400, ge=2)  # 25 ms at 16 kHz
@@ -83,6 +84,13 @@ class AudioConfig(Section):
     hop_ms: float = Field(10.0, gt=0)
     frames_per_video_frame: int = Field(4, ge=1)  # audio feature steps per video frame in the store
     encoder: AudioEncoderConfig = AudioEncoderConfig()
+
+    @model_validator(mode="after")
+    def _functionals_windows_overlap_or_touch(self):
+        if self.functionals_hop_s > self.functionals_s:
+            raise ValueError(f"functionals_hop_s ({self.functionals_hop_s:g}) must be <= functionals_s "
+                             f"({self.functionals_s:g}): the audio between windows would be left out")
+        return self
 
 
 class SplitConfig(Section):

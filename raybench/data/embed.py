@@ -2,7 +2,8 @@
 of their own that every later sweep reuses. A speech encoder (``data.audio.encoder``, below) gives
 audio embeddings in place of the audio features; an image encoder (``data.video.encoder``: CLIP's
 projected image embedding, ViT's or DINOv2's pooled output, from a local Hugging Face folder with its
-image processor) gives one embedding per stored frame, the ``video_emb`` modality (store
+image processor; VideoMAE's mean-pooled output per window of frames; an IR-50 face backbone's state
+dict) gives one embedding per stored frame, the ``video_emb`` modality (store
 ``...-video-<fingerprint>/``, columns ``video_emb*``), read by the methods that take face embeddings.
 
 ``data.audio.encoder.path`` names a local Hugging Face model folder (nothing is ever downloaded) of
@@ -22,7 +23,7 @@ Layout of an embedding store (``<store_dir>/<dataset>-<clip store fingerprint>-a
     _COMPLETE.json              the encoder's settings, once every clip is done
 
 Its fingerprint covers the clip store's, the encoder's files (their contents' hash, not the path),
-the layer, ``steps_per_frame`` and ``chunk_s``: a sweep over methods, fusions and windows reuses it;
+the layer, ``steps_per_frame`` and ``chunk_s`` (VideoMAE: ``window_hop``): a sweep over methods, fusions and windows reuses it;
 an interrupted stage resumes (clips already in a part are skipped).
 
 Ray Data runs the stage: an actor pool (one model per actor, a GPU each when the cluster has GPUs),
@@ -111,6 +112,9 @@ def vision_spec(cfg: VideoEncoderConfig) -> dict[str, Any]:
     folder = Path(cfg.path).expanduser()
     key = "data.video.encoder.path"
     if folder.suffix.lower() in STATE_DICT_SUFFIXES:
+        if cfg.window_hop is not None:
+            raise EncoderError(f"data.video.encoder.window_hop applies to VideoMAE's windows; {folder} is an IR-50 "
+                               "state dict (one embedding per frame): leave it null")
         if not folder.is_file():
             raise EncoderError(f"{key}: no file {folder} (an IR-50 face backbone's state dict, .pth or .pt)")
         return {"kind": "ir50", "folder": str(folder.resolve()), "dim": 512, "kept_layers": 1,
@@ -129,16 +133,27 @@ def vision_spec(cfg: VideoEncoderConfig) -> dict[str, Any]:
     if not weights:
         raise EncoderError(f"{key}: {folder} has no weights file ({', '.join(_WEIGHTS)})")
     dim = int(conf.get("projection_dim", 0) if kind == "clip" else conf.get("hidden_size", 0))
+    if cfg.window_hop is not None:
+        n = int(conf.get("num_frames", 16))
+        if kind != "videomae":
+            raise EncoderError(f"data.video.encoder.window_hop applies to VideoMAE's windows; {folder} is {kind} "
+                               "(one embedding per frame): leave it null")
+        if cfg.window_hop > n:
+            raise EncoderError(f"data.video.encoder.window_hop={cfg.window_hop} is more than {folder}'s num_frames "
+                               f"({n}): frames between its windows would never be seen; use 1..{n}")
     return {"kind": kind, "folder": str(folder.resolve()), "dim": dim, "kept_layers": 1,
             **({"num_frames": int(conf.get("num_frames", 16))} if kind == "videomae" else {}),
             "files": [str(p) for p in [folder / "config.json", folder / "preprocessor_config.json", *weights]]}
 
 
 def video_windows(T: int, n: int, hop: int) -> tuple[list[int], np.ndarray]:
-    """Windows of ``n`` frames every ``hop`` over a clip of ``T`` frames (the last ones run past its end
-    and are padded with its last frame) -> (their starts, for each frame the index of the window whose
-    centre, over the frames it really holds, is nearest; ties go to the earlier one)."""
-    starts = list(range(0, max(1, T), hop))
+    """Windows of ``n`` frames every ``hop`` over a clip of ``T`` frames, the last one ending at the clip's
+    end (a clip shorter than ``n`` is one window, padded with its last frame) -> (their starts, for each
+    frame the index of the window whose centre, over the frames it really holds, is nearest; ties go to
+    the earlier one)."""
+    starts = list(range(0, max(1, T - n + 1), hop))
+    if T > n and starts[-1] + n < T:
+        starts.append(T - n)
     centres = np.array([s + (min(s + n, T) - 1 - s) / 2 for s in starts])
     nearest = np.abs(np.arange(T)[:, None] - centres[None, :]).argmin(1)
     return starts, nearest
@@ -200,7 +215,7 @@ def _load_ir50(path: str, key: str):
     import torch
 
     # the embedding stage runs a face model here: the one place the data layer builds a raybench network
-    # (pyproject.toml's import contract lets this module import raybench.nn.irse, and nothing else of nn)
+    # (pyproject.toml's import contract lets this module import raybench.nn.irse and nn.encoders' loader)
     from raybench.nn.encoders import load_weights
     from raybench.nn.irse import IR50, AuthorsIR50
 

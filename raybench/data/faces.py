@@ -61,8 +61,8 @@ def detect_largest(frame: np.ndarray) -> tuple[int, int, int, int] | None:
 def _hog():
     try:
         import dlib
-    except ImportError as e:  # envcheck checks it first; here a clear cause during prepare too
-        raise RuntimeError(f"data.face_detector=hog needs dlib (the dlib-bin wheel, installed with raybench): {e}") from e
+    except ImportError as e:  # envcheck checks it first; an ImportError stops prepare (no clip is blamed)
+        raise ImportError(f"data.face_detector=hog needs dlib (the dlib-bin wheel, installed with raybench): {e}") from e
     return dlib.get_frontal_face_detector()
 
 

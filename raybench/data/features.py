@@ -58,15 +58,18 @@ class AudioTooShort(ValueError):
 
 
 def _frame_mode_conf(window_s: float, hop_s: float) -> str:
-    """An openSMILE frame-mode include for sliding functionals windows, written once per setting."""
-    import tempfile
-    from pathlib import Path
+    """An openSMILE frame-mode include for sliding functionals windows, in raybench's cache folder, named
+    after its content (a file there with other content is rewritten)."""
+    import hashlib
 
-    p = Path(tempfile.gettempdir()) / f"raybench-opensmile-fixed-{window_s:g}-{hop_s:g}.conf"
-    if not p.exists():
+    from raybench.paths import cache_home
+
+    text = f"frameMode = fixed\nframeSize = {window_s!r}\nframeStep = {hop_s!r}\nframeCenterSpecial = left\n"
+    p = cache_home() / "opensmile" / f"fixed-{hashlib.sha256(text.encode()).hexdigest()[:16]}.conf"
+    if not p.is_file() or p.read_text() != text:
+        p.parent.mkdir(parents=True, exist_ok=True)
         tmp = p.with_name(f".{p.name}.{os.getpid()}")
-        tmp.write_text(f"frameMode = fixed\nframeSize = {window_s:g}\nframeStep = {hop_s:g}\n"
-                       "frameCenterSpecial = left\n")
+        tmp.write_text(text)
         os.replace(tmp, p)
     return str(p)
 

@@ -258,17 +258,21 @@ def test_unusable_ir50_files_are_named(tmp_path):
 def test_video_windows_tile_the_clip_and_each_frame_takes_the_nearest():
     from raybench.data.embed import video_windows
 
-    starts, nearest = video_windows(10, 4, 4)  # [0-3], [4-7], [8-9 + padding]
-    assert starts == [0, 4, 8] and nearest.tolist() == [0, 0, 0, 0, 1, 1, 1, 1, 2, 2]
-    starts, nearest = video_windows(10, 4, 2)  # centres 1.5, 3.5, 5.5, 7.5, 8.5 (6-9), 9 (8-9)
-    assert starts == [0, 2, 4, 6, 8] and nearest.tolist() == [0, 0, 0, 1, 1, 2, 2, 3, 3, 4]
+    starts, nearest = video_windows(10, 4, 4)  # [0-3], [4-7], and the last ending at the end: [6-9]
+    # centres 1.5, 5.5, 7.5: frame 6 is nearer 5.5 (0.5) than 7.5 (1.5)
+    assert starts == [0, 4, 6] and nearest.tolist() == [0, 0, 0, 0, 1, 1, 1, 2, 2, 2]
+    starts, nearest = video_windows(10, 4, 2)  # centres 1.5, 3.5, 5.5, 7.5
+    assert starts == [0, 2, 4, 6] and nearest.tolist() == [0, 0, 0, 1, 1, 2, 2, 3, 3, 3]
+    starts, nearest = video_windows(12, 4, 4)  # tiled exactly: no extra window
+    assert starts == [0, 4, 8] and nearest.tolist() == [0] * 4 + [1] * 4 + [2] * 4
     starts, nearest = video_windows(3, 16, 16)  # shorter than one window: one, padded
     assert starts == [0] and nearest.tolist() == [0, 0, 0]
 
 
 def test_videomae_encodes_windows_each_frame_takes_its_windows_embedding(tmp_path, make_vision):
-    """VideoMAE (num_frames 4): 10 frames -> windows [0-3], [4-7], [8, 9, 9, 9]; each window's embedding
-    is the mean of the model's last hidden state over its tokens, computed here with transformers."""
+    """VideoMAE (num_frames 4): 10 frames -> windows [0-3], [4-7], [6-9] (frames 7-9 take the last);
+    3 frames -> one window [0, 1, 2, 2]; each window's embedding is the mean of the model's last hidden
+    state over its tokens, computed here with transformers."""
     import transformers as tf
 
     from raybench.data.embed import VisionEncoder, embed_fingerprint, vision_spec
@@ -279,14 +283,31 @@ def test_videomae_encodes_windows_each_frame_takes_its_windows_embedding(tmp_pat
     got = VisionEncoder(VideoEncoderConfig(path=str(folder), frame_batch=8)).encode(frames)  # 2 windows a pass
     proc = tf.AutoImageProcessor.from_pretrained(folder)
     model = tf.AutoModel.from_pretrained(folder).eval()
-    windows = [list(frames[0:4]), list(frames[4:8]), [frames[8], frames[9], frames[9], frames[9]]]
+    windows = [list(frames[0:4]), list(frames[4:8]), list(frames[6:10]), [frames[0], frames[1], frames[2], frames[2]]]
     with torch.no_grad():
         want = model(pixel_values=proc(windows, return_tensors="pt").pixel_values).last_hidden_state.mean(1).numpy()
     assert got.shape == (10, 32)
     np.testing.assert_allclose(got[:4], np.repeat(want[:1], 4, 0), atol=1e-4)
-    np.testing.assert_allclose(got[4:8], np.repeat(want[1:2], 4, 0), atol=1e-4)
-    np.testing.assert_allclose(got[8:], np.repeat(want[2:3], 2, 0), atol=1e-4)
+    np.testing.assert_allclose(got[4:7], np.repeat(want[1:2], 3, 0), atol=1e-4)
+    np.testing.assert_allclose(got[7:], np.repeat(want[2:3], 3, 0), atol=1e-4)
+    short = VisionEncoder(VideoEncoderConfig(path=str(folder))).encode(frames[:3])
+    np.testing.assert_allclose(short, np.repeat(want[3:], 3, 0), atol=1e-4)
     spec = vision_spec(VideoEncoderConfig(path=str(folder)))
     assert spec["num_frames"] == 4 and spec["dim"] == 32
     fp = [embed_fingerprint("c", VideoEncoderConfig(path=str(folder), window_hop=h), spec) for h in (None, 4, 2)]
     assert fp[0] == fp[1] != fp[2]  # the default hop is its num_frames
+
+
+def test_window_hop_is_checked(tmp_path, make_vision):
+    from raybench.data.embed import EncoderError, vision_spec
+    from raybench.schema import VideoEncoderConfig
+
+    folder = make_vision(tmp_path / "videomae", "videomae")
+    with pytest.raises(EncoderError, match=r"window_hop=5 is more than .* num_frames \(4\)"):
+        vision_spec(VideoEncoderConfig(path=str(folder), window_hop=5))
+    clip = make_vision(tmp_path / "clip", "clip")
+    with pytest.raises(EncoderError, match="window_hop applies to VideoMAE's windows; .* is clip"):
+        vision_spec(VideoEncoderConfig(path=str(clip), window_hop=2))
+    torch.save({}, tmp_path / "ir50.pth")
+    with pytest.raises(EncoderError, match="is an IR-50 state dict"):
+        vision_spec(VideoEncoderConfig(path=str(tmp_path / "ir50.pth"), window_hop=2))

@@ -127,11 +127,18 @@ def test_decode_uses_the_configured_detector(tmp_path, monkeypatch):
     assert d.face_found and len(calls) == faces.DETECT_FRAMES and calls[0] == (48, 64, 3)
     d = decode_clip(str(tmp_path / "v.mp4"), fps=10, image_size=16, face="detect", face_detector="haar")
     assert not d.face_found and len(calls) == faces.DETECT_FRAMES  # random pixels: no face, hog not called
+    from raybench.data.store import decode_row
+
+    row, bad, _ = decode_row({"clip_id": "v", "video_path": str(tmp_path / "v.mp4"), "label": 0},
+                             DataConfig(dataset="csv", fps=10, image_size=16, face="detect", face_detector="hog"))
+    assert bad is None and len(calls) == 2 * faces.DETECT_FRAMES  # the prepare stage's decoding used it too
 
     def fp(**kw):
         return fingerprint("ravdess", "/data", DataConfig(dataset="ravdess", **kw))
 
     assert fp(face="detect", face_detector="hog") != fp(face="detect") == fp(face="detect", face_detector="haar")
+    # as computed before data.face_detector existed (at ce42018): stores made then are reused
+    assert fp(face="detect") == "5cfb5474ad06741d" and fp(face="dataset") == "b8ecceaf0bf0e292"
     assert fp(face="dataset", face_detector="hog") != fp(face="dataset")
     assert fp(face="none", face_detector="hog") == fp()  # no detection: the detector does not matter
 
@@ -187,3 +194,29 @@ def test_hog_finds_turned_faces_haar_misses_on_real_footage():
     res = face_counts(frames, [25, 35], DETECTORS)
     for a in (25, 35):
         assert res[a]["hog"][0] > res[a]["haar"][0] + 0.25 * res[a]["hog"][2], res
+
+
+def test_a_missing_dlib_is_an_environment_error(monkeypatch):
+    """Without dlib, data.face_detector=hog raises an ImportError, which the prepare stage treats as the
+    environment's fault (it stops, blaming no clip), not as a bad clip."""
+    import builtins
+
+    import pytest
+
+    from raybench.data import faces
+    from raybench.envcheck import is_environment_error
+
+    real_import = builtins.__import__
+
+    def no_dlib(name, *a, **kw):
+        if name == "dlib":
+            raise ImportError("No module named 'dlib'")
+        return real_import(name, *a, **kw)
+
+    faces._hog.cache_clear()
+    monkeypatch.setattr(builtins, "__import__", no_dlib)
+    with pytest.raises(ImportError, match="data.face_detector=hog needs dlib") as e:
+        faces.detect_largest_hog(np.zeros((40, 40, 3), np.uint8))
+    assert is_environment_error(e.value)
+    monkeypatch.undo()
+    faces._hog.cache_clear()

@@ -733,8 +733,8 @@ def build(p: Plan, batch_size: int = 8, progress: bool = True, reservation: bool
     face_found = None
     if data_cfg.face in ("detect", "dataset"):
         face_found = store.faces_found(usable_ids)
-        print(f"[raybench] {ds_name}: data.face={data_cfg.face}: a face was found in {face_found} of "
-              f"{len(usable_ids)} clips" + ("" if face_found == len(usable_ids) else
+        print(f"[raybench] {ds_name}: data.face={data_cfg.face} (detector {data_cfg.face_detector}): a face was found "
+              f"in {face_found} of {len(usable_ids)} clips" + ("" if face_found == len(usable_ids) else
                                             "; the others use the centre crop of the frame"), flush=True)
         from raybench.data.faces import FACE_MIN_SHARE
 

@@ -110,7 +110,8 @@ def test_face_mode_is_part_of_the_store_and_recorded_per_clip(ray_session, real_
     assert det.store.path != plain.store.path and det.decoded == 15
     # the fallback is counted and said, not silent
     assert det.face_found == 0
-    assert "data.face=detect: a face was found in 0 of 15 clips; the others use the centre crop" in capsys.readouterr().out
+    assert ("data.face=detect (detector haar): a face was found in 0 of 15 clips; the others use the centre crop"
+            in capsys.readouterr().out)
     rows = det.store.read_clips(columns=["face_found", "video_shape"])
     assert all(r["face_found"] is False for r in rows)  # noise clips: no face, centre crops
     assert all(r["video_shape"][1:] == [32, 32, 3] for r in rows)

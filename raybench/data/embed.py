@@ -216,20 +216,18 @@ def _load_ir50(path: str, key: str):
 
     # the embedding stage runs a face model here: the one place the data layer builds a raybench network
     # (pyproject.toml's import contract lets this module import raybench.nn.irse and nn.encoders' loader)
-    from raybench.nn.encoders import load_weights
+    from raybench.nn.encoders import load_weights, read_state
     from raybench.nn.irse import IR50, AuthorsIR50
 
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = read_state(path, key)  # read once: its keys tell the layout, then it is loaded
+    except (OSError, ValueError) as e:
+        raise EncoderError(f"{' '.join(str(e).split())[:600]} (expected an IR-50 state dict)") from None
     except Exception as e:  # noqa: BLE001 - an unreadable file, whatever torch raises for it
         raise EncoderError(f"{key}: cannot read {path}: {' '.join(str(e).split())[:300]}") from None
-    for k in ("state_dict", "model"):
-        if isinstance(state, dict) and isinstance(state.get(k), dict):
-            state = state[k]
-    authors = isinstance(state, dict) and any(str(k).removeprefix("module.").startswith("backbone.") for k in state)
-    net = AuthorsIR50() if authors else IR50()
+    net = AuthorsIR50() if any(str(k).startswith("backbone.") for k in state) else IR50()
     try:
-        load_weights(net, path, key)
+        load_weights(net, path, key, state=state)
     except (OSError, ValueError) as e:
         raise EncoderError(f"{' '.join(str(e).split())[:600]} (expected an IR-50 state dict: face.evoLVe's layout "
                            "or zhang2021's authors' backbone.* layout)") from None

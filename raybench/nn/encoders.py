@@ -48,8 +48,9 @@ class TimmFrameEncoder(nn.Module):
         return self.proj(self.backbone(video.flatten(0, 1))).view(B, T, -1)  # (B, T, D)
 
 
-def load_weights(module: nn.Module, path: str, what: str) -> None:
-    """Load a local checkpoint (a state dict, or one under 'state_dict' / 'model') into ``module``."""
+def read_state(path: str, what: str) -> dict:
+    """A local checkpoint's state dict (the file's, or the one under 'state_dict' / 'model'), with
+    DataParallel's ``module.`` prefixes removed."""
     from pathlib import Path
 
     p = Path(path).expanduser()
@@ -61,7 +62,14 @@ def load_weights(module: nn.Module, path: str, what: str) -> None:
             state = state[key]
     if not isinstance(state, dict):
         raise ValueError(f"{what}: {str(p)!r} holds a {type(state).__name__}, expected a state dict")
-    state = {k.removeprefix("module."): v for k, v in state.items()}
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def load_weights(module: nn.Module, path: str, what: str, state: dict | None = None) -> None:
+    """Load a local checkpoint (a state dict, or one under 'state_dict' / 'model') into ``module``
+    (``state``: that checkpoint's :func:`read_state`, when the caller has read it already)."""
+    p = path
+    state = read_state(path, what) if state is None else state
     own = module.state_dict()
     if not set(own) & set(state) and any(k.startswith("backbone.") for k in state):
         # zhang2021's authors' checkpoints (their my_res50): the network under "backbone.", the

@@ -35,6 +35,46 @@ def evaluate_checkpoint(cfg: TrialConfig, data: dict, checkpoint_path: str, spli
 
     ``checkpoint_path`` is a local folder or a URI, or, when ``storage`` (the sweep's ``storage``
     URI) is given, a path inside that storage's filesystem (as Tune reports it)."""
+    from raybench.train.loop import evaluate
+
+    model, rows_of, device = _load_for_eval(cfg, data, checkpoint_path, split, storage)
+    return evaluate(model, rows_of(), data, cfg, device, return_predictions=True)
+
+
+def evaluate_robustness(cfg: TrialConfig, data: dict, checkpoint_path: str, storage: str | None = None
+                        ) -> tuple[dict[str, float], dict[str, str]]:
+    """The robustness track (``eval.robustness``): a trial's best checkpoint on its test split under
+    each condition (:mod:`raybench.train.perturb`), and clean. Returns (metrics named
+    ``test_robust/<condition>/<metric>``, with ``clean`` the unperturbed test split; categorical: also
+    ``recall_<class>`` per condition), and the conditions not applicable to the method with why."""
+    import torch
+
+    from raybench.plots import class_recall
+    from raybench.train.feed import method_inputs
+    from raybench.train.perturb import applicable, condition
+
+    model, rows_of, device = _load_for_eval(cfg, data, checkpoint_path, "test", storage)
+    from raybench.train.loop import evaluate
+
+    inputs = method_inputs(model)
+    out, skipped = {}, {}
+    for name in ["clean", *cfg.eval.robustness]:
+        if name != "clean" and (why := applicable(name, inputs)):
+            skipped[name] = why
+            continue
+        with torch.no_grad():
+            metrics, preds = evaluate(model, rows_of(), data, cfg, device, return_predictions=True,
+                                      perturb=None if name == "clean" else condition(name))
+        out.update({f"test_robust/{name}/{k}": v for k, v in metrics.items()})
+        if data["task"] == "categorical" and preds:
+            recall, _ = class_recall(preds, len(data["class_names"]))
+            out.update({f"test_robust/{name}/recall_{c}": float(r) for c, r in zip(data["class_names"], recall)
+                        if np.isfinite(r)})
+    return out, skipped
+
+
+def _load_for_eval(cfg: TrialConfig, data: dict, checkpoint_path: str, split: str, storage: str | None):
+    """(the model with its best weights, a function streaming ``split``'s rows, the device)."""
     import io
 
     import torch
@@ -42,7 +82,7 @@ def evaluate_checkpoint(cfg: TrialConfig, data: dict, checkpoint_path: str, spli
     from raybench import storage as st
     from raybench.data.store import open_store
     from raybench.train.feed import method_inputs, store_columns
-    from raybench.train.loop import build_model, evaluate
+    from raybench.train.loop import build_model
 
     device = torch.device("cuda" if cfg.train.use_gpu and torch.cuda.is_available() else "cpu")
     model = build_model(cfg, data).to(device)
@@ -54,8 +94,9 @@ def evaluate_checkpoint(cfg: TrialConfig, data: dict, checkpoint_path: str, spli
                        weights_only=False)
     model.load_state_dict(state)
     # streamed, one clip at a time, only the columns the method's evaluation reads
-    rows = open_store(data["store_path"], data.get("embeddings")).iter_clips(data["ids"][split], store_columns(method_inputs(model), True))
-    return evaluate(model, rows, data, cfg, device, return_predictions=True)
+    store = open_store(data["store_path"], data.get("embeddings"))
+    cols = store_columns(method_inputs(model), True)
+    return model, (lambda: store.iter_clips(data["ids"][split], cols)), device
 
 
 def merge_fold_predictions(fold_preds: list[list[dict]], how: str = "ccc_centering",
@@ -278,11 +319,19 @@ def record(cfg: SweepConfig, grid, summaries: dict[str, dict], mlinfo: dict, sto
         if not chosen:
             continue
         fold_preds = [_test_trial(cfg, t, summaries, storage, client, mlinfo) for t in chosen]
+        if cfg.eval.test == "each_method":  # every other method's best configuration on this dataset too
+            for method in sorted({t["cfg"].method.name for t in result.trials} - {chosen[0]["cfg"].method.name}):
+                for t in choose([t for t in result.trials if t["cfg"].method.name == method], name, cfg.tune.mode,
+                                over):
+                    _test_trial(cfg, t, summaries, storage, client, mlinfo, tag="raybench.best_of_method")
         result.best[name] = chosen[0]
         client.set_tag(parent, f"best_trial.{name}", ",".join(t["trial_id"] for t in chosen))
+        robust = {k: float(np.mean([t["robust"][k] for t in chosen if k in t.get("robust", {})]))
+                  for k in sorted({k for t in chosen for k in t.get("robust", {})})}  # mean over the models
         if not over:
-            log_parent({**chosen[0]["test"], f"best/{metrics[name]}": chosen[0]["best_val"]})
+            log_parent({**chosen[0]["test"], **robust, f"best/{metrics[name]}": chosen[0]["best_val"]})
             continue
+        log_parent(robust)
         summary, fold_metrics = cv_summary(chosen, metrics[name], over)
         if cfg.tune.bootstrap and all(p for _, _, p in fold_preds):
             data = summaries[data_key(trial_data_cfg(chosen[0]["cfg"], cfg))]
@@ -327,10 +376,11 @@ def record(cfg: SweepConfig, grid, summaries: dict[str, dict], mlinfo: dict, sto
 
 
 def _test_trial(cfg: SweepConfig, t: dict, summaries: dict[str, dict], storage: str, client,
-                mlinfo: dict) -> tuple[str, tuple, list[dict]]:
+                mlinfo: dict, tag: str = "raybench.best") -> tuple[str, tuple, list[dict]]:
     """Evaluate a chosen trial's best checkpoint on its test split (in a Ray task, on a GPU when the
-    sweep trains on one); log the metrics and predictions to its run. Returns (task, test ids,
-    predictions)."""
+    sweep trains on one); log the metrics and predictions to its run, tagged ``tag`` (``raybench.best``:
+    the dataset's chosen configuration; ``raybench.best_of_method``: its method's, ``eval.test:
+    each_method``). Returns (task, test ids, predictions)."""
     import ray
 
     from raybench import tracking
@@ -340,11 +390,20 @@ def _test_trial(cfg: SweepConfig, t: dict, summaries: dict[str, dict], storage: 
     if data["ids"]["test"]:
         test_metrics, preds = ray.get(_evaluator(cfg).remote(t["cfg"], data, t["checkpoint"], "test", storage))
     t["test"] = {f"test/{k}": v for k, v in test_metrics.items()}
+    t["tested_as"] = tag
+    t["robust"], skipped = {}, {}
+    if t["cfg"].eval.robustness and data["ids"]["test"]:
+        t["robust"], skipped = ray.get(ray.remote(num_cpus=1, num_gpus=1 if cfg.train.use_gpu else 0)(
+            evaluate_robustness).remote(t["cfg"], data, t["checkpoint"], storage))
+        for name, why in skipped.items():
+            print(f"[raybench] trial {t['trial_id']}: robustness condition {name} not applicable: {why}", flush=True)
     uri = mlinfo["tracking_uri"]
     child = tracking.find_run(uri, mlinfo["experiment_id"], tracking.TRIAL_TAG, t["trial_id"])
     if child:
-        tracking.log_metrics(uri, child, t["test"], step=0)
-        client.set_tag(child, "raybench.best", "true")
+        tracking.log_metrics(uri, child, {**t["test"], **t["robust"]}, step=0)
+        for name, why in skipped.items():
+            client.set_tag(child, f"raybench.robust_skipped.{name}", why[:5000])
+        client.set_tag(child, tag, "true")
         _log_table(client, child, preds, "predictions_test.csv")
         if preds:
             _log_plot(client, child, preds, data, "test", test_metrics)
@@ -443,6 +502,8 @@ def _close_trial_runs(client, uri: str, exp_id: str, trials: list[dict]) -> None
         if t.get("wall_s") is not None:
             client.log_metric(run_id, "time/trial_wall_s", t["wall_s"])
             client.log_metric(run_id, "time/trial_fixed_s", t["fixed_s"])
+            tc = t["cfg"].train  # the GPUs the trial held for its wall time (0 on CPU)
+            client.log_metric(run_id, "time/gpu_hours", t["wall_s"] * (tc.num_workers if tc.use_gpu else 0) / 3600)
         if reason:
             client.set_tag(run_id, "raybench.status_reason", reason[:5000])
         client.set_terminated(run_id, status=status, end_time=t.get("end_ms"))
@@ -479,12 +540,12 @@ def format_table(result: SweepResult, metrics: dict[str, str]) -> str:
     metric = " / ".join(sorted(set(metrics.values())))
     keys = sorted({k for t in result.trials for k in t["params"]})
     vals = sorted({k for t in result.trials for k in t["val"]} - {"val/score"})
-    best_ids = {t["trial_id"] for t in result.trials if "test" in t}
+    marks = {"raybench.best": " *", "raybench.best_of_method": " +"}
     test_keys = sorted({k for t in result.trials for k in t.get("test", {})})
     head = ["trial", *keys, "epochs", *vals, f"best {metric}", *test_keys]
     rows = []
     for t in result.trials:
-        tid = t["trial_id"].split("/")[-1] + (" *" if t["trial_id"] in best_ids else "")
+        tid = t["trial_id"].split("/")[-1] + marks.get(t.get("tested_as"), "")
         r = [tid, *[str(t["params"].get(k)) for k in keys]]
         r.append(f"{t['epochs']}/{t['cfg'].train.epochs}" if t.get("epochs") else "-")
         r += [f"{t['val'][v]:.3f}" if v in t["val"] else "-" for v in vals]
@@ -494,8 +555,10 @@ def format_table(result: SweepResult, metrics: dict[str, str]) -> str:
     import pandas as pd
 
     lines = [pd.DataFrame(rows, columns=head).to_string(index=False, justify="left")]
-    lines.append("(* best on validation, the only configuration evaluated on the test split; "
-                 "val columns are the last epoch's; epochs: run/configured, fewer when ASHA stopped the trial)")
+    lines.append("(* best on validation, the only configuration evaluated on the test split"
+                 + ("; + its method's best, evaluated on it too (eval.test: each_method)"
+                    if any(t.get("tested_as") == "raybench.best_of_method" for t in result.trials) else "")
+                 + "; val columns are the last epoch's; epochs: run/configured, fewer when ASHA stopped the trial)")
     for name, cv in result.cv.items():
         ci = cv.get("test_ci", {})
         tests = ", ".join(f"{k} {cv['test_mean'][k]:.3f} +- {cv['test_std'][k]:.3f}"

@@ -241,6 +241,13 @@ class EvalConfig(Section):
     # every trial's best checkpoint evaluated once more on its validation split after the sweep, for
     # its figures (confusion matrix and recall per class, or traces and a scatter) and predictions
     val_plots: bool = True
+    # which configurations see the test split: the one best on validation per dataset (best), or also
+    # the best of each method on each dataset (each_method: a methods x datasets leaderboard with test
+    # numbers in every cell, python -m raybench.report); selection stays on validation either way
+    test: Literal["best", "each_method"] = "best"
+    # the robustness track: every configuration tested is also tested under these conditions
+    # (raybench.train.perturb): audio_missing, video_missing, video_occlusion, video_blur
+    robustness: list[Literal["audio_missing", "video_missing", "video_occlusion", "video_blur"]] = []
 
 
 class MethodOptions(BaseModel):

@@ -35,11 +35,18 @@ def results_dir(storage: str | None) -> Path:
 
 def tracking_uri(cfg: SweepConfig) -> str:
     """``mlflow.tracking_uri``, else $MLFLOW_TRACKING_URI, else a SQLite store in the results folder."""
-    uri = cfg.mlflow.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    return cfg.mlflow.tracking_uri or default_tracking_uri(cfg.storage)
+
+
+def default_tracking_uri(storage: str | None = None, create: bool = True) -> str:
+    """$MLFLOW_TRACKING_URI, else the SQLite store in the results folder (its folder made unless
+    ``create`` is false: a reader must not make an empty store)."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
         return uri
-    d = results_dir(cfg.storage)
-    d.mkdir(parents=True, exist_ok=True)
+    d = results_dir(storage)
+    if create:
+        d.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{d / 'mlflow.db'}"
 
 

@@ -64,7 +64,7 @@ def build_model(cfg: TrialConfig, data: dict) -> torch.nn.Module:
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, rows: Iterable[dict[str, Any]], data: dict, cfg: TrialConfig, device: torch.device,
-             return_predictions: bool = False) -> tuple[dict[str, float], list[dict]]:
+             return_predictions: bool = False, perturb=None) -> tuple[dict[str, float], list[dict]]:
     """Metrics over whole clips: categorical scores averaged over a clip's windows; continuous
     predictions averaged per frame over overlapping windows, then mapped back by time to every
     annotated source frame (:func:`source_frame_predictions`), where the CCC is computed
@@ -78,6 +78,8 @@ def evaluate(model: torch.nn.Module, rows: Iterable[dict[str, Any]], data: dict,
     Evaluation windows step by ``min(window.hop, window.length)``, so they cover every frame even
     when training skips frames (hop > length): no scored frame is left without a prediction.
     Under torch.distributed, every rank must call this (metric states are synced).
+    ``perturb``: a transform of the model's batch (``raybench.train.perturb.condition``) applied
+    before the forward pass: the robustness track.
     """
     task, length = data["task"], cfg.window.length
     hop = min(cfg.window.hop, length)
@@ -92,6 +94,8 @@ def evaluate(model: torch.nn.Module, rows: Iterable[dict[str, Any]], data: dict,
     for windows, done in eval_windows(clips, length, hop, bs):
         if windows:
             batch = to_device(host_batch(windows, length, task), mean, std, device, emb_stats)
+            if perturb is not None:
+                batch = perturb(batch)
             with _autocast(device, cfg):
                 out = model(batch)
             res = (torch.softmax(out["logits"].float(), -1) if task == "categorical" else out["va"].float())

@@ -1,0 +1,68 @@
+"""The report's arithmetic without MLflow: configurations, selection, intervals, empty cells."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from raybench.report import Model, Report, cells, index_html, leaderboard_md, stat
+
+
+def model(method, dataset, score, seed=0, lr="0.001", sweep="s1", status="FINISHED", metric="val/uar",
+          mode="max", **metrics):
+    params = {"method.name": method, "data.dataset": dataset, "train.seed": str(seed), "train.lr": lr,
+              "tune.mode": mode, "mlflow.tracking_uri": f"sqlite:///x{seed}.db", "name": sweep}
+    m = {"best/val/score": score, f"best/{metric}": score} if score is not None else {}
+    m.update({k.replace("__", "/"): v for k, v in metrics.items()})
+    return Model(f"run-{method}-{dataset}-{lr}-{seed}-{sweep}", "1", sweep, f"{sweep}/t{seed}", "", method, dataset,
+                 status, params, m)
+
+
+def test_interval_is_students_t_over_the_models():
+    xs = [0.61, 0.70, 0.66]
+    s = stat(xs)
+    lo, hi = stats.t.interval(0.95, len(xs) - 1, loc=np.mean(xs), scale=stats.sem(xs))
+    assert (s.lo, s.hi) == pytest.approx((lo, hi))
+    assert s.mean == pytest.approx(np.mean(xs)) and s.std == pytest.approx(np.std(xs)) and s.n == 3
+    assert s.lo < s.mean < s.hi
+    one = stat([0.5])
+    assert one.lo is None and one.hi is None and one.std == 0 and "[" not in one.text()
+
+
+def test_each_cell_is_its_methods_best_configuration_on_mean_validation_over_seeds():
+    ms = [model("a", "d1", 0.9, seed=0, lr="0.01"), model("a", "d1", 0.5, seed=1, lr="0.01"),  # mean 0.7
+          model("a", "d1", 0.75, seed=0, lr="0.001"), model("a", "d1", 0.74, seed=1, lr="0.001"),  # mean 0.745
+          model("a", "d1", None, seed=2, lr="0.1", status="FAILED"),
+          model("b", "d1", 0.6, **{"test__uar": 0.55}), model("b", "d2", 0.3, metric="val/ccc")]
+    table = cells(ms)
+    assert set(table) == {("a", "d1"), ("b", "d1"), ("b", "d2")}  # (a, d2) never ran: no cell at all
+    a = table[("a", "d1")]
+    assert [m.params["train.lr"] for m in a.models] == ["0.001", "0.001"]
+    assert a.val.mean == pytest.approx(0.745) and a.candidates == 3 - 1 and a.failed == 1
+    assert a.config == {"train.lr": "0.001"}  # what sets it apart (the bookkeeping params do not)
+    assert table[("b", "d2")].metric == "val/ccc"
+    assert table[("b", "d1")].test["test/uar"].mean == pytest.approx(0.55)
+
+
+def test_a_minimised_metric_picks_the_lowest_mean():
+    ms = [model("a", "d", 0.3, lr="1", mode="min"), model("a", "d", 0.2, lr="2", mode="min")]
+    assert cells(ms)[("a", "d")].models[0].params["train.lr"] == "2"
+
+
+def test_the_same_configuration_in_two_sweeps_is_two_candidates():
+    ms = [model("a", "d", 0.8, sweep="s1"), model("a", "d", 0.9, sweep="s2")]
+    c = cells(ms)[("a", "d")]
+    assert c.candidates == 2 and c.models[0].sweep_id == "s2" and c.config == {"sweep": "s2"}
+
+
+def test_empty_cells_stay_empty_in_both_documents():
+    ms = [model("a", "d1", 0.8, seed=0), model("a", "d1", 0.7, seed=1), model("b", "d2", 0.4)]
+    table = cells(ms)
+    rep = Report("sqlite:///x.db", table, ["a", "b"], ["d1", "d2"], ["s1"], len(ms))
+    md = leaderboard_md(rep, "http://ui")
+    row_a = next(line for line in md.splitlines() if line.startswith("| a |"))
+    assert row_a.endswith("|  |") and "0.750 ± 0.050" in row_a  # a on d2: an empty cell, not a zero
+    html = index_html(rep, "http://ui")
+    assert html.count('<td class="empty"></td>') == 2  # (a, d2) and (b, d1)
+    assert "http://ui/#/experiments/1/runs/run-a-d1-0.001-0-s1" in html

@@ -18,6 +18,7 @@ from omegaconf import OmegaConf
 from pydantic import ValidationError
 
 from raybench import schema
+from raybench.labels import label_map
 from raybench.registry import did_you_mean
 from raybench.schema import SweepConfig, TrialConfig, type_name
 
@@ -254,6 +255,33 @@ def validate(raw: dict, source: str | None = None) -> SweepConfig:
                     f"'tune.metric' {metric!r} does not fit the {task} dataset {dname!r}: "
                     f"expected one of {', '.join('val/' + m for m in allowed)}"
                 )
+
+    # the cross-corpus targets: known categorical corpora sharing classes with every dataset trained on
+    cross = (cfg.get("eval") or {}).get("cross_corpus") or []
+    for i, target in enumerate(cross if isinstance(cross, list) else []):
+        if not isinstance(target, dict) or not isinstance(target.get("dataset"), str):
+            continue  # the schema reports its shape
+        where = f"'eval.cross_corpus[{i}].dataset'"
+        tds = DATASETS.get_or_none(target["dataset"])
+        if tds is None:
+            problems.append(f"{where}: {DATASETS.unknown_message(target['dataset'])}")
+            continue
+        if tds.task != "categorical":
+            problems.append(f"{where}: {target['dataset']!r} is {tds.task}; the cross-corpus track maps classes "
+                            "between categorical corpora")
+            continue
+        sources = {d: DATASETS.get_or_none(d) for d in dict.fromkeys(v["data"].get("dataset") for v in _variants(cfg))}
+        sources = {d: sds for d, sds in sources.items() if sds is not None}
+        if sources and all(sds.task != "categorical" for sds in sources.values()):
+            problems.append(f"{where}: the sweep trains on {', '.join(map(repr, sources))}, not a categorical "
+                            "dataset; the cross-corpus track maps classes between categorical corpora")
+        for dname, sds in sources.items():
+            if sds.task != "categorical":
+                continue  # a continuous dataset of the sweep: its trials are not tested across corpora
+            try:
+                label_map(sds.class_names, tds.class_names, target.get("labels"))
+            except ValueError as e:
+                problems.append(f"'eval.cross_corpus[{i}]' ({dname} -> {target['dataset']}): {e}")
 
     # method keys: each must belong to at least one method the sweep can run (a sweep over
     # method.name drops a key for the methods that do not have it), and be valid for every such method

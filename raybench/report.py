@@ -117,6 +117,7 @@ class Cell:
     cost: dict[str, float] = field(default_factory=dict)
     failed: int = 0
     robust: dict[str, Stat] = field(default_factory=dict)  # condition (clean first) -> the test metric under it
+    cross: dict[str, Stat] = field(default_factory=dict)  # target corpus -> the metric on it (shared classes)
 
     @property
     def main(self) -> str:
@@ -206,6 +207,10 @@ def cells(models: list[Model]) -> dict[tuple[str, str], Cell]:
         for cond in conds:
             k = f"test_robust/{cond}/{c.main}"
             c.robust[cond] = stat([m.metrics[k] for m in chosen if k in m.metrics])
+        for target in sorted({k.split("/")[1] for m in chosen for k in m.metrics
+                              if k.startswith("test_cross/") and k.endswith(f"/{c.main}")}):
+            k = f"test_cross/{target}/{c.main}"
+            c.cross[target] = stat([m.metrics[k] for m in chosen if k in m.metrics])
         out[key] = c
     return out
 
@@ -485,6 +490,14 @@ def leaderboard_md(rep: Report, ui: str) -> str:
                             [[c.method, c.dataset, f"test/{c.main}",
                               *[c.robust[x].text() if x in c.robust else "" for x in conds]]
                              for c in rep.table.values() if c.robust]), ""]
+    targets = sorted({x for c in rep.table.values() for x in c.cross})
+    if targets:
+        lines += ["## Cross-corpus (trained on the row's dataset, tested on another over the classes both have; "
+                  "eval.cross_corpus)", "",
+                  _md_table(["method", "trained on", "metric", *[f"tested on {x}" for x in targets]],
+                            [[c.method, c.dataset, f"test/{c.main}",
+                              *[c.cross[x].text() if x in c.cross else "" for x in targets]]
+                             for c in rep.table.values() if c.cross]), ""]
     cols = [(k, h, d) for k, h, d in COST_COLUMNS if any(k in c.cost for c in rep.table.values())]
     lines += ["## Cost", "", "Per chosen configuration: model size and compute per evaluation window, mean wall "
               "time per trial, GPU-hours summed over its models, training windows/s (last epoch), peak memory.", "",
@@ -556,6 +569,10 @@ method was not run on that dataset.</p>
 <table id="robustness"><tr><th>method</th><th>dataset</th><th>metric</th>{% for x in conds %}<th>{{ x }}</th>{% endfor %}</tr>
 {% for m, ds, metric, vals in robust_rows %}<tr><td>{{ m }}</td><td>{{ ds }}</td><td>{{ metric }}</td>{% for v in vals %}<td>{{ v }}</td>{% endfor %}</tr>
 {% endfor %}</table>{% endif %}
+{% if targets %}<h2>Cross-corpus (eval.cross_corpus: trained on one dataset, tested on another over the classes both have)</h2>
+<table id="cross"><tr><th>method</th><th>trained on</th><th>metric</th>{% for x in targets %}<th>tested on {{ x }}</th>{% endfor %}</tr>
+{% for m, ds, metric, vals in cross_rows %}<tr><td>{{ m }}</td><td>{{ ds }}</td><td>{{ metric }}</td>{% for v in vals %}<td>{{ v }}</td>{% endfor %}</tr>
+{% endfor %}</table>{% endif %}
 <h2>Cost</h2>
 <table id="cost"><tr><th>method</th><th>dataset</th>{% for h in cost_head %}<th>{{ h }}</th>{% endfor %}</tr>
 {% for m, ds, vals in cost_rows %}<tr><td>{{ m }}</td><td>{{ ds }}</td>{% for v in vals %}<td>{{ v }}</td>{% endfor %}</tr>
@@ -617,6 +634,9 @@ def index_html(rep: Report, ui: str) -> str:
                  for c in rep.table.values()],
         tests=tests, test_rows=[(c.method, c.dataset, [c.test[k].text() if k in c.test else "" for k in tests])
                                 for c in rep.table.values() if c.test],
+        targets=(targets := sorted({x for c in rep.table.values() for x in c.cross})),
+        cross_rows=[(c.method, c.dataset, f"test/{c.main}", [c.cross[x].text() if x in c.cross else "" for x in targets])
+                    for c in rep.table.values() if c.cross],
         conds=robust_conditions(rep),
         robust_rows=[(c.method, c.dataset, f"test/{c.main}",
                       [c.robust[x].text() if x in c.robust else "" for x in robust_conditions(rep)])
@@ -647,7 +667,7 @@ def cell_json(c: Cell) -> dict:
     return {"method": c.method, "dataset": c.dataset, "metric": c.metric, "mode": c.mode, "val": s(c.val),
             "test": {k: s(v) for k, v in c.test.items()}, "config": c.config, "candidates": c.candidates,
             "failed": c.failed, "runs": [m.run_id for m in c.models], "cost": c.cost,
-            "robust": {k: s(v) for k, v in c.robust.items()}}
+            "robust": {k: s(v) for k, v in c.robust.items()}, "cross": {k: s(v) for k, v in c.cross.items()}}
 
 
 def log_to_parents(rep: Report, out: Path) -> list[str]:

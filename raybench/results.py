@@ -73,6 +73,71 @@ def evaluate_robustness(cfg: TrialConfig, data: dict, checkpoint_path: str, stor
     return out, skipped
 
 
+def _shared_classes_model(model, columns: list[int]):
+    """``model`` with its class scores cut down to ``columns`` (the classes a target corpus shares):
+    the softmax over them is the model's probabilities renormalised over the shared classes."""
+    import torch
+
+    class Shared(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+            self.inputs = getattr(model, "inputs", ("video", "audio"))
+            self.needs_flow = getattr(model, "needs_flow", False)
+            self.register_buffer("cols", torch.tensor(columns))
+
+        def forward(self, batch):
+            out = dict(self.model(batch))
+            out["logits"] = out["logits"].index_select(-1, self.cols.to(out["logits"].device))
+            return out
+
+    return Shared()
+
+
+def evaluate_cross(cfg: TrialConfig, data: dict, target: dict, checkpoint_path: str, split: str,
+                   labels: dict[str, str] | None, storage: str | None = None) -> tuple[dict[str, float], dict, list]:
+    """The cross-corpus track: a trial's best checkpoint (trained on ``data``'s corpus) on another
+    categorical corpus (``target``, prepared with the same preprocessing), over the classes both have
+    (:func:`raybench.labels.label_map`): the target clips of a shared class only, each relabelled to
+    its shared index, the model's probabilities renormalised over the shared classes. ``split``: all of
+    the target's clips or its test split. Returns (metrics and recall per shared class, the map as
+    recorded, the predictions: label and pred as shared class indices)."""
+    import torch
+
+    from raybench.data.store import open_store
+    from raybench.labels import label_map
+    from raybench.plots import class_recall
+    from raybench.train.feed import method_inputs, store_columns
+    from raybench.train.loop import evaluate
+
+    pairs = label_map(data["class_names"], target["class_names"], labels)
+    model, _, device = _load_for_eval(cfg, data, checkpoint_path, "test", storage)
+    ids = [i for s in ("train", "val", "test") for i in target["ids"][s]] if split == "all" else target["ids"]["test"]
+    to_shared = {t: k for k, (_, t, _) in enumerate(pairs)}
+    store = open_store(target["store_path"], target.get("embeddings"))
+    counts = {"clips": 0, "excluded": 0}
+
+    def rows():
+        for r in store.iter_clips(ids, store_columns(method_inputs(model), True)):
+            if int(r["label"]) in to_shared:
+                counts["clips"] += 1
+                yield {**r, "label": to_shared[int(r["label"])]}
+            else:
+                counts["excluded"] += 1
+
+    names = [n for _, _, n in pairs]
+    shared = _shared_classes_model(model, [s for s, _, _ in pairs]).to(device)
+    with torch.no_grad():
+        metrics, preds = evaluate(shared, rows(), {**data, "class_names": names}, cfg, device, return_predictions=True)
+    recall, _ = class_recall(preds, len(names)) if preds else (np.array([]), None)
+    metrics.update({f"recall_{n}": float(r) for n, r in zip(names, recall) if np.isfinite(r)})
+    metrics.update({"clips": float(counts["clips"]), "excluded_clips": float(counts["excluded"])})
+    record = {"source": data["dataset"], "target": target["dataset"], "split": split, **counts,
+              "classes": [{"source": data["class_names"][s], "target": target["class_names"][t], "name": n}
+                          for s, t, n in pairs]}
+    return metrics, record, preds
+
+
 def _load_for_eval(cfg: TrialConfig, data: dict, checkpoint_path: str, split: str, storage: str | None):
     """(the model with its best weights, a function streaming ``split``'s rows, the device)."""
     import io
@@ -282,7 +347,7 @@ def cv_summary(chosen: list[dict], metric: str, over: tuple[str, ...]) -> tuple[
 
 
 def record(cfg: SweepConfig, grid, summaries: dict[str, dict], mlinfo: dict, storage: str,
-           metrics: dict[str, str], timing: dict | None = None) -> SweepResult:
+           metrics: dict[str, str], timing: dict | None = None, cross: dict | None = None) -> SweepResult:
     """RECORD: one row per trial; per dataset the configuration best on validation (averaged over
     folds in a cross-validation) is evaluated on the test split, and only it; fold models sharing a
     test split have their predictions merged; all of it goes to the MLflow parent and trial runs.
@@ -318,16 +383,18 @@ def record(cfg: SweepConfig, grid, summaries: dict[str, dict], mlinfo: dict, sto
         chosen = choose(result.trials, name, cfg.tune.mode, over)
         if not chosen:
             continue
-        fold_preds = [_test_trial(cfg, t, summaries, storage, client, mlinfo) for t in chosen]
+        fold_preds = [_test_trial(cfg, t, summaries, storage, client, mlinfo, cross=cross) for t in chosen]
         if cfg.eval.test == "each_method":  # every other method's best configuration on this dataset too
             for method in sorted({t["cfg"].method.name for t in result.trials} - {chosen[0]["cfg"].method.name}):
                 for t in choose([t for t in result.trials if t["cfg"].method.name == method], name, cfg.tune.mode,
                                 over):
-                    _test_trial(cfg, t, summaries, storage, client, mlinfo, tag="raybench.best_of_method")
+                    _test_trial(cfg, t, summaries, storage, client, mlinfo, tag="raybench.best_of_method",
+                                cross=cross)
         result.best[name] = chosen[0]
         client.set_tag(parent, f"best_trial.{name}", ",".join(t["trial_id"] for t in chosen))
-        robust = {k: float(np.mean([t["robust"][k] for t in chosen if k in t.get("robust", {})]))
-                  for k in sorted({k for t in chosen for k in t.get("robust", {})})}  # mean over the models
+        extra = [{**t.get("robust", {}), **t.get("cross", {})} for t in chosen]
+        robust = {k: float(np.mean([e[k] for e in extra if k in e]))  # mean over the models
+                  for k in sorted({k for e in extra for k in e})}
         if not over:
             log_parent({**chosen[0]["test"], **robust, f"best/{metrics[name]}": chosen[0]["best_val"]})
             continue
@@ -376,11 +443,13 @@ def record(cfg: SweepConfig, grid, summaries: dict[str, dict], mlinfo: dict, sto
 
 
 def _test_trial(cfg: SweepConfig, t: dict, summaries: dict[str, dict], storage: str, client,
-                mlinfo: dict, tag: str = "raybench.best") -> tuple[str, tuple, list[dict]]:
+                mlinfo: dict, tag: str = "raybench.best", cross: dict | None = None) -> tuple[str, tuple, list[dict]]:
     """Evaluate a chosen trial's best checkpoint on its test split (in a Ray task, on a GPU when the
     sweep trains on one); log the metrics and predictions to its run, tagged ``tag`` (``raybench.best``:
     the dataset's chosen configuration; ``raybench.best_of_method``: its method's, ``eval.test:
-    each_method``). Returns (task, test ids, predictions)."""
+    each_method``). With ``eval.robustness`` and ``eval.cross_corpus`` (``cross``: the targets' summaries,
+    :func:`raybench.trials.prepare_cross`), also under those conditions and on those corpora. Returns
+    (task, test ids, predictions)."""
     import ray
 
     from raybench import tracking
@@ -397,10 +466,27 @@ def _test_trial(cfg: SweepConfig, t: dict, summaries: dict[str, dict], storage: 
             evaluate_robustness).remote(t["cfg"], data, t["checkpoint"], storage))
         for name, why in skipped.items():
             print(f"[raybench] trial {t['trial_id']}: robustness condition {name} not applicable: {why}", flush=True)
+    t["cross"], maps, cross_preds = {}, {}, {}
+    for target in t["cfg"].eval.cross_corpus if data["task"] == "categorical" else ():  # (continuous: no map)
+        tdata = (cross or {}).get((data_key(trial_data_cfg(t["cfg"], cfg)), target.dataset))
+        if tdata is None:
+            continue
+        m, maps[target.dataset], cross_preds[target.dataset] = ray.get(ray.remote(
+            num_cpus=1, num_gpus=1 if cfg.train.use_gpu else 0)(evaluate_cross).remote(
+                t["cfg"], data, tdata, t["checkpoint"], target.split, target.labels, storage))
+        t["cross"].update({f"test_cross/{target.dataset}/{k}": v for k, v in m.items()})
+        print(f"[raybench] trial {t['trial_id']}: cross-corpus {data['dataset']} -> {target.dataset} over "
+              f"{len(maps[target.dataset]['classes'])} shared classes, {maps[target.dataset]['clips']} clips "
+              f"({maps[target.dataset]['excluded']} of other classes left out): "
+              + ", ".join(f"{k} {v:.3f}" for k, v in m.items() if k in ("acc", "uar", "f1")), flush=True)
     uri = mlinfo["tracking_uri"]
     child = tracking.find_run(uri, mlinfo["experiment_id"], tracking.TRIAL_TAG, t["trial_id"])
     if child:
-        tracking.log_metrics(uri, child, {**t["test"], **t["robust"]}, step=0)
+        tracking.log_metrics(uri, child, {**t["test"], **t["robust"], **t["cross"]}, step=0)
+        for name, rec in maps.items():  # the label map each cross-corpus figure was computed with
+            client.log_dict(child, rec, f"cross_corpus/{name}.json")
+            client.log_dict(mlinfo["parent_run_id"], rec, f"cross_corpus/{rec['source']}_to_{name}.json")
+            _log_table(client, child, cross_preds[name], f"cross_corpus/predictions_{name}.csv")
         for name, why in skipped.items():
             client.set_tag(child, f"raybench.robust_skipped.{name}", why[:5000])
         client.set_tag(child, tag, "true")
@@ -523,9 +609,9 @@ def _log_table(client, run_id: str, rows: list[dict], name: str) -> None:
     import tempfile
 
     with tempfile.TemporaryDirectory() as d:
-        p = Path(d) / name
+        p = Path(d) / Path(name).name
         pd.DataFrame(rows).to_csv(p, index=False)
-        client.log_artifact(run_id, str(p))
+        client.log_artifact(run_id, str(p), str(Path(name).parent) if "/" in name else None)
 
 
 def _labels(summaries: dict[str, dict]) -> dict[str, str]:

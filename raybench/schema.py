@@ -234,6 +234,16 @@ class TuneConfig(Section):
     search_space: dict[str, Any] = {}  # checked by raybench.config (keys name settings of these models)
 
 
+class CrossCorpusConfig(Section):
+    """One target corpus of the cross-corpus track: models trained on the sweep's dataset are tested on
+    it (prepared with the sweep's own data settings, its own root)."""
+
+    dataset: str  # a categorical dataset's registry name
+    root: str | None = None  # None: its default (generated for a synthetic set)
+    split: Literal["all", "test"] = "all"  # every clip of the target corpus, or its test split
+    labels: dict[str, str] | None = None  # source class -> target class; None: the classes both have, by name
+
+
 class EvalConfig(Section):
     # continuous metrics over the annotated source frames: one CCC over all frames pooled (Aff-Wild2
     # practice, zhang2021's authors) or the mean of per-clip CCCs (AVEC practice)
@@ -248,6 +258,9 @@ class EvalConfig(Section):
     # the robustness track: every configuration tested is also tested under these conditions
     # (raybench.train.perturb): audio_missing, video_missing, video_occlusion, video_blur
     robustness: list[Literal["audio_missing", "video_missing", "video_occlusion", "video_blur"]] = []
+    # the cross-corpus track: every configuration tested is also tested on these corpora, over the
+    # classes they share with the training corpus (raybench.labels)
+    cross_corpus: list[CrossCorpusConfig] = []
 
 
 class MethodOptions(BaseModel):

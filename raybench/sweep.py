@@ -18,7 +18,7 @@ from raybench.config import ConfigError, load
 from raybench.results import SweepResult, format_table, record
 from raybench.schema import SweepConfig
 from raybench.storage import join
-from raybench.trials import new_sweep_id, prepare_all, tune_trials
+from raybench.trials import new_sweep_id, prepare_all, prepare_cross, tune_trials
 
 STATE_FILE = "raybench_sweep.json"
 
@@ -55,6 +55,7 @@ def run_sweep(cfg: SweepConfig, sweep_id: str | None = None, resume: bool = Fals
 
     # 1. PREPARE every data configuration the sweep reaches (file listings before Ray starts)
     summaries = prepare_all(cfg, verbose)
+    cross = prepare_cross(cfg) if cfg.eval.cross_corpus else {}  # the cross-corpus track's target corpora
     # each dataset is judged on its own task's metric; Tune sees it as val/score
     metrics = {s["dataset"]: cfg.tune.metric or default_metric(s["task"]) for s in summaries.values()}
 
@@ -80,7 +81,7 @@ def run_sweep(cfg: SweepConfig, sweep_id: str | None = None, resume: bool = Fals
                        verbose=verbose, timing=timing)
 
     # 3. RECORD: choose on validation, test the chosen, summarise folds, log, print
-    result = record(cfg, grid, summaries, mlinfo, storage, metrics, timing)
+    result = record(cfg, grid, summaries, mlinfo, storage, metrics, timing, cross)
     print(format_table(result, metrics), flush=True)
     print(f"[raybench] Tune results and checkpoints: {join(storage, sweep_id)}", flush=True)
     print(f"[raybench] sweep finished in {time.time() - t_start:.0f} s. Results: MLflow experiment "

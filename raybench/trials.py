@@ -301,6 +301,41 @@ def prepare_all(cfg: SweepConfig, verbose: int = 0) -> dict[str, dict]:
     return summaries
 
 
+def cross_data_cfgs(cfg: SweepConfig) -> dict[tuple[str, str], DataConfig]:
+    """The cross-corpus track's stores (``eval.cross_corpus``): (the data key of a store the sweep trains
+    on, target dataset) -> the target's data settings: the training store's preprocessing (frames, audio
+    features, encoders: what the models read must have the same shape), the target's own root."""
+    from raybench.registry import DATASETS
+
+    out = {}
+    for dcfg in data_variants(cfg):
+        if DATASETS.get(dcfg.dataset).task_for(dcfg) != "categorical":
+            continue  # a continuous dataset's models are not tested across corpora
+        for t in cfg.eval.cross_corpus:
+            d = dcfg.model_copy(deep=True)
+            d.dataset, d.root = t.dataset, t.root
+            out[(data_key(dcfg), t.dataset)] = d
+    return out
+
+
+def prepare_cross(cfg: SweepConfig) -> dict[tuple[str, str], dict]:
+    """PREPARE the cross-corpus targets (after :func:`prepare_all`, Ray running): their summaries,
+    keyed as :func:`cross_data_cfgs`; a target shared by several training stores is built once."""
+    from raybench.data.store import build, plan
+
+    out, built = {}, {}
+    for key, dcfg in cross_data_cfgs(cfg).items():
+        k = data_key(dcfg)
+        if k not in built:
+            t0 = time.time()
+            built[k] = data_summary(build(plan(dcfg)), dcfg.fps)
+            print(f"[raybench] prepared cross-corpus target {dcfg.dataset}: "
+                  f"{sum(len(v) for v in built[k]['ids'].values())} clips, skipped {len(built[k]['bad'])}, "
+                  f"{time.time() - t0:.0f} s", flush=True)
+        out[key] = built[k]
+    return out
+
+
 def new_sweep_id(cfg: SweepConfig) -> str:
     return f"{cfg.name}-{time.strftime('%Y%m%d-%H%M%S')}-{hashlib.sha1(cfg.model_dump_json().encode()).hexdigest()[:6]}"
 

@@ -375,6 +375,38 @@ def generate_ravdess(root: str | Path, actors: int = 10, statements: int = 2, re
     return root
 
 
+# CREMA-D's emotion codes -> this generator's emotions (the same cues as the RAVDESS layout's classes)
+CREMA_D_CODES = {"ANG": "angry", "DIS": "disgust", "FEA": "fearful", "HAP": "happy", "NEU": "neutral", "SAD": "sad"}
+CREMA_D_SENTENCES = ("DFA", "IEO", "IOM", "ITH", "ITS", "IWL", "IWW", "KDI", "MTI", "TAI", "TIE", "TSI")
+
+
+def generate_crema_d(root: str | Path, actors: int = 10, statements: int = 2, seconds: float = 2.0, fps: float = 15,
+                     size: int = 64, sample_rate: int = 16000, seed: int = 0, workers: int | None = None) -> Path:
+    """Write a synthetic CREMA-D tree (``VideoFlash/<actor>_<sentence>_<EMO>_XX.flv``, H.264 + AAC)
+    under ``root``: CREMA-D's six emotions with the cues of the RAVDESS layout's classes of the same
+    name, spoken by other actors (ids 1001..; their looks and voices drawn apart from the RAVDESS
+    set's), ``statements`` sentences each, one take at the strong intensity (neutral: normal). A
+    second categorical corpus for the cross-corpus track (``eval.cross_corpus``)."""
+    root = Path(root).expanduser()
+    jobs = []
+    for a in range(1, actors + 1):
+        actor = Actor.make(a, np.random.default_rng([seed, 1000 + a]))
+        for code, name in CREMA_D_CODES.items():
+            emo = EMOTION_NAMES.index(name) + 1
+            for stmt in range(1, statements + 1):
+                sentence = CREMA_D_SENTENCES[(stmt - 1) % len(CREMA_D_SENTENCES)]
+                jobs.append(dict(
+                    path=str(root / "VideoFlash" / f"{1000 + a}_{sentence}_{code}_XX.flv"), actor=actor,
+                    emotion=emo, intensity=1 if name == "neutral" else 2, statement=1 + (stmt - 1) % 2,
+                    repetition=1, seconds=seconds, fps=fps, size=size, sample_rate=sample_rate,
+                    seed=[seed, 1000 + a, emo, stmt],
+                ))
+    _run_jobs(_ravdess_clip, jobs, workers)
+    _write_info(root, "crema_d", dict(actors=actors, statements=statements, seconds=seconds, fps=fps, size=size,
+                                      sample_rate=sample_rate, seed=seed, clips=len(jobs)))
+    return root
+
+
 # ---------------------------------------------------------------------------
 # Aff-Wild2 layout (continuous)
 # ---------------------------------------------------------------------------
@@ -515,7 +547,7 @@ def generate(layout: str, root: str | Path, **kw) -> Path:
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
     try:
-        {"ravdess": generate_ravdess, "affwild2": generate_affwild2}[layout](tmp, **kw)
+        {"ravdess": generate_ravdess, "affwild2": generate_affwild2, "crema_d": generate_crema_d}[layout](tmp, **kw)
         if root.exists():
             shutil.rmtree(root)
         os.replace(tmp, root)
@@ -529,16 +561,16 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m raybench.data.synth",
         description="Write a synthetic audio-visual emotion dataset (real H.264 + AAC MP4 files) "
-        "in the RAVDESS (categorical) or Aff-Wild2 (continuous valence/arousal) layout.",
+        "in the RAVDESS or CREMA-D (categorical) or Aff-Wild2 (continuous valence/arousal) layout.",
     )
-    p.add_argument("layout", choices=["ravdess", "affwild2"])
+    p.add_argument("layout", choices=["ravdess", "crema_d", "affwild2"])
     p.add_argument("root", help="output folder (replaced if it exists)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--fps", type=float, default=15)
     p.add_argument("--size", type=int, default=64, help="frame width and height in pixels")
     p.add_argument("--sample-rate", type=int, default=16000)
     p.add_argument("--actors", type=int, default=10, help="ravdess: number of actors")
-    p.add_argument("--statements", type=int, default=2, choices=[1, 2], help="ravdess: statements per emotion")
+    p.add_argument("--statements", type=int, default=2, help="ravdess (1 or 2), crema_d: statements per emotion")
     p.add_argument("--repetitions", type=int, default=2, help="ravdess: repetitions per statement")
     p.add_argument("--seconds", type=float, default=None, help="clip length (ravdess 2.0, affwild2 20.0)")
     p.add_argument("--videos", type=int, default=12, help="affwild2: number of videos")
@@ -550,6 +582,9 @@ def main(argv: list[str] | None = None) -> int:
     if a.layout == "ravdess":
         root = generate("ravdess", a.root, actors=a.actors, statements=a.statements, repetitions=a.repetitions,
                         seconds=a.seconds or 2.0, **common)
+    elif a.layout == "crema_d":
+        root = generate("crema_d", a.root, actors=a.actors, statements=a.statements, seconds=a.seconds or 2.0,
+                        **common)
     else:
         root = generate("affwild2", a.root, videos=a.videos, seconds=a.seconds or 20.0, lag_seconds=a.lag, **common)
     info = json.loads((root / "raybench_synthetic.json").read_text())

@@ -24,7 +24,8 @@ COMMON = ["data.synth.actors=4", "data.synth.seconds=1.0", "data.fps=8", "data.s
 def store(ray_session, tmp_path_factory):
     """Sweep A: audio_only and av_fusion on both synthetic sets, windows 4 and 8, two seeds each, every
     method's best tested (eval.test: each_method); sweep B: video_only on synthetic RAVDESS only, one
-    seed (so video_only x synthetic Aff-Wild2 is a cell that was never run)."""
+    seed (so video_only x synthetic Aff-Wild2 is a cell that was never run), with the robustness and
+    cross-corpus tracks (tested on synthetic CREMA-D)."""
     from raybench.report import main
     from raybench.sweep import run_sweep
 
@@ -39,7 +40,9 @@ def store(ray_session, tmp_path_factory):
     a = run_sweep(cfg("name=report-a", "tune.repeats=2", "eval.test=each_method",
                       "tune.search_space={method.name: {grid: [audio_only, av_fusion]}, "
                       "data.dataset: {grid: [synthetic_ravdess, synthetic_affwild2]}}"))
-    b = run_sweep(cfg("name=report-b", "method.name=video_only", "tune.search_space={window.length: {grid: [8]}}"))
+    b = run_sweep(cfg("name=report-b", "method.name=video_only", "tune.search_space={window.length: {grid: [8]}}",
+                      "eval.robustness=[audio_missing, video_missing, video_occlusion]",
+                      "eval.cross_corpus=[{dataset: synthetic_crema_d}]"))
     assert a.failed == 0 and b.failed == 0 and len(a.trials) == 16 and len(b.trials) == 1
     out = tmp / "out"
     rc = main(["--tracking-uri", a.tracking_uri, "--out", str(out), "--log-to-parent",
@@ -139,3 +142,34 @@ def test_unknown_experiment_or_sweep_is_named_with_what_the_store_has(store, cap
     assert "'nope'" in err and "raybench-report-a" in err
     assert main(["--tracking-uri", store["uri"], "--sweep", "nope-1"]) == 2
     assert store["a"].sweep_id in capsys.readouterr().err
+
+
+def test_robustness_and_cross_corpus_are_logged_with_their_label_map(store):
+    import pandas as pd
+    from mlflow.tracking import MlflowClient
+    from sklearn.metrics import accuracy_score, balanced_accuracy_score
+
+    (t,) = store["b"].trials
+    client = MlflowClient(store["uri"])
+    run = client.search_runs([store["b"].experiment_id], f"tags.`raybench.trial_id` = '{t['trial_id']}'")[0]
+    m, tags = run.data.metrics, run.data.tags
+    # robustness: a condition video_only cannot see is named, not logged as clean numbers
+    assert "test_robust/audio_missing/uar" not in m and "video" in tags["raybench.robust_skipped.audio_missing"]
+    assert m["test_robust/clean/uar"] == pytest.approx(m["test/uar"])
+    assert {"test_robust/video_missing/uar", "test_robust/video_occlusion/uar"} <= set(m)
+    # cross-corpus: the six classes synthetic RAVDESS and CREMA-D share, every CREMA-D clip (4 actors x 6)
+    with open(client.download_artifacts(run.info.run_id, "cross_corpus/synthetic_crema_d.json")) as f:
+        rec = json.load(f)
+    assert [(c["source"], c["target"]) for c in rec["classes"]] == [
+        ("neutral", "neutral"), ("happy", "happy"), ("sad", "sad"), ("angry", "anger"), ("fearful", "fear"),
+        ("disgust", "disgust")]
+    assert rec["clips"] == 24 and rec["excluded"] == 0 and m["test_cross/synthetic_crema_d/clips"] == 24
+    preds = pd.read_csv(client.download_artifacts(run.info.run_id, "cross_corpus/predictions_synthetic_crema_d.csv"))
+    assert len(preds) == 24 and preds["pred"].between(0, 5).all()
+    assert m["test_cross/synthetic_crema_d/uar"] == pytest.approx(balanced_accuracy_score(preds["label"], preds["pred"]))
+    assert m["test_cross/synthetic_crema_d/acc"] == pytest.approx(accuracy_score(preds["label"], preds["pred"]))
+    cell = store["cells"][("video_only", "synthetic_ravdess")]
+    assert cell["cross"]["synthetic_crema_d"]["mean"] == pytest.approx(m["test_cross/synthetic_crema_d/uar"])
+    assert set(cell["robust"]) == {"clean", "video_missing", "video_occlusion"}
+    html = (store["out"] / "index.html").read_text()
+    assert '<table id="cross">' in html and '<table id="robustness">' in html

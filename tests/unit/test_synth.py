@@ -121,3 +121,20 @@ def test_cli_help(capsys):
         synth.main(["--help"])
     assert e.value.code == 0
     assert "ravdess" in capsys.readouterr().out
+
+
+def test_synthetic_crema_d_is_read_by_the_crema_d_adapter_with_its_six_classes(tmp_path):
+    from raybench.data.datasets.crema_d import EMOTIONS
+    from raybench.data.synth import CREMA_D_CODES, EMOTION_NAMES
+    from raybench.labels import canonical
+    from raybench.registry import DATASETS
+    from raybench.schema import DataConfig
+
+    root = synth.generate("crema_d", tmp_path / "cd", actors=3, statements=2, seconds=0.5, fps=8, size=32, seed=0)
+    clips = DATASETS.get("synthetic_crema_d").manifest(root, DataConfig(dataset="synthetic_crema_d"))
+    assert len(clips) == 3 * 6 * 2 and all(c.video_path.endswith(".flv") for c in clips)
+    assert sorted({c.subject for c in clips}) == ["actor1001", "actor1002", "actor1003"]
+    for c in clips:  # each file's CREMA-D code is the class the generator drew, under the adapter's name
+        code = c.clip_id.split("_")[2]
+        assert canonical(EMOTIONS[c.label]) == CREMA_D_CODES[code] and CREMA_D_CODES[code] in EMOTION_NAMES
+    assert sorted({c.label for c in clips}) == list(range(6))

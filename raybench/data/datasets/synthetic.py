@@ -1,4 +1,4 @@
-"""Built-in synthetic datasets in the RAVDESS and Aff-Wild2 layouts.
+"""Built-in synthetic datasets in the RAVDESS, CREMA-D and Aff-Wild2 layouts.
 
 They use the real adapters; the only difference is that a missing root is
 generated (``data.synth`` options) instead of being an error.
@@ -15,6 +15,7 @@ from raybench.paths import cache_home
 from raybench.data import synth
 from raybench.data.datasets.affwild2 import AffWild2
 from raybench.data.datasets.base import DATASETS
+from raybench.data.datasets.crema_d import CremaD
 from raybench.data.datasets.ravdess import Ravdess
 from raybench.schema import DataConfig, SynthConfig
 
@@ -53,6 +54,16 @@ class SyntheticRavdess(_Generated, Ravdess):
                     fps=s.fps, size=s.size, seed=s.seed)
 
 
+class SyntheticCremaD(_Generated, CremaD):
+    """CREMA-D's layout and six classes, other actors: the cross-corpus partner of synthetic_ravdess."""
+
+    name = "synthetic_crema_d"
+    synth_layout = "crema_d"
+
+    def generator_kwargs(self, s):
+        return dict(actors=s.actors, statements=s.statements, seconds=s.seconds, fps=s.fps, size=s.size, seed=s.seed)
+
+
 class SyntheticAffWild2(_Generated, AffWild2):
     name = "synthetic_affwild2"
     synth_layout = "affwild2"
@@ -63,3 +74,4 @@ class SyntheticAffWild2(_Generated, AffWild2):
 
 DATASETS.register("synthetic_ravdess", SyntheticRavdess())
 DATASETS.register("synthetic_affwild2", SyntheticAffWild2())
+DATASETS.register("synthetic_crema_d", SyntheticCremaD())

@@ -125,6 +125,15 @@ class Cell:
         return self.metric.split("/", 1)[1]
 
 
+# the robustness conditions in the report's order: clean, then each modality from mild to gone
+CONDITION_ORDER = ("clean", "audio_snr20", "audio_snr10", "audio_snr0", "audio_missing", "video_blur",
+                   "video_occlusion", "video_missing")
+
+
+def condition_order(name: str) -> tuple[int, str]:
+    return (CONDITION_ORDER.index(name) if name in CONDITION_ORDER else len(CONDITION_ORDER), name)
+
+
 def _is_bookkeeping(k: str) -> bool:
     return any(k == b or (b.endswith(".") and k.startswith(b)) for b in _BOOKKEEPING)
 
@@ -203,7 +212,7 @@ def cells(models: list[Model]) -> dict[tuple[str, str], Cell]:
             c.test[k] = stat(xs)
         c.cost = cost(chosen)
         conds = sorted({k.split("/")[1] for m in chosen for k in m.metrics
-                        if k.startswith("test_robust/") and k.endswith(f"/{c.main}")}, key=lambda x: (x != "clean", x))
+                        if k.startswith("test_robust/") and k.endswith(f"/{c.main}")}, key=condition_order)
         for cond in conds:
             k = f"test_robust/{cond}/{c.main}"
             c.robust[cond] = stat([m.metrics[k] for m in chosen if k in m.metrics])
@@ -279,21 +288,24 @@ def scores_figure(table: dict[tuple[str, str], Cell], methods: list[str], datase
 
 def robustness_figure(table: dict[tuple[str, str], Cell], datasets: list[str]):
     """Per dataset, each method's test metric clean and under each robustness condition (the mean
-    over its models, error bars: the 95% interval where there are several)."""
+    over its models, error bars: the 95% interval where there are several); points, not lines: the
+    conditions are not a scale."""
     from raybench.plots import _pyplot
 
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(datasets), figsize=(max(5.0, 5.0 * len(datasets)), 3.8), squeeze=False)
     for ax, ds in zip(axes[0], datasets):
         here = sorted((k[0], c) for k, c in table.items() if k[1] == ds and c.robust)
-        conds = list(dict.fromkeys(x for _, c in here for x in c.robust))
-        for method, c in here:
+        conds = sorted({x for _, c in here for x in c.robust}, key=condition_order)
+        for j, (method, c) in enumerate(here):
             x = [i for i, cond in enumerate(conds) if cond in c.robust]
             y = [c.robust[conds[i]].mean for i in x]
             err = np.array([[c.robust[conds[i]].mean - c.robust[conds[i]].lo, c.robust[conds[i]].hi
                              - c.robust[conds[i]].mean] if c.robust[conds[i]].lo is not None else [0, 0]
                             for i in x]).T
-            ax.errorbar(x, y, yerr=err if len(x) else None, marker="o", capsize=3, label=method)
+            shift = (j - (len(here) - 1) / 2) * 0.12  # side by side within a condition
+            ax.errorbar(np.array(x) + shift, y, yerr=err if len(x) else None, marker="o", linestyle="none",
+                        capsize=3, label=method)
         ax.set_xticks(range(len(conds)), [x.replace("_", "\n") for x in conds], fontsize=8)
         metric = sorted({c.main for _, c in here})
         ax.set_title(f"{ds}: test {' / '.join(metric)} under each condition", fontsize=9)
@@ -514,7 +526,7 @@ def leaderboard_md(rep: Report, ui: str) -> str:
 
 def robust_conditions(rep: Report) -> list[str]:
     """The robustness conditions any cell has, clean first."""
-    return sorted({x for c in rep.table.values() for x in c.robust}, key=lambda x: (x != "clean", x))
+    return sorted({x for c in rep.table.values() for x in c.robust}, key=condition_order)
 
 
 def _fmt_cost(v: float | None, digits: int) -> str:

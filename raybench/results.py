@@ -51,7 +51,7 @@ def evaluate_robustness(cfg: TrialConfig, data: dict, checkpoint_path: str, stor
 
     from raybench.plots import class_recall
     from raybench.train.feed import method_inputs
-    from raybench.train.perturb import applicable, condition
+    from raybench.train.perturb import applicable, condition, snr_db
 
     model, rows_of, device = _load_for_eval(cfg, data, checkpoint_path, "test", storage)
     from raybench.train.loop import evaluate
@@ -62,15 +62,37 @@ def evaluate_robustness(cfg: TrialConfig, data: dict, checkpoint_path: str, stor
         if name != "clean" and (why := applicable(name, inputs)):
             skipped[name] = why
             continue
+        snr = snr_db(name)
+        if snr is not None and "://" in str(data.get("root") or ""):
+            skipped[name] = f"the dataset's root {data['root']} is remote: its clips are not decoded again here"
+            continue
+        rows = rows_of() if snr is None else noisy_rows(rows_of(), cfg.data, data["sources"], snr)
         with torch.no_grad():
-            metrics, preds = evaluate(model, rows_of(), data, cfg, device, return_predictions=True,
-                                      perturb=None if name == "clean" else condition(name))
+            metrics, preds = evaluate(model, rows, data, cfg, device, return_predictions=True,
+                                      perturb=None if name == "clean" or snr is not None else condition(name))
         out.update({f"test_robust/{name}/{k}": v for k, v in metrics.items()})
         if data["task"] == "categorical" and preds:
             recall, _ = class_recall(preds, len(data["class_names"]))
             out.update({f"test_robust/{name}/recall_{c}": float(r) for c, r in zip(data["class_names"], recall)
                         if np.isfinite(r)})
     return out, skipped
+
+
+def noisy_rows(rows, data_cfg, sources: dict[str, list], snr: float):
+    """Store rows with their audio features computed again from their source's waveform plus white
+    noise at ``snr`` dB (``data_cfg``: the store's settings; ``sources``: clip id -> [video path, audio
+    path or None]); the noise of each clip drawn from its id and the SNR, the same in every run."""
+    import zlib
+
+    from raybench.data.decode import decode_audio
+    from raybench.data.features import add_noise, audio_features
+
+    for r in rows:
+        video, audio_path = sources[r["clip_id"]]
+        clean = decode_audio(video, data_cfg.sample_rate, audio_path)
+        noisy = add_noise(clean, snr, zlib.crc32(f"{r['clip_id']}|{snr:g}".encode()))
+        feats = audio_features(noisy, int(r["num_frames"]), data_cfg.sample_rate, data_cfg.audio)
+        yield {**r, "audio": np.ascontiguousarray(feats, np.float32).tobytes(), "audio_shape": list(feats.shape)}
 
 
 def _shared_classes_model(model, columns: list[int]):

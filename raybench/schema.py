@@ -256,8 +256,10 @@ class EvalConfig(Section):
     # numbers in every cell, python -m raybench.report); selection stays on validation either way
     test: Literal["best", "each_method"] = "best"
     # the robustness track: every configuration tested is also tested under these conditions
-    # (raybench.train.perturb): audio_missing, video_missing, video_occlusion, video_blur
-    robustness: list[Literal["audio_missing", "video_missing", "video_occlusion", "video_blur"]] = []
+    # (raybench.train.perturb): audio_missing, video_missing, video_occlusion, video_blur, and white noise
+    # on the waveform at 20, 10, 0 dB SNR: audio_snr20, audio_snr10, audio_snr0
+    robustness: list[Literal["audio_missing", "video_missing", "video_occlusion", "video_blur", "audio_snr20",
+                             "audio_snr10", "audio_snr0"]] = []
     # the cross-corpus track: every configuration tested is also tested on these corpora, over the
     # classes they share with the training corpus (raybench.labels)
     cross_corpus: list[CrossCorpusConfig] = []

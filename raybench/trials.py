@@ -54,6 +54,9 @@ def data_summary(prep, fps: float) -> dict[str, Any]:
         "skipped": len(prep.bad), "warnings": len(prep.warnings), "warning_list": list(prep.warnings),
         "face_found": prep.face_found,
         "fingerprint": prep.fingerprint,
+        # the test clips' source files: the robustness track decodes their audio again to add noise
+        "sources": {c.clip_id: [c.video_path, (c.meta or {}).get("audio_path")] for c in prep.clips
+                    if c.split == "test"},
     }
 
 

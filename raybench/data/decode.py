@@ -62,6 +62,17 @@ def decode_clip(path: str, fps: float, image_size: int, sample_rate: int = 16000
     del vr  # before PyAV's pass: decord's reader thread would go on decoding ahead meanwhile
     if frames is None:
         frames = _decode_frames(path, idx, image_size, box)
+    audio = decode_audio(path, sample_rate, audio_path, min_audio_rms)
+    return Decoded(frames=frames, audio=audio, source_fps=src_fps, source_frames=n_src, frame_index=idx,
+                   face_found=face_found)
+
+
+def decode_audio(path: str, sample_rate: int = 16000, audio_path: str | None = None,
+                 min_audio_rms: float = 1e-4) -> np.ndarray:
+    """The audio track of ``path`` (or the file ``audio_path``) as mono ``sample_rate`` float32;
+    DecodeError when there is none or it is silent."""
+    import decord
+
     try:
         ar = decord.AudioReader(audio_path or path, ctx=decord.cpu(0), sample_rate=sample_rate, mono=True)
         audio = ar[:].asnumpy().reshape(-1).astype(np.float32)
@@ -73,8 +84,7 @@ def decode_clip(path: str, fps: float, image_size: int, sample_rate: int = 16000
     rms = float(np.sqrt(np.mean(audio.astype(np.float64) ** 2)))
     if rms < min_audio_rms:
         raise DecodeError(f"silent audio track (rms {rms:.2e} < {min_audio_rms:.0e})")
-    return Decoded(frames=frames, audio=audio, source_fps=src_fps, source_frames=n_src, frame_index=idx,
-                   face_found=face_found)
+    return audio
 
 
 def _resize(f: np.ndarray, image_size: int) -> np.ndarray:

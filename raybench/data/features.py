@@ -134,6 +134,15 @@ def audio_features(audio: np.ndarray, num_frames: int, sample_rate: int, cfg: Au
     return out.T.contiguous().numpy().astype(np.float32)  # (T*k, F)
 
 
+def add_noise(audio: np.ndarray, snr_db: float, seed: int) -> np.ndarray:
+    """``audio`` plus white Gaussian noise ``snr_db`` below its mean power over the whole clip (the
+    robustness track's ``audio_snr<N>`` conditions); the noise is drawn from ``seed``."""
+    x = audio.astype(np.float64)
+    power = float(np.mean(x**2))
+    noise = np.random.default_rng(seed).standard_normal(x.size) * np.sqrt(power / 10 ** (snr_db / 10))
+    return (x + noise).astype(np.float32)
+
+
 def resample_labels(va: np.ndarray, frame_index: np.ndarray) -> np.ndarray:
     """Per-source-frame labels [N, 2] -> labels of the chosen frames [T, 2] (NaN past the end)."""
     out = np.full((len(frame_index), va.shape[1]), np.nan, np.float32)

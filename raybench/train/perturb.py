@@ -10,11 +10,13 @@ on its device, after the input pipeline's normalisation:
   computed at prepare time is left as it was.
 - ``video_blur``: every frame blurred with a Gaussian of sigma = 1/24 of the frame's side (2 px at
   48 px), kernel 4 sigma + 1 wide (torchvision's gaussian_blur).
+- ``audio_snr20``, ``audio_snr10``, ``audio_snr0``: white Gaussian noise at that SNR (against the
+  clip's mean power) added to each test clip's waveform, decoded again from its source file, and the
+  audio features computed again as the store's were (``raybench.data.features.add_noise``).
 
 A condition whose modality the method does not read (audio_missing for video_only, blur for a model
 on image embeddings) is not applicable: :func:`applicable` says why, and the record names it rather
-than logging the clean numbers under the condition's name. Noise on the waveform (an SNR) would need
-the audio decoded again; it is not here.
+than logging the clean numbers under the condition's name.
 """
 
 from __future__ import annotations
@@ -23,16 +25,28 @@ from typing import Callable
 
 import torch
 
-CONDITIONS = ("audio_missing", "video_missing", "video_occlusion", "video_blur")
+CONDITIONS = ("audio_missing", "video_missing", "video_occlusion", "video_blur", "audio_snr20", "audio_snr10",
+              "audio_snr0")
 
 _READS = {"audio_missing": ("audio", "audio_emb"), "video_missing": ("video", "flow", "video_emb"),
-          "video_occlusion": ("video",), "video_blur": ("video",)}
+          "video_occlusion": ("video",), "video_blur": ("video",),
+          # noise on the waveform: the audio features are computed again; a speech encoder's embeddings
+          # would need the encoder run again, which the track does not do
+          **{f"audio_snr{n}": ("audio",) for n in (20, 10, 0)}}
+
+
+def snr_db(name: str) -> float | None:
+    """The SNR of an ``audio_snr<N>`` condition (white noise added to each test clip's waveform, its
+    audio features computed again: ``raybench.results.evaluate_robustness``), else None."""
+    return float(name[len("audio_snr"):]) if name.startswith("audio_snr") else None
 
 
 def applicable(condition: str, inputs: tuple[str, ...]) -> str | None:
     """None when ``condition`` changes what a method reading ``inputs`` sees, else why not."""
     if condition not in _READS:
         raise ValueError(f"unknown robustness condition {condition!r}; known: {', '.join(CONDITIONS)}")
+    if snr_db(condition) is not None and "audio_emb" in inputs:
+        return "the method reads a speech encoder's embeddings, which would have to be encoded again from the noisy audio"
     if not set(_READS[condition]) & set(inputs):
         return (f"the method reads {', '.join(inputs)}, none of which {condition} changes "
                 f"({', '.join(_READS[condition])})")
@@ -67,5 +81,7 @@ def _blur(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def condition(name: str) -> Callable[[dict], dict]:
     """The batch transform of one condition."""
     applicable(name, ())  # unknown names raise
+    if snr_db(name) is not None:
+        raise ValueError(f"{name} changes the waveform, not the batch: the evaluation decodes the clips again")
     return {"audio_missing": _zero(_READS["audio_missing"]), "video_missing": _zero(_READS["video_missing"]),
             "video_occlusion": _occlude, "video_blur": _blur}[name]

@@ -37,7 +37,7 @@ def store(ray_session, tmp_path_factory):
         c.storage = str(tmp / "results")
         return c
 
-    a = run_sweep(cfg("name=report-a", "tune.repeats=2", "eval.test=each_method",
+    a = run_sweep(cfg("name=report-a", "tune.repeats=2", "eval.test=each_method", "eval.robustness=[audio_snr0]",
                       "tune.search_space={method.name: {grid: [audio_only, av_fusion]}, "
                       "data.dataset: {grid: [synthetic_ravdess, synthetic_affwild2]}}"))
     b = run_sweep(cfg("name=report-b", "method.name=video_only", "tune.search_space={window.length: {grid: [8]}}",
@@ -173,3 +173,16 @@ def test_robustness_and_cross_corpus_are_logged_with_their_label_map(store):
     assert set(cell["robust"]) == {"clean", "video_missing", "video_occlusion"}
     html = (store["out"] / "index.html").read_text()
     assert '<table id="cross">' in html and '<table id="robustness">' in html
+
+
+def test_audio_noise_is_logged_for_every_tested_model_that_reads_audio(store):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(store["uri"])
+    tested = [t for t in store["a"].trials if t.get("test")]
+    assert len(tested) == 8  # 2 methods x 2 datasets x 2 seeds, each method's best (eval.test: each_method)
+    for t in tested:
+        run = client.search_runs([store["a"].experiment_id], f"tags.`raybench.trial_id` = '{t['trial_id']}'")[0]
+        main = "ccc" if t["dataset"] == "synthetic_affwild2" else "uar"
+        assert run.data.metrics[f"test_robust/clean/{main}"] == pytest.approx(t["test"][f"test/{main}"])
+        assert f"test_robust/audio_snr0/{main}" in run.data.metrics  # audio_only and av_fusion both hear

@@ -58,3 +58,44 @@ def test_a_condition_the_method_cannot_see_is_refused_with_why():
     assert applicable("video_missing", ("video_emb",)) is None and applicable("audio_missing", ("audio",)) is None
     with pytest.raises(ValueError, match="unknown robustness condition 'audio_noise'"):
         condition("audio_noise")
+    assert "encoded again" in applicable("audio_snr10", ("audio_emb", "video"))
+    assert applicable("audio_snr0", ("audio",)) is None
+
+
+def test_noise_is_white_at_the_asked_snr_and_drawn_from_its_seed():
+    from raybench.data.features import add_noise
+
+    t = np.arange(32000) / 16000
+    x = (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+    for snr in (20, 10, 0):
+        y = add_noise(x, snr, seed=1)
+        noise = y.astype(np.float64) - x
+        assert 10 * np.log10(np.mean(x.astype(np.float64) ** 2) / np.mean(noise**2)) == pytest.approx(snr, abs=0.1)
+        assert abs(np.corrcoef(noise[:-1], noise[1:])[0, 1]) < 0.03  # white: no correlation between samples
+    assert np.array_equal(add_noise(x, 10, 1), add_noise(x, 10, 1)) and not np.array_equal(add_noise(x, 10, 1),
+                                                                                             add_noise(x, 10, 2))
+
+
+def test_noisy_rows_compute_the_features_again_from_the_source_waveform(tiny_ravdess):
+    import zlib
+
+    from raybench.data.decode import decode_audio, decode_clip
+    from raybench.data.features import add_noise, audio_features
+    from raybench.results import noisy_rows
+    from raybench.schema import DataConfig
+
+    dcfg = DataConfig(fps=8)
+    path = str(sorted(tiny_ravdess.rglob("*.mp4"))[0])
+    d = decode_clip(path, dcfg.fps, 32, dcfg.sample_rate)
+    stored = audio_features(d.audio, len(d.frames), dcfg.sample_rate, dcfg.audio)  # what prepare stores
+    row = {"clip_id": "c1", "num_frames": len(d.frames), "audio": stored.tobytes(), "audio_shape": list(stored.shape),
+           "label": 3}
+    (clean,) = noisy_rows([row], dcfg, {"c1": [path, None]}, snr=300.0)  # noise 300 dB down: the store's features
+    np.testing.assert_allclose(np.frombuffer(clean["audio"], np.float32).reshape(clean["audio_shape"]), stored,
+                               atol=1e-3)
+    (noisy,) = noisy_rows([row], dcfg, {"c1": [path, None]}, snr=0.0)
+    expected = audio_features(add_noise(decode_audio(path, dcfg.sample_rate), 0.0, zlib.crc32(b"c1|0")),
+                              len(d.frames), dcfg.sample_rate, dcfg.audio)
+    got = np.frombuffer(noisy["audio"], np.float32).reshape(noisy["audio_shape"])
+    np.testing.assert_array_equal(got, expected)
+    assert np.abs(got - stored).mean() > 0.5 and noisy["label"] == 3  # the rest of the row as it was

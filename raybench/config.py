@@ -258,10 +258,16 @@ def validate(raw: dict, source: str | None = None) -> SweepConfig:
 
     # the cross-corpus targets: known categorical corpora sharing classes with every dataset trained on
     cross = (cfg.get("eval") or {}).get("cross_corpus") or []
+    named: dict[str, int] = {}
     for i, target in enumerate(cross if isinstance(cross, list) else []):
         if not isinstance(target, dict) or not isinstance(target.get("dataset"), str):
             continue  # the schema reports its shape
         where = f"'eval.cross_corpus[{i}].dataset'"
+        if target["dataset"] in named:  # its metrics are named after the dataset: a second entry would overwrite
+            problems.append(f"{where}: {target['dataset']!r} is already eval.cross_corpus[{named[target['dataset']]}]"
+                            "; name each target corpus once")
+            continue
+        named[target["dataset"]] = i
         tds = DATASETS.get_or_none(target["dataset"])
         if tds is None:
             problems.append(f"{where}: {DATASETS.unknown_message(target['dataset'])}")

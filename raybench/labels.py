@@ -29,7 +29,8 @@ def label_map(source: list[str] | tuple[str, ...], target: list[str] | tuple[str
                              f"{', '.join(source)}; target classes: {', '.join(target)})")
         if len(set(explicit.values())) != len(explicit):
             raise ValueError("label map: a target class is mapped from two source classes")
-        pairs = [(source.index(s), target.index(t), s if canonical(s) == canonical(t) else f"{s}->{t}")
+        # a renamed pair reads "calm_as_neutral": MLflow's metric names (recall_<class>) allow no ">"
+        pairs = [(source.index(s), target.index(t), s if canonical(s) == canonical(t) else f"{s}_as_{t}")
                  for s, t in explicit.items()]
         return sorted(pairs)
     tgt = {canonical(t): j for j, t in enumerate(target)}

@@ -138,9 +138,20 @@ def _is_bookkeeping(k: str) -> bool:
     return any(k == b or (b.endswith(".") and k.startswith(b)) for b in _BOOKKEEPING)
 
 
+def repeat_keys(m: Model) -> tuple[str, ...]:
+    """The params a model's configuration repeats over, as its sweep grouped them: the fold always (it
+    is swept only in a cross-validation), the seed only with ``tune.repeats`` > 1 (a seed listed in the
+    search space makes configurations of their own, as ``raybench.results.choose`` treats it)."""
+    try:
+        repeats = int(m.params.get("tune.repeats", "1"))
+    except ValueError:
+        repeats = 1
+    return REPEAT_KEYS if repeats > 1 else ("data.fold",)
+
+
 def config_key(m: Model) -> str:
-    return json.dumps([m.sweep_id, {k: v for k, v in sorted(m.params.items())
-                                    if k not in REPEAT_KEYS and not _is_bookkeeping(k)}])
+    return json.dumps([m.sweep_id, m.metric, {k: v for k, v in sorted(m.params.items())
+                                              if k not in repeat_keys(m) and not _is_bookkeeping(k)}])
 
 
 def collect(uri: str, experiments: list[str] | None = None, sweeps: list[str] | None = None) -> list[Model]:
@@ -180,17 +191,36 @@ class ReportError(Exception):
     pass
 
 
-def cells(models: list[Model]) -> dict[tuple[str, str], Cell]:
+def dataset_metrics(models: list[Model]) -> dict[str, str]:
+    """Each dataset's selection metric: the one most of its scored runs were selected on (a column
+    compares one metric; runs of other sweeps that selected on another are left out, and said)."""
+    count: dict[str, dict[str, int]] = {}
+    for m in models:
+        if m.score is not None:
+            c = count.setdefault(m.dataset, {})
+            c[m.metric] = c.get(m.metric, 0) + 1
+    return {d: sorted(c, key=lambda k: (-c[k], k))[0] for d, c in count.items()}
+
+
+def cells(models: list[Model], notes: list[str] | None = None) -> dict[tuple[str, str], Cell]:
     """(method, dataset) -> its cell: the configuration best on mean validation score (over its
-    models: seeds and folds), as ``raybench.results.choose`` picks it in a sweep."""
+    models: seeds with ``tune.repeats``, folds), as ``raybench.results.choose`` picks it in a sweep: every
+    run with a validation score counts (a trial that failed after scoring too). ``notes`` gets what
+    was left out."""
+    metric_of = dataset_metrics(models)
     by_cell: dict[tuple[str, str], list[Model]] = {}
     for m in models:
         by_cell.setdefault((m.method, m.dataset), []).append(m)
     out = {}
     for key, ms in sorted(by_cell.items()):
+        scored = [m for m in ms if m.score is not None and math.isfinite(m.score)]
+        other = [m for m in scored if m.metric != metric_of.get(key[1])]
+        if other and notes is not None:
+            notes.append(f"{key[0]} on {key[1]}: {len(other)} run(s) selected on "
+                         f"{', '.join(sorted({m.metric for m in other}))} left out (the column compares "
+                         f"{metric_of[key[1]]})")
         # in trial order: a tie goes to the first configuration, as in the sweep's own choice
-        ok = sorted((m for m in ms if m.score is not None and m.status != "FAILED" and math.isfinite(m.score)),
-                    key=lambda m: (m.sweep_id, m.trial_id))
+        ok = sorted((m for m in scored if m.metric == metric_of.get(key[1])), key=lambda m: (m.sweep_id, m.trial_id))
         if not ok:
             continue
         mode = ok[0].params.get("tune.mode", "max")
@@ -201,12 +231,12 @@ def cells(models: list[Model]) -> dict[tuple[str, str], Cell]:
         best = pick(groups, key=lambda g: float(np.mean([m.score for m in groups[g]])))
         chosen = sorted(groups[best], key=lambda m: [m.params.get(k, "") for k in REPEAT_KEYS])
         varying = {k for k in {k for m in ok for k in m.params}
-                   if k not in REPEAT_KEYS and not _is_bookkeeping(k) and len({m.params.get(k) for m in ok}) > 1}
+                   if k not in repeat_keys(chosen[0]) and not _is_bookkeeping(k) and len({m.params.get(k) for m in ok}) > 1}
         config = {k: chosen[0].params.get(k, "") for k in sorted(varying)}
         if len({m.sweep_id for m in ok}) > 1:
             config = {"sweep": chosen[0].sweep_id, **config}
         c = Cell(key[0], key[1], chosen[0].metric, mode, chosen, len(groups), config,
-                 stat([m.score for m in chosen]), failed=len(ms) - len(ok))
+                 stat([m.score for m in chosen]), failed=sum(m.status == "FAILED" for m in ms))
         for k in sorted({k for m in chosen for k in m.metrics if k.startswith("test/")}):
             xs = [m.metrics[k] for m in chosen if k in m.metrics]
             c.test[k] = stat(xs)
@@ -406,6 +436,7 @@ class Report:
     datasets: list[str]
     sweeps: list[str]
     models: int
+    notes: list[str] = field(default_factory=list)  # what the report left out, and why
     figures: dict[str, Path] = field(default_factory=dict)  # caption -> file
     cell_figures: dict[tuple[str, str], list[Path]] = field(default_factory=dict)
 
@@ -420,10 +451,11 @@ def build(uri: str, out: Path, experiments: list[str] | None = None, sweeps: lis
         raise ReportError(f"no raybench trial runs in {uri}"
                           + (f" (experiments {', '.join(experiments)})" if experiments else "")
                           + ": run a sweep first (python -m raybench.sweep)")
-    table = cells(models)
+    notes: list[str] = []
+    table = cells(models, notes)
     methods = sorted({m.method for m in models})
     datasets = sorted({m.dataset for m in models})
-    rep = Report(uri, table, methods, datasets, sorted({m.sweep_id for m in models}), len(models))
+    rep = Report(uri, table, methods, datasets, sorted({m.sweep_id for m in models}), len(models), notes)
     if not figures:
         return rep
     import matplotlib.pyplot as plt
@@ -479,6 +511,7 @@ def leaderboard_md(rep: Report, ui: str) -> str:
             row.append(c.val.text() + (f"; test {t.text()}" if t else ""))
         rows.append(row)
     lines += [_md_table(head, rows), ""]
+    lines += [f"Note: {n}" for n in rep.notes] + ([""] if rep.notes else [])
     papers = [(m, ds, txt) for (m, ds), txt in sorted(PAPERS.items()) if m in rep.methods]
     if papers:
         lines += ["## What the papers report (theirs: their datasets and setups, not ours)", "",
@@ -564,6 +597,8 @@ method was not run on that dataset.</p>
 {% if cell.paper %}<br><span class="ci">paper (theirs): {{ cell.paper }}</span>{% endif %}</td>
 {% else %}<td class="empty"></td>{% endif %}{% endfor %}</tr>
 {% endfor %}</table>
+{% for n in notes %}<p class="note">Note: {{ n }}</p>
+{% endfor %}
 {% if papers %}<h2>What the papers report (theirs: their datasets and setups, not ours)</h2>
 <table><tr><th>method</th><th>dataset</th><th>reported</th></tr>
 {% for m, ds, txt in papers %}<tr><td>{{ m }}</td><td>{{ ds }}</td><td>{{ txt }}</td></tr>{% endfor %}</table>{% endif %}
@@ -636,7 +671,7 @@ def index_html(rep: Report, ui: str) -> str:
     cols = [(k, h, d) for k, h, d in COST_COLUMNS if any(k in c.cost for c in rep.table.values())]
     env = jinja2.Environment(autoescape=True)
     return env.from_string(_HTML).render(
-        n_models=rep.models, sweeps=rep.sweeps, uri=rep.uri, when=f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M}",
+        n_models=rep.models, notes=rep.notes, sweeps=rep.sweeps, uri=rep.uri, when=f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M}",
         datasets=[(ds, " / ".join(sorted({c.metric for k, c in rep.table.items() if k[1] == ds})))
                   for ds in rep.datasets],
         rows=rows, papers=[(m, ds, t) for (m, ds), t in sorted(PAPERS.items()) if m in rep.methods],
@@ -756,6 +791,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     files = write(rep, out, a.ui_url)
     filled = len(rep.table)
+    for n in rep.notes:
+        print(f"[raybench] note: {n}", file=sys.stderr)
     print(f"[raybench] report of {rep.models} trial runs, {len(rep.methods)} methods x {len(rep.datasets)} datasets "
           f"({filled} cells filled) from {uri}:")
     for f in files.values():

@@ -482,10 +482,18 @@ def _test_trial(cfg: SweepConfig, t: dict, summaries: dict[str, dict], storage: 
         test_metrics, preds = ray.get(_evaluator(cfg).remote(t["cfg"], data, t["checkpoint"], "test", storage))
     t["test"] = {f"test/{k}": v for k, v in test_metrics.items()}
     t["tested_as"] = tag
-    t["robust"], skipped = {}, {}
+    uri = mlinfo["tracking_uri"]
+    child = tracking.find_run(uri, mlinfo["experiment_id"], tracking.TRIAL_TAG, t["trial_id"])
+    if child:  # the clean test numbers first: a failing track below must not lose them
+        tracking.log_metrics(uri, child, t["test"], step=0)
+    remote = {"num_cpus": 1, "num_gpus": 1 if cfg.train.use_gpu else 0}
+    t["robust"], skipped, failed = {}, {}, {}
     if t["cfg"].eval.robustness and data["ids"]["test"]:
-        t["robust"], skipped = ray.get(ray.remote(num_cpus=1, num_gpus=1 if cfg.train.use_gpu else 0)(
-            evaluate_robustness).remote(t["cfg"], data, t["checkpoint"], storage))
+        try:
+            t["robust"], skipped = ray.get(ray.remote(**remote)(evaluate_robustness).remote(
+                t["cfg"], data, t["checkpoint"], storage))
+        except Exception as e:  # a clip that no longer decodes, a lost file: said and recorded, the rest goes on
+            failed["robustness"] = _error_line(e)
         for name, why in skipped.items():
             print(f"[raybench] trial {t['trial_id']}: robustness condition {name} not applicable: {why}", flush=True)
     t["cross"], maps, cross_preds = {}, {}, {}
@@ -493,18 +501,23 @@ def _test_trial(cfg: SweepConfig, t: dict, summaries: dict[str, dict], storage: 
         tdata = (cross or {}).get((data_key(trial_data_cfg(t["cfg"], cfg)), target.dataset))
         if tdata is None:
             continue
-        m, maps[target.dataset], cross_preds[target.dataset] = ray.get(ray.remote(
-            num_cpus=1, num_gpus=1 if cfg.train.use_gpu else 0)(evaluate_cross).remote(
-                t["cfg"], data, tdata, t["checkpoint"], target.split, target.labels, storage))
+        try:
+            m, maps[target.dataset], cross_preds[target.dataset] = ray.get(ray.remote(**remote)(
+                evaluate_cross).remote(t["cfg"], data, tdata, t["checkpoint"], target.split, target.labels, storage))
+        except Exception as e:
+            failed[f"cross_corpus.{target.dataset}"] = _error_line(e)
+            continue
         t["cross"].update({f"test_cross/{target.dataset}/{k}": v for k, v in m.items()})
         print(f"[raybench] trial {t['trial_id']}: cross-corpus {data['dataset']} -> {target.dataset} over "
               f"{len(maps[target.dataset]['classes'])} shared classes, {maps[target.dataset]['clips']} clips "
               f"({maps[target.dataset]['excluded']} of other classes left out): "
               + ", ".join(f"{k} {v:.3f}" for k, v in m.items() if k in ("acc", "uar", "f1")), flush=True)
-    uri = mlinfo["tracking_uri"]
-    child = tracking.find_run(uri, mlinfo["experiment_id"], tracking.TRIAL_TAG, t["trial_id"])
+    for what, err in failed.items():
+        print(f"[raybench] warning: trial {t['trial_id']}: {what} failed, its numbers are missing: {err}", flush=True)
     if child:
-        tracking.log_metrics(uri, child, {**t["test"], **t["robust"], **t["cross"]}, step=0)
+        tracking.log_metrics(uri, child, {**t["robust"], **t["cross"]}, step=0)
+        for what, err in failed.items():
+            client.set_tag(child, f"raybench.track_failed.{what}", (err or "")[:5000])
         for name, rec in maps.items():  # the label map each cross-corpus figure was computed with
             client.log_dict(child, rec, f"cross_corpus/{name}.json")
             client.log_dict(mlinfo["parent_run_id"], rec, f"cross_corpus/{rec['source']}_to_{name}.json")
@@ -597,6 +610,12 @@ def trial_status(t: dict) -> tuple[str, str | None]:
     return "KILLED", f"scheduler: stopped after {ran} of {want} epochs (tune.scheduler)"
 
 
+def gpu_hours(train, wall_s: float) -> float:
+    """The GPU-hours a trial held: its wall time x its workers x each worker's share of a GPU
+    (``train.gpus_per_worker``; trials packed on one GPU share it); 0 on CPU."""
+    return wall_s * (train.num_workers * train.gpus_per_worker if train.use_gpu else 0.0) / 3600
+
+
 def _close_trial_runs(client, uri: str, exp_id: str, trials: list[dict]) -> None:
     """End every trial's MLflow run with its true status and end time (a reason tag when it did not
     finish)."""
@@ -610,8 +629,7 @@ def _close_trial_runs(client, uri: str, exp_id: str, trials: list[dict]) -> None
         if t.get("wall_s") is not None:
             client.log_metric(run_id, "time/trial_wall_s", t["wall_s"])
             client.log_metric(run_id, "time/trial_fixed_s", t["fixed_s"])
-            tc = t["cfg"].train  # the GPUs the trial held for its wall time (0 on CPU)
-            client.log_metric(run_id, "time/gpu_hours", t["wall_s"] * (tc.num_workers if tc.use_gpu else 0) / 3600)
+            client.log_metric(run_id, "time/gpu_hours", gpu_hours(t["cfg"].train, t["wall_s"]))
         if reason:
             client.set_tag(run_id, "raybench.status_reason", reason[:5000])
         client.set_terminated(run_id, status=status, end_time=t.get("end_ms"))

@@ -42,7 +42,8 @@ def store(ray_session, tmp_path_factory):
                       "data.dataset: {grid: [synthetic_ravdess, synthetic_affwild2]}}"))
     b = run_sweep(cfg("name=report-b", "method.name=video_only", "tune.search_space={window.length: {grid: [8]}}",
                       "eval.robustness=[audio_missing, video_missing, video_occlusion]",
-                      "eval.cross_corpus=[{dataset: synthetic_crema_d}]"))
+                      "eval.cross_corpus=[{dataset: synthetic_crema_d}, "
+                      "{dataset: synthetic_ravdess, labels: {calm: neutral, angry: angry}}]"))
     assert a.failed == 0 and b.failed == 0 and len(a.trials) == 16 and len(b.trials) == 1
     out = tmp / "out"
     rc = main(["--tracking-uri", a.tracking_uri, "--out", str(out), "--log-to-parent",
@@ -168,6 +169,16 @@ def test_robustness_and_cross_corpus_are_logged_with_their_label_map(store):
     assert len(preds) == 24 and preds["pred"].between(0, 5).all()
     assert m["test_cross/synthetic_crema_d/uar"] == pytest.approx(balanced_accuracy_score(preds["label"], preds["pred"]))
     assert m["test_cross/synthetic_crema_d/acc"] == pytest.approx(accuracy_score(preds["label"], preds["pred"]))
+    # an explicit map of two classes (calm -> neutral): the target's neutral (4 actors x 1) and angry (4 x 2)
+    # clips relabelled to the two shared classes, the other 48 left out
+    with open(client.download_artifacts(run.info.run_id, "cross_corpus/synthetic_ravdess.json")) as f:
+        rec = json.load(f)
+    assert [c["name"] for c in rec["classes"]] == ["calm_as_neutral", "angry"]
+    assert (rec["clips"], rec["excluded"]) == (12, 48)
+    preds = pd.read_csv(client.download_artifacts(run.info.run_id, "cross_corpus/predictions_synthetic_ravdess.csv"))
+    assert sorted(preds["label"].value_counts().items()) == [(0, 4), (1, 8)] and preds["pred"].isin([0, 1]).all()
+    assert m["test_cross/synthetic_ravdess/uar"] == pytest.approx(balanced_accuracy_score(preds["label"], preds["pred"]))
+    assert "test_cross/synthetic_ravdess/recall_calm_as_neutral" in m
     cell = store["cells"][("video_only", "synthetic_ravdess")]
     assert cell["cross"]["synthetic_crema_d"]["mean"] == pytest.approx(m["test_cross/synthetic_crema_d/uar"])
     assert set(cell["robust"]) == {"clean", "video_missing", "video_occlusion"}

@@ -27,7 +27,7 @@ def test_msp_improv_shares_its_four():
 
 def test_an_explicit_map_replaces_the_names_and_is_checked():
     pairs = label_map(RAVDESS, CREMA_D, {"calm": "neutral", "angry": "anger"})
-    assert [(RAVDESS[s], CREMA_D[t], n) for s, t, n in pairs] == [("calm", "neutral", "calm->neutral"),
+    assert [(RAVDESS[s], CREMA_D[t], n) for s, t, n in pairs] == [("calm", "neutral", "calm_as_neutral"),
                                                                    ("angry", "anger", "angry")]
     with pytest.raises(ValueError, match="unknown class.*'joy'"):
         label_map(RAVDESS, CREMA_D, {"joy": "happy"})
@@ -49,6 +49,9 @@ def test_cross_corpus_targets_are_checked_with_the_config():
     assert "'eval.cross_corpus[0].dataset': unknown dataset 'crema_dd'" in msg and 'did you mean "crema_d"' in msg
     assert "'eval.cross_corpus[1].dataset': 'synthetic_affwild2' is continuous" in msg
     assert "'eval.cross_corpus[2]' (synthetic_ravdess -> crema_d): label map: unknown class(es) 'joy'" in msg
+    with pytest.raises(ConfigError, match=r"'eval.cross_corpus\[1\].dataset': 'crema_d' is already "
+                                          r"eval.cross_corpus\[0\]; name each target corpus once"):
+        load(SWEEPS_DIR / "default.yaml", ["eval.cross_corpus=[{dataset: crema_d}, {dataset: crema_d, split: test}]"])
     with pytest.raises(ConfigError, match="trains on 'synthetic_affwild2', not a categorical dataset"):
         load(SWEEPS_DIR / "default.yaml", ["data.dataset=synthetic_affwild2", "method.name=av_fusion",
                                            "tune.search_space={}", "tune.metric=null",

@@ -10,9 +10,10 @@ from raybench.report import Model, Report, cells, index_html, leaderboard_md, st
 
 
 def model(method, dataset, score, seed=0, lr="0.001", sweep="s1", status="FINISHED", metric="val/uar",
-          mode="max", **metrics):
+          mode="max", repeats=2, **metrics):
     params = {"method.name": method, "data.dataset": dataset, "train.seed": str(seed), "train.lr": lr,
-              "tune.mode": mode, "mlflow.tracking_uri": f"sqlite:///x{seed}.db", "name": sweep}
+              "tune.mode": mode, "tune.repeats": str(repeats), "mlflow.tracking_uri": f"sqlite:///x{seed}.db",
+              "name": sweep}
     m = {"best/val/score": score, f"best/{metric}": score} if score is not None else {}
     m.update({k.replace("__", "/"): v for k, v in metrics.items()})
     return Model(f"run-{method}-{dataset}-{lr}-{seed}-{sweep}", "1", sweep, f"{sweep}/t{seed}", "", method, dataset,
@@ -39,7 +40,7 @@ def test_each_cell_is_its_methods_best_configuration_on_mean_validation_over_see
     assert set(table) == {("a", "d1"), ("b", "d1"), ("b", "d2")}  # (a, d2) never ran: no cell at all
     a = table[("a", "d1")]
     assert [m.params["train.lr"] for m in a.models] == ["0.001", "0.001"]
-    assert a.val.mean == pytest.approx(0.745) and a.candidates == 3 - 1 and a.failed == 1
+    assert a.val.mean == pytest.approx(0.745) and a.candidates == 2 and a.failed == 1
     assert a.config == {"train.lr": "0.001"}  # what sets it apart (the bookkeeping params do not)
     assert table[("b", "d2")].metric == "val/ccc"
     assert table[("b", "d1")].test["test/uar"].mean == pytest.approx(0.55)
@@ -66,3 +67,34 @@ def test_empty_cells_stay_empty_in_both_documents():
     html = index_html(rep, "http://ui")
     assert html.count('<td class="empty"></td>') == 2  # (a, d2) and (b, d1)
     assert "http://ui/#/experiments/1/runs/run-a-d1-0.001-0-s1" in html
+
+
+def test_a_trial_that_failed_after_scoring_is_a_candidate_as_in_the_sweeps_choice():
+    ms = [model("a", "d", 0.9, lr="1", status="FAILED"), model("a", "d", 0.5, lr="2")]
+    c = cells(ms)[("a", "d")]
+    assert c.models[0].params["train.lr"] == "1" and c.failed == 1 and c.candidates == 2
+
+
+def test_seeds_are_repeats_only_with_tune_repeats():
+    ms = [model("a", "d", 0.9, seed=0, repeats=1), model("a", "d", 0.5, seed=1, repeats=1)]
+    c = cells(ms)[("a", "d")]  # seeds listed in the search space: configurations of their own
+    assert c.candidates == 2 and c.val.n == 1 and c.val.mean == 0.9 and c.config == {"train.seed": "0"}
+    c = cells([model("a", "d", 0.9, seed=0), model("a", "d", 0.5, seed=1)])[("a", "d")]
+    assert c.candidates == 1 and c.val.n == 2 and c.val.mean == pytest.approx(0.7)
+
+
+def test_runs_selected_on_another_metric_are_left_out_and_said():
+    notes = []
+    ms = [model("a", "d", 0.6), model("a", "d", 0.7, seed=1), model("a", "d", 0.99, lr="9", metric="val/acc")]
+    c = cells(ms, notes)[("a", "d")]
+    assert c.metric == "val/uar" and c.val.mean == pytest.approx(0.65)
+    assert notes == ["a on d: 1 run(s) selected on val/acc left out (the column compares val/uar)"]
+
+
+def test_gpu_hours_count_each_workers_share_of_a_gpu():
+    from raybench.results import gpu_hours
+    from raybench.schema import TrainConfig
+
+    assert gpu_hours(TrainConfig(num_workers=2, use_gpu=True), 3600) == 2.0
+    assert gpu_hours(TrainConfig(num_workers=1, use_gpu=True, gpus_per_worker=0.25), 7200) == 0.5
+    assert gpu_hours(TrainConfig(num_workers=4), 3600) == 0.0

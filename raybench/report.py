@@ -488,67 +488,107 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def leaderboard_md(rep: Report, ui: str) -> str:
-    """The report as Markdown (figures linked from ``figures/``)."""
-    lines = [f"# raybench leaderboard", "",
-             f"{rep.models} trial runs of {len(rep.sweeps)} sweep(s) ({', '.join(rep.sweeps)}) in `{rep.uri}`, "
-             f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC.", "",
-             "Each cell: the configuration best on the validation metric named under the dataset (the mean over "
-             "its models: seeds and folds), mean ± std over those models, [95% CI of the mean, Student's t], (n "
-             "models); test: the same for the test split where the sweep evaluated that configuration. An empty "
-             "cell: the method was not run on that dataset.", ""]
-    head = ["method", *[f"{ds} ({' / '.join(sorted({c.metric for k, c in rep.table.items() if k[1] == ds}))})"
-                        for ds in rep.datasets]]
+@dataclass
+class Section:
+    """One table of the report below the leaderboard, as both documents show it: each cell a string,
+    or a list of (text, url) links."""
+    id: str  # the HTML table's id
+    title: str
+    head: list[str]
+    rows: list[list]
+    intro: str = ""
+
+
+def leader_rows(rep: Report) -> list[tuple[str, list[dict | None]]]:
+    """The leaderboard: per method, per dataset, None (never run) or its cell's text: ``val``, ``test``
+    (the same metric on the test split, or ""), ``paper`` (the paper's own figure, or ""), ``best``
+    (the best cell of its dataset on the selection metric)."""
+    best = {}
+    for ds in rep.datasets:
+        here = [c for k, c in rep.table.items() if k[1] == ds]
+        if here:
+            pick = max if here[0].mode == "max" else min
+            best[ds] = pick(here, key=lambda c: c.val.mean).method
     rows = []
     for m in rep.methods:
-        row = [m]
+        row: list[dict | None] = []
         for ds in rep.datasets:
             c = rep.table.get((m, ds))
-            if c is None:
-                row.append("")
-                continue
-            t = c.test.get(f"test/{c.main}")
-            row.append(c.val.text() + (f"; test {t.text()}" if t else ""))
-        rows.append(row)
-    lines += [_md_table(head, rows), ""]
-    lines += [f"Note: {n}" for n in rep.notes] + ([""] if rep.notes else [])
-    papers = [(m, ds, txt) for (m, ds), txt in sorted(PAPERS.items()) if m in rep.methods]
+            t = c.test.get(f"test/{c.main}") if c else None
+            row.append(None if c is None else {"val": c.val.text(), "test": t.text() if t else "",
+                                               "paper": PAPERS.get((m, ds), ""), "best": best.get(ds) == m})
+        rows.append((m, row))
+    return rows
+
+
+def dataset_heads(rep: Report) -> list[tuple[str, str]]:
+    """(dataset, its selection metric(s)) per leaderboard column."""
+    return [(ds, " / ".join(sorted({c.metric for k, c in rep.table.items() if k[1] == ds}))) for ds in rep.datasets]
+
+
+def sections(rep: Report, ui: str) -> list[Section]:
+    """The tables below the leaderboard, in order; a table with nothing to show is left out (the
+    papers', test, robustness and cross-corpus tables)."""
+    cs = list(rep.table.values())
+    out = []
+    papers = [[m, ds, txt] for (m, ds), txt in sorted(PAPERS.items()) if m in rep.methods]
     if papers:
-        lines += ["## What the papers report (theirs: their datasets and setups, not ours)", "",
-                  _md_table(["method", "dataset", "reported"], [list(p) for p in papers]), ""]
-    lines += ["## Chosen configurations", "",
-              _md_table(["method", "dataset", "configurations compared", "chosen", "models (MLflow runs)", "failed"],
-                        [[c.method, c.dataset, str(c.candidates),
-                          ", ".join(f"{k}={v}" for k, v in c.config.items()) or "(the only one)",
-                          ", ".join(f"[{m.trial_id.rsplit('/', 1)[-1]}]({run_url(ui, m)})" for m in c.models),
-                          str(c.failed)] for c in rep.table.values()]), ""]
-    tests = sorted({k for c in rep.table.values() for k in c.test})
+        out.append(Section("papers", "What the papers report (theirs: their datasets and setups, not ours)",
+                           ["method", "dataset", "reported"], papers))
+    out.append(Section("configurations", "Chosen configurations",
+                       ["method", "dataset", "configurations compared", "chosen", "models (MLflow runs)", "failed"],
+                       [[c.method, c.dataset, str(c.candidates),
+                         ", ".join(f"{k}={v}" for k, v in c.config.items()) or "(the only one)",
+                         [(m.trial_id.rsplit("/", 1)[-1], run_url(ui, m)) for m in c.models], str(c.failed)]
+                        for c in cs]))
+    tests = sorted({k for c in cs for k in c.test})
     if tests:
-        lines += ["## Test split (where the sweep evaluated the configuration)", "",
-                  _md_table(["method", "dataset", *tests],
-                            [[c.method, c.dataset, *[c.test[k].text() if k in c.test else "" for k in tests]]
-                             for c in rep.table.values() if c.test]), ""]
+        out.append(Section("test", "Test split (where the sweep evaluated the configuration)",
+                           ["method", "dataset", *tests],
+                           [[c.method, c.dataset, *[c.test[k].text() if k in c.test else "" for k in tests]]
+                            for c in cs if c.test]))
     conds = robust_conditions(rep)
     if conds:
-        lines += ["## Robustness (test split, eval.robustness)", "",
-                  _md_table(["method", "dataset", "metric", *conds],
-                            [[c.method, c.dataset, f"test/{c.main}",
-                              *[c.robust[x].text() if x in c.robust else "" for x in conds]]
-                             for c in rep.table.values() if c.robust]), ""]
-    targets = sorted({x for c in rep.table.values() for x in c.cross})
+        out.append(Section("robustness", "Robustness (test split, eval.robustness)",
+                           ["method", "dataset", "metric", *conds],
+                           [[c.method, c.dataset, f"test/{c.main}",
+                             *[c.robust[x].text() if x in c.robust else "" for x in conds]] for c in cs if c.robust]))
+    targets = sorted({x for c in cs for x in c.cross})
     if targets:
-        lines += ["## Cross-corpus (trained on the row's dataset, tested on another over the classes both have; "
-                  "eval.cross_corpus)", "",
-                  _md_table(["method", "trained on", "metric", *[f"tested on {x}" for x in targets]],
-                            [[c.method, c.dataset, f"test/{c.main}",
-                              *[c.cross[x].text() if x in c.cross else "" for x in targets]]
-                             for c in rep.table.values() if c.cross]), ""]
-    cols = [(k, h, d) for k, h, d in COST_COLUMNS if any(k in c.cost for c in rep.table.values())]
-    lines += ["## Cost", "", "Per chosen configuration: model size and compute per evaluation window, mean wall "
-              "time per trial, GPU-hours summed over its models, training windows/s (last epoch), peak memory.", "",
-              _md_table(["method", "dataset", *[h for _, h, _ in cols]],
-                        [[c.method, c.dataset, *[_fmt_cost(c.cost.get(k), d) for k, _, d in cols]]
-                         for c in rep.table.values()]), ""]
+        out.append(Section("cross", "Cross-corpus (trained on the row's dataset, tested on another over the classes "
+                                     "both have; eval.cross_corpus)",
+                           ["method", "trained on", "metric", *[f"tested on {x}" for x in targets]],
+                           [[c.method, c.dataset, f"test/{c.main}",
+                             *[c.cross[x].text() if x in c.cross else "" for x in targets]] for c in cs if c.cross]))
+    cols = [(k, h, d) for k, h, d in COST_COLUMNS if any(k in c.cost for c in cs)]
+    out.append(Section("cost", "Cost", ["method", "dataset", *[h for _, h, _ in cols]],
+                       [[c.method, c.dataset, *[_fmt_cost(c.cost.get(k), d) for k, _, d in cols]] for c in cs],
+                       "Per chosen configuration: model size and compute per evaluation window, mean wall time per "
+                       "trial, GPU-hours summed over its models, training windows/s (last epoch), peak memory."))
+    return out
+
+
+INTRO = ("Each cell: the configuration best on the validation metric named under the dataset (the mean over its "
+         "models: seeds and folds), mean ± std over those models, [95% CI of the mean, Student's t], (n models); "
+         "test: the same for the test split where the sweep evaluated that configuration. The best cell per dataset "
+         "is bold. An empty cell: the method was not run on that dataset.")
+
+
+def leaderboard_md(rep: Report, ui: str) -> str:
+    """The report as Markdown (figures linked from ``figures/``)."""
+    def md_cell(v) -> str:
+        return ", ".join(f"[{t}]({u})" for t, u in v) if isinstance(v, list) else v
+
+    lines = [f"# raybench leaderboard", "",
+             f"{rep.models} trial runs of {len(rep.sweeps)} sweep(s) ({', '.join(rep.sweeps)}) in `{rep.uri}`, "
+             f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC.", "", INTRO, ""]
+    rows = [[m, *["" if c is None else ("**{}**" if c["best"] else "{}").format(
+        c["val"] + (f"; test {c['test']}" if c["test"] else "")) for c in row]] for m, row in leader_rows(rep)]
+    lines += [_md_table(["method", *[f"{ds} ({metric})" for ds, metric in dataset_heads(rep)]], rows), ""]
+    lines += [f"Note: {n}" for n in rep.notes] + ([""] if rep.notes else [])
+    for sec in sections(rep, ui):
+        lines += [f"## {sec.title}", ""] + ([sec.intro, ""] if sec.intro else [])
+        lines += [_md_table(sec.head, [[md_cell(v) for v in r] for r in sec.rows]), ""]
     for caption, p in rep.figures.items():
         lines += [f"![{caption}](figures/{p.name})", ""]
     for (m, ds), figs in rep.cell_figures.items():
@@ -586,44 +626,22 @@ img { max-width: 100%; }
 <h1>raybench leaderboard</h1>
 <p>{{ n_models }} trial runs of {{ sweeps|length }} sweep(s) ({{ sweeps|join(", ") }}) in <code>{{ uri }}</code>,
 {{ when }} UTC.</p>
-<p>Each cell: the configuration best on the validation metric named under the dataset (the mean over its models:
-seeds and folds), mean ± std over those models, [95% CI of the mean, Student's t], (n models); test: the same for
-the test split where the sweep evaluated that configuration. The best cell per dataset is bold. An empty cell: the
-method was not run on that dataset.</p>
+<p>{{ intro }}</p>
 <table id="leaderboard">
 <tr><th>method</th>{% for ds, metric in datasets %}<th>{{ ds }}<br><span class="ci">{{ metric }}</span></th>{% endfor %}</tr>
-{% for m, row in rows %}<tr><th>{{ m }}</th>{% for cell in row %}{% if cell %}<td class="{{ cell.cls }}">{{ cell.val }}
+{% for m, row in rows %}<tr><th>{{ m }}</th>{% for cell in row %}{% if cell %}<td class="{{ 'best' if cell.best else '' }}">{{ cell.val }}
 {% if cell.test %}<br><span class="ci">test {{ cell.test }}</span>{% endif %}
 {% if cell.paper %}<br><span class="ci">paper (theirs): {{ cell.paper }}</span>{% endif %}</td>
 {% else %}<td class="empty"></td>{% endif %}{% endfor %}</tr>
 {% endfor %}</table>
 {% for n in notes %}<p class="note">Note: {{ n }}</p>
 {% endfor %}
-{% if papers %}<h2>What the papers report (theirs: their datasets and setups, not ours)</h2>
-<table><tr><th>method</th><th>dataset</th><th>reported</th></tr>
-{% for m, ds, txt in papers %}<tr><td>{{ m }}</td><td>{{ ds }}</td><td>{{ txt }}</td></tr>{% endfor %}</table>{% endif %}
-<h2>Chosen configurations</h2>
-<table id="configurations"><tr><th>method</th><th>dataset</th><th>configurations compared</th><th>chosen</th>
-<th>models (MLflow runs)</th><th>failed</th></tr>
-{% for c in configs %}<tr><td>{{ c.method }}</td><td>{{ c.dataset }}</td><td>{{ c.candidates }}</td><td>{{ c.chosen }}</td>
-<td>{% for name, url in c.runs %}<a href="{{ url }}">{{ name }}</a> {% endfor %}</td><td>{{ c.failed }}</td></tr>
+{% for sec in sections %}<h2>{{ sec.title }}</h2>
+{% if sec.intro %}<p>{{ sec.intro }}</p>{% endif %}
+<table id="{{ sec.id }}"><tr>{% for h in sec.head %}<th>{{ h }}</th>{% endfor %}</tr>
+{% for r in sec.rows %}<tr>{% for v in r %}<td>{% if v is string %}{{ v }}{% else %}{% for name, url in v %}<a href="{{ url }}">{{ name }}</a> {% endfor %}{% endif %}</td>{% endfor %}</tr>
 {% endfor %}</table>
-{% if tests %}<h2>Test split</h2>
-<table id="test"><tr><th>method</th><th>dataset</th>{% for k in tests %}<th>{{ k }}</th>{% endfor %}</tr>
-{% for m, ds, vals in test_rows %}<tr><td>{{ m }}</td><td>{{ ds }}</td>{% for v in vals %}<td>{{ v }}</td>{% endfor %}</tr>
-{% endfor %}</table>{% endif %}
-{% if conds %}<h2>Robustness (test split, eval.robustness)</h2>
-<table id="robustness"><tr><th>method</th><th>dataset</th><th>metric</th>{% for x in conds %}<th>{{ x }}</th>{% endfor %}</tr>
-{% for m, ds, metric, vals in robust_rows %}<tr><td>{{ m }}</td><td>{{ ds }}</td><td>{{ metric }}</td>{% for v in vals %}<td>{{ v }}</td>{% endfor %}</tr>
-{% endfor %}</table>{% endif %}
-{% if targets %}<h2>Cross-corpus (eval.cross_corpus: trained on one dataset, tested on another over the classes both have)</h2>
-<table id="cross"><tr><th>method</th><th>trained on</th><th>metric</th>{% for x in targets %}<th>tested on {{ x }}</th>{% endfor %}</tr>
-{% for m, ds, metric, vals in cross_rows %}<tr><td>{{ m }}</td><td>{{ ds }}</td><td>{{ metric }}</td>{% for v in vals %}<td>{{ v }}</td>{% endfor %}</tr>
-{% endfor %}</table>{% endif %}
-<h2>Cost</h2>
-<table id="cost"><tr><th>method</th><th>dataset</th>{% for h in cost_head %}<th>{{ h }}</th>{% endfor %}</tr>
-{% for m, ds, vals in cost_rows %}<tr><td>{{ m }}</td><td>{{ ds }}</td>{% for v in vals %}<td>{{ v }}</td>{% endfor %}</tr>
-{% endfor %}</table>
+{% endfor %}
 <h2>Figures</h2>
 {% for caption, src in figures %}<figure><img src="{{ src }}" alt="{{ caption }}"><figcaption>{{ caption }}</figcaption></figure>
 {% endfor %}
@@ -649,48 +667,11 @@ def index_html(rep: Report, ui: str) -> str:
     """The report as one HTML page with its figures embedded (opens with no network)."""
     import jinja2
 
-    best = {}
-    for ds in rep.datasets:
-        here = [c for k, c in rep.table.items() if k[1] == ds]
-        if here:
-            pick = max if here[0].mode == "max" else min
-            best[ds] = pick(here, key=lambda c: c.val.mean).method
-    rows = []
-    for m in rep.methods:
-        row = []
-        for ds in rep.datasets:
-            c = rep.table.get((m, ds))
-            if c is None:
-                row.append(None)
-                continue
-            t = c.test.get(f"test/{c.main}")
-            row.append({"val": c.val.text(), "test": t.text() if t else "", "paper": PAPERS.get((m, ds), ""),
-                        "cls": "best" if best.get(ds) == m else ""})
-        rows.append((m, row))
-    tests = sorted({k for c in rep.table.values() for k in c.test})
-    cols = [(k, h, d) for k, h, d in COST_COLUMNS if any(k in c.cost for c in rep.table.values())]
     env = jinja2.Environment(autoescape=True)
     return env.from_string(_HTML).render(
-        n_models=rep.models, notes=rep.notes, sweeps=rep.sweeps, uri=rep.uri, when=f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M}",
-        datasets=[(ds, " / ".join(sorted({c.metric for k, c in rep.table.items() if k[1] == ds})))
-                  for ds in rep.datasets],
-        rows=rows, papers=[(m, ds, t) for (m, ds), t in sorted(PAPERS.items()) if m in rep.methods],
-        configs=[{"method": c.method, "dataset": c.dataset, "candidates": c.candidates, "failed": c.failed,
-                  "chosen": ", ".join(f"{k}={v}" for k, v in c.config.items()) or "(the only one)",
-                  "runs": [(m.trial_id.rsplit("/", 1)[-1], run_url(ui, m)) for m in c.models]}
-                 for c in rep.table.values()],
-        tests=tests, test_rows=[(c.method, c.dataset, [c.test[k].text() if k in c.test else "" for k in tests])
-                                for c in rep.table.values() if c.test],
-        targets=(targets := sorted({x for c in rep.table.values() for x in c.cross})),
-        cross_rows=[(c.method, c.dataset, f"test/{c.main}", [c.cross[x].text() if x in c.cross else "" for x in targets])
-                    for c in rep.table.values() if c.cross],
-        conds=robust_conditions(rep),
-        robust_rows=[(c.method, c.dataset, f"test/{c.main}",
-                      [c.robust[x].text() if x in c.robust else "" for x in robust_conditions(rep)])
-                     for c in rep.table.values() if c.robust],
-        cost_head=[h for _, h, _ in cols],
-        cost_rows=[(c.method, c.dataset, [_fmt_cost(c.cost.get(k), d) for k, _, d in cols])
-                   for c in rep.table.values()],
+        n_models=rep.models, notes=rep.notes, sweeps=rep.sweeps, uri=rep.uri, intro=INTRO,
+        when=f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M}", datasets=dataset_heads(rep), rows=leader_rows(rep),
+        sections=sections(rep, ui),
         figures=[(cap, _data_uri(p)) for cap, p in rep.figures.items()],
         cell_figures=[(f"{m} on {ds}", [(f.name, _data_uri(f)) for f in figs])
                       for (m, ds), figs in rep.cell_figures.items() if figs])

@@ -58,6 +58,7 @@ def evaluate_robustness(cfg: TrialConfig, data: dict, checkpoint_path: str, stor
 
     inputs = method_inputs(model)
     out, skipped = {}, {}
+    waves = Waveforms(cfg.data, data.get("sources") or {}, int(cfg.train.cache_gib * 2**30))
     for name in ["clean", *cfg.eval.robustness]:
         if name != "clean" and (why := applicable(name, inputs)):
             skipped[name] = why
@@ -66,7 +67,7 @@ def evaluate_robustness(cfg: TrialConfig, data: dict, checkpoint_path: str, stor
         if snr is not None and "://" in str(data.get("root") or ""):
             skipped[name] = f"the dataset's root {data['root']} is remote: its clips are not decoded again here"
             continue
-        rows = rows_of() if snr is None else noisy_rows(rows_of(), cfg.data, data["sources"], snr)
+        rows = rows_of() if snr is None else noisy_rows(rows_of(), cfg.data, waves, snr)
         with torch.no_grad():
             metrics, preds = evaluate(model, rows, data, cfg, device, return_predictions=True,
                                       perturb=None if name == "clean" or snr is not None else condition(name))
@@ -78,42 +79,43 @@ def evaluate_robustness(cfg: TrialConfig, data: dict, checkpoint_path: str, stor
     return out, skipped
 
 
-def noisy_rows(rows, data_cfg, sources: dict[str, list], snr: float):
-    """Store rows with their audio features computed again from their source's waveform plus white
-    noise at ``snr`` dB (``data_cfg``: the store's settings; ``sources``: clip id -> [video path, audio
-    path or None]); the noise of each clip drawn from its id and the SNR, the same in every run."""
+class Waveforms:
+    """Test clips' clean waveforms, decoded from their sources (``sources``: clip id -> [video path,
+    audio path or None]) at the store's sample rate; the first ``budget`` bytes of them are held, so
+    that the SNR conditions after the first reuse them (the rest is decoded again each time)."""
+
+    def __init__(self, data_cfg, sources: dict[str, list], budget: int):
+        self.data_cfg, self.sources, self.budget = data_cfg, sources, budget
+        self.held: dict[str, np.ndarray] = {}
+        self.used = 0
+        self.decoded = 0  # how many times a clip was decoded (for the tests)
+
+    def __call__(self, clip_id: str) -> np.ndarray:
+        if clip_id in self.held:
+            return self.held[clip_id]
+        from raybench.data.decode import decode_audio
+
+        video, audio_path = self.sources[clip_id]
+        wave = decode_audio(video, self.data_cfg.sample_rate, audio_path)
+        self.decoded += 1
+        if self.used + wave.nbytes <= self.budget:
+            self.held[clip_id] = wave
+            self.used += wave.nbytes
+        return wave
+
+
+def noisy_rows(rows, data_cfg, waves: Waveforms, snr: float):
+    """Store rows with their audio features computed again from their source's waveform (``waves``)
+    plus white noise at ``snr`` dB (``data_cfg``: the store's settings); the noise of each clip drawn
+    from its id and the SNR, the same in every run."""
     import zlib
 
-    from raybench.data.decode import decode_audio
     from raybench.data.features import add_noise, audio_features
 
     for r in rows:
-        video, audio_path = sources[r["clip_id"]]
-        clean = decode_audio(video, data_cfg.sample_rate, audio_path)
-        noisy = add_noise(clean, snr, zlib.crc32(f"{r['clip_id']}|{snr:g}".encode()))
+        noisy = add_noise(waves(r["clip_id"]), snr, zlib.crc32(f"{r['clip_id']}|{snr:g}".encode()))
         feats = audio_features(noisy, int(r["num_frames"]), data_cfg.sample_rate, data_cfg.audio)
         yield {**r, "audio": np.ascontiguousarray(feats, np.float32).tobytes(), "audio_shape": list(feats.shape)}
-
-
-def _shared_classes_model(model, columns: list[int]):
-    """``model`` with its class scores cut down to ``columns`` (the classes a target corpus shares):
-    the softmax over them is the model's probabilities renormalised over the shared classes."""
-    import torch
-
-    class Shared(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.model = model
-            self.inputs = getattr(model, "inputs", ("video", "audio"))
-            self.needs_flow = getattr(model, "needs_flow", False)
-            self.register_buffer("cols", torch.tensor(columns))
-
-        def forward(self, batch):
-            out = dict(self.model(batch))
-            out["logits"] = out["logits"].index_select(-1, self.cols.to(out["logits"].device))
-            return out
-
-    return Shared()
 
 
 def evaluate_cross(cfg: TrialConfig, data: dict, target: dict, checkpoint_path: str, split: str,
@@ -131,6 +133,7 @@ def evaluate_cross(cfg: TrialConfig, data: dict, target: dict, checkpoint_path: 
     from raybench.plots import class_recall
     from raybench.train.feed import method_inputs, store_columns
     from raybench.train.loop import evaluate
+    from raybench.train.perturb import SharedClasses
 
     pairs = label_map(data["class_names"], target["class_names"], labels)
     model, _, device = _load_for_eval(cfg, data, checkpoint_path, "test", storage)
@@ -148,7 +151,7 @@ def evaluate_cross(cfg: TrialConfig, data: dict, target: dict, checkpoint_path: 
                 counts["excluded"] += 1
 
     names = [n for _, _, n in pairs]
-    shared = _shared_classes_model(model, [s for s, _, _ in pairs]).to(device)
+    shared = SharedClasses(model, [s for s, _, _ in pairs]).to(device)
     with torch.no_grad():
         metrics, preds = evaluate(shared, rows(), {**data, "class_names": names}, cfg, device, return_predictions=True)
     recall, _ = class_recall(preds, len(names)) if preds else (np.array([]), None)
@@ -394,6 +397,21 @@ def record(cfg: SweepConfig, grid, summaries: dict[str, dict], mlinfo: dict, sto
     over = (("data.fold",) if "data.fold" in cfg.tune.search_space else ()) + \
         (("train.seed",) if cfg.tune.repeats > 1 else ())
     names = list(dict.fromkeys(s["dataset"] for s in summaries.values()))
+    plan: dict[str, tuple[list[dict], list[dict]]] = {}  # dataset -> (its chosen models, other methods' best)
+    for name in names:
+        chosen = choose(result.trials, name, cfg.tune.mode, over)
+        if not chosen:
+            continue
+        others = []
+        if cfg.eval.test == "each_method":  # every other method's best configuration on this dataset too
+            for method in sorted({t["cfg"].method.name for t in result.trials} - {chosen[0]["cfg"].method.name}):
+                others += choose([t for t in result.trials if t["cfg"].method.name == method], name,
+                                 cfg.tune.mode, over)
+        plan[name] = chosen, others
+    # every test, robustness and cross-corpus evaluation is submitted before any is waited for: Ray runs
+    # as many at a time as the cluster has CPUs (or GPUs), instead of one model after another
+    pending = {t["trial_id"]: _submit_tests(cfg, t, summaries, storage, cross)
+               for chosen, others in plan.values() for t in (*chosen, *others)}
     for name in names:
         # the parent's metrics carry the children's names (best/val/uar, test/uar); with several
         # datasets in one sweep, under the dataset's name (ravdess/test/uar)
@@ -402,16 +420,12 @@ def record(cfg: SweepConfig, grid, summaries: dict[str, dict], mlinfo: dict, sto
         def log_parent(values: dict[str, float]) -> None:
             tracking.log_metrics(uri, parent, {prefix + k: v for k, v in values.items()}, step=0)
 
-        chosen = choose(result.trials, name, cfg.tune.mode, over)
-        if not chosen:
+        if name not in plan:
             continue
-        fold_preds = [_test_trial(cfg, t, summaries, storage, client, mlinfo, cross=cross) for t in chosen]
-        if cfg.eval.test == "each_method":  # every other method's best configuration on this dataset too
-            for method in sorted({t["cfg"].method.name for t in result.trials} - {chosen[0]["cfg"].method.name}):
-                for t in choose([t for t in result.trials if t["cfg"].method.name == method], name, cfg.tune.mode,
-                                over):
-                    _test_trial(cfg, t, summaries, storage, client, mlinfo, tag="raybench.best_of_method",
-                                cross=cross)
+        chosen, others = plan[name]
+        fold_preds = [_finish_test(cfg, t, pending[t["trial_id"]], summaries, client, mlinfo) for t in chosen]
+        for t in others:
+            _finish_test(cfg, t, pending[t["trial_id"]], summaries, client, mlinfo, tag="raybench.best_of_method")
         result.best[name] = chosen[0]
         client.set_tag(parent, f"best_trial.{name}", ",".join(t["trial_id"] for t in chosen))
         extra = [{**t.get("robust", {}), **t.get("cross", {})} for t in chosen]
@@ -464,53 +478,68 @@ def record(cfg: SweepConfig, grid, summaries: dict[str, dict], mlinfo: dict, sto
     return result
 
 
-def _test_trial(cfg: SweepConfig, t: dict, summaries: dict[str, dict], storage: str, client,
-                mlinfo: dict, tag: str = "raybench.best", cross: dict | None = None) -> tuple[str, tuple, list[dict]]:
-    """Evaluate a chosen trial's best checkpoint on its test split (in a Ray task, on a GPU when the
-    sweep trains on one); log the metrics and predictions to its run, tagged ``tag`` (``raybench.best``:
-    the dataset's chosen configuration; ``raybench.best_of_method``: its method's, ``eval.test:
-    each_method``). With ``eval.robustness`` and ``eval.cross_corpus`` (``cross``: the targets' summaries,
-    :func:`raybench.trials.prepare_cross`), also under those conditions and on those corpora. Returns
+def _submit_tests(cfg: SweepConfig, t: dict, summaries: dict[str, dict], storage: str,
+                  cross: dict | None = None) -> dict:
+    """Start the evaluations of a chosen trial's best checkpoint as Ray tasks (one CPU each, and one GPU
+    when the sweep trains on GPUs): on its test split; with ``eval.robustness``, under those
+    conditions; with ``eval.cross_corpus`` (``cross``: the targets' summaries,
+    :func:`raybench.trials.prepare_cross`), on those corpora. Returns their object refs, for
+    :func:`_finish_test`."""
+    import ray
+
+    data = summaries[data_key(trial_data_cfg(t["cfg"], cfg))]
+    remote = {"num_cpus": 1, "num_gpus": 1 if cfg.train.use_gpu else 0}
+    refs: dict[str, Any] = {"test": None, "robust": None, "cross": {}}
+    if data["ids"]["test"]:
+        refs["test"] = _evaluator(cfg).remote(t["cfg"], data, t["checkpoint"], "test", storage)
+    if t["cfg"].eval.robustness and data["ids"]["test"]:
+        refs["robust"] = ray.remote(**remote)(evaluate_robustness).remote(t["cfg"], data, t["checkpoint"], storage)
+    for target in t["cfg"].eval.cross_corpus if data["task"] == "categorical" else ():  # (continuous: no map)
+        tdata = (cross or {}).get((data_key(trial_data_cfg(t["cfg"], cfg)), target.dataset))
+        if tdata is not None:
+            refs["cross"][target.dataset] = ray.remote(**remote)(evaluate_cross).remote(
+                t["cfg"], data, tdata, t["checkpoint"], target.split, target.labels, storage)
+    return refs
+
+
+def _finish_test(cfg: SweepConfig, t: dict, refs: dict, summaries: dict[str, dict], client, mlinfo: dict,
+                 tag: str = "raybench.best") -> tuple[str, tuple, list[dict]]:
+    """Wait for a chosen trial's evaluations (:func:`_submit_tests`); log the metrics and predictions to
+    its run, tagged ``tag`` (``raybench.best``: the dataset's chosen configuration;
+    ``raybench.best_of_method``: its method's, ``eval.test: each_method``). A failing robustness or
+    cross-corpus evaluation is printed and tagged, after the clean test numbers are logged. Returns
     (task, test ids, predictions)."""
     import ray
 
     from raybench import tracking
 
     data = summaries[data_key(trial_data_cfg(t["cfg"], cfg))]
-    test_metrics, preds = {}, []
-    if data["ids"]["test"]:
-        test_metrics, preds = ray.get(_evaluator(cfg).remote(t["cfg"], data, t["checkpoint"], "test", storage))
+    test_metrics, preds = ray.get(refs["test"]) if refs["test"] is not None else ({}, [])
     t["test"] = {f"test/{k}": v for k, v in test_metrics.items()}
     t["tested_as"] = tag
     uri = mlinfo["tracking_uri"]
     child = tracking.find_run(uri, mlinfo["experiment_id"], tracking.TRIAL_TAG, t["trial_id"])
     if child:  # the clean test numbers first: a failing track below must not lose them
         tracking.log_metrics(uri, child, t["test"], step=0)
-    remote = {"num_cpus": 1, "num_gpus": 1 if cfg.train.use_gpu else 0}
     t["robust"], skipped, failed = {}, {}, {}
-    if t["cfg"].eval.robustness and data["ids"]["test"]:
+    if refs["robust"] is not None:
         try:
-            t["robust"], skipped = ray.get(ray.remote(**remote)(evaluate_robustness).remote(
-                t["cfg"], data, t["checkpoint"], storage))
+            t["robust"], skipped = ray.get(refs["robust"])
         except Exception as e:  # a clip that no longer decodes, a lost file: said and recorded, the rest goes on
             failed["robustness"] = _error_line(e)
         for name, why in skipped.items():
             print(f"[raybench] trial {t['trial_id']}: robustness condition {name} not applicable: {why}", flush=True)
     t["cross"], maps, cross_preds = {}, {}, {}
-    for target in t["cfg"].eval.cross_corpus if data["task"] == "categorical" else ():  # (continuous: no map)
-        tdata = (cross or {}).get((data_key(trial_data_cfg(t["cfg"], cfg)), target.dataset))
-        if tdata is None:
-            continue
+    for target, ref in refs["cross"].items():
         try:
-            m, maps[target.dataset], cross_preds[target.dataset] = ray.get(ray.remote(**remote)(
-                evaluate_cross).remote(t["cfg"], data, tdata, t["checkpoint"], target.split, target.labels, storage))
+            m, maps[target], cross_preds[target] = ray.get(ref)
         except Exception as e:
-            failed[f"cross_corpus.{target.dataset}"] = _error_line(e)
+            failed[f"cross_corpus.{target}"] = _error_line(e)
             continue
-        t["cross"].update({f"test_cross/{target.dataset}/{k}": v for k, v in m.items()})
-        print(f"[raybench] trial {t['trial_id']}: cross-corpus {data['dataset']} -> {target.dataset} over "
-              f"{len(maps[target.dataset]['classes'])} shared classes, {maps[target.dataset]['clips']} clips "
-              f"({maps[target.dataset]['excluded']} of other classes left out): "
+        t["cross"].update({f"test_cross/{target}/{k}": v for k, v in m.items()})
+        print(f"[raybench] trial {t['trial_id']}: cross-corpus {data['dataset']} -> {target} over "
+              f"{len(maps[target]['classes'])} shared classes, {maps[target]['clips']} clips "
+              f"({maps[target]['excluded']} of other classes left out): "
               + ", ".join(f"{k} {v:.3f}" for k, v in m.items() if k in ("acc", "uar", "f1")), flush=True)
     for what, err in failed.items():
         print(f"[raybench] warning: trial {t['trial_id']}: {what} failed, its numbers are missing: {err}", flush=True)

@@ -17,6 +17,9 @@ on its device, after the input pipeline's normalisation:
 A condition whose modality the method does not read (audio_missing for video_only, blur for a model
 on image embeddings) is not applicable: :func:`applicable` says why, and the record names it rather
 than logging the clean numbers under the condition's name.
+
+The cross-corpus track (``eval.cross_corpus``) sees a model through :class:`SharedClasses`: its
+class scores cut down to the classes the target corpus shares.
 """
 
 from __future__ import annotations
@@ -85,3 +88,21 @@ def condition(name: str) -> Callable[[dict], dict]:
         raise ValueError(f"{name} changes the waveform, not the batch: the evaluation decodes the clips again")
     return {"audio_missing": _zero(_READS["audio_missing"]), "video_missing": _zero(_READS["video_missing"]),
             "video_occlusion": _occlude, "video_blur": _blur}[name]
+
+
+class SharedClasses(torch.nn.Module):
+    """``model`` with its class scores cut down to ``columns`` (the classes a target corpus shares, in
+    the target's shared order): the softmax over them is the model's probabilities renormalised over
+    the shared classes. Reads what ``model`` reads (``inputs``, ``needs_flow``)."""
+
+    def __init__(self, model: torch.nn.Module, columns: list[int]):
+        super().__init__()
+        self.model = model
+        self.inputs = getattr(model, "inputs", ("video", "audio"))
+        self.needs_flow = getattr(model, "needs_flow", False)
+        self.register_buffer("cols", torch.tensor(columns, dtype=torch.long))
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        out = dict(self.model(batch))
+        out["logits"] = out["logits"].index_select(-1, self.cols)
+        return out

@@ -81,7 +81,7 @@ def test_noisy_rows_compute_the_features_again_from_the_source_waveform(tiny_rav
 
     from raybench.data.decode import decode_audio, decode_clip
     from raybench.data.features import add_noise, audio_features
-    from raybench.results import noisy_rows
+    from raybench.results import Waveforms, noisy_rows
     from raybench.schema import DataConfig
 
     dcfg = DataConfig(fps=8)
@@ -90,12 +90,39 @@ def test_noisy_rows_compute_the_features_again_from_the_source_waveform(tiny_rav
     stored = audio_features(d.audio, len(d.frames), dcfg.sample_rate, dcfg.audio)  # what prepare stores
     row = {"clip_id": "c1", "num_frames": len(d.frames), "audio": stored.tobytes(), "audio_shape": list(stored.shape),
            "label": 3}
-    (clean,) = noisy_rows([row], dcfg, {"c1": [path, None]}, snr=300.0)  # noise 300 dB down: the store's features
+    waves = Waveforms(dcfg, {"c1": [path, None]}, budget=2**30)
+    (clean,) = noisy_rows([row], dcfg, waves, snr=300.0)  # noise 300 dB down: the store's features
     np.testing.assert_allclose(np.frombuffer(clean["audio"], np.float32).reshape(clean["audio_shape"]), stored,
                                atol=1e-3)
-    (noisy,) = noisy_rows([row], dcfg, {"c1": [path, None]}, snr=0.0)
+    (noisy,) = noisy_rows([row], dcfg, waves, snr=0.0)
     expected = audio_features(add_noise(decode_audio(path, dcfg.sample_rate), 0.0, zlib.crc32(b"c1|0")),
                               len(d.frames), dcfg.sample_rate, dcfg.audio)
     got = np.frombuffer(noisy["audio"], np.float32).reshape(noisy["audio_shape"])
     np.testing.assert_array_equal(got, expected)
     assert np.abs(got - stored).mean() > 0.5 and noisy["label"] == 3  # the rest of the row as it was
+    assert waves.decoded == 1  # the clean waveform was held for the second condition
+    # with no room to hold it, it is decoded again for each condition, to the same features
+    tight = Waveforms(dcfg, {"c1": [path, None]}, budget=0)
+    (again,) = noisy_rows([row], dcfg, tight, snr=0.0)
+    next(noisy_rows([row], dcfg, tight, snr=0.0))
+    np.testing.assert_array_equal(np.frombuffer(again["audio"], np.float32).reshape(again["audio_shape"]), expected)
+    assert tight.decoded == 2 and not tight.held
+
+
+def test_shared_classes_renormalise_the_probabilities_over_the_shared_classes():
+    from raybench.train.perturb import SharedClasses
+
+    class Fixed(torch.nn.Module):
+        inputs = ("audio",)
+
+        def forward(self, batch):
+            return {"logits": batch["audio"]}
+
+    logits = torch.randn(5, 6, generator=torch.Generator().manual_seed(0))
+    cols = [4, 0, 2]  # the target's shared order: its classes are the model's 4, 0 and 2
+    out = SharedClasses(Fixed(), cols)({"audio": logits})["logits"]
+    p = np.exp(logits.numpy().astype(np.float64))
+    p /= p.sum(1, keepdims=True)
+    expected = p[:, cols] / p[:, cols].sum(1, keepdims=True)  # P(class | one of the shared classes)
+    np.testing.assert_allclose(torch.softmax(out, -1).numpy(), expected, rtol=1e-5)
+    assert SharedClasses(Fixed(), cols).inputs == ("audio",)

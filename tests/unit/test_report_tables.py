@@ -26,7 +26,6 @@ def test_interval_is_students_t_over_the_models():
     lo, hi = stats.t.interval(0.95, len(xs) - 1, loc=np.mean(xs), scale=stats.sem(xs))
     assert (s.lo, s.hi) == pytest.approx((lo, hi))
     assert s.mean == pytest.approx(np.mean(xs)) and s.std == pytest.approx(np.std(xs)) and s.n == 3
-    assert s.lo < s.mean < s.hi
     one = stat([0.5])
     assert one.lo is None and one.hi is None and one.std == 0 and "[" not in one.text()
 

@@ -276,6 +276,9 @@ def dataset_input(summary: dict, context: str):
     digest = summary["fingerprint"]
     for m, e in sorted(emb.items()):  # data.audio.encoder: the embeddings trained on are part of the data
         profile[f"{m}_encoder"] = e["encoder"]
+        if e.get("libraries"):  # the torch / transformers versions that encoded its clips (more than one: mixed)
+            profile[f"{m}_libraries"] = "; ".join(" ".join(f"{k} {v}" for k, v in sorted(d.items()))
+                                                  for d in e["libraries"])
         digest += f"-{e['fingerprint'][:8]}"
     ds = Dataset(name=summary["dataset"], digest=digest,
                  source_type=store.split("://", 1)[0] if "://" in store else "local",

@@ -112,9 +112,7 @@ def vision_spec(cfg: VideoEncoderConfig) -> dict[str, Any]:
     folder = Path(cfg.path).expanduser()
     key = "data.video.encoder.path"
     if folder.suffix.lower() in STATE_DICT_SUFFIXES:
-        if cfg.window_hop is not None:
-            raise EncoderError(f"data.video.encoder.window_hop applies to VideoMAE's windows; {folder} is an IR-50 "
-                               "state dict (one embedding per frame): leave it null")
+        _per_frame_only(cfg, folder, "an IR-50 state dict")
         if not folder.is_file():
             raise EncoderError(f"{key}: no file {folder} (an IR-50 face backbone's state dict, .pth or .pt)")
         return {"kind": "ir50", "folder": str(folder.resolve()), "dim": 512, "kept_layers": 1,
@@ -133,17 +131,22 @@ def vision_spec(cfg: VideoEncoderConfig) -> dict[str, Any]:
     if not weights:
         raise EncoderError(f"{key}: {folder} has no weights file ({', '.join(_WEIGHTS)})")
     dim = int(conf.get("projection_dim", 0) if kind == "clip" else conf.get("hidden_size", 0))
-    if cfg.window_hop is not None:
+    if kind != "videomae":
+        _per_frame_only(cfg, folder, kind)
+    elif cfg.window_hop is not None:
         n = int(conf.get("num_frames", 16))
-        if kind != "videomae":
-            raise EncoderError(f"data.video.encoder.window_hop applies to VideoMAE's windows; {folder} is {kind} "
-                               "(one embedding per frame): leave it null")
         if cfg.window_hop > n:
             raise EncoderError(f"data.video.encoder.window_hop={cfg.window_hop} is more than {folder}'s num_frames "
                                f"({n}): frames between its windows would never be seen; use 1..{n}")
     return {"kind": kind, "folder": str(folder.resolve()), "dim": dim, "kept_layers": 1,
             **({"num_frames": int(conf.get("num_frames", 16))} if kind == "videomae" else {}),
             "files": [str(p) for p in [folder / "config.json", folder / "preprocessor_config.json", *weights]]}
+
+
+def _per_frame_only(cfg: VideoEncoderConfig, folder: Path, what: str) -> None:
+    if cfg.window_hop is not None:
+        raise EncoderError(f"data.video.encoder.window_hop applies to VideoMAE's windows; {folder} is {what} "
+                           "(one embedding per frame): leave it null")
 
 
 def video_windows(T: int, n: int, hop: int) -> tuple[list[int], np.ndarray]:
@@ -276,18 +279,25 @@ class VisionEncoder:
                 out.append(self.model(pixel_values=x.to(self.device)).last_hidden_state.mean(1).float().cpu().numpy())
         return np.concatenate(out)[nearest]
 
+    def _encode_ir50(self, frames: np.ndarray) -> np.ndarray:
+        """IR-50: the backbone's embedding of each frame, taken in [-1, 1]."""
+        torch = self._torch
+        out = []
+        for a in range(0, len(frames), self.cfg.frame_batch):
+            x = torch.from_numpy(np.ascontiguousarray(frames[a : a + self.cfg.frame_batch]))
+            x = x.to(self.device).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+            with torch.inference_mode():
+                out.append(self.model(x).float().cpu().numpy())
+        return np.concatenate(out)
+
     def encode(self, frames: np.ndarray) -> np.ndarray:
         torch = self._torch
         if self.spec["kind"] == "videomae":
             return self._encode_windows(frames)
+        if self.spec["kind"] == "ir50":
+            return self._encode_ir50(frames)
         out = []
         for a in range(0, len(frames), self.cfg.frame_batch):
-            if self.spec["kind"] == "ir50":
-                x = torch.from_numpy(np.ascontiguousarray(frames[a : a + self.cfg.frame_batch]))
-                x = x.to(self.device).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
-                with torch.inference_mode():
-                    out.append(self.model(x).float().cpu().numpy())
-                continue
             x = self.processor(images=list(frames[a : a + self.cfg.frame_batch]), return_tensors="pt").pixel_values
             with torch.inference_mode():
                 if self.spec["kind"] == "clip":
@@ -427,6 +437,7 @@ class EncodeBatch:
         self.modality = modality
         self.enc = AudioEncoder(cfg, device) if modality == "audio_emb" else VisionEncoder(cfg, device)
         self.store_path, self.clip_store, self.mirror, self.root_uri = store_path, clip_store, mirror, root_uri
+        self._clips = None  # the clip store, opened once per actor (its part files' footers parsed once)
 
     def _embed(self, row: dict[str, Any]) -> np.ndarray:
         if self.modality == "audio_emb":
@@ -436,7 +447,9 @@ class EncodeBatch:
             return pool_steps(h, centres, len(sig) / self.enc.sample_rate, steps)
         from raybench.data.store import ClipStore, decode_arrays
 
-        (r,) = ClipStore(self.clip_store).iter_clips([row["clip_id"]], ["video", "video_shape", "va"])
+        if self._clips is None:
+            self._clips = ClipStore(self.clip_store)
+        (r,) = self._clips.iter_clips([row["clip_id"]], ["video", "video_shape", "va"])
         return self.enc.encode(decode_arrays(r)["video"])
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -512,6 +525,9 @@ def build_embeddings(p, clips: list, progress: bool = True, modality: str = "aud
                                                                        columns=["clip_id", "num_frames"])}
     pending = [c for c in clips if c.clip_id not in done]
     encoded = 0
+    libs = library_versions()
+    if done and (drift := version_drift(build_log(str(path)), libs)):
+        print(f"[raybench] embed: warning: {path}: {drift}", flush=True)
     if pending:
         verb = "resuming" if done else "building"
         layer = f", layer {cfg.layer}" if modality == "audio_emb" else ""
@@ -545,16 +561,39 @@ def build_embeddings(p, clips: list, progress: bool = True, modality: str = "aud
         store.write_index()
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
         store.write_text(f"log/{stamp}-{n}.json", json.dumps({"encoded": n, "seconds": time.time() - t0,
-                                                              "actors": actors, "gpus": gpus}))
+                                                              "actors": actors, "gpus": gpus, **libs}))
     else:
         print(f"[raybench] embed: reusing embedding store {path} ({len(clips)} clips, nothing to encode)", flush=True)
         if store.index(store.part_files()) is None:
             store.write_index()
+    versions = [{k: e[k] for k in libs if k in e} for e in build_log(str(path))]  # each run's that encoded
+    versions = [v for v in versions if v]
     info = {"modality": modality, "encoder": spec["kind"], "folder": spec["folder"], "layers": spec["kept_layers"],
             **cfg.model_dump(exclude={"path", "batch_size", "frame_batch"}), "clip_store": str(p.store.path),
-            "fingerprint": spec["fingerprint"], "clips": len(store.done_ids())}
+            "fingerprint": spec["fingerprint"], "clips": len(store.done_ids()),
+            "libraries": [v for i, v in enumerate(versions) if v not in versions[:i]]}
     store.write_text("_COMPLETE.json", json.dumps(info, indent=1))
-    return {"path": str(path), "encoded": encoded, "spec": spec}
+    return {"path": str(path), "encoded": encoded, "spec": spec, "libraries": info["libraries"]}
+
+
+def library_versions() -> dict[str, str]:
+    """The versions an encoder's output depends on besides its weights (recorded in each run's log;
+    not in the fingerprint, so that an upgrade does not silently re-encode a whole dataset)."""
+    import torch
+    import transformers
+
+    return {"torch": torch.__version__, "transformers": transformers.__version__}
+
+
+def version_drift(log: list[dict[str, Any]], now: dict[str, str]) -> str | None:
+    """What differs between the libraries that encoded an embedding store's clips (its ``log``) and
+    ``now``'s, or None (a log written before versions were recorded says nothing)."""
+    seen = {k: sorted({e[k] for e in log if k in e}) for k in now}
+    diff = [f"{k} {', '.join(v)} (this run: {now[k]})" for k, v in seen.items() if v and v != [now[k]]]
+    if not diff:
+        return None
+    return ("its clips were encoded with " + "; ".join(diff) + ": embeddings reused or added now may differ "
+            "slightly from the earlier ones; delete the store to encode every clip with this run's versions")
 
 
 def build_log(path: str) -> list[dict[str, Any]]:

@@ -773,7 +773,8 @@ def build(p: Plan, batch_size: int = 8, progress: bool = True, reservation: bool
         embeddings[modality] = built["path"]
         spec = built["spec"]
         embedding_info[modality] = {"encoder": spec["kind"], "folder": spec["folder"], "layers": spec["kept_layers"],
-                                    "fingerprint": spec["fingerprint"], "encoded": built["encoded"]}
+                                    "fingerprint": spec["fingerprint"], "encoded": built["encoded"],
+                                    "libraries": built.get("libraries", [])}
     return Prepared(store=store, clips=usable, dataset=ds_name, task=task,
                     class_names=class_names, root=root, decoded=decoded, bad=bad_here, warnings=warnings,
                     face_found=face_found, fingerprint=p.fingerprint, embeddings=embeddings,

@@ -48,6 +48,8 @@ tune: {{search_space: {{window.length: {{grid: [4, 8]}}, method.fusion: {{grid: 
     # the MLflow record says what the trials trained on: the encoder's keys, the embeddings' fingerprint
     import json
 
+    from transformers import __version__ as tf_version
+
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(cfg.mlflow.tracking_uri)
@@ -61,6 +63,10 @@ tune: {{search_space: {{window.length: {{grid: [4, 8]}}, method.fusion: {{grid: 
         (inp,) = r.inputs.dataset_inputs
         assert inp.dataset.digest == f"{data['fingerprint']}-{emb_fp[:8]}"
         assert json.loads(inp.dataset.profile)["audio_emb_encoder"] == "wavlm"
+        # the library versions that encoded the clips, as the stage's log has them
+        assert json.loads(inp.dataset.profile)["audio_emb_libraries"] == \
+            f"torch {torch.__version__} transformers {tf_version}"
+    assert {log["torch"], log["transformers"]} == {torch.__version__, tf_version}
 
     # one clip's embeddings: the model's hidden states of its audio track at 16 kHz, averaged per step
     import decord

@@ -311,3 +311,14 @@ def test_window_hop_is_checked(tmp_path, make_vision):
     torch.save({}, tmp_path / "ir50.pth")
     with pytest.raises(EncoderError, match="is an IR-50 state dict"):
         vision_spec(VideoEncoderConfig(path=str(tmp_path / "ir50.pth"), window_hop=2))
+
+
+def test_a_store_encoded_with_other_library_versions_is_named():
+    from raybench.data.embed import version_drift
+
+    now = {"torch": "2.11.0", "transformers": "5.1.0"}
+    assert version_drift([], now) is None
+    assert version_drift([{"encoded": 3}], now) is None  # a log from before versions were recorded
+    assert version_drift([{"encoded": 3, **now}], now) is None
+    msg = version_drift([{"encoded": 3, **now}, {"encoded": 2, "torch": "2.11.0", "transformers": "4.57.0"}], now)
+    assert "transformers 4.57.0, 5.1.0 (this run: 5.1.0)" in msg and "torch" not in msg

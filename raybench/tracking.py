@@ -249,16 +249,27 @@ class TrialLogger:
     def __init__(self, info: dict):
         self.info = info
         self.run_id: str | None = None
+        self.logged_up_to = -1  # the last epoch the run holds from before a resume
+        self.again: list[int] = []
 
     def start(self, cfg: TrialConfig) -> None:
         self.run_id = open_trial_run(self.info, cfg)  # opened by the trial before its workers started
         client = _client(self.info["tracking_uri"])
         for k, v in device_tags().items():  # the hardware rank 0 trains on
             client.set_tag(self.run_id, k, v)
+        # a trial stopped after logging an epoch but before Tune kept its checkpoint trains that epoch
+        # again when resumed: both values stay in the run's history (MLflow keeps every point; the
+        # newer is the run's value, as Tune's), and a tag names those epochs
+        history = client.get_metric_history(self.run_id, "val/score")
+        self.logged_up_to = max((m.step for m in history), default=-1)
 
     def log(self, metrics: dict[str, float], epoch: int) -> None:
         if self.run_id is not None:
             log_metrics(self.info["tracking_uri"], self.run_id, metrics, step=epoch)
+            if epoch <= self.logged_up_to:
+                self.again.append(epoch)
+                _client(self.info["tracking_uri"]).set_tag(self.run_id, "raybench.epochs_logged_twice",
+                                                           ",".join(map(str, self.again)))
 
 
 def dataset_input(summary: dict, context: str):

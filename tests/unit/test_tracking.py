@@ -74,3 +74,32 @@ def test_device_tags_name_the_cpu_and_the_gpus(monkeypatch):
     assert (tags["raybench.device"], tags["raybench.gpus"], tags["raybench.gpu_models"]) == ("NVIDIA H200", "2",
                                                                                              "NVIDIA H200")
     assert (tags["raybench.versions.cuda"], tags["raybench.versions.cudnn"]) == ("12.8", "91002")
+
+
+def test_an_epoch_trained_again_after_a_resume_is_named_and_the_newer_value_is_the_runs(tmp_path):
+    from raybench.config import resolve_trial_config
+    from raybench.schema import SweepConfig
+    from raybench.tracking import TrialLogger
+
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("e", artifact_location=(tmp_path / "a").as_uri())
+    parent = client.create_run(exp).info.run_id
+    info = {"tracking_uri": uri, "experiment_id": exp, "trial_id": "sweep1/t0", "sweep_id": "sweep1",
+            "parent_run_id": parent, "provenance": {"raybench.version": "test"}}
+    cfg = resolve_trial_config(SweepConfig(), {})
+    first = TrialLogger(info)
+    first.start(cfg)
+    for epoch, v in enumerate([0.5, 0.6, 0.7]):  # stopped after logging epoch 2, before its checkpoint
+        first.log({"val/score": v}, epoch)
+    resumed = TrialLogger(info)  # from the checkpoint of epoch 1: epoch 2 is trained again
+    resumed.start(cfg)
+    assert resumed.run_id == first.run_id
+    resumed.log({"val/score": 0.65}, 2)
+    run = client.get_run(first.run_id)
+    assert run.data.tags["raybench.epochs_logged_twice"] == "2"
+    assert run.data.metrics["val/score"] == 0.65  # the run's value is the epoch trained again, as in Tune
+    resumed.log({"val/score": 0.8}, 3)
+    assert client.get_run(first.run_id).data.tags["raybench.epochs_logged_twice"] == "2"  # epoch 3 is new
+    assert sorted((m.step, m.value) for m in client.get_metric_history(first.run_id, "val/score")) == \
+        [(0, 0.5), (1, 0.6), (2, 0.65), (2, 0.7), (3, 0.8)]

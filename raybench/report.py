@@ -778,15 +778,15 @@ def main(argv: list[str] | None = None) -> int:
           f"({filled} cells filled) from {uri}:")
     for f in files.values():
         print(f"  {f}")
+    if a.log_to_parent:  # before the screenshot: a missing browser does not keep the report from the runs
+        runs = log_to_parents(rep, out)
+        print(f"[raybench] logged under report/ to the parent run(s) {', '.join(runs) or '(none found)'}")
     if a.screenshot:
         try:
             print(f"  {screenshot(files['index.html'], Path(a.screenshot), height=a.screenshot_height)}")
         except ReportError as e:
             print(f"raybench: {e}", file=sys.stderr)
             return 2
-    if a.log_to_parent:
-        runs = log_to_parents(rep, out)
-        print(f"[raybench] logged under report/ to the parent run(s) {', '.join(runs) or '(none found)'}")
     return 0
 
 

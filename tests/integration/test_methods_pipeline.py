@@ -1,4 +1,4 @@
-"""The published methods through the whole pipeline (prepare -> Ray Train DDP -> Tune -> MLflow)."""
+"""The published methods through the whole pipeline (prepare -> training in one-worker trials -> Tune -> MLflow)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ name: zhang2021-synthetic
 data: {dataset: synthetic_affwild2, fps: 10, image_size: 48, synth: {videos: 8, video_seconds: 16.0}}
 method: {name: zhang2021, visual_dim: 64}
 window: {length: 32, hop: 16}
-train: {epochs: 6, batch_size: 16, lr: 3.0e-4, num_workers: 2}
+train: {epochs: 6, batch_size: 16, lr: 3.0e-4, num_workers: 1}
 tune: {search_space: {window.length: {grid: [32]}}}
 """)
     res = run_sweep(cfg)
@@ -43,7 +43,7 @@ name: de3-flow
 data: {dataset: synthetic_ravdess, fps: 8, image_size: 32, synth: {actors: 3, seconds: 1.0}}
 method: {name: de3, dim: 32}
 window: {length: 8, hop: 4}
-train: {epochs: 1, batch_size: 16, num_workers: 2}
+train: {epochs: 1, batch_size: 16, num_workers: 1}
 tune: {search_space: {method.use_flow: {grid: [true, false]}}}
 """)
     res = run_sweep(cfg)  # the store keeps flow because de3 needs it

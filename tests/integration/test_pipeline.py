@@ -1,4 +1,8 @@
-"""End to end on a local Ray: prepare (Ray Data), train (Ray Train, 2 DDP workers), sweep (Tune), MLflow."""
+"""End to end on a local Ray: prepare (Ray Data), train (Ray Train, 2 DDP workers), sweep (Tune), MLflow.
+
+The smoke sweep, ASHA and the failing trial run 2-worker Ray Train trials; the tests of what a sweep
+records (store reuse, folds, schedules, repeats, the continuous task) run one-worker trials, the
+default sweep's kind: a worker group costs about 30 s per trial on a 2-core machine."""
 
 from __future__ import annotations
 
@@ -134,7 +138,8 @@ def test_second_sweep_reuses_the_clip_store(smoke, tmp_path):
     store = Path(first.prepared["synthetic_ravdess"]["store_path"])
     before = {p: p.stat().st_mtime_ns for p in (store / "parts").glob("*.parquet")}
     assert before
-    cfg2 = sweep_cfg(tmp_path, "train.epochs=1", "tune.search_space={window.length: {grid: [6, 10]}}")
+    cfg2 = sweep_cfg(tmp_path, "train.epochs=1", "train.num_workers=1",
+                     "tune.search_space={window.length: {grid: [6, 10]}}")
     res = run_sweep(cfg2)
     assert res.failed == 0 and len(res.trials) == 2
     assert res.prepared["synthetic_ravdess"]["decoded"] == 0
@@ -187,7 +192,7 @@ def test_continuous_pipeline_reports_ccc_and_merges_chunk_folds(ray_session, tmp
 
     cfg = sweep_cfg(tmp_path, "data.dataset=synthetic_affwild2", "data.synth.videos=6",
                     "data.synth.video_seconds=8.0", "train.epochs=2", "data.split.folds=2",
-                    "data.split.protocol=chunks",
+                    "data.split.protocol=chunks", "train.num_workers=1",
                     "tune.search_space={window.length: {grid: [16]}, data.fold: {grid: [0, 1]}}", "window.hop=8")
     res = run_sweep(cfg)
     assert res.failed == 0 and len(res.trials) == 2
@@ -314,7 +319,7 @@ def test_two_fold_sweep_records_per_fold_and_aggregated_metrics(smoke, tmp_path)
     from raybench.results import format_table
     from raybench.sweep import run_sweep
 
-    cfg = sweep_cfg(tmp_path, "data.split.folds=2", "train.epochs=1",
+    cfg = sweep_cfg(tmp_path, "data.split.folds=2", "train.epochs=1", "train.num_workers=1",
                     "tune.search_space={data.fold: {grid: [0, 1]}, window.length: {grid: [4, 8]}}")
     res = run_sweep(cfg)
     assert res.failed == 0 and len(res.trials) == 4
@@ -360,7 +365,7 @@ def test_plateau_schedule_lowers_the_lr_and_early_stop_ends_the_trial(smoke, tmp
     from raybench.sweep import run_sweep
 
     # lr 1e-7 never improves on the first epoch's validation score
-    cfg = sweep_cfg(tmp_path, "train.epochs=6", "train.lr=1.0e-7", "train.lr_schedule=plateau",
+    cfg = sweep_cfg(tmp_path, "train.epochs=6", "train.lr=1.0e-7", "train.lr_schedule=plateau", "train.num_workers=1",
                     "train.plateau_patience=0", "train.early_stop=2", "tune.search_space={window.length: {grid: [4]}}")
     res = run_sweep(cfg)
     (t,) = res.trials
@@ -436,7 +441,7 @@ def test_repeats_train_each_configuration_with_several_seeds_and_report_mean_std
     from raybench.results import format_table
     from raybench.sweep import run_sweep
 
-    cfg = sweep_cfg(tmp_path, "train.epochs=1", "tune.repeats=2", "tune.bootstrap=200",
+    cfg = sweep_cfg(tmp_path, "train.epochs=1", "train.num_workers=1", "tune.repeats=2", "tune.bootstrap=200",
                     "tune.search_space={window.length: {grid: [4]}}")
     res = run_sweep(cfg)
     assert res.failed == 0 and sorted(t["params"]["train.seed"] for t in res.trials) == [0, 1]

@@ -68,7 +68,7 @@ def test_a_csv_dataset_trains_in_a_sweep(ray_session, real_layouts, tmp_path):
 
     cfg = load(SWEEPS_DIR / "smoke.yaml", [
         "data.dataset=csv", f"data.root={real_layouts['byo']}", "data.csv.task=continuous",
-        f"data.store_dir={tmp_path / 'stores'}", "train.epochs=1", "data.split.val_fraction=0.34",
+        f"data.store_dir={tmp_path / 'stores'}", "train.epochs=1", "train.num_workers=1", "data.split.val_fraction=0.34",
         "data.split.test_fraction=0.0", "tune.search_space={window.length: {grid: [8]}}", "window.hop=4"])
     cfg.mlflow.tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     cfg.storage = str(tmp_path / "results")

@@ -82,9 +82,11 @@ def s3(tmp_path_factory):
             init_local_ray()
 
 
-def _sweep_in_bucket(fs, scheme: str, q: str, tiny_ravdess, tmp_path):
+def _sweep_in_bucket(fs, scheme: str, q: str, tiny_ravdess, tmp_path, workers: int):
     """A smoke sweep whose dataset root, clip store and Tune storage are all in bucket ``raybench``
-    (``scheme``: s3 or gs); checks what lands in the bucket and returns the result and config."""
+    (``scheme``: s3 or gs); checks what lands in the bucket and returns the result and config.
+    ``workers``: 2 writes the checkpoints from a Ray Train worker group, 1 from the trial's own
+    process through Tune."""
     import pyarrow.fs as pafs
 
     from raybench.config import SWEEPS_DIR, load
@@ -95,7 +97,7 @@ def _sweep_in_bucket(fs, scheme: str, q: str, tiny_ravdess, tmp_path):
     cfg = load(SWEEPS_DIR / "smoke.yaml", [
         "data.dataset=ravdess", f"data.root={scheme}://raybench/data/ravdess{q}",
         f"data.store_dir={scheme}://raybench/stores{q}", f"storage={scheme}://raybench/tune{q}",
-        "train.epochs=1", "tune.search_space={window.length: {grid: [4]}}"])
+        "train.epochs=1", f"train.num_workers={workers}", "tune.search_space={window.length: {grid: [4]}}"])
     cfg.mlflow.tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     res = run_sweep(cfg)
     assert res.failed == 0 and len(res.trials) == 1
@@ -124,8 +126,9 @@ def _sweep_in_bucket(fs, scheme: str, q: str, tiny_ravdess, tmp_path):
 def test_sweep_reads_data_and_writes_store_and_checkpoints_on_s3(s3, tiny_ravdess, tmp_path):
     from raybench.sweep import run_sweep
 
-    res, cfg = _sweep_in_bucket(s3["fs"], "s3", s3["q"], tiny_ravdess, tmp_path)
+    res, cfg = _sweep_in_bucket(s3["fs"], "s3", s3["q"], tiny_ravdess, tmp_path, workers=2)
     # a second sweep over the same bucket reuses the store: nothing is decoded again
+    cfg.train.num_workers = 1  # (not part of the store's fingerprint)
     res2 = run_sweep(cfg)
     assert res2.prepared["ravdess"]["decoded"] == 0
     assert res2.prepared["ravdess"]["store_path"] == res.prepared["ravdess"]["store_path"]
@@ -168,4 +171,4 @@ def gcs(tmp_path_factory):
 
 @pytest.mark.timeout(900)
 def test_sweep_reads_data_and_writes_store_and_checkpoints_on_gcs(gcs, ray_session, tiny_ravdess, tmp_path):
-    _sweep_in_bucket(gcs["fs"], "gs", gcs["q"], tiny_ravdess, tmp_path)
+    _sweep_in_bucket(gcs["fs"], "gs", gcs["q"], tiny_ravdess, tmp_path, workers=1)

@@ -199,6 +199,10 @@ class TrainConfig(Section):
     plateau_factor: float = Field(0.1, gt=0, lt=1)
     plateau_patience: int = Field(5, ge=0)
     early_stop: int | None = Field(None, ge=1)  # stop a trial after this many epochs without a better score
+    # the share of training windows that lose one modality (audio or video, equally likely), set to what
+    # the robustness track's audio_missing / video_missing feed (zeros after normalisation); only for a
+    # method reading both; 0: none, as every published method here trains (raybench.train.perturb)
+    modality_dropout: float = Field(0.0, ge=0, le=1)
     # the input pipeline (raybench/train/feed.py): each worker streams its clips from the store and draws
     # each batch at random from a pool of windows of at least `shuffle_clips` clips and `shuffle_batches`
     # batches; `prefetch` batches are made ahead in a background thread; evaluation batches windows

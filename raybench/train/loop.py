@@ -33,6 +33,7 @@ from raybench.schema import TrialConfig
 from raybench.train.feed import (Clip, Prefetcher, audio_stats_on, emb_stats_on, epoch_groups, eval_windows, host_batch,
                                  method_inputs, store_columns, to_device, train_feed)
 from raybench.train.metrics import TaskMetrics
+from raybench.train.perturb import can_drop, drop_modalities
 
 
 class EpochLogger(Protocol):
@@ -386,6 +387,10 @@ def train_loop_per_worker(config: dict) -> None:
     emb_stats = emb_stats_on(data, device)
 
     inputs = method_inputs(method)  # only the modalities the method reads are read from the store and sent
+    drop_gen = None  # train.modality_dropout's draws: seeded per trial and rank, on the device
+    if tcfg.modality_dropout:
+        drop_gen = torch.Generator(device=device)
+        drop_gen.manual_seed(int(np.random.default_rng([seed, rank, 1]).integers(2**62)))
     columns = store_columns(inputs)
     # the training clips held in memory after their first read when they fit train.cache_gib (every
     # rank reads every clip over the epochs: the shares are new each epoch)
@@ -414,10 +419,15 @@ def train_loop_per_worker(config: dict) -> None:
                 opt, sched = make_optimizer(model, method, cfg)  # from train.lr again, fresh state
         model.train()
         tot, n_batches, n_samples = torch.zeros((), device=device), 0, 0
+        dropped = torch.zeros(2, dtype=torch.long, device=device)  # windows without audio, without video
         join = model.join() if hasattr(model, "join") else contextlib.nullcontext()
         with join, Prefetcher(epoch_batches(epoch), tcfg.prefetch) as feed:
             for hb in feed:
                 batch = to_device(hb, mean, std, device, emb_stats)
+                if tcfg.modality_dropout:
+                    batch, n = drop_modalities(batch, tcfg.modality_dropout, inputs, drop_gen)
+                    if n is not None:
+                        dropped += n  # on the device: no host sync per step
                 with _autocast(device, cfg):
                     out = model(batch)
                     loss = method.loss(out, batch)
@@ -427,9 +437,9 @@ def train_loop_per_worker(config: dict) -> None:
                 n_samples += int(hb["mask"].shape[0])
         train_s = time.time() - t0
         if world > 1 and torch.distributed.is_initialized():  # every rank's windows (shares are uneven)
-            seen = torch.tensor([n_samples], device=device)
+            seen = torch.cat([torch.tensor([n_samples], device=device), dropped])
             torch.distributed.all_reduce(seen)
-            n_samples = int(seen)
+            n_samples, dropped = int(seen[0]), seen[1:]
         val, _ = evaluate(method, store.iter_groups(val_groups, val_ids, store_columns(inputs, True)), data, cfg, device)
         metrics = {f"val/{k}": v for k, v in val.items()}
         # epochs_done: the trial's own count (ASHA's clock; Tune's training_iteration restarts after a resume)
@@ -440,6 +450,8 @@ def train_loop_per_worker(config: dict) -> None:
                         "time/data_wait_s": feed.wait_s,
                         # 1: the training clips are held in memory after the first epoch (train.cache_gib)
                         "data/cached": float(cache is not None), "data/train_gib": cache_bytes / 2**30})
+        if tcfg.modality_dropout and can_drop(inputs):  # train.modality_dropout: windows trained without each
+            metrics["train/windows_without_audio"], metrics["train/windows_without_video"] = map(int, dropped.tolist())
         metrics.update(cost)
         # this worker's memory: the process's peak resident set, and its growth since before the data was
         # read (streamed clips, shuffle pool, prefetched batches, the model's training state)

@@ -19,7 +19,9 @@ on image embeddings) is not applicable: :func:`applicable` says why, and the rec
 than logging the clean numbers under the condition's name.
 
 The cross-corpus track (``eval.cross_corpus``) sees a model through :class:`SharedClasses`: its
-class scores cut down to the classes the target corpus shares.
+class scores cut down to the classes the target corpus shares. Training can drop a modality the same
+way the ``*_missing`` conditions do (:func:`drop_modalities`, ``train.modality_dropout``), so that a
+fused model has seen them.
 """
 
 from __future__ import annotations
@@ -88,6 +90,37 @@ def condition(name: str) -> Callable[[dict], dict]:
         raise ValueError(f"{name} changes the waveform, not the batch: the evaluation decodes the clips again")
     return {"audio_missing": _zero(_READS["audio_missing"]), "video_missing": _zero(_READS["video_missing"]),
             "video_occlusion": _occlude, "video_blur": _blur}[name]
+
+
+def can_drop(inputs: tuple[str, ...]) -> bool:
+    """Whether a method reading ``inputs`` reads both an audio and a video input (modality dropout
+    applies to it)."""
+    return bool(set(_READS["audio_missing"]) & set(inputs)) and bool(set(_READS["video_missing"]) & set(inputs))
+
+
+def drop_modalities(batch: dict[str, torch.Tensor], p: float, inputs: tuple[str, ...],
+                    generator: torch.Generator | None = None) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+    """Modality dropout for training (``train.modality_dropout``): each window of the batch loses, with
+    probability ``p``, its audio or its video (equally likely), set to zeros as the ``audio_missing`` and
+    ``video_missing`` conditions set them; a method reading ``inputs`` of one modality only is left
+    as it is. ``generator``: on the batch's device. Returns (the batch, the number of windows that lost
+    audio and video, a tensor of 2 on the device, or None when nothing could be dropped)."""
+    audio = [k for k in _READS["audio_missing"] if k in inputs and k in batch]
+    video = [k for k in _READS["video_missing"] if k in inputs and k in batch]
+    if p <= 0 or not audio or not video:
+        return batch, None
+    ref = batch[audio[0]]
+    b = ref.shape[0]
+    u = torch.rand(b, device=ref.device, generator=generator)
+    drop = u < p
+    drop_audio = drop & (u < p / 2)  # the lower half of the dropped windows lose audio, the rest video
+    drop_video = drop & ~drop_audio
+    out = dict(batch)
+    for keys, mask in ((audio, drop_audio), (video, drop_video)):
+        for k in keys:
+            keep = (~mask).to(batch[k].dtype).reshape(b, *([1] * (batch[k].dim() - 1)))
+            out[k] = batch[k] * keep
+    return out, torch.stack([drop_audio.sum(), drop_video.sum()])
 
 
 class SharedClasses(torch.nn.Module):

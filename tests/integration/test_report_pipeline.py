@@ -25,7 +25,7 @@ def store(ray_session, tmp_path_factory):
     """Sweep A: audio_only and av_fusion on both synthetic sets, windows 4 and 8, two seeds each, every
     method's best tested (eval.test: each_method); sweep B: video_only on synthetic RAVDESS only, one
     seed (so video_only x synthetic Aff-Wild2 is a cell that was never run), with the robustness and
-    cross-corpus tracks (tested on synthetic CREMA-D)."""
+    cross-corpus tracks (tested on synthetic CREMA-D). Sweep A trains with modality dropout."""
     from raybench.report import main
     from raybench.sweep import run_sweep
 
@@ -38,6 +38,7 @@ def store(ray_session, tmp_path_factory):
         return c
 
     a = run_sweep(cfg("name=report-a", "tune.repeats=2", "eval.test=each_method", "eval.robustness=[audio_snr0]",
+                      "train.modality_dropout=0.4",
                       "tune.search_space={method.name: {grid: [audio_only, av_fusion]}, "
                       "data.dataset: {grid: [synthetic_ravdess, synthetic_affwild2]}}"))
     b = run_sweep(cfg("name=report-b", "method.name=video_only", "tune.search_space={window.length: {grid: [8]}}",
@@ -196,3 +197,21 @@ def test_audio_noise_is_logged_for_every_tested_model_that_reads_audio(store):
         main = "ccc" if t["dataset"] == "synthetic_affwild2" else "uar"
         assert run.data.metrics[f"test_robust/clean/{main}"] == pytest.approx(t["test"][f"test/{main}"])
         assert f"test_robust/audio_snr0/{main}" in run.data.metrics  # audio_only and av_fusion both hear
+
+
+def test_modality_dropout_trains_the_fused_models_without_a_modality_on_its_share_of_windows(store):
+    """Sweep A trains with train.modality_dropout=0.4: av_fusion's windows lose audio or video (0.2 of
+    them each, drawn per window), audio_only's none (it reads one modality)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(store["uri"])
+    for t in store["a"].trials:
+        run = client.search_runs([store["a"].experiment_id], f"tags.`raybench.trial_id` = '{t['trial_id']}'")[0]
+        m = run.data.metrics
+        if t["cfg"].method.name == "audio_only":
+            assert "train/windows_without_audio" not in m
+            continue
+        seen = m["train/windows_seen"]
+        for k in ("train/windows_without_audio", "train/windows_without_video"):
+            # binomial(seen, 0.2): within 5 standard deviations
+            assert abs(m[k] - 0.2 * seen) <= 5 * (seen * 0.2 * 0.8) ** 0.5 + 1, (k, m[k], seen)

@@ -126,3 +126,44 @@ def test_shared_classes_renormalise_the_probabilities_over_the_shared_classes():
     expected = p[:, cols] / p[:, cols].sum(1, keepdims=True)  # P(class | one of the shared classes)
     np.testing.assert_allclose(torch.softmax(out, -1).numpy(), expected, rtol=1e-5)
     assert SharedClasses(Fixed(), cols).inputs == ("audio",)
+
+
+def test_modality_dropout_zeroes_one_modality_of_the_chosen_windows():
+    from raybench.train.perturb import can_drop, drop_modalities
+
+    g = torch.Generator().manual_seed(0)
+    b = 4000
+    batch = {"audio": torch.randn(b, 8, 5, generator=g) + 3, "video": torch.randn(b, 4, 3, 6, 6, generator=g) + 3,
+             "flow": torch.randn(b, 4, 2, 6, 6, generator=g) + 3, "label": torch.arange(b)}
+    inputs = ("video", "audio", "flow")
+    out, counts = drop_modalities(batch, 0.3, inputs, torch.Generator().manual_seed(1))
+    no_audio = (out["audio"] == 0).flatten(1).all(1)
+    no_video = (out["video"] == 0).flatten(1).all(1)
+    assert torch.equal(no_video, (out["flow"] == 0).flatten(1).all(1))  # flow goes with the frames
+    assert not (no_audio & no_video).any()  # never both
+    assert abs(no_audio.float().mean().item() - 0.15) < 0.02 and abs(no_video.float().mean().item() - 0.15) < 0.02
+    kept = ~(no_audio | no_video)  # the other windows, and the dropped windows' other modality, untouched
+    assert torch.equal(out["audio"][~no_audio], batch["audio"][~no_audio])
+    assert torch.equal(out["video"][~no_video], batch["video"][~no_video]) and kept.float().mean() > 0.65
+    assert torch.equal(out["label"], batch["label"])
+    assert counts.tolist() == [int(no_audio.sum()), int(no_video.sum())]
+    # the same draws for the same seed; nothing for p = 0 or a method reading one modality
+    again, _ = drop_modalities(batch, 0.3, inputs, torch.Generator().manual_seed(1))
+    assert all(torch.equal(out[k], again[k]) for k in batch)
+    assert drop_modalities(batch, 0.0, inputs) == (batch, None)
+    assert drop_modalities(batch, 1.0, ("audio",)) == (batch, None)
+    assert can_drop(inputs) and can_drop(("audio_emb", "video_emb")) and not can_drop(("video", "flow"))
+    # zeros are what the robustness track's missing conditions feed
+    full, _ = drop_modalities(batch, 1.0, inputs, torch.Generator().manual_seed(2))
+    gone = (full["video"] == 0).flatten(1).all(1)
+    assert torch.equal(full["video"][gone], condition("video_missing")(batch)["video"][gone])
+
+
+def test_modality_dropout_is_a_probability():
+    from pydantic import ValidationError
+
+    from raybench.schema import TrainConfig
+
+    assert TrainConfig(modality_dropout=0.25).modality_dropout == 0.25
+    with pytest.raises(ValidationError, match="modality_dropout"):
+        TrainConfig(modality_dropout=1.5)

@@ -342,8 +342,7 @@ def train_loop_per_worker(config: dict) -> None:
     tcfg = cfg.train
     torch.set_num_threads(max(1, int(tcfg.cpus_per_worker)))
     seed = tcfg.seed
-    torch.manual_seed(seed)
-    rng = np.random.default_rng([seed, rank])
+    torch.manual_seed(seed)  # the model's initial weights (the same on every rank)
     device = session.device
     task = data["task"]
     metric_name = cfg.tune.metric or default_metric(task)
@@ -387,17 +386,14 @@ def train_loop_per_worker(config: dict) -> None:
     emb_stats = emb_stats_on(data, device)
 
     inputs = method_inputs(method)  # only the modalities the method reads are read from the store and sent
-    drop_gen = None  # train.modality_dropout's draws: seeded per trial and rank, on the device
-    if tcfg.modality_dropout:
-        drop_gen = torch.Generator(device=device)
-        drop_gen.manual_seed(int(np.random.default_rng([seed, rank, 1]).integers(2**62)))
+    drop_gen = torch.Generator(device=device) if tcfg.modality_dropout else None  # its draws, on the device
     columns = store_columns(inputs)
     # the training clips held in memory after their first read when they fit train.cache_gib (every
     # rank reads every clip over the epochs: the shares are new each epoch)
     cache_bytes = store.arrays_nbytes(train_ids, inputs)
     cache: dict | None = {} if 0 < tcfg.cache_gib and cache_bytes <= tcfg.cache_gib * 2**30 else None
 
-    def epoch_batches(epoch: int):
+    def epoch_batches(epoch: int, rng: np.random.Generator):
         return train_feed(store, epoch_groups(groups, seed, epoch, rank, world), train_ids, task, length, hop,
                           local_bs, rng, tcfg.shuffle_clips, tcfg.shuffle_batches, pin=pin,
                           read_threads=tcfg.read_threads or max(1, int(tcfg.cpus_per_worker)),
@@ -417,11 +413,18 @@ def train_loop_per_worker(config: dict) -> None:
                     restore(best_state)
                 method.release_next()
                 opt, sched = make_optimizer(model, method, cfg)  # from train.lr again, fresh state
+        # every random draw of the epoch (its windows, the model's dropout, train.modality_dropout) is
+        # seeded from (train.seed, epoch, rank), not carried over from the epoch before: a trial resumed
+        # from its checkpoint trains each epoch as it would have uninterrupted
+        rng = np.random.default_rng([seed, rank, epoch])
+        torch.manual_seed(int(np.random.default_rng([seed, rank, epoch, 1]).integers(2**62)))
+        if drop_gen is not None:
+            drop_gen.manual_seed(int(np.random.default_rng([seed, rank, epoch, 2]).integers(2**62)))
         model.train()
         tot, n_batches, n_samples = torch.zeros((), device=device), 0, 0
         dropped = torch.zeros(2, dtype=torch.long, device=device)  # windows without audio, without video
         join = model.join() if hasattr(model, "join") else contextlib.nullcontext()
-        with join, Prefetcher(epoch_batches(epoch), tcfg.prefetch) as feed:
+        with join, Prefetcher(epoch_batches(epoch, rng), tcfg.prefetch) as feed:
             for hb in feed:
                 batch = to_device(hb, mean, std, device, emb_stats)
                 if tcfg.modality_dropout:

@@ -88,7 +88,6 @@ class Waveforms:
         self.data_cfg, self.sources, self.budget = data_cfg, sources, budget
         self.held: dict[str, np.ndarray] = {}
         self.used = 0
-        self.decoded = 0  # how many times a clip was decoded (for the tests)
 
     def __call__(self, clip_id: str) -> np.ndarray:
         if clip_id in self.held:
@@ -97,7 +96,6 @@ class Waveforms:
 
         video, audio_path = self.sources[clip_id]
         wave = decode_audio(video, self.data_cfg.sample_rate, audio_path)
-        self.decoded += 1
         if self.used + wave.nbytes <= self.budget:
             self.held[clip_id] = wave
             self.used += wave.nbytes

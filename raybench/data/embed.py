@@ -526,7 +526,8 @@ def build_embeddings(p, clips: list, progress: bool = True, modality: str = "aud
     pending = [c for c in clips if c.clip_id not in done]
     encoded = 0
     libs = library_versions()
-    if done and (drift := version_drift(build_log(str(path)), libs)):
+    log = build_log(str(path)) if done else []  # the earlier runs that encoded clips into it
+    if done and (drift := version_drift(log, libs)):
         print(f"[raybench] embed: warning: {path}: {drift}", flush=True)
     if pending:
         verb = "resuming" if done else "building"
@@ -560,13 +561,14 @@ def build_embeddings(p, clips: list, progress: bool = True, modality: str = "aud
         encoded = n
         store.write_index()
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-        store.write_text(f"log/{stamp}-{n}.json", json.dumps({"encoded": n, "seconds": time.time() - t0,
-                                                              "actors": actors, "gpus": gpus, **libs}))
+        entry = {"encoded": n, "seconds": time.time() - t0, "actors": actors, "gpus": gpus, **libs}
+        store.write_text(f"log/{stamp}-{n}.json", json.dumps(entry))
+        log.append(entry)
     else:
         print(f"[raybench] embed: reusing embedding store {path} ({len(clips)} clips, nothing to encode)", flush=True)
         if store.index(store.part_files()) is None:
             store.write_index()
-    versions = [{k: e[k] for k in libs if k in e} for e in build_log(str(path))]  # each run's that encoded
+    versions = [{k: e[k] for k in libs if k in e} for e in log]  # each run's that encoded
     versions = [v for v in versions if v]
     info = {"modality": modality, "encoder": spec["kind"], "folder": spec["folder"], "layers": spec["kept_layers"],
             **cfg.model_dump(exclude={"path", "batch_size", "frame_batch"}), "clip_store": str(p.store.path),

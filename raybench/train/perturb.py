@@ -92,10 +92,16 @@ def condition(name: str) -> Callable[[dict], dict]:
             "video_occlusion": _occlude, "video_blur": _blur}[name]
 
 
+def _droppable(inputs: tuple[str, ...], batch: dict | None = None) -> tuple[list[str], list[str]]:
+    """The audio and the video keys a method reading ``inputs`` reads (of those in ``batch``, when given)."""
+    return tuple([k for k in _READS[f"{m}_missing"] if k in inputs and (batch is None or k in batch)]
+                 for m in ("audio", "video"))
+
+
 def can_drop(inputs: tuple[str, ...]) -> bool:
     """Whether a method reading ``inputs`` reads both an audio and a video input (modality dropout
     applies to it)."""
-    return bool(set(_READS["audio_missing"]) & set(inputs)) and bool(set(_READS["video_missing"]) & set(inputs))
+    return all(_droppable(inputs))
 
 
 def drop_modalities(batch: dict[str, torch.Tensor], p: float, inputs: tuple[str, ...],
@@ -105,8 +111,7 @@ def drop_modalities(batch: dict[str, torch.Tensor], p: float, inputs: tuple[str,
     ``video_missing`` conditions set them; a method reading ``inputs`` of one modality only is left
     as it is. ``generator``: on the batch's device. Returns (the batch, the number of windows that lost
     audio and video, a tensor of 2 on the device, or None when nothing could be dropped)."""
-    audio = [k for k in _READS["audio_missing"] if k in inputs and k in batch]
-    video = [k for k in _READS["video_missing"] if k in inputs and k in batch]
+    audio, video = _droppable(inputs, batch)
     if p <= 0 or not audio or not video:
         return batch, None
     ref = batch[audio[0]]

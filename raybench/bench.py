@@ -196,7 +196,9 @@ def _feed(name: str, task: str, data: dict, args, device: torch.device):
 
 def bench_data(name: str, task: str, data: dict, args, device: torch.device) -> dict:
     """Windows per second of the training input pipeline alone, to the device (``--data-epochs``
-    epochs over the store, after one warm-up epoch)."""
+    epochs over the store, after one warm-up epoch); with ``--host-only``, the host batches alone (read,
+    cut and collated: what the pipeline's threads do, without the copy to the device and the conversion
+    there, which on a CPU device run in the consumer's thread and bound the whole)."""
     import torch
 
     from raybench.train.feed import to_device
@@ -207,7 +209,8 @@ def bench_data(name: str, task: str, data: dict, args, device: torch.device) -> 
         n = 0
         with epoch_feed(e) as batches:
             for hb in batches:
-                to_device(hb, mean, std, device)
+                if not args.host_only:
+                    to_device(hb, mean, std, device)
                 n += int(hb["mask"].shape[0])
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -478,6 +481,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--data", action="store_true", help="also the input pipeline alone (windows/s), beside the model")
     p.add_argument("--loop", action="store_true",
                    help="with --data: also the pipeline feeding the model (windows/s, GPU utilisation)")
+    p.add_argument("--host-only", action="store_true",
+                   help="--data: the host batches alone (read, cut, collated), not copied to the device or converted")
     p.add_argument("--store", default=None, help="--data: a prepared clip store (default: random clips)")
     p.add_argument("--clips", type=int, default=256, help="--data: clips in the random store")
     p.add_argument("--clip-frames", type=int, default=64, help="--data: frames per random clip")
@@ -663,11 +668,12 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.n_mels} mels x {args.steps_per_frame} steps/frame, {args.steps} timed steps")
     head = f"{'method':<16}{'task':<13}{'params (M)':>11}{'ms/step':>10}{'samples/s':>11}{'peak GiB':>10}"
     if args.data:
-        head += f"{'data win/s':>12}{'data/model':>12}{'/ goal':>8}"
+        head += f"{'host win/s' if args.host_only else 'data win/s':>12}{'data/model':>12}{'/ goal':>8}"
         if args.loop:
             head += f"{'loop win/s':>12}{'loop/model':>12}{'GPU %':>7}"
         print(f"[bench] data path: {'store ' + args.store if args.store else f'{args.clips} random clips x {args.clip_frames} frames'}"
-              f", prefetch {args.prefetch}, {args.read_threads} read thread(s), cache {args.cache_gib:g} GiB, {args.data_epochs} timed epochs; goal: data/model >= {args.data_goal:g}")
+              f", prefetch {args.prefetch}, {args.read_threads} read thread(s), cache {args.cache_gib:g} GiB, {args.data_epochs} timed epochs; goal: data/model >= {args.data_goal:g}"
+              + ("; host batches only (not sent to the device)" if args.host_only else ""))
     print(head)
     print("-" * len(head))
     import tempfile

@@ -43,3 +43,27 @@ def test_bench_data_prints_the_pipeline_beside_the_model_and_its_ratio(capsys):
         assert math.isclose(ratio, data / model, rel_tol=0.02, abs_tol=0.01)
         assert math.isclose(of_goal, ratio / 3.0, rel_tol=0.02, abs_tol=0.01)
         assert math.isclose(loop_ratio, loop / model, rel_tol=0.02, abs_tol=0.01)
+
+
+def test_bench_host_only_counts_the_same_windows_and_sends_nothing_to_the_device(tmp_path, monkeypatch):
+    """``--host-only``: the same epochs of host batches as the data path, never copied or converted."""
+    import torch
+
+    from raybench import bench
+    from raybench.train import feed
+
+    args = bench.parser().parse_args(["--batch-size", "4", "--window", "4", "--image-size", "16", "--clips", "9",
+                                      "--clip-frames", "8", "--data-epochs", "2"])
+    calls = []
+    real = feed.to_device
+    monkeypatch.setattr(feed, "to_device", lambda *a, **k: calls.append(1) or real(*a, **k))
+    for task in ("categorical", "continuous"):
+        data = bench.data_store(task, False, args, str(tmp_path), {})
+        full = bench.bench_data("video_only", task, data, args, torch.device("cpu"))
+        sent = len(calls)
+        args.host_only = True
+        host = bench.bench_data("video_only", task, data, args, torch.device("cpu"))
+        args.host_only = False
+        assert len(calls) == sent > 0  # the data path converted its batches; host-only none
+        assert host["data_windows"] == full["data_windows"] == 2 * 9 * (1 if task == "categorical" else 8 // 4)
+        assert host["data_windows_per_s"] > 0

@@ -23,6 +23,10 @@ class Decoded:
     source_frames: int
     frame_index: np.ndarray  # (T,) source frame index of each output frame
     face_found: bool = True  # data.face=detect: whether a face was found (else a centre crop)
+    # output frames that repeat the last frame decoded: the stream ended before the frames the
+    # container's count (decord's) promised; ``frames_decoded`` source frames were decoded then
+    repeated: int = 0
+    frames_decoded: int | None = None
 
 
 def resample_indices(n_source: int, source_fps: float, fps: float) -> np.ndarray:
@@ -60,11 +64,12 @@ def decode_clip(path: str, fps: float, image_size: int, sample_rate: int = 16000
     idx = resample_indices(n_src, src_fps, fps)
     frames, box, face_found = _crop_box(vr, path, idx, image_size, face, crops_dir, face_detector)
     del vr  # before PyAV's pass: decord's reader thread would go on decoding ahead meanwhile
+    ended: dict = {}
     if frames is None:
-        frames = _decode_frames(path, idx, image_size, box)
+        frames = _decode_frames(path, idx, image_size, box, ended)
     audio = decode_audio(path, sample_rate, audio_path, min_audio_rms)
     return Decoded(frames=frames, audio=audio, source_fps=src_fps, source_frames=n_src, frame_index=idx,
-                   face_found=face_found)
+                   face_found=face_found, repeated=ended.get("repeated", 0), frames_decoded=ended.get("decoded"))
 
 
 def decode_audio(path: str, sample_rate: int = 16000, audio_path: str | None = None,
@@ -113,12 +118,12 @@ def _crop_box(vr, path: str, idx: np.ndarray, image_size: int, face: str, crops_
     return None, box, found
 
 
-def _decode_frames(path: str, idx: np.ndarray, image_size: int, box) -> np.ndarray:
+def _decode_frames(path: str, idx: np.ndarray, image_size: int, box, ended: dict | None = None) -> np.ndarray:
     """PyAV decodes frames ``idx``, each cropped to ``box`` and resized into the output as it comes:
-    (T, S, S, 3) uint8."""
+    (T, S, S, 3) uint8. ``ended``: see :func:`_frames_pyav`."""
     out = np.empty((len(idx), image_size, image_size, 3), np.uint8)
     try:
-        for j, f in enumerate(_frames_pyav(path, idx)):
+        for j, f in enumerate(_frames_pyav(path, idx, ended)):
             if box is not None:
                 x0, y0, x1, y1 = box
                 f = f[y0:y1, x0:x1]
@@ -142,27 +147,33 @@ def _get(vr, path: str, source_idx: np.ndarray) -> np.ndarray:
             raise DecodeError(f"cannot decode frames: {_short(e)}; PyAV: {_short(e2)}") from None
 
 
-def _frames_pyav(path: str, idx: np.ndarray):
+def _frames_pyav(path: str, idx: np.ndarray, ended: dict | None = None):
     """Frames ``idx`` (ascending source indices) decoded with PyAV in one pass over the stream (one
-    thread), yielded one at a time as (H0, W0, 3) uint8 RGB. An index past the stream's last frame
-    repeats the last frame decoded."""
+    thread), yielded one at a time as (H0, W0, 3) uint8 RGB. Indices past the stream's end (a
+    container that counts more frames than its stream has) get the stream's last frame; then ``ended``
+    (a dict) gets ``repeated`` (how many) and ``decoded`` (the frames the stream had)."""
     import av
 
     want = [int(i) for i in idx]
-    k, last = 0, None
+    k, last, tail, i = 0, None, None, -1
     with av.open(path) as c:
         stream = c.streams.video[0]
         stream.thread_count = 1
         for i, frame in enumerate(c.decode(stream)):
             if k == len(want):
                 break
+            tail = frame
             if want[k] <= i:
                 last = frame.to_ndarray(format="rgb24")
             while k < len(want) and want[k] <= i:
                 yield last
                 k += 1
-    if last is None:
-        raise DecodeError("no video frame decoded")
+        if tail is None:
+            raise DecodeError("no video frame decoded")
+        if k < len(want):  # the stream ended early: its last frame stands in for the rest
+            last = tail.to_ndarray(format="rgb24")
+            if ended is not None:
+                ended.update(repeated=len(want) - k, decoded=i + 1)
     while k < len(want):
         yield last
         k += 1

@@ -154,6 +154,11 @@ def decode_row(row: dict[str, Any], data_cfg: DataConfig, mirror: str | None = N
         src_keep = np.asarray(src_va[:inside], np.float32).reshape(-1, 2)
         if np.isnan(va).all():
             return None, f"no annotated frame in {row['va_path']}", warning
+    if d.repeated:  # counted with the clip's other warning, printed and recorded like it
+        ended = (f"{row['video_path']}: its container counts {d.source_frames} frames but its stream ended after "
+                 f"{d.frames_decoded}: the last {d.repeated} of its {T} frames at data.fps repeat frame "
+                 f"{d.frames_decoded - 1}")
+        warning = ended if warning is None else f"{warning}; {ended}"
     flow = (optical_flow(d.frames, data_cfg.flow_algorithm) if data_cfg.flow
             else np.zeros((0, 0, 0, 2), np.float16))
     out = store_row(row["clip_id"], int(row["label"]) if row.get("label") is not None else -1, d.frames, feats,

@@ -221,3 +221,44 @@ def test_pyav_gives_decords_frames_in_avi_flv_and_variable_frame_rate_mp4(tmp_pa
     # colour conversion: within half a frame's step of 12)
     err = got[:, 16:32, 24:40].mean((1, 2, 3)) - 12 * idx
     assert np.abs(err).max() < 6, err.round(1)
+
+
+def test_a_stream_shorter_than_its_containers_count_is_warned_not_padded_silently(tmp_path, monkeypatch):
+    """A container that counts more frames than its stream holds: the frames past the stream's end are
+    its last frame, counted (``Decoded.repeated``) and turned into the clip's warning by prepare."""
+    import decord
+
+    from raybench.data import decode
+    from raybench.data.store import decode_row
+    from raybench.schema import DataConfig
+
+    frames = np.stack([np.full((32, 32, 3), 12 * i, np.uint8) for i in range(20)])  # frame i: brightness 12i
+    write_mp4(tmp_path / "v.mp4", frames, 10, (0.3 * np.sin(np.arange(40000) / 5)).astype(np.float32), 16000)
+    ended: dict = {}
+    got = list(decode._frames_pyav(str(tmp_path / "v.mp4"), np.array([3, 19, 25, 30]), ended))
+    assert [round(float(f.mean()) / 12) for f in got] == [3, 19, 19, 19] and ended == {"repeated": 2, "decoded": 20}
+    ended.clear()
+    list(decode._frames_pyav(str(tmp_path / "v.mp4"), np.array([0, 19]), ended))
+    assert ended == {}  # a stream as long as its count: nothing repeated
+
+    real = decord.VideoReader
+
+    class Overcounting:  # decord's reader of a container whose index promises 10 frames more
+        def __init__(self, *a, **k):
+            self.vr = real(*a, **k)
+
+        def __len__(self):
+            return len(self.vr) + 10
+
+        def __getattr__(self, name):
+            return getattr(self.vr, name)
+
+    monkeypatch.setattr(decord, "VideoReader", Overcounting)
+    d = decode.decode_clip(str(tmp_path / "v.mp4"), fps=5, image_size=16)
+    assert len(d.frames) == 15 and (d.repeated, d.frames_decoded) == (5, 20)  # 30 counted frames at 10 fps -> 15
+    assert np.abs(d.frames[-5:].astype(int) - 12 * 19).max() <= 2  # the stream's last frame
+    row, bad, warning = decode_row({"clip_id": "v", "video_path": str(tmp_path / "v.mp4"), "label": 0},
+                                   DataConfig(fps=5, image_size=16))
+    assert bad is None and row is not None
+    assert warning == (f"{tmp_path / 'v.mp4'}: its container counts 30 frames but its stream ended after 20: "
+                       "the last 5 of its 15 frames at data.fps repeat frame 19")

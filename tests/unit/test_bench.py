@@ -67,3 +67,18 @@ def test_bench_host_only_counts_the_same_windows_and_sends_nothing_to_the_device
         assert len(calls) == sent > 0  # the data path converted its batches; host-only none
         assert host["data_windows"] == full["data_windows"] == 2 * 9 * (1 if task == "categorical" else 8 // 4)
         assert host["data_windows_per_s"] > 0
+
+
+def test_bench_host_only_prints_no_goal_and_needs_data(capsys):
+    import pytest
+
+    assert main(["--methods", "audio_only", "--device", "cpu", "--batch-size", "2", "--window", "4", "--image-size",
+                 "16", "--steps", "1", "--warmup", "0", "--data", "--host-only", "--clips", "4", "--clip-frames",
+                 "8", "--data-epochs", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "host win/s" in out and "host/model" in out
+    rows = [line.split() for line in out.splitlines() if line.startswith("audio_only")]
+    assert rows and all(r[-1] == "-" for r in rows)  # the goal is the whole data path's, not the host side's
+    with pytest.raises(SystemExit):
+        main(["--host-only", "--methods", "audio_only"])
+    assert "needs --data" in capsys.readouterr().err

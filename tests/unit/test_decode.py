@@ -176,11 +176,12 @@ def test_prepare_splits_the_clips_so_every_cpu_gets_several_tasks():
     assert clips_per_task(564, 128) == 2
 
 
-@pytest.mark.parametrize("container", ["avi", "flv", "vfr.mp4"])
+@pytest.mark.parametrize("container", ["avi", "flv", "flv1.flv", "vfr.mp4"])
 def test_pyav_gives_decords_frames_in_avi_flv_and_variable_frame_rate_mp4(tmp_path, container):
-    """The containers real datasets ship besides MP4 (AFEW: AVI with MPEG-4 part 2; CREMA-D: FLV) and
-    a variable-frame-rate MP4 (frames 1/30 s apart, every fifth after a gap of 3/30 s): PyAV's
-    one-pass decoding gives frame for frame what decord decodes at the indices decord counts."""
+    """The containers real datasets ship besides MP4 (AFEW: AVI with MPEG-4 part 2; CREMA-D: FLV, here
+    with H.264 and with Sorenson Spark, older Flash video's codec) and a variable-frame-rate MP4
+    (frames 1/30 s apart, every fifth after a gap of 3/30 s): PyAV's one-pass decoding gives frame for
+    frame what decord decodes at the indices decord counts."""
     import fractions
 
     import av
@@ -204,6 +205,16 @@ def test_pyav_gives_decords_frames_in_avi_flv_and_variable_frame_rate_mp4(tmp_pa
                 vf = av.VideoFrame.from_ndarray(f, format="rgb24")
                 vf.pts, vf.time_base = pts, tb
                 for p in s.encode(vf):
+                    out.mux(p)
+            for p in s.encode():
+                out.mux(p)
+    elif container == "flv1.flv":
+        with av.open(str(path), "w", format="flv") as out:
+            s = out.add_stream("flv", rate=15)
+            s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+            s.options = {"qscale": "2"}
+            for f in frames:
+                for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
                     out.mux(p)
             for p in s.encode():
                 out.mux(p)
@@ -235,8 +246,9 @@ def test_a_stream_shorter_than_its_containers_count_is_warned_not_padded_silentl
     frames = np.stack([np.full((32, 32, 3), 12 * i, np.uint8) for i in range(20)])  # frame i: brightness 12i
     write_mp4(tmp_path / "v.mp4", frames, 10, (0.3 * np.sin(np.arange(40000) / 5)).astype(np.float32), 16000)
     ended: dict = {}
-    got = list(decode._frames_pyav(str(tmp_path / "v.mp4"), np.array([3, 19, 25, 30]), ended))
-    assert [round(float(f.mean()) / 12) for f in got] == [3, 19, 19, 19] and ended == {"repeated": 2, "decoded": 20}
+    got = list(decode._frames_pyav(str(tmp_path / "v.mp4"), np.array([3, 15, 25, 30]), ended))
+    # past the stream's end: its last frame (19), not the last one asked for (15)
+    assert [round(float(f.mean()) / 12) for f in got] == [3, 15, 19, 19] and ended == {"repeated": 2, "decoded": 20}
     ended.clear()
     list(decode._frames_pyav(str(tmp_path / "v.mp4"), np.array([0, 19]), ended))
     assert ended == {}  # a stream as long as its count: nothing repeated

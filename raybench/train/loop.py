@@ -306,16 +306,18 @@ class TrainSession:
 
 class TuneSession:
     """The same in a Tune trial's own process: one worker, no worker group (``train.num_workers=1``
-    with ``train.worker_group: auto``). Tune gives the trial its CPUs and GPU, keeps its checkpoint
-    and hands it back on a resume; ASHA stops it like any trial."""
+    with ``train.worker_group: auto``). Tune gives the trial its CPUs and GPU and ASHA stops it like
+    any trial; its checkpoints are kept in ``checkpoints`` (a :class:`TrialCheckpoints`, not Tune's:
+    see raybench/train/checkpoints.py), each one's path reported to Tune as ``checkpoint_path``."""
 
     rank, world = 0, 1
 
-    def __init__(self, use_gpu: bool):
+    def __init__(self, use_gpu: bool, checkpoints):
         # Tune sets CUDA_VISIBLE_DEVICES to the trial's GPU: it is cuda:0 here
         self.device = torch.device("cuda", 0) if use_gpu and torch.cuda.is_available() else torch.device("cpu")
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
+        self.checkpoints = checkpoints
 
     def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
         return model.to(self.device)
@@ -323,12 +325,15 @@ class TuneSession:
     def get_checkpoint(self):
         from ray import tune
 
-        return tune.get_checkpoint()
+        # Tune's own: a trial of a sweep started before raybench kept these checkpoints itself
+        return self.checkpoints.latest() or tune.get_checkpoint()
 
     def report(self, metrics: dict, checkpoint_dir: str | None) -> None:
         from ray import tune
 
-        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None)
+        if checkpoint_dir:
+            metrics = {**metrics, "checkpoint_path": self.checkpoints.save(checkpoint_dir, int(metrics["epoch"]))}
+        tune.report(metrics)
 
 
 def train_loop_per_worker(config: dict) -> None:

@@ -278,9 +278,10 @@ def test_asha_stops_a_poor_trial_early_and_the_sweep_finishes(ray_session, tmp_p
         time.sleep(1)
 
 
-def test_one_worker_trials_train_in_their_own_process_with_tunes_checkpoints(smoke, tmp_path):
-    """train.num_workers=1: no Ray Train worker group; Tune keeps each trial's checkpoint (in its trial
-    folder), the test split is evaluated from it, and each trial's run records its wall and fixed time."""
+def test_one_worker_trials_train_in_their_own_process_with_their_own_checkpoints(smoke, tmp_path):
+    """train.num_workers=1: no Ray Train worker group; each trial keeps its latest complete checkpoint in
+    its own folder (raybench's, not Tune's: Tune is told its path), the test split is evaluated from it,
+    and each trial's run records its wall and fixed time."""
     from mlflow.tracking import MlflowClient
 
     from raybench.sweep import run_sweep
@@ -289,14 +290,16 @@ def test_one_worker_trials_train_in_their_own_process_with_tunes_checkpoints(smo
     res = run_sweep(cfg)
     assert res.failed == 0 and len(res.trials) == 3
     sweep_dir = Path(cfg.storage) / res.sweep_id
-    assert not (sweep_dir / "checkpoints").exists()  # no Ray Train run
     for t in res.trials:
         assert t["epochs"] == cfg.train.epochs
         ckpt = Path(t["checkpoint"])
-        assert sweep_dir in ckpt.parents and ckpt.name.startswith("checkpoint_")
-        assert (ckpt / "best.pt").is_file() and (ckpt / "last.pt").is_file()
-        assert len(list(ckpt.parent.glob("checkpoint_*"))) == 1  # the latest only (it holds the best too)
+        assert ckpt.parent == sweep_dir / "checkpoints" / t["trial_id"].split("/")[-1]
+        assert ckpt.name == f"epoch_{cfg.train.epochs - 1:06d}"
+        assert (ckpt / "best.pt").is_file() and (ckpt / "last.pt").is_file() and (ckpt / "complete.json").is_file()
+        assert [p.name for p in ckpt.parent.iterdir()] == [ckpt.name]  # the latest only (it holds the best too)
         assert 0 < t["fixed_s"] < t["wall_s"]
+    # Tune kept none of its own
+    assert not [p for p in sweep_dir.rglob("checkpoint_*") if p.is_dir()]
     (best,) = res.best.values()
     assert set(best["test"]) == {"test/acc", "test/uar", "test/f1"}
     client = MlflowClient(res.tracking_uri)

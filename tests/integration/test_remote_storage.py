@@ -86,7 +86,7 @@ def _sweep_in_bucket(fs, scheme: str, q: str, tiny_ravdess, tmp_path, workers: i
     """A smoke sweep whose dataset root, clip store and Tune storage are all in bucket ``raybench``
     (``scheme``: s3 or gs); checks what lands in the bucket and returns the result and config.
     ``workers``: 2 writes the checkpoints from a Ray Train worker group, 1 from the trial's own
-    process through Tune."""
+    process (raybench's own checkpoints)."""
     import pyarrow.fs as pafs
 
     from raybench.config import SWEEPS_DIR, load
@@ -117,6 +117,11 @@ def _sweep_in_bucket(fs, scheme: str, q: str, tiny_ravdess, tmp_path, workers: i
     assert any(p.endswith("/_COMPLETE.json") for p in store_files)
     assert any(p.endswith("raybench_sweep.json") for p in files(f"raybench/tune/{res.sweep_id}"))
     assert any(p.endswith("/best.pt") for p in files("raybench/tune"))
+    if workers == 1:  # raybench's own checkpoint: complete (its marker written last), in the trial's folder
+        (t,) = res.trials
+        tid = t["trial_id"].rsplit("/", 1)[-1]
+        marker = f"raybench/tune/{res.sweep_id}/checkpoints/{tid}/epoch_000000/complete.json"
+        assert marker in files(f"raybench/tune/{res.sweep_id}/checkpoints"), files(f"raybench/tune/{res.sweep_id}")
     # the best trial was tested from its checkpoint in the bucket
     assert set(res.best["ravdess"]["test"]) == {"test/acc", "test/uar", "test/f1"}
     return res, cfg

@@ -36,7 +36,7 @@ def _callback_state_saved(sweep_dir: Path) -> bool:
     return bool(states and callbacks) and max(callbacks) >= max(states)
 
 
-def _wait_for(log: Path, pattern: str, proc: subprocess.Popen, timeout: float) -> re.Match:
+def _wait_for(log: Path, pattern: str, proc: subprocess.Popen, timeout: float, every: float = 1) -> re.Match:
     end = time.time() + timeout
     while time.time() < end:
         m = re.search(pattern, log.read_text() if log.exists() else "")
@@ -44,34 +44,52 @@ def _wait_for(log: Path, pattern: str, proc: subprocess.Popen, timeout: float) -
             return m
         if proc.poll() is not None:
             raise AssertionError(f"the sweep exited ({proc.returncode}) before {pattern!r}:\n{log.read_text()[-3000:]}")
-        time.sleep(1)
+        time.sleep(every)
     raise AssertionError(f"timed out waiting for {pattern!r}:\n{log.read_text()[-3000:]}")
 
 
-@pytest.mark.parametrize("workers", [
-    # known problem (README "Known problems"): Tune keeps one checkpoint per one-worker trial
-    # (num_to_keep=1) and deletes the older one before its saved experiment state names the newer; a
-    # driver killed in between leaves the resumed trial unable to restore ("does not exist on storage
-    # anymore"). It depends on when the kill lands, so the test may pass or fail here
-    pytest.param(1, id="in-trial-process", marks=pytest.mark.xfail(
-        reason="Tune's num_to_keep=1 can delete the checkpoint its last saved state names", strict=False)),
-    pytest.param(2, id="worker-group")])
+def _checkpoints(sweep_dir: Path) -> set[Path]:
+    """Every trial checkpoint folder in ``sweep_dir``: Tune's (checkpoint_*), Ray Train's (checkpoint_*)
+    or raybench's (epoch_*)."""
+    # os.walk, not rglob: a folder deleted during the walk is skipped, not an error
+    return {Path(root, d) for root, dirs, _ in os.walk(sweep_dir) for d in dirs
+            if d.startswith(("checkpoint_", "epoch_"))}
+
+
+def _wait_for_deletion(sweep_dir: Path, proc: subprocess.Popen, timeout: float) -> None:
+    """Until a checkpoint folder seen before is gone (polled as fast as the disk answers)."""
+    seen: set[Path] = set()
+    end = time.time() + timeout
+    while time.time() < end:
+        now = _checkpoints(sweep_dir)
+        if seen - now:
+            return
+        seen |= now
+        if proc.poll() is not None:
+            raise AssertionError(f"the sweep exited ({proc.returncode}) before a checkpoint was deleted")
+    raise AssertionError(f"timed out waiting for a checkpoint to be deleted in {sweep_dir}")
+
+
+@pytest.mark.parametrize("workers", [pytest.param(1, id="in-trial-process"), pytest.param(2, id="worker-group")])
 def test_killed_sweep_resumes_without_repeating_trials(ray_session, tmp_path, workers):
-    """Both ways a trial trains: in its Tune trial's own process (one worker: Tune's checkpoints) and
-    in a Ray Train worker group (two: Ray Train's)."""
+    """Both ways a trial trains: in its Tune trial's own process (one worker: raybench's checkpoints)
+    and in a Ray Train worker group (two: Ray Train's). The driver is killed when the second trial's
+    older checkpoint is deleted, and that trial goes on from its newest checkpoint."""
     from mlflow.tracking import MlflowClient
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     # two trials, one after the other: 3 epochs, then more, still training when the driver is killed (a
-    # 2-worker trial spends its first 30 s or so starting its worker group: 6 epochs are enough there)
-    longer = 60 if workers == 1 else 6
+    # 2-worker trial spends its first 30 s or so starting its worker group: 10 epochs are enough there)
+    longer = 60 if workers == 1 else 10
     args = [str(SWEEPS_DIR / "smoke.yaml"), "data.synth.actors=4", "data.synth.seconds=1.0", "data.fps=8",
             f"tune.search_space={{window.length: {{grid: [8]}}, train.epochs: {{grid: [3, {longer}]}}}}",
             f"train.num_workers={workers}", "tune.max_concurrent_trials=1",
             f"storage={tmp_path / 'results'}",
             f"mlflow.tracking_uri={uri}"]
-    # the driver joins the running Ray cluster, as `ray job submit` would
-    env = dict(os.environ, RAY_ADDRESS=ray_session.get_runtime_context().gcs_address)
+    # the driver joins the running Ray cluster, as `ray job submit` would. Tune saves its experiment state
+    # every second (its default: every 10 s or more), so that it records the first trial as finished
+    # while the second still trains
+    env = dict(os.environ, RAY_ADDRESS=ray_session.get_runtime_context().gcs_address, TUNE_GLOBAL_CHECKPOINT_S="1")
     log = tmp_path / "first.log"
     with open(log, "w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "raybench.sweep", *args], cwd=ROOT, env=env, stdout=out,
@@ -84,6 +102,9 @@ def test_killed_sweep_resumes_without_repeating_trials(ray_session, tmp_path, wo
         while (first not in _terminated(tmp_path / "results" / sweep_id)
                or not _callback_state_saved(tmp_path / "results" / sweep_id)) and time.time() < end:
             time.sleep(0.2)
+        # the kill lands when a checkpoint of the second trial is deleted, its newer one just reported: where
+        # Tune's own checkpoints (num_to_keep=1) left a resumed trial naming a deleted one
+        _wait_for_deletion(tmp_path / "results" / sweep_id, proc, 300)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the driver dies mid-sweep
         proc.wait()
@@ -98,6 +119,9 @@ def test_killed_sweep_resumes_without_repeating_trials(ray_session, tmp_path, wo
     finished = [t for t in before if t.rsplit("/", 1)[-1] in done]
     assert finished, ("the first trial finished before the kill", done, list(before))
     assert "sweep finished" not in log.read_text(), "the sweep ended before the kill: nothing was resumed"
+    (going,) = [r for t, r in before.items() if t not in finished]
+    steps_before = [m.step for m in client.get_metric_history(going.info.run_id, "val/uar")]
+    assert 1 in steps_before, steps_before  # epoch 0's checkpoint was written before epoch 1 started
 
     r = subprocess.run([sys.executable, "-m", "raybench.sweep", "--resume", sweep_id,
                         f"storage={tmp_path / 'results'}"], cwd=ROOT, env=env, capture_output=True, text=True,
@@ -115,6 +139,9 @@ def test_killed_sweep_resumes_without_repeating_trials(ray_session, tmp_path, wo
         if t.data.tags[TRIAL_TAG] in finished:
             assert sorted(steps) == epochs, steps  # the finished trial was not trained again
         assert t.info.status == "FINISHED", t.info  # reopened and closed again, all its epochs run
+    # the unfinished trial went on from its checkpoint: its first epoch was not trained again
+    steps = [m.step for m in client.get_metric_history(going.info.run_id, "val/uar")]
+    assert steps.count(0) == 1, (steps_before, steps)
     # each trial's wall time is recorded after the resume too: a trial finished before the kill keeps the
     # time the first driver measured (Tune gives the callback's saved state back), the other counts its
     # time before the kill and after the resume

@@ -257,7 +257,7 @@ class TrialLogger:
         client = _client(self.info["tracking_uri"])
         for k, v in device_tags().items():  # the hardware rank 0 trains on
             client.set_tag(self.run_id, k, v)
-        # a trial stopped after logging an epoch but before Tune kept its checkpoint trains that epoch
+        # a trial stopped after logging an epoch but before its checkpoint was complete trains that epoch
         # again when resumed: both values stay in the run's history (MLflow keeps every point; the
         # newer is the run's value, as Tune's), and a tag names those epochs
         history = client.get_metric_history(self.run_id, "val/score")

@@ -87,6 +87,12 @@ def _to_bytes(a: np.ndarray) -> bytes:
     return np.ascontiguousarray(a).tobytes()
 
 
+def _joined(*parts: str | None) -> str | None:
+    """A clip's warnings, or its reason to be skipped and a warning, as one ("; " between them); None
+    when there is none."""
+    return "; ".join(p for p in parts if p) or None
+
+
 def decode_row(row: dict[str, Any], data_cfg: DataConfig, mirror: str | None = None,
                root_uri: str | None = None) -> tuple[dict[str, Any] | None, str | None, str | None]:
     """Decode + featurise one manifest row -> (store row, bad reason, warning). With a remote dataset
@@ -113,10 +119,16 @@ def decode_row(row: dict[str, Any], data_cfg: DataConfig, mirror: str | None = N
             raise
         return None, f"{type(e).__name__}: {e}", None
     T = len(d.frames)
+    # a stream shorter than its container's count: the clip's warning (with any other it gets), printed and
+    # recorded; part of the reason when the clip is skipped for another (it may be why: a label count
+    # that does not match the container's)
+    ended = (f"{row['video_path']}: its container counts {d.source_frames} frames but its stream ended after "
+             f"{d.frames_decoded}: the last {d.repeated} of its {T} frames at data.fps repeat frame "
+             f"{d.frames_decoded - 1}") if d.repeated else None
     try:
         feats = audio_features(d.audio, T, data_cfg.sample_rate, data_cfg.audio)  # (T*k, F)
     except AudioTooShort as e:  # shorter than the features' window: this clip is skipped, with the reason
-        return None, str(e), None
+        return None, _joined(str(e), ended), None
     warning = None
     va = np.zeros((0, 2), np.float32)
     src_keep, src_rate = np.zeros((0, 2), np.float32), 0.0
@@ -128,7 +140,7 @@ def decode_row(row: dict[str, Any], data_cfg: DataConfig, mirror: str | None = N
                     meta[k] = local(meta[k])
             src_va = read_annotation(dict(row, meta=meta), local(row["va_path"]), n_frames=d.source_frames)
         except (OSError, ValueError, KeyError) as e:
-            return None, f"bad annotation: {e}", None
+            return None, _joined(f"bad annotation: {e}", ended), None
         rate = meta.get("va_rate")
         if rate:  # labels at their own rate: compare durations, allow one step of rounding
             expected = int(round(d.source_frames / d.source_fps * float(rate)))
@@ -146,19 +158,15 @@ def decode_row(row: dict[str, Any], data_cfg: DataConfig, mirror: str | None = N
             what = (f"annotation {row['va_path']} has {len(src_va)} {unit}, its video {row['video_path']} "
                     f"needs {expected}")
             if data_cfg.annotation_mismatch == "skip":
-                return None, f"{what} (data.annotation_mismatch=skip)", None
+                return None, _joined(f"{what} (data.annotation_mismatch=skip)", ended), None
             warning = f"{what}: frames past the shorter one are left unannotated (data.annotation_mismatch=truncate)"
         va = resample_labels(src_va, label_index)  # (T, 2), NaN unannotated
         # the annotation at its own rate, as far as the video goes: continuous metrics are computed over
         # these frames (predictions at data.fps mapped back by time), not over the resampled ones
         src_keep = np.asarray(src_va[:inside], np.float32).reshape(-1, 2)
         if np.isnan(va).all():
-            return None, f"no annotated frame in {row['va_path']}", warning
-    if d.repeated:  # counted with the clip's other warning, printed and recorded like it
-        ended = (f"{row['video_path']}: its container counts {d.source_frames} frames but its stream ended after "
-                 f"{d.frames_decoded}: the last {d.repeated} of its {T} frames at data.fps repeat frame "
-                 f"{d.frames_decoded - 1}")
-        warning = ended if warning is None else f"{warning}; {ended}"
+            return None, _joined(f"no annotated frame in {row['va_path']}", ended), warning
+    warning = _joined(warning, ended)
     flow = (optical_flow(d.frames, data_cfg.flow_algorithm) if data_cfg.flow
             else np.zeros((0, 0, 0, 2), np.float16))
     out = store_row(row["clip_id"], int(row["label"]) if row.get("label") is not None else -1, d.frames, feats,

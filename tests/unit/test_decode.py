@@ -274,3 +274,11 @@ def test_a_stream_shorter_than_its_containers_count_is_warned_not_padded_silentl
     assert bad is None and row is not None
     assert warning == (f"{tmp_path / 'v.mp4'}: its container counts 30 frames but its stream ended after 20: "
                        "the last 5 of its 15 frames at data.fps repeat frame 19")
+    # skipped for another reason (an annotation without an annotated frame): the reason says it too
+    va = tmp_path / "v.txt"
+    va.write_text("valence,arousal\n" + "-5,-5\n" * 30)
+    row, bad, warning = decode_row({"clip_id": "v", "video_path": str(tmp_path / "v.mp4"), "va_path": str(va),
+                                    "label": None}, DataConfig(fps=5, image_size=16))
+    assert row is None and warning is None
+    assert bad == (f"no annotated frame in {va}; {tmp_path / 'v.mp4'}: its container counts 30 frames but its "
+                   "stream ended after 20: the last 5 of its 15 frames at data.fps repeat frame 19")

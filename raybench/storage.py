@@ -1,7 +1,8 @@
 """Local paths and remote URIs (``s3://``, ``gs://``, ``file://``) through pyarrow filesystems.
 
 Used for the clip store (``data.store_dir``), the dataset root (``data.root``) and the sweep's
-``storage`` (Tune results and checkpoints: Ray reads that URI itself). Credentials come from the
+``storage`` (Tune results and Ray Train's checkpoints: Ray reads that URI itself; a one-worker trial's
+checkpoints: raybench/train/checkpoints.py). Credentials come from the
 environment, as pyarrow reads them (AWS_* variables or an instance profile; GCP application-default
 credentials). A URI can carry pyarrow's options as a query string, for example
 ``s3://bucket/raybench?endpoint_override=localhost:9000&scheme=http`` for an S3-compatible server.

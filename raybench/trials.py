@@ -446,7 +446,8 @@ def tune_trials(cfg: SweepConfig, summaries: dict[str, dict], mlinfo: dict, stor
     storage_path, storage_fs = ray_storage(storage)
     exp_path = f"{storage_path.rstrip('/')}/{sweep_id}"
     if resume and tune.Tuner.can_restore(exp_path, storage_filesystem=storage_fs):
-        # finished trials are kept; unfinished and errored ones go on from their last checkpoint
+        # finished trials are kept; unfinished ones go on from their last checkpoint; errored ones start
+        # again from scratch (Tune's restart_errored: a new trial, with a new trial id)
         print(f"[raybench] resuming sweep {sweep_id} from {exp_dir}", flush=True)
         tuner = tune.Tuner.restore(exp_path, trainable, resume_unfinished=True, restart_errored=True,
                                    param_space=param_space(cfg), storage_filesystem=storage_fs)

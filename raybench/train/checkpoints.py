@@ -3,8 +3,8 @@
 Each epoch's checkpoint goes to ``<storage>/<sweep id>/checkpoints/<trial id>/epoch_<NNNNNN>/`` (the
 folder where a worker-group trial's Ray Train run keeps its own): its files first, then a marker file
 (``complete.json``); only then are the trial's other checkpoints deleted. A trial that starts again
-(``--resume``, or Tune restarting it after an error) goes on from the newest complete checkpoint in
-its folder. At any moment at least one complete checkpoint exists once the first epoch has ended, so a
+(``--resume`` of an unfinished trial: Tune keeps its trial id) goes on from the newest complete
+checkpoint in its folder. At any moment at least one complete checkpoint exists once the first epoch has ended, so a
 driver or a trial killed at any point loses at most the epoch in progress.
 
 Hand-written, not Tune's ``CheckpointConfig(num_to_keep=1)``: Tune (Ray 2.60) deletes a trial's
@@ -37,9 +37,15 @@ class TrialCheckpoints:
         """The trial's checkpoint folders (complete or not) -> their epochs."""
         import pyarrow.fs as pafs
 
-        infos = self.fs.get_file_info(pafs.FileSelector(self.root, allow_not_found=True))
-        return {i.path: int(m.group(1)) for i in infos
-                if i.type == pafs.FileType.Directory and (m := _NAME.match(i.base_name))}
+        # listed recursively and named by their files' paths: a GCS server (the emulator the tests run)
+        # lists no sub-folder in a listing that is not recursive, only files
+        prefix = self.root.rstrip("/") + "/"
+        out = {}
+        for i in self.fs.get_file_info(pafs.FileSelector(self.root, allow_not_found=True, recursive=True)):
+            first = i.path[len(prefix):].split("/", 1)[0] if i.path.startswith(prefix) else ""
+            if m := _NAME.match(first):
+                out[prefix + first] = int(m.group(1))
+        return out
 
     def _complete(self, path: str) -> bool:
         return exists(self.fs, f"{path}/{MARKER}")

@@ -97,7 +97,7 @@ def _sweep_in_bucket(fs, scheme: str, q: str, tiny_ravdess, tmp_path, workers: i
     cfg = load(SWEEPS_DIR / "smoke.yaml", [
         "data.dataset=ravdess", f"data.root={scheme}://raybench/data/ravdess{q}",
         f"data.store_dir={scheme}://raybench/stores{q}", f"storage={scheme}://raybench/tune{q}",
-        "train.epochs=1", f"train.num_workers={workers}", "tune.search_space={window.length: {grid: [4]}}"])
+        f"train.epochs={3 - workers}", f"train.num_workers={workers}", "tune.search_space={window.length: {grid: [4]}}"])
     cfg.mlflow.tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     res = run_sweep(cfg)
     assert res.failed == 0 and len(res.trials) == 1
@@ -117,14 +117,26 @@ def _sweep_in_bucket(fs, scheme: str, q: str, tiny_ravdess, tmp_path, workers: i
     assert any(p.endswith("/_COMPLETE.json") for p in store_files)
     assert any(p.endswith("raybench_sweep.json") for p in files(f"raybench/tune/{res.sweep_id}"))
     assert any(p.endswith("/best.pt") for p in files("raybench/tune"))
-    if workers == 1:  # raybench's own checkpoint: complete (its marker written last), in the trial's folder
-        (t,) = res.trials
-        tid = t["trial_id"].rsplit("/", 1)[-1]
-        marker = f"raybench/tune/{res.sweep_id}/checkpoints/{tid}/epoch_000000/complete.json"
-        assert marker in files(f"raybench/tune/{res.sweep_id}/checkpoints"), files(f"raybench/tune/{res.sweep_id}")
+    if workers == 1:
+        _own_checkpoints_in_bucket(fs, scheme, q, res)
     # the best trial was tested from its checkpoint in the bucket
     assert set(res.best["ravdess"]["test"]) == {"test/acc", "test/uar", "test/f1"}
     return res, cfg
+
+
+def _own_checkpoints_in_bucket(fs, scheme: str, q: str, res) -> None:
+    """A one-worker trial of 2 epochs kept its checkpoints in the bucket itself: the second complete, the
+    first deleted."""
+    import pyarrow.fs as pafs
+
+    from raybench.train.checkpoints import TrialCheckpoints
+
+    (t,) = res.trials
+    folder = f"raybench/tune/{res.sweep_id}/checkpoints/{t['trial_id'].rsplit('/', 1)[-1]}"
+    sel = pafs.FileSelector(folder, recursive=True, allow_not_found=True)
+    files = [i.path for i in fs.get_file_info(sel) if i.type == pafs.FileType.File]
+    assert sorted(files) == [f"{folder}/epoch_000001/{n}" for n in ("best.pt", "complete.json", "last.pt")], files
+    assert TrialCheckpoints(f"{scheme}://{folder}{q}").latest().path == f"{folder}/epoch_000001"
 
 
 @pytest.mark.timeout(900)
@@ -133,9 +145,10 @@ def test_sweep_reads_data_and_writes_store_and_checkpoints_on_s3(s3, tiny_ravdes
 
     res, cfg = _sweep_in_bucket(s3["fs"], "s3", s3["q"], tiny_ravdess, tmp_path, workers=2)
     # a second sweep over the same bucket reuses the store: nothing is decoded again
-    cfg.train.num_workers = 1  # (not part of the store's fingerprint)
+    cfg.train.num_workers, cfg.train.epochs = 1, 2  # (not part of the store's fingerprint)
     res2 = run_sweep(cfg)
     assert res2.prepared["ravdess"]["decoded"] == 0
+    _own_checkpoints_in_bucket(s3["fs"], "s3", s3["q"], res2)
     assert res2.prepared["ravdess"]["store_path"] == res.prepared["ravdess"]["store_path"]
 
 

@@ -405,8 +405,11 @@ def train_loop_per_worker(config: dict) -> None:
                           columns=columns, cache=cache)
 
     restore = getattr(method, "restore_weights", method.load_state_dict)
-    nothing_trained = start_epoch >= tcfg.epochs
-    for epoch in range(start_epoch, tcfg.epochs):
+    # resumed after the epoch that ended it early (train.early_stop; the sweep interrupted before it recorded
+    # the trial as finished): no further epoch
+    stopped = ckpt and early_stop is not None and start_epoch - 1 - best_epoch >= early_stop
+    nothing_trained = start_epoch >= tcfg.epochs or bool(stopped)
+    for epoch in range(start_epoch, start_epoch if stopped else tcfg.epochs):
         t0 = time.time()
         if hasattr(method, "epoch_start"):  # e.g. zhang2021's authors' gradual unfreezing
             action = method.epoch_start(epoch, opt.param_groups[0]["lr"])
@@ -509,8 +512,9 @@ def train_loop_per_worker(config: dict) -> None:
             break
 
     if nothing_trained and last_metrics is not None:
-        # resumed after the last epoch (the sweep was interrupted before it recorded this trial as
-        # finished): nothing to train; report the final metrics and checkpoint again
+        # resumed after the last epoch, or after the one that stopped it early (the sweep was interrupted
+        # before it recorded this trial as finished): nothing to train; report the final metrics and
+        # checkpoint again
         with tempfile.TemporaryDirectory() as tmp:
             if rank == 0:
                 with ckpt.as_directory() as d:

@@ -90,3 +90,23 @@ def test_a_resumed_trial_trains_as_it_would_have_uninterrupted(tmp_path, method,
     assert all(torch.equal(w[k], r[k]) for k in w), [k for k in w if not torch.equal(w[k], r[k])]
     # and each epoch draws its own windows to drop, not one epoch's draws again
     assert len({(x["train/windows_without_audio"], x["train/windows_without_video"]) for x in whole.reports}) > 1
+
+
+def test_a_trial_resumed_after_stopping_early_trains_no_further_epoch(tmp_path):
+    """train.early_stop ended the trial, but the sweep was killed before Tune recorded it as finished: the
+    trial started again from its last checkpoint reports that epoch again and trains none after it."""
+    data = random_store(tmp_path / "store", [9, 14, 20, 11, 26, 17], task="categorical", image_size=16, n_mels=8,
+                        n_classes=3, steps_per_frame=2)
+    # a learning rate too small to change a prediction: no better score after epoch 0, stopped after epoch 1
+    cfg = resolve_trial_config(
+        load(None, ["train.epochs=6", "train.early_stop=1", "train.lr=1e-12", "train.batch_size=4",
+                    "window.length=6", "window.hop=3", "train.read_threads=1", "tune.metric=null",
+                    "data.dataset=synthetic_ravdess"]), {"method.name": "av_fusion"})
+    loop = {"cfg": cfg, "data": data, "logger": None}
+    whole = Session(tmp_path / "whole")
+    train_loop_per_worker({**loop, "session": whole})
+    assert [r["epoch"] for r in whole.reports] == [0, 1]  # (the premise: stopped early)
+    resumed = Session(tmp_path / "resumed", checkpoint=whole.checkpoint)
+    train_loop_per_worker({**loop, "session": resumed})
+    assert [r["epoch"] for r in resumed.reports] == [1]
+    assert resumed.reports[0]["val/score"] == whole.reports[-1]["val/score"]

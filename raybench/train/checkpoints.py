@@ -4,8 +4,8 @@ Each epoch's checkpoint goes to ``<storage>/<sweep id>/checkpoints/<trial id>/ep
 folder where a worker-group trial's Ray Train run keeps its own): its files first, then a marker file
 (``complete.json``); only then are the trial's other checkpoints deleted. A trial that starts again
 (``--resume`` of an unfinished trial: Tune keeps its trial id) goes on from the newest complete
-checkpoint in its folder. At any moment at least one complete checkpoint exists once the first epoch has ended, so a
-driver or a trial killed at any point loses at most the epoch in progress.
+checkpoint in its folder. At any moment at least one complete checkpoint exists once the first epoch
+has ended, so a driver or a trial killed at any point loses at most the epoch in progress.
 
 Hand-written, not Tune's ``CheckpointConfig(num_to_keep=1)``: Tune (Ray 2.60) deletes a trial's
 previous checkpoint as soon as a new one is reported, before its experiment state, saved a moment

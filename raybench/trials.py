@@ -196,7 +196,7 @@ def run_trial(params: dict, base: SweepConfig, data: dict, mlinfo: dict | None, 
     # each trial's checkpoints (its Train run's, or raybench's own for a trial in this process) in the
     # sweep's own folder: <storage>/<sweep id>/checkpoints/<trial id>
     sweep_id = mlinfo["sweep_id"] if mlinfo else "sweep"
-    storage_path, storage_fs = ray_storage(join(storage, sweep_id, "checkpoints"))
+    checkpoints = join(storage, sweep_id, "checkpoints")
     d = data[data_key(trial_data_cfg(cfg, base))]
     ctx = tune.get_context()
     trial_id = ctx.get_trial_id()
@@ -220,10 +220,11 @@ def run_trial(params: dict, base: SweepConfig, data: dict, mlinfo: dict | None, 
         from raybench.train.checkpoints import TrialCheckpoints
         from raybench.train.loop import TuneSession
 
-        session = TuneSession(use_gpu, TrialCheckpoints(join(storage, sweep_id, "checkpoints", trial_id)))
+        session = TuneSession(use_gpu, TrialCheckpoints(join(checkpoints, trial_id)))
         train_loop_per_worker({**loop_config, "session": session})
         return
     res = {"CPU": cpw, **({"GPU": t.gpus_per_worker} if use_gpu else {})}
+    storage_path, storage_fs = ray_storage(checkpoints)
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config=loop_config,

@@ -36,7 +36,7 @@ def _callback_state_saved(sweep_dir: Path) -> bool:
     return bool(states and callbacks) and max(callbacks) >= max(states)
 
 
-def _wait_for(log: Path, pattern: str, proc: subprocess.Popen, timeout: float, every: float = 1) -> re.Match:
+def _wait_for(log: Path, pattern: str, proc: subprocess.Popen, timeout: float) -> re.Match:
     end = time.time() + timeout
     while time.time() < end:
         m = re.search(pattern, log.read_text() if log.exists() else "")
@@ -44,7 +44,7 @@ def _wait_for(log: Path, pattern: str, proc: subprocess.Popen, timeout: float, e
             return m
         if proc.poll() is not None:
             raise AssertionError(f"the sweep exited ({proc.returncode}) before {pattern!r}:\n{log.read_text()[-3000:]}")
-        time.sleep(every)
+        time.sleep(1)
     raise AssertionError(f"timed out waiting for {pattern!r}:\n{log.read_text()[-3000:]}")
 
 

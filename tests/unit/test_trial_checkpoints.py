@@ -1,6 +1,7 @@
 """A one-worker trial's checkpoints (raybench/train/checkpoints.py): a complete checkpoint exists at
 every moment after the first epoch, whatever the point where the process is killed, and a trial that
-starts again goes on from the newest complete one. No Ray session: Tune's report is a stand-in."""
+starts again goes on from the newest complete one (through the training loop:
+tests/unit/test_resumed_training.py)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,9 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
-from raybench.config import load, resolve_trial_config
-from raybench.data.store import random_store
 from raybench.train import checkpoints as ck
 from raybench.train.checkpoints import MARKER, TrialCheckpoints
-from raybench.train.loop import TuneSession, train_loop_per_worker
 
 
 class Killed(Exception):
@@ -91,53 +88,3 @@ def test_an_epoch_saved_again_is_not_rewritten(tmp_path):
     path = store.save(_local(tmp_path, 1), 4)
     assert _folders(root) == ["epoch_000004"]
     assert (Path(path) / "last.pt").read_text() == "last.pt of epoch 0"
-
-
-def test_a_trial_killed_while_saving_goes_on_from_its_newest_complete_checkpoint(tmp_path, monkeypatch):
-    """Through the training loop and the session a one-worker trial runs with: killed while epoch 2's
-    checkpoint was being written, the trial started again trains epochs 2 and 3 from epoch 1's
-    checkpoint, and reports each checkpoint's path to Tune; it ends with the uninterrupted trial's weights."""
-    import ray.tune
-
-    data = random_store(tmp_path / "store", [9, 14, 20, 11, 26, 17], task="categorical", image_size=16, n_mels=8,
-                        n_classes=3, steps_per_frame=2)
-    cfg = resolve_trial_config(
-        load(None, ["train.epochs=4", "train.batch_size=4", "window.length=6", "window.hop=3",
-                    "train.shuffle_clips=3", "train.read_threads=1", "data.dataset=synthetic_ravdess"]),
-        {"method.name": "av_fusion"})
-    reports: list[dict] = []
-    monkeypatch.setattr(ray.tune, "report", lambda metrics, checkpoint=None: reports.append(metrics))
-    monkeypatch.setattr(ray.tune, "get_checkpoint", lambda: None)
-
-    def run(root: Path) -> TuneSession:
-        session = TuneSession(False, TrialCheckpoints(str(root)))
-        train_loop_per_worker({"cfg": cfg, "data": data, "logger": None, "session": session})
-        return session
-
-    run(tmp_path / "whole")
-    whole = [dict(r) for r in reports]
-    reports.clear()
-
-    real_marker = ck.write_bytes
-
-    def marker(fs, path, data):  # the kill: epoch 2's files written, not its marker
-        if "epoch_000002" in path:
-            raise Killed
-        real_marker(fs, path, data)
-
-    monkeypatch.setattr(ck, "write_bytes", marker)
-    with pytest.raises(Killed):
-        run(tmp_path / "trial")
-    monkeypatch.setattr(ck, "write_bytes", real_marker)
-    assert [r["epoch"] for r in reports] == [0, 1]
-    reports.clear()
-    run(tmp_path / "trial")
-
-    assert [r["epoch"] for r in reports] == [2, 3]  # from epoch 1's checkpoint, not from the start
-    for r in reports:
-        assert r["checkpoint_path"] == str(tmp_path / "trial" / f"epoch_{r['epoch']:06d}")
-    assert _folders(tmp_path / "trial") == ["epoch_000003"]
-    assert [r["val/score"] for r in reports] == [r["val/score"] for r in whole[2:]]
-    w = torch.load(tmp_path / "whole" / "epoch_000003" / "last.pt", weights_only=False)["model"]
-    r = torch.load(tmp_path / "trial" / "epoch_000003" / "last.pt", weights_only=False)["model"]
-    assert all(torch.equal(w[k], r[k]) for k in w)

@@ -80,8 +80,10 @@ def test_killed_sweep_resumes_without_repeating_trials(ray_session, tmp_path, wo
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     # two trials, one after the other: 3 epochs, then more, still training when the driver is killed (a
-    # 2-worker trial spends its first 30 s or so starting its worker group: 10 epochs are enough there)
-    longer = 60 if workers == 1 else 10
+    # 2-worker trial spends its first 30 s or so starting its worker group: 10 epochs are enough there; a
+    # one-worker epoch here can take 0.1 s, and the wait for Tune's saved state below up to 20 s: 60 epochs
+    # were once over before the kill, in CI at b281ff2)
+    longer = 300 if workers == 1 else 10
     args = [str(SWEEPS_DIR / "smoke.yaml"), "data.synth.actors=4", "data.synth.seconds=1.0", "data.fps=8",
             f"tune.search_space={{window.length: {{grid: [8]}}, train.epochs: {{grid: [3, {longer}]}}}}",
             f"train.num_workers={workers}", "tune.max_concurrent_trials=1",
@@ -107,7 +109,8 @@ def test_killed_sweep_resumes_without_repeating_trials(ray_session, tmp_path, wo
         # Tune's own checkpoints (num_to_keep=1) left a resumed trial naming a deleted one
         _wait_for_deletion(tmp_path / "results" / sweep_id, proc, 300)
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # the driver dies mid-sweep
+        if proc.poll() is None:  # (an exited driver: the assertion above says why, not killpg)
+            os.killpg(proc.pid, signal.SIGKILL)  # the driver dies mid-sweep
         proc.wait()
     client = MlflowClient(uri)
     (exp,) = [e for e in client.search_experiments() if e.name.startswith("raybench-")]

@@ -144,11 +144,12 @@ def real_layouts(session_tmp) -> dict[str, Path]:
     return out
 
 
-def save_tiny_encoder(folder: Path, kind: str, seed: int = 0, sampling_rate: int = 16000) -> Path:
+def save_tiny_encoder(folder: Path, kind: str, seed: int = 0, sampling_rate: int = 16000, **conf_kw) -> Path:
     """A speech encoder of ``kind`` (wav2vec2, hubert, wavlm, whisper) with random weights, 2 layers of
     width 32, saved as Hugging Face's ``save_pretrained`` writes it (config.json, model.safetensors,
     preprocessor_config.json): the folder layout users download. wav2vec 2.0's family has a short
-    convolution stack here (stride 20 samples, field 25) so that 1 s clips give many frames."""
+    convolution stack here (stride 20 samples, field 25) so that 1 s clips give many frames;
+    ``conf_kw`` overrides its config's keys (e.g. ``conv_kernel``)."""
     import torch
     import transformers as tf
 
@@ -162,7 +163,8 @@ def save_tiny_encoder(folder: Path, kind: str, seed: int = 0, sampling_rate: int
     conf_cls, model_cls = {"wav2vec2": (tf.Wav2Vec2Config, tf.Wav2Vec2Model), "hubert": (tf.HubertConfig, tf.HubertModel),
                            "wavlm": (tf.WavLMConfig, tf.WavLMModel)}[kind]
     conf = conf_cls(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, conv_dim=(32, 32),
-                    conv_stride=(5, 4), conv_kernel=(10, 4), num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=2)
+                    **{"conv_stride": (5, 4), "conv_kernel": (10, 4), "num_conv_pos_embeddings": 16,
+                       "num_conv_pos_embedding_groups": 2, **conf_kw})
     model_cls(conf).save_pretrained(folder)
     tf.Wav2Vec2FeatureExtractor(do_normalize=True, sampling_rate=sampling_rate).save_pretrained(folder)
     return folder

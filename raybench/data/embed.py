@@ -57,6 +57,13 @@ class EncoderError(ValueError):
     """A local encoder folder that raybench cannot use: says which file, what was expected."""
 
 
+class ClipNotEncodable(ValueError):
+    """One clip the encoder cannot take (its audio shorter than the encoder's receptive field): the
+    embedding stage skips that clip with this reason (the embedding store's ``bad/<clip id>.json``, not
+    retried) instead of stopping. Any other exception of one clip stops the stage: it would fail every
+    clip (a library, a bug), as the prepare stage's."""
+
+
 def _read_json(path: Path, what: str, key: str = "data.audio.encoder.path") -> dict[str, Any]:
     if not path.is_file():
         raise EncoderError(f"{key}: {path.parent} has no {path.name} ({what}); raybench loads only "
@@ -369,7 +376,7 @@ class AudioEncoder:
         Pieces of ``chunk_s`` seconds; a last piece shorter than one second joins the one before it."""
         x = np.ascontiguousarray(signal, np.float32)
         if len(x) < self.field:
-            raise EncoderError(f"the audio ({len(x) / self.sample_rate * 1000:.0f} ms) is shorter than the "
+            raise ClipNotEncodable(f"the audio ({len(x) / self.sample_rate * 1000:.0f} ms) is shorter than the "
                                f"encoder's receptive field ({self.field / self.sample_rate * 1000:.0f} ms)")
         n = int(round(self.cfg.chunk_s * self.sample_rate))
         bounds = list(range(0, len(x), n)) + [len(x)]
@@ -435,6 +442,7 @@ class EncodeBatch:
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self.modality = modality
+        self.key = "data.audio.encoder" if modality == "audio_emb" else "data.video.encoder"
         self.enc = AudioEncoder(cfg, device) if modality == "audio_emb" else VisionEncoder(cfg, device)
         self.store_path, self.clip_store, self.mirror, self.root_uri = store_path, clip_store, mirror, root_uri
         self._clips = None  # the clip store, opened once per actor (its part files' footers parsed once)
@@ -455,23 +463,29 @@ class EncodeBatch:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
         from raybench.data.store import ClipStore, write_part
 
-        rows, status = [], {"clip_id": [], "fatal": [], "seconds": []}
+        store = ClipStore(self.store_path)
+        rows, status = [], {"clip_id": [], "reason": [], "fatal": [], "seconds": []}
         for item in batch["row"]:
             row = json.loads(item)
             t0 = time.perf_counter()
-            fatal = ""
+            fatal = reason = ""
+            src = (row.get("meta") or {}).get("audio_path") if self.modality == "audio_emb" else None
             try:
                 rows.append(embedding_row(row["clip_id"], int(row["num_frames"]), self._embed(row), self.modality))
+            except ClipNotEncodable as e:  # this clip only: skipped, with the reason, and not tried again
+                reason = f"{self.key} ({self.enc.spec['kind']}): {e}"
+                store.write_text(f"bad/{row['clip_id']}.json", json.dumps(
+                    {"clip_id": row["clip_id"], "video_path": src or row["video_path"], "reason": reason}))
             except Exception as e:  # noqa: BLE001 - raised by the driver with the clip's name
-                src = (row.get("meta") or {}).get("audio_path") if self.modality == "audio_emb" else None
                 fatal = f"clip {row['clip_id']} ({src or row['video_path']}): " + " ".join(f"{type(e).__name__}: {e}".split())
             status["clip_id"].append(row["clip_id"])
+            status["reason"].append(reason)
             status["fatal"].append(fatal)
             status["seconds"].append(time.perf_counter() - t0)
             if fatal:
                 break
         if rows:
-            write_part(ClipStore(self.store_path), rows)
+            write_part(store, rows)
         return status
 
 
@@ -512,7 +526,10 @@ def embedding_store_path(data_cfg: DataConfig, dataset: str, clip_fingerprint: s
 def build_embeddings(p, clips: list, progress: bool = True, modality: str = "audio_emb") -> dict[str, Any]:
     """Run the encoder of ``modality`` (audio_emb: ``data.audio.encoder``; video_emb: ``data.video.encoder``)
     of ``p.data_cfg`` over the ``clips`` (usable clips of plan ``p``'s clip store) that its embedding
-    store lacks -> ``{"path", "encoded", "spec"}``. Clips already there are skipped."""
+    store lacks -> ``{"path", "encoded", "spec", "libraries", "bad"}``. Clips already there, or marked
+    bad there by an earlier run, are skipped. ``bad``: clip id -> ``{"clip_id", "video_path", "reason"}``
+    for the ``clips`` the encoder could not take (:class:`ClipNotEncodable`); the caller leaves them out
+    of the data variant's usable clips."""
     import ray
 
     from raybench.data.store import ClipStore, PrepareError
@@ -520,17 +537,17 @@ def build_embeddings(p, clips: list, progress: bool = True, modality: str = "aud
     cfg = _encoder_cfg(p.data_cfg, modality)
     path, spec = embedding_store_path(p.data_cfg, p.name, p.fingerprint, modality)
     store = ClipStore(path)
-    done = store.done_ids()
+    done, bad = store.done_ids(), store.bad()
     nums = {r["clip_id"]: r["num_frames"] for r in p.store.read_clips([c.clip_id for c in clips],
                                                                        columns=["clip_id", "num_frames"])}
-    pending = [c for c in clips if c.clip_id not in done]
+    pending = [c for c in clips if c.clip_id not in done and c.clip_id not in bad]
     encoded = 0
     libs = library_versions()
-    log = build_log(str(path)) if done else []  # the earlier runs that encoded clips into it
+    log = build_log(str(path)) if done or bad else []  # the earlier runs that encoded clips into it
     if done and (drift := version_drift(log, libs)):
         print(f"[raybench] embed: warning: {path}: {drift}", flush=True)
     if pending:
-        verb = "resuming" if done else "building"
+        verb = "resuming" if done or bad else "building"
         layer = f", layer {cfg.layer}" if modality == "audio_emb" else ""
         print(f"[raybench] embed: {verb} embedding store {path} ({spec['kind']} from {spec['folder']}{layer}; "
               f"{len(pending)} of {len(clips)} clips to encode)", flush=True)
@@ -555,14 +572,17 @@ def build_embeddings(p, clips: list, progress: bool = True, modality: str = "aud
                 raise PrepareError(f"{p.name}: the embedding stage stopped: {fatal[0]}\n  Clips encoded before it "
                                    f"are kept in {path}; fix the cause and rerun to go on from there.")
             n += len(status["clip_id"])
+            encoded += sum(not r for r in status["reason"])
             if progress and n / len(pending) >= next_report:
                 print(f"[raybench] embed: {n}/{len(pending)} clips ({time.time() - t0:.0f} s)", flush=True)
                 next_report = n / len(pending) + 0.1
-        encoded = n
+        bad = store.bad()
         store.write_index()
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-        entry = {"encoded": n, "seconds": time.time() - t0, "actors": actors, "gpus": gpus, **libs}
-        store.write_text(f"log/{stamp}-{n}.json", json.dumps(entry))
+        # skipped: clips the encoder could not take (bad/); the versions only of a run that encoded a clip
+        entry = {"encoded": encoded, "skipped": n - encoded, "seconds": time.time() - t0, "actors": actors,
+                 "gpus": gpus, **(libs if encoded else {})}
+        store.write_text(f"log/{stamp}-{encoded}.json", json.dumps(entry))
         log.append(entry)
     else:
         print(f"[raybench] embed: reusing embedding store {path} ({len(clips)} clips, nothing to encode)", flush=True)
@@ -572,10 +592,11 @@ def build_embeddings(p, clips: list, progress: bool = True, modality: str = "aud
     versions = [v for v in versions if v]
     info = {"modality": modality, "encoder": spec["kind"], "folder": spec["folder"], "layers": spec["kept_layers"],
             **cfg.model_dump(exclude={"path", "batch_size", "frame_batch"}), "clip_store": str(p.store.path),
-            "fingerprint": spec["fingerprint"], "clips": len(store.done_ids()),
+            "fingerprint": spec["fingerprint"], "clips": len(store.done_ids()), "bad": len(bad),
             "libraries": [v for i, v in enumerate(versions) if v not in versions[:i]]}
     store.write_text("_COMPLETE.json", json.dumps(info, indent=1))
-    return {"path": str(path), "encoded": encoded, "spec": spec, "libraries": info["libraries"]}
+    return {"path": str(path), "encoded": encoded, "spec": spec, "libraries": info["libraries"],
+            "bad": {c.clip_id: bad[c.clip_id] for c in clips if c.clip_id in bad}}
 
 
 def library_versions() -> dict[str, str]:

@@ -727,35 +727,7 @@ def build(p: Plan, batch_size: int = 8, progress: bool = True, reservation: bool
     bad_here = {k: v for k, v in bad.items() if k in set(ids)}
     for k, v in sorted(bad_here.items()):
         print(f"[raybench] skipped {v['video_path']}: {v['reason']}", flush=True)
-    frac = len(bad_here) / max(1, len(clips))
-    if frac > data_cfg.max_bad_fraction:
-        listing = "\n".join(f"  - {v['video_path']}: {v['reason']}" for v in bad_here.values())
-        raise PrepareError(
-            f"{ds_name}: {len(bad_here)} of {len(clips)} clips ({frac:.0%}) could not be used, more than "
-            f"data.max_bad_fraction={data_cfg.max_bad_fraction}:\n{listing}")
-    usable = [c for c in clips if c.clip_id not in bad_here]
-    for split in ("train", "val"):
-        if not any(c.split == split for c in usable):
-            raise PrepareError(f"{ds_name}: no usable clip in the {split!r} split (of {len(usable)} clips)")
-    usable_ids = [c.clip_id for c in usable]
-    stored = store.warnings()
-    for k in usable_ids:  # warnings of clips decoded by an earlier run still hold: say them again
-        if k in stored and stored[k] not in warnings:
-            print(f"[raybench] warning (clip store): {stored[k]}", flush=True)
-    warnings = [stored[k] for k in usable_ids if k in stored]
-    face_found = None
-    if data_cfg.face in ("detect", "dataset"):
-        face_found = store.faces_found(usable_ids)
-        print(f"[raybench] {ds_name}: data.face={data_cfg.face} (detector {data_cfg.face_detector}): a face was found "
-              f"in {face_found} of {len(usable_ids)} clips" + ("" if face_found == len(usable_ids) else
-                                            "; the others use the centre crop of the frame"), flush=True)
-        from raybench.data.faces import FACE_MIN_SHARE
-
-        if face_found < FACE_MIN_SHARE * len(usable_ids):
-            print(f"[raybench] warning: data.face={data_cfg.face} found a face in under {FACE_MIN_SHARE:.0%} of the "
-                  f"{ds_name} clips; "
-                  "check that the videos show faces (or the crops are where the dataset keeps them), or use "
-                  "data.face=center", flush=True)
+    usable = _usable(ds_name, clips, bad_here, data_cfg.max_bad_fraction)
     dataset = p.dataset
     task, class_names = dataset.task_for(data_cfg), list(dataset.class_names_for(data_cfg, clips))
     root = p.root_uri or str(p.root)
@@ -788,10 +760,50 @@ def build(p: Plan, batch_size: int = 8, progress: bool = True, reservation: bool
         embedding_info[modality] = {"encoder": spec["kind"], "folder": spec["folder"], "layers": spec["kept_layers"],
                                     "fingerprint": spec["fingerprint"], "encoded": built["encoded"],
                                     "libraries": built.get("libraries", [])}
+        if built["bad"]:  # clips the encoder could not take: out of this data variant, for every method
+            for k, v in sorted(built["bad"].items()):
+                print(f"[raybench] skipped {v['video_path']}: {v['reason']}", flush=True)
+            bad_here.update(built["bad"])
+            usable = _usable(ds_name, clips, bad_here, data_cfg.max_bad_fraction)
+    usable_ids = [c.clip_id for c in usable]
+    stored = store.warnings()
+    for k in usable_ids:  # warnings of clips decoded by an earlier run still hold: say them again
+        if k in stored and stored[k] not in warnings:
+            print(f"[raybench] warning (clip store): {stored[k]}", flush=True)
+    warnings = [stored[k] for k in usable_ids if k in stored]
+    face_found = None
+    if data_cfg.face in ("detect", "dataset"):
+        face_found = store.faces_found(usable_ids)
+        print(f"[raybench] {ds_name}: data.face={data_cfg.face} (detector {data_cfg.face_detector}): a face was found "
+              f"in {face_found} of {len(usable_ids)} clips" + ("" if face_found == len(usable_ids) else
+                                            "; the others use the centre crop of the frame"), flush=True)
+        from raybench.data.faces import FACE_MIN_SHARE
+
+        if face_found < FACE_MIN_SHARE * len(usable_ids):
+            print(f"[raybench] warning: data.face={data_cfg.face} found a face in under {FACE_MIN_SHARE:.0%} of the "
+                  f"{ds_name} clips; "
+                  "check that the videos show faces (or the crops are where the dataset keeps them), or use "
+                  "data.face=center", flush=True)
     return Prepared(store=store, clips=usable, dataset=ds_name, task=task,
                     class_names=class_names, root=root, decoded=decoded, bad=bad_here, warnings=warnings,
                     face_found=face_found, fingerprint=p.fingerprint, embeddings=embeddings,
                     embedding_info=embedding_info)
+
+
+def _usable(ds_name: str, clips: list, bad: dict[str, dict], max_bad_fraction: float) -> list:
+    """The ``clips`` not in ``bad``; a PrepareError listing every bad clip past ``max_bad_fraction``
+    (``data.max_bad_fraction``), or when the train or val split is left with none."""
+    frac = len(bad) / max(1, len(clips))
+    if frac > max_bad_fraction:
+        listing = "\n".join(f"  - {v['video_path']}: {v['reason']}" for v in bad.values())
+        raise PrepareError(
+            f"{ds_name}: {len(bad)} of {len(clips)} clips ({frac:.0%}) could not be used, more than "
+            f"data.max_bad_fraction={max_bad_fraction}:\n{listing}")
+    usable = [c for c in clips if c.clip_id not in bad]
+    for split in ("train", "val"):
+        if not any(c.split == split for c in usable):
+            raise PrepareError(f"{ds_name}: no usable clip in the {split!r} split (of {len(usable)} clips)")
+    return usable
 
 
 def prepare(data_cfg: DataConfig | dict[str, Any], batch_size: int = 8, progress: bool = True) -> Prepared:

@@ -130,3 +130,55 @@ tune: {{search_space: {{window.length: {{grid: [4, 8]}}, method.fusion: {{grid: 
     assert prep.embeddings["audio_emb"] == emb_path and prep.embedding_info["audio_emb"]["encoded"] == lost
     assert [e["encoded"] for e in build_log(emb_path)] == [n_clips, lost]
     assert len(ClipStore(emb_path).done_ids()) == n_clips
+
+
+def test_a_clip_the_encoder_cannot_take_is_skipped_for_every_method_and_not_tried_again(ray_session, tmp_path,
+                                                                                       make_encoder, capsys):
+    """A clip whose audio is shorter than the speech encoder's receptive field passes the prepare stage
+    (log-Mel features take any length) but not the encoder: it is skipped with its reason, printed,
+    counted against data.max_bad_fraction, recorded in the data summary (MLflow's skipped list), and not
+    encoded again by a rerun; the other clips are encoded."""
+    import pytest
+
+    from raybench.config import SWEEPS_DIR, load
+    from raybench.data.embed import build_log
+    from raybench.data.store import ClipStore, PrepareError, prepare
+    from raybench.data.synth import write_mp4
+    from raybench.trials import data_summary
+
+    # receptive field 6000 + 3 x 5 samples: 376 ms at 16 kHz
+    folder = make_encoder(tmp_path / "w2v", "wav2vec2", conv_kernel=(6000, 4))
+    root = tmp_path / "data"
+    rows = ["video,subject,label,split"]
+    rng = np.random.default_rng(0)
+    lengths = {"a0": 10, "a1": 10, "b0": 10, "b1": 10, "c0": 10, "short": 2}  # frames at 10 fps
+    for i, (name, n) in enumerate(lengths.items()):
+        audio = (0.3 * np.sin(np.arange(n * 1600) / (5 + i)) + 0.01 * rng.standard_normal(n * 1600)).astype(np.float32)
+        write_mp4(root / f"{name}.mp4", rng.integers(0, 255, (n, 32, 32, 3), dtype=np.uint8), 10, audio, 16000)
+        split = {"a": "train", "b": "val", "c": "test", "s": "train"}[name[0]]
+        rows.append(f"{name}.mp4,{name},{'xy'[i % 2]},{split}")
+    (root / "manifest.csv").write_text("\n".join(rows) + "\n")
+    data = dict(load(SWEEPS_DIR / "smoke.yaml").data.model_dump(), dataset="csv", root=str(root), fps=10,
+                image_size=32, store_dir=str(tmp_path / "stores"), max_bad_fraction=0.2,
+                audio={"encoder": {"path": str(folder), "layer": 1}})
+    prep = prepare(data)
+    assert "short" in prep.store.done_ids()  # decoded into the clip store: only the encoder refused it
+    assert sorted(c.clip_id for c in prep.clips) == ["a0", "a1", "b0", "b1", "c0"] and set(prep.bad) == {"short"}
+    reason = prep.bad["short"]["reason"]
+    assert reason.startswith("data.audio.encoder (wav2vec2): the audio (") and "receptive field (376 ms)" in reason
+    assert f"skipped {root / 'short.mp4'}: {reason}" in capsys.readouterr().out
+    emb = ClipStore(prep.embeddings["audio_emb"])
+    assert set(emb.bad()) == {"short"} and emb.done_ids() == {"a0", "a1", "b0", "b1", "c0"}
+    (log,) = build_log(prep.embeddings["audio_emb"])
+    assert (log["encoded"], log["skipped"]) == (5, 1)
+    s = data_summary(prep, 10.0)  # what the sweep records (MLflow: data/<dataset>_skipped.json, the count)
+    assert s["bad"] == {"short": reason} and s["skipped"] == 1
+    assert s["ids"]["train"] == ["a0", "a1"]
+
+    # a rerun encodes nothing and skips the same clip
+    again = prepare(data)
+    assert again.embedding_info["audio_emb"]["encoded"] == 0 and len(build_log(prep.embeddings["audio_emb"])) == 1
+    assert set(again.bad) == {"short"} and [c.clip_id for c in again.clips] == [c.clip_id for c in prep.clips]
+    # ... and past data.max_bad_fraction it stops, naming the clip and why
+    with pytest.raises(PrepareError, match=r"(?s)1 of 6 clips \(17%\) could not be used.*short\.mp4: data\.audio\.encoder"):
+        prepare({**data, "max_bad_fraction": 0.1})

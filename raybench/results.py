@@ -660,6 +660,8 @@ def _close_trial_runs(client, uri: str, exp_id: str, trials: list[dict]) -> None
             client.log_metric(run_id, "time/gpu_hours", gpu_hours(t["cfg"].train, t["wall_s"]))
         if reason:
             client.set_tag(run_id, "raybench.status_reason", reason[:5000])
+        elif "raybench.status_reason" in client.get_run(run_id).data.tags:  # a failed trial that went on
+            client.delete_tag(run_id, "raybench.status_reason")
         client.set_terminated(run_id, status=status, end_time=t.get("end_ms"))
 
 

@@ -255,6 +255,8 @@ class TrialLogger:
     def start(self, cfg: TrialConfig) -> None:
         self.run_id = open_trial_run(self.info, cfg)  # opened by the trial before its workers started
         client = _client(self.info["tracking_uri"])
+        if client.get_run(self.run_id).info.status != "RUNNING":  # a failed trial continued by --resume
+            client.update_run(self.run_id, status="RUNNING")
         for k, v in device_tags().items():  # the hardware rank 0 trains on
             client.set_tag(self.run_id, k, v)
         # a trial stopped after logging an epoch but before its checkpoint was complete trains that epoch

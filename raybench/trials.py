@@ -447,10 +447,13 @@ def tune_trials(cfg: SweepConfig, summaries: dict[str, dict], mlinfo: dict, stor
     storage_path, storage_fs = ray_storage(storage)
     exp_path = f"{storage_path.rstrip('/')}/{sweep_id}"
     if resume and tune.Tuner.can_restore(exp_path, storage_filesystem=storage_fs):
-        # finished trials are kept; unfinished ones go on from their last checkpoint; errored ones start
-        # again from scratch (Tune's restart_errored: a new trial, with a new trial id)
+        # finished trials are kept; unfinished and errored ones go on from their last checkpoint (Tune's
+        # resume_errored: the same trial id, so the same checkpoints and MLflow run; a trial that failed
+        # before its first checkpoint starts from scratch). Before 2026-12-01 errored trials started again
+        # as new trials (restart_errored): their epochs were lost, and their FAILED runs stayed beside the
+        # new ones
         print(f"[raybench] resuming sweep {sweep_id} from {exp_dir}", flush=True)
-        tuner = tune.Tuner.restore(exp_path, trainable, resume_unfinished=True, restart_errored=True,
+        tuner = tune.Tuner.restore(exp_path, trainable, resume_unfinished=True, resume_errored=True,
                                    param_space=param_space(cfg), storage_filesystem=storage_fs)
     else:
         tuner = tune.Tuner(
@@ -465,8 +468,10 @@ def tune_trials(cfg: SweepConfig, summaries: dict[str, dict], mlinfo: dict, stor
             # Tune's own tables with -v; by default one raybench line per trial epoch. Tune keeps no
             # checkpoint: a trial in its own process keeps its own (raybench/train/checkpoints.py), a
             # worker-group trial's Ray Train run its own
+            # tune.max_failures: a failed trial started again (same trial id) from its last checkpoint
             run_config=tune.RunConfig(name=sweep_id, storage_path=storage_path, storage_filesystem=storage_fs,
-                                      verbose=2 if verbose else 0, callbacks=[ProgressPrinter(cfg, timing)]),
+                                      verbose=2 if verbose else 0, callbacks=[ProgressPrinter(cfg, timing)],
+                                      failure_config=tune.FailureConfig(max_failures=cfg.tune.max_failures)),
         )
     if on_start is not None:
         on_start()

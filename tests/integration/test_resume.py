@@ -160,3 +160,77 @@ def test_killed_sweep_resumes_without_repeating_trials(ray_session, tmp_path, wo
     table = [len(re.findall(rf"(?<!epoch )(?<!\d){n}/{n}(?!\d)", r.stdout)) for n in (3, longer)]
     assert table == [1, 1], r.stdout[-3000:]  # the table's rows, not the epoch lines
     assert "test/uar" in client.get_run(parents[0].info.run_id).data.metrics
+
+
+def _trial_actor_pid(timeout: float) -> int:
+    """The process of the (one) running Tune trial: Tune's function trainable actor."""
+    from ray.util.state import list_actors
+
+    end = time.time() + timeout
+    while time.time() < end:
+        alive = [a for a in list_actors(filters=[("state", "=", "ALIVE")], detail=True)
+                 if a.class_name.startswith(("ImplicitFunc", "run_trial"))]
+        if alive:
+            return alive[0].pid
+        time.sleep(0.5)
+    raise AssertionError("no trial actor started")
+
+
+@pytest.mark.parametrize("max_failures", [pytest.param(1, id="retried"), pytest.param(0, id="resumed")])
+def test_a_trial_whose_process_dies_goes_on_from_its_checkpoint(ray_session, tmp_path, max_failures):
+    """A trial's process killed mid-training (a lost node) after its epoch-1 checkpoint: with
+    tune.max_failures=1 Tune starts it again at once, and without, the sweep ends with it failed and
+    ``--resume`` continues it; either way from its checkpoint (epoch 0 is not trained again), in the same
+    MLflow run, which ends FINISHED without the failure's reason."""
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    epochs = 60  # (an epoch here takes 0.1 s or more: the kill lands long before the last)
+    args = [str(SWEEPS_DIR / "smoke.yaml"), "data.synth.actors=4", "data.synth.seconds=1.0", "data.fps=8",
+            f"tune.search_space={{window.length: {{grid: [8]}}}}", f"train.epochs={epochs}", "train.num_workers=1",
+            f"tune.max_failures={max_failures}", f"storage={tmp_path / 'results'}", f"mlflow.tracking_uri={uri}"]
+    env = dict(os.environ, RAY_ADDRESS=ray_session.get_runtime_context().gcs_address)
+    log = tmp_path / "first.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "raybench.sweep", *args], cwd=ROOT, env=env, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        sweep_id = _wait_for(log, r"--resume (\S+)", proc, 300).group(1)
+        _wait_for(log, r"\[raybench\] trial \S+ started", proc, 300)
+        pid = _trial_actor_pid(60)
+        ckpts = tmp_path / "results" / sweep_id / "checkpoints"
+        end = time.time() + 120
+        while not list(ckpts.glob("*/epoch_000001/complete.json")) and time.time() < end:
+            assert proc.poll() is None, log.read_text()[-3000:]
+            time.sleep(0.005)
+        os.kill(pid, signal.SIGKILL)  # the trial's process dies; the driver lives on
+        rc = proc.wait(timeout=600)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    first = log.read_text()
+    client = MlflowClient(uri)
+    (exp,) = [e for e in client.search_experiments() if e.name.startswith("raybench-")]
+
+    def trial_runs():
+        return [r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get("raybench.kind") == "trial"]
+
+    if max_failures == 0:  # failed, recorded as such; then continued by --resume
+        assert rc == 1 and "1 of 1 trial(s) failed" in first, first[-3000:]
+        (run,) = trial_runs()
+        assert run.info.status == "FAILED" and run.data.tags["raybench.status_reason"], run
+        steps_before = [m.step for m in client.get_metric_history(run.info.run_id, "val/uar")]
+        assert 1 in steps_before and len(steps_before) < epochs, steps_before
+        r = subprocess.run([sys.executable, "-m", "raybench.sweep", "--resume", sweep_id,
+                            f"storage={tmp_path / 'results'}"], cwd=ROOT, env=env, capture_output=True, text=True,
+                           timeout=900)
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    else:  # started again by Tune within the sweep
+        assert rc == 0, first[-3000:]
+    (run,) = trial_runs()  # the same run, continued
+    steps = [m.step for m in client.get_metric_history(run.info.run_id, "val/uar")]
+    assert sorted(set(steps)) == list(range(epochs)), steps
+    assert steps.count(0) == 1, steps  # went on from its checkpoint
+    assert run.info.status == "FINISHED" and "raybench.status_reason" not in run.data.tags, run
+    assert len(list((tmp_path / "results" / sweep_id / "checkpoints").iterdir())) == 1  # one trial's folder

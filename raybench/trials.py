@@ -402,6 +402,12 @@ class ProgressPrinter(Callback):
         print(f"[raybench] trial {trial.trial_id} finished in {t['wall_s']:.1f} s, {t['epochs_s']:.1f} s of them "
               f"in its epochs", flush=True)
 
+    def on_trial_recover(self, iteration, trials, trial, **info):  # failed, and tune.max_failures not reached
+        n = getattr(trial.run_metadata, "num_failures", None)
+        count = f"{n} of tune.max_failures" if n else "tune.max_failures"
+        print(f"[raybench] trial {trial.trial_id} failed (its process or node lost, or an error) ({count}="
+              f"{self.cfg.tune.max_failures}): started again from its last checkpoint", flush=True)
+
     def on_trial_error(self, iteration, trials, trial, **info):
         print(f"[raybench] trial {trial.trial_id} FAILED (the cause is in the table at the end; the other "
               "trials go on)", flush=True)

@@ -226,8 +226,10 @@ def test_a_trial_whose_process_dies_goes_on_from_its_checkpoint(ray_session, tmp
                             f"storage={tmp_path / 'results'}"], cwd=ROOT, env=env, capture_output=True, text=True,
                            timeout=900)
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    else:  # started again by Tune within the sweep
+    else:  # started again by Tune within the sweep, and said so
         assert rc == 0, first[-3000:]
+        assert re.search(r"trial \S+ failed \(its process or node lost, or an error\) \(1 of tune.max_failures=1\): "
+                         "started again from its last checkpoint", first), first[-3000:]
     (run,) = trial_runs()  # the same run, continued
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "val/uar")]
     assert sorted(set(steps)) == list(range(epochs)), steps

@@ -162,32 +162,36 @@ def test_killed_sweep_resumes_without_repeating_trials(ray_session, tmp_path, wo
     assert "test/uar" in client.get_run(parents[0].info.run_id).data.metrics
 
 
-def _trial_actor_pid(timeout: float) -> int:
-    """The process of the (one) running Tune trial: Tune's function trainable actor."""
+def _actor_pid(kinds: tuple[str, ...], timeout: float) -> int:
+    """The process of a live actor whose class name starts with one of ``kinds``."""
     from ray.util.state import list_actors
 
     end = time.time() + timeout
     while time.time() < end:
         alive = [a for a in list_actors(filters=[("state", "=", "ALIVE")], detail=True)
-                 if a.class_name.startswith(("ImplicitFunc", "run_trial"))]
+                 if a.class_name.startswith(kinds)]
         if alive:
             return alive[0].pid
         time.sleep(0.5)
-    raise AssertionError("no trial actor started")
+    raise AssertionError(f"no {kinds} actor started")
 
 
-@pytest.mark.parametrize("max_failures", [pytest.param(1, id="retried"), pytest.param(0, id="resumed")])
-def test_a_trial_whose_process_dies_goes_on_from_its_checkpoint(ray_session, tmp_path, max_failures):
-    """A trial's process killed mid-training (a lost node) after its epoch-1 checkpoint: with
-    tune.max_failures=1 Tune starts it again at once, and without, the sweep ends with it failed and
-    ``--resume`` continues it; either way from its checkpoint (epoch 0 is not trained again), in the same
-    MLflow run, which ends FINISHED without the failure's reason."""
+@pytest.mark.parametrize("workers,max_failures", [pytest.param(1, 1, id="retried"), pytest.param(1, 0, id="resumed"),
+                                                  pytest.param(2, 1, id="worker-group-retried")])
+def test_a_trial_whose_process_dies_goes_on_from_its_checkpoint(ray_session, tmp_path, workers, max_failures):
+    """A trial's process killed mid-training (a lost node) after its epoch-1 checkpoint (a one-worker
+    trial's own process; a worker of a worker group): with tune.max_failures=1 Tune starts it again at
+    once, and without, the sweep ends with it failed and ``--resume`` continues it; either way from its
+    checkpoint (epoch 0 is not trained again), in the same MLflow run, which ends FINISHED without the
+    failure's reason."""
     from mlflow.tracking import MlflowClient
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    epochs = 60  # (an epoch here takes 0.1 s or more: the kill lands long before the last)
+    # the kill lands long before the last epoch: a one-worker epoch here takes 0.1 s or more, a 2-worker
+    # one about a second
+    epochs = 60 if workers == 1 else 10
     args = [str(SWEEPS_DIR / "smoke.yaml"), "data.synth.actors=4", "data.synth.seconds=1.0", "data.fps=8",
-            f"tune.search_space={{window.length: {{grid: [8]}}}}", f"train.epochs={epochs}", "train.num_workers=1",
+            f"tune.search_space={{window.length: {{grid: [8]}}}}", f"train.epochs={epochs}", f"train.num_workers={workers}",
             f"tune.max_failures={max_failures}", f"storage={tmp_path / 'results'}", f"mlflow.tracking_uri={uri}"]
     env = dict(os.environ, RAY_ADDRESS=ray_session.get_runtime_context().gcs_address)
     log = tmp_path / "first.log"
@@ -197,10 +201,10 @@ def test_a_trial_whose_process_dies_goes_on_from_its_checkpoint(ray_session, tmp
     try:
         sweep_id = _wait_for(log, r"--resume (\S+)", proc, 300).group(1)
         _wait_for(log, r"\[raybench\] trial \S+ started", proc, 300)
-        pid = _trial_actor_pid(60)
-        ckpts = tmp_path / "results" / sweep_id / "checkpoints"
-        end = time.time() + 120
-        while not list(ckpts.glob("*/epoch_000001/complete.json")) and time.time() < end:
+        # Tune's function trainable actor; a Ray Train worker of a worker group
+        pid = _actor_pid(("ImplicitFunc", "run_trial") if workers == 1 else ("RayTrainWorker",), 120)
+        end = time.time() + 120  # epoch 1 reported, with its checkpoint
+        while f"epoch 2/{epochs}:" not in log.read_text() and time.time() < end:
             assert proc.poll() is None, log.read_text()[-3000:]
             time.sleep(0.005)
         os.kill(pid, signal.SIGKILL)  # the trial's process dies; the driver lives on

@@ -103,3 +103,25 @@ def test_an_epoch_trained_again_after_a_resume_is_named_and_the_newer_value_is_t
     assert client.get_run(first.run_id).data.tags["raybench.epochs_logged_twice"] == "2"  # epoch 3 is new
     assert sorted((m.step, m.value) for m in client.get_metric_history(first.run_id, "val/score")) == \
         [(0, 0.5), (1, 0.6), (2, 0.65), (2, 0.7), (3, 0.8)]
+
+
+def test_a_failed_trials_run_is_running_again_when_the_trial_goes_on(tmp_path):
+    """A trial that failed (its run closed FAILED by the record stage) and is continued by --resume or
+    tune.max_failures: its run shows RUNNING while it trains again, not FAILED."""
+    from raybench.config import resolve_trial_config
+    from raybench.schema import SweepConfig
+    from raybench.tracking import TrialLogger
+
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("e", artifact_location=(tmp_path / "a").as_uri())
+    info = {"tracking_uri": uri, "experiment_id": exp, "trial_id": "sweep1/t0", "sweep_id": "sweep1",
+            "parent_run_id": client.create_run(exp).info.run_id, "provenance": {"raybench.version": "test"}}
+    cfg = resolve_trial_config(SweepConfig(), {})
+    first = TrialLogger(info)
+    first.start(cfg)
+    assert client.get_run(first.run_id).info.status == "RUNNING"
+    client.set_terminated(first.run_id, status="FAILED")
+    again = TrialLogger(info)
+    again.start(cfg)
+    assert again.run_id == first.run_id and client.get_run(first.run_id).info.status == "RUNNING"

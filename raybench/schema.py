@@ -226,9 +226,11 @@ class TuneConfig(Section):
     grace_period: int = Field(2, ge=1)
     num_samples: int = Field(1, ge=1)
     max_concurrent_trials: int | None = Field(None, ge=1)  # None: derived from the cluster's resources
-    # a trial that fails (its process or node lost, an error) is started again up to this many times, from
-    # its last complete checkpoint, in the same MLflow run (Tune's FailureConfig); 0: it fails, and
-    # `--resume` continues it from that checkpoint
+    # a trial that fails (its process or node lost, or any error, a deterministic one too) is started again
+    # up to this many times over its whole life (a --resume does not reset the count), from its last
+    # complete checkpoint, in the same MLflow run (Tune's FailureConfig); 0: it fails, and `--resume`
+    # continues it from that checkpoint. A node the cloud preempts (drained by Ray) is not counted: Ray
+    # starts such a trial again whatever this says
     max_failures: int = Field(0, ge=0)
     # continuous task, folds sharing one test split (data.split.protocol: chunks): how the best
     # configuration's fold models' test predictions are merged: ccc_centering (Zhang et al. 2021) or mean

@@ -216,6 +216,8 @@ def start_parent(cfg: SweepConfig, sweep_id: str, provenance: dict[str, str] | N
             "raybench.kind": "sweep", **(provenance or provenance_tags())})
         run_id = run.info.run_id
         client.log_batch(run_id, params=[Param(k, v) for k, v in params_of(cfg).items()])  # chunks by itself
+    elif client.get_run(run_id).info.status != "RUNNING":  # resumed after its record stage closed it
+        client.update_run(run_id, status="RUNNING")
     return uri, exp_id, run_id
 
 

@@ -283,7 +283,7 @@ def prepare_all(cfg: SweepConfig, verbose: int = 0) -> dict[str, dict]:
     then the decoding, on Ray Data. Returns data key -> summary."""
     import ray
 
-    from raybench.data.store import build, plan
+    from raybench.data.store import build, plan, without_clips
 
     plans = {data_key(dcfg): plan(dcfg) for dcfg in data_variants(cfg)}
     if not ray.is_initialized():
@@ -295,13 +295,28 @@ def prepare_all(cfg: SweepConfig, verbose: int = 0) -> dict[str, dict]:
         env = {} if verbose or own_hook else {"worker_process_setup_hook": "raybench.trials.quiet_ray_worker"}
         ray.init(ignore_reinit_error=True, runtime_env=env or None)
     quiet_ray(verbose)
+    built, seconds = {}, {}
+    for key, p in plans.items():
+        t0 = time.time()
+        built[key] = build(p)
+        seconds[key] = time.time() - t0
+    # the data configurations on one clip store (encoders swept, or with and without one) leave out every
+    # clip one of them could not use, so that their trials are chosen and scored on the same clips
+    own = dict(built)  # each configuration's own skipped clips
+    for key, prep in own.items():
+        others = [o for k, o in own.items() if k != key and str(o.store.path) == str(prep.store.path)]
+        dropped = {c: v for o in others for c, v in o.bad.items() if c not in prep.bad}
+        if dropped:
+            built[key] = without_clips(prep, dropped, plans[key].data_cfg.max_bad_fraction,
+                                       "in another data configuration of this sweep on the same clip store: "
+                                       "every configuration leaves it out")
     summaries: dict[str, dict] = {}
     for key, p in plans.items():
-        t0, dcfg = time.time(), p.data_cfg
-        s = summaries[key] = data_summary(build(p), dcfg.fps)
+        dcfg = p.data_cfg
+        s = summaries[key] = data_summary(built[key], dcfg.fps)
         print(f"[raybench] prepared {dcfg.dataset}: {sum(len(v) for v in s['ids'].values())} clips "
               f"(train/val/test {', '.join(str(len(v)) for v in s['ids'].values())}), decoded {s['decoded']}, "
-              f"skipped {len(s['bad'])}, {time.time() - t0:.0f} s", flush=True)
+              f"skipped {len(s['bad'])}, {seconds[key]:.0f} s", flush=True)
     return summaries
 
 
@@ -359,9 +374,13 @@ class ProgressPrinter(Callback):
         # trial id -> wall_s (from its start to its end on the driver's clock) and epochs_s (the sum of
         # its epochs' time/epoch_s): what is not in an epoch is the trial's fixed cost
         self.timing = {} if timing is None else timing
+        self.setup()
 
     def setup(self, **info):
         ProgressPrinter.live = self
+        # (set here, not only in __init__: Tune gives a resumed sweep the instance it pickled, maybe an older one)
+        self._failures: dict[str, int] = {}  # trial id -> Tune's failure count when it last started
+        self._recovering: set[str] = set()  # trials failed and started again by Tune (tune.max_failures)
 
     def get_state(self) -> dict:  # saved by Tune with the experiment's state, given back on --resume
         return {"timing": self.timing}
@@ -372,7 +391,12 @@ class ProgressPrinter(Callback):
     def on_trial_start(self, iteration, trials, trial, **info):
         params = " ".join(f"{k}={v}" for k, v in sorted(expand_params(trial.config).items()))
         now, before = time.time(), self.timing.get(trial.trial_id)
-        if before and before["wall_s"] is None and before.get("last"):
+        self._failures.setdefault(trial.trial_id, trial.run_metadata.num_failures)
+        if trial.trial_id in self._recovering and before:
+            # started again after a failure, the driver running throughout: its time goes on, the lost
+            # part of an epoch and the new start included
+            self._recovering.discard(trial.trial_id)
+        elif before and before["wall_s"] is None and before.get("last"):
             # going on after a resume: its time before the interruption counts, up to its last report
             self.timing[trial.trial_id] = {"start": now - (before["last"] - before["start"]),
                                            "epochs_s": before["epochs_s"], "wall_s": None}
@@ -403,10 +427,15 @@ class ProgressPrinter(Callback):
               f"in its epochs", flush=True)
 
     def on_trial_recover(self, iteration, trials, trial, **info):  # failed, and tune.max_failures not reached
-        n = getattr(trial.run_metadata, "num_failures", None)
-        count = f"{n} of tune.max_failures" if n else "tune.max_failures"
-        print(f"[raybench] trial {trial.trial_id} failed (its process or node lost, or an error) ({count}="
-              f"{self.cfg.tune.max_failures}): started again from its last checkpoint", flush=True)
+        n, before = trial.run_metadata.num_failures, self._failures.get(trial.trial_id, 0)
+        self._failures[trial.trial_id] = n
+        self._recovering.add(trial.trial_id)
+        # Tune does not count an actor lost with a node that Ray drained as preempted (Ray 2.60: Trial.
+        # _handle_ray_actor_error); the count is the trial's whole life's, a --resume included
+        why = (f"failure {n} of tune.max_failures={trial.max_failures}" if n > before else
+               "its node was preempted: not counted against tune.max_failures")
+        print(f"[raybench] trial {trial.trial_id} failed ({why}): started again from its last checkpoint (from "
+              "scratch if it had none)", flush=True)
 
     def on_trial_error(self, iteration, trials, trial, **info):
         print(f"[raybench] trial {trial.trial_id} FAILED (the cause is in the table at the end; the other "

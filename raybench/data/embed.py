@@ -474,8 +474,7 @@ class EncodeBatch:
                 rows.append(embedding_row(row["clip_id"], int(row["num_frames"]), self._embed(row), self.modality))
             except ClipNotEncodable as e:  # this clip only: skipped, with the reason, and not tried again
                 reason = f"{self.key} ({self.enc.spec['kind']}): {e}"
-                store.write_text(f"bad/{row['clip_id']}.json", json.dumps(
-                    {"clip_id": row["clip_id"], "video_path": src or row["video_path"], "reason": reason}))
+                store.mark_bad(row["clip_id"], src or row["video_path"], reason)
             except Exception as e:  # noqa: BLE001 - raised by the driver with the clip's name
                 fatal = f"clip {row['clip_id']} ({src or row['video_path']}): " + " ".join(f"{type(e).__name__}: {e}".split())
             status["clip_id"].append(row["clip_id"])
@@ -620,7 +619,8 @@ def version_drift(log: list[dict[str, Any]], now: dict[str, str]) -> str | None:
 
 
 def build_log(path: str) -> list[dict[str, Any]]:
-    """The runs of the stage that encoded clips into the embedding store at ``path``, oldest first."""
+    """The runs of the stage on the embedding store at ``path`` (each with the clips it encoded and
+    skipped), oldest first."""
     fs, root = storage.split(path)
     return [json.loads(storage.read_bytes(fs, f)) for f in sorted(storage.list_files(fs, f"{root.rstrip('/')}/log",
                                                                                       ".json"))]

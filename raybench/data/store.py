@@ -237,8 +237,7 @@ def _prepare_batch(batch: dict[str, np.ndarray], store_path: str, data_cfg: dict
         if fatal:
             break
         if out is None:
-            store.write_text(f"bad/{row['clip_id']}.json",
-                             json.dumps({"clip_id": row["clip_id"], "video_path": row["video_path"], "reason": reason}))
+            store.mark_bad(row["clip_id"], row["video_path"], reason)
         else:
             good.append(out)
         if warning:  # kept with the store, so a run that reuses it still reports it
@@ -306,6 +305,11 @@ class ClipStore:
         parts = self.part_files()
         groups = self.index(parts) or self._scan_groups(parts)
         return {c for part in groups.values() for g in part for c in g}
+
+    def mark_bad(self, clip_id: str, video_path: str, reason: str) -> None:
+        """Record a clip that cannot be used (``bad/<clip id>.json``): skipped by every later run."""
+        self.write_text(f"bad/{clip_id}.json", json.dumps({"clip_id": clip_id, "video_path": video_path,
+                                                           "reason": reason}))
 
     def bad(self) -> dict[str, dict]:
         out = {}
@@ -725,8 +729,7 @@ def build(p: Plan, batch_size: int = 8, progress: bool = True, reservation: bool
               flush=True)
 
     bad_here = {k: v for k, v in bad.items() if k in set(ids)}
-    for k, v in sorted(bad_here.items()):
-        print(f"[raybench] skipped {v['video_path']}: {v['reason']}", flush=True)
+    _say_skipped(bad_here)
     usable = _usable(ds_name, clips, bad_here, data_cfg.max_bad_fraction)
     dataset = p.dataset
     task, class_names = dataset.task_for(data_cfg), list(dataset.class_names_for(data_cfg, clips))
@@ -760,9 +763,8 @@ def build(p: Plan, batch_size: int = 8, progress: bool = True, reservation: bool
         embedding_info[modality] = {"encoder": spec["kind"], "folder": spec["folder"], "layers": spec["kept_layers"],
                                     "fingerprint": spec["fingerprint"], "encoded": built["encoded"],
                                     "libraries": built.get("libraries", [])}
-        if built["bad"]:  # clips the encoder could not take: out of this data variant, for every method
-            for k, v in sorted(built["bad"].items()):
-                print(f"[raybench] skipped {v['video_path']}: {v['reason']}", flush=True)
+        if built["bad"]:  # clips the encoder could not take: out of this data configuration, for every method
+            _say_skipped(built["bad"])
             bad_here.update(built["bad"])
             usable = _usable(ds_name, clips, bad_here, data_cfg.max_bad_fraction)
     usable_ids = [c.clip_id for c in usable]
@@ -790,20 +792,49 @@ def build(p: Plan, batch_size: int = 8, progress: bool = True, reservation: bool
                     embedding_info=embedding_info)
 
 
-def _usable(ds_name: str, clips: list, bad: dict[str, dict], max_bad_fraction: float) -> list:
-    """The ``clips`` not in ``bad``; a PrepareError listing every bad clip past ``max_bad_fraction``
-    (``data.max_bad_fraction``), or when the train or val split is left with none."""
-    frac = len(bad) / max(1, len(clips))
+def _say_skipped(bad: dict[str, dict]) -> None:
+    for _, v in sorted(bad.items()):
+        print(f"[raybench] skipped {v['video_path']}: {v['reason']}", flush=True)
+
+
+def _usable(ds_name: str, clips: list, bad: dict[str, dict], max_bad_fraction: float,
+            total: int | None = None) -> list:
+    """The ``clips`` not in ``bad``; a PrepareError listing every bad clip when more than
+    ``max_bad_fraction`` (``data.max_bad_fraction``) of the dataset's ``total`` clips (default: the
+    ``clips``) are bad, or when the train or val split is left with none."""
+    total = len(clips) if total is None else total
+    frac = len(bad) / max(1, total)
     if frac > max_bad_fraction:
         listing = "\n".join(f"  - {v['video_path']}: {v['reason']}" for v in bad.values())
         raise PrepareError(
-            f"{ds_name}: {len(bad)} of {len(clips)} clips ({frac:.0%}) could not be used, more than "
+            f"{ds_name}: {len(bad)} of {total} clips ({frac:.0%}) could not be used, more than "
             f"data.max_bad_fraction={max_bad_fraction}:\n{listing}")
     usable = [c for c in clips if c.clip_id not in bad]
     for split in ("train", "val"):
         if not any(c.split == split for c in usable):
             raise PrepareError(f"{ds_name}: no usable clip in the {split!r} split (of {len(usable)} clips)")
     return usable
+
+
+def without_clips(prep: Prepared, dropped: dict[str, dict], max_bad_fraction: float, why: str) -> Prepared:
+    """``prep`` without the clips of ``dropped`` (clip id -> ``{"clip_id", "video_path", "reason"}``) it
+    still uses, each skipped (printed, counted against ``max_bad_fraction``) with its reason and ``why``.
+    A sweep's data configurations on one clip store (several encoders, or with and without one) leave
+    out every clip one of their encoders could not take, so that all are scored on the same clips."""
+    import dataclasses
+
+    ids = {c.clip_id for c in prep.clips}
+    extra = {k: {**v, "reason": f"{v['reason']} ({why})"} for k, v in sorted(dropped.items()) if k in ids}
+    if not extra:
+        return prep
+    _say_skipped(extra)
+    bad = {**prep.bad, **extra}
+    clips = _usable(prep.dataset, prep.clips, bad, max_bad_fraction, total=len(prep.clips) + len(prep.bad))
+    usable_ids = [c.clip_id for c in clips]
+    stored = prep.store.warnings()
+    return dataclasses.replace(
+        prep, clips=clips, bad=bad, warnings=[stored[k] for k in usable_ids if k in stored],
+        face_found=None if prep.face_found is None else prep.store.faces_found(usable_ids))
 
 
 def prepare(data_cfg: DataConfig | dict[str, Any], batch_size: int = 8, progress: bool = True) -> Prepared:

@@ -133,11 +133,13 @@ tune: {{search_space: {{window.length: {{grid: [4, 8]}}, method.fusion: {{grid: 
 
 
 def test_a_clip_the_encoder_cannot_take_is_skipped_for_every_method_and_not_tried_again(ray_session, tmp_path,
-                                                                                       make_encoder, capsys):
+                                                                                       make_encoder, make_vision,
+                                                                                       capsys):
     """A clip whose audio is shorter than the speech encoder's receptive field passes the prepare stage
     (log-Mel features take any length) but not the encoder: it is skipped with its reason, printed,
-    counted against data.max_bad_fraction, recorded in the data summary (MLflow's skipped list), and not
-    encoded again by a rerun; the other clips are encoded."""
+    counted against data.max_bad_fraction, recorded in the data summary (MLflow's skipped list), not
+    given to the image encoder, and not encoded again by a rerun; the other clips are encoded. A sweep
+    over two speech encoders leaves it out of both configurations."""
     import pytest
 
     from raybench.config import SWEEPS_DIR, load
@@ -160,7 +162,8 @@ def test_a_clip_the_encoder_cannot_take_is_skipped_for_every_method_and_not_trie
     (root / "manifest.csv").write_text("\n".join(rows) + "\n")
     data = dict(load(SWEEPS_DIR / "smoke.yaml").data.model_dump(), dataset="csv", root=str(root), fps=10,
                 image_size=32, store_dir=str(tmp_path / "stores"), max_bad_fraction=0.2,
-                audio={"encoder": {"path": str(folder), "layer": 1}})
+                audio={"encoder": {"path": str(folder), "layer": 1}},
+                video={"encoder": {"path": str(make_vision(tmp_path / "clip", "clip"))}})
     prep = prepare(data)
     assert "short" in prep.store.done_ids()  # decoded into the clip store: only the encoder refused it
     assert sorted(c.clip_id for c in prep.clips) == ["a0", "a1", "b0", "b1", "c0"] and set(prep.bad) == {"short"}
@@ -171,6 +174,7 @@ def test_a_clip_the_encoder_cannot_take_is_skipped_for_every_method_and_not_trie
     assert set(emb.bad()) == {"short"} and emb.done_ids() == {"a0", "a1", "b0", "b1", "c0"}
     (log,) = build_log(prep.embeddings["audio_emb"])
     assert (log["encoded"], log["skipped"]) == (5, 1)
+    assert ClipStore(prep.embeddings["video_emb"]).done_ids() == {"a0", "a1", "b0", "b1", "c0"}  # not given it
     s = data_summary(prep, 10.0)  # what the sweep records (MLflow: data/<dataset>_skipped.json, the count)
     assert s["bad"] == {"short": reason} and s["skipped"] == 1
     assert s["ids"]["train"] == ["a0", "a1"]
@@ -182,3 +186,23 @@ def test_a_clip_the_encoder_cannot_take_is_skipped_for_every_method_and_not_trie
     # ... and past data.max_bad_fraction it stops, naming the clip and why
     with pytest.raises(PrepareError, match=r"(?s)1 of 6 clips \(17%\) could not be used.*short\.mp4: data\.audio\.encoder"):
         prepare({**data, "max_bad_fraction": 0.1})
+
+    # a sweep over this encoder and one that takes the short clip (its receptive field 25 samples): both
+    # configurations, on one clip store, leave it out, so that they are chosen and scored on the same clips
+    from raybench.schema import DataConfig
+    from raybench.trials import prepare_all
+
+    wide = make_encoder(tmp_path / "w2v-wide", "wav2vec2")
+    cfg = load(SWEEPS_DIR / "smoke.yaml", [])
+    cfg.data = DataConfig.model_validate({**data, "video": {"encoder": {"path": None}}})
+    cfg.tune.search_space = {"data.audio.encoder.path": {"grid": [str(folder), str(wide)]}}
+    summaries = list(prepare_all(cfg).values())
+    assert len(summaries) == 2 and len({s["store_path"] for s in summaries}) == 1
+    assert len({s["embeddings"]["audio_emb"] for s in summaries}) == 2
+    for s in summaries:
+        assert s["ids"] == {"train": ["a0", "a1"], "val": ["b0", "b1"], "test": ["c0"]} and s["skipped"] == 1
+    (other,) = [s["bad"]["short"] for s in summaries if s["bad"]["short"] != reason]
+    assert other == f"{reason} (in another data configuration of this sweep on the same clip store: every " \
+        "configuration leaves it out)"
+    (wide_store,) = [s["embeddings"]["audio_emb"] for s in summaries if s["embeddings"]["audio_emb"] != prep.embeddings["audio_emb"]]
+    assert "short" in ClipStore(wide_store).done_ids()  # that encoder took it

@@ -304,7 +304,8 @@ def test_the_terminal_shows_one_line_per_trial_epoch_and_says_when_a_trial_fails
     from raybench.trials import ProgressPrinter
 
     cfg = load(SWEEPS_DIR / "smoke.yaml", ["train.epochs=7"])
-    trial = SimpleNamespace(trial_id="1a2b3_00001", config={"window.length": 4})
+    trial = SimpleNamespace(trial_id="1a2b3_00001", config={"window.length": 4},
+                            run_metadata=SimpleNamespace(num_failures=0))
     p = ProgressPrinter(cfg)
     p.on_trial_start(0, [], trial)
     p.on_trial_result(0, [], trial, {"epoch": 2, "train/loss": 1.23456, "val/score": 0.4, "best/val/score": 0.45,
@@ -316,6 +317,42 @@ def test_the_terminal_shows_one_line_per_trial_epoch_and_says_when_a_trial_fails
         "[raybench] trial 1a2b3_00001 epoch 3/7: train/loss 1.2346, val 0.400 (best 0.450), 3.2 s",
         "[raybench] trial 1a2b3_00001 FAILED (the cause is in the table at the end; the other trials go on)"]
     assert parse_args(["-v", "sweeps/smoke.yaml"])[2].verbose == 1
+
+
+def test_a_trial_started_again_after_a_failure_is_said_and_its_wall_time_goes_on(capsys, monkeypatch):
+    """Tune starting a failed trial again (tune.max_failures) while the driver runs: a line says so
+    (a preempted node, which Tune does not count, said apart), and the trial's wall time runs on through
+    the failure and the new start (a resume after the driver died counts only up to its last report)."""
+    from types import SimpleNamespace
+
+    import raybench.trials as trials
+    from raybench.trials import ProgressPrinter
+
+    clock = [100.0]
+    monkeypatch.setattr(trials, "time", SimpleNamespace(time=lambda: clock[0]))
+    meta = SimpleNamespace(num_failures=0)
+    trial = SimpleNamespace(trial_id="t_00000", config={}, run_metadata=meta, max_failures=2)
+    p = ProgressPrinter(load(SWEEPS_DIR / "smoke.yaml", ["train.epochs=3", "tune.max_failures=2"]))
+    p.on_trial_start(0, [], trial)
+    clock[0] = 110.0
+    p.on_trial_result(0, [], trial, {"epoch": 0, "train/loss": 1.0, "val/score": 0.4, "best/val/score": 0.4,
+                                     "time/epoch_s": 5.0})
+    clock[0], meta.num_failures = 130.0, 1  # its process lost
+    p.on_trial_recover(0, [], trial)
+    clock[0] = 140.0
+    p.on_trial_start(0, [], trial)
+    clock[0] = 150.0  # its node preempted: Tune does not count it
+    p.on_trial_recover(0, [], trial)
+    clock[0] = 160.0
+    p.on_trial_start(0, [], trial)
+    clock[0] = 200.0
+    p.on_trial_complete(0, [], trial)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2] == ("[raybench] trial t_00000 failed (failure 1 of tune.max_failures=2): started again from its "
+                        "last checkpoint (from scratch if it had none)")
+    assert lines[4] == ("[raybench] trial t_00000 failed (its node was preempted: not counted against "
+                        "tune.max_failures): started again from its last checkpoint (from scratch if it had none)")
+    assert p.timing["t_00000"]["wall_s"] == 100.0 and p.timing["t_00000"]["epochs_s"] == 5.0
 
 
 def test_quiet_terminal_settings(monkeypatch):

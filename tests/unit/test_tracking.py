@@ -125,3 +125,16 @@ def test_a_failed_trials_run_is_running_again_when_the_trial_goes_on(tmp_path):
     again = TrialLogger(info)
     again.start(cfg)
     assert again.run_id == first.run_id and client.get_run(first.run_id).info.status == "RUNNING"
+
+
+def test_a_resumed_sweeps_parent_run_is_running_again(tmp_path):
+    """A sweep whose every trial failed has its parent run closed FAILED; --resume reopens it."""
+    from raybench.schema import SweepConfig
+    from raybench.tracking import start_parent
+
+    cfg = SweepConfig.model_validate({"mlflow": {"tracking_uri": f"sqlite:///{tmp_path / 'm.db'}"}})
+    uri, _, run_id = start_parent(cfg, "sweep1", {"raybench.version": "test"})
+    client = MlflowClient(uri)
+    client.set_terminated(run_id, status="FAILED")
+    assert start_parent(cfg, "sweep1", {"raybench.version": "test"})[2] == run_id
+    assert client.get_run(run_id).info.status == "RUNNING"

@@ -374,13 +374,13 @@ class ProgressPrinter(Callback):
         # trial id -> wall_s (from its start to its end on the driver's clock) and epochs_s (the sum of
         # its epochs' time/epoch_s): what is not in an epoch is the trial's fixed cost
         self.timing = {} if timing is None else timing
-        self.setup()
+        self._failures: dict[str, int] = {}  # trial id -> Tune's failure count when it last started
+        self._recovering: set[str] = set()  # trials failed and started again by Tune (tune.max_failures)
 
     def setup(self, **info):
         ProgressPrinter.live = self
-        # (set here, not only in __init__: Tune gives a resumed sweep the instance it pickled, maybe an older one)
-        self._failures: dict[str, int] = {}  # trial id -> Tune's failure count when it last started
-        self._recovering: set[str] = set()  # trials failed and started again by Tune (tune.max_failures)
+        # Tune gives a resumed sweep the instance it pickled, maybe by a raybench without these
+        self._failures, self._recovering = {}, set()
 
     def get_state(self) -> dict:  # saved by Tune with the experiment's state, given back on --resume
         return {"timing": self.timing}

@@ -186,7 +186,7 @@ def run_trial(params: dict, base: SweepConfig, data: dict, mlinfo: dict | None, 
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from raybench.tracking import TrialLogger
-    from raybench.train.loop import train_loop_per_worker
+    from raybench.train.worker import train_worker
 
     quiet_ray(verbose)
     from raybench.storage import join, ray_storage
@@ -218,7 +218,7 @@ def run_trial(params: dict, base: SweepConfig, data: dict, mlinfo: dict | None, 
     loop_config = {"cfg": cfg, "data": d, "logger": TrialLogger(info) if info else None, "verbose": verbose}
     if in_trial_process(t):  # no worker group: the loop runs here, reporting to Tune
         from raybench.train.checkpoints import TrialCheckpoints
-        from raybench.train.loop import TuneSession
+        from raybench.train.loop import TuneSession, train_loop_per_worker
 
         session = TuneSession(use_gpu, TrialCheckpoints(join(checkpoints, trial_id)))
         train_loop_per_worker({**loop_config, "session": session})
@@ -226,7 +226,7 @@ def run_trial(params: dict, base: SweepConfig, data: dict, mlinfo: dict | None, 
     res = {"CPU": cpw, **({"GPU": t.gpus_per_worker} if use_gpu else {})}
     storage_path, storage_fs = ray_storage(checkpoints)
     trainer = TorchTrainer(
-        train_loop_per_worker,
+        train_worker,  # (the loop itself is imported in the workers only: raybench/train/worker.py)
         train_loop_config=loop_config,
         scaling_config=ScalingConfig(num_workers=t.num_workers, use_gpu=use_gpu, resources_per_worker=res),
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),

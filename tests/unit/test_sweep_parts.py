@@ -412,3 +412,75 @@ def test_asha_cuts_a_resumed_trial_at_the_rung_its_own_epochs_reach():
     assert make_scheduler(load(SWEEPS_DIR / "smoke.yaml", ["tune.scheduler=asha"]))._time_attr == "epochs_done"
     assert decision() == TrialScheduler.STOP
     assert decision("training_iteration") == TrialScheduler.CONTINUE  # Tune's clock would let it through
+
+
+_TRIAL_PROCESS = r'''
+import sys
+
+import cloudpickle
+import ray.train.torch
+import ray.tune.integration.ray_train
+from ray import tune
+
+from raybench.config import SWEEPS_DIR, load, resolve_trial_config
+from raybench.trials import data_key, run_trial, trial_data_cfg
+
+class Context:  # what run_trial asks of Tune
+    def get_trial_id(self):
+        return "t_00000"
+
+class Trainer:  # Ray Train's TorchTrainer, kept from starting: the function it would send on, pickled
+    def __init__(self, fn, **kw):
+        Trainer.fn = fn
+
+    def fit(self):
+        pass
+
+tune.get_context = Context
+ray.train.torch.TorchTrainer = Trainer
+ray.tune.integration.ray_train.TuneReportCallback = ray.train.UserCallback  # (needs a Tune session)
+cfg = load(SWEEPS_DIR / "smoke.yaml", ["train.num_workers=2"])
+data = {data_key(trial_data_cfg(resolve_trial_config(cfg, {}), cfg)): {}}
+run_trial({}, cfg, data, None, sys.argv[1], 1.0)
+open(sys.argv[2], "wb").write(cloudpickle.dumps(Trainer.fn))
+print(sorted(m for m in ("torchmetrics", "raybench.train.loop") if m in sys.modules))
+'''
+
+_CONTROLLER = r'''
+import sys
+
+import cloudpickle
+
+fn = cloudpickle.loads(open(sys.argv[1], "rb").read())
+print(sorted(m for m in ("torchmetrics", "raybench.train.loop") if m in sys.modules))
+'''
+
+
+def test_a_worker_group_trials_own_process_and_ray_trains_controller_do_not_import_the_training_loop(tmp_path):
+    """A trial of several workers hands its training function to Ray Train: its own process, and Ray
+    Train's controller (which unpickles the function), do not import the loop and torchmetrics (about
+    5 s of a 2-core machine per process, on every trial's start-up); the workers import it when they run
+    it, and it is the loop's function they run."""
+    import subprocess
+    import sys
+
+    fn = tmp_path / "fn.pkl"
+    out = subprocess.run([sys.executable, "-c", _TRIAL_PROCESS, str(tmp_path / "results"), str(fn)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout  # the trial's process
+    out = subprocess.run([sys.executable, "-c", _CONTROLLER, str(fn)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout  # the controller
+    # in a worker, the function runs the loop's (replaced here by a recorder)
+    import cloudpickle
+    import raybench.train.loop as loop
+
+    called = []
+    orig = loop.train_loop_per_worker
+    loop.train_loop_per_worker = called.append
+    try:
+        cloudpickle.loads(fn.read_bytes())({"cfg": "c"})
+    finally:
+        loop.train_loop_per_worker = orig
+    assert called == [{"cfg": "c"}]

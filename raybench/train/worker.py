@@ -1,0 +1,17 @@
+"""The function each Ray Train worker runs, in a module that imports nothing heavy.
+
+``TorchTrainer`` pickles its training function by reference, so every process that unpickles it
+imports the module it lives in: the trial's own process and Ray Train's controller too, which only
+hand it on. ``raybench.train.loop`` pulls in torchmetrics (with scipy, torchvision and transformers:
+about 5 s of imports per process on a 2-core machine, 2026-12-02), so the loop is imported here only
+where it runs, in the workers.
+"""
+
+from __future__ import annotations
+
+
+def train_worker(config: dict) -> None:
+    """Ray Train's ``train_loop_per_worker``: :func:`raybench.train.loop.train_loop_per_worker`."""
+    from raybench.train.loop import train_loop_per_worker
+
+    train_loop_per_worker(config)

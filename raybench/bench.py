@@ -174,7 +174,8 @@ def _feed(name: str, task: str, data: dict, args, device: torch.device):
 
     from raybench.data.store import ClipStore
     from raybench.methods import METHODS
-    from raybench.train.feed import Prefetcher, audio_stats_on, epoch_groups, method_inputs, store_columns, train_feed
+    from raybench.train.feed import (Prefetcher, audio_stats_on, cache_holds, epoch_groups, method_inputs, store_columns,
+                                     train_feed)
 
     store = ClipStore(data["store_path"])
     groups = store.row_groups()
@@ -183,8 +184,7 @@ def _feed(name: str, task: str, data: dict, args, device: torch.device):
     hop = args.hop or args.window
     columns = store_columns(method_inputs(METHODS.get(name)))
     # as a trial does (train.cache_gib): the warm-up epoch fills the cache when the clips fit
-    cache = ({} if args.cache_gib > 0 and store.arrays_nbytes(None, method_inputs(METHODS.get(name))) <= args.cache_gib * 2**30
-             else None)
+    cache = {} if cache_holds(store.arrays_nbytes(None, method_inputs(METHODS.get(name))), args.cache_gib) else None
 
     def epoch_feed(e: int) -> Prefetcher:
         return Prefetcher(train_feed(store, epoch_groups(groups, 0, e, 0, 1), None, task, args.window, hop,

@@ -193,6 +193,10 @@ class TrainConfig(Section):
     use_gpu: bool = False
     cpus_per_worker: float = Field(1.0, gt=0)
     gpus_per_worker: float = Field(1.0, gt=0)  # with use_gpu: < 1 packs several single-worker trials on one GPU
+    # the memory each worker reserves with Ray (GiB), so that Ray packs trials by memory as well as by
+    # CPUs and GPUs: null: the training clips the worker holds in memory (their size when they fit
+    # train.cache_gib, else nothing); 0: none
+    memory_gib_per_worker: float | None = Field(None, ge=0)
     amp: bool = True  # mixed precision; only takes effect on GPU
     seed: int = 0
     lr_schedule: Literal["none", "plateau"] = "none"  # plateau: ReduceLROnPlateau on the validation metric

@@ -18,7 +18,7 @@ from raybench.config import ConfigError, load
 from raybench.results import SweepResult, format_table, record
 from raybench.schema import SweepConfig
 from raybench.storage import join
-from raybench.trials import new_sweep_id, prepare_all, prepare_cross, tune_trials
+from raybench.trials import check_resources, new_sweep_id, prepare_all, prepare_cross, tune_trials
 
 STATE_FILE = "raybench_sweep.json"
 
@@ -58,6 +58,7 @@ def run_sweep(cfg: SweepConfig, sweep_id: str | None = None, resume: bool = Fals
     cross = prepare_cross(cfg) if cfg.eval.cross_corpus else {}  # the cross-corpus track's target corpora
     # each dataset is judged on its own task's metric; Tune sees it as val/score
     metrics = {s["dataset"]: cfg.tune.metric or default_metric(s["task"]) for s in summaries.values()}
+    check_resources(cfg, summaries)  # trials the cluster could never run: said before anything is recorded
 
     # 2. TUNE: a parent MLflow run, then the trials (each logs its own child run)
     sweep_id = sweep_id or new_sweep_id(cfg)

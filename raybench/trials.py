@@ -129,12 +129,71 @@ def in_trial_process(train: TrainConfig) -> bool:
     return train.num_workers == 1 and train.worker_group == "auto"
 
 
-def trial_resources(train: TrainConfig, cpw: float) -> dict[str, float]:
-    """What one trial asks Ray for: its one process's CPUs (and GPU), or 0.01 CPU for the trial
-    function plus, through Ray Train, ``num_workers`` bundles of ``cpw`` CPUs."""
+def worker_resources(train: TrainConfig, cpw: float, memory: int) -> dict[str, float]:
+    """What one training worker asks Ray for: ``cpw`` CPUs, its GPU share, ``memory`` bytes (when any)."""
+    return {"CPU": cpw, **({"GPU": train.gpus_per_worker} if train.use_gpu else {}),
+            **({"memory": float(memory)} if memory > 0 else {})}
+
+
+def trial_resources(train: TrainConfig, cpw: float, memory: int = 0) -> dict[str, float]:
+    """What one trial asks Ray for: its one process's CPUs, GPU and ``memory`` (bytes: ``worker_memory``),
+    or 0.01 CPU for the trial function plus, through Ray Train, ``num_workers`` such bundles."""
     if in_trial_process(train):
-        return {"CPU": cpw, **({"GPU": train.gpus_per_worker} if train.use_gpu else {})}
+        return worker_resources(train, cpw, memory)
     return {"CPU": 0.01}
+
+
+# (store, embedding stores, training clips, modalities) -> the bytes of those arrays: read once per sweep
+_HELD_BYTES: dict[tuple, int] = {}
+
+
+def worker_memory(cfg: TrialConfig, data: dict) -> int:
+    """The bytes each worker of this trial reserves with Ray (``train.memory_gib_per_worker``; null: the
+    training clips of the modalities its method reads when they fit ``train.cache_gib``: what the worker
+    holds in memory, every rank the whole training set; else 0, the clips stream through a bounded pool)."""
+    import hashlib
+    import json
+
+    from raybench.registry import METHODS
+    from raybench.train.feed import cache_holds, method_inputs
+
+    t = cfg.train
+    if t.memory_gib_per_worker is not None:
+        return int(t.memory_gib_per_worker * 2**30)
+    if not t.cache_gib:
+        return 0
+    inputs = method_inputs(METHODS.get(cfg.method.name), cfg.method)
+    ids = data["ids"]["train"]
+    key = (data["store_path"], json.dumps(data.get("embeddings"), sort_keys=True),
+           hashlib.sha1("\n".join(sorted(ids)).encode()).hexdigest(), inputs)
+    if key not in _HELD_BYTES:
+        from raybench.data.store import open_store
+
+        _HELD_BYTES[key] = open_store(data["store_path"], data.get("embeddings")).arrays_nbytes(ids, inputs)
+    n = _HELD_BYTES[key]
+    return n if cache_holds(n, t.cache_gib) else 0
+
+
+def check_worker_memory(memory: int, cfg: TrialConfig, where: str) -> None:
+    """A worker's memory reservation must fit one node's memory (what Ray offers: its ``memory``
+    resource), else its trial would wait forever: a ConfigError naming the key that sets it."""
+    import ray
+
+    nodes = [n.get("Resources", {}).get("memory", 0.0) for n in ray.nodes() if n.get("Alive")]
+    largest = max(nodes, default=0.0)
+    if memory <= largest:
+        return
+    t, gib = cfg.train, 2**30
+    if t.memory_gib_per_worker is not None:
+        why = f"'train.memory_gib_per_worker' is {t.memory_gib_per_worker:g}"
+        fix = "lower it"
+    else:
+        why = (f"each worker of {where} holds its training clips in memory, {memory / gib:.2f} GiB "
+               f"(they fit 'train.cache_gib' = {t.cache_gib:g}), and reserves that with Ray")
+        fix = (f"lower 'train.cache_gib' below {memory / gib:.2f} to stream them instead, or set "
+               "'train.memory_gib_per_worker' (0: reserve nothing)")
+    raise ConfigError([f"{why}, but the largest node offers {largest / gib:.2f} GiB of memory to Ray's tasks "
+                       f"(its 'memory' resource): the trial would never start; {fix}"], "config")
 
 
 def size_trials(cfg: SweepConfig) -> tuple[float, int]:
@@ -223,7 +282,7 @@ def run_trial(params: dict, base: SweepConfig, data: dict, mlinfo: dict | None, 
         session = TuneSession(use_gpu, TrialCheckpoints(join(checkpoints, trial_id)))
         train_loop_per_worker({**loop_config, "session": session})
         return
-    res = {"CPU": cpw, **({"GPU": t.gpus_per_worker} if use_gpu else {})}
+    res = worker_resources(t, cpw, worker_memory(cfg, d))
     storage_path, storage_fs = ray_storage(checkpoints)
     trainer = TorchTrainer(
         train_worker,  # (the loop itself is imported in the workers only: raybench/train/worker.py)
@@ -454,6 +513,24 @@ def make_scheduler(cfg: SweepConfig):
                          grace_period=min(cfg.tune.grace_period, cfg.train.epochs))
 
 
+def check_resources(cfg: SweepConfig, summaries: dict[str, dict]) -> int:
+    """Before anything is recorded: the trials fit the cluster (its GPUs: ``size_trials``; each worker's
+    memory fits a node: ``check_worker_memory``, for every method on every data configuration, their
+    swept options aside), else a ConfigError. Returns the most memory a worker reserves (bytes)."""
+    from raybench.registry import METHODS
+
+    size_trials(cfg)
+    reserved = 0
+    for d in summaries.values():
+        for m in reachable_methods(cfg):
+            if d["task"] in METHODS.get(m).tasks:
+                tc = resolve_trial_config(cfg, {"method.name": m})
+                memory = worker_memory(tc, d)
+                check_worker_memory(memory, tc, f"{m} on {d['dataset']}")
+                reserved = max(reserved, memory)
+    return reserved
+
+
 def tune_trials(cfg: SweepConfig, summaries: dict[str, dict], mlinfo: dict, storage: str,
                 metrics: dict[str, str], resume: bool, on_start=None, verbose: int = 0,
                 timing: dict | None = None):
@@ -470,14 +547,26 @@ def tune_trials(cfg: SweepConfig, summaries: dict[str, dict], mlinfo: dict, stor
     sweep_id = mlinfo["sweep_id"]
     metric, mode = "val/score", cfg.tune.mode
     cpw, conc = size_trials(cfg)
+    reserved = check_resources(cfg, summaries)
+    mem = (f", each worker reserving up to {reserved / 2**30:.3g} GiB of memory (fewer trials at a time where "
+           "that does not fit)" if reserved else "")
     print(f"[raybench] sweep {sweep_id}: {cfg.train.num_workers} worker(s) x {cpw:g} CPU per trial, "
-          f"{conc} trial(s) at a time; selecting on "
+          f"{conc} trial(s) at a time{mem}; selecting on "
           f"{', '.join(sorted(set(metrics.values())))} ({mode})", flush=True)
     scheduler = make_scheduler(cfg)
+
+    def resources(params: dict) -> dict[str, float]:
+        """A trial's resources, each worker's memory included (checked again: a swept method option can
+        change the modalities it holds)."""
+        tc = resolve_trial_config(cfg, params)
+        d = summaries[data_key(trial_data_cfg(tc, cfg))]
+        memory = worker_memory(tc, d)
+        check_worker_memory(memory, tc, f"{tc.method.name} on {d['dataset']}")
+        return trial_resources(tc.train, cpw, memory)
+
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, base=cfg, data=summaries, mlinfo=mlinfo,
-                             storage=storage, cpw=cpw, verbose=verbose),
-        lambda params: trial_resources(resolve_trial_config(cfg, params).train, cpw))
+                             storage=storage, cpw=cpw, verbose=verbose), resources)
     exp_dir = join(storage, sweep_id)
     storage_path, storage_fs = ray_storage(storage)
     exp_path = f"{storage_path.rstrip('/')}/{sweep_id}"

@@ -46,6 +46,14 @@ class FaceEncoderOptions(MethodOptions):
     cnn_width: int = Field(16, ge=1)  # small_cnn's width
 
 
+def _audio_key(opts: MethodOptions) -> str:
+    return "audio_emb" if getattr(opts, "audio_backbone", None) == "embeddings" else "audio"
+
+
+def _face_key(opts: MethodOptions) -> str:
+    return "video_emb" if getattr(opts, "backbone", None) == "embeddings" else "video"
+
+
 class Method(nn.Module):
     """Base class. ``forward(batch) -> {"logits": (B, C)}`` or ``{"va": (B, T, 2)}``."""
 
@@ -73,21 +81,27 @@ class Method(nn.Module):
         self.task = task
         self.num_outputs = num_outputs
         self.opts = opts if opts is not None else self.Options()  # the method's typed keys
-        # backbone: embeddings: the face embeddings are read, not the frames; audio_backbone: embeddings:
-        # the speech embeddings, not the audio features
-        swap = {"video": self.face_key, "audio": self.audio_key}
-        self.inputs = tuple(swap.get(m, m) for m in type(self).inputs)
+        self.inputs = type(self).inputs_for(self.opts)
+
+    @classmethod
+    def inputs_for(cls, opts: MethodOptions) -> tuple[str, ...]:
+        """The batch keys a method with these options reads (without building it: the sweep reserves
+        the memory of what a trial holds before the trial starts). ``backbone: embeddings``: the face
+        embeddings, not the frames; ``audio_backbone: embeddings``: the speech embeddings, not the audio
+        features."""
+        swap = {"video": _face_key(opts), "audio": _audio_key(opts)}
+        return tuple(swap.get(m, m) for m in cls.inputs)
 
     @property
     def audio_key(self) -> str:
         """The batch key of the audio input: ``audio`` (features), or ``audio_emb`` with ``audio_backbone:
         embeddings``."""
-        return "audio_emb" if getattr(self.opts, "audio_backbone", None) == "embeddings" else "audio"
+        return _audio_key(self.opts)
 
     @property
     def face_key(self) -> str:
         """The batch key of the face input: ``video`` (frames), or ``video_emb`` with ``backbone: embeddings``."""
-        return "video_emb" if getattr(self.opts, "backbone", None) == "embeddings" else "video"
+        return _face_key(self.opts)
 
     @classmethod
     def options(cls, values: dict[str, Any]) -> MethodOptions:

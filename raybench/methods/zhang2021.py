@@ -148,6 +148,12 @@ class Zhang2021(Method):
     Options = Options
     optimizer = "adam"  # the authors' Adam(weight_decay=1e-3): L2 in the gradient
 
+    @classmethod
+    def inputs_for(cls, opts: Options) -> tuple[str, ...]:
+        # the audio inputs its streams read: the features (mfcc, vggish), the speech embeddings (embeddings)
+        audio_in = tuple(dict.fromkeys("audio_emb" if s == "embeddings" else "audio" for s in opts.audio_streams))
+        return tuple(m for m in super().inputs_for(opts) if m != "audio") + audio_in
+
     def __init__(self, task, num_outputs, opts: Options, n_audio_features=40, audio_steps_per_frame=4, fps=10.0,
                  video_emb_dim=0, audio_layers=1, n_audio_emb_features=0, audio_emb_steps_per_frame=1):
         super().__init__(task, num_outputs, opts)
@@ -162,9 +168,6 @@ class Zhang2021(Method):
         self.models = nn.ModuleList(_OneModel(out, opts, n_audio_features, audio_steps_per_frame, fps, video_emb_dim,
                                               audio_layers, n_audio_emb_features, audio_emb_steps_per_frame)
                                     for _ in range(n))
-        # the audio inputs its streams read: the features (mfcc, vggish), the speech embeddings (embeddings)
-        audio_in = tuple(dict.fromkeys("audio_emb" if s == "embeddings" else "audio" for s in opts.audio_streams))
-        self.inputs = tuple(m for m in self.inputs if m != "audio") + audio_in
         fb = opts.freeze_backbone
         if fb is not None and not isinstance(fb, bool):
             raise ValueError(f"zhang2021: freeze_backbone must be true, false or null, got {fb!r}")

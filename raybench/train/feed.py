@@ -69,9 +69,17 @@ def store_columns(inputs: Iterable[str], evaluation: bool = False) -> list[str]:
     return cols
 
 
-def method_inputs(method) -> tuple[str, ...]:
-    """The batch keys a method (class or instance) reads: its ``inputs``, and flow when it needs it."""
-    return tuple(getattr(method, "inputs", ("video", "audio"))) + (("flow",) if getattr(method, "needs_flow", False) else ())
+def method_inputs(method, opts=None) -> tuple[str, ...]:
+    """The batch keys a method (class or instance) reads: its ``inputs`` (a class's with these ``opts``,
+    its typed options: ``Method.inputs_for``), and flow when it needs it."""
+    inputs = method.inputs_for(opts) if opts is not None else getattr(method, "inputs", ("video", "audio"))
+    return tuple(inputs) + (("flow",) if getattr(method, "needs_flow", False) else ())
+
+
+def cache_holds(nbytes: int, cache_gib: float) -> bool:
+    """Whether a worker holds its training clips (``nbytes`` of arrays) in memory after reading them
+    once: they fit ``train.cache_gib`` (0: never)."""
+    return 0 < cache_gib and nbytes <= cache_gib * 2**30
 
 
 def clip_windows(clip: Clip, task: str, length: int, hop: int, rng: np.random.Generator) -> list[int]:

@@ -30,7 +30,7 @@ import torch
 from raybench.data.store import open_store
 from raybench.data.windows import overlap_average, window_starts
 from raybench.schema import TrialConfig
-from raybench.train.feed import (Clip, Prefetcher, audio_stats_on, emb_stats_on, epoch_groups, eval_windows, host_batch,
+from raybench.train.feed import (Clip, Prefetcher, audio_stats_on, cache_holds, emb_stats_on, epoch_groups, eval_windows, host_batch,
                                  method_inputs, store_columns, to_device, train_feed)
 from raybench.train.metrics import TaskMetrics
 from raybench.train.perturb import can_drop, drop_modalities
@@ -396,7 +396,7 @@ def train_loop_per_worker(config: dict) -> None:
     # the training clips held in memory after their first read when they fit train.cache_gib (every
     # rank reads every clip over the epochs: the shares are new each epoch)
     cache_bytes = store.arrays_nbytes(train_ids, inputs)
-    cache: dict | None = {} if 0 < tcfg.cache_gib and cache_bytes <= tcfg.cache_gib * 2**30 else None
+    cache: dict | None = {} if cache_holds(cache_bytes, tcfg.cache_gib) else None
 
     def epoch_batches(epoch: int, rng: np.random.Generator):
         return train_feed(store, epoch_groups(groups, seed, epoch, rank, world), train_ids, task, length, hop,

@@ -312,6 +312,34 @@ def test_one_worker_trials_train_in_their_own_process_with_their_own_checkpoints
         assert steps == list(range(cfg.train.epochs))  # one value per epoch, from the trial's own process
 
 
+def test_trials_are_packed_by_the_memory_their_workers_reserve(ray_session, tmp_path, capsys):
+    """Two one-worker trials fit the session's 2 CPUs at once (as in the test above), but each worker
+    reserves 60% of the node's memory (train.memory_gib_per_worker): Ray runs them one after the other."""
+    import re
+
+    from raybench.sweep import run_sweep
+
+    node = max(n["Resources"].get("memory", 0.0) for n in ray_session.nodes() if n["Alive"])
+    cfg = sweep_cfg(tmp_path, "train.num_workers=1", "train.epochs=2",
+                    f"train.memory_gib_per_worker={0.6 * node / 2**30}",
+                    "tune.search_space={window.length: {grid: [4, 8]}}")
+    res = run_sweep(cfg)
+    assert res.failed == 0 and len(res.trials) == 2
+    out = capsys.readouterr().out
+    assert "2 trial(s) at a time, each worker reserving up to" in out  # by CPUs: two
+    events = re.findall(r"\[raybench\] trial \S+ (started|finished)", out)
+    assert events == ["started", "finished", "started", "finished"], out[-3000:]  # by memory: one
+    # a worker no node could hold: refused before anything is recorded (its trial would wait forever)
+    from mlflow.tracking import MlflowClient
+
+    from raybench.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"'train.memory_gib_per_worker' is .* the trial would never start"):
+        run_sweep(sweep_cfg(tmp_path, "train.num_workers=1", f"train.memory_gib_per_worker={2 * node / 2**30}"))
+    runs = MlflowClient(res.tracking_uri).search_runs([res.experiment_id])
+    assert [r.data.tags.get("raybench.kind") for r in runs].count("sweep") == 1
+
+
 @pytest.mark.timeout(900)
 def test_two_fold_sweep_records_per_fold_and_aggregated_metrics(smoke, tmp_path):
     import json

@@ -198,3 +198,20 @@ def test_window_cost_counts_parameters_and_flops_that_grow_with_the_window():
     # by hand for the first conv layer alone: 2 x (3 x 3 x 3) x width x H x H per frame
     first = m.branch.enc.features[0][0]
     assert c8["model/gflops_per_window"] * 1e9 > 8 * 2 * 27 * first.out_channels * H * H
+
+
+@pytest.mark.parametrize("case", PAD_CASES, ids=lambda c: "-".join([c[0], c[1], *map(str, (c[2] if len(c) > 2 else {})
+                                                                                        .values())]))
+def test_a_methods_inputs_are_known_from_its_options_without_building_it(case):
+    """What the sweep reserves memory for before a trial starts (``Method.inputs_for``) is what the
+    built method reads: every method, fusion, face and speech embedding variant."""
+    from raybench.train.feed import method_inputs
+
+    name, task, opts = case[0], case[1], dict(case[2] if len(case) > 2 else {})
+    layers = opts.pop("_layers", 1)
+    cls = METHODS.get(name)
+    kw = {k: v for k, v in SMALL.items() if k in cls.defaults}
+    model = create_method(name, task, 4 if task == "categorical" else 2, n_audio_features=F,
+                          audio_steps_per_frame=K, video_emb_dim=E, audio_layers=layers,
+                          n_audio_emb_features=F2, audio_emb_steps_per_frame=K2, **kw, **opts)
+    assert method_inputs(cls, cls.options({**kw, **opts})) == method_inputs(model)

@@ -423,6 +423,7 @@ import ray.tune.integration.ray_train
 from ray import tune
 
 from raybench.config import SWEEPS_DIR, load, resolve_trial_config
+from raybench.data.store import random_store
 from raybench.trials import data_key, run_trial, trial_data_cfg
 
 class Context:  # what run_trial asks of Tune
@@ -431,7 +432,7 @@ class Context:  # what run_trial asks of Tune
 
 class Trainer:  # Ray Train's TorchTrainer, kept from starting: the function it would send on, pickled
     def __init__(self, fn, **kw):
-        Trainer.fn = fn
+        Trainer.fn, Trainer.kw = fn, kw
 
     def fit(self):
         pass
@@ -440,9 +441,11 @@ tune.get_context = Context
 ray.train.torch.TorchTrainer = Trainer
 ray.tune.integration.ray_train.TuneReportCallback = ray.train.UserCallback  # (needs a Tune session)
 cfg = load(SWEEPS_DIR / "smoke.yaml", ["train.num_workers=2"])
-data = {data_key(trial_data_cfg(resolve_trial_config(cfg, {}), cfg)): {}}
+store = random_store(sys.argv[3], [4, 5], image_size=8, n_mels=4)  # what the trial reads: its memory reserved
+data = {data_key(trial_data_cfg(resolve_trial_config(cfg, {}), cfg)): store}
 run_trial({}, cfg, data, None, sys.argv[1], 1.0)
 open(sys.argv[2], "wb").write(cloudpickle.dumps(Trainer.fn))
+print(Trainer.kw["scaling_config"].resources_per_worker)
 print(sorted(m for m in ("torchmetrics", "raybench.train.loop") if m in sys.modules))
 '''
 
@@ -465,10 +468,14 @@ def test_a_worker_group_trials_own_process_and_ray_trains_controller_do_not_impo
     import sys
 
     fn = tmp_path / "fn.pkl"
-    out = subprocess.run([sys.executable, "-c", _TRIAL_PROCESS, str(tmp_path / "results"), str(fn)],
+    out = subprocess.run([sys.executable, "-c", _TRIAL_PROCESS, str(tmp_path / "results"), str(fn), str(tmp_path / "s")],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout  # the trial's process
+    # each worker asks for its CPU and reserves the memory of the clips it holds (2 clips of 4 and 5
+    # frames: 8 x 8 x 3 uint8 frames, 4 steps of 4 float32 features per frame, 2 float32 labels per frame)
+    held = 9 * (8 * 8 * 3 + 4 * 4 * 4 + 2 * 4)
+    assert out.stdout.strip().splitlines()[-2] == str({"CPU": 1.0, "memory": float(held)}), out.stdout
     out = subprocess.run([sys.executable, "-c", _CONTROLLER, str(fn)], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout  # the controller
@@ -484,3 +491,57 @@ def test_a_worker_group_trials_own_process_and_ray_trains_controller_do_not_impo
     finally:
         loop.train_loop_per_worker = orig
     assert called == [{"cfg": "c"}]
+
+
+def _trial(method, *over):
+    from raybench.config import resolve_trial_config
+
+    return resolve_trial_config(load(SWEEPS_DIR / "smoke.yaml", ["train.num_workers=1", *over]), {"method.name": method})
+
+
+def test_a_trials_workers_reserve_the_memory_of_the_clips_they_hold(tmp_path):
+    """Each worker reserves with Ray what it holds in memory: its method's modalities of every training
+    clip when they fit train.cache_gib (nothing when they stream), or train.memory_gib_per_worker."""
+    from raybench.data.store import random_store
+    from raybench.trials import trial_resources, worker_memory, worker_resources
+
+    data = random_store(tmp_path / "s", [5, 7, 9], image_size=8, n_mels=6, steps_per_frame=4)
+    frames = 5 + 7 + 9
+    video, audio, labels = frames * 8 * 8 * 3, frames * 4 * 6 * 4, frames * 2 * 4  # uint8, float32, 2 float32
+    assert worker_memory(_trial("av_fusion"), data) == video + audio + labels
+    assert worker_memory(_trial("audio_only"), data) == audio + labels
+    assert worker_memory(_trial("video_only"), data) == video + labels
+    data["ids"]["train"] = ["clip00000", "clip00002"]  # another fold: its own clips
+    assert worker_memory(_trial("av_fusion"), data) == (5 + 9) * (8 * 8 * 3 + 4 * 6 * 4 + 2 * 4)
+    # clips that do not fit the cache stream through a bounded pool: nothing reserved
+    fit = (5 + 9) * (8 * 8 * 3 + 4 * 6 * 4 + 2 * 4)
+    assert worker_memory(_trial("av_fusion", f"train.cache_gib={(fit - 1) / 2**30}"), data) == 0
+    assert worker_memory(_trial("av_fusion", f"train.cache_gib={fit / 2**30}"), data) == fit
+    assert worker_memory(_trial("av_fusion", "train.cache_gib=0"), data) == 0
+    assert worker_memory(_trial("av_fusion", "train.memory_gib_per_worker=1.5"), data) == int(1.5 * 2**30)
+    assert worker_memory(_trial("av_fusion", "train.memory_gib_per_worker=0"), data) == 0
+    # a trial in its own process asks for it; a worker group's trial function does not, its workers do
+    one = _trial("av_fusion").train
+    assert trial_resources(one, 1.0, 1000) == {"CPU": 1.0, "memory": 1000.0}
+    assert trial_resources(one, 1.0, 0) == {"CPU": 1.0}
+    two = _trial("av_fusion", "train.num_workers=2").train
+    assert trial_resources(two, 1.0, 1000) == {"CPU": 0.01}
+    assert worker_resources(two, 0.5, 1000) == {"CPU": 0.5, "memory": 1000.0}
+
+
+def test_a_worker_reserving_more_memory_than_any_node_offers_is_refused_naming_the_key(monkeypatch):
+    """Else its trial would wait for resources forever."""
+    import ray
+
+    from raybench.trials import check_worker_memory
+
+    monkeypatch.setattr(ray, "nodes", lambda: [{"Alive": True, "Resources": {"memory": 2.0 * 2**30}},
+                                               {"Alive": False, "Resources": {"memory": 64.0 * 2**30}},
+                                               {"Alive": True, "Resources": {"memory": 3.0 * 2**30}}])
+    check_worker_memory(3 * 2**30, _trial("av_fusion"), "av_fusion on ravdess")  # fits the largest live node
+    with pytest.raises(ConfigError) as e:
+        check_worker_memory(3 * 2**30 + 1, _trial("av_fusion"), "av_fusion on ravdess")
+    assert "av_fusion on ravdess" in str(e.value) and "'train.cache_gib'" in str(e.value)
+    assert "3.00 GiB of memory" in str(e.value)
+    with pytest.raises(ConfigError, match=r"'train.memory_gib_per_worker' is 4, .* 3.00 GiB"):
+        check_worker_memory(4 * 2**30, _trial("av_fusion", "train.memory_gib_per_worker=4"), "av_fusion on ravdess")

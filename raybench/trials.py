@@ -163,6 +163,8 @@ def worker_memory(cfg: TrialConfig, data: dict) -> int:
     if not t.cache_gib:
         return 0
     inputs = method_inputs(METHODS.get(cfg.method.name), cfg.method)
+    if any(m.endswith("_emb") and m not in (data.get("embeddings") or {}) for m in inputs):
+        return 0  # a method reading embeddings this data configuration lacks: its trials fail on their own
     ids = data["ids"]["train"]
     key = (data["store_path"], json.dumps(data.get("embeddings"), sort_keys=True),
            hashlib.sha1("\n".join(sorted(ids)).encode()).hexdigest(), inputs)
@@ -174,16 +176,18 @@ def worker_memory(cfg: TrialConfig, data: dict) -> int:
     return n if cache_holds(n, t.cache_gib) else 0
 
 
-def check_worker_memory(memory: int, cfg: TrialConfig, where: str) -> None:
-    """A worker's memory reservation must fit one node's memory (what Ray offers: its ``memory``
-    resource), else its trial would wait forever: a ConfigError naming the key that sets it."""
+def check_worker_memory(memory: int, cfg: TrialConfig, where: str, cpw: float) -> None:
+    """A worker's memory reservation must fit the memory Ray offers (its ``memory`` resource) on a node
+    that could run the worker (``cpw`` CPUs, and its GPU share with ``train.use_gpu``), else its trial
+    would wait forever: a ConfigError naming the key that sets it."""
     import ray
 
-    nodes = [n.get("Resources", {}).get("memory", 0.0) for n in ray.nodes() if n.get("Alive")]
-    largest = max(nodes, default=0.0)
+    t, gib = cfg.train, 2**30
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    largest = max((r.get("memory", 0.0) for r in nodes if r.get("CPU", 0.0) >= cpw
+                   and (not t.use_gpu or r.get("GPU", 0.0) >= t.gpus_per_worker)), default=0.0)
     if memory <= largest:
         return
-    t, gib = cfg.train, 2**30
     if t.memory_gib_per_worker is not None:
         why = f"'train.memory_gib_per_worker' is {t.memory_gib_per_worker:g}"
         fix = "lower it"
@@ -192,8 +196,28 @@ def check_worker_memory(memory: int, cfg: TrialConfig, where: str) -> None:
                f"(they fit 'train.cache_gib' = {t.cache_gib:g}), and reserves that with Ray")
         fix = (f"lower 'train.cache_gib' below {memory / gib:.2f} to stream them instead, or set "
                "'train.memory_gib_per_worker' (0: reserve nothing)")
-    raise ConfigError([f"{why}, but the largest node offers {largest / gib:.2f} GiB of memory to Ray's tasks "
-                       f"(its 'memory' resource): the trial would never start; {fix}"], "config")
+    node = f"{cpw:g} CPU{', a GPU share' if t.use_gpu else ''}"
+    raise ConfigError([f"{why}, but the largest node that could run a worker ({node}) offers {largest / gib:.2f} "
+                       f"GiB of memory to Ray's tasks (its 'memory' resource): the trial would never start; {fix}"],
+                      "config")
+
+
+_MEMORY_KEYS = ("train.cache_gib", "train.memory_gib_per_worker")
+
+
+def _memory_params(cfg: SweepConfig) -> list[dict]:
+    """Every combination of the finite swept values of the keys that change what a worker holds (the
+    method's options, ``train.cache_gib``, ``train.memory_gib_per_worker``; method.name and data.* are
+    taken from the methods and data configurations; a continuous distribution keeps the base value)."""
+    keys = []
+    for k, spec in cfg.tune.search_space.items():
+        parts = k.split("|")
+        if (any(p in _MEMORY_KEYS or (p.startswith("method.") and p != "method.name") for p in parts)
+                and not any(p == "method.name" or p.startswith("data.") for p in parts)
+                and search_values(spec) is not None):
+            keys.append(k)
+    return [dict(zip(keys, combo)) for combo in itertools.product(*(search_values(cfg.tune.search_space[k])
+                                                                      for k in keys))]
 
 
 def size_trials(cfg: SweepConfig) -> tuple[float, int]:
@@ -235,9 +259,9 @@ def max_epochs(cfg: SweepConfig) -> int:
 
 
 def run_trial(params: dict, base: SweepConfig, data: dict, mlinfo: dict | None, storage: str,
-              cpw: float, verbose: int = 0) -> None:
+              cpw: float, memory: int = 0, verbose: int = 0) -> None:
     """Tune function trainable: train the sampled ``params`` here (one worker, :func:`in_trial_process`)
-    or build and fit one TorchTrainer for them."""
+    or build and fit one TorchTrainer for them, each worker reserving ``memory`` bytes (``check_resources``)."""
     import ray.train
     from ray import tune
     from ray.train import CheckpointConfig, ScalingConfig
@@ -282,7 +306,7 @@ def run_trial(params: dict, base: SweepConfig, data: dict, mlinfo: dict | None, 
         session = TuneSession(use_gpu, TrialCheckpoints(join(checkpoints, trial_id)))
         train_loop_per_worker({**loop_config, "session": session})
         return
-    res = worker_resources(t, cpw, worker_memory(cfg, d))
+    res = worker_resources(t, cpw, memory)
     storage_path, storage_fs = ray_storage(checkpoints)
     trainer = TorchTrainer(
         train_worker,  # (the loop itself is imported in the workers only: raybench/train/worker.py)
@@ -513,22 +537,30 @@ def make_scheduler(cfg: SweepConfig):
                          grace_period=min(cfg.tune.grace_period, cfg.train.epochs))
 
 
-def check_resources(cfg: SweepConfig, summaries: dict[str, dict]) -> int:
-    """Before anything is recorded: the trials fit the cluster (its GPUs: ``size_trials``; each worker's
-    memory fits a node: ``check_worker_memory``, for every method on every data configuration, their
-    swept options aside), else a ConfigError. Returns the most memory a worker reserves (bytes)."""
+def check_resources(cfg: SweepConfig, summaries: dict[str, dict]) -> tuple[float, int, int]:
+    """Before anything is recorded: the trials fit the cluster, else a ConfigError. Returns (CPUs per
+    worker, trials at a time: ``size_trials``; bytes every worker reserves).
+
+    Every worker of the sweep reserves the same memory: the most any of its trials' workers holds
+    (``worker_memory``, over every method on every data configuration and the finite swept values of
+    the keys that change it), checked against the nodes. One figure for all trials, because Tune hands
+    a finished trial's process to the next (``reuse_actors``) only when their resources are equal."""
     from raybench.registry import METHODS
 
-    size_trials(cfg)
-    reserved = 0
+    cpw, conc = size_trials(cfg)
+    reserve, worst = 0, None
     for d in summaries.values():
         for m in reachable_methods(cfg):
-            if d["task"] in METHODS.get(m).tasks:
-                tc = resolve_trial_config(cfg, {"method.name": m})
+            if d["task"] not in METHODS.get(m).tasks:
+                continue
+            for params in _memory_params(cfg):
+                tc = resolve_trial_config(cfg, {"method.name": m, **params})
                 memory = worker_memory(tc, d)
-                check_worker_memory(memory, tc, f"{m} on {d['dataset']}")
-                reserved = max(reserved, memory)
-    return reserved
+                if memory > reserve:
+                    reserve, worst = memory, (tc, f"{m} on {d['dataset']}")
+    if worst is not None:
+        check_worker_memory(reserve, *worst, cpw)
+    return cpw, conc, reserve
 
 
 def tune_trials(cfg: SweepConfig, summaries: dict[str, dict], mlinfo: dict, storage: str,
@@ -546,27 +578,18 @@ def tune_trials(cfg: SweepConfig, summaries: dict[str, dict], mlinfo: dict, stor
 
     sweep_id = mlinfo["sweep_id"]
     metric, mode = "val/score", cfg.tune.mode
-    cpw, conc = size_trials(cfg)
-    reserved = check_resources(cfg, summaries)
-    mem = (f", each worker reserving up to {reserved / 2**30:.3g} GiB of memory (fewer trials at a time where "
-           "that does not fit)" if reserved else "")
+    cpw, conc, reserve = check_resources(cfg, summaries)
+    mem = (f", each worker reserving {reserve / 2**30:.3g} GiB of memory (fewer trials at a time where that "
+           "does not fit)" if reserve else "")
     print(f"[raybench] sweep {sweep_id}: {cfg.train.num_workers} worker(s) x {cpw:g} CPU per trial, "
           f"{conc} trial(s) at a time{mem}; selecting on "
           f"{', '.join(sorted(set(metrics.values())))} ({mode})", flush=True)
     scheduler = make_scheduler(cfg)
 
-    def resources(params: dict) -> dict[str, float]:
-        """A trial's resources, each worker's memory included (checked again: a swept method option can
-        change the modalities it holds)."""
-        tc = resolve_trial_config(cfg, params)
-        d = summaries[data_key(trial_data_cfg(tc, cfg))]
-        memory = worker_memory(tc, d)
-        check_worker_memory(memory, tc, f"{tc.method.name} on {d['dataset']}")
-        return trial_resources(tc.train, cpw, memory)
-
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, base=cfg, data=summaries, mlinfo=mlinfo,
-                             storage=storage, cpw=cpw, verbose=verbose), resources)
+                             storage=storage, cpw=cpw, memory=reserve, verbose=verbose),
+        lambda params: trial_resources(resolve_trial_config(cfg, params).train, cpw, reserve))
     exp_dir = join(storage, sweep_id)
     storage_path, storage_fs = ray_storage(storage)
     exp_path = f"{storage_path.rstrip('/')}/{sweep_id}"

@@ -326,7 +326,7 @@ def test_trials_are_packed_by_the_memory_their_workers_reserve(ray_session, tmp_
     res = run_sweep(cfg)
     assert res.failed == 0 and len(res.trials) == 2
     out = capsys.readouterr().out
-    assert "2 trial(s) at a time, each worker reserving up to" in out  # by CPUs: two
+    assert "2 trial(s) at a time, each worker reserving " in out  # by CPUs: two
     events = re.findall(r"\[raybench\] trial \S+ (started|finished)", out)
     assert events == ["started", "finished", "started", "finished"], out[-3000:]  # by memory: one
     # a worker no node could hold: refused before anything is recorded (its trial would wait forever)

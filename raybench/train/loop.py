@@ -30,8 +30,8 @@ import torch
 from raybench.data.store import open_store
 from raybench.data.windows import overlap_average, window_starts
 from raybench.schema import TrialConfig
-from raybench.train.feed import (Clip, Prefetcher, audio_stats_on, cache_holds, emb_stats_on, epoch_groups, eval_windows, host_batch,
-                                 method_inputs, store_columns, to_device, train_feed)
+from raybench.train.feed import (Clip, Prefetcher, audio_stats_on, cache_holds, emb_stats_on, epoch_groups, eval_windows,
+                                 host_batch, method_inputs, store_columns, to_device, train_feed)
 from raybench.train.metrics import TaskMetrics
 from raybench.train.perturb import can_drop, drop_modalities
 

@@ -320,7 +320,7 @@ def test_trials_are_packed_by_the_memory_their_workers_reserve(ray_session, tmp_
     from raybench.sweep import run_sweep
 
     node = max(n["Resources"].get("memory", 0.0) for n in ray_session.nodes() if n["Alive"])
-    cfg = sweep_cfg(tmp_path, "train.num_workers=1", "train.epochs=2",
+    cfg = sweep_cfg(tmp_path, "train.num_workers=1", "train.epochs=1",
                     f"train.memory_gib_per_worker={0.6 * node / 2**30}",
                     "tune.search_space={window.length: {grid: [4, 8]}}")
     res = run_sweep(cfg)

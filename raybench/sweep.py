@@ -58,7 +58,7 @@ def run_sweep(cfg: SweepConfig, sweep_id: str | None = None, resume: bool = Fals
     cross = prepare_cross(cfg) if cfg.eval.cross_corpus else {}  # the cross-corpus track's target corpora
     # each dataset is judged on its own task's metric; Tune sees it as val/score
     metrics = {s["dataset"]: cfg.tune.metric or default_metric(s["task"]) for s in summaries.values()}
-    check_resources(cfg, summaries)  # trials the cluster could never run: said before anything is recorded
+    sizing = check_resources(cfg, summaries)  # trials the cluster could never run: said before anything is recorded
 
     # 2. TUNE: a parent MLflow run, then the trials (each logs its own child run)
     sweep_id = sweep_id or new_sweep_id(cfg)
@@ -78,7 +78,7 @@ def run_sweep(cfg: SweepConfig, sweep_id: str | None = None, resume: bool = Fals
               f"{sweep_id}" + ("" if cfg.storage is None else f" storage={cfg.storage}"), flush=True)
 
     timing: dict = {}
-    grid = tune_trials(cfg, summaries, mlinfo, storage, metrics, resume, on_start=started,
+    grid = tune_trials(cfg, summaries, mlinfo, storage, metrics, resume, sizing, on_start=started,
                        verbose=verbose, timing=timing)
 
     # 3. RECORD: choose on validation, test the chosen, summarise folds, log, print

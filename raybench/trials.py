@@ -564,21 +564,22 @@ def check_resources(cfg: SweepConfig, summaries: dict[str, dict]) -> tuple[float
 
 
 def tune_trials(cfg: SweepConfig, summaries: dict[str, dict], mlinfo: dict, storage: str,
-                metrics: dict[str, str], resume: bool, on_start=None, verbose: int = 0,
-                timing: dict | None = None):
+                metrics: dict[str, str], resume: bool, sizing: tuple[float, int, int], on_start=None,
+                verbose: int = 0, timing: dict | None = None):
     """TUNE: one Ray Tune run over the search space, each trial in its Tune trial's own process (one
     worker) or a Ray Train ``TorchTrainer`` (several: :func:`in_trial_process`); a
     resumed sweep restores its Tune state from ``storage``. ``on_start()`` runs once the tuner is
     built, before the first trial. ``timing`` (a dict) receives each trial's wall and epoch seconds
     (a resumed sweep's from Tune's restored callback, which holds the trials' time before the
-    interruption too). Returns Tune's ResultGrid."""
+    interruption too). ``sizing``: :func:`check_resources`'s (CPUs per worker, trials at a time, bytes
+    each worker reserves). Returns Tune's ResultGrid."""
     from ray import tune
 
     from raybench.storage import join, ray_storage
 
     sweep_id = mlinfo["sweep_id"]
     metric, mode = "val/score", cfg.tune.mode
-    cpw, conc, reserve = check_resources(cfg, summaries)
+    cpw, conc, reserve = sizing  # check_resources, called by the sweep before anything is recorded
     mem = (f", each worker reserving {reserve / 2**30:.3g} GiB of memory (fewer trials at a time where that "
            "does not fit)" if reserve else "")
     print(f"[raybench] sweep {sweep_id}: {cfg.train.num_workers} worker(s) x {cpw:g} CPU per trial, "

@@ -3,7 +3,8 @@
 ``TorchTrainer`` pickles its training function by reference, so every process that unpickles it
 imports the module it lives in: the trial's own process and Ray Train's controller too, which only
 hand it on. ``raybench.train.loop`` pulls in torchmetrics (with scipy, torchvision and transformers:
-about 5 s of imports per process on a 2-core machine, 2026-12-01), so the loop is imported here only
+3.6-4.9 s of imports per process on a 2-core machine after torch and Ray Train, 2026-12-01: README,
+"How a trial runs"), so the loop is imported here only
 where it runs, in the workers.
 """
 

@@ -763,6 +763,9 @@ def main(argv: list[str] | None = None) -> int:
     uri = a.tracking_uri or tracking.default_tracking_uri(create=False)
     out = Path(a.out).expanduser().resolve() if a.out else tracking.results_dir(None) / "report"
     try:
+        problem = tracking.store_problem(uri, "--tracking-uri" if a.tracking_uri else "$MLFLOW_TRACKING_URI")
+        if problem:
+            raise ReportError(problem)
         if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
             raise ReportError(f"no MLflow store at {uri}: run a sweep first (python -m raybench.sweep), or name "
                               "the store with --tracking-uri")

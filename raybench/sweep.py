@@ -52,6 +52,7 @@ def run_sweep(cfg: SweepConfig, sweep_id: str | None = None, resume: bool = Fals
     from raybench.train.loop import default_metric
 
     t_start = time.time()
+    tracking.check_store(cfg)  # a file store MLflow refuses, a server not there: said before the decoding
 
     # 1. PREPARE every data configuration the sweep reaches (file listings before Ray starts)
     summaries = prepare_all(cfg, verbose)

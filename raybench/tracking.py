@@ -50,6 +50,54 @@ def default_tracking_uri(storage: str | None = None, create: bool = True) -> str
     return f"sqlite:///{d / 'mlflow.db'}"
 
 
+def tracking_uri_source(cfg: SweepConfig) -> str:
+    """Where a sweep's tracking URI came from, as a user would name it in a fix."""
+    if cfg.mlflow.tracking_uri:
+        return "mlflow.tracking_uri"
+    return "$MLFLOW_TRACKING_URI" if os.environ.get("MLFLOW_TRACKING_URI") else "the default store"
+
+
+def store_problem(uri: str, where: str, timeout_s: float = 10.0) -> str | None:
+    """What keeps the MLflow store at ``uri`` from taking runs, said before any long work (a prepare
+    of hours), or None. MLflow itself says so only when a run is first created: a file store (a folder
+    such as ./mlruns) is refused by MLflow 3 unless $MLFLOW_ALLOW_FILE_STORE is true, and a tracking
+    server that does not answer is retried for about four minutes (measured: 247 s, MLflow 3.17).
+    A server that answers at all (any HTTP status) counts as there: some need credentials for every
+    path, which its requests carry and this one does not."""
+    from urllib.parse import urlparse
+
+    scheme = urlparse(uri).scheme.lower()
+    if scheme in ("", "file") or (len(scheme) == 1 and uri[1:3] in (":\\", ":/")):  # a path (C:\ too)
+        from mlflow.environment_variables import MLFLOW_ALLOW_FILE_STORE
+
+        if not MLFLOW_ALLOW_FILE_STORE.get():
+            return (f"{where} is {uri!r}, an MLflow file store (a folder of runs such as ./mlruns), which "
+                    "MLflow 3 opens only when MLFLOW_ALLOW_FILE_STORE=true is set. Use a SQLite store "
+                    "instead (sqlite:///PATH/mlflow.db; `mlflow migrate-filestore` converts a folder of "
+                    "runs), or set MLFLOW_ALLOW_FILE_STORE=true")
+    elif scheme in ("http", "https"):
+        import requests
+
+        try:  # any answer will do: only a server that is not there at all fails here
+            requests.get(uri.rstrip("/") + "/health", timeout=timeout_s)
+        except requests.RequestException as e:
+            return (f"{where} is {uri!r}, and no MLflow tracking server answers there ({type(e).__name__}: "
+                    f"{str(e)[:200]}). Start it first (mlflow server --backend-store-uri sqlite:///PATH/mlflow.db "
+                    "--host HOST --port PORT), or point {where} at one that runs")
+    return None
+
+
+def check_store(cfg: SweepConfig) -> None:
+    """A sweep's MLflow store can take runs (:func:`store_problem`), else a ConfigError naming where its
+    URI came from: before the data is prepared, so that a typo does not wait for the decoding."""
+    from raybench.config import ConfigError
+
+    where = tracking_uri_source(cfg)
+    problem = store_problem(cfg.mlflow.tracking_uri or default_tracking_uri(cfg.storage, create=False), where)
+    if problem:
+        raise ConfigError([problem], where)
+
+
 def artifact_root(uri: str) -> str | None:
     """Artifacts of a local SQLite store live beside the database (MLflow's default is ./mlruns
     in whatever the current directory is); a tracking server decides for itself."""

@@ -86,3 +86,78 @@ def test_an_unusable_encoder_folder_fails_before_ray_starts(no_ray, tmp_path, ma
     folder = make_encoder(tmp_path / "w", "hubert")
     with pytest.raises(PrepareError, match=r"data.audio.encoder.layer must be 'all' or 0..2 for .*\(hubert, 2 layers\)"):
         run_sweep(_cfg(tmp_path, f"data.audio.encoder.path={folder}", "data.audio.encoder.layer=5"))
+
+
+def test_a_file_store_mlflow_refuses_fails_before_ray_starts_and_names_its_source(no_ray, tmp_path, monkeypatch):
+    from raybench.config import ConfigError
+    from raybench.sweep import run_sweep
+
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    runs = tmp_path / "mlruns"
+    with pytest.raises(ConfigError) as e:
+        run_sweep(_cfg(tmp_path, f"mlflow.tracking_uri=file://{runs}"))
+    assert "mlflow.tracking_uri" in str(e.value) and f"file://{runs}" in str(e.value)
+    assert "sqlite:///" in str(e.value) and "MLFLOW_ALLOW_FILE_STORE=true" in str(e.value)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", str(runs))  # a plain path is a file store too
+    with pytest.raises(ConfigError, match=r"\$MLFLOW_TRACKING_URI is '" + str(runs)):
+        run_sweep(_cfg(tmp_path))
+    assert not runs.exists()
+
+
+def test_a_file_store_is_accepted_where_mlflow_is_told_to_open_it(tmp_path, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    from raybench.tracking import store_problem
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    uri = (tmp_path / "mlruns").as_uri()
+    assert store_problem(uri, "mlflow.tracking_uri") is None
+    assert MlflowClient(uri).search_experiments()  # and MLflow opens it then (its Default experiment)
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "false")
+    assert "MLFLOW_ALLOW_FILE_STORE" in store_problem(uri, "mlflow.tracking_uri")
+    assert store_problem(f"sqlite:///{tmp_path / 'm.db'}", "mlflow.tracking_uri") is None
+
+
+def test_a_tracking_server_that_is_not_there_fails_at_once_one_that_answers_passes(no_ray, tmp_path):
+    import http.server
+    import socket
+    import threading
+    import time
+
+    from raybench.config import ConfigError
+    from raybench.sweep import run_sweep
+    from raybench.tracking import store_problem
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    t0 = time.time()
+    with pytest.raises(ConfigError) as e:
+        run_sweep(_cfg(tmp_path, f"mlflow.tracking_uri=http://127.0.0.1:{port}"))
+    assert time.time() - t0 < 30  # not MLflow's minutes of retries
+    assert f"http://127.0.0.1:{port}" in str(e.value) and "mlflow server" in str(e.value)
+    assert "mlflow.tracking_uri" in str(e.value)
+
+    class NotFound(http.server.BaseHTTPRequestHandler):  # a server that answers, if only with 404
+        def do_GET(self):
+            self.send_response(404)
+            self.end_headers()
+
+        def log_message(self, *a):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), NotFound)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        assert store_problem(f"http://127.0.0.1:{server.server_port}/", "mlflow.tracking_uri") is None
+    finally:
+        server.shutdown()
+
+
+def test_the_report_names_a_file_store_it_cannot_open(tmp_path, monkeypatch, capsys):
+    from raybench.report import main
+
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    assert main(["--tracking-uri", str(tmp_path / "mlruns"), "--out", str(tmp_path / "report")]) == 2
+    err = capsys.readouterr().err
+    assert "--tracking-uri" in err and "file store" in err and "Traceback" not in err

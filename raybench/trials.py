@@ -378,6 +378,7 @@ def prepare_all(cfg: SweepConfig, verbose: int = 0) -> dict[str, dict]:
         env = {} if verbose or own_hook else {"worker_process_setup_hook": "raybench.trials.quiet_ray_worker"}
         ray.init(ignore_reinit_error=True, runtime_env=env or None)
     quiet_ray(verbose)
+    size_trials(cfg)  # trials that need GPUs the cluster lacks: said before the decoding, not after it
     built, seconds = {}, {}
     for key, p in plans.items():
         t0 = time.time()

@@ -161,3 +161,20 @@ def test_the_report_names_a_file_store_it_cannot_open(tmp_path, monkeypatch, cap
     assert main(["--tracking-uri", str(tmp_path / "mlruns"), "--out", str(tmp_path / "report")]) == 2
     err = capsys.readouterr().err
     assert "--tracking-uri" in err and "file store" in err and "Traceback" not in err
+
+
+def test_trials_that_need_gpus_the_cluster_lacks_fail_before_the_decoding(tmp_path, monkeypatch):
+    import ray
+
+    import raybench.data.store as store
+    from raybench.config import ConfigError
+    from raybench.sweep import run_sweep
+
+    def decoded(*a, **k):
+        raise AssertionError("the clips were decoded before the error")
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: True)  # a running Ray of 2 CPUs and no GPU
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 2.0})
+    monkeypatch.setattr(store, "build", decoded)
+    with pytest.raises(ConfigError, match=r"'train.use_gpu' is true .* the cluster has 0 GPU"):
+        run_sweep(_cfg(tmp_path, "train.use_gpu=true"))

@@ -21,6 +21,39 @@ def is_remote(path: str | Path | None) -> bool:
     return isinstance(path, str) and path.startswith(REMOTE_SCHEMES)
 
 
+def reach_problem(uri: str, key: str, timeout_s: float = 30.0) -> str | None:
+    """What keeps a remote ``uri`` (the setting ``key``) from being read, said before any long work, or
+    None (a local path: None). Without this a bucket that is not there, or whose endpoint does not
+    answer, failed only where the sweep first wrote to it, after the prepare and with a traceback.
+    The probe runs in a thread given ``timeout_s``: pyarrow's GCS client retries an endpoint that does
+    not answer for minutes (its ``retry_limit_seconds``), and its calls take no timeout."""
+    if not is_remote(uri):
+        return None
+    import threading
+
+    out: dict = {}
+
+    def probe() -> None:
+        try:
+            fs, path = split(uri)
+            fs.get_file_info(path)  # a path not there yet is fine (FileType.NotFound): only an error is not
+        except Exception as e:  # OSError (no endpoint, no such bucket, credentials), ArrowInvalid (a query option)
+            out["error"] = e
+        out["done"] = True
+
+    t = threading.Thread(target=probe, daemon=True, name=f"raybench-probe-{key}")
+    t.start()
+    t.join(timeout_s)
+    if "done" not in out:
+        return (f"{key}={uri}: its object store did not answer within {timeout_s:g} s (is the endpoint right, "
+                "and reachable from here?)")
+    if "error" in out:
+        e = out["error"]
+        return (f"{key}={uri}: {type(e).__name__}: {str(e)[:300]} (check the bucket's name, its endpoint and "
+                "the credentials in this environment)")
+    return None
+
+
 GCS_QUERY_KEYS = ("anonymous", "scheme", "endpoint_override", "default_bucket_location", "retry_limit_seconds",
                   "project_id")
 

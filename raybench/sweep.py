@@ -45,6 +45,29 @@ def load_sweep_state(storage: str, sweep_id: str) -> dict:
                            "sweep used?)"], "--resume") from None
 
 
+def check_outside(cfg: SweepConfig) -> None:
+    """The places outside this process a sweep writes to or reads from answer, else one ConfigError
+    naming each setting that fails (before the prepare, which takes hours on a real dataset): its MLflow
+    store (``tracking.store_problem``) and every remote URI among ``storage``, ``data.root`` and
+    ``data.store_dir`` of every data configuration it reaches (``storage.reach_problem``)."""
+    from raybench import storage as st
+    from raybench import tracking
+    from raybench.trials import data_variants
+
+    where = tracking.tracking_uri_source(cfg)
+    uri = cfg.mlflow.tracking_uri or tracking.default_tracking_uri(cfg.storage, create=False)
+    problems = [tracking.store_problem(uri, where)]
+    places = {str(cfg.storage): "storage"}
+    for d in data_variants(cfg):
+        places.setdefault(str(d.root), "data.root")
+        places.setdefault(str(d.store_dir), "data.store_dir")
+    for i, c in enumerate(cfg.eval.cross_corpus):
+        places.setdefault(str(c.root), f"eval.cross_corpus[{i}].root")
+    problems += [st.reach_problem(place, key) for place, key in places.items()]
+    if any(problems):
+        raise ConfigError([p for p in problems if p], "config")
+
+
 def run_sweep(cfg: SweepConfig, sweep_id: str | None = None, resume: bool = False, verbose: int = 0) -> SweepResult:
     """PREPARE -> TUNE -> RECORD (the steps in ``trials`` and ``results``). ``verbose``: 0 prints one
     raybench line per trial epoch; more adds Ray Tune's status tables."""
@@ -52,7 +75,7 @@ def run_sweep(cfg: SweepConfig, sweep_id: str | None = None, resume: bool = Fals
     from raybench.train.loop import default_metric
 
     t_start = time.time()
-    tracking.check_store(cfg)  # a file store MLflow refuses, a server not there: said before the decoding
+    check_outside(cfg)  # an MLflow store or a bucket that would fail: said before the decoding
 
     # 1. PREPARE every data configuration the sweep reaches (file listings before Ray starts)
     summaries = prepare_all(cfg, verbose)

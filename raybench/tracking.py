@@ -87,17 +87,6 @@ def store_problem(uri: str, where: str, timeout_s: float = 10.0) -> str | None:
     return None
 
 
-def check_store(cfg: SweepConfig) -> None:
-    """A sweep's MLflow store can take runs (:func:`store_problem`), else a ConfigError naming where its
-    URI came from: before the data is prepared, so that a typo does not wait for the decoding."""
-    from raybench.config import ConfigError
-
-    where = tracking_uri_source(cfg)
-    problem = store_problem(cfg.mlflow.tracking_uri or default_tracking_uri(cfg.storage, create=False), where)
-    if problem:
-        raise ConfigError([problem], where)
-
-
 def artifact_root(uri: str) -> str | None:
     """Artifacts of a local SQLite store live beside the database (MLflow's default is ./mlruns
     in whatever the current directory is); a tracking server decides for itself."""

@@ -178,3 +178,40 @@ def test_trials_that_need_gpus_the_cluster_lacks_fail_before_the_decoding(tmp_pa
     monkeypatch.setattr(store, "build", decoded)
     with pytest.raises(ConfigError, match=r"'train.use_gpu' is true .* the cluster has 0 GPU"):
         run_sweep(_cfg(tmp_path, "train.use_gpu=true"))
+
+
+def test_buckets_that_do_not_answer_fail_before_ray_starts_naming_each_setting(no_ray, tmp_path, monkeypatch):
+    import socket
+
+    from raybench.config import ConfigError
+    from raybench.sweep import run_sweep
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")  # pyarrow asks no instance-metadata service then
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    s3 = f"s3://results/x?endpoint_override=127.0.0.1:{port}&scheme=http&region=us-east-1"
+    gs = f"gs://stores/y?endpoint_override=127.0.0.1:{port}&scheme=http&anonymous=true&retry_limit_seconds=1"
+    with pytest.raises(ConfigError) as e:
+        run_sweep(_cfg(tmp_path, f"storage={s3}", f"data.store_dir={gs}"))
+    problems = e.value.problems
+    assert len(problems) == 2, problems
+    assert problems[0].startswith(f"storage={s3}: OSError") and "Could not connect" in problems[0]
+    assert problems[1].startswith(f"data.store_dir={gs}: OSError")
+
+
+def test_a_bucket_probe_gives_up_after_its_timeout_and_a_local_path_is_not_probed(tmp_path):
+    import socket
+    import time
+
+    from raybench.storage import reach_problem
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    t0 = time.time()  # pyarrow's GCS client retries a closed endpoint for minutes unless told otherwise
+    problem = reach_problem(f"gs://b/x?endpoint_override=127.0.0.1:{port}&scheme=http&anonymous=true", "storage",
+                            timeout_s=1.0)
+    assert time.time() - t0 < 10 and "did not answer within 1 s" in problem
+    assert reach_problem(str(tmp_path / "nowhere"), "storage", timeout_s=0.0) is None

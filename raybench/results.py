@@ -384,11 +384,7 @@ def record(cfg: SweepConfig, grid, summaries: dict[str, dict], mlinfo: dict, sto
                                                           "parent_run_id"))
     labels = _labels(summaries)
     result = SweepResult(sweep_id, uri, exp_id, parent, prepared={labels[k]: s for k, s in summaries.items()})
-    result.trials = trial_rows(cfg, grid, sweep_id)
-    for t in result.trials:
-        tm = (timing or {}).get(t["trial_id"].rsplit("/", 1)[-1])
-        if tm and tm.get("wall_s") is not None:
-            t["wall_s"], t["fixed_s"] = tm["wall_s"], tm["wall_s"] - tm["epochs_s"]
+    result.trials = _timed(trial_rows(cfg, grid, sweep_id), timing)
     result.failed = sum(t["error"] is not None or t["best_val"] is None for t in result.trials)
 
     # best per dataset, on the validation metric; only it sees the test split
@@ -475,6 +471,36 @@ def record(cfg: SweepConfig, grid, summaries: dict[str, dict], mlinfo: dict, sto
     _close_trial_runs(client, uri, exp_id, result.trials)
     client.set_terminated(parent, status="FAILED" if result.failed == len(result.trials) else "FINISHED")
     return result
+
+
+def _timed(rows: list[dict], timing: dict | None) -> list[dict]:
+    """``rows`` with the wall time and fixed cost of each trial that finished (``timing``: see ``record``)."""
+    for t in rows:
+        tm = (timing or {}).get(t["trial_id"].rsplit("/", 1)[-1])
+        if tm and tm.get("wall_s") is not None:
+            t["wall_s"], t["fixed_s"] = tm["wall_s"], tm["wall_s"] - tm["epochs_s"]
+    return rows
+
+
+def record_interrupted(cfg: SweepConfig, grid, mlinfo: dict, timing: dict | None, why: str) -> int:
+    """A sweep Tune ended early (Ctrl-C: Tune stops its trials, saves its state and returns): nothing is
+    tested or summarised (``record`` does that when the resumed sweep ends), but no run is left RUNNING
+    in MLflow for a sweep that is not: each trial that ended has its run closed with its true status,
+    as ``record`` would, every other run of the sweep (the parent, trials cut short) is KILLED with
+    ``why`` as its ``raybench.status_reason``. A resume reopens them. Returns the trials that ended."""
+    from raybench import tracking
+
+    sweep_id, uri, exp_id, parent = (mlinfo[k] for k in ("sweep_id", "tracking_uri", "experiment_id",
+                                                          "parent_run_id"))
+    rows = _timed(trial_rows(cfg, grid, sweep_id), timing)
+    ended = [t for t in rows if t["error"] is not None or "wall_s" in t]
+    client = tracking._client(uri)
+    _close_trial_runs(client, uri, exp_id, ended)
+    for run in client.search_runs([exp_id], filter_string=f"tags.`{tracking.SWEEP_TAG}` = '{sweep_id}' and "
+                                  "attributes.status = 'RUNNING'", max_results=50000):  # the parent's tagged too
+        client.set_tag(run.info.run_id, "raybench.status_reason", why[:5000])
+        client.set_terminated(run.info.run_id, status="KILLED")
+    return len(ended)
 
 
 def _submit_tests(cfg: SweepConfig, t: dict, summaries: dict[str, dict], storage: str,

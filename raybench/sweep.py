@@ -15,10 +15,10 @@ import time
 from pathlib import Path
 
 from raybench.config import ConfigError, load
-from raybench.results import SweepResult, format_table, record
+from raybench.results import SweepResult, format_table, record, record_interrupted
 from raybench.schema import SweepConfig
 from raybench.storage import join
-from raybench.trials import check_resources, new_sweep_id, prepare_all, prepare_cross, tune_trials
+from raybench.trials import check_resources, new_sweep_id, planned_trials, prepare_all, prepare_cross, tune_trials
 
 STATE_FILE = "raybench_sweep.json"
 
@@ -43,6 +43,14 @@ def load_sweep_state(storage: str, sweep_id: str) -> dict:
     except (FileNotFoundError, OSError):
         raise ConfigError([f"no sweep {sweep_id!r} to resume: {path} does not exist (is storage= the one the "
                            "sweep used?)"], "--resume") from None
+
+
+class SweepInterrupted(Exception):
+    """Tune ended the sweep before every trial did (Ctrl-C): nothing tested, the sweep resumable."""
+
+
+def resume_command(sweep_id: str, cfg: SweepConfig) -> str:
+    return f"python -m raybench.sweep --resume {sweep_id}" + ("" if cfg.storage is None else f" storage={cfg.storage}")
 
 
 def check_outside(cfg: SweepConfig) -> None:
@@ -98,12 +106,18 @@ def run_sweep(cfg: SweepConfig, sweep_id: str | None = None, resume: bool = Fals
 
     def started() -> None:
         save_sweep_state(storage, sweep_id, cfg)
-        print(f"[raybench] to resume this sweep if it is interrupted:  python -m raybench.sweep --resume "
-              f"{sweep_id}" + ("" if cfg.storage is None else f" storage={cfg.storage}"), flush=True)
+        print(f"[raybench] to resume this sweep if it is interrupted:  {resume_command(sweep_id, cfg)}", flush=True)
 
     timing: dict = {}
-    grid = tune_trials(cfg, summaries, mlinfo, storage, metrics, resume, sizing, on_start=started,
+    grid, unfinished = tune_trials(cfg, summaries, mlinfo, storage, metrics, resume, sizing, on_start=started,
                        verbose=verbose, timing=timing)
+    if unfinished:  # Tune returns what it has when told to stop (Ctrl-C)
+        why = f"the sweep was interrupted before it ended; resume it with: {resume_command(sweep_id, cfg)}"
+        record_interrupted(cfg, grid, mlinfo, timing, why)
+        planned = planned_trials(cfg)
+        raise SweepInterrupted(f"sweep {sweep_id} interrupted: {planned - unfinished} of {planned} trial(s) ended, nothing was "
+                               "tested or recorded as its result (its MLflow runs that had not ended are KILLED). "
+                               f"Resume it with:  {resume_command(sweep_id, cfg)}")
 
     # 3. RECORD: choose on validation, test the chosen, summarise folds, log, print
     result = record(cfg, grid, summaries, mlinfo, storage, metrics, timing, cross)
@@ -181,6 +195,9 @@ def main(argv: list[str] | None = None) -> int:
     except (PrepareError, LayoutError) as e:
         print(f"raybench: data preparation failed\n{e}", file=sys.stderr)
         return 1
+    except SweepInterrupted as e:
+        print(f"raybench: {e}", file=sys.stderr)
+        return 130  # as a shell reports a command ended by Ctrl-C (128 + SIGINT)
     if result.failed:
         print(f"raybench: {result.failed} of {len(result.trials)} trial(s) failed (see the table above)",
               file=sys.stderr)

@@ -253,9 +253,18 @@ def start_parent(cfg: SweepConfig, sweep_id: str, provenance: dict[str, str] | N
             "raybench.kind": "sweep", **(provenance or provenance_tags())})
         run_id = run.info.run_id
         client.log_batch(run_id, params=[Param(k, v) for k, v in params_of(cfg).items()])  # chunks by itself
-    elif client.get_run(run_id).info.status != "RUNNING":  # resumed after its record stage closed it
-        client.update_run(run_id, status="RUNNING")
+    else:
+        reopen(client, run_id)  # resumed after its record stage (or an interruption) closed it
     return uri, exp_id, run_id
+
+
+def reopen(client, run_id: str) -> None:
+    """A closed run RUNNING again (a resumed sweep, a trial going on), without the reason it was closed."""
+    run = client.get_run(run_id)
+    if run.info.status != "RUNNING":
+        client.update_run(run_id, status="RUNNING")
+    if "raybench.status_reason" in run.data.tags:
+        client.delete_tag(run_id, "raybench.status_reason")
 
 
 def open_trial_run(info: dict, trial_cfg: TrialConfig) -> str:
@@ -294,8 +303,7 @@ class TrialLogger:
     def start(self, cfg: TrialConfig) -> None:
         self.run_id = open_trial_run(self.info, cfg)  # opened by the trial before its workers started
         client = _client(self.info["tracking_uri"])
-        if client.get_run(self.run_id).info.status != "RUNNING":  # a failed trial continued by --resume
-            client.update_run(self.run_id, status="RUNNING")
+        reopen(client, self.run_id)  # a failed or interrupted trial continued by --resume
         for k, v in device_tags().items():  # the hardware rank 0 trains on
             client.set_tag(self.run_id, k, v)
         # a trial stopped after logging an epoch but before its checkpoint was complete trains that epoch

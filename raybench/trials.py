@@ -123,6 +123,16 @@ def param_space(cfg: SweepConfig) -> dict[str, Any]:
     return out
 
 
+def planned_trials(cfg: SweepConfig) -> int:
+    """The trials a sweep runs: ``tune.num_samples`` x the length of every grid in its search space (as
+    Tune's BasicVariantGenerator makes them: every grid point for each sample)."""
+    n = cfg.tune.num_samples
+    for v in param_space(cfg).values():
+        if isinstance(v, dict) and "grid_search" in v:
+            n *= len(v["grid_search"])
+    return n
+
+
 def in_trial_process(train: TrainConfig) -> bool:
     """Whether a trial trains in its Tune trial's own process (one worker, ``train.worker_group:
     auto``) rather than in a Ray Train worker group."""
@@ -460,11 +470,14 @@ class ProgressPrinter(Callback):
         self.timing = {} if timing is None else timing
         self._failures: dict[str, int] = {}  # trial id -> Tune's failure count when it last started
         self._recovering: set[str] = set()  # trials failed and started again by Tune (tune.max_failures)
+        self._open: set[str] = set()  # trials started by this driver that have not ended
+        self.cut: list[str] = []  # at the experiment's end: trials it stopped before they ended (Ctrl-C)
+        self.trials_seen = 0  # at the experiment's end: the trials Tune had made
 
     def setup(self, **info):
         ProgressPrinter.live = self
         # Tune gives a resumed sweep the instance it pickled, maybe by a raybench without these
-        self._failures, self._recovering = {}, set()
+        self._failures, self._recovering, self._open, self.cut, self.trials_seen = {}, set(), set(), [], 0
 
     def get_state(self) -> dict:  # saved by Tune with the experiment's state, given back on --resume
         return {"timing": self.timing}
@@ -486,6 +499,7 @@ class ProgressPrinter(Callback):
                                            "epochs_s": before["epochs_s"], "wall_s": None}
         else:
             self.timing[trial.trial_id] = {"start": now, "epochs_s": 0.0, "wall_s": None}
+        self._open.add(trial.trial_id)
         print(f"[raybench] trial {trial.trial_id} started: {params or 'the base configuration'}", flush=True)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
@@ -502,6 +516,7 @@ class ProgressPrinter(Callback):
               f"{result['time/epoch_s']:.1f} s", flush=True)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
+        self._open.discard(trial.trial_id)
         t = self.timing.get(trial.trial_id)
         if t is None:  # started before a resume
             print(f"[raybench] trial {trial.trial_id} finished", flush=True)
@@ -522,8 +537,18 @@ class ProgressPrinter(Callback):
               "scratch if it had none)", flush=True)
 
     def on_trial_error(self, iteration, trials, trial, **info):
+        self._open.discard(trial.trial_id)
         print(f"[raybench] trial {trial.trial_id} FAILED (the cause is in the table at the end; the other "
               "trials go on)", flush=True)
+
+
+    def on_experiment_end(self, trials, **info):
+        # Tune ends an experiment it was told to stop (Ctrl-C) like a finished one: it stops the running
+        # trials, marking them TERMINATED, without on_trial_complete; trials not started stay PENDING
+        from ray.tune.experiment import Trial
+
+        pending = {t.trial_id for t in trials if t.status in (Trial.PENDING, Trial.PAUSED)}
+        self.cut, self.trials_seen = sorted(self._open | pending), len(trials)
 
 
 def make_scheduler(cfg: SweepConfig):
@@ -573,7 +598,8 @@ def tune_trials(cfg: SweepConfig, summaries: dict[str, dict], mlinfo: dict, stor
     built, before the first trial. ``timing`` (a dict) receives each trial's wall and epoch seconds
     (a resumed sweep's from Tune's restored callback, which holds the trials' time before the
     interruption too). ``sizing``: :func:`check_resources`'s (CPUs per worker, trials at a time, bytes
-    each worker reserves). Returns Tune's ResultGrid."""
+    each worker reserves). Returns Tune's ResultGrid and how many planned trials did not end (Tune was
+    told to stop: Ctrl-C)."""
     from ray import tune
 
     from raybench.storage import join, ray_storage
@@ -629,5 +655,7 @@ def tune_trials(cfg: SweepConfig, summaries: dict[str, dict], mlinfo: dict, stor
     live = ProgressPrinter.live
     if timing is not None and live is not None and live.timing is not timing:  # resumed: the restored callback's
         timing.update(live.timing)
-    return results
+    # the trials that did not end: stopped by Tune (Ctrl-C) or never made (their grid points lazily made)
+    unfinished = len(live.cut) + max(0, planned_trials(cfg) - live.trials_seen) if live else 0
+    return results, unfinished
 

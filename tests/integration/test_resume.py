@@ -244,3 +244,57 @@ def test_a_trial_whose_process_dies_goes_on_from_its_checkpoint(ray_session, tmp
     assert steps.count(0) == 1, steps  # went on from its checkpoint
     assert run.info.status == "FINISHED" and "raybench.status_reason" not in run.data.tags, run
     assert len(list((tmp_path / "results" / sweep_id / "checkpoints").iterdir())) == 1  # one trial's folder
+
+
+def test_an_interrupted_sweep_says_how_to_resume_and_leaves_no_run_running(ray_session, tmp_path):
+    """Ctrl-C: Tune stops the trials and returns what it has. The sweep neither tests nor records a
+    result from it (it once tested a checkpoint the stopped trial was replacing, and failed with a
+    traceback, or recorded the stopped trial FAILED), says how to resume, exits 130, and closes every
+    MLflow run it leaves (KILLED, with the reason); the resumed sweep finishes them all."""
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    args = [str(SWEEPS_DIR / "smoke.yaml"), "data.synth.actors=4", "data.synth.seconds=1.0", "data.fps=8",
+            "tune.search_space={window.length: {grid: [8]}, train.epochs: {grid: [2, 100]}}",
+            "train.num_workers=1", f"storage={tmp_path / 'results'}", f"mlflow.tracking_uri={uri}"]
+    env = dict(os.environ, RAY_ADDRESS=ray_session.get_runtime_context().gcs_address)
+    log = tmp_path / "first.log"
+    proc = _start_sweep(args, env, log)
+    try:
+        sweep_id = _wait_for(log, r"--resume (\S+)", proc, 300).group(1)
+        _wait_for(log, r"\[raybench\] trial \S+_00000 finished", proc, 300)
+        _wait_for(log, r"\[raybench\] trial \S+_00001 epoch 2/100", proc, 300)
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in the terminal that runs it
+        assert proc.wait(timeout=120) == 130, log.read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    out = log.read_text()
+    assert "interrupted: 1 of 2 trial(s) ended" in out and f"python -m raybench.sweep --resume {sweep_id}" in out
+    # no traceback of the driver's (a trial process's exit noise, Ray's, has its prefix)
+    assert not re.search(r"^Traceback", out, re.M) and "sweep finished" not in out
+    client = MlflowClient(uri)
+    (exp,) = [e for e in client.search_experiments() if e.name.startswith("raybench-")]
+    def named(r) -> str:  # the sweep's run, or a trial's by its epochs
+        kind = r.data.tags.get("raybench.kind")
+        return kind + (r.data.params["train.epochs"] if kind == "trial" else "")
+
+    runs = {named(r): r for r in client.search_runs([exp.experiment_id])}
+    assert sorted(runs) == ["sweep", "trial100", "trial2"], sorted(runs)
+    assert runs["trial2"].info.status == "FINISHED" and "raybench.status_reason" not in runs["trial2"].data.tags
+    for k in ("sweep", "trial100"):
+        assert runs[k].info.status == "KILLED", (k, runs[k].info)
+        assert f"--resume {sweep_id}" in runs[k].data.tags["raybench.status_reason"]
+    assert not [m for m in runs["sweep"].data.metrics if m.startswith("test/")]  # nothing tested
+
+    r = _resume(sweep_id, tmp_path / "results", env)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    after = {named(r): r for r in client.search_runs([exp.experiment_id])}
+    assert sorted(after) == sorted(runs)  # the same runs, continued
+    for k, run in after.items():
+        assert run.info.run_id == runs[k].info.run_id
+        assert run.info.status == "FINISHED" and "raybench.status_reason" not in run.data.tags, (k, run.data.tags)
+    steps = [m.step for m in client.get_metric_history(after["trial100"].info.run_id, "val/uar")]
+    assert sorted(set(steps)) == list(range(100)), steps
+    assert "test/uar" in after["sweep"].data.metrics

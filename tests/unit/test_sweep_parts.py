@@ -584,3 +584,20 @@ def test_every_worker_of_a_sweep_reserves_the_most_any_of_its_trials_holds(tmp_p
     assert check_resources(sweep(space + ", window.length: {grid: [4, 8]}}"), summaries)[2] == video + audio + labels
     with pytest.raises(ConfigError, match="'train.memory_gib_per_worker' is 5000"):
         check_resources(sweep(space + ", train.memory_gib_per_worker: {grid: [0, 5000]}}"), summaries)
+
+
+def test_planned_trials_count_every_grid_point_of_every_sample():
+    from raybench.config import valid_pairs
+    from raybench.trials import planned_trials
+
+    smoke = SWEEPS_DIR / "smoke.yaml"  # window.length: grid of 2
+    assert planned_trials(load(smoke)) == 2
+    assert planned_trials(load(smoke, ["tune.repeats=3"])) == 6  # a seed grid
+    assert planned_trials(load(smoke, ["tune.repeats=3", "tune.num_samples=2"])) == 12
+    cfg = load(smoke, ["tune.search_space={train.lr: {loguniform: [1e-4, 1e-2]}}", "tune.num_samples=5"])
+    assert planned_trials(cfg) == 2 * 5  # the window grid (merged from the file) for each of 5 samples
+    methods = load(SWEEPS_DIR / "synthetic_methods.yaml")  # (method, dataset) pairs whose tasks fit
+    grids = [len(v["grid"]) for k, v in methods.tune.search_space.items()
+             if "grid" in v and k not in ("method.name", "data.dataset")]
+    assert planned_trials(methods) == (len(valid_pairs(methods)) * int(np.prod(grids)) * methods.tune.repeats
+                                       * methods.tune.num_samples)

@@ -246,11 +246,13 @@ def test_a_trial_whose_process_dies_goes_on_from_its_checkpoint(ray_session, tmp
     assert len(list((tmp_path / "results" / sweep_id / "checkpoints").iterdir())) == 1  # one trial's folder
 
 
-def test_an_interrupted_sweep_says_how_to_resume_and_leaves_no_run_running(ray_session, tmp_path):
+@pytest.mark.parametrize("sig", [pytest.param(signal.SIGINT, id="ctrl-c"), pytest.param(signal.SIGTERM, id="sigterm")])
+def test_an_interrupted_sweep_says_how_to_resume_and_leaves_no_run_running(ray_session, tmp_path, sig):
     """Ctrl-C: Tune stops the trials and returns what it has. The sweep neither tests nor records a
     result from it (it once tested a checkpoint the stopped trial was replacing, and failed with a
     traceback, or recorded the stopped trial FAILED), says how to resume, exits 130, and closes every
-    MLflow run it leaves (KILLED, with the reason); the resumed sweep finishes them all."""
+    MLflow run it leaves (KILLED, with the reason); the resumed sweep finishes them all. SIGTERM (``ray
+    job stop``) does the same (the resume is checked once, after Ctrl-C)."""
     from mlflow.tracking import MlflowClient
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
@@ -264,8 +266,10 @@ def test_an_interrupted_sweep_says_how_to_resume_and_leaves_no_run_running(ray_s
         sweep_id = _wait_for(log, r"--resume (\S+)", proc, 300).group(1)
         _wait_for(log, r"\[raybench\] trial \S+_00000 finished", proc, 300)
         _wait_for(log, r"\[raybench\] trial \S+_00001 epoch 2/100", proc, 300)
-        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in the terminal that runs it
+        t0 = time.time()
+        os.killpg(proc.pid, sig)  # Ctrl-C in the terminal that runs it, or `ray job stop`
         assert proc.wait(timeout=120) == 130, log.read_text()[-3000:]
+        print(f"{sig.name}: the sweep exited {time.time() - t0:.2f} s after the signal")
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -287,7 +291,8 @@ def test_an_interrupted_sweep_says_how_to_resume_and_leaves_no_run_running(ray_s
         assert runs[k].info.status == "KILLED", (k, runs[k].info)
         assert f"--resume {sweep_id}" in runs[k].data.tags["raybench.status_reason"]
     assert not [m for m in runs["sweep"].data.metrics if m.startswith("test/")]  # nothing tested
-
+    if sig != signal.SIGINT:
+        return
     r = _resume(sweep_id, tmp_path / "results", env)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     after = {named(r): r for r in client.search_runs([exp.experiment_id])}

@@ -25,19 +25,32 @@ def reach_problem(uri: str, key: str, timeout_s: float = 30.0) -> str | None:
     """What keeps a remote ``uri`` (the setting ``key``) from being read, said before any long work, or
     None (a local path: None). Without this a bucket that is not there, or whose endpoint does not
     answer, failed only where the sweep first wrote to it, after the prepare and with a traceback.
-    The probe runs in a thread given ``timeout_s``: pyarrow's GCS client retries an endpoint that does
-    not answer for minutes (its ``retry_limit_seconds``), and its calls take no timeout."""
+    The probe runs in a thread given ``timeout_s`` (pyarrow's calls take no timeout; its GCS client
+    retries an endpoint that does not answer for minutes unless ``retry_limit_seconds`` says otherwise,
+    which the probe sets to ``timeout_s`` when the URI does not)."""
     if not is_remote(uri):
         return None
     import threading
 
     out: dict = {}
 
+    probed = uri
+    if uri.startswith(("gs://", "gcs://")) and "retry_limit_seconds=" not in uri:  # so the thread ends too
+        probed += ("&" if "?" in uri else "?") + f"retry_limit_seconds={timeout_s:g}"
+
     def probe() -> None:
+        import pyarrow.fs as pafs
+
         try:
-            fs, path = split(uri)
-            fs.get_file_info(path)  # a path not there yet is fine (FileType.NotFound): only an error is not
-        except Exception as e:  # OSError (no endpoint, no such bucket, credentials), ArrowInvalid (a query option)
+            fs, path = split(probed)
+            bucket = path.split("/", 1)[0]
+            # a path not there yet is fine (a new storage folder), a bucket not there is not: pyarrow
+            # reports both as FileType.NotFound, not as an error
+            if fs.get_file_info(bucket).type == pafs.FileType.NotFound:
+                out["error"] = FileNotFoundError(f"no bucket {bucket!r} there")
+            else:
+                fs.get_file_info(path)
+        except Exception as e:  # OSError (no endpoint, credentials), ValueError/ArrowInvalid (a query option)
             out["error"] = e
         out["done"] = True
 

@@ -223,6 +223,10 @@ def main(argv: list[str] | None = None) -> int:
     except SweepInterrupted as e:
         print(f"raybench: {e}", file=sys.stderr)
         return 130  # as a shell reports a command ended by Ctrl-C (128 + SIGINT)
+    except KeyboardInterrupt:  # a second Ctrl-C (Tune takes only the first), or one outside the trials
+        print("raybench: interrupted; MLflow runs of this sweep may be left RUNNING. If its trials had begun, "
+              "the command to resume it is printed above (--resume)", file=sys.stderr)
+        return 130
     if result.failed:
         print(f"raybench: {result.failed} of {len(result.trials)} trial(s) failed (see the table above)",
               file=sys.stderr)

@@ -80,6 +80,8 @@ def store_problem(uri: str, where: str, timeout_s: float = 10.0) -> str | None:
 
         try:  # any answer will do: only a server that is not there at all fails here
             requests.get(uri.rstrip("/") + "/health", timeout=timeout_s)
+        except requests.exceptions.SSLError:  # a server answered: MLflow's own TLS settings decide
+            pass                               # (MLFLOW_TRACKING_INSECURE_TLS, ..._SERVER_CERT_PATH)
         except requests.RequestException as e:
             return (f"{where} is {uri!r}, and no MLflow tracking server answers there ({type(e).__name__}: "
                     f"{str(e)[:200]}). Start it first (mlflow server --backend-store-uri sqlite:///PATH/mlflow.db "

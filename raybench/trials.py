@@ -470,14 +470,21 @@ class ProgressPrinter(Callback):
         self.timing = {} if timing is None else timing
         self._failures: dict[str, int] = {}  # trial id -> Tune's failure count when it last started
         self._recovering: set[str] = set()  # trials failed and started again by Tune (tune.max_failures)
-        self._open: set[str] = set()  # trials started by this driver that have not ended
-        self.cut: list[str] = []  # at the experiment's end: trials it stopped before they ended (Ctrl-C)
-        self.trials_seen = 0  # at the experiment's end: the trials Tune had made
+        self._ended: set[str] = set()  # trials that ended (completed or failed for good) in this driver
+        self._done_before: set[str] | None = None  # trials already ended when the experiment began (a resume)
+        self.unfinished = 0  # at the experiment's end: the planned trials that had not ended (Ctrl-C)
 
     def setup(self, **info):
         ProgressPrinter.live = self
         # Tune gives a resumed sweep the instance it pickled, maybe by a raybench without these
-        self._failures, self._recovering, self._open, self.cut, self.trials_seen = {}, set(), set(), [], 0
+        self._failures, self._recovering, self._ended, self._done_before = {}, set(), set(), None
+        self.unfinished = 0
+
+    def on_step_begin(self, iteration, trials, **info):
+        if self._done_before is None:  # the first step: what a resumed experiment had already ended
+            from ray.tune.experiment import Trial
+
+            self._done_before = {t.trial_id for t in trials if t.status in (Trial.TERMINATED, Trial.ERROR)}
 
     def get_state(self) -> dict:  # saved by Tune with the experiment's state, given back on --resume
         return {"timing": self.timing}
@@ -499,7 +506,6 @@ class ProgressPrinter(Callback):
                                            "epochs_s": before["epochs_s"], "wall_s": None}
         else:
             self.timing[trial.trial_id] = {"start": now, "epochs_s": 0.0, "wall_s": None}
-        self._open.add(trial.trial_id)
         print(f"[raybench] trial {trial.trial_id} started: {params or 'the base configuration'}", flush=True)
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
@@ -516,7 +522,7 @@ class ProgressPrinter(Callback):
               f"{result['time/epoch_s']:.1f} s", flush=True)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
-        self._open.discard(trial.trial_id)
+        self._ended.add(trial.trial_id)
         t = self.timing.get(trial.trial_id)
         if t is None:  # started before a resume
             print(f"[raybench] trial {trial.trial_id} finished", flush=True)
@@ -537,18 +543,18 @@ class ProgressPrinter(Callback):
               "scratch if it had none)", flush=True)
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self._open.discard(trial.trial_id)
+        self._ended.add(trial.trial_id)
         print(f"[raybench] trial {trial.trial_id} FAILED (the cause is in the table at the end; the other "
               "trials go on)", flush=True)
 
 
     def on_experiment_end(self, trials, **info):
-        # Tune ends an experiment it was told to stop (Ctrl-C) like a finished one: it stops the running
-        # trials, marking them TERMINATED, without on_trial_complete; trials not started stay PENDING
-        from ray.tune.experiment import Trial
-
-        pending = {t.trial_id for t in trials if t.status in (Trial.PENDING, Trial.PAUSED)}
-        self.cut, self.trials_seen = sorted(self._open | pending), len(trials)
+        # Tune ends an experiment it was told to stop (Ctrl-C) like a finished one: it stops every trial
+        # holding an actor (running, or waiting for its resources), marking it TERMINATED without
+        # on_trial_complete, and leaves the others PENDING or unmade. So a trial ended only if Tune said
+        # so through the callbacks, or had ended before a resume. (The sweep's own count, not Tune's
+        # total_num_samples, which a restored search algorithm need not carry over)
+        self.unfinished = max(0, planned_trials(self.cfg) - len(self._ended | (self._done_before or set())))
 
 
 def make_scheduler(cfg: SweepConfig):
@@ -655,7 +661,5 @@ def tune_trials(cfg: SweepConfig, summaries: dict[str, dict], mlinfo: dict, stor
     live = ProgressPrinter.live
     if timing is not None and live is not None and live.timing is not timing:  # resumed: the restored callback's
         timing.update(live.timing)
-    # the trials that did not end: stopped by Tune (Ctrl-C) or never made (their grid points lazily made)
-    unfinished = len(live.cut) + max(0, planned_trials(cfg) - live.trials_seen) if live else 0
-    return results, unfinished
+    return results, live.unfinished if live else 0
 

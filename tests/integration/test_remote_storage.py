@@ -190,3 +190,16 @@ def gcs(tmp_path_factory):
 @pytest.mark.timeout(900)
 def test_sweep_reads_data_and_writes_store_and_checkpoints_on_gcs(gcs, ray_session, tiny_ravdess, tmp_path):
     _sweep_in_bucket(gcs["fs"], "gs", gcs["q"], tiny_ravdess, tmp_path, workers=1)
+
+
+@pytest.mark.parametrize("kind", ["s3", "gs"])
+def test_a_bucket_that_is_not_there_is_named_before_the_prepare(kind, request):
+    """pyarrow reports a missing bucket as a path not found, not an error: the probe asks for the bucket."""
+    from raybench.storage import reach_problem
+
+    server = request.getfixturevalue("s3" if kind == "s3" else "gcs")
+    q = server["q"]
+    assert reach_problem(f"{kind}://raybench/not/yet/written{q}", "storage") is None  # a new folder is fine
+    problem = reach_problem(f"{kind}://no-such-bucket/results{q}", "storage")
+    assert problem is not None and problem.startswith(f"storage={kind}://no-such-bucket/results")
+    assert "no bucket 'no-such-bucket'" in problem

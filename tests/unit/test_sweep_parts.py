@@ -601,3 +601,36 @@ def test_planned_trials_count_every_grid_point_of_every_sample():
              if "grid" in v and k not in ("method.name", "data.dataset")]
     assert planned_trials(methods) == (len(valid_pairs(methods)) * int(np.prod(grids)) * methods.tune.repeats
                                        * methods.tune.num_samples)
+
+
+def test_a_sweep_counts_as_ended_only_when_each_planned_trial_ended_through_tunes_callbacks():
+    """Tune ends a stopped experiment (Ctrl-C) like a finished one, its trials TERMINATED without a
+    callback; trials ended before a resume are TERMINATED at the first step."""
+    from types import SimpleNamespace
+
+    from ray.tune.experiment import Trial
+
+    from raybench.trials import ProgressPrinter
+
+    cfg = load(SWEEPS_DIR / "smoke.yaml")  # 2 trials planned
+
+    def run(before: dict[str, str], ended: list[tuple[str, str]]) -> int:
+        p = ProgressPrinter(cfg)
+        p.setup()
+        trials = [SimpleNamespace(trial_id=t, status=s) for t, s in before.items()]
+        p.on_step_begin(0, trials)
+        for t, how in ended:
+            trial = SimpleNamespace(trial_id=t, status=Trial.TERMINATED)
+            (p.on_trial_complete if how == "complete" else p.on_trial_error)(1, trials, trial)
+        for t in trials:  # Tune's clean-up at the end stops whatever holds an actor
+            t.status = Trial.TERMINATED
+        p.on_experiment_end(trials)
+        return p.unfinished
+
+    pending = {"a": Trial.PENDING, "b": Trial.PENDING}
+    assert run(pending, [("a", "complete"), ("b", "error")]) == 0  # finished, one trial failed
+    assert run(pending, []) == 2  # stopped before any trial began (waiting for resources)
+    assert run(pending, [("a", "complete")]) == 1
+    assert run({"a": Trial.PENDING}, [("a", "complete")]) == 1  # b was never made
+    assert run({"a": Trial.TERMINATED, "b": Trial.PENDING}, [("b", "complete")]) == 0  # a resume
+    assert run({"a": Trial.TERMINATED, "b": Trial.PENDING}, []) == 1  # a resume stopped again

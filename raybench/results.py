@@ -482,12 +482,12 @@ def _timed(rows: list[dict], timing: dict | None) -> list[dict]:
     return rows
 
 
-def record_interrupted(cfg: SweepConfig, grid, mlinfo: dict, timing: dict | None, why: str) -> int:
+def record_interrupted(cfg: SweepConfig, grid, mlinfo: dict, timing: dict | None, why: str) -> None:
     """A sweep Tune ended early (Ctrl-C: Tune stops its trials, saves its state and returns): nothing is
     tested or summarised (``record`` does that when the resumed sweep ends), but no run is left RUNNING
     in MLflow for a sweep that is not: each trial that ended has its run closed with its true status,
     as ``record`` would, every other run of the sweep (the parent, trials cut short) is KILLED with
-    ``why`` as its ``raybench.status_reason``. A resume reopens them. Returns the trials that ended."""
+    ``why`` as its ``raybench.status_reason``. A resume reopens them."""
     from raybench import tracking
 
     sweep_id, uri, exp_id, parent = (mlinfo[k] for k in ("sweep_id", "tracking_uri", "experiment_id",
@@ -500,7 +500,6 @@ def record_interrupted(cfg: SweepConfig, grid, mlinfo: dict, timing: dict | None
                                   "attributes.status = 'RUNNING'", max_results=50000):  # the parent's tagged too
         client.set_tag(run.info.run_id, "raybench.status_reason", why[:5000])
         client.set_terminated(run.info.run_id, status="KILLED")
-    return len(ended)
 
 
 def _submit_tests(cfg: SweepConfig, t: dict, summaries: dict[str, dict], storage: str,

@@ -140,9 +140,9 @@ def run_sweep(cfg: SweepConfig, sweep_id: str | None = None, resume: bool = Fals
         why = f"the sweep was interrupted before it ended; resume it with: {resume_command(sweep_id, cfg)}"
         record_interrupted(cfg, grid, mlinfo, timing, why)
         planned = planned_trials(cfg)
-        raise SweepInterrupted(f"sweep {sweep_id} interrupted: {planned - unfinished} of {planned} trial(s) ended, nothing was "
-                               "tested or recorded as its result (its MLflow runs that had not ended are KILLED). "
-                               f"Resume it with:  {resume_command(sweep_id, cfg)}")
+        raise SweepInterrupted(f"sweep {sweep_id} interrupted: {planned - unfinished} of {planned} trial(s) ended, "
+                               "nothing was tested or recorded as its result (its MLflow runs that had not ended "
+                               f"are KILLED). Resume it with:  {resume_command(sweep_id, cfg)}")
 
     # 3. RECORD: choose on validation, test the chosen, summarise folds, log, print
     result = record(cfg, grid, summaries, mlinfo, storage, metrics, timing, cross)

@@ -494,12 +494,8 @@ def record_interrupted(cfg: SweepConfig, grid, mlinfo: dict, timing: dict | None
                                                           "parent_run_id"))
     rows = _timed(trial_rows(cfg, grid, sweep_id), timing)
     ended = [t for t in rows if t["error"] is not None or "wall_s" in t]
-    client = tracking._client(uri)
-    _close_trial_runs(client, uri, exp_id, ended)
-    for run in client.search_runs([exp_id], filter_string=f"tags.`{tracking.SWEEP_TAG}` = '{sweep_id}' and "
-                                  "attributes.status = 'RUNNING'", max_results=50000):  # the parent's tagged too
-        client.set_tag(run.info.run_id, "raybench.status_reason", why[:5000])
-        client.set_terminated(run.info.run_id, status="KILLED")
+    _close_trial_runs(tracking._client(uri), uri, exp_id, ended)
+    tracking.close_open_runs(uri, exp_id, sweep_id, "KILLED", why)
 
 
 def _submit_tests(cfg: SweepConfig, t: dict, summaries: dict[str, dict], storage: str,

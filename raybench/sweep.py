@@ -52,9 +52,10 @@ class SweepInterrupted(Exception):
 
 @contextlib.contextmanager
 def sigterm_as_sigint():
-    """While the trials run, SIGTERM (``ray job stop``, ``kill``, a batch scheduler's notice) stops the
-    sweep as Ctrl-C does: Tune stops its trials and saves its state, and the sweep closes its MLflow runs
-    (``record_interrupted``) instead of dying with them left RUNNING. ``ray job stop`` sends SIGKILL 3 s
+    """Once the sweep has its MLflow run, SIGTERM (``ray job stop``, ``kill``, a batch scheduler's notice)
+    stops the sweep as Ctrl-C does: during the trials Tune stops them and saves its state, and the sweep
+    closes its MLflow runs (``record_interrupted``; after the trials, ``runs_closed_on_failure``) instead of
+    dying with them left RUNNING. ``ray job stop`` sends SIGKILL 3 s
     later (``RAY_JOB_STOP_WAIT_TIME_S``): in tests/integration/test_resume.py's sweep (2026-12-02, a
     2-core machine) the runs were closed 0.4 s after SIGTERM, the process exited after 4.1 s (Ray's and
     the interpreter's shutdown, which a SIGKILL only cuts short). Only from the main thread (Python's
@@ -71,6 +72,25 @@ def sigterm_as_sigint():
         yield
     finally:
         signal.signal(signal.SIGTERM, before)
+
+
+@contextlib.contextmanager
+def runs_closed_on_failure(uri: str, exp_id: str, sweep_id: str, cfg: SweepConfig):
+    """An exception (a crash, a Ctrl-C outside Tune's trials) closes every run of the sweep still RUNNING:
+    FAILED with the error, or KILLED for an interruption, the reason in ``raybench.status_reason`` with
+    the resume command; then it goes on. (Tune's own stop is ``SweepInterrupted``, closed already.)"""
+    from raybench import tracking
+
+    try:
+        yield
+    except SweepInterrupted:
+        raise
+    except BaseException as e:
+        stopped = isinstance(e, KeyboardInterrupt)
+        why = ("the sweep was interrupted" if stopped else f"the sweep failed: {type(e).__name__}: {e}")
+        tracking.close_open_runs(uri, exp_id, sweep_id, "KILLED" if stopped else "FAILED",
+                                 f"{why}; resume it with: {resume_command(sweep_id, cfg)}")
+        raise
 
 
 def resume_command(sweep_id: str, cfg: SweepConfig) -> str:
@@ -120,43 +140,45 @@ def run_sweep(cfg: SweepConfig, sweep_id: str | None = None, resume: bool = Fals
     sweep_id = sweep_id or new_sweep_id(cfg)
     provenance = tracking.provenance_tags()  # once, here: every trial run carries the same
     uri, exp_id, parent = tracking.start_parent(cfg, sweep_id, provenance)
-    if not resume:
-        tracking.log_datasets(uri, parent, list(summaries.values()), details=True)
-    mlinfo = {"tracking_uri": uri, "experiment_id": exp_id, "parent_run_id": parent, "sweep_id": sweep_id,
-              "provenance": provenance}
-    storage = str(cfg.storage or tracking.results_dir(cfg.storage) / "tune")
-    if "://" not in storage:
-        Path(storage).mkdir(parents=True, exist_ok=True)
+    # from here on SIGTERM stops the sweep as Ctrl-C does, and a crash or an interruption closes its MLflow
+    # runs instead of leaving them RUNNING
+    with sigterm_as_sigint(), runs_closed_on_failure(uri, exp_id, sweep_id, cfg):
+        if not resume:
+            tracking.log_datasets(uri, parent, list(summaries.values()), details=True)
+        mlinfo = {"tracking_uri": uri, "experiment_id": exp_id, "parent_run_id": parent, "sweep_id": sweep_id,
+                  "provenance": provenance}
+        storage = str(cfg.storage or tracking.results_dir(cfg.storage) / "tune")
+        if "://" not in storage:
+            Path(storage).mkdir(parents=True, exist_ok=True)
 
-    def started() -> None:
-        save_sweep_state(storage, sweep_id, cfg)
-        print(f"[raybench] to resume this sweep if it is interrupted:  {resume_command(sweep_id, cfg)}", flush=True)
+        def started() -> None:
+            save_sweep_state(storage, sweep_id, cfg)
+            print(f"[raybench] to resume this sweep if it is interrupted:  {resume_command(sweep_id, cfg)}", flush=True)
 
-    timing: dict = {}
-    with sigterm_as_sigint():
+        timing: dict = {}
         grid, unfinished = tune_trials(cfg, summaries, mlinfo, storage, metrics, resume, sizing, on_start=started,
                                        verbose=verbose, timing=timing)
-    if unfinished:  # Tune returns what it has when told to stop (Ctrl-C)
-        why = f"the sweep was interrupted before it ended; resume it with: {resume_command(sweep_id, cfg)}"
-        record_interrupted(cfg, grid, mlinfo, timing, why)
-        planned = planned_trials(cfg)
-        raise SweepInterrupted(f"sweep {sweep_id} interrupted: {planned - unfinished} of {planned} trial(s) ended, "
-                               "nothing was tested or recorded as its result (its MLflow runs that had not ended "
-                               f"are KILLED). Resume it with:  {resume_command(sweep_id, cfg)}")
+        if unfinished:  # Tune returns what it has when told to stop (Ctrl-C)
+            why = f"the sweep was interrupted before it ended; resume it with: {resume_command(sweep_id, cfg)}"
+            record_interrupted(cfg, grid, mlinfo, timing, why)
+            planned = planned_trials(cfg)
+            raise SweepInterrupted(f"sweep {sweep_id} interrupted: {planned - unfinished} of {planned} trial(s) ended, "
+                                   "nothing was tested or recorded as its result (its MLflow runs that had not ended "
+                                   f"are KILLED). Resume it with:  {resume_command(sweep_id, cfg)}")
 
-    # 3. RECORD: choose on validation, test the chosen, summarise folds, log, print
-    result = record(cfg, grid, summaries, mlinfo, storage, metrics, timing, cross)
-    print(format_table(result, metrics), flush=True)
-    print(f"[raybench] Tune results and checkpoints: {join(storage, sweep_id)}", flush=True)
-    print(f"[raybench] sweep finished in {time.time() - t_start:.0f} s. Results: MLflow experiment "
-          f"{tracking.experiment_name(cfg)!r}, parent run {parent}", flush=True)
-    # MLflow 3's UI opens an experiment on its GenAI pages unless the URL asks for model training
-    page = f"#/experiments/{exp_id}/runs?workflowType=machine_learning"
-    if uri.startswith(("sqlite:", "file:", "/")):
-        print(f"[raybench] open them with:  mlflow ui --backend-store-uri {uri}\n"
-              f"[raybench] then browse to:  http://127.0.0.1:5000/{page}", flush=True)
-    else:
-        print(f"[raybench] open them at:  {uri.rstrip('/')}/{page}", flush=True)
+        # 3. RECORD: choose on validation, test the chosen, summarise folds, log, print
+        result = record(cfg, grid, summaries, mlinfo, storage, metrics, timing, cross)
+        print(format_table(result, metrics), flush=True)
+        print(f"[raybench] Tune results and checkpoints: {join(storage, sweep_id)}", flush=True)
+        print(f"[raybench] sweep finished in {time.time() - t_start:.0f} s. Results: MLflow experiment "
+              f"{tracking.experiment_name(cfg)!r}, parent run {parent}", flush=True)
+        # MLflow 3's UI opens an experiment on its GenAI pages unless the URL asks for model training
+        page = f"#/experiments/{exp_id}/runs?workflowType=machine_learning"
+        if uri.startswith(("sqlite:", "file:", "/")):
+            print(f"[raybench] open them with:  mlflow ui --backend-store-uri {uri}\n"
+                  f"[raybench] then browse to:  http://127.0.0.1:5000/{page}", flush=True)
+        else:
+            print(f"[raybench] open them at:  {uri.rstrip('/')}/{page}", flush=True)
     return result
 
 
@@ -224,8 +246,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"raybench: {e}", file=sys.stderr)
         return 130  # as a shell reports a command ended by Ctrl-C (128 + SIGINT)
     except KeyboardInterrupt:  # a second Ctrl-C (Tune takes only the first), or one outside the trials
-        print("raybench: interrupted; MLflow runs of this sweep may be left RUNNING. If its trials had begun, "
-              "the command to resume it is printed above (--resume)", file=sys.stderr)
+        print("raybench: interrupted (the sweep's MLflow runs, if it had any, are closed KILLED). If its trials "
+              "had begun, the command to resume it is printed above (--resume)", file=sys.stderr)
         return 130
     if result.failed:
         print(f"raybench: {result.failed} of {len(result.trials)} trial(s) failed (see the table above)",

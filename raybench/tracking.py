@@ -260,6 +260,20 @@ def start_parent(cfg: SweepConfig, sweep_id: str, provenance: dict[str, str] | N
     return uri, exp_id, run_id
 
 
+def close_open_runs(uri: str, exp_id: str, sweep_id: str, status: str, why: str) -> None:
+    """Close every run of a sweep still RUNNING (its parent's, its trials') with ``status``, ``why`` in its
+    ``raybench.status_reason`` tag. Called on the way out of a failing sweep: a problem reaching the store
+    is printed, not raised over the error that brought it here."""
+    try:
+        client = _client(uri)
+        for run in client.search_runs([exp_id], filter_string=f"tags.`{SWEEP_TAG}` = '{sweep_id}' and "
+                                      "attributes.status = 'RUNNING'", max_results=50000):  # the parent's too
+            client.set_tag(run.info.run_id, "raybench.status_reason", why[:5000])
+            client.set_terminated(run.info.run_id, status=status)
+    except Exception as e:
+        print(f"[raybench] could not close the sweep's MLflow runs ({type(e).__name__}: {e})", flush=True)
+
+
 def reopen(client, run_id: str) -> None:
     """A closed run RUNNING again (a resumed sweep, a trial going on), without the reason it was closed."""
     run = client.get_run(run_id)

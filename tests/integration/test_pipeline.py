@@ -489,3 +489,28 @@ def test_repeats_train_each_configuration_with_several_seeds_and_report_mean_std
     assert pm["seed0/test/uar"] == pytest.approx(uars[0]) and pm["seed1/test/uar"] == pytest.approx(uars[1])
     table = format_table(res, {"synthetic_ravdess": "val/uar"})
     assert "2 models (2 seeds)" in table and f"[95% CI {lo:.3f}, {hi:.3f}]" in table
+
+
+def test_a_sweep_that_crashes_after_its_trials_leaves_no_run_running(ray_session, tmp_path, monkeypatch):
+    """A crash in the record stage (here: its test of the best model raising) closes the sweep's run and
+    its trials' runs FAILED with the error and the resume command, instead of leaving them RUNNING."""
+    from mlflow.tracking import MlflowClient
+
+    import raybench.sweep as sweep_mod
+
+    def broken(*a, **k):
+        raise RuntimeError("the record stage broke")
+
+    monkeypatch.setattr(sweep_mod, "record", broken)
+    cfg = sweep_cfg(tmp_path, "train.epochs=1", "tune.search_space={window.length: {grid: [4]}}",
+                    "train.num_workers=1")
+    with pytest.raises(RuntimeError, match="the record stage broke"):
+        sweep_mod.run_sweep(cfg)
+    client = MlflowClient(cfg.mlflow.tracking_uri)
+    (exp,) = [e for e in client.search_experiments() if e.name.startswith("raybench-")]
+    runs = client.search_runs([exp.experiment_id])
+    assert sorted(r.data.tags["raybench.kind"] for r in runs) == ["sweep", "trial"]
+    for r in runs:
+        assert r.info.status == "FAILED" and r.info.end_time, r.info
+        reason = r.data.tags["raybench.status_reason"]
+        assert reason.startswith("the sweep failed: RuntimeError: the record stage broke") and "--resume" in reason

@@ -26,8 +26,8 @@ def reach_problem(uri: str, key: str, timeout_s: float = 30.0) -> str | None:
     None (a local path: None). Without this a bucket that is not there, or whose endpoint does not
     answer, failed only where the sweep first wrote to it, after the prepare and with a traceback.
     The probe runs in a thread given ``timeout_s`` (pyarrow's calls take no timeout; its GCS client
-    retries an endpoint that does not answer for minutes unless ``retry_limit_seconds`` says otherwise,
-    which the probe sets to ``timeout_s`` when the URI does not)."""
+    retries an endpoint that does not answer until ``retry_limit_seconds``: unset, a closed port gave no
+    answer within 20 s here; the probe sets it to ``timeout_s`` when the URI does not)."""
     if not is_remote(uri):
         return None
     import threading

@@ -107,14 +107,15 @@ def check_outside(cfg: SweepConfig) -> None:
     from raybench.trials import data_variants
 
     where = tracking.tracking_uri_source(cfg)
-    uri = cfg.mlflow.tracking_uri or tracking.default_tracking_uri(cfg.storage, create=False)
-    problems = [tracking.store_problem(uri, where)]
-    places = {str(cfg.storage): "storage"}
+    problems = [tracking.store_problem(tracking.tracking_uri(cfg, create=False), where)]
+    named = [(cfg.storage, "storage")]
     for d in data_variants(cfg):
-        places.setdefault(str(d.root), "data.root")
-        places.setdefault(str(d.store_dir), "data.store_dir")
-    for i, c in enumerate(cfg.eval.cross_corpus):
-        places.setdefault(str(c.root), f"eval.cross_corpus[{i}].root")
+        named += [(d.root, "data.root"), (d.store_dir, "data.store_dir")]
+    named += [(c.root, f"eval.cross_corpus[{i}].root") for i, c in enumerate(cfg.eval.cross_corpus)]
+    places: dict[str, str] = {}  # each URI probed once, under the first setting that names it
+    for place, key in named:
+        if place:
+            places.setdefault(str(place), key)
     problems += [st.reach_problem(place, key) for place, key in places.items()]
     if any(problems):
         raise ConfigError([p for p in problems if p], "config")

@@ -33,9 +33,10 @@ def results_dir(storage: str | None) -> Path:
     return Path(os.environ.get("RAYBENCH_RESULTS", "~/raybench_results")).expanduser().resolve()
 
 
-def tracking_uri(cfg: SweepConfig) -> str:
-    """``mlflow.tracking_uri``, else $MLFLOW_TRACKING_URI, else a SQLite store in the results folder."""
-    return cfg.mlflow.tracking_uri or default_tracking_uri(cfg.storage)
+def tracking_uri(cfg: SweepConfig, create: bool = True) -> str:
+    """``mlflow.tracking_uri``, else $MLFLOW_TRACKING_URI, else a SQLite store in the results folder (its
+    folder made unless ``create`` is false)."""
+    return cfg.mlflow.tracking_uri or default_tracking_uri(cfg.storage, create=create)
 
 
 def default_tracking_uri(storage: str | None = None, create: bool = True) -> str:

@@ -75,10 +75,12 @@ def sigterm_as_sigint():
 
 
 @contextlib.contextmanager
-def runs_closed_on_failure(uri: str, exp_id: str, sweep_id: str, cfg: SweepConfig):
+def runs_closed_on_failure(uri: str, exp_id: str, sweep_id: str, cfg: SweepConfig, resumable=lambda: True):
     """An exception (a crash, a Ctrl-C outside Tune's trials) closes every run of the sweep still RUNNING:
-    FAILED with the error, or KILLED for an interruption, the reason in ``raybench.status_reason`` with
-    the resume command; then it goes on. (Tune's own stop is ``SweepInterrupted``, closed already.)"""
+    FAILED with the error, or KILLED for an interruption, the reason in ``raybench.status_reason``: the
+    resume command once ``resumable()`` (the sweep's state is saved), else that the sweep is to be started
+    again (``--resume`` would find no sweep); then it goes on. (Tune's own stop is ``SweepInterrupted``,
+    closed already.)"""
     from raybench import tracking
 
     try:
@@ -88,8 +90,10 @@ def runs_closed_on_failure(uri: str, exp_id: str, sweep_id: str, cfg: SweepConfi
     except BaseException as e:
         stopped = isinstance(e, KeyboardInterrupt)
         why = ("the sweep was interrupted" if stopped else f"the sweep failed: {type(e).__name__}: {e}")
-        tracking.close_open_runs(uri, exp_id, sweep_id, "KILLED" if stopped else "FAILED",
-                                 f"{why}; resume it with: {resume_command(sweep_id, cfg)}")
+        then = (f"resume it with: {resume_command(sweep_id, cfg)}" if resumable() else
+                "no trial had started and nothing of it was saved to resume: start it again with the same "
+                "command (its clip stores are kept)")
+        tracking.close_open_runs(uri, exp_id, sweep_id, "KILLED" if stopped else "FAILED", f"{why}; {then}")
         raise
 
 
@@ -143,7 +147,8 @@ def run_sweep(cfg: SweepConfig, sweep_id: str | None = None, resume: bool = Fals
     uri, exp_id, parent = tracking.start_parent(cfg, sweep_id, provenance)
     # from here on SIGTERM stops the sweep as Ctrl-C does, and a crash or an interruption closes its MLflow
     # runs instead of leaving them RUNNING
-    with sigterm_as_sigint(), runs_closed_on_failure(uri, exp_id, sweep_id, cfg):
+    saved = [resume]  # the sweep's state is in storage (a resumed sweep's already): --resume can go on
+    with sigterm_as_sigint(), runs_closed_on_failure(uri, exp_id, sweep_id, cfg, resumable=lambda: saved[0]):
         if not resume:
             tracking.log_datasets(uri, parent, list(summaries.values()), details=True)
         mlinfo = {"tracking_uri": uri, "experiment_id": exp_id, "parent_run_id": parent, "sweep_id": sweep_id,
@@ -154,6 +159,7 @@ def run_sweep(cfg: SweepConfig, sweep_id: str | None = None, resume: bool = Fals
 
         def started() -> None:
             save_sweep_state(storage, sweep_id, cfg)
+            saved[0] = True
             print(f"[raybench] to resume this sweep if it is interrupted:  {resume_command(sweep_id, cfg)}", flush=True)
 
         timing: dict = {}

@@ -634,3 +634,40 @@ def test_a_sweep_counts_as_ended_only_when_each_planned_trial_ended_through_tune
     assert run({"a": Trial.PENDING}, [("a", "complete")]) == 1  # b was never made
     assert run({"a": Trial.TERMINATED, "b": Trial.PENDING}, [("b", "complete")]) == 0  # a resume
     assert run({"a": Trial.TERMINATED, "b": Trial.PENDING}, []) == 1  # a resume stopped again
+
+
+@pytest.mark.parametrize("crash_after_start", [False, True], ids=["before-its-state-is-saved", "after"])
+def test_a_crashed_sweeps_runs_name_a_resume_command_only_when_it_can_resume(tmp_path, monkeypatch, crash_after_start):
+    """A sweep that crashes after its MLflow run exists closes it FAILED. The reason names
+    ``--resume`` only once the sweep's state is saved (just before Tune starts): before that
+    ``--resume`` would find no sweep, and the reason says to start it again. Ray's stages are replaced
+    (no Ray here); the MLflow store is real."""
+    from mlflow.tracking import MlflowClient
+
+    from raybench import sweep
+    from raybench.sweep import load_sweep_state, run_sweep
+
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    cfg = load(SWEEPS_DIR / "smoke.yaml", [f"mlflow.tracking_uri={uri}", f"storage={tmp_path / 'results'}"])
+    monkeypatch.setattr(sweep, "prepare_all", lambda cfg, verbose=0: {})
+    monkeypatch.setattr(sweep, "check_resources", lambda cfg, summaries: (1.0, 1, 0))
+
+    def tune_trials(*args, on_start=None, **kw):
+        if crash_after_start:
+            on_start()
+        raise RuntimeError("broke")
+
+    monkeypatch.setattr(sweep, "tune_trials", tune_trials)
+    with pytest.raises(RuntimeError, match="broke"):
+        run_sweep(cfg, sweep_id="s1")
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    reason = run.data.tags["raybench.status_reason"]
+    assert run.info.status == "FAILED" and reason.startswith("the sweep failed: RuntimeError: broke"), reason
+    assert ("--resume s1" in reason) == crash_after_start, reason
+    if crash_after_start:  # the command it names finds the sweep
+        assert load_sweep_state(str(tmp_path / "results"), "s1") is not None
+    else:
+        assert "start it again" in reason
+        with pytest.raises(ConfigError):
+            load_sweep_state(str(tmp_path / "results"), "s1")

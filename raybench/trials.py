@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import os
 import time
 from typing import Any
 
@@ -230,6 +231,56 @@ def _memory_params(cfg: SweepConfig) -> list[dict]:
                                                                       for k in keys))]
 
 
+def _nodes_short(res: dict, t) -> bool:
+    """The cluster (``ray.cluster_resources()``) lacks what one trial of ``t`` (train settings) needs to
+    start: the GPUs of its workers, or any CPU."""
+    return res.get("CPU", 0) <= 0 or (t.use_gpu and res.get("GPU", 0) < t.num_workers * t.gpus_per_worker)
+
+
+def _has(res: dict) -> str:
+    return f"{res.get('CPU', 0):g} CPU(s), {res.get('GPU', 0):g} GPU(s)"
+
+
+def wait_for_nodes(cfg: SweepConfig, joining: bool, settle_s: float = 30.0, poll_s: float = 2.0,
+                   clock=time.monotonic, sleep=time.sleep) -> None:
+    """A sweep that joins a running cluster (``joining``: ``ray job submit``, ``RAY_ADDRESS``) waits for
+    the nodes its trials need. A cluster answers as soon as its head is up (``ray up`` returns then, and
+    its autoscaler launches the worker nodes, which take minutes to boot), and the sweep sizes its trials
+    on the resources present (:func:`size_trials`). So while the cluster lacks the GPUs one trial needs
+    (``train.use_gpu``) or has no CPU, it waits, up to ``train.node_wait_s`` seconds, printing what the
+    cluster has every 30 s; once there is enough, until no node has joined for ``settle_s`` (nodes
+    launched together join seconds or minutes apart; the trials are sized on them all). A cluster
+    that still has no CPU then is a ConfigError; one short of GPUs is left to :func:`size_trials`'s.
+    No wait for a Ray this process started (its resources do not change), with ``train.node_wait_s=0``,
+    or when the cluster has enough at once."""
+    import ray
+
+    t = cfg.train
+    res = ray.cluster_resources()
+    if not joining or t.node_wait_s <= 0 or not _nodes_short(res, t):
+        return
+    need = (f"{t.num_workers * t.gpus_per_worker:g} GPU(s) and a CPU" if t.use_gpu else "a CPU")
+    print(f"[raybench] waiting for the cluster's nodes: it has {_has(res)}, a trial needs {need} (up to "
+          f"train.node_wait_s={t.node_wait_s:g} s; `ray status` shows the nodes starting; Ctrl-C to stop)", flush=True)
+    start = clock()
+    seen, changed, said = (res.get("CPU", 0), res.get("GPU", 0)), start, start
+    while clock() - start < t.node_wait_s:
+        sleep(poll_s)
+        res = ray.cluster_resources()
+        now = clock()
+        if (res.get("CPU", 0), res.get("GPU", 0)) != seen:
+            seen, changed = (res.get("CPU", 0), res.get("GPU", 0)), now
+        if not _nodes_short(res, t) and now - changed >= settle_s:
+            break
+        if now - said >= 30:
+            print(f"[raybench] still waiting for nodes ({now - start:.0f} s): the cluster has {_has(res)}", flush=True)
+            said = now
+    if res.get("CPU", 0) <= 0:
+        raise ConfigError([f"the cluster has no CPU after {clock() - start:.0f} s of waiting for its nodes "
+                           f"(train.node_wait_s={t.node_wait_s:g}): check `ray status`, or wait longer"], "config")
+    print(f"[raybench] the cluster has {_has(res)} after {clock() - start:.0f} s", flush=True)
+
+
 def size_trials(cfg: SweepConfig) -> tuple[float, int]:
     """(CPUs per training worker, max concurrent trials) from the cluster's resources.
 
@@ -254,7 +305,8 @@ def size_trials(cfg: SweepConfig) -> tuple[float, int]:
         gpw = t.gpus_per_worker
         if gpus < n * gpw:
             raise ConfigError([f"'train.use_gpu' is true with train.num_workers={n} x gpus_per_worker={gpw:g}, "
-                               f"but the cluster has {gpus:g} GPU(s)"], "config")
+                               f"but the cluster has {gpus:g} GPU(s) (a sweep joining a cluster waits "
+                               f"train.node_wait_s={t.node_wait_s:g} s for GPU nodes first)"], "config")
         conc = min(conc, int(gpus / (n * gpw) + 1e-9))  # true division: 1 // 0.2 is 4.0 in floats
     if cfg.tune.max_concurrent_trials:
         conc = min(conc, cfg.tune.max_concurrent_trials)
@@ -382,12 +434,12 @@ def prepare_all(cfg: SweepConfig, verbose: int = 0) -> dict[str, dict]:
     if not ray.is_initialized():
         # without -v, every Ray worker process quiets Ray Data's per-execution INFO lines at start (not
         # when a submitted job brings its own hook: Ray refuses two)
-        import os
-
         own_hook = "worker_process_setup_hook" in os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR", "")
         env = {} if verbose or own_hook else {"worker_process_setup_hook": "raybench.trials.quiet_ray_worker"}
         ray.init(ignore_reinit_error=True, runtime_env=env or None)
     quiet_ray(verbose)
+    # a cluster just launched: its worker nodes join while the sweep waits (a job's driver has RAY_ADDRESS)
+    wait_for_nodes(cfg, joining=bool(os.environ.get("RAY_ADDRESS")))
     size_trials(cfg)  # trials that need GPUs the cluster lacks: said before the decoding, not after it
     built, seconds = {}, {}
     for key, p in plans.items():

@@ -1,5 +1,6 @@
 """A real two-node Ray cluster on this machine, a real MLflow tracking server on loopback, and the
-smoke sweep submitted with ``ray job submit``, the way README "Run on a cluster" says.
+smoke sweep submitted with ``ray job submit``, the way README "Run on a cluster" says; and an
+autoscaling cluster (Ray's fake node provider) whose GPU nodes join after the sweep's driver starts.
 
 The test stops the in-process Ray of the other integration tests first (one Ray per machine: see
 README "Known problems") and starts it again at the end.
@@ -50,13 +51,82 @@ def wait_until(check, timeout: float, what: str):
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    """mlflow server + ray head + a second ray node, stopped afterwards."""
+def local_ray_stopped():
+    """The in-process Ray of the other integration tests stopped while this module's clusters run,
+    started again afterwards."""
     import ray
 
     had_ray = ray.is_initialized()
     if had_ray:
         ray.shutdown()
+    yield
+    if had_ray:
+        init_local_ray()
+
+
+def _autoscaling_config(tmp: Path, gcs_port: int) -> Path:
+    """A Ray autoscaler config for Ray's fake node provider (``RAY_FAKE_CLUSTER=1``: its "instances" are
+    Ray nodes started on this machine with the resources the node type declares): a head without CPUs,
+    as in cluster/*.yaml, and two 1-GPU nodes the autoscaler launches after the head is up (min_workers),
+    as ``ray up`` does."""
+    path = tmp / "autoscaling.yaml"
+    path.write_text(json.dumps({
+        "cluster_name": "fake", "max_workers": 2, "upscaling_speed": 1.0, "idle_timeout_minutes": 5,
+        "provider": {"type": "fake_multinode", "gcs_address": f"127.0.0.1:{gcs_port}", "use_node_id_as_ip": True,
+                     "disable_node_updaters": True, "disable_launch_config_check": True},
+        "available_node_types": {
+            "ray.head.default": {"resources": {"CPU": 0}, "node_config": {}, "max_workers": 0},
+            "ray.worker.gpu": {"resources": {"CPU": 1, "GPU": 1}, "node_config": {}, "min_workers": 2,
+                               "max_workers": 2}},
+        "head_node_type": "ray.head.default", "auth": {"ssh_user": "ray"}, "docker": {},
+        **{k: [] for k in ("initialization_commands", "setup_commands", "head_setup_commands",
+                           "worker_setup_commands", "head_start_ray_commands", "worker_start_ray_commands",
+                           "cluster_synced_files", "rsync_exclude", "rsync_filter")},
+        "file_mounts": {}, "file_mounts_sync_continuously": False}))
+    return path
+
+
+@pytest.mark.timeout(300)
+def test_a_sweep_on_a_cluster_just_launched_waits_for_its_gpu_nodes(local_ray_stopped, tmp_path):
+    """A cluster that answers before its GPU nodes have joined (``ray up`` returns when the head is up;
+    the autoscaler launches the workers after): the sweep's driver, started at once, waits for them and
+    sizes its trials on both nodes (before 2026-12-02 it stopped: 'the cluster has 0 GPU(s)')."""
+    gcs_port = free_port()
+    ray_dir = tempfile.mkdtemp(prefix="rbf", dir="/tmp")
+    env = dict(os.environ, RAY_FAKE_CLUSTER="1", RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32),
+               RAY_USAGE_STATS_ENABLED="0", RAY_ADDRESS=f"127.0.0.1:{gcs_port}")
+    ray_bin = shutil.which("ray") or str(Path(sys.executable).with_name("ray"))
+    head = {k: v for k, v in env.items() if k != "RAY_ADDRESS"}
+    try:
+        subprocess.run([ray_bin, "start", "--head", "--port", str(gcs_port), "--num-cpus", "0",
+                        "--autoscaling-config", str(_autoscaling_config(tmp_path, gcs_port)),
+                        "--include-dashboard", "false", "--temp-dir", ray_dir],
+                       env=head, check=True, capture_output=True, timeout=180)
+        # the driver as a job's: RAY_ADDRESS set; joining as prepare_all decides it
+        driver = ("import os, ray\n"
+                  "from raybench.config import SWEEPS_DIR, load\n"
+                  "from raybench.trials import size_trials, wait_for_nodes\n"
+                  "ray.init()\n"
+                  "print('at start', ray.cluster_resources().get('GPU', 0), flush=True)\n"
+                  "cfg = load(SWEEPS_DIR / 'smoke.yaml', ['train.use_gpu=true', 'train.num_workers=1'])\n"
+                  "wait_for_nodes(cfg, joining=bool(os.environ.get('RAY_ADDRESS')), settle_s=15, poll_s=0.5)\n"
+                  "print('sized', size_trials(cfg), flush=True)\n")
+        r = subprocess.run([sys.executable, "-c", driver], env=env, capture_output=True, text=True, timeout=240)
+    finally:  # (every Ray process on the machine: this test runs before the module's other cluster starts)
+        subprocess.run([ray_bin, "stop", "--force"], env=head, capture_output=True, timeout=120)
+        shutil.rmtree(ray_dir, ignore_errors=True)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "at start 0" in r.stdout  # the nodes had not joined when the driver started
+    assert "waiting for the cluster's nodes: it has 0 CPU(s), 0 GPU(s), a trial needs 1 GPU(s)" in r.stdout, r.stdout
+    assert "the cluster has 2 CPU(s), 2 GPU(s) after" in r.stdout, r.stdout
+    # one trial on each GPU node (the second joined about 5 s after the first here, inside the 15 s the
+    # driver waits for no node to join)
+    assert "sized (1.0, 2)" in r.stdout, r.stdout
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory, local_ray_stopped):
+    """mlflow server + ray head + a second ray node, stopped afterwards."""
     tmp = tmp_path_factory.mktemp("cluster")
     ray_dirs = [tempfile.mkdtemp(prefix="rbh", dir="/tmp"), tempfile.mkdtemp(prefix="rbw", dir="/tmp")]
     mlflow_port, gcs_port, dash_port = free_port(), free_port(), free_port()
@@ -97,8 +167,6 @@ def cluster(tmp_path_factory):
         mlflow_log.close()
         for d in ray_dirs:
             shutil.rmtree(d, ignore_errors=True)
-        if had_ray:
-            init_local_ray()
 
 
 def submit(cluster, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:

@@ -671,3 +671,73 @@ def test_a_crashed_sweeps_runs_name_a_resume_command_only_when_it_can_resume(tmp
         assert "start it again" in reason
         with pytest.raises(ConfigError):
             load_sweep_state(str(tmp_path / "results"), "s1")
+
+
+class _Clock:
+    """A clock that moves only when slept on."""
+
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+    def sleep(self, s: float) -> None:
+        self.t += s
+
+
+def _cluster_over_time(monkeypatch, clock, steps):
+    """ray.cluster_resources() as a cluster whose nodes join over time: ``steps`` is [(from second,
+    resources)], the last one reached holds."""
+    import ray
+
+    monkeypatch.setattr(ray, "cluster_resources", lambda: [r for t, r in steps if t <= clock.t][-1])
+
+
+@pytest.mark.parametrize("joining,wait,want_waited", [
+    (True, 900, 66),  # a job on a cluster just launched: waits for the GPUs and the node after them
+    (False, 900, 0),  # a Ray this process started: its resources do not change, no wait
+    (True, 0, 0),  # train.node_wait_s=0: no wait
+])
+def test_a_sweep_joining_a_cluster_waits_for_its_gpu_nodes_to_join(monkeypatch, capsys, joining, wait, want_waited):
+    """A cluster that answers before its GPU nodes have joined (``ray up`` returns then): the sweep
+    waits for the GPUs one trial needs, then until no node has joined for the settle time (the nodes
+    join apart), and sizes its trials on all of them. Here one 1-GPU node joins at 40 s, a second at
+    50 s: two trials at a time, after 50 + the 16 s settle time, rounded to the 2 s polls."""
+    from raybench.trials import size_trials, wait_for_nodes
+
+    clock = _Clock()
+    _cluster_over_time(monkeypatch, clock, [(0, {"memory": 1e9}), (40, {"CPU": 4.0, "GPU": 1.0}),
+                                            (50, {"CPU": 8.0, "GPU": 2.0})])
+    cfg = load(SWEEPS_DIR / "smoke.yaml", ["train.use_gpu=true", "train.num_workers=1", f"train.node_wait_s={wait}"])
+    wait_for_nodes(cfg, joining, settle_s=16, clock=clock, sleep=clock.sleep)
+    assert clock.t == want_waited
+    out = capsys.readouterr().out
+    if want_waited:
+        assert "waiting for the cluster's nodes: it has 0 CPU(s), 0 GPU(s), a trial needs 1 GPU(s)" in out, out
+        assert "still waiting for nodes (30 s)" in out and "the cluster has 8 CPU(s), 2 GPU(s) after 66 s" in out, out
+        assert size_trials(cfg) == (1.0, 2)
+    else:
+        assert out == ""
+        with pytest.raises(ConfigError, match=r"the cluster has 0 GPU\(s\) .*train.node_wait_s"):
+            size_trials(cfg)
+
+
+def test_a_cluster_whose_nodes_never_join_is_named_after_the_wait(monkeypatch):
+    """No node joins within train.node_wait_s: a cluster without CPUs stops the sweep there, naming
+    the key; one with CPUs but too few GPUs is refused by size_trials, as without a wait."""
+    from raybench.trials import size_trials, wait_for_nodes
+
+    clock = _Clock()
+    _cluster_over_time(monkeypatch, clock, [(0, {"memory": 1e9})])
+    cfg = load(SWEEPS_DIR / "smoke.yaml", ["train.node_wait_s=120"])
+    with pytest.raises(ConfigError, match=r"no CPU after 120 s .*train.node_wait_s=120"):
+        wait_for_nodes(cfg, True, clock=clock, sleep=clock.sleep)
+
+    clock = _Clock()
+    _cluster_over_time(monkeypatch, clock, [(0, {"CPU": 2.0})])
+    cfg = load(SWEEPS_DIR / "smoke.yaml", ["train.node_wait_s=120", "train.use_gpu=true"])
+    wait_for_nodes(cfg, True, clock=clock, sleep=clock.sleep)
+    assert clock.t == 120
+    with pytest.raises(ConfigError, match=r"cluster has 0 GPU\(s\)"):
+        size_trials(cfg)

@@ -191,9 +191,9 @@ class TrainConfig(Section):
     # trial of several workers in a Ray Train TorchTrainer (DDP); always: every trial a TorchTrainer
     worker_group: Literal["auto", "always"] = "auto"
     use_gpu: bool = False
-    # a sweep that joins a running cluster (`ray job submit`, RAY_ADDRESS) while it lacks the GPUs one
-    # trial needs, or has no CPU (a cluster just launched: its worker nodes still booting), waits up to
-    # this many seconds for nodes to join before it sizes its trials; 0: no wait (raybench.trials.wait_for_nodes)
+    # while the cluster's autoscaler is starting nodes (a cluster just launched with `ray up`: its worker
+    # nodes still booting), the sweep waits up to this many seconds for them before it sizes its trials
+    # on the nodes present; 0: no wait (raybench.trials.wait_for_nodes)
     node_wait_s: float = Field(900.0, ge=0)
     cpus_per_worker: float = Field(1.0, gt=0)
     gpus_per_worker: float = Field(1.0, gt=0)  # with use_gpu: < 1 packs several single-worker trials on one GPU

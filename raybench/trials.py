@@ -233,7 +233,7 @@ def _memory_params(cfg: SweepConfig) -> list[dict]:
 
 def _nodes_short(res: dict, t) -> bool:
     """The cluster (``ray.cluster_resources()``) lacks what one trial of ``t`` (train settings) needs to
-    start: the GPUs of its workers, or any CPU."""
+    start: any CPU, or the GPUs of its workers."""
     return res.get("CPU", 0) <= 0 or (t.use_gpu and res.get("GPU", 0) < t.num_workers * t.gpus_per_worker)
 
 
@@ -241,44 +241,80 @@ def _has(res: dict) -> str:
     return f"{res.get('CPU', 0):g} CPU(s), {res.get('GPU', 0):g} GPU(s)"
 
 
-def wait_for_nodes(cfg: SweepConfig, joining: bool, settle_s: float = 30.0, poll_s: float = 2.0,
-                   clock=time.monotonic, sleep=time.sleep) -> None:
-    """A sweep that joins a running cluster (``joining``: ``ray job submit``, ``RAY_ADDRESS``) waits for
-    the nodes its trials need. A cluster answers as soon as its head is up (``ray up`` returns then, and
-    its autoscaler launches the worker nodes, which take minutes to boot), and the sweep sizes its trials
-    on the resources present (:func:`size_trials`). So while the cluster lacks the GPUs one trial needs
-    (``train.use_gpu``) or has no CPU, it waits, up to ``train.node_wait_s`` seconds, printing what the
-    cluster has every 30 s; once there is enough, until no node has joined for ``settle_s`` (nodes
-    launched together join seconds or minutes apart; the trials are sized on them all). A cluster
-    that still has no CPU then is a ConfigError; one short of GPUs is left to :func:`size_trials`'s.
-    No wait for a Ray this process started (its resources do not change), with ``train.node_wait_s=0``,
-    or when the cluster has enough at once."""
+def autoscaler_pending() -> int | None:
+    """How many nodes the cluster's Ray autoscaler is launching or starting (0: none; a Ray without an
+    autoscaler config, such as one this process started, reports 0), or None when it has not reported
+    yet (its first report comes a few seconds after the head starts) or cannot be read. Read where
+    ``ray status`` reads it: autoscaler v2's cluster status (KubeRay's default), else v1's status record
+    in the GCS key-value store (the cluster launcher's). Ray offers no public call for this
+    (``ray.autoscaler.sdk`` only requests resources), hence the private modules, guarded."""
+    import json
+
+    import ray
+
+    try:
+        from ray.autoscaler.v2.utils import is_autoscaler_v2
+
+        if is_autoscaler_v2(fetch_from_server=True):
+            from ray.autoscaler.v2.sdk import get_cluster_status
+
+            st = get_cluster_status(ray.get_runtime_context().gcs_address)
+            return sum(x.count for x in st.pending_launches) + len(st.pending_nodes)
+        from ray._private import ray_constants
+        from ray.experimental import internal_kv
+
+        raw = internal_kv._internal_kv_get(ray_constants.DEBUG_AUTOSCALING_STATUS)
+        report = json.loads(raw).get("autoscaler_report") if raw else None
+        if report is None:
+            return None
+        return sum(report.get("pending_launches", {}).values()) + len(report.get("pending_nodes", []))
+    except Exception:  # noqa: BLE001 - another Ray's layout: no autoscaler information, no wait for it
+        return None
+
+
+def wait_for_nodes(cfg: SweepConfig, poll_s: float = 2.0, clock=time.monotonic, sleep=time.sleep,
+                   pending=autoscaler_pending) -> None:
+    """The sweep sizes its trials on the resources present (:func:`size_trials`), but a cluster answers
+    as soon as its head is up: ``ray up`` returns then, while its autoscaler launches the worker nodes,
+    which take minutes to boot. So while the autoscaler is launching or starting nodes (or has not
+    reported yet, on a cluster that lacks the CPU or the GPUs one trial needs), the sweep waits, up to
+    ``train.node_wait_s`` seconds, printing what the cluster has every 30 s, and then sizes its trials
+    on every node that joined. No wait when nothing is launching (a Ray this process started, a
+    cluster whose nodes are all up or that cannot grow) or with ``train.node_wait_s=0``: a cluster
+    short of GPUs is then :func:`size_trials`'s error at once. A cluster without any CPU afterwards is
+    a ConfigError here (the prepare stage would wait for one forever)."""
     import ray
 
     t = cfg.train
-    res = ray.cluster_resources()
-    if not joining or t.node_wait_s <= 0 or not _nodes_short(res, t):
-        return
-    need = (f"{t.num_workers * t.gpus_per_worker:g} GPU(s) and a CPU" if t.use_gpu else "a CPU")
-    print(f"[raybench] waiting for the cluster's nodes: it has {_has(res)}, a trial needs {need} (up to "
-          f"train.node_wait_s={t.node_wait_s:g} s; `ray status` shows the nodes starting; Ctrl-C to stop)", flush=True)
-    start = clock()
-    seen, changed, said = (res.get("CPU", 0), res.get("GPU", 0)), start, start
-    while clock() - start < t.node_wait_s:
-        sleep(poll_s)
-        res = ray.cluster_resources()
-        now = clock()
-        if (res.get("CPU", 0), res.get("GPU", 0)) != seen:
-            seen, changed = (res.get("CPU", 0), res.get("GPU", 0)), now
-        if not _nodes_short(res, t) and now - changed >= settle_s:
-            break
-        if now - said >= 30:
-            print(f"[raybench] still waiting for nodes ({now - start:.0f} s): the cluster has {_has(res)}", flush=True)
-            said = now
+
+    def waiting(res: dict, p: int | None) -> bool:
+        return bool(p) or (p is None and _nodes_short(res, t))
+
+    res, p = ray.cluster_resources(), pending()
+    start, waited = clock(), t.node_wait_s > 0 and waiting(res, p)
+    if waited:
+        need = (f"{t.num_workers * t.gpus_per_worker:g} GPU(s) and a CPU" if t.use_gpu else "a CPU")
+        launching = "its autoscaler has not reported yet" if p is None else f"its autoscaler is starting {p} node(s)"
+        print(f"[raybench] waiting for the cluster's nodes: it has {_has(res)} (a trial needs {need}) and "
+              f"{launching}; up to train.node_wait_s={t.node_wait_s:g} s (`ray status` shows them; Ctrl-C to stop)",
+              flush=True)
+        said = start
+        while clock() - start < t.node_wait_s:
+            sleep(poll_s)
+            res, p = ray.cluster_resources(), pending()
+            if not waiting(res, p):
+                break
+            if clock() - said >= 30:
+                print(f"[raybench] still waiting for nodes ({clock() - start:.0f} s): the cluster has {_has(res)}, "
+                      f"{'no report from its autoscaler' if p is None else f'{p} node(s) starting'}", flush=True)
+                said = clock()
+        print(f"[raybench] the cluster has {_has(res)} after {clock() - start:.0f} s"
+              + ("" if not waiting(res, p) else " (train.node_wait_s reached; nodes still starting are not used "
+                 "for the trials' sizing)"), flush=True)
     if res.get("CPU", 0) <= 0:
-        raise ConfigError([f"the cluster has no CPU after {clock() - start:.0f} s of waiting for its nodes "
-                           f"(train.node_wait_s={t.node_wait_s:g}): check `ray status`, or wait longer"], "config")
-    print(f"[raybench] the cluster has {_has(res)} after {clock() - start:.0f} s", flush=True)
+        raise ConfigError([f"the cluster has no CPU ({_has(res)}; "
+                           + (f"waited {clock() - start:.0f} s, train.node_wait_s={t.node_wait_s:g}" if waited
+                              else "no node starting") + "): check `ray status`"], "config")
 
 
 def size_trials(cfg: SweepConfig) -> tuple[float, int]:
@@ -305,8 +341,7 @@ def size_trials(cfg: SweepConfig) -> tuple[float, int]:
         gpw = t.gpus_per_worker
         if gpus < n * gpw:
             raise ConfigError([f"'train.use_gpu' is true with train.num_workers={n} x gpus_per_worker={gpw:g}, "
-                               f"but the cluster has {gpus:g} GPU(s) (a sweep joining a cluster waits "
-                               f"train.node_wait_s={t.node_wait_s:g} s for GPU nodes first)"], "config")
+                               f"but the cluster has {gpus:g} GPU(s)"], "config")
         conc = min(conc, int(gpus / (n * gpw) + 1e-9))  # true division: 1 // 0.2 is 4.0 in floats
     if cfg.tune.max_concurrent_trials:
         conc = min(conc, cfg.tune.max_concurrent_trials)
@@ -438,8 +473,7 @@ def prepare_all(cfg: SweepConfig, verbose: int = 0) -> dict[str, dict]:
         env = {} if verbose or own_hook else {"worker_process_setup_hook": "raybench.trials.quiet_ray_worker"}
         ray.init(ignore_reinit_error=True, runtime_env=env or None)
     quiet_ray(verbose)
-    # a cluster just launched: its worker nodes join while the sweep waits (a job's driver has RAY_ADDRESS)
-    wait_for_nodes(cfg, joining=bool(os.environ.get("RAY_ADDRESS")))
+    wait_for_nodes(cfg)  # a cluster just launched: the nodes its autoscaler starts join while the sweep waits
     size_trials(cfg)  # trials that need GPUs the cluster lacks: said before the decoding, not after it
     built, seconds = {}, {}
     for key, p in plans.items():

@@ -514,3 +514,16 @@ def test_a_sweep_that_crashes_after_its_trials_leaves_no_run_running(ray_session
         assert r.info.status == "FAILED" and r.info.end_time, r.info
         reason = r.data.tags["raybench.status_reason"]
         assert reason.startswith("the sweep failed: RuntimeError: the record stage broke") and "--resume" in reason
+
+
+def test_the_autoscalers_report_is_read_on_a_local_ray(ray_session):
+    """On a Ray without an autoscaler config (the integration tests' own, started in this process) the report
+    says no node is starting: a sweep there never waits."""
+    import time
+
+    from raybench.trials import autoscaler_pending
+
+    end = time.time() + 30  # (its first report comes a few seconds after Ray starts)
+    while autoscaler_pending() is None and time.time() < end:
+        time.sleep(0.5)
+    assert autoscaler_pending() == 0

@@ -687,57 +687,58 @@ class _Clock:
 
 
 def _cluster_over_time(monkeypatch, clock, steps):
-    """ray.cluster_resources() as a cluster whose nodes join over time: ``steps`` is [(from second,
-    resources)], the last one reached holds."""
+    """ray.cluster_resources() and the autoscaler's pending nodes as a cluster whose nodes join over
+    time: ``steps`` is [(from second, resources, nodes starting)], the last one reached holds. Returns
+    the pending-nodes function for :func:`wait_for_nodes`."""
     import ray
 
-    monkeypatch.setattr(ray, "cluster_resources", lambda: [r for t, r in steps if t <= clock.t][-1])
+    now = lambda: [x for x in steps if x[0] <= clock.t][-1]  # noqa: E731
+    monkeypatch.setattr(ray, "cluster_resources", lambda: now()[1])
+    return lambda: now()[2]
 
 
-@pytest.mark.parametrize("joining,wait,want_waited", [
-    (True, 900, 66),  # a job on a cluster just launched: waits for the GPUs and the node after them
-    (False, 900, 0),  # a Ray this process started: its resources do not change, no wait
-    (True, 0, 0),  # train.node_wait_s=0: no wait
+# a cluster launched with ray up: the head (no CPU) first, the autoscaler's first report at 4 s (two
+# nodes to start), one 1-GPU node joining at 40 s, the second at 50 s, the report saying so at 54 s
+LAUNCHED = [(0, {"memory": 1e9}, None), (4, {"memory": 1e9}, 2), (40, {"CPU": 4.0, "GPU": 1.0}, 2),
+            (44, {"CPU": 4.0, "GPU": 1.0}, 1), (50, {"CPU": 8.0, "GPU": 2.0}, 1), (54, {"CPU": 8.0, "GPU": 2.0}, 0)]
+
+
+@pytest.mark.parametrize("steps,wait,want_waited,want_conc", [
+    # waits for both nodes: two trials at a time
+    pytest.param(LAUNCHED, 900, 54, 2, id="just-launched"),
+    pytest.param([(0, {"memory": 1e9}, 2), *LAUNCHED[2:]], 900, 54, 2, id="autoscaler-reported-already"),
+    # one trial could start at once, but a node is starting: waits for it (else one trial at a time)
+    pytest.param([(0, {"CPU": 4.0, "GPU": 1.0}, 1), (30, {"CPU": 8.0, "GPU": 2.0}, 0)], 900, 30, 2, id="one-node-up"),
+    pytest.param([(0, {"CPU": 8.0, "GPU": 2.0}, 0)], 900, 0, 2, id="every-node-up"),
+    pytest.param(LAUNCHED, 0, 0, None, id="no-wait-asked"),  # train.node_wait_s=0; no CPU: refused
+    pytest.param([(0, {"CPU": 4.0}, 0)], 900, 0, None, id="no-gpu-not-growing"),  # refused at once
+    pytest.param([(0, {"CPU": 4.0}, None)], 900, 900, None, id="no-report-ever"),  # waited out, refused
+    # node_wait_s reached with a node still starting: sized on what is there
+    pytest.param(LAUNCHED[:4], 100, 100, 1, id="wait-reached"),
 ])
-def test_a_sweep_joining_a_cluster_waits_for_its_gpu_nodes_to_join(monkeypatch, capsys, joining, wait, want_waited):
-    """A cluster that answers before its GPU nodes have joined (``ray up`` returns then): the sweep
-    waits for the GPUs one trial needs, then until no node has joined for the settle time (the nodes
-    join apart), and sizes its trials on all of them. Here one 1-GPU node joins at 40 s, a second at
-    50 s: two trials at a time, after 50 + the 16 s settle time, rounded to the 2 s polls."""
+def test_a_sweep_waits_for_the_nodes_its_clusters_autoscaler_is_starting(monkeypatch, capsys, steps, wait,
+                                                                         want_waited, want_conc):
+    """A cluster answers before the nodes its autoscaler launches have joined (``ray up`` returns then):
+    the sweep waits while nodes are starting and sizes its trials on all of them; it never waits on a
+    cluster that is not growing. Scripted cluster and clock (2 s polls)."""
     from raybench.trials import size_trials, wait_for_nodes
 
     clock = _Clock()
-    _cluster_over_time(monkeypatch, clock, [(0, {"memory": 1e9}), (40, {"CPU": 4.0, "GPU": 1.0}),
-                                            (50, {"CPU": 8.0, "GPU": 2.0})])
+    pending = _cluster_over_time(monkeypatch, clock, steps)
     cfg = load(SWEEPS_DIR / "smoke.yaml", ["train.use_gpu=true", "train.num_workers=1", f"train.node_wait_s={wait}"])
-    wait_for_nodes(cfg, joining, settle_s=16, clock=clock, sleep=clock.sleep)
-    assert clock.t == want_waited
+    try:
+        wait_for_nodes(cfg, clock=clock, sleep=clock.sleep, pending=pending)
+        sized = size_trials(cfg)[1]
+    except ConfigError as e:
+        sized = None
+        assert "the cluster has no CPU" in str(e) or "the cluster has 0 GPU(s)" in str(e), e
+    assert (clock.t, sized) == (want_waited, want_conc)
     out = capsys.readouterr().out
-    if want_waited:
-        assert "waiting for the cluster's nodes: it has 0 CPU(s), 0 GPU(s), a trial needs 1 GPU(s)" in out, out
-        assert "still waiting for nodes (30 s)" in out and "the cluster has 8 CPU(s), 2 GPU(s) after 66 s" in out, out
-        assert size_trials(cfg) == (1.0, 2)
-    else:
-        assert out == ""
-        with pytest.raises(ConfigError, match=r"the cluster has 0 GPU\(s\) .*train.node_wait_s"):
-            size_trials(cfg)
+    assert ("waiting for the cluster's nodes" in out) == bool(want_waited), out
+    if steps is LAUNCHED and wait:
+        assert "it has 0 CPU(s), 0 GPU(s) (a trial needs 1 GPU(s) and a CPU) and its autoscaler has not reported" in out
+        assert "still waiting for nodes (30 s): the cluster has 0 CPU(s), 0 GPU(s), 2 node(s) starting" in out, out
+        assert "the cluster has 8 CPU(s), 2 GPU(s) after 54 s\n" in out, out
+    if want_conc == 1:
+        assert "train.node_wait_s reached; nodes still starting are not used" in out, out
 
-
-def test_a_cluster_whose_nodes_never_join_is_named_after_the_wait(monkeypatch):
-    """No node joins within train.node_wait_s: a cluster without CPUs stops the sweep there, naming
-    the key; one with CPUs but too few GPUs is refused by size_trials, as without a wait."""
-    from raybench.trials import size_trials, wait_for_nodes
-
-    clock = _Clock()
-    _cluster_over_time(monkeypatch, clock, [(0, {"memory": 1e9})])
-    cfg = load(SWEEPS_DIR / "smoke.yaml", ["train.node_wait_s=120"])
-    with pytest.raises(ConfigError, match=r"no CPU after 120 s .*train.node_wait_s=120"):
-        wait_for_nodes(cfg, True, clock=clock, sleep=clock.sleep)
-
-    clock = _Clock()
-    _cluster_over_time(monkeypatch, clock, [(0, {"CPU": 2.0})])
-    cfg = load(SWEEPS_DIR / "smoke.yaml", ["train.node_wait_s=120", "train.use_gpu=true"])
-    wait_for_nodes(cfg, True, clock=clock, sleep=clock.sleep)
-    assert clock.t == 120
-    with pytest.raises(ConfigError, match=r"cluster has 0 GPU\(s\)"):
-        size_trials(cfg)

@@ -243,8 +243,9 @@ def _has(res: dict) -> str:
 
 def autoscaler_pending() -> int | None:
     """How many nodes the cluster's Ray autoscaler is launching or starting (0: none; a Ray without an
-    autoscaler config, such as one this process started, reports 0), or None when it has not reported
-    yet (its first report comes a few seconds after the head starts) or cannot be read. Read where
+    autoscaler config, such as one this process started, reports 0; so does a Ray whose autoscaler
+    record cannot be read), or None when it has not reported yet (its first report comes a few seconds
+    after the head starts). Read where
     ``ray status`` reads it: autoscaler v2's cluster status (KubeRay's default), else v1's status record
     in the GCS key-value store (the cluster launcher's). Ray offers no public call for this
     (``ray.autoscaler.sdk`` only requests resources), hence the private modules, guarded."""
@@ -268,16 +269,17 @@ def autoscaler_pending() -> int | None:
         if report is None:
             return None
         return sum(report.get("pending_launches", {}).values()) + len(report.get("pending_nodes", []))
-    except Exception:  # noqa: BLE001 - another Ray's layout: no autoscaler information, no wait for it
-        return None
+    except Exception:  # noqa: BLE001 - no Ray here, or another Ray's layout: nothing known to be starting
+        return 0
 
 
 def wait_for_nodes(cfg: SweepConfig, poll_s: float = 2.0, clock=time.monotonic, sleep=time.sleep,
-                   pending=autoscaler_pending) -> None:
+                   pending=autoscaler_pending, first_report_s: float = 60.0) -> None:
     """The sweep sizes its trials on the resources present (:func:`size_trials`), but a cluster answers
     as soon as its head is up: ``ray up`` returns then, while its autoscaler launches the worker nodes,
-    which take minutes to boot. So while the autoscaler is launching or starting nodes (or has not
-    reported yet, on a cluster that lacks the CPU or the GPUs one trial needs), the sweep waits, up to
+    which take minutes to boot. So while the autoscaler is launching or starting nodes (or, for at most
+    ``first_report_s``, has not reported yet, on a cluster that lacks the CPU or the GPUs one trial
+    needs), the sweep waits, up to
     ``train.node_wait_s`` seconds, printing what the cluster has every 30 s, and then sizes its trials
     on every node that joined. No wait when nothing is launching (a Ray this process started, a
     cluster whose nodes are all up or that cannot grow) or with ``train.node_wait_s=0``: a cluster
@@ -287,11 +289,13 @@ def wait_for_nodes(cfg: SweepConfig, poll_s: float = 2.0, clock=time.monotonic, 
 
     t = cfg.train
 
+    start = clock()
+
     def waiting(res: dict, p: int | None) -> bool:
-        return bool(p) or (p is None and _nodes_short(res, t))
+        return bool(p) or (p is None and _nodes_short(res, t) and clock() - start < first_report_s)
 
     res, p = ray.cluster_resources(), pending()
-    start, waited = clock(), t.node_wait_s > 0 and waiting(res, p)
+    waited = t.node_wait_s > 0 and waiting(res, p)
     if waited:
         need = (f"{t.num_workers * t.gpus_per_worker:g} GPU(s) and a CPU" if t.use_gpu else "a CPU")
         launching = "its autoscaler has not reported yet" if p is None else f"its autoscaler is starting {p} node(s)"

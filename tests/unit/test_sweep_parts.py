@@ -712,7 +712,8 @@ LAUNCHED = [(0, {"memory": 1e9}, None), (4, {"memory": 1e9}, 2), (40, {"CPU": 4.
     pytest.param([(0, {"CPU": 8.0, "GPU": 2.0}, 0)], 900, 0, 2, id="every-node-up"),
     pytest.param(LAUNCHED, 0, 0, None, id="no-wait-asked"),  # train.node_wait_s=0; no CPU: refused
     pytest.param([(0, {"CPU": 4.0}, 0)], 900, 0, None, id="no-gpu-not-growing"),  # refused at once
-    pytest.param([(0, {"CPU": 4.0}, None)], 900, 900, None, id="no-report-ever"),  # waited out, refused
+    # the autoscaler's first report never comes: waited for it a minute (first_report_s), then refused
+    pytest.param([(0, {"CPU": 4.0}, None)], 900, 60, None, id="no-report-ever"),
     # node_wait_s reached with a node still starting: sized on what is there
     pytest.param(LAUNCHED[:4], 100, 100, 1, id="wait-reached"),
 ])

@@ -743,3 +743,25 @@ def test_a_sweep_waits_for_the_nodes_its_clusters_autoscaler_is_starting(monkeyp
     if want_conc == 1:
         assert "train.node_wait_s reached; nodes still starting are not used" in out, out
 
+
+
+def test_the_nodes_an_autoscaler_v2_is_starting_are_counted(monkeypatch):
+    """Autoscaler v2 (KubeRay's, with its autoscaler on): nodes requested from the cloud and nodes
+    booting both count (the v1 record is read on a real autoscaling cluster in
+    tests/integration/test_cluster_job.py; Ray's fake provider does not run v2 from a pip install)."""
+    import ray
+    import ray.autoscaler.v2.sdk as sdk
+    import ray.autoscaler.v2.utils as utils
+    from ray.autoscaler.v2.schema import ClusterStatus, LaunchRequest, NodeInfo
+
+    from raybench.trials import autoscaler_pending
+
+    status = ClusterStatus(
+        pending_launches=[LaunchRequest("g5.xlarge", "gpu", 2, LaunchRequest.Status.PENDING, 0)],
+        pending_nodes=[NodeInfo("g5.xlarge", "gpu", "i-1", "10.0.0.5", node_status="setting-up")])
+    monkeypatch.setattr(utils, "is_autoscaler_v2", lambda **kw: True)
+    monkeypatch.setattr(sdk, "get_cluster_status", lambda address: status)
+    monkeypatch.setattr(ray, "get_runtime_context", lambda: type("C", (), {"gcs_address": "127.0.0.1:1"})())
+    assert autoscaler_pending() == 3
+    status.pending_launches, status.pending_nodes = [], []
+    assert autoscaler_pending() == 0

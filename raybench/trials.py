@@ -241,35 +241,47 @@ def _has(res: dict) -> str:
     return f"{res.get('CPU', 0):g} CPU(s), {res.get('GPU', 0):g} GPU(s)"
 
 
-def autoscaler_pending() -> int | None:
+def read_autoscaler_pending() -> int | None:
     """How many nodes the cluster's Ray autoscaler is launching or starting (0: none; a Ray without an
-    autoscaler config, such as one this process started, reports 0; so does a Ray whose autoscaler
-    record cannot be read), or None when it has not reported yet (its first report comes a few seconds
-    after the head starts). Read where
-    ``ray status`` reads it: autoscaler v2's cluster status (KubeRay's default), else v1's status record
-    in the GCS key-value store (the cluster launcher's). Ray offers no public call for this
-    (``ray.autoscaler.sdk`` only requests resources), hence the private modules, guarded."""
+    autoscaler config, such as one this process started, reports 0), or None when autoscaler v1 has not
+    reported yet (its first report comes a few seconds after the head starts; v2 reports nothing
+    starting until then). Read where ``ray status`` reads it: autoscaler v2's cluster status, else v1's
+    status record in the GCS key-value store (the cluster launcher's). Ray offers no public call for
+    this (``ray.autoscaler.sdk`` only requests resources), hence the private modules; raises when they
+    cannot be read (:func:`autoscaler_pending` does not)."""
     import json
 
     import ray
+    from ray.autoscaler.v2.utils import is_autoscaler_v2
 
+    if is_autoscaler_v2(fetch_from_server=True):
+        from ray.autoscaler.v2.sdk import get_cluster_status
+
+        st = get_cluster_status(ray.get_runtime_context().gcs_address)
+        return sum(x.count for x in st.pending_launches) + len(st.pending_nodes)
+    from ray._private import ray_constants
+    from ray.experimental import internal_kv
+
+    raw = internal_kv._internal_kv_get(ray_constants.DEBUG_AUTOSCALING_STATUS)
+    report = json.loads(raw).get("autoscaler_report") if raw else None
+    if report is None:
+        return None
+    return sum(report.get("pending_launches", {}).values()) + len(report.get("pending_nodes", []))
+
+
+_PENDING_UNREAD: list[str] = []  # the first read error, said once per process
+
+
+def autoscaler_pending() -> int | None:
+    """:func:`read_autoscaler_pending`, or 0 (nothing known to be starting: no wait) when the autoscaler's
+    record cannot be read (no Ray here, another Ray's layout, the GCS not answering), said once."""
     try:
-        from ray.autoscaler.v2.utils import is_autoscaler_v2
-
-        if is_autoscaler_v2(fetch_from_server=True):
-            from ray.autoscaler.v2.sdk import get_cluster_status
-
-            st = get_cluster_status(ray.get_runtime_context().gcs_address)
-            return sum(x.count for x in st.pending_launches) + len(st.pending_nodes)
-        from ray._private import ray_constants
-        from ray.experimental import internal_kv
-
-        raw = internal_kv._internal_kv_get(ray_constants.DEBUG_AUTOSCALING_STATUS)
-        report = json.loads(raw).get("autoscaler_report") if raw else None
-        if report is None:
-            return None
-        return sum(report.get("pending_launches", {}).values()) + len(report.get("pending_nodes", []))
-    except Exception:  # noqa: BLE001 - no Ray here, or another Ray's layout: nothing known to be starting
+        return read_autoscaler_pending()
+    except Exception as e:  # noqa: BLE001 - a wait for nodes is a convenience: never a reason to stop
+        if not _PENDING_UNREAD:
+            _PENDING_UNREAD.append(f"{type(e).__name__}: {e}")
+            print(f"[raybench] warning: cannot read what the Ray autoscaler is starting ({_PENDING_UNREAD[0]}); "
+                  "the sweep sizes its trials on the nodes present", flush=True)
         return 0
 
 
@@ -279,29 +291,30 @@ def wait_for_nodes(cfg: SweepConfig, poll_s: float = 2.0, clock=time.monotonic, 
     as soon as its head is up: ``ray up`` returns then, while its autoscaler launches the worker nodes,
     which take minutes to boot. So while the autoscaler is launching or starting nodes (or, for at most
     ``first_report_s``, has not reported yet, on a cluster that lacks the CPU or the GPUs one trial
-    needs), the sweep waits, up to
-    ``train.node_wait_s`` seconds, printing what the cluster has every 30 s, and then sizes its trials
-    on every node that joined. No wait when nothing is launching (a Ray this process started, a
-    cluster whose nodes are all up or that cannot grow) or with ``train.node_wait_s=0``: a cluster
-    short of GPUs is then :func:`size_trials`'s error at once. A cluster without any CPU afterwards is
-    a ConfigError here (the prepare stage would wait for one forever)."""
+    needs: a Ray this process has just started, whose first report comes within seconds, too), the
+    sweep waits, up to ``train.node_wait_s`` seconds, printing what the cluster has every 30 s, and then
+    sizes its trials on every node that joined. No wait when nothing is starting (a cluster whose
+    nodes are all up or that cannot grow) or with ``train.node_wait_s=0``: a cluster short of GPUs is
+    then :func:`size_trials`'s error at once. A cluster without any CPU afterwards is a ConfigError
+    here (the prepare stage would wait for one forever)."""
     import ray
 
     t = cfg.train
-
     start = clock()
 
     def waiting(res: dict, p: int | None) -> bool:
         return bool(p) or (p is None and _nodes_short(res, t) and clock() - start < first_report_s)
 
+    def starting(p: int | None) -> str:
+        return "no report from its autoscaler yet" if p is None else f"its autoscaler is starting {p} node(s)"
+
     res, p = ray.cluster_resources(), pending()
     waited = t.node_wait_s > 0 and waiting(res, p)
     if waited:
         need = (f"{t.num_workers * t.gpus_per_worker:g} GPU(s) and a CPU" if t.use_gpu else "a CPU")
-        launching = "its autoscaler has not reported yet" if p is None else f"its autoscaler is starting {p} node(s)"
-        print(f"[raybench] waiting for the cluster's nodes: it has {_has(res)} (a trial needs {need}) and "
-              f"{launching}; up to train.node_wait_s={t.node_wait_s:g} s (`ray status` shows them; Ctrl-C to stop)",
-              flush=True)
+        print(f"[raybench] waiting for the cluster's nodes: it has {_has(res)} (a trial needs {need}), "
+              f"{starting(p)}; up to train.node_wait_s={t.node_wait_s:g} s (`ray status` shows them; Ctrl-C to "
+              "stop)", flush=True)
         said = start
         while clock() - start < t.node_wait_s:
             sleep(poll_s)
@@ -310,15 +323,15 @@ def wait_for_nodes(cfg: SweepConfig, poll_s: float = 2.0, clock=time.monotonic, 
                 break
             if clock() - said >= 30:
                 print(f"[raybench] still waiting for nodes ({clock() - start:.0f} s): the cluster has {_has(res)}, "
-                      f"{'no report from its autoscaler' if p is None else f'{p} node(s) starting'}", flush=True)
+                      f"{starting(p)}", flush=True)
                 said = clock()
-        print(f"[raybench] the cluster has {_has(res)} after {clock() - start:.0f} s"
-              + ("" if not waiting(res, p) else " (train.node_wait_s reached; nodes still starting are not used "
-                 "for the trials' sizing)"), flush=True)
+        late = (f" (train.node_wait_s reached: the {p} node(s) still starting are not used for the trials' sizing)"
+                if p else "")
+        print(f"[raybench] the cluster has {_has(res)} after {clock() - start:.0f} s{late}", flush=True)
     if res.get("CPU", 0) <= 0:
-        raise ConfigError([f"the cluster has no CPU ({_has(res)}; "
-                           + (f"waited {clock() - start:.0f} s, train.node_wait_s={t.node_wait_s:g}" if waited
-                              else "no node starting") + "): check `ray status`"], "config")
+        raise ConfigError([f"the cluster has no CPU ({_has(res)}; {starting(p)}; "
+                           + (f"waited {clock() - start:.0f} s, " if waited else "")
+                           + f"train.node_wait_s={t.node_wait_s:g}): check `ray status`"], "config")
 
 
 def size_trials(cfg: SweepConfig) -> tuple[float, int]:

@@ -710,7 +710,8 @@ LAUNCHED = [(0, {"memory": 1e9}, None), (4, {"memory": 1e9}, 2), (40, {"CPU": 4.
     # one trial could start at once, but a node is starting: waits for it (else one trial at a time)
     pytest.param([(0, {"CPU": 4.0, "GPU": 1.0}, 1), (30, {"CPU": 8.0, "GPU": 2.0}, 0)], 900, 30, 2, id="one-node-up"),
     pytest.param([(0, {"CPU": 8.0, "GPU": 2.0}, 0)], 900, 0, 2, id="every-node-up"),
-    pytest.param(LAUNCHED, 0, 0, None, id="no-wait-asked"),  # train.node_wait_s=0; no CPU: refused
+    pytest.param([(0, {"memory": 1e9}, 2), *LAUNCHED[2:]], 0, 0, None, id="no-wait-asked"),  # node_wait_s=0;
+    # no CPU: refused
     pytest.param([(0, {"CPU": 4.0}, 0)], 900, 0, None, id="no-gpu-not-growing"),  # refused at once
     # the autoscaler's first report never comes: waited for it a minute (first_report_s), then refused
     pytest.param([(0, {"CPU": 4.0}, None)], 900, 60, None, id="no-report-ever"),
@@ -733,15 +734,17 @@ def test_a_sweep_waits_for_the_nodes_its_clusters_autoscaler_is_starting(monkeyp
     except ConfigError as e:
         sized = None
         assert "the cluster has no CPU" in str(e) or "the cluster has 0 GPU(s)" in str(e), e
+        if not wait:  # the message says why it did not wait: nodes were starting
+            assert "its autoscaler is starting 2 node(s); train.node_wait_s=0" in str(e), e
     assert (clock.t, sized) == (want_waited, want_conc)
     out = capsys.readouterr().out
     assert ("waiting for the cluster's nodes" in out) == bool(want_waited), out
     if steps is LAUNCHED and wait:
-        assert "it has 0 CPU(s), 0 GPU(s) (a trial needs 1 GPU(s) and a CPU) and its autoscaler has not reported" in out
-        assert "still waiting for nodes (30 s): the cluster has 0 CPU(s), 0 GPU(s), 2 node(s) starting" in out, out
+        assert "it has 0 CPU(s), 0 GPU(s) (a trial needs 1 GPU(s) and a CPU), no report from its autoscaler yet" in out
+        assert "still waiting for nodes (30 s): the cluster has 0 CPU(s), 0 GPU(s), its autoscaler is starting 2 node(s)" in out, out
         assert "the cluster has 8 CPU(s), 2 GPU(s) after 54 s\n" in out, out
     if want_conc == 1:
-        assert "train.node_wait_s reached; nodes still starting are not used" in out, out
+        assert "train.node_wait_s reached: the 1 node(s) still starting are not used" in out, out
 
 
 
@@ -754,7 +757,7 @@ def test_the_nodes_an_autoscaler_v2_is_starting_are_counted(monkeypatch):
     import ray.autoscaler.v2.utils as utils
     from ray.autoscaler.v2.schema import ClusterStatus, LaunchRequest, NodeInfo
 
-    from raybench.trials import autoscaler_pending
+    from raybench.trials import read_autoscaler_pending
 
     status = ClusterStatus(
         pending_launches=[LaunchRequest("g5.xlarge", "gpu", 2, LaunchRequest.Status.PENDING, 0)],
@@ -762,6 +765,19 @@ def test_the_nodes_an_autoscaler_v2_is_starting_are_counted(monkeypatch):
     monkeypatch.setattr(utils, "is_autoscaler_v2", lambda **kw: True)
     monkeypatch.setattr(sdk, "get_cluster_status", lambda address: status)
     monkeypatch.setattr(ray, "get_runtime_context", lambda: type("C", (), {"gcs_address": "127.0.0.1:1"})())
-    assert autoscaler_pending() == 3
+    assert read_autoscaler_pending() == 3
     status.pending_launches, status.pending_nodes = [], []
-    assert autoscaler_pending() == 0
+    assert read_autoscaler_pending() == 0
+
+
+def test_an_autoscaler_record_that_cannot_be_read_means_no_wait_said_once(monkeypatch, capsys):
+    """No Ray in this process: the record cannot be read; nothing counts as starting, and a warning says
+    so once (a sweep would size its trials on the nodes present)."""
+    import raybench.trials as trials
+
+    monkeypatch.setattr(trials, "_PENDING_UNREAD", [])
+    with pytest.raises(Exception):
+        trials.read_autoscaler_pending()
+    assert trials.autoscaler_pending() == 0 and trials.autoscaler_pending() == 0
+    out = capsys.readouterr().out
+    assert out.count("warning: cannot read what the Ray autoscaler is starting") == 1, out

@@ -180,6 +180,41 @@ def test_trials_that_need_gpus_the_cluster_lacks_fail_before_the_decoding(tmp_pa
         run_sweep(_cfg(tmp_path, "train.use_gpu=true"))
 
 
+def test_the_sweep_waits_for_the_nodes_a_cluster_is_starting_before_it_sizes_its_trials(tmp_path, monkeypatch,
+                                                                                          capsys):
+    """prepare_all's wiring: a cluster (its Ray running) whose autoscaler starts its GPU node as the
+    sweep begins: the sweep waits (one 2 s poll here), then sizes its trials on the node and goes on
+    to the decoding; without the wait it stopped with 'the cluster has 0 GPU(s)'."""
+    import ray
+
+    import raybench.data.store as store
+    import raybench.trials as trials
+    from raybench.sweep import run_sweep
+
+    class Decoding(Exception):
+        pass
+
+    def decoded(*a, **k):
+        raise Decoding
+
+    # the autoscaler reports one node starting, which joins right after; then it reports none
+    reports, joined = iter([1, 0]), []
+
+    def pending():
+        p = next(reports, 0)
+        joined.append(True)
+        return p
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: True)
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 2.0, "GPU": 1.0} if joined else {"memory": 1e9})
+    monkeypatch.setattr(trials, "read_autoscaler_pending", pending)
+    monkeypatch.setattr(store, "build", decoded)
+    with pytest.raises(Decoding):
+        run_sweep(_cfg(tmp_path, "train.use_gpu=true", "train.num_workers=1"))
+    out = capsys.readouterr().out
+    assert "waiting for the cluster's nodes" in out and "the cluster has 2 CPU(s), 1 GPU(s) after" in out, out
+
+
 def test_buckets_that_do_not_answer_fail_before_ray_starts_naming_each_setting(no_ray, tmp_path, monkeypatch):
     import socket
 

@@ -25,7 +25,11 @@ def _terminated(sweep_dir: Path) -> set[str]:
     states = sorted(sweep_dir.glob("experiment_state-*.json"), key=lambda p: p.stat().st_mtime)
     if not states:
         return set()
-    trials = [json.loads(t[0]) for t in json.loads(states[-1].read_text())["trial_data"]]
+    try:
+        state = json.loads(states[-1].read_text())
+    except json.JSONDecodeError:  # Tune writes the file in place: read while it is being written (empty in CI
+        return set()  # at ee43427); the caller polls again
+    trials = [json.loads(t[0]) for t in state["trial_data"]]
     return {t["trial_id"] for t in trials if t.get("status") == "TERMINATED"}
 
 

@@ -24,6 +24,11 @@ from raybench.trials import check_resources, new_sweep_id, planned_trials, prepa
 STATE_FILE = "raybench_sweep.json"
 
 
+# what --resume accepts besides the sweep id: neither changes a result (where the sweep keeps its results;
+# how long it waits for the nodes a cluster's autoscaler is starting, which a restarted cluster may need)
+RESUME_KEYS = ("storage", "train.node_wait_s")
+
+
 def save_sweep_state(storage: str, sweep_id: str, cfg: SweepConfig) -> None:
     """The resolved config of a sweep, kept beside its Tune results so ``--resume`` can rebuild it."""
     from raybench import storage as st
@@ -199,7 +204,8 @@ def parse_args(argv: list[str]) -> tuple[str | None, list[str], argparse.Namespa
     p.add_argument("--resume", metavar="SWEEP_ID", default=None,
                    help="go on with an interrupted sweep (the id it printed): finished trials are kept, the "
                    "others continue from their last checkpoint, MLflow runs are continued, not duplicated. "
-                   "Pass storage=... if the sweep used one.")
+                   "Pass storage=... if the sweep used one; train.node_wait_s=... may be given too (nothing "
+                   "else: the sweep keeps its configuration).")
     p.add_argument("-v", "--verbose", action="count", default=0,
                    help="also print Ray Tune's trial status tables (by default: one line per trial epoch)")
     a = p.parse_args(argv)
@@ -223,16 +229,23 @@ def main(argv: list[str] | None = None) -> int:
             from raybench.config import validate
 
             # a resumed sweep goes on with the configuration it started with (Tune restores its trials
-            # and search space from storage): anything that would change it is refused, not ignored
-            refused = ([path] if path else []) + [o for o in overrides if not o.startswith("storage=")]
+            # and search space from storage): anything that would change it is refused, not ignored. The
+            # keys of RESUME_KEYS change no result (where the results are, how long to wait for nodes)
+            refused = ([path] if path else []) + [o for o in overrides if o.split("=", 1)[0] not in RESUME_KEYS]
             if refused:
                 raise ConfigError([f"--resume {args.resume} goes on with the configuration the sweep started "
                                    f"with; these would change it and are not applied: {', '.join(refused)}. "
-                                   "With --resume give only storage= (where the sweep keeps its results); to "
+                                   f"With --resume give only {' or '.join(k + '=' for k in RESUME_KEYS)}; to "
                                    "change settings, start a new sweep"], "--resume")
             storage = next((o.split("=", 1)[1] for o in overrides if o.startswith("storage=")), None)
             storage = storage or str(tracking.results_dir(None) / "tune")
-            cfg = validate(load_sweep_state(storage, args.resume), source=f"sweep {args.resume}")
+            raw = load_sweep_state(storage, args.resume)
+            operational = [o for o in overrides if not o.startswith("storage=")]
+            if operational:
+                from omegaconf import OmegaConf
+
+                raw = OmegaConf.to_container(OmegaConf.merge(raw, OmegaConf.from_dotlist(operational)))
+            cfg = validate(raw, source=f"sweep {args.resume}" + (f" with {', '.join(operational)}" if operational else ""))
         else:
             cfg = load(path, overrides)
     except ConfigError as e:

@@ -196,6 +196,30 @@ def test_resume_refuses_overrides_it_would_ignore(extra, tmp_path, capsys, monke
     assert all(x in err for x in extra) and f"storage={tmp_path}" not in err.split("not applied:")[1].split(".")[0]
 
 
+def test_resume_takes_a_new_node_wait_and_nothing_else_of_the_saved_configuration_changes(tmp_path, capsys,
+                                                                                          monkeypatch):
+    import raybench.sweep as sw
+
+    cfg = load(None, ["train.epochs=2", "train.node_wait_s=900"])
+    sw.save_sweep_state(str(tmp_path), "sweep-x", cfg)
+    seen = {}
+
+    def fake_run_sweep(c, sweep_id=None, resume=False, verbose=0):
+        seen.update(cfg=c, sweep_id=sweep_id, resume=resume)
+        raise ConfigError(["stop here"], "test")
+
+    monkeypatch.setattr(sw, "run_sweep", fake_run_sweep)
+    assert sw.main(["--resume", "sweep-x", f"storage={tmp_path}", "train.node_wait_s=30"]) == 2
+    assert seen["sweep_id"] == "sweep-x" and seen["resume"] is True
+    assert seen["cfg"].train.node_wait_s == 30
+    assert seen["cfg"].model_dump(exclude={"train": {"node_wait_s"}}) == cfg.model_dump(exclude={"train": {"node_wait_s"}})
+    # a value the key does not take is named, before Ray starts
+    seen.clear()
+    assert sw.main(["--resume", "sweep-x", f"storage={tmp_path}", "train.node_wait_s=-5"]) == 2
+    err = capsys.readouterr().err
+    assert not seen and "train.node_wait_s" in err and "sweep sweep-x with train.node_wait_s=-5" in err
+
+
 def test_resume_with_only_storage_looks_for_the_sweep_there(tmp_path, capsys):
     from raybench.sweep import main
 

@@ -306,7 +306,9 @@ def wait_for_nodes(cfg: SweepConfig, poll_s: float = 2.0, clock=time.monotonic, 
         return bool(p) or (p is None and _nodes_short(res, t) and clock() - start < first_report_s)
 
     def starting(p: int | None) -> str:
-        return "no report from its autoscaler yet" if p is None else f"its autoscaler is starting {p} node(s)"
+        if p is None:
+            return "no report from its autoscaler yet"
+        return f"its autoscaler is starting {p} node(s)" if p else "its autoscaler is starting no node"
 
     res, p = ray.cluster_resources(), pending()
     waited = t.node_wait_s > 0 and waiting(res, p)

@@ -737,6 +737,7 @@ LAUNCHED = [(0, {"memory": 1e9}, None), (4, {"memory": 1e9}, 2), (40, {"CPU": 4.
     pytest.param([(0, {"memory": 1e9}, 2), *LAUNCHED[2:]], 0, 0, None, id="no-wait-asked"),  # node_wait_s=0;
     # no CPU: refused
     pytest.param([(0, {"CPU": 4.0}, 0)], 900, 0, None, id="no-gpu-not-growing"),  # refused at once
+    pytest.param([(0, {"memory": 1e9}, 0)], 900, 0, None, id="no-cpu-not-growing"),
     # the autoscaler's first report never comes: waited for it a minute (first_report_s), then refused
     pytest.param([(0, {"CPU": 4.0}, None)], 900, 60, None, id="no-report-ever"),
     # node_wait_s reached with a node still starting: sized on what is there
@@ -760,6 +761,8 @@ def test_a_sweep_waits_for_the_nodes_its_clusters_autoscaler_is_starting(monkeyp
         assert "the cluster has no CPU" in str(e) or "the cluster has 0 GPU(s)" in str(e), e
         if not wait:  # the message says why it did not wait: nodes were starting
             assert "its autoscaler is starting 2 node(s); train.node_wait_s=0" in str(e), e
+        if len(steps) == 1 and steps[0][2] == 0 and "no CPU" in str(e):  # nothing starting, said so
+            assert "no CPU (0 CPU(s), 0 GPU(s); its autoscaler is starting no node; train.node_wait_s=900)" in str(e), e
     assert (clock.t, sized) == (want_waited, want_conc)
     out = capsys.readouterr().out
     assert ("waiting for the cluster's nodes" in out) == bool(want_waited), out

@@ -13,7 +13,7 @@ import numpy as np
 
 from raybench.config import PAIR_KEY, expand_params, resolve_trial_config
 from raybench.schema import SweepConfig, TrialConfig
-from raybench.trials import data_key, trial_data_cfg
+from raybench.trials import data_key, trial_data_cfg, trial_gpus
 
 
 @dataclass
@@ -662,7 +662,7 @@ def trial_status(t: dict) -> tuple[str, str | None]:
 def gpu_hours(train, wall_s: float) -> float:
     """The GPU-hours a trial held: its wall time x its workers x each worker's share of a GPU
     (``train.gpus_per_worker``; trials packed on one GPU share it); 0 on CPU."""
-    return wall_s * (train.num_workers * train.gpus_per_worker if train.use_gpu else 0.0) / 3600
+    return wall_s * trial_gpus(train) / 3600
 
 
 def _close_trial_runs(client, uri: str, exp_id: str, trials: list[dict]) -> None:

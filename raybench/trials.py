@@ -231,10 +231,15 @@ def _memory_params(cfg: SweepConfig) -> list[dict]:
                                                                       for k in keys))]
 
 
+def trial_gpus(t) -> float:
+    """The GPUs one trial of ``t`` (train settings) holds: its workers' (0 without ``use_gpu``)."""
+    return t.num_workers * t.gpus_per_worker if t.use_gpu else 0.0
+
+
 def _nodes_short(res: dict, t) -> bool:
     """The cluster (``ray.cluster_resources()``) lacks what one trial of ``t`` (train settings) needs to
-    start: any CPU, or the GPUs of its workers."""
-    return res.get("CPU", 0) <= 0 or (t.use_gpu and res.get("GPU", 0) < t.num_workers * t.gpus_per_worker)
+    start: any CPU, or the GPUs of its workers (:func:`size_trials` refuses a cluster with too few)."""
+    return res.get("CPU", 0) <= 0 or res.get("GPU", 0) < trial_gpus(t)
 
 
 def _has(res: dict) -> str:
@@ -313,7 +318,7 @@ def wait_for_nodes(cfg: SweepConfig, poll_s: float = 2.0, clock=time.monotonic, 
     res, p = ray.cluster_resources(), pending()
     waited = t.node_wait_s > 0 and waiting(res, p)
     if waited:
-        need = (f"{t.num_workers * t.gpus_per_worker:g} GPU(s) and a CPU" if t.use_gpu else "a CPU")
+        need = (f"{trial_gpus(t):g} GPU(s) and a CPU" if t.use_gpu else "a CPU")
         print(f"[raybench] waiting for the cluster's nodes: it has {_has(res)} (a trial needs {need}), "
               f"{starting(p)}; up to train.node_wait_s={t.node_wait_s:g} s (`ray status` shows them; Ctrl-C to "
               "stop)", flush=True)
@@ -357,11 +362,10 @@ def size_trials(cfg: SweepConfig) -> tuple[float, int]:
     per_trial = n * cpw + extra
     conc = max(1, int(cpus / per_trial + 1e-9))  # not //: in floats 1.0 // 0.1 is 9.0
     if t.use_gpu:
-        gpw = t.gpus_per_worker
-        if gpus < n * gpw:
-            raise ConfigError([f"'train.use_gpu' is true with train.num_workers={n} x gpus_per_worker={gpw:g}, "
-                               f"but the cluster has {gpus:g} GPU(s)"], "config")
-        conc = min(conc, int(gpus / (n * gpw) + 1e-9))  # true division: 1 // 0.2 is 4.0 in floats
+        if gpus < trial_gpus(t):
+            raise ConfigError([f"'train.use_gpu' is true with train.num_workers={n} x gpus_per_worker="
+                               f"{t.gpus_per_worker:g}, but the cluster has {gpus:g} GPU(s)"], "config")
+        conc = min(conc, int(gpus / trial_gpus(t) + 1e-9))  # true division: 1 // 0.2 is 4.0 in floats
     if cfg.tune.max_concurrent_trials:
         conc = min(conc, cfg.tune.max_concurrent_trials)
     return round(cpw, 3), conc

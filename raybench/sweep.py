@@ -253,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from raybench.data.datasets import LayoutError
     from raybench.data.store import PrepareError
+    from raybench.trials import ResumeError
 
     try:
         result = run_sweep(cfg, sweep_id=args.resume, resume=bool(args.resume), verbose=args.verbose)
@@ -261,6 +262,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except (PrepareError, LayoutError) as e:
         print(f"raybench: data preparation failed\n{e}", file=sys.stderr)
+        return 1
+    except ResumeError as e:
+        print(f"raybench: the sweep cannot resume\n{e}", file=sys.stderr)
         return 1
     except SweepInterrupted as e:
         print(f"raybench: {e}", file=sys.stderr)

@@ -712,6 +712,62 @@ def check_resources(cfg: SweepConfig, summaries: dict[str, dict]) -> tuple[float
     return cpw, conc, reserve
 
 
+class ResumeError(RuntimeError):
+    """A sweep's saved Tune state cannot be resumed from (what, where, and what to do)."""
+
+
+def mend_tune_state(storage: str, sweep_id: str, temp_dir: str) -> None:
+    """Tune writes its experiment state (``experiment_state-<driver start>.json``) in the driver's staging
+    folder and then copies it into the sweep's storage, both in place: a driver killed during the copy
+    leaves the stored file cut short, and Tune's restore then fails deep inside Tune on a JSON error
+    (seen in tests/integration/test_resume.py, which reads the file while Tune writes it). When the
+    newest stored state does not read, it is replaced by the driver's staging copy of the same name
+    (``<temp_dir>/session_*/artifacts/*/<sweep_id>/driver_artifacts/``, kept in Ray's session folder
+    after the driver dies; as new as the stored one or newer), saying so; with no readable copy, a
+    :class:`ResumeError` names the file. An object store (S3, GCS) shows an upload only once complete."""
+    import fnmatch
+    import glob
+    import json
+
+    from ray.tune.execution.tune_controller import TuneController
+
+    from raybench import storage as st
+
+    fs, root = st.split(storage)
+    pattern = TuneController.CKPT_FILE_TMPL.format("*")
+    states = [p for p in st.list_files(fs, f"{root.rstrip('/')}/{sweep_id}", ".json")
+              if fnmatch.fnmatch(p.rsplit("/", 1)[-1], pattern)]
+    if not states:
+        return
+    newest = max(states, key=lambda p: p.rsplit("/", 1)[-1])  # the one Tune restores from (the latest name)
+    name = newest.rsplit("/", 1)[-1]
+    try:
+        json.loads(st.read_bytes(fs, newest))
+        return
+    except ValueError as e:  # (JSONDecodeError and UnicodeDecodeError are ValueErrors)
+        why = f"{type(e).__name__}: {e}"
+    copies = sorted(glob.glob(os.path.join(glob.escape(temp_dir), "session_*", "artifacts", "*", glob.escape(sweep_id),
+                                           "driver_artifacts", glob.escape(name))),
+                    key=os.path.getmtime, reverse=True)
+    for copy in copies:
+        with open(copy, "rb") as f:
+            data = f.read()
+        try:
+            json.loads(data)
+        except ValueError:
+            continue
+        st.write_bytes(fs, newest, data)
+        print(f"[raybench] warning: Tune's saved sweep state {newest} was cut short ({why}; the driver was stopped "
+              f"while Tune wrote it): replaced by the driver's own copy {copy}", flush=True)
+        return
+    looked = f"{temp_dir}/session_*/artifacts/*/{sweep_id}/driver_artifacts/{name}"
+    raise ResumeError(f"Tune's saved sweep state {newest} does not read ({why}): the driver was stopped while Tune "
+                      f"wrote it, and no readable copy of it is left where the driver kept one ({looked}). Tune cannot "
+                      f"resume from it; an older state of the sweep is kept only if it was resumed before (the other "
+                      f"experiment_state-*.json beside it: move {name} away to resume from that one, its later "
+                      "epochs lost), else start the sweep again")
+
+
 def tune_trials(cfg: SweepConfig, summaries: dict[str, dict], mlinfo: dict, storage: str,
                 metrics: dict[str, str], resume: bool, sizing: tuple[float, int, int], on_start=None,
                 verbose: int = 0, timing: dict | None = None):
@@ -744,6 +800,10 @@ def tune_trials(cfg: SweepConfig, summaries: dict[str, dict], mlinfo: dict, stor
     exp_dir = join(storage, sweep_id)
     storage_path, storage_fs = ray_storage(storage)
     exp_path = f"{storage_path.rstrip('/')}/{sweep_id}"
+    if resume:
+        import ray
+
+        mend_tune_state(storage, sweep_id, ray._private.worker._global_node.get_temp_dir_path())
     if resume and tune.Tuner.can_restore(exp_path, storage_filesystem=storage_fs):
         # finished trials are kept; unfinished and errored ones go on from their last checkpoint (Tune's
         # resume_errored: the same trial id, so the same checkpoints and MLflow run; a trial that failed

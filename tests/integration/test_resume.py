@@ -140,10 +140,17 @@ def test_killed_sweep_resumes_without_repeating_trials(ray_session, tmp_path, wo
     (going,) = [r for t, r in before.items() if t not in finished]
     steps_before = [m.step for m in client.get_metric_history(going.info.run_id, "val/uar")]
     assert 1 in steps_before, steps_before  # epoch 0's checkpoint was written before epoch 1 started
+    # as if the driver had been killed while Tune copied its state into storage (in place): the stored state
+    # is cut short; the resume takes the driver's own copy of it (in Ray's session folder) and says so
+    newest = max((tmp_path / "results" / sweep_id).glob("experiment_state-*.json"), key=lambda p: p.name)
+    whole = newest.read_bytes()
+    newest.write_bytes(whole[: len(whole) // 2])
 
     r = _resume(sweep_id, tmp_path / "results", env)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert f"resuming sweep {sweep_id}" in r.stdout
+    assert re.search(rf"Tune's saved sweep state \S*{newest.name} was cut short .* replaced by the driver's own copy "
+                     rf"\S*/{sweep_id}/driver_artifacts/{newest.name}", r.stdout), r.stdout[-3000:]
     runs = client.search_runs([exp.experiment_id])
     parents = [x for x in runs if x.data.tags.get("raybench.kind") == "sweep"]
     trials = [x for x in runs if x.data.tags.get("raybench.kind") == "trial"]

@@ -812,3 +812,53 @@ def test_an_autoscaler_record_that_cannot_be_read_means_no_wait_said_once(monkey
     out = capsys.readouterr().out
     assert out.count("warning: cannot read what the Ray autoscaler is starting (RuntimeError: no autoscaler "
                      "record here)") == 1, out
+
+
+def _tune_states(tmp_path, newest_text: str, copy_text: str | None):
+    """A sweep's storage with two Tune states (an earlier driver's, the newest cut to ``newest_text``) and,
+    unless ``copy_text`` is None, the newest's staging copy in a Ray temp folder."""
+    sweep = tmp_path / "results" / "sweep-x"
+    sweep.mkdir(parents=True)
+    (sweep / "experiment_state-2026-12-02_07-00-00.json").write_text('{"trial_data": []}')
+    newest = sweep / "experiment_state-2026-12-02_08-00-00.json"
+    newest.write_text(newest_text)
+    if copy_text is not None:
+        staged = tmp_path / "ray" / "session_2026-12-02_06-00-00_1" / "artifacts" / "2026-12-02_08-00-00" / "sweep-x"
+        (staged / "driver_artifacts").mkdir(parents=True)
+        (staged / "driver_artifacts" / newest.name).write_text(copy_text)
+    return newest
+
+
+def test_a_cut_short_tune_state_is_replaced_by_the_drivers_copy(tmp_path, capsys):
+    from raybench.trials import mend_tune_state
+
+    whole = '{"trial_data": [["{}", "{}"]], "runner_data": {}}'
+    newest = _tune_states(tmp_path, whole[:20], whole)
+    mend_tune_state(str(tmp_path / "results"), "sweep-x", str(tmp_path / "ray"))
+    assert newest.read_text() == whole
+    out = capsys.readouterr().out
+    assert f"saved sweep state {newest} was cut short (JSONDecodeError" in out and "replaced by the driver's own copy" in out
+    mend_tune_state(str(tmp_path / "results"), "sweep-x", str(tmp_path / "ray"))  # a readable state: left as it is
+    assert newest.read_text() == whole and capsys.readouterr().out == ""
+
+
+@pytest.mark.parametrize("copy", [None, '{"trial_da'], ids=["no-copy", "copy-cut-short-too"])
+def test_a_cut_short_tune_state_without_a_readable_copy_is_named(tmp_path, copy):
+    from raybench.trials import ResumeError, mend_tune_state
+
+    newest = _tune_states(tmp_path, '{"trial_data": [', copy)
+    with pytest.raises(ResumeError) as e:
+        mend_tune_state(str(tmp_path / "results"), "sweep-x", str(tmp_path / "ray"))
+    assert f"Tune's saved sweep state {newest} does not read (JSONDecodeError" in str(e.value)
+    assert f"move {newest.name} away to resume from that one" in str(e.value)
+    assert newest.read_text() == '{"trial_data": ['  # nothing overwritten
+
+
+def test_a_sweep_that_cannot_resume_says_why_and_exits_1(tmp_path, capsys, monkeypatch):
+    import raybench.sweep as sw
+    from raybench.trials import ResumeError
+
+    sw.save_sweep_state(str(tmp_path), "sweep-x", load(None, []))
+    monkeypatch.setattr(sw, "run_sweep", lambda *a, **k: (_ for _ in ()).throw(ResumeError("state X does not read")))
+    assert sw.main(["--resume", "sweep-x", f"storage={tmp_path}"]) == 1
+    assert "raybench: the sweep cannot resume\nstate X does not read" in capsys.readouterr().err

@@ -338,7 +338,7 @@ def validate(raw: dict, source: str | None = None) -> SweepConfig:
             continue
         else:
             checks = [(SweepConfig, "tune.search_space.", key, "")]
-        for v in _space_values(spec):
+        for v in space_values(spec):
             for model, prefix, sub_key, what in checks:
                 problems += schema.check(model, with_values({}, {sub_key: v}), prefix, f"{what}: value {v!r}")[1]
 
@@ -394,10 +394,10 @@ def _check_mfcc_input(cfg: dict, space: dict, swept: list, problems: list[str]) 
     if not any(m.method_name == "zhang2021" for m in swept):
         return
     audio = cfg["data"].get("audio") if isinstance(cfg["data"].get("audio"), dict) else {}
-    feats = {audio.get("features", "logmel"), *_space_values(space.get("data.audio.features"))} - {"logmel"}
+    feats = {audio.get("features", "logmel"), *space_values(space.get("data.audio.features"))} - {"logmel"}
     pm = ((cfg.get("per_method") or {}).get("zhang2021") or {}).get("method") or {}
     streams = [pm.get("audio_streams", cfg["method"].get("audio_streams", ["mfcc", "vggish"])),
-               *_space_values(space.get("method.audio_streams"))]
+               *space_values(space.get("method.audio_streams"))]
     if feats and any(isinstance(x, (list, tuple)) and "mfcc" in x for x in streams):
         problems.append(f"'data.audio.features' {', '.join(sorted(map(str, feats)))} with zhang2021's mfcc audio "
                         "stream: its MFCCs are a DCT of log-Mel features; use data.audio.features=logmel, or "
@@ -408,7 +408,7 @@ def _check_face_embeddings(cfg: dict, space: dict, swept: list, problems: list[s
     """A method that reads face embeddings (``video_emb`` among its inputs, or ``method.backbone:
     embeddings``, set, swept or per method) needs an image encoder."""
     needs = [m.method_name for m in swept if "video_emb" in getattr(m, "inputs", ())]
-    backbones = {cfg["method"].get("backbone"), *_space_values(space.get("method.backbone"))}
+    backbones = {cfg["method"].get("backbone"), *space_values(space.get("method.backbone"))}
     for m in swept:
         pm = ((cfg.get("per_method") or {}).get(m.method_name) or {}).get("method") or {}
         if "backbone" in m.defaults and "embeddings" in backbones | {pm.get("backbone")}:
@@ -417,7 +417,7 @@ def _check_face_embeddings(cfg: dict, space: dict, swept: list, problems: list[s
     _check_speech_embeddings(cfg, space, swept, problems)
     video = cfg["data"].get("video") if isinstance(cfg["data"].get("video"), dict) else {}
     enc = video.get("encoder") if isinstance(video.get("encoder"), dict) else {}
-    if needs and not (enc.get("path") or any(_space_values(space.get("data.video.encoder.path")))):
+    if needs and not (enc.get("path") or any(space_values(space.get("data.video.encoder.path")))):
         problems.append(f"method {', '.join(needs)} reads face embeddings, and 'data.video.encoder.path' is not set: "
                         "give a local image encoder folder (README: Pretrained encoders)")
 
@@ -428,7 +428,7 @@ def _check_speech_embeddings(cfg: dict, space: dict, swept: list, problems: list
     speech encoder."""
     audio = cfg["data"].get("audio") if isinstance(cfg["data"].get("audio"), dict) else {}
     enc = audio.get("encoder") if isinstance(audio.get("encoder"), dict) else {}
-    if enc.get("path") or any(_space_values(space.get("data.audio.encoder.path"))):
+    if enc.get("path") or any(space_values(space.get("data.audio.encoder.path"))):
         return
     needs = [m.method_name for m in swept if "audio_emb" in getattr(m, "inputs", ())]
     for m in swept:
@@ -436,7 +436,7 @@ def _check_speech_embeddings(cfg: dict, space: dict, swept: list, problems: list
         for key in ("audio_backbone", "audio_streams"):
             if key not in m.defaults:
                 continue
-            values = [cfg["method"].get(key), pm.get(key), *_space_values(space.get(f"method.{key}"))]
+            values = [cfg["method"].get(key), pm.get(key), *space_values(space.get(f"method.{key}"))]
             if any(v == "embeddings" or (isinstance(v, (list, tuple)) and "embeddings" in v) for v in values):
                 needs.append(f"{m.method_name} (method.{key})")
     if needs:
@@ -444,7 +444,7 @@ def _check_speech_embeddings(cfg: dict, space: dict, swept: list, problems: list
                         "not set: give a local speech encoder folder (README: Pretrained encoders)")
 
 
-def _space_values(spec: Any) -> list[Any]:
+def space_values(spec: Any) -> list[Any]:
     """The values a search-space entry can take that can be checked: a grid/choice's values, the
     bounds of a uniform/loguniform/randint range."""
     if not isinstance(spec, dict) or len(spec) != 1:

@@ -12,7 +12,7 @@ from typing import Any
 from ray.tune import Callback
 
 from raybench.config import (PAIR_KEY, ConfigError, expand_params, pairs_swept, reachable_methods, resolve_trial_config,
-                             search_values, valid_pairs, with_values)
+                             search_values, space_values, valid_pairs, with_values)
 from raybench.schema import DataConfig, SweepConfig, TrainConfig, TrialConfig
 
 PAIR_KEY_DATASET = "data.dataset"
@@ -217,18 +217,23 @@ _MEMORY_KEYS = ("train.cache_gib", "train.memory_gib_per_worker")
 
 
 def _memory_params(cfg: SweepConfig) -> list[dict]:
-    """Every combination of the finite swept values of the keys that change what a worker holds (the
-    method's options, ``train.cache_gib``, ``train.memory_gib_per_worker``; method.name and data.* are
-    taken from the methods and data configurations; a continuous distribution keeps the base value)."""
+    """Every combination of the values of the swept keys that change what a worker holds (the method's
+    options, ``train.cache_gib``, ``train.memory_gib_per_worker``; method.name and data.* are taken from
+    the methods and data configurations): a grid's or choice's values; a continuous range's bounds for
+    the two memory keys (a worker holds the most at the upper: a larger cache holds the clips, a larger
+    reservation is one), its base value for a method option (none of which is a size)."""
+    def values(k: str, spec: dict) -> list | None:
+        v = search_values(spec)
+        return space_values(spec) if v is None and k in _MEMORY_KEYS else v
+
     keys = []
     for k, spec in cfg.tune.search_space.items():
         parts = k.split("|")
         if (any(p in _MEMORY_KEYS or (p.startswith("method.") and p != "method.name") for p in parts)
                 and not any(p == "method.name" or p.startswith("data.") for p in parts)
-                and search_values(spec) is not None):
+                and values(k, spec) is not None):
             keys.append(k)
-    return [dict(zip(keys, combo)) for combo in itertools.product(*(search_values(cfg.tune.search_space[k])
-                                                                      for k in keys))]
+    return [dict(zip(keys, combo)) for combo in itertools.product(*(values(k, cfg.tune.search_space[k]) for k in keys))]
 
 
 def trial_gpus(t) -> float:

@@ -608,6 +608,13 @@ def test_every_worker_of_a_sweep_reserves_the_most_any_of_its_trials_holds(tmp_p
     assert check_resources(sweep(space + ", window.length: {grid: [4, 8]}}"), summaries)[2] == video + audio + labels
     with pytest.raises(ConfigError, match="'train.memory_gib_per_worker' is 5000"):
         check_resources(sweep(space + ", train.memory_gib_per_worker: {grid: [0, 5000]}}"), summaries)
+    # a continuous range over a memory key: its upper bound (a trial may draw it), not the base value
+    assert check_resources(sweep(space + f", train.cache_gib: {{uniform: [{small}, 1.0]}}}}", f"train.cache_gib={small}"),
+                           summaries)[2] == video + audio + labels
+    assert check_resources(sweep(space + ", train.memory_gib_per_worker: {loguniform: [0.25, 0.5]}}"), summaries)[2] == (
+        2**29)
+    with pytest.raises(ConfigError, match="'train.memory_gib_per_worker' is 5000"):
+        check_resources(sweep(space + ", train.memory_gib_per_worker: {uniform: [0, 5000]}}"), summaries)
 
 
 def test_planned_trials_count_every_grid_point_of_every_sample():

@@ -19,7 +19,8 @@ from raybench.config import ConfigError, load
 from raybench.results import SweepResult, format_table, record, record_interrupted
 from raybench.schema import SweepConfig
 from raybench.storage import join
-from raybench.trials import check_resources, new_sweep_id, planned_trials, prepare_all, prepare_cross, tune_trials
+from raybench.trials import (check_resources, mend_tune_state, new_sweep_id, planned_trials, prepare_all, prepare_cross,
+                             ray_temp_dir, tune_trials)
 
 STATE_FILE = "raybench_sweep.json"
 
@@ -145,6 +146,9 @@ def run_sweep(cfg: SweepConfig, sweep_id: str | None = None, resume: bool = Fals
     # each dataset is judged on its own task's metric; Tune sees it as val/score
     metrics = {s["dataset"]: cfg.tune.metric or default_metric(s["task"]) for s in summaries.values()}
     sizing = check_resources(cfg, summaries)  # trials the cluster could never run: said before anything is recorded
+    storage = str(cfg.storage or tracking.results_dir(cfg.storage) / "tune")
+    if resume:  # Tune's saved state cut short by a driver killed mid-copy: mended, or said, before anything is recorded
+        mend_tune_state(storage, sweep_id, ray_temp_dir())
 
     # 2. TUNE: a parent MLflow run, then the trials (each logs its own child run)
     sweep_id = sweep_id or new_sweep_id(cfg)
@@ -158,7 +162,6 @@ def run_sweep(cfg: SweepConfig, sweep_id: str | None = None, resume: bool = Fals
             tracking.log_datasets(uri, parent, list(summaries.values()), details=True)
         mlinfo = {"tracking_uri": uri, "experiment_id": exp_id, "parent_run_id": parent, "sweep_id": sweep_id,
                   "provenance": provenance}
-        storage = str(cfg.storage or tracking.results_dir(cfg.storage) / "tune")
         if "://" not in storage:
             Path(storage).mkdir(parents=True, exist_ok=True)
 
@@ -244,7 +247,10 @@ def main(argv: list[str] | None = None) -> int:
             if operational:
                 from omegaconf import OmegaConf
 
-                raw = OmegaConf.to_container(OmegaConf.merge(raw, OmegaConf.from_dotlist(operational)))
+                try:
+                    raw = OmegaConf.to_container(OmegaConf.merge(raw, OmegaConf.from_dotlist(operational)))
+                except Exception as e:  # (OmegaConf's grammar errors): named as load() names them
+                    raise ConfigError([f"cannot apply overrides {operational}: {e}"], "command line") from None
             cfg = validate(raw, source=f"sweep {args.resume}" + (f" with {', '.join(operational)}" if operational else ""))
         else:
             cfg = load(path, overrides)

@@ -224,7 +224,10 @@ def _memory_params(cfg: SweepConfig) -> list[dict]:
     reservation is one), its base value for a method option (none of which is a size)."""
     def values(k: str, spec: dict) -> list | None:
         v = search_values(spec)
-        return space_values(spec) if v is None and k in _MEMORY_KEYS else v
+        if v is None and k in _MEMORY_KEYS:
+            low, high = space_values(spec)
+            v = [low, high - 1 if "randint" in spec else high]  # (randint never draws its upper bound)
+        return v
 
     keys = []
     for k, spec in cfg.tune.search_space.items():
@@ -696,8 +699,8 @@ def check_resources(cfg: SweepConfig, summaries: dict[str, dict]) -> tuple[float
     worker, trials at a time: ``size_trials``; bytes every worker reserves).
 
     Every worker of the sweep reserves the same memory: the most any of its trials' workers holds
-    (``worker_memory``, over every method on every data configuration and the finite swept values of
-    the keys that change it), checked against the nodes. One figure for all trials, because Tune hands
+    (``worker_memory``, over every method on every data configuration and the swept values of the keys
+    that change it: ``_memory_params``), checked against the nodes. One figure for all trials, because Tune hands
     a finished trial's process to the next (``reuse_actors``) only when their resources are equal."""
     from raybench.registry import METHODS
 
@@ -721,15 +724,21 @@ class ResumeError(RuntimeError):
     """A sweep's saved Tune state cannot be resumed from (what, where, and what to do)."""
 
 
-def mend_tune_state(storage: str, sweep_id: str, temp_dir: str) -> None:
-    """Tune writes its experiment state (``experiment_state-<driver start>.json``) in the driver's staging
-    folder and then copies it into the sweep's storage, both in place: a driver killed during the copy
-    leaves the stored file cut short, and Tune's restore then fails deep inside Tune on a JSON error
-    (seen in tests/integration/test_resume.py, which reads the file while Tune writes it). When the
-    newest stored state does not read, it is replaced by the driver's staging copy of the same name
-    (``<temp_dir>/session_*/artifacts/*/<sweep_id>/driver_artifacts/``, kept in Ray's session folder
-    after the driver dies; as new as the stored one or newer), saying so; with no readable copy, a
-    :class:`ResumeError` names the file. An object store (S3, GCS) shows an upload only once complete."""
+def mend_tune_state(storage: str, sweep_id: str, temp_dir: str | None) -> None:
+    """Tune writes its saved state (``experiment_state-<S>.json`` and, of the same driver session ``<S>``,
+    its callbacks', search algorithm's and searcher's files) into the driver's staging folder and then
+    copies the files into the sweep's storage, in place: a driver killed during the copy leaves a stored
+    file cut short, and Tune's restore then fails deep inside Tune on a JSON or pickle error (the JSON
+    seen cut short in tests/integration/test_resume.py, which reads it while Tune writes it). The
+    staging folder (``<temp_dir>/session_*/artifacts/*/<sweep_id>/driver_artifacts/``) stays in Ray's
+    session folder after the driver dies, holding the same files as new or newer. So when the newest
+    stored state does not read, or a stored file of its session is a strict beginning of the staging
+    copy's (cut short: a file Tune rewrites whole is never the start of another), every file of that
+    session is replaced by the staging folder's (one consistent set), saying so. With no readable copy
+    (another machine, a cleaned temp folder, ``temp_dir`` None: no local Ray node, as over Ray Client)
+    an unreadable state is a :class:`ResumeError` naming the files. Call it before ``Tuner.restore``,
+    which copies the stored files over the staging folder's. An object store (S3, GCS) shows an upload
+    only once complete: nothing to mend there."""
     import fnmatch
     import glob
     import json
@@ -739,38 +748,71 @@ def mend_tune_state(storage: str, sweep_id: str, temp_dir: str) -> None:
     from raybench import storage as st
 
     fs, root = st.split(storage)
-    pattern = TuneController.CKPT_FILE_TMPL.format("*")
-    states = [p for p in st.list_files(fs, f"{root.rstrip('/')}/{sweep_id}", ".json")
-              if fnmatch.fnmatch(p.rsplit("/", 1)[-1], pattern)]
+    folder = f"{root.rstrip('/')}/{sweep_id}"
+    stored = {p.rsplit("/", 1)[-1]: p for p in st.list_files(fs, folder)}
+    states = sorted(n for n in stored if fnmatch.fnmatch(n, TuneController.CKPT_FILE_TMPL.format("*")))
     if not states:
         return
-    newest = max(states, key=lambda p: p.rsplit("/", 1)[-1])  # the one Tune restores from (the latest name)
-    name = newest.rsplit("/", 1)[-1]
+    name = states[-1]  # the one Tune restores from: the latest name (its driver's start time)
+    session = name[len("experiment_state-"):-len(".json")]
+    of_session = lambda n: n.endswith((f"-{session}.json", f"-{session}.pkl"))  # noqa: E731
     try:
-        json.loads(st.read_bytes(fs, newest))
-        return
+        json.loads(st.read_bytes(fs, stored[name]))
+        why = None
     except ValueError as e:  # (JSONDecodeError and UnicodeDecodeError are ValueErrors)
         why = f"{type(e).__name__}: {e}"
-    copies = sorted(glob.glob(os.path.join(glob.escape(temp_dir), "session_*", "artifacts", "*", glob.escape(sweep_id),
-                                           "driver_artifacts", glob.escape(name))),
-                    key=os.path.getmtime, reverse=True)
-    for copy in copies:
-        with open(copy, "rb") as f:
-            data = f.read()
-        try:
-            json.loads(data)
-        except ValueError:
-            continue
-        st.write_bytes(fs, newest, data)
-        print(f"[raybench] warning: Tune's saved sweep state {newest} was cut short ({why}; the driver was stopped "
-              f"while Tune wrote it): replaced by the driver's own copy {copy}", flush=True)
+    copies = []  # staging folders holding a readable copy of the state, newest first
+    if temp_dir:
+        found = glob.glob(os.path.join(glob.escape(temp_dir), "session_*", "artifacts", "*", glob.escape(sweep_id),
+                                       "driver_artifacts", glob.escape(name)))
+        for f in sorted({os.path.realpath(f) for f in found}, key=os.path.getmtime, reverse=True):
+            try:
+                with open(f, "rb") as fh:
+                    json.loads(fh.read())
+            except ValueError:
+                continue
+            copies.append(os.path.dirname(f))
+    if copies:
+        src = {n: os.path.join(copies[0], n) for n in sorted(os.listdir(copies[0]))
+               if of_session(n) and os.path.isfile(os.path.join(copies[0], n))}
+        cut = [n for n, p in src.items() if n in stored and _cut_short(st.read_bytes(fs, stored[n]), p)]
+        if why is not None or cut:
+            for n, p in src.items():
+                with open(p, "rb") as fh:
+                    st.write_bytes(fs, f"{folder}/{n}", fh.read())
+            what = f"{name} does not read ({why})" if why else f"{', '.join(cut)} cut short"
+            print(f"[raybench] warning: Tune's saved sweep state in {folder}: {what}, the driver stopped while Tune "
+                  f"wrote it; its {len(src)} file(s) of that driver ({', '.join(src)}) replaced by the driver's own "
+                  f"copies in {copies[0]}", flush=True)
         return
-    looked = f"{temp_dir}/session_*/artifacts/*/{sweep_id}/driver_artifacts/{name}"
-    raise ResumeError(f"Tune's saved sweep state {newest} does not read ({why}): the driver was stopped while Tune "
-                      f"wrote it, and no readable copy of it is left where the driver kept one ({looked}). Tune cannot "
-                      f"resume from it; an older state of the sweep is kept only if it was resumed before (the other "
-                      f"experiment_state-*.json beside it: move {name} away to resume from that one, its later "
-                      "epochs lost), else start the sweep again")
+    if why is None:
+        return
+    mine = sorted(n for n in stored if of_session(n))
+    looked = (f"{temp_dir}/session_*/artifacts/*/{sweep_id}/driver_artifacts/{name}" if temp_dir else
+              "no Ray node on this machine to look in")
+    raise ResumeError(f"Tune's saved sweep state {stored[name]} does not read ({why}): the driver was stopped while "
+                      f"Tune wrote it, and no readable copy of it is left where the driver kept one ({looked}). Tune "
+                      "cannot resume from it. An older state of the sweep is there only if it was resumed before "
+                      f"(another experiment_state-*.json beside it): to resume from that one, move {', '.join(mine)} "
+                      "away (its unfinished trials then go on from the checkpoints it names, which newer ones may "
+                      "have replaced since: a trial keeps its newest); else start the sweep again")
+
+
+def ray_temp_dir() -> str | None:
+    """The temp folder of this process's Ray node (``/tmp/ray`` unless ``ray start --temp-dir``), where its
+    sessions' folders are; None without a local node (Ray Client)."""
+    import ray
+
+    node = getattr(ray._private.worker, "_global_node", None)
+    return node.get_temp_dir_path() if node is not None else None
+
+
+def _cut_short(stored: bytes, copy_path: str) -> bool:
+    """Whether ``stored`` is a strict beginning of the file at ``copy_path``."""
+    if os.path.getsize(copy_path) <= len(stored):
+        return False
+    with open(copy_path, "rb") as fh:
+        return fh.read(len(stored)) == stored
 
 
 def tune_trials(cfg: SweepConfig, summaries: dict[str, dict], mlinfo: dict, storage: str,
@@ -805,10 +847,6 @@ def tune_trials(cfg: SweepConfig, summaries: dict[str, dict], mlinfo: dict, stor
     exp_dir = join(storage, sweep_id)
     storage_path, storage_fs = ray_storage(storage)
     exp_path = f"{storage_path.rstrip('/')}/{sweep_id}"
-    if resume:
-        import ray
-
-        mend_tune_state(storage, sweep_id, ray._private.worker._global_node.get_temp_dir_path())
     if resume and tune.Tuner.can_restore(exp_path, storage_filesystem=storage_fs):
         # finished trials are kept; unfinished and errored ones go on from their last checkpoint (Tune's
         # resume_errored: the same trial id, so the same checkpoints and MLflow run; a trial that failed

@@ -218,6 +218,8 @@ def test_resume_takes_a_new_node_wait_and_nothing_else_of_the_saved_configuratio
     assert sw.main(["--resume", "sweep-x", f"storage={tmp_path}", "train.node_wait_s=-5"]) == 2
     err = capsys.readouterr().err
     assert not seen and "train.node_wait_s" in err and "sweep sweep-x with train.node_wait_s=-5" in err
+    assert sw.main(["--resume", "sweep-x", f"storage={tmp_path}", "train.node_wait_s=[1"]) == 2
+    assert not seen and "cannot apply overrides ['train.node_wait_s=[1']" in capsys.readouterr().err
 
 
 def test_resume_with_only_storage_looks_for_the_sweep_there(tmp_path, capsys):
@@ -615,6 +617,7 @@ def test_every_worker_of_a_sweep_reserves_the_most_any_of_its_trials_holds(tmp_p
         2**29)
     with pytest.raises(ConfigError, match="'train.memory_gib_per_worker' is 5000"):
         check_resources(sweep(space + ", train.memory_gib_per_worker: {uniform: [0, 5000]}}"), summaries)
+    assert check_resources(sweep(space + ", train.memory_gib_per_worker: {randint: [0, 2]}}"), summaries)[2] == 2**30
 
 
 def test_planned_trials_count_every_grid_point_of_every_sample():
@@ -768,7 +771,7 @@ def test_a_sweep_waits_for_the_nodes_its_clusters_autoscaler_is_starting(monkeyp
         assert "the cluster has no CPU" in str(e) or "the cluster has 0 GPU(s)" in str(e), e
         if not wait:  # the message says why it did not wait: nodes were starting
             assert "its autoscaler is starting 2 node(s); train.node_wait_s=0" in str(e), e
-        if len(steps) == 1 and steps[0][2] == 0 and "no CPU" in str(e):  # nothing starting, said so
+        if steps == [(0, {"memory": 1e9}, 0)]:  # no CPU, nothing starting: said so
             assert "no CPU (0 CPU(s), 0 GPU(s); its autoscaler is starting no node; train.node_wait_s=900)" in str(e), e
     assert (clock.t, sized) == (want_waited, want_conc)
     out = capsys.readouterr().out
@@ -821,44 +824,75 @@ def test_an_autoscaler_record_that_cannot_be_read_means_no_wait_said_once(monkey
                      "record here)") == 1, out
 
 
-def _tune_states(tmp_path, newest_text: str, copy_text: str | None):
-    """A sweep's storage with two Tune states (an earlier driver's, the newest cut to ``newest_text``) and,
-    unless ``copy_text`` is None, the newest's staging copy in a Ray temp folder."""
+S = "2026-12-02_08-00-00"  # the killed driver's session in Tune's file names
+
+
+def _tune_states(tmp_path, stored: dict[str, bytes], staged: dict[str, bytes] | None):
+    """A sweep's storage holding an earlier driver's state and ``stored`` (name -> bytes), and, unless
+    ``staged`` is None, the killed driver's staging folder in a Ray temp folder holding ``staged``."""
     sweep = tmp_path / "results" / "sweep-x"
     sweep.mkdir(parents=True)
     (sweep / "experiment_state-2026-12-02_07-00-00.json").write_text('{"trial_data": []}')
-    newest = sweep / "experiment_state-2026-12-02_08-00-00.json"
-    newest.write_text(newest_text)
-    if copy_text is not None:
-        staged = tmp_path / "ray" / "session_2026-12-02_06-00-00_1" / "artifacts" / "2026-12-02_08-00-00" / "sweep-x"
-        (staged / "driver_artifacts").mkdir(parents=True)
-        (staged / "driver_artifacts" / newest.name).write_text(copy_text)
-    return newest
+    (sweep / "callback-states-2026-12-02_07-00-00.pkl").write_bytes(b"old")
+    for n, b in stored.items():
+        (sweep / n).write_bytes(b)
+    if staged is not None:
+        folder = tmp_path / "ray" / "session_2026-12-02_06-00-00_1" / "artifacts" / S / "sweep-x" / "driver_artifacts"
+        folder.mkdir(parents=True)
+        for n, b in staged.items():
+            (folder / n).write_bytes(b)
+        (tmp_path / "ray" / "session_latest").symlink_to(tmp_path / "ray" / "session_2026-12-02_06-00-00_1")
+    return sweep
 
 
-def test_a_cut_short_tune_state_is_replaced_by_the_drivers_copy(tmp_path, capsys):
+WHOLE = {f"experiment_state-{S}.json": b'{"trial_data": [["{}", "{}"]], "runner_data": {}}',
+         f"callback-states-{S}.pkl": b"\x80\x04callbacks.", f"basic-variant-state-{S}.json": b'{"a": 1}'}
+
+
+@pytest.mark.parametrize("cut", [f"experiment_state-{S}.json", f"callback-states-{S}.pkl"])
+def test_a_cut_short_tune_state_is_replaced_by_the_drivers_copies(tmp_path, capsys, cut):
+    """The stored state (JSON: unreadable) or another file of its driver (a pickle: a strict beginning of the
+    driver's copy) cut short: every file of that driver is replaced by the copies; the earlier driver's are
+    left; a whole state is left alone."""
     from raybench.trials import mend_tune_state
 
-    whole = '{"trial_data": [["{}", "{}"]], "runner_data": {}}'
-    newest = _tune_states(tmp_path, whole[:20], whole)
+    stored = dict(WHOLE, **{cut: WHOLE[cut][:9]})
+    stored[f"basic-variant-state-{S}.json"] = b'{"a": 0}'  # older than the staged one: replaced with the set
+    sweep = _tune_states(tmp_path, stored, WHOLE)
     mend_tune_state(str(tmp_path / "results"), "sweep-x", str(tmp_path / "ray"))
-    assert newest.read_text() == whole
+    assert {n: (sweep / n).read_bytes() for n in WHOLE} == WHOLE
+    assert (sweep / "callback-states-2026-12-02_07-00-00.pkl").read_bytes() == b"old"
     out = capsys.readouterr().out
-    assert f"saved sweep state {newest} was cut short (JSONDecodeError" in out and "replaced by the driver's own copy" in out
-    mend_tune_state(str(tmp_path / "results"), "sweep-x", str(tmp_path / "ray"))  # a readable state: left as it is
-    assert newest.read_text() == whole and capsys.readouterr().out == ""
+    assert f"Tune's saved sweep state in {sweep}: " in out and f"{cut} " in out, out
+    assert "its 3 file(s) of that driver" in out and "replaced by the driver's own copies in " in out, out
+    mend_tune_state(str(tmp_path / "results"), "sweep-x", str(tmp_path / "ray"))  # whole now: left as it is
+    assert capsys.readouterr().out == ""
 
 
-@pytest.mark.parametrize("copy", [None, '{"trial_da'], ids=["no-copy", "copy-cut-short-too"])
-def test_a_cut_short_tune_state_without_a_readable_copy_is_named(tmp_path, copy):
+def test_a_readable_tune_state_older_than_the_drivers_copy_is_left(tmp_path, capsys):
+    """Storage holds the driver's last complete copy; its staging folder was written again since (not
+    synced before the kill): nothing is cut short, nothing replaced."""
+    from raybench.trials import mend_tune_state
+
+    staged = dict(WHOLE, **{f"experiment_state-{S}.json": b'{"trial_data": [], "runner_data": {"newer": 1}}'})
+    sweep = _tune_states(tmp_path, WHOLE, staged)
+    mend_tune_state(str(tmp_path / "results"), "sweep-x", str(tmp_path / "ray"))
+    assert {n: (sweep / n).read_bytes() for n in WHOLE} == WHOLE and capsys.readouterr().out == ""
+
+
+@pytest.mark.parametrize("staged,temp", [(None, "ray"), ({f"experiment_state-{S}.json": b'{"trial_da'}, "ray"),
+                                         (WHOLE, None)], ids=["no-copy", "copy-cut-short-too", "no-ray-node"])
+def test_a_cut_short_tune_state_without_a_readable_copy_is_named(tmp_path, staged, temp):
     from raybench.trials import ResumeError, mend_tune_state
 
-    newest = _tune_states(tmp_path, '{"trial_data": [', copy)
+    stored = dict(WHOLE, **{f"experiment_state-{S}.json": b'{"trial_data": ['})
+    sweep = _tune_states(tmp_path, stored, staged)
     with pytest.raises(ResumeError) as e:
-        mend_tune_state(str(tmp_path / "results"), "sweep-x", str(tmp_path / "ray"))
-    assert f"Tune's saved sweep state {newest} does not read (JSONDecodeError" in str(e.value)
-    assert f"move {newest.name} away to resume from that one" in str(e.value)
-    assert newest.read_text() == '{"trial_data": ['  # nothing overwritten
+        mend_tune_state(str(tmp_path / "results"), "sweep-x", temp and str(tmp_path / temp))
+    assert f"Tune's saved sweep state {sweep}/experiment_state-{S}.json does not read (JSONDecodeError" in str(e.value)
+    assert (f"move basic-variant-state-{S}.json, callback-states-{S}.pkl, experiment_state-{S}.json away"
+            in str(e.value)), str(e.value)
+    assert {n: (sweep / n).read_bytes() for n in stored} == stored  # nothing overwritten
 
 
 def test_a_sweep_that_cannot_resume_says_why_and_exits_1(tmp_path, capsys, monkeypatch):

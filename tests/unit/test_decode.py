@@ -234,6 +234,50 @@ def test_pyav_gives_decords_frames_in_avi_flv_and_variable_frame_rate_mp4(tmp_pa
     assert np.abs(err).max() < 6, err.round(1)
 
 
+def test_a_flash_era_flv_sorenson_spark_video_and_mp3_audio_decodes_whole(tmp_path):
+    """An .flv with Flash video's own codecs, Sorenson Spark video (30 fps) and MP3 audio at 44.1 kHz
+    (the synthetic CREMA-D writes H.264 + AAC into its .flv files; older Flash files hold these):
+    ``decode_clip`` gives every frame in order, resampled, and the audio track at 16 kHz with its
+    silent gap where it was (MP3's encoder delay: a few tens of ms)."""
+    import av
+
+    path, sr, secs = tmp_path / "1001_DFA_ANG_XX.flv", 44100, 2.5
+    tone = (0.3 * np.sin(2 * np.pi * 440 * np.arange(int(sr * secs)) / sr)).astype(np.float32)
+    tone[int(sr * 1.0) : int(sr * 1.5)] = 0  # silent from 1.0 s to 1.5 s
+    with av.open(str(path), "w", format="flv") as out:
+        vs = out.add_stream("flv", rate=30)
+        vs.width, vs.height, vs.pix_fmt = 64, 48, "yuv420p"
+        vs.options = {"qscale": "2"}
+        a_s = out.add_stream("libmp3lame", rate=sr, layout="mono")
+        for i in range(int(30 * secs)):  # frame i: a flat grey of 3i
+            for p in vs.encode(av.VideoFrame.from_ndarray(np.full((48, 64, 3), 3 * i, np.uint8), format="rgb24")):
+                out.mux(p)
+        for p in vs.encode():
+            out.mux(p)
+        step, fmt = a_s.codec_context.frame_size, a_s.codec_context.format.name
+        assert fmt == "s32p", fmt  # LAME through PyAV takes 32-bit integer samples
+        for i in range(0, len(tone), step):
+            af = av.AudioFrame.from_ndarray((tone[None, i : i + step] * (2**31 - 1)).astype(np.int32), format=fmt,
+                                            layout="mono")
+            af.sample_rate, af.pts = sr, i
+            for p in a_s.encode(af):
+                out.mux(p)
+        for p in a_s.encode():
+            out.mux(p)
+    with av.open(str(path)) as c:
+        assert sorted(s.codec_context.name for s in c.streams) == ["flv", "mp3float"]
+    d = decode_clip(str(path), fps=10, image_size=32, sample_rate=16000)
+    assert (d.source_frames, d.source_fps, d.frames.shape) == (75, 30.0, (25, 32, 32, 3))
+    np.testing.assert_allclose(d.frames.mean((1, 2, 3)), 3 * d.frame_index, atol=3)  # every third frame, in order
+    assert abs(len(d.audio) - 16000 * secs) < 0.05 * 16000, len(d.audio)
+    rms = np.array([np.sqrt(np.mean(d.audio[int(16000 * t) : int(16000 * (t + 0.05))] ** 2))
+                    for t in np.arange(0, 2.45, 0.05)])
+    silent = np.flatnonzero(rms < 0.01) * 0.05
+    assert silent.min() == pytest.approx(1.05, abs=0.051) and silent.max() == pytest.approx(1.45, abs=0.051), silent
+    t = np.arange(len(rms)) * 0.05  # (the first 50 ms: the decoder's start, partly the encoder's delay)
+    assert np.all(rms[((t >= 0.05) & (t < 0.95)) | (t > 1.55)] > 0.15), rms.round(3)
+
+
 def test_a_stream_shorter_than_its_containers_count_is_warned_not_padded_silently(tmp_path, monkeypatch):
     """A container that counts more frames than its stream holds: the frames past the stream's end are
     its last frame, counted (``Decoded.repeated``) and turned into the clip's warning by prepare."""

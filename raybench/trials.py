@@ -761,20 +761,20 @@ def mend_tune_state(storage: str, sweep_id: str, temp_dir: str | None) -> None:
         why = None
     except ValueError as e:  # (JSONDecodeError and UnicodeDecodeError are ValueErrors)
         why = f"{type(e).__name__}: {e}"
-    copies = []  # staging folders holding a readable copy of the state, newest first
-    if temp_dir:
-        found = glob.glob(os.path.join(glob.escape(temp_dir), "session_*", "artifacts", "*", glob.escape(sweep_id),
-                                       "driver_artifacts", glob.escape(name)))
-        for f in sorted({os.path.realpath(f) for f in found}, key=os.path.getmtime, reverse=True):
-            try:
-                with open(f, "rb") as fh:
-                    json.loads(fh.read())
-            except ValueError:
-                continue
-            copies.append(os.path.dirname(f))
-    if copies:
-        src = {n: os.path.join(copies[0], n) for n in sorted(os.listdir(copies[0]))
-               if of_session(n) and os.path.isfile(os.path.join(copies[0], n))}
+    copy = None  # the newest staging folder holding a readable copy of the state
+    found = glob.glob(os.path.join(glob.escape(temp_dir), "session_*", "artifacts", "*", glob.escape(sweep_id),
+                                   "driver_artifacts", glob.escape(name))) if temp_dir else []
+    for f in sorted({os.path.realpath(f) for f in found}, key=os.path.getmtime, reverse=True):
+        try:
+            with open(f, "rb") as fh:
+                json.loads(fh.read())
+        except ValueError:
+            continue
+        copy = os.path.dirname(f)
+        break
+    if copy is not None:
+        src = {n: os.path.join(copy, n) for n in sorted(os.listdir(copy))
+               if of_session(n) and os.path.isfile(os.path.join(copy, n))}
         cut = [n for n, p in src.items() if n in stored and _cut_short(st.read_bytes(fs, stored[n]), p)]
         if why is not None or cut:
             for n, p in src.items():
@@ -783,7 +783,7 @@ def mend_tune_state(storage: str, sweep_id: str, temp_dir: str | None) -> None:
             what = f"{name} does not read ({why})" if why else f"{', '.join(cut)} cut short"
             print(f"[raybench] warning: Tune's saved sweep state in {folder}: {what}, the driver stopped while Tune "
                   f"wrote it; its {len(src)} file(s) of that driver ({', '.join(src)}) replaced by the driver's own "
-                  f"copies in {copies[0]}", flush=True)
+                  f"copies in {copy}", flush=True)
         return
     if why is None:
         return

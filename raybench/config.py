@@ -59,12 +59,37 @@ def _to_container(cfg: Any) -> dict:
     return OmegaConf.to_container(cfg, resolve=True) if not isinstance(cfg, dict) else cfg
 
 
+def builtin_sweeps() -> list[str]:
+    """The names of raybench's own sweep files (``sweeps/<name>.yaml``)."""
+    return sorted(p.stem for p in SWEEPS_DIR.glob("*.yaml"))
+
+
+def sweep_path(arg: str | os.PathLike | None) -> Path:
+    """The sweep file a command line names: a path (relative to the working directory), or the bare name
+    of one of raybench's own sweep files (``smoke`` is ``<repo>/sweeps/smoke.yaml``) when no file of that
+    name is in the working directory. A missing file is a ConfigError that lists the built-in names."""
+    if not arg:
+        return DEFAULT_SWEEP
+    path = Path(arg)
+    if path.exists():
+        return path
+    own = builtin_sweeps()
+    if path.suffix == "" and len(path.parts) == 1 and path.name in own:
+        return SWEEPS_DIR / f"{path.name}.yaml"
+    if path.stem in own:
+        hint = f' (did you mean "{path.stem}", raybench\'s own {SWEEPS_DIR / (path.stem + ".yaml")}?)'
+    else:
+        hint = did_you_mean(path.stem, own)
+    raise ConfigError([f"sweep file not found: {path} (relative to {Path.cwd()}){hint}; raybench's own sweep "
+                       f"files can be given by name from any folder: {', '.join(own)} (in {SWEEPS_DIR})"],
+                      source=str(path))
+
+
 def load_raw(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> dict:
-    """Read a sweep YAML and apply dotlist overrides; no defaults, no validation."""
-    path = Path(path) if path else DEFAULT_SWEEP
+    """Read a sweep YAML (a path or a built-in name, see sweep_path) and apply dotlist overrides; no
+    defaults, no validation."""
+    path = sweep_path(path)
     problems: list[str] = []
-    if not path.exists():
-        raise ConfigError([f"sweep file not found: {path}"], source=str(path))
     try:
         base = OmegaConf.load(path)
     except Exception as e:  # yaml errors carry line numbers; keep them
@@ -74,7 +99,9 @@ def load_raw(path: str | os.PathLike | None = None, overrides: list[str] | None 
     ov = []
     for item in overrides or []:
         if "=" not in item:
-            problems.append(f"override {item!r} is not of the form key=value")
+            problems.append(f"override {item!r} is not of the form key=value{did_you_mean(item, builtin_sweeps())} "
+                            f"(nor a sweep file: a path ending in "
+                            f".yaml, or one of raybench's own by name: {', '.join(builtin_sweeps())})")
         else:
             ov.append(item)
     if problems:
@@ -492,7 +519,7 @@ def _check_per_method(cfg: dict, swept: list, problems: list[str]) -> None:
 
 def load(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> SweepConfig:
     """Load, override and validate a sweep file; return the typed sweep config."""
-    return validate(load_raw(path, overrides), source=str(Path(path) if path else DEFAULT_SWEEP))
+    return validate(load_raw(path, overrides), source=str(sweep_path(path)))
 
 
 def resolve_trial_config(cfg: SweepConfig, trial_params: dict) -> TrialConfig:

@@ -749,6 +749,10 @@ def main(argv: list[str] | None = None) -> int:
                                 "from the trial runs in an MLflow store.")
     p.add_argument("--tracking-uri", default=None,
                    help="MLflow store (default: $MLFLOW_TRACKING_URI, else the sweeps' default local store)")
+    p.add_argument("--storage", default=None, metavar="PATH",
+                   help="the local results folder a sweep was given with storage=PATH: its MLflow store "
+                   "(PATH/mlflow.db, unless --tracking-uri or $MLFLOW_TRACKING_URI names another) and the "
+                   "default report folder (PATH/report)")
     p.add_argument("--experiment", action="append", default=None, help="only this experiment (repeatable)")
     p.add_argument("--sweep", action="append", default=None, help="only this sweep id (repeatable)")
     p.add_argument("--out", default=None, help="report folder (default: <results folder>/report)")
@@ -760,15 +764,15 @@ def main(argv: list[str] | None = None) -> int:
                    help="also draw index.html to this PNG with headless Chromium (width 1280 px)")
     p.add_argument("--screenshot-height", type=int, default=2400, help="the picture's height in px (default 2400)")
     a = p.parse_args(sys.argv[1:] if argv is None else argv)
-    uri = a.tracking_uri or tracking.default_tracking_uri(create=False)
-    out = Path(a.out).expanduser().resolve() if a.out else tracking.results_dir(None) / "report"
+    uri = a.tracking_uri or tracking.default_tracking_uri(a.storage, create=False)
+    out = Path(a.out).expanduser().resolve() if a.out else tracking.results_dir(a.storage) / "report"
     try:
         problem = tracking.store_problem(uri, "--tracking-uri" if a.tracking_uri else "$MLFLOW_TRACKING_URI")
         if problem:
             raise ReportError(problem)
         if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
             raise ReportError(f"no MLflow store at {uri}: run a sweep first (python -m raybench.sweep), or name "
-                              "the store with --tracking-uri")
+                              "the store with --tracking-uri (or, for a sweep run with storage=PATH, --storage PATH)")
         rep = build(uri, out, a.experiment, a.sweep)
     except ReportError as e:
         print(f"raybench: {e}", file=sys.stderr)

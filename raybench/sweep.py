@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from raybench.config import ConfigError, load
+from raybench.config import ConfigError, builtin_sweeps, load
 from raybench.results import SweepResult, format_table, record, record_interrupted
 from raybench.schema import SweepConfig
 from raybench.storage import join
@@ -201,9 +201,10 @@ def parse_args(argv: list[str]) -> tuple[str | None, list[str], argparse.Namespa
     p = argparse.ArgumentParser(
         prog="python -m raybench.sweep",
         description="Run a raybench sweep: prepare data (Ray Data), train every trial (Ray Train, "
-        "DDP), sweep (Ray Tune), record in MLflow. With no file, runs sweeps/default.yaml.",
+        "DDP), sweep (Ray Tune), record in MLflow. With no file, runs sweeps/default.yaml; raybench's own "
+        f"sweep files can be named from any folder: {', '.join(builtin_sweeps())}.",
     )
-    p.add_argument("args", nargs="*", help="[SWEEP.yaml] [key=value ...] (OmegaConf dotlist overrides)")
+    p.add_argument("args", nargs="*", help="[SWEEP.yaml | NAME] [key=value ...] (OmegaConf dotlist overrides)")
     p.add_argument("--resume", metavar="SWEEP_ID", default=None,
                    help="go on with an interrupted sweep (the id it printed): finished trials are kept, the "
                    "others continue from their last checkpoint, MLflow runs are continued, not duplicated. "
@@ -214,7 +215,8 @@ def parse_args(argv: list[str]) -> tuple[str | None, list[str], argparse.Namespa
     a = p.parse_args(argv)
     path, overrides = None, []
     for x in a.args:
-        if "=" not in x and path is None and x.endswith((".yaml", ".yml")):
+        if "=" not in x and path is None and (x.endswith((".yaml", ".yml")) or Path(x).is_file()
+                                               or x in builtin_sweeps()):
             path = x
         else:
             overrides.append(x)

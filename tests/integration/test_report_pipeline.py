@@ -31,11 +31,8 @@ def store(ray_session, tmp_path_factory):
 
     tmp = tmp_path_factory.mktemp("report")
 
-    def cfg(*o):
-        c = load(SWEEPS_DIR / "smoke.yaml", [*COMMON, *o])
-        c.mlflow.tracking_uri = f"sqlite:///{tmp / 'mlflow.db'}"
-        c.storage = str(tmp / "results")
-        return c
+    def cfg(*o):  # storage= a local folder: the sweeps' MLflow store is its mlflow.db (found by --storage)
+        return load(SWEEPS_DIR / "smoke.yaml", [*COMMON, *o, f"storage={tmp / 'results'}"])
 
     a = run_sweep(cfg("name=report-a", "tune.repeats=2", "eval.test=each_method", "eval.robustness=[audio_snr0]",
                       "train.modality_dropout=0.4",
@@ -46,8 +43,9 @@ def store(ray_session, tmp_path_factory):
                       "eval.cross_corpus=[{dataset: synthetic_crema_d}, "
                       "{dataset: synthetic_ravdess, labels: {calm: neutral, angry: angry}}]"))
     assert a.failed == 0 and b.failed == 0 and len(a.trials) == 16 and len(b.trials) == 1
-    out = tmp / "out"
-    rc = main(["--tracking-uri", a.tracking_uri, "--out", str(out), "--log-to-parent",
+    assert a.tracking_uri == b.tracking_uri == f"sqlite:///{tmp / 'results' / 'mlflow.db'}"
+    out = tmp / "results" / "report"  # --storage's default report folder
+    rc = main(["--storage", str(tmp / "results"), "--log-to-parent",
                "--screenshot", str(tmp / "shot.png"), "--screenshot-height", "1000"])
     assert rc == 0
     return {"a": a, "b": b, "out": out, "uri": a.tracking_uri, "shot": tmp / "shot.png",

@@ -122,6 +122,26 @@ def test_missing_sweep_file_is_a_config_error(tmp_path):
         load(tmp_path / "nope.yaml")
 
 
+def test_a_builtin_sweep_is_found_by_name_from_any_folder_and_a_local_file_wins(tmp_path, monkeypatch):
+    from raybench.config import builtin_sweeps, load_raw, sweep_path
+
+    monkeypatch.chdir(tmp_path)
+    own = builtin_sweeps()
+    assert "smoke" in own and "default" in own and len(own) == len(list(SWEEPS_DIR.glob("*.yaml")))
+    assert sweep_path("smoke") == SWEEPS_DIR / "smoke.yaml"
+    assert load("smoke", ["train.epochs=3"]).name == load(SWEEPS_DIR / "smoke.yaml").name
+    # the path that works from the repository names the built-in file from elsewhere, not silently used
+    with pytest.raises(ConfigError, match=r"not found: sweeps/smoke.yaml \(relative to .*did you mean \"smoke\"") as e:
+        load("sweeps/smoke.yaml")
+    assert "default, fusion_x_window" in str(e.value)
+    with pytest.raises(ConfigError, match='did you mean "smoke"'):
+        load_raw("smok.yaml")
+    with pytest.raises(ConfigError, match=r"not of the form key=value \(did you mean \"smoke\"\?\)"):
+        load(None, ["smok"])
+    (tmp_path / "smoke").write_text("name: mine\n")  # a file in the working directory wins over a name
+    assert sweep_path("smoke") == Path("smoke") and load_raw("smoke")["name"] == "mine"
+
+
 def test_flow_is_stored_only_when_a_method_needs_it():
     from raybench.trials import data_variants
 

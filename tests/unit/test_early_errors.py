@@ -163,6 +163,15 @@ def test_the_report_names_a_file_store_it_cannot_open(tmp_path, monkeypatch, cap
     assert "--tracking-uri" in err and "file store" in err and "Traceback" not in err
 
 
+def test_the_report_looks_for_a_local_storage_folders_store_there(tmp_path, capsys):
+    from raybench.report import main
+
+    assert main(["--storage", str(tmp_path / "results")]) == 2  # no sweep wrote there: named, nothing made
+    err = capsys.readouterr().err
+    assert f"no MLflow store at sqlite:///{tmp_path / 'results' / 'mlflow.db'}" in err and "--storage" in err
+    assert not (tmp_path / "results").exists()
+
+
 def test_trials_that_need_gpus_the_cluster_lacks_fail_before_the_decoding(tmp_path, monkeypatch):
     import ray
 

@@ -86,6 +86,10 @@ def test_parse_args():
     assert path == "sweeps/smoke.yaml" and ov == ["train.epochs=3", "data.root=/x"]
     path, ov, _ = parse_args(["train.epochs=3"])
     assert path is None and ov == ["train.epochs=3"]
+    path, ov, _ = parse_args(["smoke", "train.epochs=3"])  # a built-in sweep by name
+    assert path == "smoke" and ov == ["train.epochs=3"]
+    path, ov, _ = parse_args(["smok"])  # not a name: left as an override, which load() refuses
+    assert path is None and ov == ["smok"]
 
 
 def _fold_rows(pred_v, pred_a, true_v, true_a, clips=("a", "b")):

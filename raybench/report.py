@@ -85,7 +85,9 @@ class Stat:
     hi: float | None = None
 
     def text(self, digits: int = 3) -> str:
-        s = f"{self.mean:.{digits}f} ± {self.std:.{digits}f}"
+        s = f"{self.mean:.{digits}f}"
+        if self.n > 1:  # one model has no spread to show: "± 0.000" would claim one
+            s += f" ± {self.std:.{digits}f}"
         if self.lo is not None:
             s += f" [{self.lo:.{digits}f}, {self.hi:.{digits}f}]"
         return s + f" (n={self.n})"
@@ -569,7 +571,8 @@ def sections(rep: Report, ui: str) -> list[Section]:
 
 
 INTRO = ("Each cell: the configuration best on the validation metric named under the dataset (the mean over its "
-         "models: seeds and folds), mean ± std over those models, [95% CI of the mean, Student's t], (n models); "
+         "models: seeds and folds), mean ± std over those models, [95% CI of the mean, Student's t], (n models; one "
+         "model: its value alone); "
          "test: the same for the test split where the sweep evaluated that configuration. The best cell per dataset "
          "is bold. An empty cell: the method was not run on that dataset.")
 

@@ -27,7 +27,8 @@ def test_interval_is_students_t_over_the_models():
     assert (s.lo, s.hi) == pytest.approx((lo, hi))
     assert s.mean == pytest.approx(np.mean(xs)) and s.std == pytest.approx(np.std(xs)) and s.n == 3
     one = stat([0.5])
-    assert one.lo is None and one.hi is None and one.std == 0 and "[" not in one.text()
+    assert one.lo is None and one.hi is None and one.std == 0 and one.text() == "0.500 (n=1)"  # no "± 0.000"
+    assert s.text() == f"{np.mean(xs):.3f} ± {np.std(xs):.3f} [{lo:.3f}, {hi:.3f}] (n=3)"
 
 
 def test_each_cell_is_its_methods_best_configuration_on_mean_validation_over_seeds():

@@ -600,6 +600,45 @@ def leaderboard_md(rep: Report, ui: str) -> str:
     return "\n".join(lines)
 
 
+def _tex_stat(x: Stat) -> str:
+    """A cell's numbers in LaTeX: mean $\\pm$ std ($n{=}$models); one model: its value and n."""
+    return f"{x.mean:.3f}" + (f" $\\pm$ {x.std:.3f}" if x.n > 1 else "") + f" ($n{{=}}{x.n}$)"
+
+
+def leaderboard_tex(rep: Report) -> str:
+    """The leaderboard as LaTeX for a paper (``leaderboard.tex``): a booktabs table of the validation
+    cells (the best per dataset in bold) and one of the same configurations on the test split, written by
+    pandas' Styler (its LaTeX escaping for the method and dataset names; needs booktabs). A method never
+    run on a dataset, or a configuration the sweep did not test, is "--"."""
+    import pandas as pd
+
+    heads = [f"{ds} ({metric})" for ds, metric in dataset_heads(rep)]
+    val = pd.DataFrame([["--" if (c := rep.table.get((m, ds))) is None else _tex_stat(c.val)
+                         for ds in rep.datasets] for m in rep.methods], index=rep.methods, columns=heads)
+    bold = pd.DataFrame([[bool(c and c["best"]) for c in row] for _, row in leader_rows(rep)],
+                        index=rep.methods, columns=heads)
+    test = pd.DataFrame([["--" if (c := rep.table.get((m, ds))) is None or f"test/{c.main}" not in c.test
+                          else _tex_stat(c.test[f"test/{c.main}"]) for ds in rep.datasets] for m in rep.methods],
+                        index=rep.methods, columns=[h.replace("(val/", "(test/") for h in heads])
+
+    def table(df: pd.DataFrame, caption: str, label: str, strong: pd.DataFrame | None = None) -> str:
+        sty = df.style.format_index(escape="latex", axis=0).format_index(escape="latex", axis=1)
+        if strong is not None:  # the cells hold LaTeX already ($\pm$): only the names are escaped
+            sty = sty.apply(lambda _: strong.map(lambda b: "textbf:--rwrap;" if b else ""), axis=None)
+        return sty.to_latex(hrules=True, caption=caption, label=label, position="t", position_float="centering",
+                            column_format="l" + "c" * len(df.columns))
+
+    models = "over its models (seeds and folds: $n$), mean $\\pm$ standard deviation"
+    head = [f"% raybench leaderboard: {rep.models} trial runs of {len(rep.sweeps)} sweep(s) "
+            f"({', '.join(rep.sweeps)}) in {rep.uri}, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
+            "% needs \\usepackage{booktabs}", ""]
+    return "\n".join(head) + table(
+        val, f"Validation: each method's configuration best on the dataset's selection metric, {models}; the best "
+        "per dataset in bold; --: not run.", "tab:raybench-val", bold) + "\n" + table(
+        test, f"Test split: the same configurations where the sweep tested them, {models}; --: not run or not "
+        "tested.", "tab:raybench-test")
+
+
 def robust_conditions(rep: Report) -> list[str]:
     """The robustness conditions any cell has, clean first."""
     return sorted({x for c in rep.table.values() for x in c.robust}, key=condition_order)
@@ -683,8 +722,9 @@ def index_html(rep: Report, ui: str) -> str:
 def write(rep: Report, out: Path, ui: str) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     files = {"leaderboard.md": out / "leaderboard.md", "index.html": out / "index.html",
-             "cells.json": out / "cells.json"}
+             "leaderboard.tex": out / "leaderboard.tex", "cells.json": out / "cells.json"}
     files["leaderboard.md"].write_text(leaderboard_md(rep, ui))
+    files["leaderboard.tex"].write_text(leaderboard_tex(rep))
     files["index.html"].write_text(index_html(rep, ui))
     files["cells.json"].write_text(json.dumps([cell_json(c) for c in rep.table.values()], indent=1))
     return files
@@ -748,7 +788,7 @@ def main(argv: list[str] | None = None) -> int:
     from raybench import tracking
 
     p = argparse.ArgumentParser(prog="python -m raybench.report",
-                                description="Write the benchmark report (leaderboard.md, index.html, figures) "
+                                description="Write the benchmark report (leaderboard.md, index.html, leaderboard.tex, figures) "
                                 "from the trial runs in an MLflow store.")
     p.add_argument("--tracking-uri", default=None,
                    help="MLflow store (default: $MLFLOW_TRACKING_URI, else the sweeps' default local store)")

@@ -94,6 +94,10 @@ def test_a_method_never_run_on_a_dataset_leaves_an_empty_cell(store):
     assert row.split("|")[2].strip() == "" and row.split("|")[3].strip().startswith("0.")
     html = (store["out"] / "index.html").read_text()
     assert html.count('<td class="empty"></td>') == 1
+    tex = (store["out"] / "leaderboard.tex").read_text().split("\\end{table}")[0]  # the validation table
+    row = next(line for line in tex.splitlines() if line.startswith("video\\_only &"))
+    c = store["cells"][("video_only", "synthetic_ravdess")]
+    assert row.split(" & ")[1] == "--" and row.split(" & ")[2].removeprefix("\\textbf{").startswith(f"{c['val']['mean']:.3f}")
 
 
 def test_the_report_is_logged_to_each_sweeps_parent_run(store):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from raybench.report import Model, Report, cells, index_html, leaderboard_md, stat
+from raybench.report import Model, Report, cells, index_html, leaderboard_md, leaderboard_tex, stat
 
 
 def model(method, dataset, score, seed=0, lr="0.001", sweep="s1", status="FINISHED", metric="val/uar",
@@ -98,3 +98,26 @@ def test_gpu_hours_count_each_workers_share_of_a_gpu():
     assert gpu_hours(TrainConfig(num_workers=2, use_gpu=True), 3600) == 2.0
     assert gpu_hours(TrainConfig(num_workers=1, use_gpu=True, gpus_per_worker=0.25), 7200) == 0.5
     assert gpu_hours(TrainConfig(num_workers=4), 3600) == 0.0
+
+
+def test_the_latex_tables_hold_each_cells_numbers_escaped_names_and_the_best_in_bold():
+    ms = [model("late_fusion", "d_1", 0.8, seed=0, test__uar=0.70),
+          model("late_fusion", "d_1", 0.7, seed=1, test__uar=0.60),
+          model("b", "d_1", 0.9, seed=0), model("b", "d_2", 0.4, seed=0)]
+    rep = Report("sqlite:///x.db", cells(ms), ["b", "late_fusion"], ["d_1", "d_2"], ["s1"], len(ms))
+    tex = leaderboard_tex(rep)
+    val, test = tex.split("\\end{table}")[:2]
+    for t in (val, test):
+        assert t.count("\\begin{tabular}{lcc}") == 1 and "\\toprule" in t and "\\bottomrule" in t
+        rows = [ln for ln in t.splitlines() if ln.endswith("\\\\")]
+        assert len(rows) == 3 and all(ln.count("&") == 2 for ln in rows)  # header + one row per method
+        assert rows[0] == " & d\\_1 (" + ("val" if t is val else "test") + "/uar) & d\\_2 (" + \
+            ("val" if t is val else "test") + "/uar) \\\\"
+    mean, std = np.mean([0.8, 0.7]), np.std([0.8, 0.7])
+    # b is best on d_1 (0.9 > 0.75) and the only one on d_2: bold; late_fusion never ran on d_2: --
+    assert "b & \\textbf{0.900 ($n{=}1$)} & \\textbf{0.400 ($n{=}1$)} \\\\" in val
+    assert f"late\\_fusion & {mean:.3f} $\\pm$ {std:.3f} ($n{{=}}2$) & -- \\\\" in val
+    tmean, tstd = np.mean([0.70, 0.60]), np.std([0.70, 0.60])  # b was not tested: --; no bold on test
+    assert f"late\\_fusion & {tmean:.3f} $\\pm$ {tstd:.3f} ($n{{=}}2$) & -- \\\\" in test
+    assert "b & -- & -- \\\\" in test and "textbf" not in test
+    assert tex.count("{") == tex.count("}")

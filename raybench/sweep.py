@@ -254,6 +254,12 @@ def main(argv: list[str] | None = None) -> int:
                 except Exception as e:  # (OmegaConf's grammar errors): named as load() names them
                     raise ConfigError([f"cannot apply overrides {operational}: {e}"], "command line") from None
             cfg = validate(raw, source=f"sweep {args.resume}" + (f" with {', '.join(operational)}" if operational else ""))
+            done = tracking.finished_sweep(cfg, args.resume)
+            if done:  # resumed again (a retry loop, the shell's history): its record is left as it is
+                print(f"[raybench] sweep {args.resume} had finished: every trial ended and its results are recorded "
+                      f"(MLflow experiment {tracking.experiment_name(cfg)!r}, parent run {done}); nothing to "
+                      "resume. To run it again, start a new sweep", flush=True)
+                return 0
         else:
             cfg = load(path, overrides)
     except ConfigError as e:

@@ -261,6 +261,29 @@ def start_parent(cfg: SweepConfig, sweep_id: str, provenance: dict[str, str] | N
     return uri, exp_id, run_id
 
 
+def finished_sweep(cfg: SweepConfig, sweep_id: str) -> str | None:
+    """The parent run of a sweep with nothing left to resume: its record stage ended it FINISHED (not an
+    interruption or a crash: no ``raybench.status_reason``) and none of its trial runs FAILED (a resume
+    starts failed trials again). None otherwise, and when the store cannot say (a missing SQLite file, a
+    store that does not answer: the sweep's own checks name those)."""
+    uri = tracking_uri(cfg, create=False)
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
+        return None
+    try:
+        client = _client(uri)
+        exp = client.get_experiment_by_name(experiment_name(cfg))
+        if exp is None:
+            return None
+        runs = client.search_runs([exp.experiment_id], filter_string=f"tags.`{SWEEP_TAG}` = '{sweep_id}'",
+                                  max_results=50000)
+    except Exception:
+        return None
+    parents = [r for r in runs if r.data.tags.get(SWEEP_TAG + ".parent") == sweep_id]
+    if len(parents) != 1 or parents[0].info.status != "FINISHED" or "raybench.status_reason" in parents[0].data.tags:
+        return None
+    return None if any(r.info.status == "FAILED" for r in runs) else parents[0].info.run_id
+
+
 def close_open_runs(uri: str, exp_id: str, sweep_id: str, status: str, why: str) -> None:
     """Close every run of a sweep still RUNNING (its parent's, its trials') with ``status``, ``why`` in its
     ``raybench.status_reason`` tag. Called on the way out of a failing sweep: a problem reaching the store

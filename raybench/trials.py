@@ -679,7 +679,11 @@ class ProgressPrinter(Callback):
         # on_trial_complete, and leaves the others PENDING or unmade. So a trial ended only if Tune said
         # so through the callbacks, or had ended before a resume. (The sweep's own count, not Tune's
         # total_num_samples, which a restored search algorithm need not carry over)
-        self.unfinished = max(0, planned_trials(self.cfg) - len(self._ended | (self._done_before or set())))
+        if self._done_before is None:  # no step at all: a resumed experiment whose trials had all ended
+            from ray.tune.experiment import Trial
+
+            self._done_before = {t.trial_id for t in trials if t.status in (Trial.TERMINATED, Trial.ERROR)}
+        self.unfinished = max(0, planned_trials(self.cfg) - len(self._ended | self._done_before))
 
 
 def make_scheduler(cfg: SweepConfig):

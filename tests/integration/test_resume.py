@@ -179,6 +179,17 @@ def test_killed_sweep_resumes_without_repeating_trials(ray_session, tmp_path, wo
     table = [len(re.findall(rf"(?<!epoch )(?<!\d){n}/{n}(?!\d)", r.stdout)) for n in (3, longer)]
     assert table == [1, 1], r.stdout[-3000:]  # the table's rows, not the epoch lines
     assert "test/uar" in client.get_run(parents[0].info.run_id).data.metrics
+    # resumed once more (a retry loop, the shell's history): nothing to do, and its record is left alone
+    # (before, Tune restored the finished experiment, the sweep counted it as interrupted and closed its
+    # parent run KILLED)
+    parent = parents[0].info.run_id
+    history = len(client.get_metric_history(parent, "test/uar"))
+    again = _resume(sweep_id, tmp_path / "results", env)
+    assert again.returncode == 0 and f"sweep {sweep_id} had finished" in again.stdout, again.stdout + again.stderr
+    assert "nothing to resume" in again.stdout and "interrupted" not in again.stdout + again.stderr
+    run = client.get_run(parent)
+    assert run.info.status == "FINISHED" and "raybench.status_reason" not in run.data.tags
+    assert len(client.get_metric_history(parent, "test/uar")) == history
 
 
 def _actor_pid(kinds: tuple[str, ...], timeout: float) -> int:

@@ -652,11 +652,12 @@ def test_a_sweep_counts_as_ended_only_when_each_planned_trial_ended_through_tune
 
     cfg = load(SWEEPS_DIR / "smoke.yaml")  # 2 trials planned
 
-    def run(before: dict[str, str], ended: list[tuple[str, str]]) -> int:
+    def run(before: dict[str, str], ended: list[tuple[str, str]], step: bool = True) -> int:
         p = ProgressPrinter(cfg)
         p.setup()
         trials = [SimpleNamespace(trial_id=t, status=s) for t, s in before.items()]
-        p.on_step_begin(0, trials)
+        if step:  # Tune takes no step when a restored experiment has nothing left to run
+            p.on_step_begin(0, trials)
         for t, how in ended:
             trial = SimpleNamespace(trial_id=t, status=Trial.TERMINATED)
             (p.on_trial_complete if how == "complete" else p.on_trial_error)(1, trials, trial)
@@ -672,6 +673,8 @@ def test_a_sweep_counts_as_ended_only_when_each_planned_trial_ended_through_tune
     assert run({"a": Trial.PENDING}, [("a", "complete")]) == 1  # b was never made
     assert run({"a": Trial.TERMINATED, "b": Trial.PENDING}, [("b", "complete")]) == 0  # a resume
     assert run({"a": Trial.TERMINATED, "b": Trial.PENDING}, []) == 1  # a resume stopped again
+    # a resume of a sweep whose trials had all ended (its record stage cut short, say): nothing unfinished
+    assert run({"a": Trial.TERMINATED, "b": Trial.TERMINATED}, [], step=False) == 0
 
 
 @pytest.mark.parametrize("crash_after_start", [False, True], ids=["before-its-state-is-saved", "after"])

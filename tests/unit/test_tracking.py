@@ -138,3 +138,26 @@ def test_a_resumed_sweeps_parent_run_is_running_again(tmp_path):
     client.set_terminated(run_id, status="FAILED")
     assert start_parent(cfg, "sweep1", {"raybench.version": "test"})[2] == run_id
     assert client.get_run(run_id).info.status == "RUNNING"
+
+
+def test_a_sweep_has_nothing_to_resume_only_when_its_record_ended_it_and_no_trial_failed(tmp_path):
+    from raybench.schema import SweepConfig
+    from raybench.tracking import SWEEP_TAG, close_open_runs, finished_sweep, start_parent
+
+    cfg = SweepConfig.model_validate({"mlflow": {"tracking_uri": f"sqlite:///{tmp_path / 'm.db'}"}})
+    assert finished_sweep(cfg, "s1") is None and not (tmp_path / "m.db").exists()  # no store: none made
+    uri, exp_id, parent = start_parent(cfg, "s1", {"raybench.version": "test"})
+    client = MlflowClient(uri)
+    trials = [client.create_run(exp_id, tags={SWEEP_TAG: "s1", "raybench.kind": "trial"}).info.run_id
+              for _ in range(2)]
+    assert finished_sweep(cfg, "s1") is None  # running
+    for t in trials:
+        client.set_terminated(t, status="FINISHED")
+    client.set_terminated(parent, status="FINISHED")  # as the record stage ends it
+    assert finished_sweep(cfg, "s1") == parent and finished_sweep(cfg, "s2") is None
+    client.set_terminated(trials[1], status="FAILED")  # a resume starts a failed trial again
+    assert finished_sweep(cfg, "s1") is None
+    client.set_terminated(trials[1], status="FINISHED")
+    start_parent(cfg, "s1")  # resumed, then interrupted: closed with a reason
+    close_open_runs(uri, exp_id, "s1", "KILLED", "the sweep was interrupted")
+    assert finished_sweep(cfg, "s1") is None

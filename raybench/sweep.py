@@ -194,7 +194,23 @@ def run_sweep(cfg: SweepConfig, sweep_id: str | None = None, resume: bool = Fals
                   f"[raybench] then browse to:  http://127.0.0.1:5000/{page}", flush=True)
         else:
             print(f"[raybench] open them at:  {uri.rstrip('/')}/{page}", flush=True)
+        print(f"[raybench] its report (leaderboard, figures, LaTeX tables):  {report_command(cfg, sweep_id, uri)}",
+              flush=True)
     return result
+
+
+def report_command(cfg: SweepConfig, sweep_id: str, uri: str) -> str:
+    """The ``python -m raybench.report`` command that reads this sweep's runs from ``uri``, its store:
+    ``--storage`` for a local storage folder's own store (the report is written there too),
+    ``--tracking-uri`` for any store the report would not find by itself."""
+    from raybench import tracking
+
+    cmd = "python -m raybench.report"
+    if cfg.storage and "://" not in str(cfg.storage) and uri == tracking.default_tracking_uri(cfg.storage, False):
+        cmd += f" --storage {cfg.storage}"
+    elif uri != tracking.default_tracking_uri(None, create=False):
+        cmd += f" --tracking-uri {uri}"
+    return f"{cmd} --sweep {sweep_id}"
 
 
 def parse_args(argv: list[str]) -> tuple[str | None, list[str], argparse.Namespace]:

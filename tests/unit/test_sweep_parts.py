@@ -910,3 +910,24 @@ def test_a_sweep_that_cannot_resume_says_why_and_exits_1(tmp_path, capsys, monke
     monkeypatch.setattr(sw, "run_sweep", lambda *a, **k: (_ for _ in ()).throw(ResumeError("state X does not read")))
     assert sw.main(["--resume", "sweep-x", f"storage={tmp_path}"]) == 1
     assert "raybench: the sweep cannot resume\nstate X does not read" in capsys.readouterr().err
+
+
+def test_the_report_command_the_sweep_prints_finds_its_store(tmp_path, monkeypatch):
+    from raybench import tracking
+    from raybench.sweep import report_command
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("RAYBENCH_RESULTS", str(tmp_path / "home"))
+
+    def cmd(*overrides):
+        cfg = load(SWEEPS_DIR / "smoke.yaml", list(overrides))
+        return report_command(cfg, "s-1", tracking.tracking_uri(cfg, create=False))
+
+    assert cmd() == "python -m raybench.report --sweep s-1"  # the default store: found by itself
+    assert cmd(f"storage={tmp_path / 'r'}") == f"python -m raybench.report --storage {tmp_path / 'r'} --sweep s-1"
+    assert cmd("storage=s3://b/r") == "python -m raybench.report --sweep s-1"  # remote results, local store
+    uri = f"sqlite:///{tmp_path / 'x.db'}"
+    assert cmd(f"mlflow.tracking_uri={uri}", f"storage={tmp_path / 'r'}") == \
+        f"python -m raybench.report --tracking-uri {uri} --sweep s-1"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")  # the report reads it too
+    assert cmd() == "python -m raybench.report --sweep s-1"

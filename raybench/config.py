@@ -71,7 +71,7 @@ def sweep_path(arg: str | os.PathLike | None) -> Path:
     if not arg:
         return DEFAULT_SWEEP
     path = Path(arg)
-    if path.exists():
+    if path.is_file():
         return path
     own = builtin_sweeps()
     if path.suffix == "" and len(path.parts) == 1 and path.name in own:
@@ -80,9 +80,11 @@ def sweep_path(arg: str | os.PathLike | None) -> Path:
         hint = f' (did you mean "{path.stem}", raybench\'s own {SWEEPS_DIR / (path.stem + ".yaml")}?)'
     else:
         hint = did_you_mean(path.stem, own)
-    raise ConfigError([f"sweep file not found: {path} (relative to {Path.cwd()}){hint}; raybench's own sweep "
-                       f"files can be given by name from any folder: {', '.join(own)} (in {SWEEPS_DIR})"],
-                      source=str(path))
+    where = "" if path.is_absolute() else f" (relative to {Path.cwd()})"
+    what = "not a file" if path.exists() else "not found"
+    builtins = (f"; raybench's own sweep files can be given by name from any folder: {', '.join(own)} (in "
+                f"{SWEEPS_DIR})") if own else ""
+    raise ConfigError([f"sweep file {what}: {path}{where}{hint}{builtins}"], source=str(path))
 
 
 def load_raw(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> dict:

@@ -619,7 +619,8 @@ def leaderboard_tex(rep: Report) -> str:
                         index=rep.methods, columns=heads)
     test = pd.DataFrame([["--" if (c := rep.table.get((m, ds))) is None or f"test/{c.main}" not in c.test
                           else _tex_stat(c.test[f"test/{c.main}"]) for ds in rep.datasets] for m in rep.methods],
-                        index=rep.methods, columns=[h.replace("(val/", "(test/") for h in heads])
+                        index=rep.methods,
+                        columns=[f"{ds} ({metric.replace('val/', 'test/')})" for ds, metric in dataset_heads(rep)])
 
     def table(df: pd.DataFrame, caption: str, label: str, strong: pd.DataFrame | None = None) -> str:
         sty = df.style.format_index(escape="latex", axis=0).format_index(escape="latex", axis=1)
@@ -807,6 +808,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="also draw index.html to this PNG with headless Chromium (width 1280 px)")
     p.add_argument("--screenshot-height", type=int, default=2400, help="the picture's height in px (default 2400)")
     a = p.parse_args(sys.argv[1:] if argv is None else argv)
+    if a.storage and "://" in a.storage:
+        print(f"raybench: --storage {a.storage}: a sweep with remote storage keeps its MLflow store in the local "
+              "results folder (the default one, or --tracking-uri): give that, not --storage", file=sys.stderr)
+        return 2
     uri = a.tracking_uri or tracking.default_tracking_uri(a.storage, create=False)
     out = Path(a.out).expanduser().resolve() if a.out else tracking.results_dir(a.storage) / "report"
     try:

@@ -469,6 +469,9 @@ def record(cfg: SweepConfig, grid, summaries: dict[str, dict], mlinfo: dict, sto
     if cfg.eval.val_plots:
         _log_val_plots(cfg, result.trials, summaries, storage, client, mlinfo)
     _close_trial_runs(client, uri, exp_id, result.trials)
+    # what a --resume would find (tracking.finished_sweep): Tune's errored trials, which it runs again
+    client.set_tag(parent, "raybench.trial_errors", str(sum(t["error"] is not None for t in result.trials)))
+    client.set_tag(parent, "raybench.trials_failed", str(result.failed))
     client.set_terminated(parent, status="FAILED" if result.failed == len(result.trials) else "FINISHED")
     return result
 

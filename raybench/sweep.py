@@ -203,14 +203,17 @@ def report_command(cfg: SweepConfig, sweep_id: str, uri: str) -> str:
     """The ``python -m raybench.report`` command that reads this sweep's runs from ``uri``, its store:
     ``--storage`` for a local storage folder's own store (the report is written there too),
     ``--tracking-uri`` for any store the report would not find by itself."""
+    import os
+    import shlex
+
     from raybench import tracking
 
     cmd = "python -m raybench.report"
-    if cfg.storage and "://" not in str(cfg.storage) and uri == tracking.default_tracking_uri(cfg.storage, False):
-        cmd += f" --storage {cfg.storage}"
-    elif uri != tracking.default_tracking_uri(None, create=False):
-        cmd += f" --tracking-uri {uri}"
-    return f"{cmd} --sweep {sweep_id}"
+    if cfg.mlflow.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"):  # named: for any shell
+        cmd += f" --tracking-uri {shlex.quote(uri)}"
+    elif cfg.storage and "://" not in str(cfg.storage):
+        cmd += f" --storage {shlex.quote(str(tracking.results_dir(cfg.storage)))}"
+    return f"{cmd} --sweep {shlex.quote(sweep_id)}"
 
 
 def parse_args(argv: list[str]) -> tuple[str | None, list[str], argparse.Namespace]:
@@ -272,9 +275,12 @@ def main(argv: list[str] | None = None) -> int:
             cfg = validate(raw, source=f"sweep {args.resume}" + (f" with {', '.join(operational)}" if operational else ""))
             done = tracking.finished_sweep(cfg, args.resume)
             if done:  # resumed again (a retry loop, the shell's history): its record is left as it is
-                print(f"[raybench] sweep {args.resume} had finished: every trial ended and its results are recorded "
-                      f"(MLflow experiment {tracking.experiment_name(cfg)!r}, parent run {done}); nothing to "
-                      "resume. To run it again, start a new sweep", flush=True)
+                failed = done.data.tags.get("raybench.trials_failed", "0")
+                print(f"[raybench] sweep {args.resume} had finished: every trial ended"
+                      + ("" if failed == "0" else f" ({failed} of them without a validation score, which a "
+                         "resume would not change)") + f" and its results are recorded (MLflow experiment "
+                      f"{tracking.experiment_name(cfg)!r}, parent run {done.info.run_id}); nothing to resume. To "
+                      "run it again, start a new sweep", flush=True)
                 return 0
         else:
             cfg = load(path, overrides)

@@ -11,10 +11,14 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
 from raybench.schema import SweepConfig, TrialConfig
+
+if TYPE_CHECKING:
+    from mlflow.entities import Run
 
 
 TRIAL_TAG = "raybench.trial_id"
@@ -261,13 +265,17 @@ def start_parent(cfg: SweepConfig, sweep_id: str, provenance: dict[str, str] | N
     return uri, exp_id, run_id
 
 
-def finished_sweep(cfg: SweepConfig, sweep_id: str) -> str | None:
+def finished_sweep(cfg: SweepConfig, sweep_id: str) -> Run | None:
     """The parent run of a sweep with nothing left to resume: its record stage ended it FINISHED (not an
-    interruption or a crash: no ``raybench.status_reason``) and none of its trial runs FAILED (a resume
-    starts failed trials again). None otherwise, and when the store cannot say (a missing SQLite file, a
-    store that does not answer: the sweep's own checks name those)."""
+    interruption or a crash: no ``raybench.status_reason``) with no trial that Tune holds as errored
+    (``raybench.trial_errors`` 0: a resume starts those again; a trial that ended without a score is
+    failed for good). None otherwise, for a sweep recorded before that tag (2026-12-02: a resume records
+    it again), and when the store cannot say (a missing SQLite file, a store that does not answer: the
+    sweep's own checks name those)."""
     uri = tracking_uri(cfg, create=False)
     if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
+        return None
+    if store_problem(uri, tracking_uri_source(cfg)):  # a server that is not there: MLflow retries for minutes
         return None
     try:
         client = _client(uri)
@@ -281,7 +289,7 @@ def finished_sweep(cfg: SweepConfig, sweep_id: str) -> str | None:
     parents = [r for r in runs if r.data.tags.get(SWEEP_TAG + ".parent") == sweep_id]
     if len(parents) != 1 or parents[0].info.status != "FINISHED" or "raybench.status_reason" in parents[0].data.tags:
         return None
-    return None if any(r.info.status == "FAILED" for r in runs) else parents[0].info.run_id
+    return parents[0] if parents[0].data.tags.get("raybench.trial_errors") == "0" else None
 
 
 def close_open_runs(uri: str, exp_id: str, sweep_id: str, status: str, why: str) -> None:

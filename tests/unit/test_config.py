@@ -138,6 +138,13 @@ def test_a_builtin_sweep_is_found_by_name_from_any_folder_and_a_local_file_wins(
         load_raw("smok.yaml")
     with pytest.raises(ConfigError, match=r"not of the form key=value \(did you mean \"smoke\"\?\)"):
         load(None, ["smok"])
+    (tmp_path / "smoke").mkdir()  # a folder of that name (a results folder, say) is not a sweep file
+    assert sweep_path("smoke") == SWEEPS_DIR / "smoke.yaml"
+    with pytest.raises(ConfigError, match="sweep file not a file: .*nope.yaml; raybench's own") as e:
+        (tmp_path / "nope.yaml").mkdir()
+        load(tmp_path / "nope.yaml")
+    assert "relative to" not in str(e.value)  # an absolute path
+    (tmp_path / "smoke").rmdir()
     (tmp_path / "smoke").write_text("name: mine\n")  # a file in the working directory wins over a name
     assert sweep_path("smoke") == Path("smoke") and load_raw("smoke")["name"] == "mine"
 

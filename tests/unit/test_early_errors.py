@@ -170,6 +170,8 @@ def test_the_report_looks_for_a_local_storage_folders_store_there(tmp_path, caps
     err = capsys.readouterr().err
     assert f"no MLflow store at sqlite:///{tmp_path / 'results' / 'mlflow.db'}" in err and "--storage" in err
     assert not (tmp_path / "results").exists()
+    assert main(["--storage", "s3://bucket/results"]) == 2  # its store is local: said, not the default read
+    assert "--storage s3://bucket/results" in capsys.readouterr().err
 
 
 def test_trials_that_need_gpus_the_cluster_lacks_fail_before_the_decoding(tmp_path, monkeypatch):

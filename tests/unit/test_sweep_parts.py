@@ -661,8 +661,9 @@ def test_a_sweep_counts_as_ended_only_when_each_planned_trial_ended_through_tune
         for t, how in ended:
             trial = SimpleNamespace(trial_id=t, status=Trial.TERMINATED)
             (p.on_trial_complete if how == "complete" else p.on_trial_error)(1, trials, trial)
-        for t in trials:  # Tune's clean-up at the end stops whatever holds an actor
-            t.status = Trial.TERMINATED
+        for t in trials:  # Tune's clean-up at the end stops whatever holds an actor (none before a first step:
+            if step:      # Ray 2.60's TuneController._cleanup_trials stops only the trials in _actor_to_trial)
+                t.status = Trial.TERMINATED
         p.on_experiment_end(trials)
         return p.unfinished
 
@@ -675,6 +676,7 @@ def test_a_sweep_counts_as_ended_only_when_each_planned_trial_ended_through_tune
     assert run({"a": Trial.TERMINATED, "b": Trial.PENDING}, []) == 1  # a resume stopped again
     # a resume of a sweep whose trials had all ended (its record stage cut short, say): nothing unfinished
     assert run({"a": Trial.TERMINATED, "b": Trial.TERMINATED}, [], step=False) == 0
+    assert run({"a": Trial.TERMINATED, "b": Trial.PENDING}, [], step=False) == 1  # Ctrl-C before its first step
 
 
 @pytest.mark.parametrize("crash_after_start", [False, True], ids=["before-its-state-is-saved", "after"])
@@ -925,9 +927,11 @@ def test_the_report_command_the_sweep_prints_finds_its_store(tmp_path, monkeypat
 
     assert cmd() == "python -m raybench.report --sweep s-1"  # the default store: found by itself
     assert cmd(f"storage={tmp_path / 'r'}") == f"python -m raybench.report --storage {tmp_path / 'r'} --sweep s-1"
+    monkeypatch.chdir(tmp_path)
+    assert cmd("storage=r x") == f"python -m raybench.report --storage '{tmp_path / 'r x'}' --sweep s-1"  # resolved
     assert cmd("storage=s3://b/r") == "python -m raybench.report --sweep s-1"  # remote results, local store
     uri = f"sqlite:///{tmp_path / 'x.db'}"
     assert cmd(f"mlflow.tracking_uri={uri}", f"storage={tmp_path / 'r'}") == \
         f"python -m raybench.report --tracking-uri {uri} --sweep s-1"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")  # the report reads it too
-    assert cmd() == "python -m raybench.report --sweep s-1"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")  # named, for a shell without it
+    assert cmd(f"storage={tmp_path / 'r'}") == "python -m raybench.report --tracking-uri http://127.0.0.1:5000 --sweep s-1"

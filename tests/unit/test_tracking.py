@@ -153,11 +153,25 @@ def test_a_sweep_has_nothing_to_resume_only_when_its_record_ended_it_and_no_tria
     assert finished_sweep(cfg, "s1") is None  # running
     for t in trials:
         client.set_terminated(t, status="FINISHED")
-    client.set_terminated(parent, status="FINISHED")  # as the record stage ends it
-    assert finished_sweep(cfg, "s1") == parent and finished_sweep(cfg, "s2") is None
-    client.set_terminated(trials[1], status="FAILED")  # a resume starts a failed trial again
+    client.set_terminated(parent, status="FINISHED")
+    assert finished_sweep(cfg, "s1") is None  # recorded before the tags: a resume records it again
+    client.set_tag(parent, "raybench.trial_errors", "0")  # as record() ends it
+    client.set_tag(parent, "raybench.trials_failed", "1")
+    assert finished_sweep(cfg, "s1").info.run_id == parent and finished_sweep(cfg, "s2") is None
+    client.set_tag(parent, "raybench.trial_errors", "1")  # a trial Tune holds as errored: a resume runs it again
     assert finished_sweep(cfg, "s1") is None
-    client.set_terminated(trials[1], status="FINISHED")
+    client.set_tag(parent, "raybench.trial_errors", "0")
     start_parent(cfg, "s1")  # resumed, then interrupted: closed with a reason
     close_open_runs(uri, exp_id, "s1", "KILLED", "the sweep was interrupted")
     assert finished_sweep(cfg, "s1") is None
+
+
+def test_a_store_that_does_not_answer_is_not_asked_whether_a_sweep_finished():
+    import time
+
+    from raybench.schema import SweepConfig
+    from raybench.tracking import finished_sweep
+
+    cfg = SweepConfig.model_validate({"mlflow": {"tracking_uri": "http://127.0.0.1:9"}})  # nothing listens there
+    t = time.time()
+    assert finished_sweep(cfg, "s1") is None and time.time() - t < 60  # MLflow's own retries: minutes

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from raybench.config import ConfigError, builtin_sweeps, load
+from raybench.config import ConfigError, builtin_sweeps, load, sweep_path
 from raybench.results import SweepResult, format_table, record, record_interrupted
 from raybench.schema import SweepConfig
 from raybench.storage import join
@@ -216,6 +216,57 @@ def report_command(cfg: SweepConfig, sweep_id: str, uri: str) -> str:
     return f"{cmd} --sweep {shlex.quote(sweep_id)}"
 
 
+def dry_run(cfg: SweepConfig, source: str) -> None:
+    """``--dry-run``: what the sweep would do, up to the decoding: each data configuration's file listing
+    (the layout checks of a real run; a synthetic set is generated, a remote root mirrored, as the prepare
+    does), its clip store and the clips it still has to decode, the trials and what each asks for, and
+    where the results would go. Starts no Ray, decodes, trains and records nothing."""
+    from collections import Counter
+
+    from raybench import tracking
+    from raybench.data.store import plan
+    from raybench.config import PAIR_KEY
+    from raybench.trials import (cross_data_cfgs, data_variants, in_trial_process, max_epochs, param_space,
+                                 planned_trials)
+
+    check_outside(cfg)
+    print(f"[raybench] dry run of sweep {cfg.name!r} ({source}): nothing is decoded, trained or recorded")
+    from raybench.registry import DATASETS
+    from raybench.train.loop import default_metric
+
+    plans = [("", d) for d in data_variants(cfg)] + [(" (a cross-corpus target, eval.cross_corpus)", d)
+                                                    for d in cross_data_cfgs(cfg).values()]
+    metrics = {}
+    for why, dcfg in plans:
+        p = plan(dcfg)
+        if not why:
+            metrics[dcfg.dataset] = cfg.tune.metric or default_metric(DATASETS.get(dcfg.dataset).task_for(dcfg))
+        done, bad = p.store.done_ids(), p.store.bad()
+        pending = [c for c in p.clips if c.clip_id not in done and c.clip_id not in bad]
+        splits = Counter(c.split or "none" for c in p.clips)
+        print(f"[raybench] data {dcfg.dataset}{why}: {len(p.clips)} clips under {p.root_uri or p.root} ("
+              + ", ".join(f"{k} {splits[k]}" for k in ("train", "val", "test", "none") if splits[k])
+              + f"); clip store {p.store.path}: {len(pending)} to decode, "
+              f"{len([c for c in p.clips if c.clip_id in done])} decoded, {len([c for c in p.clips if c.clip_id in bad])}"
+              " found bad before")
+    grids = {k: v["grid_search"] for k, v in param_space(cfg).items() if isinstance(v, dict) and "grid_search" in v}
+    sampled = [k for k in param_space(cfg) if k not in grids]
+    t = cfg.train
+    how = ("in its Tune trial's own process" if in_trial_process(t) else "in a Ray Train worker group (DDP)")
+    gpus = f", {t.gpus_per_worker} GPU" if t.use_gpu else ""
+    print(f"[raybench] trials: {planned_trials(cfg)} = "
+          + " x ".join([*(f"{len(v)} {'(method, dataset) pairs' if k == PAIR_KEY else k}" for k, v in grids.items()),
+                        f"{cfg.tune.num_samples} tune.num_samples"])
+          + (f" (sampled: {', '.join(sampled)})" if sampled else "")
+          + f"; each {t.num_workers} worker(s) of {t.cpus_per_worker:g} CPU{gpus} (fewer where the nodes have fewer; "
+          f"how many trials at a time is sized from the cluster when the sweep runs), {how}, up to {max_epochs(cfg)} "
+          f"epochs (tune.scheduler: {cfg.tune.scheduler}); selecting on "
+          + ", ".join(sorted({f"{m} ({cfg.tune.mode})" for m in metrics.values()})))
+    storage = str(cfg.storage or tracking.results_dir(cfg.storage) / "tune")
+    print(f"[raybench] results: MLflow experiment {tracking.experiment_name(cfg)!r} in "
+          f"{tracking.tracking_uri(cfg, create=False)}; Tune results and checkpoints under {storage}")
+
+
 def parse_args(argv: list[str]) -> tuple[str | None, list[str], argparse.Namespace]:
     p = argparse.ArgumentParser(
         prog="python -m raybench.sweep",
@@ -229,6 +280,10 @@ def parse_args(argv: list[str]) -> tuple[str | None, list[str], argparse.Namespa
                    "others continue from their last checkpoint, MLflow runs are continued, not duplicated. "
                    "Pass storage=... if the sweep used one; train.node_wait_s=... may be given too (nothing "
                    "else: the sweep keeps its configuration).")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check the configuration and the datasets' file listings, then print the data (clips, "
+                   "clip stores, what is left to decode), the trials and where results would go; starts no Ray, "
+                   "decodes, trains and records nothing")
     p.add_argument("-v", "--verbose", action="count", default=0,
                    help="also print Ray Tune's trial status tables (by default: one line per trial epoch)")
     a = p.parse_args(argv)
@@ -247,6 +302,9 @@ def main(argv: list[str] | None = None) -> int:
     from raybench.envcheck import require
 
     require()  # a broken torch/torchaudio/decord/... install: one message and exit 2, before Ray starts
+    if args.dry_run and args.resume:
+        print("raybench: --dry-run describes a new sweep; it does not go with --resume", file=sys.stderr)
+        return 2
     try:
         if args.resume:
             from raybench import tracking
@@ -292,6 +350,9 @@ def main(argv: list[str] | None = None) -> int:
     from raybench.trials import ResumeError
 
     try:
+        if args.dry_run:
+            dry_run(cfg, str(sweep_path(path)))
+            return 0
         result = run_sweep(cfg, sweep_id=args.resume, resume=bool(args.resume), verbose=args.verbose)
     except ConfigError as e:
         print(f"raybench: invalid configuration\n{e}", file=sys.stderr)

@@ -261,3 +261,25 @@ def test_a_bucket_probe_gives_up_after_its_timeout_and_a_local_path_is_not_probe
                             timeout_s=1.0)
     assert time.time() - t0 < 10 and "did not answer within 1 s" in problem
     assert reach_problem(str(tmp_path / "nowhere"), "storage", timeout_s=0.0) is None
+
+
+def test_a_dry_run_lists_the_data_and_trials_and_starts_nothing(no_ray, tiny_ravdess, tmp_path, capsys,
+                                                                monkeypatch):
+    from raybench.sweep import main
+    from raybench.trials import planned_trials
+
+    monkeypatch.setenv("RAYBENCH_RESULTS", str(tmp_path / "results"))
+    args = ["smoke", "data.dataset=ravdess", f"data.root={tiny_ravdess}", f"data.store_dir={tmp_path / 'stores'}",
+            "tune.search_space={window.length: {grid: [4, 8]}, train.lr: {grid: [0.01, 0.001, 0.0001]}}"]
+    assert main(["--dry-run", *args]) == 0
+    out = capsys.readouterr().out
+    clips = len(list(tiny_ravdess.rglob("*.mp4")))
+    assert clips and f"data ravdess: {clips} clips under {tiny_ravdess}" in out
+    assert f"{clips} to decode, 0 decoded, 0 found bad before" in out  # a store not built yet
+    n = planned_trials(load(SWEEPS_DIR / "smoke.yaml", args[1:]))
+    assert n == 6 and "trials: 6 = 2 window.length x 3 train.lr x 1 tune.num_samples" in out
+    assert "selecting on val/uar (max)" in out and "raybench-ravdess" in out
+    # nothing written: no clip store, no MLflow store, no Tune results
+    assert not (tmp_path / "stores").exists() and not (tmp_path / "results").exists()
+    assert main(["--dry-run", *args[:2], "data.root=/nowhere"]) == 1  # the layout checks of a real run
+    assert "data.root" in capsys.readouterr().err

@@ -224,16 +224,15 @@ def dry_run(cfg: SweepConfig, source: str) -> None:
     from collections import Counter
 
     from raybench import tracking
-    from raybench.data.store import plan
     from raybench.config import PAIR_KEY
+    from raybench.data.store import plan
+    from raybench.registry import DATASETS
+    from raybench.train.loop import default_metric
     from raybench.trials import (cross_data_cfgs, data_variants, in_trial_process, max_epochs, param_space,
                                  planned_trials)
 
     check_outside(cfg)
     print(f"[raybench] dry run of sweep {cfg.name!r} ({source}): nothing is decoded, trained or recorded")
-    from raybench.registry import DATASETS
-    from raybench.train.loop import default_metric
-
     plans = [("", d) for d in data_variants(cfg)] + [(" (a cross-corpus target, eval.cross_corpus)", d)
                                                     for d in cross_data_cfgs(cfg).values()]
     metrics = {}
@@ -242,15 +241,15 @@ def dry_run(cfg: SweepConfig, source: str) -> None:
         if not why:
             metrics[dcfg.dataset] = cfg.tune.metric or default_metric(DATASETS.get(dcfg.dataset).task_for(dcfg))
         done, bad = p.store.done_ids(), p.store.bad()
-        pending = [c for c in p.clips if c.clip_id not in done and c.clip_id not in bad]
+        state = Counter("decoded" if c.clip_id in done else "bad" if c.clip_id in bad else "pending" for c in p.clips)
         splits = Counter(c.split or "none" for c in p.clips)
         print(f"[raybench] data {dcfg.dataset}{why}: {len(p.clips)} clips under {p.root_uri or p.root} ("
               + ", ".join(f"{k} {splits[k]}" for k in ("train", "val", "test", "none") if splits[k])
-              + f"); clip store {p.store.path}: {len(pending)} to decode, "
-              f"{len([c for c in p.clips if c.clip_id in done])} decoded, {len([c for c in p.clips if c.clip_id in bad])}"
-              " found bad before")
-    grids = {k: v["grid_search"] for k, v in param_space(cfg).items() if isinstance(v, dict) and "grid_search" in v}
-    sampled = [k for k in param_space(cfg) if k not in grids]
+              + f"); clip store {p.store.path}: {state['pending']} to decode, {state['decoded']} decoded, "
+              f"{state['bad']} found bad before")
+    space = param_space(cfg)
+    grids = {k: v["grid_search"] for k, v in space.items() if isinstance(v, dict) and "grid_search" in v}
+    sampled = [k for k in space if k not in grids]
     t = cfg.train
     how = ("in its Tune trial's own process" if in_trial_process(t) else "in a Ray Train worker group (DDP)")
     gpus = f", {t.gpus_per_worker} GPU" if t.use_gpu else ""
@@ -335,11 +334,11 @@ def main(argv: list[str] | None = None) -> int:
             if done:  # resumed again (a retry loop, the shell's history): its record is left as it is
                 failed = done.data.tags.get("raybench.trials_failed", "0")
                 print(f"[raybench] sweep {args.resume} had finished: every trial ended"
-                      + ("" if failed == "0" else f" ({failed} of them without a validation score, which a "
-                         "resume would not change)") + f" and its results are recorded (MLflow experiment "
-                      f"{tracking.experiment_name(cfg)!r}, parent run {done.info.run_id}); nothing to resume. To "
-                      "run it again, start a new sweep", flush=True)
-                return 0
+                      + ("" if failed == "0" else f" ({failed} of them failed without an error Tune would "
+                         "retry: a resume would not change them)") + " and its results are recorded (MLflow "
+                      f"experiment {tracking.experiment_name(cfg)!r}, parent run {done.info.run_id}); nothing to "
+                      "resume. To run it again, start a new sweep", flush=True)
+                return 0 if failed == "0" else 1  # as the sweep itself ended
         else:
             cfg = load(path, overrides)
     except ConfigError as e:

@@ -266,8 +266,9 @@ def start_parent(cfg: SweepConfig, sweep_id: str, provenance: dict[str, str] | N
 
 
 def finished_sweep(cfg: SweepConfig, sweep_id: str) -> Run | None:
-    """The parent run of a sweep with nothing left to resume: its record stage ended it FINISHED (not an
-    interruption or a crash: no ``raybench.status_reason``) with no trial that Tune holds as errored
+    """The parent run of a sweep with nothing left to resume: its record stage ended it (FINISHED, or FAILED
+    when every trial failed; not an interruption or a crash: no ``raybench.status_reason``) with no trial
+    that Tune holds as errored
     (``raybench.trial_errors`` 0: a resume starts those again; a trial that ended without a score is
     failed for good). None otherwise, for a sweep recorded before that tag (2026-12-02: a resume records
     it again), and when the store cannot say (a missing SQLite file, a store that does not answer: the
@@ -287,7 +288,8 @@ def finished_sweep(cfg: SweepConfig, sweep_id: str) -> Run | None:
     except Exception:
         return None
     parents = [r for r in runs if r.data.tags.get(SWEEP_TAG + ".parent") == sweep_id]
-    if len(parents) != 1 or parents[0].info.status != "FINISHED" or "raybench.status_reason" in parents[0].data.tags:
+    if len(parents) != 1 or parents[0].info.status not in ("FINISHED", "FAILED") or \
+            "raybench.status_reason" in parents[0].data.tags:
         return None
     return parents[0] if parents[0].data.tags.get("raybench.trial_errors") == "0" else None
 

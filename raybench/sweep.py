@@ -203,13 +203,12 @@ def report_command(cfg: SweepConfig, sweep_id: str, uri: str) -> str:
     """The ``python -m raybench.report`` command that reads this sweep's runs from ``uri``, its store:
     ``--storage`` for a local storage folder's own store (the report is written there too),
     ``--tracking-uri`` for any store the report would not find by itself."""
-    import os
     import shlex
 
     from raybench import tracking
 
     cmd = "python -m raybench.report"
-    if cfg.mlflow.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"):  # named: for any shell
+    if tracking.tracking_uri_source(cfg) != "the default store":  # named (key or env): for any shell
         cmd += f" --tracking-uri {shlex.quote(uri)}"
     elif cfg.storage and "://" not in str(cfg.storage):
         cmd += f" --storage {shlex.quote(str(tracking.results_dir(cfg.storage)))}"

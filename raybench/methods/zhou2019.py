@@ -34,6 +34,9 @@ class Options(FaceEncoderOptions):
     visual_dim: int = Field(512, ge=1)
     audio_dim: int = Field(256, ge=1)
     attention: Literal["self", "relation", "transformer"] = "self"
+    # relation attention in evaluation: authors = the FAN code's (numerator weighted by a_i alone, see
+    # AttentionPool); as_trained = the training formula
+    relation_eval: Literal["authors", "as_trained"] = "authors"
     fusion: Literal["concat", "fbp"] = "fbp"
     fbp_k: int = Field(5, ge=1)
     fbp_o: int = Field(512, ge=1)
@@ -54,10 +57,10 @@ class Zhou2019(Method):
         super().__init__(task, num_outputs, opts)
         self.face = build_frame_encoder(opts.backbone, opts.visual_dim, opts.weights, opts.cnn_width,
                                         in_dim=video_emb_dim)
-        self.v_pool = AttentionPool(opts.visual_dim, opts.attention, opts.dropout)
+        self.v_pool = AttentionPool(opts.visual_dim, opts.attention, opts.dropout, relation_eval=opts.relation_eval)
         self.audio = (AudioRegionCNN(3 if opts.deltas else 1, opts.audio_dim) if opts.audio_backbone == "cnn" else
                       speech(n_audio_emb_features, audio_layers, audio_emb_steps_per_frame, opts.audio_dim, 0.0))
-        self.a_pool = AttentionPool(opts.audio_dim, opts.attention, opts.dropout)
+        self.a_pool = AttentionPool(opts.audio_dim, opts.attention, opts.dropout, relation_eval=opts.relation_eval)
         dims = [self.a_pool.out_dim, self.v_pool.out_dim]
         if opts.fusion == "fbp":
             # logits = W z, z the power- and L2-normalised bilinear vector

@@ -20,13 +20,23 @@ class AttentionPool(nn.Module):
     - ``relation``:    b_i = sigmoid(w2^T dropout([f_i; f']) + b2);
                        v = sum_i a_i b_i [f_i; f'] / sum_i a_i b_i                              -> (B, 2D)
     - ``transformer``: g_i = W f_i (d), s_i = q^T g_i, a = softmax_i(s);  v = sum_i a_i f_i     -> (B, D)
+
+    ``relation_eval`` (relation only; evaluation mode only): ``authors`` follows the Frame Attention
+    Network's code (github Open-Debin/Emotion-FAN, ``basic_code/networks.py``, ``AT_level='second_level'``),
+    which in evaluation weights the numerator by a_i alone, v = sum_i a_i [f_i; f'] / sum_i a_i b_i
+    (= [f'; f'] scaled by sum a_i / sum a_i b_i), while its training path uses the formula above;
+    ``as_trained`` evaluates with the training formula.
     """
 
-    def __init__(self, dim: int, kind: str = "self", dropout: float = 0.5, proj_dim: int = 128):
+    def __init__(self, dim: int, kind: str = "self", dropout: float = 0.5, proj_dim: int = 128,
+                 relation_eval: str = "authors"):
         super().__init__()
         if kind not in ("self", "relation", "transformer"):
             raise ValueError(f"attention must be 'self', 'relation' or 'transformer', got {kind!r}")
+        if relation_eval not in ("authors", "as_trained"):
+            raise ValueError(f"relation_eval must be 'authors' or 'as_trained', got {relation_eval!r}")
         self.kind = kind
+        self.relation_eval = relation_eval
         self.drop = nn.Dropout(dropout)
         self.alpha = nn.Linear(dim, 1)
         if kind == "relation":
@@ -52,7 +62,8 @@ class AttentionPool(nn.Module):
         fr = torch.cat([f, pooled.unsqueeze(1).expand_as(f)], -1)  # (B, T, 2D)
         b = torch.sigmoid(self.beta(self.drop(fr)))  # (B, T, 1)
         ab = a * b
-        return (ab * fr).sum(1) / ab.sum(1).clamp_min(1e-6)  # (B, 2D)
+        weights = a if (not self.training and self.relation_eval == "authors") else ab  # the FAN code's eval
+        return (weights * fr).sum(1) / ab.sum(1).clamp_min(1e-6)  # (B, 2D)
 
 
 class CrossModalAttention(nn.Module):

@@ -49,7 +49,8 @@ class AttentionFusion(nn.Module):
 class FactorizedBilinearPooling(nn.Module):
     """Factorized bilinear pooling, MFB form (two modalities a, v):
 
-    a~ = U^T a, v~ = V^T v in R^{k*o};  z = SumPool_k(a~ * v~) in R^o;  dropout;
+    a~ = U^T a, v~ = V^T v in R^{k*o};  z = SumPool_k(dropout(a~ * v~)) in R^o (the dropout on the k*o
+    product, before the pooling, as in the MFB authors' code);
     z <- sign(z) sqrt(|z|) (power normalisation);  z <- z / ||z||_2;  out = W z.
     Defaults k = 5, o = 512 (METHODS.md, inferred).
     """

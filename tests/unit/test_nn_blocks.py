@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -43,13 +44,50 @@ def test_attention_pool_self_and_relation_equations():
     p = AttentionPool(4, "self", dropout=0.0).eval()
     a = torch.sigmoid(p.alpha(f))
     assert torch.allclose(p(f), (a * f).sum(1) / a.sum(1), atol=1e-6)
-    r = AttentionPool(4, "relation", dropout=0.0).eval()
+    r = AttentionPool(4, "relation", dropout=0.0, relation_eval="as_trained").eval()
     a = torch.sigmoid(r.alpha(f))
     fp = (a * f).sum(1) / a.sum(1)
     fr = torch.cat([f, fp[:, None].expand_as(f)], -1)
     b = torch.sigmoid(r.beta(fr))
     assert torch.allclose(r(f), (a * b * fr).sum(1) / (a * b).sum(1), atol=1e-6)
     assert r.out_dim == 8
+
+
+def test_relation_attention_in_evaluation_follows_the_fan_code():
+    """Emotion-FAN's evaluation (networks.py, second_level) weights the numerator by alpha alone and the
+    denominator by alpha * beta; its training, and ``as_trained``, by alpha * beta both. Expected values in
+    numpy, with the module's own weights, on two sequences of different lengths (one padded)."""
+    torch.manual_seed(1)
+    f = torch.randn(2, 6, 4)
+    mask = torch.tensor([[True] * 6, [True] * 3 + [False] * 3])
+    authors = AttentionPool(4, "relation", dropout=0.0)
+    assert authors.relation_eval == "authors"
+    trained = AttentionPool(4, "relation", dropout=0.0, relation_eval="as_trained")
+    trained.load_state_dict(authors.state_dict())
+
+    def sig(x):
+        return 1 / (1 + np.exp(-x))
+
+    wa, ba = authors.alpha.weight.detach().numpy()[0], authors.alpha.bias.item()
+    wb, bb = authors.beta.weight.detach().numpy()[0], authors.beta.bias.item()
+    fan, paper = [], []
+    for row, n in zip(f.numpy().astype(np.float64), (6, 3)):
+        x = row[:n]
+        a = sig(x @ wa + ba)
+        fp = (a[:, None] * x).sum(0) / a.sum()
+        cat = np.concatenate([x, np.tile(fp, (n, 1))], 1)
+        b = sig(cat @ wb + bb)
+        fan.append((a[:, None] * cat).sum(0) / (a * b).sum())
+        paper.append(((a * b)[:, None] * cat).sum(0) / (a * b).sum())
+    fan, paper = torch.tensor(np.array(fan), dtype=torch.float32), torch.tensor(np.array(paper), dtype=torch.float32)
+    assert not torch.allclose(fan, paper, atol=1e-3)  # the two forms differ on these inputs
+    with torch.no_grad():
+        assert torch.allclose(authors.eval()(f, mask), fan, atol=1e-5)
+        assert torch.allclose(trained.eval()(f, mask), paper, atol=1e-5)
+        assert torch.allclose(authors.train()(f, mask), paper, atol=1e-5)  # training: the same formula both ways
+        assert torch.allclose(trained.train()(f, mask), paper, atol=1e-5)
+    with pytest.raises(ValueError, match="relation_eval"):
+        AttentionPool(4, "relation", relation_eval="fan")
 
 
 def test_attention_pool_masks_padding():

@@ -131,6 +131,10 @@ def test_zhou2019_variants():
                 assert m(_batch())["logits"].shape == (2, 3)
     with pytest.raises(ValueError, match="fusion"):
         create_method("zhou2019", "categorical", 3, fusion="leader_follower", **kw)
+    m = create_method("zhou2019", "categorical", 3, attention="relation", **kw)
+    assert m.v_pool.relation_eval == m.a_pool.relation_eval == "authors"  # the FAN code's evaluation by default
+    m = create_method("zhou2019", "categorical", 3, attention="relation", relation_eval="as_trained", **kw)
+    assert m.v_pool.relation_eval == m.a_pool.relation_eval == "as_trained"
 
 
 def test_frame_encoder_from_timm_and_local_weights(tmp_path):

@@ -131,14 +131,20 @@ def real_layouts(session_tmp) -> dict[str, Path]:
     out["recola"] = root
 
     root = session_tmp / "layouts" / "msp_improv"
+    # as released: the session is the speaker's number (F01, M01: session 1), the sentence (S0k) is not it;
+    # each clip's line is followed by its raters' lines; "D:x ;" and a closing ";"
     lines = []
-    for k, (sess, code) in enumerate([(1, "A"), (1, "H"), (2, "S"), (2, "N"), (3, "A"), (3, "H"), (3, "X")]):
-        key = f"S0{sess}A-F0{sess}-P-FM0{k + 1}"
+    sessions = [(1, "A"), (1, "H"), (2, "S"), (2, "N"), (3, "A"), (3, "H"), (3, "X"), (3, "O")]
+    for k, (sess, code) in enumerate(sessions):
+        key = f"S{k + 1:02d}{'AHSN'[k % 4]}-{'FM'[k % 2]}0{sess}-P-FM0{k + 1}"
         frames, audio, fps, sr = _tiny_av(i)
-        write_video(root / f"session{sess}" / f"S0{sess}A" / "P" / f"MSP-IMPROV-{key}.avi", frames, fps, audio, sr)
-        lines.append(f"UTD-IMPROV-{key}.avi; {code}; A:3.0; V:{2 + k % 3}.0; D:2.5; N:4.0")
+        write_video(root / f"session{sess}" / key[:4] / "P" / f"MSP-IMPROV-{key}.avi", frames, fps, audio, sr)
+        rating = "A:NaN; V:NaN" if code == "O" else f"A:3.000000; V:{2 + k % 3}.000000"  # O: a clip nobody rated
+        lines.append(f"UTD-IMPROV-{key}.avi; {code}; {rating}; D:2.500000 ; N:4.000000;")
+        lines += [f"{rater}; Angry; Angry,Frustrated; A:3.000000; V:2.000000; D:2.000000; N:4.000000;"
+                  for rater in ("Eval01", "M-12")]
         i += 1
-    lines.append("UTD-IMPROV-S04A-F04-P-FM09.avi; N; A:3.0; V:3.0; D:3.0; N:3.0")  # no video file
+    lines.append("UTD-IMPROV-S04A-F04-P-FM09.avi; N; A:3.0; V:3.0; D:3.0; N:3.0;")  # no video file
     (root / "Evaluation.txt").write_text("\n".join(lines) + "\n")
     out["msp_improv"] = root
     return out

@@ -123,6 +123,6 @@ def test_msp_improv_continuous_ratings_become_frame_labels(ray_session, real_lay
     prep = prepare(_data(tmp_path, dataset="msp_improv", root=str(real_layouts["msp_improv"]),
                          msp_improv={"task": "continuous"}))
     assert prep.task == "continuous" and prep.decoded == 7 and not prep.warnings
-    row = prep.store.read_clips(["S02A-F02-P-FM03"], columns=["va", "num_frames"])[0]
+    row = prep.store.read_clips(["S03S-F02-P-FM03"], columns=["va", "num_frames"])[0]
     va = np.frombuffer(row["va"], np.float32).reshape(-1, 2)
     assert len(va) == row["num_frames"] and np.allclose(va, [0.5, 0.0])

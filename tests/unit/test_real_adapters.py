@@ -73,9 +73,11 @@ def test_recola_manifest(real_layouts):
 def test_msp_improv_manifest_sessions_are_subjects(real_layouts, capsys):
     ds = get_dataset("msp_improv")
     clips = ds.manifest(real_layouts["msp_improv"], data_config({**CFG, "split": {**CFG["split"], "folds": 3}, "fold": 2}))
-    assert len(clips) == 6  # the X-coded clip and the clip without a video are left out
+    assert len(clips) == 6  # the X- and O-coded clips and the clip without a video are left out
     assert "S04A-F04-P-FM09" in capsys.readouterr().out
+    # the session is the speaker's number (F01/M01: session 1), not the sentence's (S01..S06 here)
     assert {c.subject for c in clips} == {"session1", "session2", "session3"}
+    assert {c.clip_id: c.subject for c in clips}["S04N-M02-P-FM04"] == "session2"
     assert [ds.class_names[c.label] for c in sorted(clips, key=lambda c: c.clip_id)][:2] == ["angry", "happy"]
     # 3 folds over 3 sessions: leave-one-session-out
     tested = {c.subject for c in clips if c.split == "test"}
@@ -83,7 +85,19 @@ def test_msp_improv_manifest_sessions_are_subjects(real_layouts, capsys):
     assert clips[0].meta["ratings"]["A"] == 3.0
 
 
-def test_msp_improv_continuous_uses_every_rated_clip(real_layouts):
+def test_msp_improv_refuses_a_line_that_is_neither_a_clip_nor_a_rater(real_layouts, tmp_path):
+    import shutil
+
+    root = tmp_path / "msp"
+    shutil.copytree(real_layouts["msp_improv"], root)
+    text = (root / "Evaluation.txt").read_text()
+    (root / "Evaluation.txt").write_text(text + "UTD-IMPROV-S01A-X01.avi; A\n")
+    with pytest.raises(LayoutError, match=r"Evaluation.txt has lines not in the expected form: line 2[0-9]: "
+                                          r"'UTD-IMPROV-S01A-X01.avi; A'"):
+        get_dataset("msp_improv").manifest(root, data_config(CFG))
+
+
+def test_msp_improv_continuous_uses_every_rated_clip(real_layouts, capsys):
     import numpy as np
 
     from raybench.data.annotations import read_annotation
@@ -92,9 +106,11 @@ def test_msp_improv_continuous_uses_every_rated_clip(real_layouts):
     cfg = {**CFG, "msp_improv": {"task": "continuous"}}
     assert ds.task_for(data_config(cfg)) == "continuous" and ds.class_names_for(data_config(cfg), []) == ("valence", "arousal")
     clips = ds.manifest(real_layouts["msp_improv"], data_config(cfg))
-    assert len(clips) == 7  # the X-coded clip has ratings too
-    c = next(c for c in clips if c.clip_id == "S01A-F01-P-FM02")  # V:3.0, A:3.0 -> (0, 0)
+    assert len(clips) == 7  # the X-coded clip has ratings too; the O-coded one's are NaN: left out, and said
+    out = capsys.readouterr().out
+    assert "1 clip(s) of " in out and "have a NaN valence or arousal rating (first: S08N-M03-P-FM08); left out" in out
+    c = next(c for c in clips if c.clip_id == "S02H-M01-P-FM02")  # V:3.0, A:3.0 -> (0, 0)
     va = read_annotation(c.to_row(), n_frames=5)
     assert va.shape == (5, 2) and np.allclose(va, 0.0)
-    c = next(c for c in clips if c.clip_id == "S02A-F02-P-FM03")  # V:4.0 -> 0.5
+    c = next(c for c in clips if c.clip_id == "S03S-F02-P-FM03")  # V:4.0 -> 0.5
     assert np.allclose(read_annotation(c.to_row(), n_frames=2), [[0.5, 0.0], [0.5, 0.0]])

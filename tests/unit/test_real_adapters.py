@@ -27,6 +27,23 @@ def test_crema_d_manifest(real_layouts):
     assert c.meta["audio_path"].endswith("AudioWAV/1002_DFA_HAP_XX.wav")
 
 
+def test_crema_d_leaves_out_the_clips_its_readme_flags(real_layouts, tmp_path, capsys):
+    import shutil
+
+    root = tmp_path / "crema"
+    shutil.copytree(real_layouts["crema_d"], root)
+    for name in ("1076_MTI_SAD_XX", "1064_IEO_DIS_MD"):  # two of the four the owners' README lists
+        shutil.copy(root / "VideoFlash/1001_DFA_ANG_XX.flv", root / f"VideoFlash/{name}.flv")
+    ds = get_dataset("crema_d")
+    ids = {c.clip_id for c in ds.manifest(root, data_config(CFG))}
+    assert len(ids) == 17 and not {"1076_MTI_SAD_XX", "1064_IEO_DIS_MD"} & ids
+    out = capsys.readouterr().out
+    assert "crema_d: 2 clip(s) the dataset's README says do not show what their names say, left out" in out
+    assert "1064_IEO_DIS_MD (a minute long, every emotion of its sentence)" in out
+    kept = ds.manifest(root, data_config({**CFG, "crema_d": {"audio": "video", "keep_flagged": True}}))
+    assert {"1076_MTI_SAD_XX", "1064_IEO_DIS_MD"} <= {c.clip_id for c in kept} and len(kept) == 19
+
+
 def test_crema_d_layout_error(tmp_path):
     (tmp_path / "AudioWAV").mkdir()
     (tmp_path / "AudioWAV" / "1001_DFA_ANG_XX.wav").write_bytes(b"")

@@ -267,7 +267,8 @@ class CrossCorpusConfig(Section):
 
 class EvalConfig(Section):
     # continuous metrics over the annotated source frames: one CCC over all frames pooled (Aff-Wild2
-    # practice, zhang2021's authors) or the mean of per-clip CCCs (AVEC practice)
+    # practice, zhang2021's authors, and the AVEC 2016 baseline's CCC over RECOLA's dev recordings
+    # concatenated) or the mean of per-clip CCCs (AVEC 2018's practice)
     ccc_over: Literal["frames", "clips"] = "frames"
     # every trial's best checkpoint evaluated once more on its validation split after the sweep, for
     # its figures (confusion matrix and recall per class, or traces and a scatter) and predictions

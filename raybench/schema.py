@@ -98,10 +98,15 @@ class SplitConfig(Section):
     val_fraction: float = Field(0.2, gt=0, lt=1)
     test_fraction: float = Field(0.2, ge=0, lt=1)
     folds: int | None = Field(None, ge=2)
-    # with folds: "subjects" (k-fold by subject, fold f tests) or "chunks" (Zhang et al. 2021: training
-    # subjects in k-1 chunks + the official validation set, rotated; fold f validates on one part, the
+    # with folds: "subjects" (k-fold by subject, fold f tests) or "chunks" (Zhang et al. 2021: the training
+    # part in k-1 chunks + the official validation set, rotated; fold f validates on one part, the
     # test split is the same in every fold)
     protocol: Literal["subjects", "chunks"] = "subjects"
+    # protocol chunks: how the training part is cut. authors: Zhang et al.'s code (sucv/ABAW2
+    # base/dataset.py): the training clips (annotation files) in name order, contiguous chunks; subjects:
+    # the training subjects shuffled with the seed, so a subject (a video's _left and _right) is never
+    # in two chunks
+    chunks: Literal["authors", "subjects"] = "authors"
 
 
 class CsvConfig(Section):

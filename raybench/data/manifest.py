@@ -93,15 +93,24 @@ def _official_val(c: Clip) -> bool:
     return c.meta.get("official") == "val" or (c.split == "val" and c.meta.get("official") is None)
 
 
-def assign_chunks(clips: list[Clip], k: int, f: int, test_fraction: float, seed: int) -> list[Clip]:
-    """Zhang et al. 2021's folds (``data.split.protocol: chunks``).
+def assign_chunks(clips: list[Clip], k: int, f: int, test_fraction: float, seed: int,
+                  chunks: str = "authors") -> list[Clip]:
+    """Zhang et al. 2021's folds (``data.split.protocol: chunks``), as their code makes them (github
+    sucv/ABAW2, ``base/dataset.py``, ``generate_partition_dict_for_cross_validation``).
 
-    The training subjects, shuffled with ``seed``, are cut into k - 1 chunks; the official
-    validation set is the k-th part (with no official validation set, the training subjects make
-    all k chunks). Fold f rotates the list of parts by f and validates on the last one, training on
-    the others: fold 0 is the official split. The test split is the same in every fold (the
-    dataset's official test clips, or else ``test_fraction`` of the subjects held out first), so the
-    folds' test predictions can be merged. ``Clip.fold`` is the fold in which the clip validates.
+    The training part is cut into k - 1 chunks and the official validation set is the k-th part (with no
+    official validation set the training part makes all k chunks). ``chunks``: ``authors`` cuts the
+    training clips (Aff-Wild2's annotation files) in name order into contiguous chunks of
+    floor(n / (k - 1)) clips, the last taking the rest (their slices 70, 70, 70, 70, 71 of 351 files;
+    their list is ``os.walk``'s order, by name on the authors' Windows file system, compared here
+    case-insensitively); a video's ``_left`` and ``_right`` files can fall in two chunks, as in their
+    code. ``subjects`` (raybench's deviation) cuts the training subjects, shuffled with ``seed``, with
+    ``numpy.array_split``, so no subject is in two chunks. Fold f lists the parts rotated as
+    ``numpy.roll(range(k), f)`` does and validates on the last one, training on the others: fold 0 is
+    the official split, fold 1 validates the last training chunk, fold k - 1 the first. The test split
+    is the same in every fold (the dataset's official test clips, or else ``test_fraction`` of the
+    subjects, shuffled with ``seed``, held out first), so the folds' test predictions can be merged.
+    ``Clip.fold`` is the fold in which the clip validates.
     """
     official_val = [c for c in clips if _official_val(c)]
     for c in clips:
@@ -121,19 +130,29 @@ def assign_chunks(clips: list[Clip], k: int, f: int, test_fraction: float, seed:
             if c.subject in test_subjects:
                 c.split = "test"
     n_chunks = k - 1 if official_val else k
-    if len(order) < n_chunks:
-        raise ValueError(f"data.split.protocol=chunks with {k} folds needs at least {n_chunks} training subjects "
-                         f"besides the test split, found {len(order)}: lower data.split.folds (or "
-                         "data.split.test_fraction)")
-    parts: list[set[str]] = [set(ch) for ch in np.array_split(np.array(order, dtype=object), n_chunks)]
-    part_of = {s: j for j, ch in enumerate(parts) for s in ch}
-    n = len(parts) + (1 if official_val else 0)
-    val_part = (f - 1) % n  # the list rotated by f ends with part f - 1
+    if chunks == "authors":
+        names = sorted((c.clip_id for c in free if c.split != "test"), key=lambda s: (s.lower(), s))
+        if len(names) < n_chunks:
+            raise ValueError(f"data.split.protocol=chunks with {k} folds needs at least {n_chunks} training clips "
+                             f"besides the test split, found {len(names)}: lower data.split.folds (or "
+                             "data.split.test_fraction)")
+        size = len(names) // n_chunks
+        part_of = {name: min(i // size, n_chunks - 1) for i, name in enumerate(names)}
+    else:
+        if len(order) < n_chunks:
+            raise ValueError(f"data.split.protocol=chunks with {k} folds needs at least {n_chunks} training "
+                             f"subjects besides the test split, found {len(order)}: lower data.split.folds (or "
+                             "data.split.test_fraction)")
+        by_subject = {s: j for j, ch in enumerate(np.array_split(np.array(order, dtype=object), n_chunks))
+                      for s in ch}
+        part_of = {c.clip_id: by_subject[c.subject] for c in free if c.split != "test"}
+    n = n_chunks + (1 if official_val else 0)
+    val_part = (n - 1 - f) % n  # numpy.roll(range(n), f) ends with part n - 1 - f
     for c in clips:
         if c.split == "test":
             continue
-        j = n - 1 if _official_val(c) else part_of[c.subject]
-        c.fold = (j + 1) % n
+        j = n - 1 if _official_val(c) else part_of[c.clip_id]
+        c.fold = (n - 1 - j) % n
         c.split = "val" if j == val_part else "train"
     return clips
 
@@ -156,7 +175,7 @@ def split_clips(clips: list[Clip], data_cfg: DataConfig, test_fraction: float | 
         return assign_splits(clips, sp.val_fraction, tf, sp.seed)
     f = data_cfg.fold or 0
     if sp.protocol == "chunks":
-        return assign_chunks(clips, k, f, sp.test_fraction, sp.seed)
+        return assign_chunks(clips, k, f, sp.test_fraction, sp.seed, sp.chunks)
     official_test = any(c.split == "test" for c in clips)
     assign_folds(clips, k, sp.seed)
     if official_test:

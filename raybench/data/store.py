@@ -742,10 +742,11 @@ def build(p: Plan, batch_size: int = 8, progress: bool = True, reservation: bool
     if decoded or store.index(store.part_files()) is None:  # new parts, or a store from before the index
         store.write_index()
     store.write_text("_COMPLETE.json", json.dumps(info, indent=1, default=str))
-    folds = {c.subject: c.fold for c in clips if c.fold is not None}
-    if folds:  # the fold of every subject, for this fold count and seed
-        sp = data_cfg.split
-        chunks = "-chunks" if sp.protocol == "chunks" else ""
+    sp = data_cfg.split
+    # the fold of every subject (of every clip under the chunks protocol), for this fold count and seed
+    folds = {c.clip_id if sp.protocol == "chunks" else c.subject: c.fold for c in clips if c.fold is not None}
+    if folds:
+        chunks = f"-chunks-{sp.chunks}" if sp.protocol == "chunks" else ""
         store.write_text(f"folds/k{sp.folds}{chunks}-seed{sp.seed}.json",
                          json.dumps(folds, indent=1, sort_keys=True))
     embeddings, embedding_info = {}, {}

@@ -1,5 +1,6 @@
 import shutil
 
+import numpy as np
 import pytest
 
 from raybench.data.datasets import DATASETS, LayoutError, get_dataset
@@ -215,9 +216,44 @@ def test_ravdess_video_only_needs_wav_audio():
         load(SWEEPS_DIR / "smoke.yaml", ["data.dataset=ravdess", "data.ravdess.video=video_only"])
 
 
-def _chunks_cfg(k, fold, test_fraction=0.0):
-    return {**DATA_CFG, "split": {**DATA_CFG["split"], "folds": k, "protocol": "chunks",
+def _chunks_cfg(k, fold, test_fraction=0.0, chunks="authors"):
+    return {**DATA_CFG, "split": {**DATA_CFG["split"], "folds": k, "protocol": "chunks", "chunks": chunks,
                                   "test_fraction": test_fraction}, "fold": fold}
+
+
+def test_chunks_protocol_cuts_the_training_files_as_the_authors_code():
+    """sucv/ABAW2 (base/dataset.py): the Train_Set annotation files as listed (by name on their file
+    system) in slices [0:70], [70:140], [140:210], [210:280], [280:351], the official Validation_Set
+    sixth; fold f puts numpy.roll(range(6), f)[-1] last and validates on it. Expected sets computed
+    here from that description, on 351 names in shuffled order with mixed case and _left/_right."""
+    import random
+
+    from raybench.data.manifest import split_clips
+
+    names = [f"{i}-30-640x360" for i in range(100)] + [f"video{i}" for i in range(120)] + \
+        [f"Video{i}_left" for i in range(60)] + [f"video{i}_right" for i in range(71)]
+    assert len(names) == 351
+    official = [f"val{i}" for i in range(5)]
+    listed = sorted(names, key=str.lower)  # NTFS lists names case-insensitively
+    parts = [listed[0:70], listed[70:140], listed[140:210], listed[210:280], listed[280:351], official]
+    shuffled = names[:]
+    random.Random(3).shuffle(shuffled)
+    for f in range(6):
+        clips = [Clip(n, "v", subject=n.split("_")[0], meta={"official": "train"}) for n in shuffled]
+        clips += [Clip(n, "v", subject=n, split="test", meta={"official": "val"}) for n in official]
+        got = split_clips(clips, data_config(_chunks_cfg(6, f)))
+        expect = set(parts[np.roll(np.arange(6), f)[-1]])
+        assert {c.clip_id for c in got if c.split == "val"} == expect, f
+        assert {c.split for c in got if c.clip_id not in expect} == {"train"}
+        assert all(c.fold == f for c in got if c.split == "val")
+    # a video's _left and _right files fall in two chunks here, as in the authors' code ...
+    clips = [Clip(n, "v", subject=n.split("_")[0], meta={"official": "train"}) for n in ["a_left", "a_right", "b", "c"]]
+    folds = {c.clip_id: c.fold for c in split_clips(clips, data_config(_chunks_cfg(4, 0, chunks="authors")))}
+    assert folds["a_left"] != folds["a_right"]
+    # ... never with chunks: subjects
+    clips = [Clip(n, "v", subject=n.split("_")[0], meta={"official": "train"}) for n in ["a_left", "a_right", "b", "c"]]
+    folds = {c.clip_id: c.fold for c in split_clips(clips, data_config(_chunks_cfg(3, 0, chunks="subjects")))}
+    assert folds["a_left"] == folds["a_right"]
 
 
 def test_chunks_protocol_rotates_training_chunks_and_the_official_validation_set():
@@ -251,7 +287,8 @@ def test_chunks_protocol_holds_out_one_test_split_for_every_fold():
     from raybench.data.manifest import split_clips
 
     base = [Clip(f"c{i}", "v", subject=f"s{i % 10}") for i in range(30)]  # no official split
-    runs = [split_clips([Clip(**vars(c)) for c in base], data_config(_chunks_cfg(3, f, test_fraction=0.2))) for f in range(3)]
+    runs = [split_clips([Clip(**vars(c)) for c in base],
+                        data_config(_chunks_cfg(3, f, test_fraction=0.2, chunks="subjects"))) for f in range(3)]
     tests = [{c.clip_id for c in r if c.split == "test"} for r in runs]
     assert tests[0] and tests[0] == tests[1] == tests[2]  # the same test clips in every fold
     assert len({c.subject for c in runs[0] if c.split == "test"}) == 2
@@ -259,6 +296,9 @@ def test_chunks_protocol_holds_out_one_test_split_for_every_fold():
     assert all(vals) and not (vals[0] & vals[1]) and not (vals[1] & vals[2]) and not (vals[0] & vals[2])
     assert sorted(s for v in vals for s in v) == sorted({c.subject for c in runs[0] if c.split != "test"})
     with pytest.raises(ValueError, match="needs at least 3 training subjects"):
+        split_clips([Clip("a", "v", subject="s0"), Clip("b", "v", subject="s1")],
+                    data_config(_chunks_cfg(3, 0, chunks="subjects")))
+    with pytest.raises(ValueError, match="needs at least 3 training clips"):
         split_clips([Clip("a", "v", subject="s0"), Clip("b", "v", subject="s1")], data_config(_chunks_cfg(3, 0)))
 
 

@@ -124,6 +124,23 @@ def test_affwild2_face_crops_by_the_annotations_own_name(tiny_affwild2, tmp_path
     assert crops["1-30-64x64_right"] is None and crops["4-30-64x64"] is None
 
 
+def test_affwild2_parts_of_one_recording_are_one_subject(tiny_affwild2, tmp_path):
+    """Aff-Wild2 releases some recordings in parts, each its own video (122-60-1920x1080-1 .. -5,
+    video45_1 .. _7, video10_1_left): the same people, so one subject."""
+    root = tmp_path / "a"
+    shutil.copytree(tiny_affwild2, root)
+    ann, vids = root / "annotations/VA_Set/Train_Set", root / "videos"
+    video = next(vids.glob("1-30-64x64.*"))
+    for name in ("1-30-64x64-1", "1-30-64x64-2", "video45_1", "video45_2"):
+        shutil.copy(video, vids / f"{name}{video.suffix}")
+        shutil.copy(ann / "1-30-64x64.txt", ann / f"{name}.txt")
+    shutil.copy(ann / "1-30-64x64.txt", ann / "video45_2_left.txt")
+    subjects = {c.clip_id: c.subject for c in get_dataset("affwild2").manifest(root, data_config(DATA_CFG))}
+    assert subjects["1-30-64x64-1"] == subjects["1-30-64x64-2"] == "1-30-64x64" == subjects["1-30-64x64"]
+    assert subjects["video45_1"] == subjects["video45_2"] == subjects["video45_2_left"] == "video45"
+    assert subjects["2-30-64x64"] == "2-30-64x64"
+
+
 def test_affwild2_annotation_without_video_is_named(tiny_affwild2, tmp_path):
     root = tmp_path / "a"
     shutil.copytree(tiny_affwild2, root)

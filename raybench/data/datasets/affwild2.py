@@ -30,6 +30,8 @@ from raybench.data.manifest import Clip, split_clips
 from raybench.schema import DataConfig
 
 SIDE_RE = re.compile(r"^(.*?)(_left|_right)?$")
+# one recording released in parts, each its own video: 122-60-1920x1080-1 .. -5, video45_1 .. _7
+PART_RE = re.compile(r"^(\d+-\d+-\d+x\d+)-\d+$|^(video\d+)_\d+$")
 
 
 class AffWild2(Dataset):
@@ -63,9 +65,12 @@ class AffWild2(Dataset):
                 d = next((c / ann.stem for c in crops if (c / ann.stem).is_dir()), None)
                 if d is not None:
                     meta["crops_dir"] = str(d)
-                # the subject is the video: its _left and _right annotations (two people in one video)
-                # share frames and audio, so they must never be split between train and validation
-                clips.append(Clip(clip_id=ann.stem, video_path=str(video), subject=video_name, split=split,
+                # the subject is the recording: its _left and _right annotations (two people in one video)
+                # share frames and audio, and its parts (video45_1 .. video45_7) show the same people, so
+                # they must never be split between train and validation
+                part = PART_RE.match(video_name)
+                subject = (part.group(1) or part.group(2)) if part else video_name
+                clips.append(Clip(clip_id=ann.stem, video_path=str(video), subject=subject, split=split,
                                   va_path=str(ann), meta=meta))
         if missing:
             raise self.layout_error(

@@ -326,3 +326,25 @@ def test_a_stream_shorter_than_its_containers_count_is_warned_not_padded_silentl
     assert row is None and warning is None
     assert bad == (f"no annotated frame in {va}; {tmp_path / 'v.mp4'}: its container counts 30 frames but its "
                    "stream ended after 20: the last 5 of its 15 frames at data.fps repeat frame 19")
+
+
+def test_a_per_frame_annotation_one_line_off_is_no_mismatch(tmp_path):
+    """Aff-Wild2: many VA files have one line more than the video's frame count (sucv/ABAW2's length.csv);
+    one line off is counting, two are a mismatch (warned, truncated; skipped with annotation_mismatch=skip)."""
+    from raybench.data.store import decode_row
+    from raybench.schema import DataConfig
+
+    frames = np.stack([np.full((32, 32, 3), 12 * i, np.uint8) for i in range(20)])
+    write_mp4(tmp_path / "v.mp4", frames, 10, (0.3 * np.sin(np.arange(32000) / 5)).astype(np.float32), 16000)
+    row = {"clip_id": "v", "video_path": str(tmp_path / "v.mp4"), "va_path": str(tmp_path / "v.txt"), "label": None}
+    for lines, warned in ((19, False), (20, False), (21, False), (22, True), (18, True)):
+        (tmp_path / "v.txt").write_text("valence,arousal\n" + "".join(f"{i / 40:.3f},0.1\n" for i in range(lines)))
+        out, bad, warning = decode_row(dict(row), DataConfig(fps=10, image_size=16))
+        assert bad is None and out is not None, lines
+        assert (warning is not None and f"has {lines} frames, its video {tmp_path / 'v.mp4'} needs 20" in warning) \
+            == warned, (lines, warning)
+        va = np.frombuffer(out["va"], np.float32).reshape(-1, 2)
+        assert len(va) == 20 and np.isnan(va[:, 0]).sum() == max(0, 20 - lines)  # a missing last line: unannotated
+        np.testing.assert_allclose(va[: min(lines, 20), 0], np.arange(min(lines, 20)) / 40, atol=1e-3)
+    out, bad, _ = decode_row(dict(row), DataConfig(fps=10, image_size=16, annotation_mismatch="skip"))
+    assert out is None and "has 18 frames" in bad

@@ -151,8 +151,8 @@ def decode_row(row: dict[str, Any], data_cfg: DataConfig, mirror: str | None = N
             # the annotated steps inside the video (time k / rate before its end)
             inside = int(np.ceil(d.source_frames / d.source_fps * src_rate - 1e-6))
         else:  # one line per frame: one line more or less is frame counting (decord's count vs the
-            # annotators' tool; 106 of the 561 Aff-Wild2 VA files have one line more than OpenCV counts frames,
-            # sucv/ABAW2's length.csv), not a wrong file
+            # annotators' tool: in sucv/ABAW2's length.csv, 106 of Aff-Wild2's 561 VA files have one frame
+            # more annotated and cropped than OpenCV counts), not a wrong file
             expected, unit, label_index = d.source_frames, "frames", d.frame_index
             mismatch = abs(len(src_va) - expected) > 1
             src_rate, inside = float(d.source_fps), d.source_frames

@@ -44,6 +44,15 @@ def test_crema_d_leaves_out_the_clips_its_readme_flags(real_layouts, tmp_path, c
     assert {"1076_MTI_SAD_XX", "1064_IEO_DIS_MD"} <= {c.clip_id for c in kept} and len(kept) == 19
 
 
+def test_crema_d_git_lfs_pointers_are_named_before_decoding(tmp_path):
+    (tmp_path / "VideoFlash").mkdir()
+    (tmp_path / "VideoFlash/1001_DFA_ANG_XX.flv").write_text(
+        "version https://git-lfs.github.com/spec/v1\noid sha256:" + "0" * 64 + "\nsize 312345\n")
+    with pytest.raises(LayoutError, match=r"1001_DFA_ANG_XX.flv is a Git LFS pointer file, not a video: "
+                                          r"fetch the media with `git lfs pull`"):
+        get_dataset("crema_d").manifest(tmp_path, data_config(CFG))
+
+
 def test_crema_d_layout_error(tmp_path):
     (tmp_path / "AudioWAV").mkdir()
     (tmp_path / "AudioWAV" / "1001_DFA_ANG_XX.wav").write_bytes(b"")

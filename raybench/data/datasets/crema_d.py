@@ -71,6 +71,12 @@ class CremaD(Dataset):
                   flush=True)
         if not clips:
             raise self.layout_error(root, f"no <ActorID>_<Sentence>_<Emotion>_<Level>.flv files in {video_dir}")
+        first = Path(clips[0].video_path)
+        if first.stat().st_size < 1024 and first.read_bytes().startswith(b"version https://git-lfs"):
+            # the GitHub repository keeps the media in Git LFS: a zip download or a clone without git-lfs
+            # gives 130-byte pointer files, which would all fail to decode one by one
+            raise self.layout_error(root, f"{first} is a Git LFS pointer file, not a video: fetch the media "
+                                          "with `git lfs pull` in the CREMA-D clone (git-lfs installed)")
         return split_clips(clips, data_cfg)
 
 

@@ -73,6 +73,21 @@ def test_afew_manifest_official_val_is_test(real_layouts):
     assert len({c.clip_id for c in clips}) == 15
 
 
+def test_afew_says_which_video_folders_it_leaves_out(real_layouts, tmp_path, capsys):
+    import shutil
+
+    root = tmp_path / "afew"
+    shutil.copytree(real_layouts["afew"], root)
+    angry = next((root / "Train_AFEW").glob("[Aa]ngry"))
+    shutil.copytree(angry, root / "Train_AFEW" / "Anger")  # not one of the 7 names: left out, and said
+    (root / "Train_AFEW" / "notes").mkdir()  # no videos: nothing to say
+    assert len(get_dataset("afew").manifest(root, data_config(CFG))) == 15
+    out = capsys.readouterr().out
+    n = sum(1 for _ in angry.glob("*.avi"))
+    assert "afew: 1 folder(s) of videos not named after one of the 7 emotions" in out
+    assert f"left out: Train_AFEW/Anger ({n} videos)" in out and "notes" not in out
+
+
 def test_afew_accepts_other_years_folder_names(real_layouts, tmp_path):
     import shutil
 

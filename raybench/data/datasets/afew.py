@@ -40,9 +40,12 @@ class Afew(Dataset):
                 split_dirs["test"].append(d)
         if not split_dirs["train"]:
             raise self.layout_error(root, "no train folder with emotion folders")
-        clips = []
+        clips, others = [], []
         for split, dirs in split_dirs.items():
             for d in dirs:
+                others += [f"{o.relative_to(root)} ({n} videos)" for o in sorted(d.iterdir())
+                           if o.is_dir() and o.name.lower() not in EMOTIONS
+                           and (n := sum(1 for f in o.iterdir() if is_video(f)))]
                 for emo_dir in sorted(c for c in d.iterdir() if c.is_dir() and c.name.lower() in EMOTIONS):
                     label = EMOTIONS.index(emo_dir.name.lower())
                     for f in sorted(emo_dir.iterdir()):
@@ -54,6 +57,9 @@ class Afew(Dataset):
                                           meta={"official_split": d.name}))
         if not clips:
             raise self.layout_error(root, "no video clips in the emotion folders")
+        if others:
+            print(f"[raybench] afew: {len(others)} folder(s) of videos not named after one of the 7 emotions "
+                  f"({', '.join(e.capitalize() for e in EMOTIONS)}) left out: {', '.join(others[:5])}", flush=True)
         return split_clips(clips, data_cfg, test_fraction=0.0)
 
 

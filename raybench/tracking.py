@@ -381,7 +381,7 @@ def dataset_input(summary: dict, context: str):
     profile = {"task": summary["task"], "classes": len(summary["class_names"]), **{
         f"{s}_{k}": v for s, c in summary["counts"].items() for k, v in c.items()},
         "skipped": summary["skipped"], "warnings": summary["warnings"], "face_found": summary["face_found"],
-        "fps": summary["fps"]}
+        "left_out": summary.get("left_out", 0), "fps": summary["fps"]}
     emb = summary.get("embedding_info") or {}
     digest = summary["fingerprint"]
     for m, e in sorted(emb.items()):  # data.audio.encoder: the embeddings trained on are part of the data
@@ -412,7 +412,8 @@ def log_datasets(uri: str, run_id: str, summaries: list[dict], context: str = "t
     """Record the datasets a run used: dataset inputs, the same counts as metrics under
     ``data/<dataset>/`` (so they can be columns and charts), a ``raybench.face_warning.<dataset>``
     tag when few clips had a face; with ``details`` (the parent run) the skipped clips with their
-    reasons and the decoding warnings as ``data/<dataset>_skipped.json`` / ``_warnings.json``."""
+    reasons, the decoding warnings and the listed files the manifest left out as
+    ``data/<dataset>_skipped.json`` / ``_warnings.json`` / ``_left_out.json``."""
     client = _client(uri)
     for s in summaries:
         if (w := face_warning(s)) is not None:
@@ -421,12 +422,15 @@ def log_datasets(uri: str, run_id: str, summaries: list[dict], context: str = "t
             client.log_dict(run_id, s["bad"], f"data/{s['dataset']}_skipped.json")
         if details and s.get("warning_list"):
             client.log_dict(run_id, s["warning_list"], f"data/{s['dataset']}_warnings.json")
+        if details and s.get("left_out_list"):
+            client.log_dict(run_id, s["left_out_list"], f"data/{s['dataset']}_left_out.json")
     client.log_inputs(run_id, datasets=[dataset_input(s, context) for s in summaries])
     counts = {}
     for s in summaries:
         pre = f"data/{s['dataset']}/"
         counts.update({f"{pre}{sp}_{k}": v for sp, c in s["counts"].items() for k, v in c.items()})
-        counts.update({f"{pre}skipped": s["skipped"], f"{pre}warnings": s["warnings"]})
+        counts.update({f"{pre}skipped": s["skipped"], f"{pre}warnings": s["warnings"],
+                       f"{pre}left_out": s.get("left_out", 0)})
         if s["face_found"] is not None:
             counts[f"{pre}face_found"] = s["face_found"]
             counts.update({f"{pre}{sp}_face_share": c["faces"] / c["clips"] for sp, c in s["counts"].items()

@@ -53,6 +53,8 @@ def data_summary(prep, fps: float) -> dict[str, Any]:
                        **({"faces": prep.store.faces_found(prep.ids(s))} if prep.face_found is not None else {})}
                    for s in ("train", "val", "test")},
         "skipped": len(prep.bad), "warnings": len(prep.warnings), "warning_list": list(prep.warnings),
+        # files the dataset lists that its manifest left out (no video, a flagged file, ...), and why
+        "left_out": sum(n["files"] for n in prep.left_out), "left_out_list": list(prep.left_out),
         "face_found": prep.face_found,
         "fingerprint": prep.fingerprint,
         # the test clips' source files: the robustness track decodes their audio again to add noise

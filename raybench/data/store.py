@@ -574,6 +574,7 @@ class Prepared:
     bad: dict[str, dict] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)  # one per clip that has one, this call's or the store's
     face_found: int | None = None  # data.face detect/dataset: usable clips with a face found (else a centre crop)
+    left_out: list[dict] = field(default_factory=list)  # Plan.left_out: listed files the manifest left out
     fingerprint: str = ""  # the store's fingerprint (its settings' hash, the suffix of its folder name)
     # modality -> the embedding store that replaces its arrays (data.audio.encoder), and what it holds
     embeddings: dict[str, str] = field(default_factory=dict)
@@ -603,6 +604,8 @@ class Plan:
     clips: list[Clip]  # every clip of the manifest, with splits
     fingerprint: str
     store: ClipStore
+    # files the dataset lists that its manifest left out, and why: [{"files": n, "why": text}]
+    left_out: list[dict] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -637,7 +640,7 @@ def plan(data_cfg: DataConfig | dict[str, Any]) -> Plan:
         root = Path(data_cfg.root or dataset.default_root(data_cfg)).expanduser()
     dataset.ensure(root, data_cfg)
     try:
-        clips = dataset.manifest(root, data_cfg)
+        clips, left_out = dataset.listed(root, data_cfg)
     except ValueError as e:  # e.g. fewer subjects than folds
         raise PrepareError(f"{ds_name} under {root}: {e}") from None
     if data_cfg.max_clips:
@@ -664,7 +667,7 @@ def plan(data_cfg: DataConfig | dict[str, Any]) -> Plan:
     fp = fingerprint(ds_name, root_uri or root, data_cfg)
     store = ClipStore(storage.join(store_root(data_cfg), f"{ds_name}-{fp}"))
     return Plan(dataset=dataset, data_cfg=data_cfg, root=root, root_uri=root_uri, clips=clips, fingerprint=fp,
-                store=store)
+                store=store, left_out=left_out)
 
 
 def clips_per_task(n: int, cpus: int, batch_size: int = 8, tasks_per_cpu: int = 4) -> int:
@@ -792,7 +795,7 @@ def build(p: Plan, batch_size: int = 8, progress: bool = True, reservation: bool
     return Prepared(store=store, clips=usable, dataset=ds_name, task=task,
                     class_names=class_names, root=root, decoded=decoded, bad=bad_here, warnings=warnings,
                     face_found=face_found, fingerprint=p.fingerprint, embeddings=embeddings,
-                    embedding_info=embedding_info)
+                    embedding_info=embedding_info, left_out=list(p.left_out))
 
 
 def _say_skipped(bad: dict[str, dict]) -> None:

@@ -81,11 +81,15 @@ def test_afew_says_which_video_folders_it_leaves_out(real_layouts, tmp_path, cap
     angry = next((root / "Train_AFEW").glob("[Aa]ngry"))
     shutil.copytree(angry, root / "Train_AFEW" / "Anger")  # not one of the 7 names: left out, and said
     (root / "Train_AFEW" / "notes").mkdir()  # no videos: nothing to say
-    assert len(get_dataset("afew").manifest(root, data_config(CFG))) == 15
+    clips, left_out = get_dataset("afew").listed(root, data_config(CFG))
+    assert len(clips) == 15
     out = capsys.readouterr().out
     n = sum(1 for _ in angry.glob("*.avi"))
     assert "afew: 1 folder(s) of videos not named after one of the 7 emotions" in out
     assert f"left out: Train_AFEW/Anger ({n} videos)" in out and "notes" not in out
+    # the prepare stage records it: how many files, and why (the message said)
+    assert len(left_out) == 1 and left_out[0]["files"] == n and left_out[0]["why"] in out
+    assert get_dataset("afew").listed(real_layouts["afew"], data_config(CFG))[1] == []  # nothing left from before
 
 
 def test_afew_accepts_other_years_folder_names(real_layouts, tmp_path):

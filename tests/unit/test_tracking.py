@@ -15,7 +15,9 @@ def _summary(**kw):
          "counts": {"train": {"clips": 6, "subjects": 3, "faces": 4}, "val": {"clips": 2, "subjects": 1, "faces": 1},
                     "test": {"clips": 2, "subjects": 1, "faces": 0}},
          "skipped": 1, "warnings": 1, "face_found": 5,
-         "bad": {"c9": {"reason": "no audio track"}}, "warning_list": ["c3.csv has 15 frames, its video needs 20"]}
+         "bad": {"c9": {"reason": "no audio track"}}, "warning_list": ["c3.csv has 15 frames, its video needs 20"],
+         "left_out": 3, "left_out_list": [{"files": 3, "why": "1 folder(s) of videos not named after one of the 7 "
+                                                            "emotions left out: Train_AFEW/Anger (3 videos)"}]}
     s.update(kw)
     return s
 
@@ -39,9 +41,13 @@ def test_a_dataset_is_an_input_with_counts_and_its_problems_are_kept(tmp_path):
     assert r.data.tags["raybench.face_warning.afew"] == face_warning(_summary())
     assert "5 of 10 clips" in r.data.tags["raybench.face_warning.afew"]
     arts = {a.path for a in client.list_artifacts(run.info.run_id, "data")}
-    assert arts == {"data/afew_skipped.json", "data/afew_warnings.json"}
+    assert arts == {"data/afew_skipped.json", "data/afew_warnings.json", "data/afew_left_out.json"}
     skipped = json.loads((tmp_path / "a" / run.info.run_id / "artifacts" / "data" / "afew_skipped.json").read_text())
     assert skipped == {"c9": {"reason": "no audio track"}}
+    # the listed files the manifest left out: counted (metric, profile) and why (artifact)
+    assert r.data.metrics["data/afew/left_out"] == 3 and profile["left_out"] == 3
+    left = json.loads((tmp_path / "a" / run.info.run_id / "artifacts" / "data" / "afew_left_out.json").read_text())
+    assert left == _summary()["left_out_list"]
 
 
 def test_no_face_warning_without_face_detection_or_with_enough_faces():

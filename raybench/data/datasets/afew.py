@@ -43,7 +43,7 @@ class Afew(Dataset):
         clips, others = [], []
         for split, dirs in split_dirs.items():
             for d in dirs:
-                others += [f"{o.relative_to(root)} ({n} videos)" for o in sorted(d.iterdir())
+                others += [(f"{o.relative_to(root)} ({n} videos)", n) for o in sorted(d.iterdir())
                            if o.is_dir() and o.name.lower() not in EMOTIONS
                            and (n := sum(1 for f in o.iterdir() if is_video(f)))]
                 for emo_dir in sorted(c for c in d.iterdir() if c.is_dir() and c.name.lower() in EMOTIONS):
@@ -58,8 +58,10 @@ class Afew(Dataset):
         if not clips:
             raise self.layout_error(root, "no video clips in the emotion folders")
         if others:
-            print(f"[raybench] afew: {len(others)} folder(s) of videos not named after one of the 7 emotions "
-                  f"({', '.join(e.capitalize() for e in EMOTIONS)}) left out: {', '.join(others[:5])}", flush=True)
+            self.left_out(sum(n for _, n in others),
+                          f"{len(others)} folder(s) of videos not named after one of the 7 emotions "
+                          f"({', '.join(e.capitalize() for e in EMOTIONS)}) left out: "
+                          f"{', '.join(o for o, _ in others[:5])}")
         return split_clips(clips, data_cfg, test_fraction=0.0)
 
 

@@ -48,6 +48,23 @@ class Dataset(ABC):
     def manifest(self, root: Path, data_cfg: DataConfig) -> list[Clip]:
         """Parse file names and annotations under ``root`` into clips (no decoding)."""
 
+    def listed(self, root: Path, data_cfg: DataConfig) -> tuple[list[Clip], list[dict]]:
+        """The manifest, and what it left out of the files the dataset lists (each ``left_out`` call:
+        ``{"files": n, "why": text}``), for the prepare stage to record in MLflow."""
+        self._left_out: list[dict] | None = []
+        try:
+            clips = self.manifest(root, data_cfg)
+            return clips, list(self._left_out or [])
+        finally:
+            self._left_out = None
+
+    def left_out(self, files: int, why: str) -> None:
+        """Say that ``files`` files the dataset lists are left out, and why; under :meth:`listed` the
+        prepare stage also records it (MLflow: ``data/<dataset>/left_out`` and ``data/<dataset>_left_out.json``)."""
+        print(f"[raybench] {self.name}: {why}", flush=True)
+        if getattr(self, "_left_out", None) is not None:
+            self._left_out.append({"files": files, "why": why})
+
     def layout_error(self, root: Path, what: str) -> LayoutError:
         found = sorted(str(p.relative_to(root)) for p in list(root.rglob("*"))[:200])[:8]
         return LayoutError(

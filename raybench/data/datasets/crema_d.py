@@ -66,9 +66,9 @@ class CremaD(Dataset):
             clips.append(Clip(clip_id=f.stem, video_path=str(f), subject=f"actor{actor}", label=CODES.index(emo),
                               meta=meta))
         if flagged:
-            print(f"[raybench] crema_d: {len(flagged)} clip(s) the dataset's README says do not show what their "
-                  f"names say, left out (data.crema_d.keep_flagged=true keeps them): {', '.join(flagged)}",
-                  flush=True)
+            self.left_out(len(flagged), f"{len(flagged)} clip(s) the dataset's README says do not show what their "
+                                        f"names say, left out (data.crema_d.keep_flagged=true keeps them): "
+                                        f"{', '.join(flagged)}")
         if not clips:
             raise self.layout_error(root, f"no <ActorID>_<Sentence>_<Emotion>_<Level>.flv files in {video_dir}")
         first = Path(clips[0].video_path)

@@ -102,11 +102,11 @@ class MspImprov(Dataset):
         if bad:
             raise self.layout_error(root, f"{evals[0].name} has lines not in the expected form: {'; '.join(bad[:3])}")
         if unrated:
-            print(f"[raybench] msp_improv: {len(unrated)} clip(s) of {evals[0]} have a NaN valence or arousal "
-                  f"rating (first: {', '.join(unrated[:3])}); left out of the continuous task", flush=True)
+            self.left_out(len(unrated), f"{len(unrated)} clip(s) of {evals[0]} have a NaN valence or arousal rating "
+                                        f"(first: {', '.join(unrated[:3])}); left out of the continuous task")
         if missing:
-            print(f"[raybench] msp_improv: {len(missing)} clip(s) of {evals[0]} have no video file "
-                  f"(first: {', '.join(missing[:3])}); left out", flush=True)
+            self.left_out(len(missing), f"{len(missing)} clip(s) of {evals[0]} have no video file "
+                                        f"(first: {', '.join(missing[:3])}); left out")
         if not clips:
             raise self.layout_error(root, "no clip of Evaluation.txt with a video file")
         return split_clips(clips, data_cfg)

@@ -71,8 +71,8 @@ class Ravdess(Dataset):
                     label=info["emotion"] - 1, meta=meta,
                 ))
         if no_wav:
-            print(f"[raybench] ravdess: {len(no_wav)} video(s) have no 03-...wav audio file (first: "
-                  f"{', '.join(no_wav[:3])}); left out", flush=True)
+            self.left_out(len(no_wav), f"{len(no_wav)} video(s) have no 03-...wav audio file (first: "
+                                       f"{', '.join(no_wav[:3])}); left out")
         if not clips:
             kind = "video-only (02-..)" if modality == 2 else "audio-video (01-..)"
             raise self.layout_error(root, f"no {kind} files for the chosen channels"

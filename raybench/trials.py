@@ -18,8 +18,10 @@ from raybench.schema import DataConfig, SweepConfig, TrainConfig, TrialConfig
 PAIR_KEY_DATASET = "data.dataset"
 
 
-def data_summary(prep, fps: float) -> dict[str, Any]:
-    """What a trial needs to know about a prepared dataset (small, picklable)."""
+def data_summary(prep, fps: float, by_clip: bool = False) -> dict[str, Any]:
+    """What a trial needs to know about a prepared dataset (small, picklable). ``by_clip``: the folds
+    by clip, not by subject (``data.split.protocol: chunks``, whose authors' chunks can put one
+    subject's clips in two folds)."""
     train_ids = prep.ids("train")
     store = prep.joined()  # with the encoders' embeddings (data.audio.encoder, data.video.encoder) when set
     mean, std = store.audio_stats(train_ids)
@@ -45,7 +47,7 @@ def data_summary(prep, fps: float) -> dict[str, Any]:
         "audio_layers": int(prep.embedding_info.get("audio_emb", {}).get("layers", 1)),
         "video_emb_dim": int(row["video_emb_shape"][1]) if "video_emb" in prep.embeddings else 0,
         "decoded": prep.decoded, "bad": {k: v["reason"] for k, v in prep.bad.items()}, "fps": float(fps),
-        "folds": {c.subject: c.fold for c in prep.clips if c.fold is not None},
+        "folds": {c.clip_id if by_clip else c.subject: c.fold for c in prep.clips if c.fold is not None},
         # what the trials train and are scored on, for the record: clips and subjects per split, clips
         # skipped, decoding warnings, faces found (data.face detect/dataset), the store's fingerprint
         "counts": {s: {"clips": len(prep.ids(s)), "subjects": len({c.subject for c in prep.clips if c.split == s}),
@@ -534,7 +536,7 @@ def prepare_all(cfg: SweepConfig, verbose: int = 0) -> dict[str, dict]:
     summaries: dict[str, dict] = {}
     for key, p in plans.items():
         dcfg = p.data_cfg
-        s = summaries[key] = data_summary(built[key], dcfg.fps)
+        s = summaries[key] = data_summary(built[key], dcfg.fps, dcfg.split.protocol == "chunks")
         print(f"[raybench] prepared {dcfg.dataset}: {sum(len(v) for v in s['ids'].values())} clips "
               f"(train/val/test {', '.join(str(len(v)) for v in s['ids'].values())}), decoded {s['decoded']}, "
               f"skipped {len(s['bad'])}, {seconds[key]:.0f} s", flush=True)
@@ -568,7 +570,7 @@ def prepare_cross(cfg: SweepConfig) -> dict[tuple[str, str], dict]:
         k = data_key(dcfg)
         if k not in built:
             t0 = time.time()
-            built[k] = data_summary(build(plan(dcfg)), dcfg.fps)
+            built[k] = data_summary(build(plan(dcfg)), dcfg.fps, dcfg.split.protocol == "chunks")
             print(f"[raybench] prepared cross-corpus target {dcfg.dataset}: "
                   f"{sum(len(v) for v in built[k]['ids'].values())} clips, skipped {len(built[k]['bad'])}, "
                   f"{time.time() - t0:.0f} s", flush=True)

@@ -6,6 +6,7 @@ Adapters only parse file names and annotation files; they never decode.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -100,12 +101,12 @@ def assign_chunks(clips: list[Clip], k: int, f: int, test_fraction: float, seed:
 
     The training part is cut into k - 1 chunks and the official validation set is the k-th part (with no
     official validation set the training part makes all k chunks). ``chunks``: ``authors`` cuts the
-    training clips (Aff-Wild2's annotation files) in name order into contiguous chunks of
+    training clips (Aff-Wild2's annotation files) in file-name order into contiguous chunks of
     floor(n / (k - 1)) clips, the last taking the rest (their slices 70, 70, 70, 70, 71 of 351 files;
-    their list is ``os.walk``'s order, by name on the authors' Windows file system, compared here
-    case-insensitively); a video's ``_left`` and ``_right`` files can fall in two chunks, as in their
-    code. ``subjects`` (raybench's deviation) cuts the training subjects, shuffled with ``seed``, with
-    ``numpy.array_split``, so no subject is in two chunks. Fold f lists the parts rotated as
+    their list is ``os.walk``'s order on the authors' Windows file system, upper-cased names with
+    ``.txt``); a video's ``_left`` and ``_right`` files can fall in two chunks, as in their code, which
+    is counted and said. ``subjects`` (raybench's deviation) cuts the training subjects, shuffled with
+    ``seed``, with ``numpy.array_split``, so no subject is in two chunks. Fold f lists the parts rotated as
     ``numpy.roll(range(k), f)`` does and validates on the last one, training on the others: fold 0 is
     the official split, fold 1 validates the last training chunk, fold k - 1 the first. The test split
     is the same in every fold (the dataset's official test clips, or else ``test_fraction`` of the
@@ -131,13 +132,26 @@ def assign_chunks(clips: list[Clip], k: int, f: int, test_fraction: float, seed:
                 c.split = "test"
     n_chunks = k - 1 if official_val else k
     if chunks == "authors":
-        names = sorted((c.clip_id for c in free if c.split != "test"), key=lambda s: (s.lower(), s))
+        # their os.walk lists file names (".txt" included: "106-30-720x1280.txt" before "106.txt") in the
+        # order of their Windows file system, which compares names upper-cased; this order reproduces the
+        # Train_Set list of their length.csv
+        file_of = {c.clip_id: (Path(c.va_path).name if c.va_path else c.clip_id + ".txt").upper() for c in free}
+        names = sorted((c.clip_id for c in free if c.split != "test"), key=lambda i: (file_of[i], i))
         if len(names) < n_chunks:
             raise ValueError(f"data.split.protocol=chunks with {k} folds needs at least {n_chunks} training clips "
                              f"besides the test split, found {len(names)}: lower data.split.folds (or "
                              "data.split.test_fraction)")
         size = len(names) // n_chunks
         part_of = {name: min(i // size, n_chunks - 1) for i, name in enumerate(names)}
+        parts_of_subject: dict[str, set[int]] = {}
+        for c in free:
+            if c.clip_id in part_of:
+                parts_of_subject.setdefault(c.subject, set()).add(part_of[c.clip_id])
+        split = sorted(s for s, ps in parts_of_subject.items() if len(ps) > 1)
+        if split:  # said, not silent: validation shares people with training in some folds
+            print(f"[raybench] data.split.chunks=authors: {len(split)} subject(s) have clips in two chunks, as in "
+                  f"zhang2021's authors' code (first: {', '.join(split[:3])}); data.split.chunks=subjects keeps "
+                  "each subject in one", flush=True)
     else:
         if len(order) < n_chunks:
             raise ValueError(f"data.split.protocol=chunks with {k} folds needs at least {n_chunks} training "

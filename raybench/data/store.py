@@ -60,6 +60,13 @@ def fingerprint(dataset: str, root: str | Path, data_cfg: DataConfig) -> str:
         **{k: _without_defaults(k, d[k], data_cfg) for k in PREPROCESSING_KEYS},
         **{k: d[k] for k, v in LATER_KEYS.items() if d[k] != v},
     }
+    if "crema_d" in spec:  # data.crema_d.keep_flagged chooses clips, as a split does: not part of the store
+        spec["crema_d"] = {k: v for k, v in spec["crema_d"].items() if k != "keep_flagged"}
+        if spec["crema_d"] == LATER_KEYS["crema_d"]:
+            del spec["crema_d"]
+    if dataset == "affwild2" and d["face"] == "dataset":
+        # 2026-12-02: a _left/_right annotation's crops are its own folder's only (before: the whole video's)
+        spec["crops"] = "annotation name"
     if d["face"] in ("detect", "dataset") and d["face_detector"] != "haar":  # added later; haar before
         spec["face_detector"] = d["face_detector"]
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -151,8 +158,8 @@ def decode_row(row: dict[str, Any], data_cfg: DataConfig, mirror: str | None = N
             # the annotated steps inside the video (time k / rate before its end)
             inside = int(np.ceil(d.source_frames / d.source_fps * src_rate - 1e-6))
         else:  # one line per frame: one line more or less is frame counting (decord's count vs the
-            # annotators' tool: in sucv/ABAW2's length.csv, 106 of Aff-Wild2's 561 VA files have one frame
-            # more annotated and cropped than OpenCV counts), not a wrong file
+            # annotators' tool: in sucv/ABAW2's length.csv, 106 of Aff-Wild2's 422 train and validation VA
+            # files have one frame more annotated and cropped than OpenCV counts), not a wrong file
             expected, unit, label_index = d.source_frames, "frames", d.frame_index
             mismatch = abs(len(src_va) - expected) > 1
             src_rate, inside = float(d.source_fps), d.source_frames

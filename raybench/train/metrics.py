@@ -7,7 +7,7 @@ Continuous: ``ccc_valence``, ``ccc_arousal``, ``ccc`` (their mean). torchmetrics
 (1/N) moments, so ``PopulationCCC`` is a torchmetrics ``Metric`` that keeps sums
 (synced with ``dist_reduce_fx="sum"``) and computes Lin's formula exactly, over
 all frames concatenated (Aff-Wild2 practice, ``eval.ccc_over: frames``); ``ClipMeanCCC``
-is the mean of per-clip CCCs (AVEC practice, ``eval.ccc_over: clips``).
+is the mean of per-clip CCCs (AVEC 2018's practice, ``eval.ccc_over: clips``).
 """
 
 from __future__ import annotations

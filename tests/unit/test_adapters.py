@@ -238,7 +238,7 @@ def _chunks_cfg(k, fold, test_fraction=0.0, chunks="authors"):
                                   "test_fraction": test_fraction}, "fold": fold}
 
 
-def test_chunks_protocol_cuts_the_training_files_as_the_authors_code():
+def test_chunks_protocol_cuts_the_training_files_as_the_authors_code(capsys):
     """sucv/ABAW2 (base/dataset.py): the Train_Set annotation files as listed (by name on their file
     system) in slices [0:70], [70:140], [140:210], [210:280], [280:351], the official Validation_Set
     sixth; fold f puts numpy.roll(range(6), f)[-1] last and validates on it. Expected sets computed
@@ -251,7 +251,7 @@ def test_chunks_protocol_cuts_the_training_files_as_the_authors_code():
         [f"Video{i}_left" for i in range(60)] + [f"video{i}_right" for i in range(71)]
     assert len(names) == 351
     official = [f"val{i}" for i in range(5)]
-    listed = sorted(names, key=str.lower)  # NTFS lists names case-insensitively
+    listed = sorted(names, key=lambda n: (n + ".txt").upper())  # os.walk on NTFS: upper-cased file names
     parts = [listed[0:70], listed[70:140], listed[140:210], listed[210:280], listed[280:351], official]
     shuffled = names[:]
     random.Random(3).shuffle(shuffled)
@@ -263,10 +263,17 @@ def test_chunks_protocol_cuts_the_training_files_as_the_authors_code():
         assert {c.clip_id for c in got if c.split == "val"} == expect, f
         assert {c.split for c in got if c.clip_id not in expect} == {"train"}
         assert all(c.fold == f for c in got if c.split == "val")
-    # a video's _left and _right files fall in two chunks here, as in the authors' code ...
+    # file names, ".txt" included, as their list has them: "106-30-720x1280.txt" before "106.txt"
+    names = ["107", "106", "107-30-640x480", "106-30-720x1280"]
+    for f, val in enumerate(["107", "107-30-640x480", "106", "106-30-720x1280"]):  # k = 4 chunks of one
+        clips = [Clip(n, "v", subject=n, va_path=f"/a/VA_Set/Train_Set/{n}.txt") for n in names]
+        assert [c.clip_id for c in split_clips(clips, data_config(_chunks_cfg(4, f))) if c.split == "val"] == [val]
+    # a video's _left and _right files fall in two chunks here, as in the authors' code (and it is said) ...
     clips = [Clip(n, "v", subject=n.split("_")[0], meta={"official": "train"}) for n in ["a_left", "a_right", "b", "c"]]
     folds = {c.clip_id: c.fold for c in split_clips(clips, data_config(_chunks_cfg(4, 0, chunks="authors")))}
     assert folds["a_left"] != folds["a_right"]
+    assert ("data.split.chunks=authors: 1 subject(s) have clips in two chunks, as in zhang2021's authors' code "
+            "(first: a)") in capsys.readouterr().out
     # ... never with chunks: subjects
     clips = [Clip(n, "v", subject=n.split("_")[0], meta={"official": "train"}) for n in ["a_left", "a_right", "b", "c"]]
     folds = {c.clip_id: c.fold for c in split_clips(clips, data_config(_chunks_cfg(3, 0, chunks="subjects")))}
@@ -295,9 +302,9 @@ def test_chunks_protocol_rotates_training_chunks_and_the_official_validation_set
         assert {c.split for c in runs[f].values()} == {"train", "val"}  # no test: test_fraction 0
         assert all(c.fold == f for c in runs[f].values() if c.split == "val")
         assert [c.fold for c in runs[f].values()] == [c.fold for c in runs[0].values()]
-    # rotation: the parts, listed as [chunk0..chunk4, official], end with part f - 1 in fold f
-    order = [val_sets[f % 6] for f in range(1, 7)]
-    assert order[-1] == official
+    # rotation as numpy.roll(range(6), f): fold f validates chunk 5 - f (t0 t1 in chunk 0, ... t8 t9 in chunk 4)
+    for f in range(1, 6):
+        assert val_sets[f] == {f"t{2 * (5 - f)}", f"t{2 * (5 - f) + 1}"}
 
 
 def test_chunks_protocol_holds_out_one_test_split_for_every_fold():

@@ -348,3 +348,22 @@ def test_a_per_frame_annotation_one_line_off_is_no_mismatch(tmp_path):
         np.testing.assert_allclose(va[: min(lines, 20), 0], np.arange(min(lines, 20)) / 40, atol=1e-3)
     out, bad, _ = decode_row(dict(row), DataConfig(fps=10, image_size=16, annotation_mismatch="skip"))
     assert out is None and "has 18 frames" in bad
+
+
+def test_listing_choices_keep_the_store_and_affwild2_crops_by_annotation_name_make_a_new_one():
+    """data.crema_d.keep_flagged chooses clips (as a split does): the store, and every store made before
+    the key, keep their fingerprint; Aff-Wild2 stores with the organisers' crops are made again, since
+    a _left/_right annotation now takes its own crops (2026-12-02)."""
+    from raybench.data.store import fingerprint
+    from raybench.schema import DataConfig
+
+    def fp(dataset, **kw):
+        return fingerprint(dataset, "/data", DataConfig(dataset=dataset, **kw))
+
+    assert fp("crema_d") == fp("crema_d", crema_d={"keep_flagged": True})
+    assert fp("crema_d", crema_d={"audio": "wav"}) == fp("crema_d", crema_d={"audio": "wav", "keep_flagged": True})
+    assert fp("crema_d", crema_d={"audio": "wav"}) != fp("crema_d")
+    # as computed at 0e9aac4, before either change: stores made then are reused (a CREMA-D store, an
+    # Aff-Wild2 store without the organisers' crops) or made again (with them)
+    assert fp("crema_d") == "137156422c6e2f6a" and fp("affwild2", face="center") == "57b5590a4e9e6024"
+    assert fp("affwild2", face="dataset") != "78e1c33123edfb50"

@@ -136,9 +136,11 @@ def test_msp_improv_refuses_a_line_that_is_neither_a_clip_nor_a_rater(real_layou
     root = tmp_path / "msp"
     shutil.copytree(real_layouts["msp_improv"], root)
     text = (root / "Evaluation.txt").read_text()
-    (root / "Evaluation.txt").write_text(text + "UTD-IMPROV-S01A-X01.avi; A\n")
-    with pytest.raises(LayoutError, match=r"Evaluation.txt has lines not in the expected form: line 2[0-9]: "
-                                          r"'UTD-IMPROV-S01A-X01.avi; A'"):
+    (root / "Evaluation.txt").rename(root / "Evalution.txt")  # as some copies of the release spell it
+    assert len(get_dataset("msp_improv").manifest(root, data_config(CFG))) == 6
+    (root / "Evalution.txt").write_text(text + "UTD-IMPROV-S01A-X01.avi; A\nUTD-IMPROV-S1A-F01.avi; A; A:3.0; V:3.0;\n")
+    with pytest.raises(LayoutError, match=r"Evalution.txt has lines not in the expected form: line 2[0-9]: "
+                                          r"'UTD-IMPROV-S01A-X01.avi; A'; line 2[0-9]: 'UTD-IMPROV-S1A-F01.avi"):
         get_dataset("msp_improv").manifest(root, data_config(CFG))
 
 

@@ -1,6 +1,6 @@
 """MSP-IMPROV (see DATASETS.md): ``Evaluation.txt`` and per-session video folders.
 
-``Evaluation.txt`` gives each clip a line ``UTD-IMPROV-S01A-F01-P-FM01.avi; A; A:x; V:x; D:x ; N:x;``:
+``Evaluation.txt`` (``Evalution.txt`` in some copies) gives each clip a line ``UTD-IMPROV-S01A-F01-P-FM01.avi; A; A:x; V:x; D:x ; N:x;``:
 its category (A angry, H happy, S sad, N neutral; other codes, O other and X no agreement, are left out)
 and its arousal, valence, dominance, naturalness ratings (1-5, kept in the clip's meta; a rating may be
 ``NaN``). Each clip line is followed by one line per rater (``<rater>; Angry; ...; A:x; V:x; D:x; N:x;``),
@@ -52,9 +52,10 @@ class MspImprov(Dataset):
     def manifest(self, root: Path, data_cfg: DataConfig) -> list[Clip]:
         root = Path(root)
         continuous = self.task_for(data_cfg) == "continuous"
-        evals = sorted(root.rglob("Evaluation.txt"))
+        # some copies of the release spell it Evalution.txt (several public readers open that name)
+        evals = sorted(p for p in root.rglob("*.txt") if p.name.lower() in ("evaluation.txt", "evalution.txt"))
         if not evals:
-            raise self.layout_error(root, "no Evaluation.txt")
+            raise self.layout_error(root, "no Evaluation.txt (or Evalution.txt)")
         videos = {}
         for p in root.rglob("*"):
             m = KEY_RE.search(p.name)
@@ -67,8 +68,8 @@ class MspImprov(Dataset):
                 continue
             m = KEY_RE.search(parts[0])
             if not m:
-                if any(x.startswith("A:") for x in parts[2:]):
-                    continue  # one rater's line under its clip's line
+                if "IMPROV" not in parts[0].upper() and any(x.startswith("A:") for x in parts[2:]):
+                    continue  # one rater's line under its clip's line (a clip's line names its .avi)
                 bad.append(f"line {n}: {line[:60]!r}")
                 continue
             if parts[1] not in CODES and not continuous:

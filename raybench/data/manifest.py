@@ -171,6 +171,12 @@ def assign_chunks(clips: list[Clip], k: int, f: int, test_fraction: float, seed:
     return clips
 
 
+def fold_record(clips: list[Clip], by_clip: bool = False) -> dict[str, int]:
+    """The fold of every subject, or of every clip (``by_clip``: ``data.split.protocol: chunks``, whose
+    authors' chunks can put one subject's clips in two folds)."""
+    return {c.clip_id if by_clip else c.subject: c.fold for c in clips if c.fold is not None}
+
+
 def split_clips(clips: list[Clip], data_cfg: DataConfig, test_fraction: float | None = None) -> list[Clip]:
     """Assign splits as ``data.split`` and ``data.fold`` say.
 

@@ -30,7 +30,7 @@ import numpy as np
 
 from raybench import storage
 from raybench.paths import cache_home
-from raybench.data.manifest import Clip
+from raybench.data.manifest import Clip, fold_record
 from raybench.schema import DataConfig, data_config
 from raybench.storage import is_remote
 
@@ -45,6 +45,8 @@ PREPROCESSING_KEYS = ("fps", "image_size", "sample_rate", "audio", "max_clips", 
 # fingerprinted only when they differ from these values (so that older stores keep their fingerprint)
 LATER_KEYS = {"crema_d": {"audio": "video"}, "annotation_mismatch": "truncate", "face": "none",
               "msp_improv": {"task": "categorical"}}
+# keys of those sections that choose clips, as a split does, and decode nothing differently: not fingerprinted
+LISTING_KEYS = {"crema_d": ("keep_flagged",)}
 
 
 class PrepareError(RuntimeError):
@@ -58,18 +60,20 @@ def fingerprint(dataset: str, root: str | Path, data_cfg: DataConfig) -> str:
         "dataset": dataset,
         "root": str(root) if is_remote(str(root)) else str(Path(root).expanduser().resolve()),
         **{k: _without_defaults(k, d[k], data_cfg) for k in PREPROCESSING_KEYS},
-        **{k: d[k] for k, v in LATER_KEYS.items() if d[k] != v},
+        **{k: value for k, v in LATER_KEYS.items() if (value := _without_listing(k, d[k])) != v},
     }
-    if "crema_d" in spec:  # data.crema_d.keep_flagged chooses clips, as a split does: not part of the store
-        spec["crema_d"] = {k: v for k, v in spec["crema_d"].items() if k != "keep_flagged"}
-        if spec["crema_d"] == LATER_KEYS["crema_d"]:
-            del spec["crema_d"]
     if dataset == "affwild2" and d["face"] == "dataset":
         # 2026-12-02: a _left/_right annotation's crops are its own folder's only (before: the whole video's)
         spec["crops"] = "annotation name"
     if d["face"] in ("detect", "dataset") and d["face_detector"] != "haar":  # added later; haar before
         spec["face_detector"] = d["face_detector"]
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _without_listing(key: str, value: Any) -> Any:
+    """A section of ``LATER_KEYS`` without its ``LISTING_KEYS``."""
+    drop = LISTING_KEYS.get(key, ())
+    return {k: v for k, v in value.items() if k not in drop} if drop else value
 
 
 def _without_defaults(key: str, value: Any, data_cfg: DataConfig) -> Any:
@@ -755,8 +759,7 @@ def build(p: Plan, batch_size: int = 8, progress: bool = True, reservation: bool
         store.write_index()
     store.write_text("_COMPLETE.json", json.dumps(info, indent=1, default=str))
     sp = data_cfg.split
-    # the fold of every subject (of every clip under the chunks protocol), for this fold count and seed
-    folds = {c.clip_id if sp.protocol == "chunks" else c.subject: c.fold for c in clips if c.fold is not None}
+    folds = fold_record(clips, by_clip=sp.protocol == "chunks")  # for this fold count and seed
     if folds:
         chunks = f"-chunks-{sp.chunks}" if sp.protocol == "chunks" else ""
         store.write_text(f"folds/k{sp.folds}{chunks}-seed{sp.seed}.json",

@@ -26,6 +26,21 @@ def test_shipped_sweeps_include_default_and_smoke():
     assert {"default.yaml", "smoke.yaml"} <= {p.name for p in ALL_SWEEPS}
 
 
+def test_dataset_sweeps_run_the_published_methods_as_their_authors_set_them_up():
+    """de3 runs on its paper's three datasets; zhang2021's trials get its authors' 300-frame windows
+    (hop 200) wherever a sweep runs it, and RECOLA's stores VGGish's 64 Mel bands."""
+    for name in ("ravdess", "crema_d", "msp_improv"):
+        assert "de3" in load(SWEEPS_DIR / f"{name}.yaml").tune.search_space["method.name"]["grid"], name
+    for name in ("recola", "zhang2021_affwild2"):
+        cfg = load(SWEEPS_DIR / f"{name}.yaml")
+        z = resolve_trial_config(cfg, {"method.name": "zhang2021"})
+        assert (z.window.length, z.window.hop) == (300, 200), name
+    recola = load(SWEEPS_DIR / "recola.yaml")
+    assert recola.data.audio.n_mels == 64
+    assert resolve_trial_config(recola, {"method.name": "schoneveld2021"}).window.length == 300
+    assert resolve_trial_config(recola, {"method.name": "audio_only"}).window.length == 100
+
+
 def _write(tmp_path, text) -> Path:
     p = tmp_path / "s.yaml"
     p.write_text(text)

@@ -7,11 +7,19 @@ a VGGish-style 2-D CNN over log-Mel patches (0.96 s, hop one video frame) ->
 (hidden 256) -> a head per step (valence/arousal, loss 1 - CCC) or pooled over
 time (categorical; ``pool: last | mean``).
 
-Distillation (optional): ``distill_teacher`` is a TorchScript file mapping face
-frames (N, 3, H, W) in [-1, 1] to class logits (N, C_t). A per-frame student
-head learns from it: alpha T^2 KL(softmax(t/T) || softmax(s/T)), plus, on
-categorical data, (1 - alpha) CE of the pooled student head on the labels.
-Without a teacher the student trains directly with the task loss.
+Distillation, two ways (both optional; the paper's abstract and the team's spec describe a
+student distilled first and then used as the frame feature extractor):
+
+- a stage of its own, before training: ``python -m raybench.distill`` trains the face CNN against
+  a teacher on a folder of face images (AffectNet, FEC, ...) and writes what ``weights`` loads
+  (:mod:`raybench.distill`);
+- joint, on the training clips' frames: ``distill_teacher`` is a TorchScript file mapping face
+  frames (N, 3, H, W) in [-1, 1] to class logits (N, C_t). A per-frame student head learns from it:
+  alpha T^2 KL(softmax(t/T) || softmax(s/T)) (:func:`raybench.nn.losses.distillation_loss`), plus,
+  on categorical data, (1 - alpha) CE of the pooled student head on the labels, added to the task
+  loss.
+
+Without either, the student trains directly with the task loss.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ from raybench.methods.base import FaceEncoderOptions, FusionName, Method, regist
 from raybench.nn.audio import VGGishStream, vggish_patch_frames
 from raybench.nn.encoders import build_frame_encoder, masked_mean
 from raybench.nn.fusion import create_fusion
+from raybench.nn.losses import distillation_loss
 from raybench.nn.temporal import RNN
 
 
@@ -126,9 +135,7 @@ class Schoneveld2021(Method):
             t_logits = teacher(frames)  # (B*T, C_t)
         s_logits = out["student_frame"].flatten(0, 1)  # (B*T, C_t)
         keep = batch["mask"].flatten() if "mask" in batch else slice(None)
-        kl = F.kl_div(F.log_softmax(s_logits[keep] / T, -1), F.softmax(t_logits[keep] / T, -1),
-                      reduction="batchmean") * T * T
-        distill = alpha * kl
+        distill = alpha * distillation_loss(s_logits[keep], t_logits[keep], T)
         if "student_clip" in out:
             distill = distill + (1 - alpha) * F.cross_entropy(out["student_clip"], batch["label"])
         return loss + distill

@@ -1,4 +1,4 @@
-"""Losses: cross-entropy (categorical), 1 - CCC per dimension (continuous)."""
+"""Losses: cross-entropy (categorical), 1 - CCC per dimension (continuous), knowledge distillation."""
 
 from __future__ import annotations
 
@@ -59,3 +59,11 @@ def task_loss(task: str, out: dict[str, torch.Tensor], batch: dict[str, torch.Te
     if task == "categorical":
         return F.cross_entropy(out["logits"].float(), batch["label"])
     return ccc_loss(out["va"], batch["va"], batch.get("mask"))
+
+
+def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Hinton et al.'s soft-target term: T^2 KL(softmax(teacher / T) || softmax(student / T)), summed over
+    the classes and averaged over the rows. student, teacher: (N, C) logits -> a scalar."""
+    T = float(temperature)
+    return F.kl_div(F.log_softmax(student.float() / T, -1), F.softmax(teacher.float() / T, -1),
+                    reduction="batchmean") * T * T

@@ -1,0 +1,245 @@
+"""Distil a face CNN from a teacher on a folder of face images: schoneveld2021's visual stage, run on
+its own as the paper did (a student trained on face-image datasets against a teacher, then used as
+the per-frame feature extractor), before any audio-visual training.
+
+    python -m raybench.distill --teacher teacher.pt --images /data/faces --out student.pt
+
+``--teacher`` is a TorchScript file mapping face images (N, 3, H, W) in [-1, 1] to class logits
+(N, C), as schoneveld2021's ``distill_teacher``. The images are every .jpg/.jpeg/.png/.bmp file under
+``--images`` (any depth); with ``--labels folders`` the name of each image's top folder under
+``--images`` is its class, and the loss is alpha T^2 KL(teacher || student) + (1 - alpha) CE on those
+classes (through a second head); without labels it is the KL term alone. The student is raybench's
+frame encoder (``--backbone``: small_cnn, ir50 or a timm name) with a head over the teacher's
+classes; the file written holds the part that ``method.weights`` loads (small_cnn: the whole
+encoder, its output ``--dim`` wide; ir50 and timm: the backbone, its embedding then projected to
+``visual_dim`` by the method), so the line printed at the end trains schoneveld2021 on it.
+
+A single process (CPU or one GPU), plain torch: this stage reads still images, not the clip store,
+and has no trials to schedule, so it runs without Ray.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+
+
+def find_images(root: str | Path, labels: str = "none") -> tuple[list[Path], list[int], list[str]]:
+    """The images under ``root`` (sorted), their class indices and the class names (``labels:
+    folders``: each image's top folder under ``root``; ``none``: no classes)."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise FileNotFoundError(f"--images {str(root)!r} is not a folder of face images")
+    paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not paths:
+        raise FileNotFoundError(f"--images {str(root)!r} holds no {'/'.join(IMAGE_SUFFIXES)} files")
+    if labels == "none":
+        return paths, [-1] * len(paths), []
+    top = [p.relative_to(root).parts for p in paths]
+    loose = [str(p) for p, parts in zip(paths, top) if len(parts) < 2]
+    if loose:
+        raise ValueError(f"--labels folders: {len(loose)} images are not in a class folder under {str(root)!r} "
+                         f"(e.g. {loose[:3]}); expected {str(root)}/<class>/<image>")
+    classes = sorted({parts[0] for parts in top})
+    index = {c: i for i, c in enumerate(classes)}
+    return paths, [index[parts[0]] for parts in top], classes
+
+
+class FaceImages(torch.utils.data.Dataset):
+    """Images resized to ``size`` x ``size``, as (3, H, W) float in [-1, 1] (what the methods' frames
+    are); an unreadable image is returned as None and counted by the caller."""
+
+    def __init__(self, paths: list[Path], targets: list[int], size: int):
+        self.paths, self.targets, self.size = paths, targets, size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        import cv2
+
+        img = cv2.imread(str(self.paths[i]), cv2.IMREAD_COLOR)
+        if img is None:
+            return None, self.targets[i], i
+        img = cv2.resize(cv2.cvtColor(img, cv2.COLOR_BGR2RGB), (self.size, self.size), interpolation=cv2.INTER_AREA)
+        x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div_(127.5).sub_(1.0)
+        return x, self.targets[i], i
+
+
+def _collate(items):
+    ok = [it for it in items if it[0] is not None]
+    bad = [it[2] for it in items if it[0] is None]
+    if not ok:
+        return None, None, bad
+    return torch.stack([it[0] for it in ok]), torch.tensor([it[1] for it in ok]), bad
+
+
+class Student(nn.Module):
+    """A frame encoder (what ``method.weights`` loads: :attr:`loadable`) and its heads: one over the
+    teacher's classes, one over the folders' classes when there are labels."""
+
+    def __init__(self, backbone: str, dim: int, width: int, n_teacher: int, n_classes: int):
+        super().__init__()
+        from raybench.nn.encoders import build_frame_encoder
+
+        self.encoder = build_frame_encoder(backbone, dim, None, width)
+        self.loadable = getattr(self.encoder, "backbone", self.encoder)  # timm/ir50: the backbone; small_cnn: itself
+        self.head = nn.Linear(self.encoder.out_dim, n_teacher)
+        self.classes = nn.Linear(self.encoder.out_dim, n_classes) if n_classes else None
+
+    def forward(self, x: torch.Tensor):
+        e = self.encoder(x.unsqueeze(1)).squeeze(1)  # (N, D): the encoders take (B, T, 3, H, W)
+        return self.head(e), (self.classes(e) if self.classes is not None else None)
+
+
+def teacher_logits(teacher, x: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        t = teacher(x)
+    if not isinstance(t, torch.Tensor) or t.dim() != 2 or t.shape[0] != x.shape[0]:
+        shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+        raise ValueError(f"the teacher must map images (N, 3, H, W) to logits (N, C); it gave {shape} for "
+                         f"{tuple(x.shape)}")
+    return t.float()
+
+
+def evaluate(student: Student, teacher, loader, temperature: float, device) -> dict[str, float]:
+    """Over all images: the mean distillation loss and how often the student's top class is the
+    teacher's."""
+    from raybench.nn.losses import distillation_loss
+
+    student.eval()
+    kl, agree, n = 0.0, 0, 0
+    with torch.no_grad():
+        for x, _, _ in loader:
+            if x is None:
+                continue
+            x = x.to(device)
+            t = teacher_logits(teacher, x)
+            s, _ = student(x)
+            kl += float(distillation_loss(s, t, temperature)) * len(x)
+            agree += int((s.argmax(-1) == t.argmax(-1)).sum())
+            n += len(x)
+    return {"kl": kl / max(n, 1), "agreement": agree / max(n, 1)}
+
+
+def distil(teacher_path: str, images: str, out: str, *, backbone: str = "small_cnn", dim: int = 256, width: int = 16,
+           image_size: int = 112, labels: str = "none", epochs: int = 5, batch_size: int = 64, lr: float = 1e-3,
+           temperature: float = 4.0, alpha: float = 0.5, seed: int = 0, workers: int = 0,
+           device: str | None = None, log=print) -> dict:
+    """Train a student against the teacher on the images; write the loadable part to ``out``; return
+    the summary written beside it (``out`` + ``.json``)."""
+    from raybench.methods.schoneveld2021 import load_teacher
+    from raybench.nn.losses import distillation_loss
+
+    if labels not in ("none", "folders"):
+        raise ValueError(f"--labels must be none or folders, got {labels!r}")
+    if not 0 <= alpha <= 1:
+        raise ValueError(f"--alpha must be in [0, 1], got {alpha}")
+    out_path = Path(out).expanduser()
+    if not out_path.parent.is_dir():
+        raise FileNotFoundError(f"--out {str(out_path)!r}: its folder does not exist")
+    paths, targets, classes = find_images(images, labels)
+    teacher = load_teacher(teacher_path)
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    teacher = teacher.to(dev)
+    torch.manual_seed(seed)
+    data = FaceImages(paths, targets, image_size)
+    probe = next((x for x, _, _ in map(data.__getitem__, range(len(data))) if x is not None), None)
+    if probe is None:
+        raise ValueError(f"--images {images!r}: none of the {len(paths)} images could be read")
+    n_teacher = int(teacher_logits(teacher, probe.unsqueeze(0).to(dev)).shape[-1])
+    student = Student(backbone, dim, width, n_teacher, len(classes)).to(dev)
+    opt = torch.optim.Adam(student.parameters(), lr=lr)
+    gen = torch.Generator().manual_seed(seed)
+    train = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=True, generator=gen, num_workers=workers,
+                                        collate_fn=_collate, drop_last=False)
+    whole = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=workers,
+                                        collate_fn=_collate)
+    what = f"{len(paths)} images" + (f" in {len(classes)} classes ({', '.join(classes)})" if classes else "")
+    log(f"[distill] {what}; teacher {n_teacher} classes; student {backbone} ({dim}-d) at {image_size} px on {dev}")
+    before = evaluate(student, teacher, whole, temperature, dev)
+    unreadable: set[int] = set()
+    history = []
+    for epoch in range(epochs):
+        student.train()
+        t0, total, n = time.time(), 0.0, 0
+        for x, y, bad in train:
+            unreadable.update(bad)
+            if x is None:
+                continue
+            x, y = x.to(dev), y.to(dev)
+            t = teacher_logits(teacher, x)
+            s, c = student(x)
+            loss = distillation_loss(s, t, temperature)
+            if c is not None:
+                loss = alpha * loss + (1 - alpha) * F.cross_entropy(c, y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(x)
+            n += len(x)
+        history.append(total / max(n, 1))
+        log(f"[distill] epoch {epoch + 1}/{epochs}: loss {history[-1]:.4f} ({time.time() - t0:.1f} s)")
+    after = evaluate(student, teacher, whole, temperature, dev)
+    if unreadable:
+        names = [str(paths[i]) for i in sorted(unreadable)]
+        log(f"[distill] {len(names)} of {len(paths)} images could not be read and were left out: {names[:5]}"
+            + (" ..." if len(names) > 5 else ""))
+    torch.save({"state_dict": {k: v.cpu() for k, v in student.loadable.state_dict().items()}}, out_path)
+    summary = {"teacher": str(teacher_path), "images": str(images), "n_images": len(paths),
+               "unreadable": [str(paths[i]) for i in sorted(unreadable)], "classes": classes,
+               "backbone": backbone, "dim": dim, "cnn_width": width, "image_size": image_size,
+               "epochs": epochs, "batch_size": batch_size, "lr": lr, "temperature": temperature,
+               "alpha": alpha if classes else 1.0, "seed": seed, "loss_per_epoch": history,
+               "before": before, "after": after}
+    Path(str(out_path) + ".json").write_text(json.dumps(summary, indent=1))
+    log(f"[distill] agreement with the teacher's top class {before['agreement']:.1%} -> {after['agreement']:.1%}, "
+        f"distillation loss {before['kl']:.4f} -> {after['kl']:.4f}; wrote {out_path} (+ .json)")
+    size = f" method.visual_dim={dim} method.cnn_width={width}" if backbone == "small_cnn" else ""
+    log(f"[distill] use it: method.name=schoneveld2021 method.backbone={backbone} method.weights={out_path}{size}"
+        f" data.image_size={image_size}")
+    return summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m raybench.distill", description=__doc__.split("\n\n")[0])
+    p.add_argument("--teacher", required=True, help="TorchScript file: images (N, 3, H, W) in [-1, 1] -> logits (N, C)")
+    p.add_argument("--images", required=True, help="folder of face images (any depth)")
+    p.add_argument("--out", required=True, help="where to write the student's weights (method.weights)")
+    p.add_argument("--labels", choices=["none", "folders"], default="none",
+                   help="folders: each image's top folder is its class (adds (1 - alpha) cross-entropy)")
+    p.add_argument("--backbone", default="small_cnn", help="small_cnn, ir50 or a timm architecture name")
+    p.add_argument("--dim", type=int, default=256, help="the encoder's output width (schoneveld2021's visual_dim)")
+    p.add_argument("--cnn-width", type=int, default=16, help="small_cnn's first layer width (method.cnn_width)")
+    p.add_argument("--image-size", type=int, default=112)
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--temperature", type=float, default=4.0, help="as schoneveld2021's distill_temperature")
+    p.add_argument("--alpha", type=float, default=0.5, help="as schoneveld2021's distill_alpha (with --labels)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=0, help="image-reading processes (torch DataLoader)")
+    p.add_argument("--device", default=None, help="cpu, cuda, ...; default: cuda when there is one")
+    a = p.parse_args(argv)
+    try:
+        distil(a.teacher, a.images, a.out, backbone=a.backbone, dim=a.dim, width=a.cnn_width, image_size=a.image_size,
+               labels=a.labels, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, temperature=a.temperature,
+               alpha=a.alpha, seed=a.seed, workers=a.workers, device=a.device)
+    except (FileNotFoundError, ValueError) as e:
+        print(f"raybench.distill: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -34,11 +34,13 @@ def test_dataset_sweeps_run_the_published_methods_as_their_authors_set_them_up()
     for name in ("recola", "zhang2021_affwild2"):
         cfg = load(SWEEPS_DIR / f"{name}.yaml")
         z = resolve_trial_config(cfg, {"method.name": "zhang2021"})
-        assert (z.window.length, z.window.hop) == (300, 200), name
+        assert (z.window.length, z.window.hop, z.train.batch_size) == (300, 200, 8), name
     recola = load(SWEEPS_DIR / "recola.yaml")
     assert recola.data.audio.n_mels == 64
-    assert resolve_trial_config(recola, {"method.name": "schoneveld2021"}).window.length == 300
-    assert resolve_trial_config(recola, {"method.name": "audio_only"}).window.length == 100
+    s = resolve_trial_config(recola, {"method.name": "schoneveld2021"})
+    assert (s.window.length, s.train.batch_size) == (300, 4)
+    a = resolve_trial_config(recola, {"method.name": "audio_only"})
+    assert (a.window.length, a.train.batch_size) == (100, 16)
 
 
 def _write(tmp_path, text) -> Path:

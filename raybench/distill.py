@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -34,22 +35,27 @@ import torch.nn.functional as F
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
 
+class DistillInputError(ValueError):
+    """A setting or input file the distillation cannot use, found before training starts."""
+
+
 def find_images(root: str | Path, labels: str = "none") -> tuple[list[Path], list[int], list[str]]:
     """The images under ``root`` (sorted), their class indices and the class names (``labels:
-    folders``: each image's top folder under ``root``; ``none``: no classes)."""
+    folders``: each image's top folder under ``root``; ``none``: no classes). Nothing is read yet: an
+    unreadable image is found, counted and named while training."""
     root = Path(root).expanduser()
     if not root.is_dir():
-        raise FileNotFoundError(f"--images {str(root)!r} is not a folder of face images")
+        raise DistillInputError(f"--images {str(root)!r} is not a folder of face images")
     paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
     if not paths:
-        raise FileNotFoundError(f"--images {str(root)!r} holds no {'/'.join(IMAGE_SUFFIXES)} files")
+        raise DistillInputError(f"--images {str(root)!r} holds no {'/'.join(IMAGE_SUFFIXES)} files")
     if labels == "none":
         return paths, [-1] * len(paths), []
     top = [p.relative_to(root).parts for p in paths]
     loose = [str(p) for p, parts in zip(paths, top) if len(parts) < 2]
     if loose:
-        raise ValueError(f"--labels folders: {len(loose)} images are not in a class folder under {str(root)!r} "
-                         f"(e.g. {loose[:3]}); expected {str(root)}/<class>/<image>")
+        raise DistillInputError(f"--labels folders: {len(loose)} images are not in a class folder under "
+                                f"{str(root)!r} (e.g. {loose[:3]}); expected {str(root)}/<class>/<image>")
     classes = sorted({parts[0] for parts in top})
     index = {c: i for i, c in enumerate(classes)}
     return paths, [index[parts[0]] for parts in top], classes
@@ -107,67 +113,119 @@ def teacher_logits(teacher, x: torch.Tensor) -> torch.Tensor:
         t = teacher(x)
     if not isinstance(t, torch.Tensor) or t.dim() != 2 or t.shape[0] != x.shape[0]:
         shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
-        raise ValueError(f"the teacher must map images (N, 3, H, W) to logits (N, C); it gave {shape} for "
-                         f"{tuple(x.shape)}")
+        raise DistillInputError(f"the teacher must map images (N, 3, H, W) to logits (N, C); it gave {shape} for "
+                                f"{tuple(x.shape)}")
     return t.float()
 
 
 def evaluate(student: Student, teacher, loader, temperature: float, device) -> dict[str, float]:
-    """Over all images: the mean distillation loss and how often the student's top class is the
-    teacher's."""
+    """Over the loader's images: the mean distillation loss, how often the student's top class is the
+    teacher's and, with labels, the class head's accuracy."""
     from raybench.nn.losses import distillation_loss
 
     student.eval()
-    kl, agree, n = 0.0, 0, 0
+    kl, agree, right, n = 0.0, 0, 0, 0
     with torch.no_grad():
-        for x, _, _ in loader:
+        for x, y, _ in loader:
             if x is None:
                 continue
             x = x.to(device)
             t = teacher_logits(teacher, x)
-            s, _ = student(x)
+            s, c = student(x)
             kl += float(distillation_loss(s, t, temperature)) * len(x)
             agree += int((s.argmax(-1) == t.argmax(-1)).sum())
+            if c is not None:
+                right += int((c.argmax(-1).cpu() == y).sum())
             n += len(x)
-    return {"kl": kl / max(n, 1), "agreement": agree / max(n, 1)}
+    out = {"kl": kl / max(n, 1), "agreement": agree / max(n, 1), "images": n}
+    if student.classes is not None:
+        out["accuracy"] = right / max(n, 1)
+    return out
+
+
+def _check(backbone: str, image_size: int, epochs: int, batch_size: int, lr: float, temperature: float, alpha: float,
+           labels: str, out_path: Path, device: str | None) -> torch.device:
+    """Every setting, before the images are listed or the teacher is loaded; the device to use."""
+    problems = []
+    if labels not in ("none", "folders"):
+        problems.append(f"--labels must be none or folders, got {labels!r}")
+    for name, v in (("--epochs", epochs), ("--batch-size", batch_size), ("--image-size", image_size)):
+        if v < 1:
+            problems.append(f"{name} must be at least 1, got {v}")
+    if not 0 <= alpha <= 1:
+        problems.append(f"--alpha must be in [0, 1], got {alpha}")
+    if not temperature > 0:
+        problems.append(f"--temperature must be above 0, got {temperature}")
+    if not lr > 0:
+        problems.append(f"--lr must be above 0, got {lr}")
+    if out_path.is_dir():
+        problems.append(f"--out {str(out_path)!r} is a folder; give a file name such as {str(out_path / 'student.pt')!r}")
+    elif not out_path.parent.is_dir():
+        problems.append(f"--out {str(out_path)!r}: its folder {str(out_path.parent)!r} does not exist")
+    if backbone not in ("small_cnn", "ir50"):
+        import timm
+
+        from raybench.registry import did_you_mean
+
+        if backbone not in timm.list_models():
+            problems.append(f"--backbone: unknown backbone {backbone!r}{did_you_mean(backbone, timm.list_models())}; "
+                            "use small_cnn, ir50 or a timm model name (embeddings has no network to distil)")
+    try:
+        dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    except RuntimeError as e:
+        problems.append(f"--device {device!r}: {e}")
+        dev = torch.device("cpu")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        problems.append(f"--device {device!r}: torch sees no CUDA device here")
+    if problems:
+        raise DistillInputError("; ".join(problems))
+    return dev
 
 
 def distil(teacher_path: str, images: str, out: str, *, backbone: str = "small_cnn", dim: int = 256, width: int = 16,
            image_size: int = 112, labels: str = "none", epochs: int = 5, batch_size: int = 64, lr: float = 1e-3,
-           temperature: float = 4.0, alpha: float = 0.5, seed: int = 0, workers: int = 0,
+           temperature: float = 4.0, alpha: float = 0.5, seed: int = 0, workers: int = 0, eval_images: int = 2000,
            device: str | None = None, log=print) -> dict:
     """Train a student against the teacher on the images; write the loadable part to ``out``; return
-    the summary written beside it (``out`` + ``.json``)."""
+    the summary written beside it (``out`` + ``.json``). Settings, the teacher (on a blank image) and
+    the image list are checked before training."""
     from raybench.methods.schoneveld2021 import load_teacher
     from raybench.nn.losses import distillation_loss
 
-    if labels not in ("none", "folders"):
-        raise ValueError(f"--labels must be none or folders, got {labels!r}")
-    if not 0 <= alpha <= 1:
-        raise ValueError(f"--alpha must be in [0, 1], got {alpha}")
-    out_path = Path(out).expanduser()
-    if not out_path.parent.is_dir():
-        raise FileNotFoundError(f"--out {str(out_path)!r}: its folder does not exist")
+    out_path = Path(out).expanduser().resolve()
+    dev = _check(backbone, image_size, epochs, batch_size, lr, temperature, alpha, labels, out_path, device)
+    try:
+        teacher = load_teacher(teacher_path, "--teacher").to(dev)
+    except (FileNotFoundError, ValueError) as e:
+        raise DistillInputError(str(e)) from None
+    try:
+        blank = teacher_logits(teacher, torch.zeros(2, 3, image_size, image_size, device=dev))
+    except DistillInputError:
+        raise
+    except Exception as e:
+        raise DistillInputError(f"--teacher {teacher_path!r} fails on two blank {image_size} x {image_size} images "
+                                f"(--image-size): {type(e).__name__}: {e}") from None
+    n_teacher = int(blank.shape[-1])
     paths, targets, classes = find_images(images, labels)
-    teacher = load_teacher(teacher_path)
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    teacher = teacher.to(dev)
     torch.manual_seed(seed)
     data = FaceImages(paths, targets, image_size)
-    probe = next((x for x, _, _ in map(data.__getitem__, range(len(data))) if x is not None), None)
-    if probe is None:
-        raise ValueError(f"--images {images!r}: none of the {len(paths)} images could be read")
-    n_teacher = int(teacher_logits(teacher, probe.unsqueeze(0).to(dev)).shape[-1])
     student = Student(backbone, dim, width, n_teacher, len(classes)).to(dev)
     opt = torch.optim.Adam(student.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(seed)
-    train = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=True, generator=gen, num_workers=workers,
-                                        collate_fn=_collate, drop_last=False)
-    whole = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=False, num_workers=workers,
-                                        collate_fn=_collate)
+    # drop_last: a batch of one image cannot train a network with batch normalisation over its
+    # embedding (ir50's output layer); the images it leaves out differ from epoch to epoch
+    train = torch.utils.data.DataLoader(data, batch_size=min(batch_size, len(data)), shuffle=True, generator=gen,
+                                        num_workers=workers, collate_fn=_collate, drop_last=True)
+    # before/after figures on a fixed sample of at most eval_images (the whole set when smaller)
+    pick = np.random.default_rng(seed).permutation(len(data))[:max(1, eval_images)]
+    sample = torch.utils.data.DataLoader(torch.utils.data.Subset(data, sorted(pick.tolist())), batch_size=batch_size,
+                                         num_workers=workers, collate_fn=_collate)
     what = f"{len(paths)} images" + (f" in {len(classes)} classes ({', '.join(classes)})" if classes else "")
     log(f"[distill] {what}; teacher {n_teacher} classes; student {backbone} ({dim}-d) at {image_size} px on {dev}")
-    before = evaluate(student, teacher, whole, temperature, dev)
+    before = evaluate(student, teacher, sample, temperature, dev)
+    if not before["images"]:
+        raise DistillInputError(f"--images {images!r}: none of {len(pick)} images sampled from {len(paths)} could be "
+                                "read (OpenCV)")
     unreadable: set[int] = set()
     history = []
     for epoch in range(epochs):
@@ -175,7 +233,7 @@ def distil(teacher_path: str, images: str, out: str, *, backbone: str = "small_c
         t0, total, n = time.time(), 0.0, 0
         for x, y, bad in train:
             unreadable.update(bad)
-            if x is None:
+            if x is None or len(x) < 2:  # unreadable images left fewer than two (see drop_last)
                 continue
             x, y = x.to(dev), y.to(dev)
             t = teacher_logits(teacher, x)
@@ -188,9 +246,11 @@ def distil(teacher_path: str, images: str, out: str, *, backbone: str = "small_c
             opt.step()
             total += float(loss.detach()) * len(x)
             n += len(x)
-        history.append(total / max(n, 1))
+        if not n:
+            raise DistillInputError(f"--images {images!r}: none of the {len(paths)} images could be read")
+        history.append(total / n)
         log(f"[distill] epoch {epoch + 1}/{epochs}: loss {history[-1]:.4f} ({time.time() - t0:.1f} s)")
-    after = evaluate(student, teacher, whole, temperature, dev)
+    after = evaluate(student, teacher, sample, temperature, dev)
     if unreadable:
         names = [str(paths[i]) for i in sorted(unreadable)]
         log(f"[distill] {len(names)} of {len(paths)} images could not be read and were left out: {names[:5]}"
@@ -201,13 +261,15 @@ def distil(teacher_path: str, images: str, out: str, *, backbone: str = "small_c
                "backbone": backbone, "dim": dim, "cnn_width": width, "image_size": image_size,
                "epochs": epochs, "batch_size": batch_size, "lr": lr, "temperature": temperature,
                "alpha": alpha if classes else 1.0, "seed": seed, "loss_per_epoch": history,
-               "before": before, "after": after}
+               "eval_images": len(pick), "before": before, "after": after}
     Path(str(out_path) + ".json").write_text(json.dumps(summary, indent=1))
-    log(f"[distill] agreement with the teacher's top class {before['agreement']:.1%} -> {after['agreement']:.1%}, "
-        f"distillation loss {before['kl']:.4f} -> {after['kl']:.4f}; wrote {out_path} (+ .json)")
+    acc = f", class accuracy {before['accuracy']:.1%} -> {after['accuracy']:.1%}" if classes else ""
+    log(f"[distill] on {len(pick)} images: agreement with the teacher's top class {before['agreement']:.1%} -> "
+        f"{after['agreement']:.1%}, distillation loss {before['kl']:.4f} -> {after['kl']:.4f}{acc}; "
+        f"wrote {out_path} (+ .json)")
     size = f" method.visual_dim={dim} method.cnn_width={width}" if backbone == "small_cnn" else ""
-    log(f"[distill] use it: method.name=schoneveld2021 method.backbone={backbone} method.weights={out_path}{size}"
-        f" data.image_size={image_size}")
+    log(f"[distill] use it: method.name=schoneveld2021 method.backbone={backbone} "
+        f"method.weights={shlex.quote(str(out_path))}{size} data.image_size={image_size}")
     return summary
 
 
@@ -221,12 +283,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--backbone", default="small_cnn", help="small_cnn, ir50 or a timm architecture name")
     p.add_argument("--dim", type=int, default=256, help="the encoder's output width (schoneveld2021's visual_dim)")
     p.add_argument("--cnn-width", type=int, default=16, help="small_cnn's first layer width (method.cnn_width)")
-    p.add_argument("--image-size", type=int, default=112)
+    p.add_argument("--image-size", type=int, default=112,
+                   help="images are resized (squashed, not cropped) to this square; the teacher sees them so")
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--temperature", type=float, default=4.0, help="as schoneveld2021's distill_temperature")
     p.add_argument("--alpha", type=float, default=0.5, help="as schoneveld2021's distill_alpha (with --labels)")
+    p.add_argument("--eval-images", type=int, default=2000,
+                   help="the before/after figures are computed on this many images (a fixed random sample)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=0, help="image-reading processes (torch DataLoader)")
     p.add_argument("--device", default=None, help="cpu, cuda, ...; default: cuda when there is one")
@@ -234,8 +299,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         distil(a.teacher, a.images, a.out, backbone=a.backbone, dim=a.dim, width=a.cnn_width, image_size=a.image_size,
                labels=a.labels, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, temperature=a.temperature,
-               alpha=a.alpha, seed=a.seed, workers=a.workers, device=a.device)
-    except (FileNotFoundError, ValueError) as e:
+               alpha=a.alpha, seed=a.seed, workers=a.workers, eval_images=a.eval_images, device=a.device)
+    except DistillInputError as e:
         print(f"raybench.distill: {e}", file=sys.stderr)
         return 2
     return 0

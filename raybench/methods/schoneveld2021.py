@@ -42,15 +42,16 @@ from raybench.nn.losses import distillation_loss
 from raybench.nn.temporal import RNN
 
 
-def load_teacher(path: str) -> torch.jit.ScriptModule:
+def load_teacher(path: str, what: str = "schoneveld2021: distill_teacher") -> torch.jit.ScriptModule:
+    """The teacher, frozen, on the CPU; ``what`` names the setting that gave ``path`` in errors."""
     p = Path(path).expanduser()
     if not p.is_file():
-        raise FileNotFoundError(f"schoneveld2021: distill_teacher {str(p)!r} does not exist; expected a TorchScript "
+        raise FileNotFoundError(f"{what} {str(p)!r} does not exist; expected a TorchScript "
                                 "file (torch.jit.save) mapping face frames (N, 3, H, W) to logits (N, C)")
     try:
         teacher = torch.jit.load(str(p), map_location="cpu")
     except Exception as e:
-        raise ValueError(f"schoneveld2021: distill_teacher {str(p)!r} is not a TorchScript file: {e}") from None
+        raise ValueError(f"{what} {str(p)!r} is not a TorchScript file: {e}") from None
     teacher.eval()
     for q in teacher.parameters():
         q.requires_grad_(False)

@@ -404,6 +404,8 @@ def validate(raw: dict, source: str | None = None) -> SweepConfig:
         problems.append(f"'data.split': val_fraction + test_fraction must be < 1, got {vf!r} and {tf!r}")
 
     _check_per_method(cfg, swept, problems)
+    _method_files(cfg, space, problems)
+    _absolute_local_paths(cfg, space)
     _check_mfcc_input(cfg, space, swept, problems)
     _check_face_embeddings(cfg, space, swept, problems)
     if isinstance(cfg["tune"].get("repeats"), int) and cfg["tune"]["repeats"] > 1 and "train.seed" in space:
@@ -480,6 +482,73 @@ def space_values(spec: Any) -> list[Any]:
         return []
     kind, arg = next(iter(spec.items()))
     return list(arg) if kind in SEARCH_KINDS and isinstance(arg, list) else []
+
+
+# local files a trial's model loads (FaceEncoderOptions.weights, schoneveld2021's distill_teacher)
+METHOD_FILE_KEYS = ("weights", "distill_teacher")
+
+
+def _method_files(cfg: dict, space: dict, problems: list[str]) -> None:
+    """The local files the methods load, wherever the sweep sets them (``method``, ``per_method``, the
+    search space): each must be a file, said before anything runs, and a relative path is made
+    absolute here, from the folder the sweep starts in: Ray Tune runs each trial in its own folder,
+    where the relative path named nothing (``FileNotFoundError`` in every trial)."""
+
+    def absolute(where: str, v):
+        if not isinstance(v, str) or not v:
+            return v  # None: no file; another type is the schema's to report
+        p = Path(v).expanduser()
+        if not p.is_file():
+            rel = "" if p.is_absolute() else f" (a relative path is read from {os.getcwd()})"
+            problems.append(f"'{where}': {v!r} is not a file{rel}")
+            return v
+        return str(p.resolve())
+
+    pm = cfg.get("per_method") if isinstance(cfg.get("per_method"), dict) else {}
+    for k in METHOD_FILE_KEYS:
+        if k in cfg["method"]:
+            cfg["method"][k] = absolute(f"method.{k}", cfg["method"][k])
+        for mname, over in pm.items():
+            m = over.get("method") if isinstance(over, dict) else None
+            if isinstance(m, dict) and k in m:
+                m[k] = absolute(f"per_method.{mname}.method.{k}", m[k])
+        spec = space.get(f"method.{k}")
+        if isinstance(spec, dict):
+            for kind, vals in spec.items():
+                if isinstance(vals, list):
+                    spec[kind] = [absolute(f"tune.search_space.method.{k}", v) for v in vals]
+
+
+# local folders the sweep reads or writes, wherever it runs them (Ray Data tasks, Tune trials in
+# their own folders, pyarrow's filesystems, which refuse a relative path as "URI has empty scheme")
+LOCAL_PATH_KEYS = ("storage", "data.root", "data.store_dir", "data.video.encoder.path", "data.audio.encoder.path")
+
+
+def _absolute_local_paths(cfg: dict, space: dict) -> None:
+    """A relative local path among ``LOCAL_PATH_KEYS`` (set, or a value the search space gives) and
+    ``eval.cross_corpus[i].root`` is made absolute from the folder the sweep starts in; URIs
+    (``s3://``, ...) and None are left as they are. Whether each exists is checked where it is read."""
+
+    def absolute(v):
+        if isinstance(v, str) and v and "://" not in v and not Path(v).expanduser().is_absolute():
+            return str(Path(v).expanduser().resolve())
+        return v
+
+    for key in LOCAL_PATH_KEYS:
+        *parents, leaf = key.split(".")
+        node = cfg
+        for p in parents:
+            node = node.get(p) if isinstance(node, dict) else None
+        if isinstance(node, dict) and leaf in node:
+            node[leaf] = absolute(node[leaf])
+        spec = space.get(key)
+        if isinstance(spec, dict):
+            for kind, vals in spec.items():
+                if isinstance(vals, list):
+                    spec[kind] = [absolute(v) for v in vals]
+    for target in (cfg.get("eval") or {}).get("cross_corpus") or []:
+        if isinstance(target, dict) and "root" in target:
+            target["root"] = absolute(target["root"])
 
 
 def _check_per_method(cfg: dict, swept: list, problems: list[str]) -> None:

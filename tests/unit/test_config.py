@@ -318,3 +318,51 @@ def test_cli_refuses_a_bad_method_value_before_ray_starts(tmp_path):
                        cwd=Path(__file__).resolve().parents[2])
     assert r.returncode == 2 and "Traceback" not in r.stderr and "Ray" not in r.stdout + r.stderr
     assert "'method.fusion' (zhou2019) must be one of concat, fbp, got 'attention'" in r.stderr
+
+
+def test_method_files_must_exist_and_relative_ones_become_absolute(tmp_path, monkeypatch):
+    """Tune runs each trial in its own folder: a relative method.weights named nothing there."""
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "student.pt").write_bytes(b"x")
+    (tmp_path / "teacher.pt").write_bytes(b"x")
+    monkeypatch.chdir(tmp_path)
+    p = _write(tmp_path, """
+method: {name: schoneveld2021, weights: models/student.pt}
+per_method:
+  schoneveld2021: {method: {distill_teacher: teacher.pt}}
+tune:
+  search_space:
+    method.name: {grid: [schoneveld2021, zhou2019]}
+    method.weights: {grid: [null, models/student.pt]}
+""")
+    cfg = load(p)
+    student, teacher = str(tmp_path / "models" / "student.pt"), str(tmp_path / "teacher.pt")
+    assert cfg.method["weights"] == student
+    assert cfg.tune.search_space["method.weights"] == {"grid": [None, student]}
+    t = resolve_trial_config(cfg, {"method.name": "schoneveld2021", "method.weights": student})
+    assert (t.method.weights, t.method.distill_teacher) == (student, teacher)
+    with pytest.raises(ConfigError) as e:
+        load(p, ["method.weights=models/nope.pt", "per_method.schoneveld2021.method.distill_teacher=/abs/t.pt",
+                 "tune.search_space.method.weights.grid=[models]"])
+    msg = str(e.value)
+    assert f"'method.weights': 'models/nope.pt' is not a file (a relative path is read from {tmp_path})" in msg
+    assert "'per_method.schoneveld2021.method.distill_teacher': '/abs/t.pt' is not a file" in msg
+    assert "'tune.search_space.method.weights': 'models' is not a file" in msg
+
+
+def test_relative_local_folders_become_absolute_and_uris_stay(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    p = _write(tmp_path, """
+storage: results
+data: {dataset: synthetic_ravdess, root: data/ravdess, store_dir: s3://bucket/stores, audio: {encoder: {path: ~/m}}}
+eval: {cross_corpus: [{dataset: synthetic_crema_d, root: ../crema}]}
+tune:
+  search_space:
+    data.root: {grid: [data/a, /abs/b, gs://bucket/c]}
+""")
+    cfg = load(p)
+    assert cfg.storage == str(tmp_path / "results")
+    assert cfg.data.root == str(tmp_path / "data" / "ravdess") and cfg.data.store_dir == "s3://bucket/stores"
+    assert cfg.data.audio.encoder.path == "~/m"  # already absolute once ~ is expanded: left as written
+    assert cfg.eval.cross_corpus[0].root == str(tmp_path.parent / "crema")
+    assert cfg.tune.search_space["data.root"] == {"grid": [str(tmp_path / "data" / "a"), "/abs/b", "gs://bucket/c"]}

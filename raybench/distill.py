@@ -7,8 +7,10 @@ the per-frame feature extractor), before any audio-visual training.
 ``--teacher`` is a TorchScript file mapping face images (N, 3, H, W) in [-1, 1] to class logits
 (N, C), as schoneveld2021's ``distill_teacher``. The images are every .jpg/.jpeg/.png/.bmp file under
 ``--images`` (any depth); with ``--labels folders`` the name of each image's top folder under
-``--images`` is its class, and the loss is alpha T^2 KL(teacher || student) + (1 - alpha) CE on those
-classes (through a second head); without labels it is the KL term alone. The student is raybench's
+``--images`` is its class, and with ``--labels affectnet --annotations training.csv`` AffectNet as
+released (:func:`affectnet_images`: its classes and face boxes); with labels the loss is
+alpha T^2 KL(teacher || student) + (1 - alpha) CE on those classes (through a second head); without,
+the KL term alone. The student is raybench's
 frame encoder (``--backbone``: small_cnn, ir50 or a timm name) with a head over the teacher's
 classes; the file written holds the part that ``method.weights`` loads (small_cnn: the whole
 encoder, its output ``--dim`` wide; ir50 and timm: the backbone, its embedding then projected to
@@ -61,12 +63,63 @@ def find_images(root: str | Path, labels: str = "none") -> tuple[list[Path], lis
     return paths, [index[parts[0]] for parts in top], classes
 
 
-class FaceImages(torch.utils.data.Dataset):
-    """Images resized to ``size`` x ``size``, as (3, H, W) float in [-1, 1] (what the methods' frames
-    are); an unreadable image is returned as None and counted by the caller."""
+# AffectNet's expression codes 0-7 (8 None, 9 Uncertain, 10 Non-Face are not expressions)
+AFFECTNET_CLASSES = ("neutral", "happy", "sad", "surprise", "fear", "disgust", "anger", "contempt")
+AFFECTNET_COLUMNS = ("subDirectory_filePath", "face_x", "face_y", "face_width", "face_height", "expression")
 
-    def __init__(self, paths: list[Path], targets: list[int], size: int):
-        self.paths, self.targets, self.size = paths, targets, size
+
+def affectnet_images(root: str | Path, annotations: str | Path, n_classes: int = 8):
+    """AffectNet as released: ``annotations`` is its training.csv or validation.csv (one row per image:
+    ``subDirectory_filePath`` under ``root``, the Manually_Annotated_Images folder, the face box
+    ``face_x, face_y, face_width, face_height`` and ``expression``). Returns the images, their
+    classes, their face boxes (x, y, w, h), the class names, and what was left out and why (codes
+    8-10, contempt with ``n_classes`` 7, images not under ``root``)."""
+    import pandas as pd
+
+    root, ann = Path(root).expanduser(), Path(annotations).expanduser()
+    if not root.is_dir():
+        raise DistillInputError(f"--images {str(root)!r} is not a folder (AffectNet's Manually_Annotated_Images)")
+    if not ann.is_file():
+        raise DistillInputError(f"--annotations {str(ann)!r} does not exist (AffectNet's training.csv or "
+                                "validation.csv)")
+    if n_classes not in (7, 8):
+        raise DistillInputError(f"--affectnet-classes must be 7 or 8, got {n_classes}")
+    try:
+        df = pd.read_csv(ann, dtype={"subDirectory_filePath": str})
+    except Exception as e:
+        raise DistillInputError(f"--annotations {str(ann)!r} is not a CSV file: {e}") from None
+    missing = [c for c in AFFECTNET_COLUMNS if c not in df.columns]
+    if missing:
+        raise DistillInputError(f"--annotations {str(ann)!r} lacks the columns {missing}; expected AffectNet's "
+                                f"header ({','.join(AFFECTNET_COLUMNS)}, ...)")
+    left_out: dict[str, list[str]] = {}
+    paths, targets, boxes = [], [], []
+    for row in df.itertuples(index=False):
+        name, code = str(row.subDirectory_filePath), int(row.expression)
+        if code >= n_classes:
+            why = "contempt (--affectnet-classes 7)" if code == 7 else "no expression (codes 8-10)"
+            left_out.setdefault(why, []).append(name)
+            continue
+        p = root / name
+        if not p.is_file():
+            left_out.setdefault("image not under --images", []).append(name)
+            continue
+        paths.append(p)
+        targets.append(code)
+        boxes.append((int(row.face_x), int(row.face_y), int(row.face_width), int(row.face_height)))
+    if not paths:
+        raise DistillInputError(f"--annotations {str(ann)!r}: no image to use under {str(root)!r} ("
+                                + ", ".join(f"{len(v)} {k}" for k, v in left_out.items()) + ")")
+    return paths, targets, boxes, list(AFFECTNET_CLASSES[:n_classes]), left_out
+
+
+class FaceImages(torch.utils.data.Dataset):
+    """Images (cut to their face box (x, y, w, h) when ``boxes`` gives one) resized to ``size`` x ``size``,
+    as (3, H, W) float in [-1, 1] (what the methods' frames are); an unreadable image, or a box outside
+    it, is returned as None and counted by the caller."""
+
+    def __init__(self, paths: list[Path], targets: list[int], size: int, boxes: list | None = None):
+        self.paths, self.targets, self.size, self.boxes = paths, targets, size, boxes
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -75,7 +128,10 @@ class FaceImages(torch.utils.data.Dataset):
         import cv2
 
         img = cv2.imread(str(self.paths[i]), cv2.IMREAD_COLOR)
-        if img is None:
+        if img is not None and self.boxes is not None:
+            x, y, w, h = self.boxes[i]
+            img = img[max(y, 0):max(y + h, 0), max(x, 0):max(x + w, 0)]
+        if img is None or not img.size:
             return None, self.targets[i], i
         img = cv2.resize(cv2.cvtColor(img, cv2.COLOR_BGR2RGB), (self.size, self.size), interpolation=cv2.INTER_AREA)
         x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float().div_(127.5).sub_(1.0)
@@ -144,11 +200,14 @@ def evaluate(student: Student, teacher, loader, temperature: float, device) -> d
 
 
 def _check(backbone: str, image_size: int, epochs: int, batch_size: int, lr: float, temperature: float, alpha: float,
-           labels: str, out_path: Path, device: str | None) -> torch.device:
+           labels: str, annotations: str | None, out_path: Path, device: str | None) -> torch.device:
     """Every setting, before the images are listed or the teacher is loaded; the device to use."""
     problems = []
-    if labels not in ("none", "folders"):
-        problems.append(f"--labels must be none or folders, got {labels!r}")
+    if labels not in ("none", "folders", "affectnet"):
+        problems.append(f"--labels must be none, folders or affectnet, got {labels!r}")
+    if (labels == "affectnet") != (annotations is not None):
+        problems.append("--labels affectnet reads --annotations (AffectNet's training.csv), and --annotations "
+                        "needs --labels affectnet")
     for name, v in (("--epochs", epochs), ("--batch-size", batch_size), ("--image-size", image_size)):
         if v < 1:
             problems.append(f"{name} must be at least 1, got {v}")
@@ -185,7 +244,7 @@ def _check(backbone: str, image_size: int, epochs: int, batch_size: int, lr: flo
 def distil(teacher_path: str, images: str, out: str, *, backbone: str = "small_cnn", dim: int = 256, width: int = 16,
            image_size: int = 112, labels: str = "none", epochs: int = 5, batch_size: int = 64, lr: float = 1e-3,
            temperature: float = 4.0, alpha: float = 0.5, seed: int = 0, workers: int = 0, eval_images: int = 2000,
-           device: str | None = None, log=print) -> dict:
+           annotations: str | None = None, affectnet_classes: int = 8, device: str | None = None, log=print) -> dict:
     """Train a student against the teacher on the images; write the loadable part to ``out``; return
     the summary written beside it (``out`` + ``.json``). Settings, the teacher (on a blank image) and
     the image list are checked before training."""
@@ -193,7 +252,8 @@ def distil(teacher_path: str, images: str, out: str, *, backbone: str = "small_c
     from raybench.nn.losses import distillation_loss
 
     out_path = Path(out).expanduser().resolve()
-    dev = _check(backbone, image_size, epochs, batch_size, lr, temperature, alpha, labels, out_path, device)
+    dev = _check(backbone, image_size, epochs, batch_size, lr, temperature, alpha, labels, annotations, out_path,
+                 device)
     try:
         teacher = load_teacher(teacher_path, "--teacher").to(dev)
     except (FileNotFoundError, ValueError) as e:
@@ -206,9 +266,15 @@ def distil(teacher_path: str, images: str, out: str, *, backbone: str = "small_c
         raise DistillInputError(f"--teacher {teacher_path!r} fails on two blank {image_size} x {image_size} images "
                                 f"(--image-size): {type(e).__name__}: {e}") from None
     n_teacher = int(blank.shape[-1])
-    paths, targets, classes = find_images(images, labels)
+    boxes, left_out = None, {}
+    if labels == "affectnet":
+        paths, targets, boxes, classes, left_out = affectnet_images(images, annotations, affectnet_classes)
+    else:
+        paths, targets, classes = find_images(images, labels)
+    for why, names in left_out.items():
+        log(f"[distill] {len(names)} annotated images left out, {why}: {names[:3]}" + (" ..." if len(names) > 3 else ""))
     torch.manual_seed(seed)
-    data = FaceImages(paths, targets, image_size)
+    data = FaceImages(paths, targets, image_size, boxes)
     student = Student(backbone, dim, width, n_teacher, len(classes)).to(dev)
     opt = torch.optim.Adam(student.parameters(), lr=lr)
     gen = torch.Generator().manual_seed(seed)
@@ -253,11 +319,13 @@ def distil(teacher_path: str, images: str, out: str, *, backbone: str = "small_c
     after = evaluate(student, teacher, sample, temperature, dev)
     if unreadable:
         names = [str(paths[i]) for i in sorted(unreadable)]
-        log(f"[distill] {len(names)} of {len(paths)} images could not be read and were left out: {names[:5]}"
+        log(f"[distill] {len(names)} of {len(paths)} images could not be read (or their face box was outside them) "
+            f"and were left out: {names[:5]}"
             + (" ..." if len(names) > 5 else ""))
     torch.save({"state_dict": {k: v.cpu() for k, v in student.loadable.state_dict().items()}}, out_path)
     summary = {"teacher": str(teacher_path), "images": str(images), "n_images": len(paths),
                "unreadable": [str(paths[i]) for i in sorted(unreadable)], "classes": classes,
+               "left_out": {why: len(names) for why, names in left_out.items()},
                "backbone": backbone, "dim": dim, "cnn_width": width, "image_size": image_size,
                "epochs": epochs, "batch_size": batch_size, "lr": lr, "temperature": temperature,
                "alpha": alpha if classes else 1.0, "seed": seed, "loss_per_epoch": history,
@@ -278,8 +346,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--teacher", required=True, help="TorchScript file: images (N, 3, H, W) in [-1, 1] -> logits (N, C)")
     p.add_argument("--images", required=True, help="folder of face images (any depth)")
     p.add_argument("--out", required=True, help="where to write the student's weights (method.weights)")
-    p.add_argument("--labels", choices=["none", "folders"], default="none",
-                   help="folders: each image's top folder is its class (adds (1 - alpha) cross-entropy)")
+    p.add_argument("--labels", choices=["none", "folders", "affectnet"], default="none",
+                   help="folders: each image's top folder is its class; affectnet: AffectNet's --annotations CSV "
+                        "(classes and face boxes); either adds (1 - alpha) cross-entropy")
+    p.add_argument("--annotations", default=None, help="--labels affectnet: its training.csv or validation.csv")
+    p.add_argument("--affectnet-classes", type=int, default=8, choices=[7, 8],
+                   help="8 expressions, or 7 (contempt left out)")
     p.add_argument("--backbone", default="small_cnn", help="small_cnn, ir50 or a timm architecture name")
     p.add_argument("--dim", type=int, default=256, help="the encoder's output width (schoneveld2021's visual_dim)")
     p.add_argument("--cnn-width", type=int, default=16, help="small_cnn's first layer width (method.cnn_width)")
@@ -299,7 +371,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         distil(a.teacher, a.images, a.out, backbone=a.backbone, dim=a.dim, width=a.cnn_width, image_size=a.image_size,
                labels=a.labels, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, temperature=a.temperature,
-               alpha=a.alpha, seed=a.seed, workers=a.workers, eval_images=a.eval_images, device=a.device)
+               alpha=a.alpha, seed=a.seed, workers=a.workers, eval_images=a.eval_images, annotations=a.annotations,
+               affectnet_classes=a.affectnet_classes, device=a.device)
     except DistillInputError as e:
         print(f"raybench.distill: {e}", file=sys.stderr)
         return 2

@@ -140,3 +140,53 @@ def test_bad_input_is_named_before_any_training(tmp_path, capsys):
         assert rc == 2 and re.search(expected, captured.err), (args, captured.err)
         assert "epoch" not in captured.out, args  # refused before training
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_affectnet_as_released_its_classes_face_boxes_and_left_out_rows(tmp_path, capsys):
+    """training.csv's rows: the image under Manually_Annotated_Images, its face box, its expression
+    (0-7; 8-10 are not expressions); the face box is what the student sees."""
+    import cv2
+
+    root = tmp_path / "Manually_Annotated_Images"
+    rows = ["subDirectory_filePath,face_x,face_y,face_width,face_height,facial_landmarks,expression,valence,arousal"]
+    rng = np.random.default_rng(0)
+    for i in range(24):
+        code = i % 3  # neutral, happy, sad: a red, green or blue face on a background of another colour
+        img = np.zeros((40, 50, 3), np.uint8)
+        img[...] = (0, 0, 255) if code != 2 else (255, 0, 0)  # background (RGB), not the face's colour
+        face = np.zeros(3)
+        face[code] = 255
+        img[5:29, 10:34] = np.clip(face + rng.normal(0, 15, (24, 24, 3)), 0, 255)
+        (root / str(i % 4)).mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(root / str(i % 4) / f"{i}.jpg"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+        rows.append(f"{i % 4}/{i}.jpg,10,5,24,24,\"1;2\",{code},0.1,0.2")
+    rows += ["0/x.jpg,0,0,5,5,,8,-2,-2", "1/y.jpg,0,0,5,5,,10,-2,-2", "2/z.jpg,0,0,5,5,,7,0,0",
+             "3/gone.jpg,0,0,5,5,,1,0,0"]
+    csv = tmp_path / "training.csv"
+    csv.write_text("\n".join(rows) + "\n")
+    from raybench.distill import FaceImages, affectnet_images
+
+    paths, targets, boxes, classes, left = affectnet_images(root, csv, n_classes=7)
+    assert len(paths) == 24 and classes == ["neutral", "happy", "sad", "surprise", "fear", "disgust", "anger"]
+    assert {k: len(v) for k, v in left.items()} == {"no expression (codes 8-10)": 2, "image not under --images": 1,
+                                                    "contempt (--affectnet-classes 7)": 1}
+    x, y, _ = FaceImages(paths, targets, 16, boxes)[2]  # a sad face: blue inside its box, red outside
+    assert y == 2 and int(x.mean((1, 2)).argmax()) == 2
+    rc = main(["--teacher", str(_teacher(tmp_path)), "--images", str(root), "--out", str(tmp_path / "s.pt"),
+               "--labels", "affectnet", "--annotations", str(csv), "--dim", "16", "--cnn-width", "4",
+               "--image-size", "16", "--epochs", "8", "--batch-size", "8", "--lr", "3e-3", "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "2 annotated images left out, no expression (codes 8-10)" in out
+    import json
+
+    s = json.loads((tmp_path / "s.pt.json").read_text())
+    # with 8 classes the contempt row is kept, and its image is not there either
+    assert len(s["classes"]) == 8 and s["left_out"] == {"no expression (codes 8-10)": 2, "image not under --images": 2}
+    assert s["after"]["agreement"] >= 0.9 and s["after"]["accuracy"] >= 0.9  # the teacher reads the faces too
+    rc = main(["--teacher", str(_teacher(tmp_path)), "--images", str(root), "--out", str(tmp_path / "s.pt"),
+               "--labels", "affectnet", "--device", "cpu"])
+    assert rc == 2 and "--labels affectnet reads --annotations" in capsys.readouterr().err
+    (tmp_path / "bad.csv").write_text("path,label\na.jpg,1\n")
+    rc = main(["--teacher", str(_teacher(tmp_path)), "--images", str(root), "--out", str(tmp_path / "s.pt"),
+               "--labels", "affectnet", "--annotations", str(tmp_path / "bad.csv"), "--device", "cpu"])
+    assert rc == 2 and "lacks the columns" in capsys.readouterr().err

@@ -94,6 +94,13 @@ def affectnet_images(root: str | Path, annotations: str | Path, n_classes: int =
                                 f"header ({','.join(AFFECTNET_COLUMNS)}, ...)")
     left_out: dict[str, list[str]] = {}
     paths, targets, boxes = [], [], []
+    try:
+        codes = df["expression"].astype(int)
+        box = df[list(AFFECTNET_COLUMNS[1:5])].astype(int)
+    except (ValueError, TypeError) as e:
+        raise DistillInputError(f"--annotations {str(ann)!r}: expression and face box columns must be whole "
+                                f"numbers: {e}") from None
+    df = df.assign(expression=codes, **{c: box[c] for c in box})
     for row in df.itertuples(index=False):
         name, code = str(row.subDirectory_filePath), int(row.expression)
         if code >= n_classes:

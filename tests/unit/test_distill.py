@@ -190,3 +190,7 @@ def test_affectnet_as_released_its_classes_face_boxes_and_left_out_rows(tmp_path
     rc = main(["--teacher", str(_teacher(tmp_path)), "--images", str(root), "--out", str(tmp_path / "s.pt"),
                "--labels", "affectnet", "--annotations", str(tmp_path / "bad.csv"), "--device", "cpu"])
     assert rc == 2 and "lacks the columns" in capsys.readouterr().err
+    (tmp_path / "nan.csv").write_text(rows[0] + "\n0/0.jpg,10,5,24,24,,,0,0\n")
+    rc = main(["--teacher", str(_teacher(tmp_path)), "--images", str(root), "--out", str(tmp_path / "s.pt"),
+               "--labels", "affectnet", "--annotations", str(tmp_path / "nan.csv"), "--device", "cpu"])
+    assert rc == 2 and "must be whole numbers" in capsys.readouterr().err

@@ -404,8 +404,7 @@ def validate(raw: dict, source: str | None = None) -> SweepConfig:
         problems.append(f"'data.split': val_fraction + test_fraction must be < 1, got {vf!r} and {tf!r}")
 
     _check_per_method(cfg, swept, problems)
-    _method_files(cfg, space, problems)
-    _absolute_local_paths(cfg, space)
+    _local_paths(cfg, space, problems)
     _check_mfcc_input(cfg, space, swept, problems)
     _check_face_embeddings(cfg, space, swept, problems)
     if isinstance(cfg["tune"].get("repeats"), int) and cfg["tune"]["repeats"] > 1 and "train.seed" in space:
@@ -484,71 +483,49 @@ def space_values(spec: Any) -> list[Any]:
     return list(arg) if kind in SEARCH_KINDS and isinstance(arg, list) else []
 
 
-# local files a trial's model loads (FaceEncoderOptions.weights, schoneveld2021's distill_teacher)
-METHOD_FILE_KEYS = ("weights", "distill_teacher")
-
-
-def _method_files(cfg: dict, space: dict, problems: list[str]) -> None:
-    """The local files the methods load, wherever the sweep sets them (``method``, ``per_method``, the
-    search space): each must be a file, said before anything runs, and a relative path is made
-    absolute here, from the folder the sweep starts in: Ray Tune runs each trial in its own folder,
-    where the relative path named nothing (``FileNotFoundError`` in every trial)."""
-
-    def absolute(where: str, v):
-        if not isinstance(v, str) or not v:
-            return v  # None: no file; another type is the schema's to report
-        p = Path(v).expanduser()
-        if not p.is_file():
-            rel = "" if p.is_absolute() else f" (a relative path is read from {os.getcwd()})"
-            problems.append(f"'{where}': {v!r} is not a file{rel}")
-            return v
-        return str(p.resolve())
-
-    pm = cfg.get("per_method") if isinstance(cfg.get("per_method"), dict) else {}
-    for k in METHOD_FILE_KEYS:
-        if k in cfg["method"]:
-            cfg["method"][k] = absolute(f"method.{k}", cfg["method"][k])
-        for mname, over in pm.items():
-            m = over.get("method") if isinstance(over, dict) else None
-            if isinstance(m, dict) and k in m:
-                m[k] = absolute(f"per_method.{mname}.method.{k}", m[k])
-        spec = space.get(f"method.{k}")
-        if isinstance(spec, dict):
-            for kind, vals in spec.items():
-                if isinstance(vals, list):
-                    spec[kind] = [absolute(f"tune.search_space.method.{k}", v) for v in vals]
-
-
-# local folders the sweep reads or writes, wherever it runs them (Ray Data tasks, Tune trials in
-# their own folders, pyarrow's filesystems, which refuse a relative path as "URI has empty scheme")
+# local paths a sweep names, made absolute from the folder it starts in: Ray Tune runs each trial in
+# its own folder (a relative method.weights named nothing there) and pyarrow's filesystems refuse a
+# relative path ("URI has empty scheme"). The method files a trial's model loads must exist (said
+# before anything runs); the folders are checked where they are read.
+LOCAL_FILE_KEYS = ("method.weights", "method.distill_teacher")
 LOCAL_PATH_KEYS = ("storage", "data.root", "data.store_dir", "data.video.encoder.path", "data.audio.encoder.path")
 
 
-def _absolute_local_paths(cfg: dict, space: dict) -> None:
-    """A relative local path among ``LOCAL_PATH_KEYS`` (set, or a value the search space gives) and
-    ``eval.cross_corpus[i].root`` is made absolute from the folder the sweep starts in; URIs
-    (``s3://``, ...) and None are left as they are. Whether each exists is checked where it is read."""
+def _local_paths(cfg: dict, space: dict, problems: list[str]) -> None:
+    """``LOCAL_FILE_KEYS`` and ``LOCAL_PATH_KEYS`` wherever the sweep sets them (the sections,
+    ``per_method``, the search space's values) and ``eval.cross_corpus[i].root``: a relative local
+    path becomes absolute; URIs (``s3://``, ...) and None stay as they are."""
 
-    def absolute(v):
-        if isinstance(v, str) and v and "://" not in v and not Path(v).expanduser().is_absolute():
-            return str(Path(v).expanduser().resolve())
-        return v
+    def absolute(where: str, v, must_be_file: bool):
+        if not isinstance(v, str) or not v or "://" in v:
+            return v  # None: no path; another type is the schema's to report
+        p = Path(v).expanduser()
+        if must_be_file and not p.is_file():
+            rel = "" if p.is_absolute() else f" (a relative path is read from {os.getcwd()})"
+            problems.append(f"'{where}': {v!r} is not a file{rel}")
+            return v
+        return v if p.is_absolute() else str(p.resolve())
 
-    for key in LOCAL_PATH_KEYS:
-        *parents, leaf = key.split(".")
-        node = cfg
-        for p in parents:
-            node = node.get(p) if isinstance(node, dict) else None
-        if isinstance(node, dict) and leaf in node:
-            node[leaf] = absolute(node[leaf])
+    pm = cfg.get("per_method") if isinstance(cfg.get("per_method"), dict) else {}
+    for key in LOCAL_FILE_KEYS + LOCAL_PATH_KEYS:
+        file = key in LOCAL_FILE_KEYS
+        places = [(cfg, key)] + [(over, f"per_method.{m}.{key}") for m, over in pm.items()
+                                 if key.startswith("method.") and isinstance(over, dict)]
+        for root, where in places:
+            *parents, leaf = key.split(".")
+            node = root
+            for p in parents:
+                node = node.get(p) if isinstance(node, dict) else None
+            if isinstance(node, dict) and leaf in node:
+                node[leaf] = absolute(where, node[leaf], file)
         spec = space.get(key)
         if isinstance(spec, dict):
             for kind, vals in spec.items():
                 if isinstance(vals, list):
-                    spec[kind] = [absolute(v) for v in vals]
+                    spec[kind] = [absolute(f"tune.search_space.{key}", v, file) for v in vals]
     for target in (cfg.get("eval") or {}).get("cross_corpus") or []:
         if isinstance(target, dict) and "root" in target:
-            target["root"] = absolute(target["root"])
+            target["root"] = absolute("eval.cross_corpus.root", target["root"], False)
 
 
 def _check_per_method(cfg: dict, swept: list, problems: list[str]) -> None:

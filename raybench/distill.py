@@ -253,7 +253,7 @@ def distil(teacher_path: str, images: str, out: str, *, backbone: str = "small_c
            temperature: float = 4.0, alpha: float = 0.5, seed: int = 0, workers: int = 0, eval_images: int = 2000,
            annotations: str | None = None, affectnet_classes: int = 8, device: str | None = None, log=print) -> dict:
     """Train a student against the teacher on the images; write the loadable part to ``out``; return
-    the summary written beside it (``out`` + ``.json``). Settings, the teacher (on a blank image) and
+    the summary written beside it (``out`` + ``.json``). Settings, the teacher (on two blank images) and
     the image list are checked before training."""
     from raybench.methods.schoneveld2021 import load_teacher
     from raybench.nn.losses import distillation_loss

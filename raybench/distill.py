@@ -324,14 +324,13 @@ def distil(teacher_path: str, images: str, out: str, *, backbone: str = "small_c
         history.append(total / n)
         log(f"[distill] epoch {epoch + 1}/{epochs}: loss {history[-1]:.4f} ({time.time() - t0:.1f} s)")
     after = evaluate(student, teacher, sample, temperature, dev)
-    if unreadable:
-        names = [str(paths[i]) for i in sorted(unreadable)]
-        log(f"[distill] {len(names)} of {len(paths)} images could not be read (or their face box was outside them) "
-            f"and were left out: {names[:5]}"
-            + (" ..." if len(names) > 5 else ""))
+    unread = [str(paths[i]) for i in sorted(unreadable)]
+    if unread:
+        log(f"[distill] {len(unread)} of {len(paths)} images could not be read (or their face box was outside them) "
+            f"and were left out: {unread[:5]}" + (" ..." if len(unread) > 5 else ""))
     torch.save({"state_dict": {k: v.cpu() for k, v in student.loadable.state_dict().items()}}, out_path)
     summary = {"teacher": str(teacher_path), "images": str(images), "n_images": len(paths),
-               "unreadable": [str(paths[i]) for i in sorted(unreadable)], "classes": classes,
+               "unreadable": unread, "classes": classes,
                "left_out": {why: len(names) for why, names in left_out.items()},
                "backbone": backbone, "dim": dim, "cnn_width": width, "image_size": image_size,
                "epochs": epochs, "batch_size": batch_size, "lr": lr, "temperature": temperature,

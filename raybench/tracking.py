@@ -8,6 +8,7 @@ restarted trial continues its run instead of adding a second one.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -372,8 +373,8 @@ class TrialLogger:
 
 
 def dataset_input(summary: dict, context: str):
-    """A prepared dataset as an MLflow dataset input (the UI's Dataset column): its name, the clip
-    store's fingerprint as digest, the store as source, and a profile with the clips and subjects per
+    """A prepared dataset as an MLflow dataset input (the UI's Dataset column): its name, a digest
+    (:func:`dataset_digest`), the store as source, and a profile with the clips and subjects per
     split, skipped clips, decoding warnings and faces found."""
     from mlflow.entities import Dataset, DatasetInput, InputTag
 
@@ -381,20 +382,32 @@ def dataset_input(summary: dict, context: str):
     profile = {"task": summary["task"], "classes": len(summary["class_names"]), **{
         f"{s}_{k}": v for s, c in summary["counts"].items() for k, v in c.items()},
         "skipped": summary["skipped"], "warnings": summary["warnings"], "face_found": summary["face_found"],
-        "left_out": summary.get("left_out", 0), "fps": summary["fps"]}
+        "left_out": summary.get("left_out", 0), "fps": summary["fps"],
+        **({"subjects_in_two_folds": summary.get("subjects_in_two_folds", 0)} if summary.get("folds") else {})}
     emb = summary.get("embedding_info") or {}
-    digest = summary["fingerprint"]
     for m, e in sorted(emb.items()):  # data.audio.encoder: the embeddings trained on are part of the data
         profile[f"{m}_encoder"] = e["encoder"]
+        profile[f"{m}_fingerprint"] = e["fingerprint"]
         if e.get("libraries"):  # the torch / transformers versions that encoded its clips (more than one: mixed)
             profile[f"{m}_libraries"] = "; ".join(" ".join(f"{k} {v}" for k, v in sorted(d.items()))
                                                   for d in e["libraries"])
-        digest += f"-{e['fingerprint'][:8]}"
+    digest = dataset_digest(summary, profile)
     ds = Dataset(name=summary["dataset"], digest=digest,
                  source_type=store.split("://", 1)[0] if "://" in store else "local",
                  source=json.dumps({"uri": store, "root": summary["root"], **(
                      {"embeddings": summary["embeddings"]} if emb else {})}), profile=json.dumps(profile))
     return DatasetInput(ds, tags=[InputTag("mlflow.data.context", context)])
+
+
+def dataset_digest(summary: dict, profile: dict) -> str:
+    """The clip store's fingerprint, ``-``, and 8 hex digits of a hash of the clip ids of each split
+    and the ``profile`` (embedding stores' fingerprints included).
+
+    MLflow keeps one dataset per name and digest in an experiment, and a run that logs a pair it
+    already has gets the first run's profile: folds (and ``data.split`` settings) share a clip store,
+    so a digest of the store alone showed every fold the first fold's counts (before 2026-12-03)."""
+    what = json.dumps({"ids": summary.get("ids"), "profile": profile}, sort_keys=True, default=str)
+    return f"{summary['fingerprint']}-{hashlib.sha1(what.encode()).hexdigest()[:8]}"
 
 
 def face_warning(summary: dict) -> str | None:
@@ -431,6 +444,8 @@ def log_datasets(uri: str, run_id: str, summaries: list[dict], context: str = "t
         counts.update({f"{pre}{sp}_{k}": v for sp, c in s["counts"].items() for k, v in c.items()})
         counts.update({f"{pre}skipped": s["skipped"], f"{pre}warnings": s["warnings"],
                        f"{pre}left_out": s.get("left_out", 0)})
+        if s.get("folds"):  # folds: how many subjects validate in two of them (the authors' chunks)
+            counts[f"{pre}subjects_in_two_folds"] = s.get("subjects_in_two_folds", 0)
         if s["face_found"] is not None:
             counts[f"{pre}face_found"] = s["face_found"]
             counts.update({f"{pre}{sp}_face_share": c["faces"] / c["clips"] for sp, c in s["counts"].items()

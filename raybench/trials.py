@@ -22,7 +22,7 @@ def data_summary(prep, fps: float, by_clip: bool = False) -> dict[str, Any]:
     """What a trial needs to know about a prepared dataset (small, picklable). ``by_clip``: the folds
     by clip, not by subject (``data.split.protocol: chunks``, whose authors' chunks can put one
     subject's clips in two folds)."""
-    from raybench.data.manifest import fold_record
+    from raybench.data.manifest import fold_record, subjects_in_two_folds
 
     train_ids = prep.ids("train")
     store = prep.joined()  # with the encoders' embeddings (data.audio.encoder, data.video.encoder) when set
@@ -50,6 +50,8 @@ def data_summary(prep, fps: float, by_clip: bool = False) -> dict[str, Any]:
         "video_emb_dim": int(row["video_emb_shape"][1]) if "video_emb" in prep.embeddings else 0,
         "decoded": prep.decoded, "bad": {k: v["reason"] for k, v in prep.bad.items()}, "fps": float(fps),
         "folds": fold_record(prep.clips, by_clip),
+        # data.split.chunks=authors: subjects whose clips validate in two folds (0 with subject folds)
+        "subjects_in_two_folds": len(subjects_in_two_folds(prep.clips)),
         # what the trials train and are scored on, for the record: clips and subjects per split, clips
         # skipped, decoding warnings, faces found (data.face detect/dataset), the store's fingerprint
         "counts": {s: {"clips": len(prep.ids(s)), "subjects": len({c.subject for c in prep.clips if c.split == s}),

@@ -143,15 +143,6 @@ def assign_chunks(clips: list[Clip], k: int, f: int, test_fraction: float, seed:
                              "data.split.test_fraction)")
         size = len(names) // n_chunks
         part_of = {name: min(i // size, n_chunks - 1) for i, name in enumerate(names)}
-        parts_of_subject: dict[str, set[int]] = {}
-        for c in free:
-            if c.clip_id in part_of:
-                parts_of_subject.setdefault(c.subject, set()).add(part_of[c.clip_id])
-        split = sorted(s for s, ps in parts_of_subject.items() if len(ps) > 1)
-        if split:  # said, not silent: validation shares people with training in some folds
-            print(f"[raybench] data.split.chunks=authors: {len(split)} subject(s) have clips in two chunks, as in "
-                  f"zhang2021's authors' code (first: {', '.join(split[:3])}); data.split.chunks=subjects keeps "
-                  "each subject in one", flush=True)
     else:
         if len(order) < n_chunks:
             raise ValueError(f"data.split.protocol=chunks with {k} folds needs at least {n_chunks} training "
@@ -168,7 +159,24 @@ def assign_chunks(clips: list[Clip], k: int, f: int, test_fraction: float, seed:
         j = n - 1 if _official_val(c) else part_of[c.clip_id]
         c.fold = (n - 1 - j) % n
         c.split = "val" if j == val_part else "train"
+    split = subjects_in_two_folds(clips)
+    if split:  # said here and recorded in MLflow (data/<dataset>/subjects_in_two_folds): validation shares
+        # people with training in some folds
+        print(f"[raybench] data.split.chunks={chunks}: {len(split)} subject(s) have clips in two chunks "
+              f"(first: {', '.join(split[:3])})" + (", as in zhang2021's authors' code; data.split.chunks=subjects "
+                                                    "keeps each subject in one" if chunks == "authors" else ""),
+              flush=True)
     return clips
+
+
+def subjects_in_two_folds(clips: list[Clip]) -> list[str]:
+    """The subjects whose clips validate in more than one fold (``data.split.protocol: chunks`` with the
+    authors' chunks: a video's ``_left`` and ``_right`` files can fall in two), sorted."""
+    folds_of: dict[str, set[int]] = {}
+    for c in clips:
+        if c.fold is not None:
+            folds_of.setdefault(c.subject, set()).add(c.fold)
+    return sorted(s for s, fs in folds_of.items() if len(fs) > 1)
 
 
 def fold_record(clips: list[Clip], by_clip: bool = False) -> dict[str, int]:

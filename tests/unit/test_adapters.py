@@ -245,7 +245,7 @@ def test_chunks_protocol_cuts_the_training_files_as_the_authors_code(capsys):
     here from that description, on 351 names in shuffled order with mixed case and _left/_right."""
     import random
 
-    from raybench.data.manifest import split_clips
+    from raybench.data.manifest import split_clips, subjects_in_two_folds
 
     names = [f"{i}-30-640x360" for i in range(100)] + [f"video{i}" for i in range(120)] + \
         [f"Video{i}_left" for i in range(60)] + [f"video{i}_right" for i in range(71)]
@@ -272,12 +272,14 @@ def test_chunks_protocol_cuts_the_training_files_as_the_authors_code(capsys):
     clips = [Clip(n, "v", subject=n.split("_")[0], meta={"official": "train"}) for n in ["a_left", "a_right", "b", "c"]]
     folds = {c.clip_id: c.fold for c in split_clips(clips, data_config(_chunks_cfg(4, 0, chunks="authors")))}
     assert folds["a_left"] != folds["a_right"]
-    assert ("data.split.chunks=authors: 1 subject(s) have clips in two chunks, as in zhang2021's authors' code "
-            "(first: a)") in capsys.readouterr().out
+    assert ("data.split.chunks=authors: 1 subject(s) have clips in two chunks (first: a), as in zhang2021's "
+            "authors' code") in capsys.readouterr().out
+    assert subjects_in_two_folds(clips) == ["a"]  # what MLflow records (data/<dataset>/subjects_in_two_folds)
     # ... never with chunks: subjects
     clips = [Clip(n, "v", subject=n.split("_")[0], meta={"official": "train"}) for n in ["a_left", "a_right", "b", "c"]]
     folds = {c.clip_id: c.fold for c in split_clips(clips, data_config(_chunks_cfg(3, 0, chunks="subjects")))}
     assert folds["a_left"] == folds["a_right"]
+    assert subjects_in_two_folds(clips) == [] and "two chunks" not in capsys.readouterr().out
 
 
 def test_chunks_protocol_rotates_training_chunks_and_the_official_validation_set():

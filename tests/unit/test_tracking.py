@@ -29,7 +29,7 @@ def test_a_dataset_is_an_input_with_counts_and_its_problems_are_kept(tmp_path):
     log_datasets(uri, run.info.run_id, [_summary()], details=True)
     r = client.get_run(run.info.run_id)
     (inp,) = r.inputs.dataset_inputs
-    assert (inp.dataset.name, inp.dataset.digest) == ("afew", "0123456789abcdef")
+    assert inp.dataset.name == "afew" and inp.dataset.digest.startswith("0123456789abcdef-")
     assert json.loads(inp.dataset.source)["uri"] == "/s/afew-0123456789abcdef"
     profile = json.loads(inp.dataset.profile)
     assert (profile["train_clips"], profile["test_subjects"], profile["skipped"], profile["face_found"]) == (6, 1, 1, 5)
@@ -48,6 +48,54 @@ def test_a_dataset_is_an_input_with_counts_and_its_problems_are_kept(tmp_path):
     assert r.data.metrics["data/afew/left_out"] == 3 and profile["left_out"] == 3
     left = json.loads((tmp_path / "a" / run.info.run_id / "artifacts" / "data" / "afew_left_out.json").read_text())
     assert left == _summary()["left_out_list"]
+
+
+def test_runs_on_one_store_with_other_splits_keep_their_own_profiles(tmp_path):
+    """MLflow keeps one dataset per name and digest in an experiment: folds share a clip store, and
+    each run's dataset must still show its own split's counts."""
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("e", artifact_location=(tmp_path / "a").as_uri())
+    counts = {f: {"train": {"clips": 6 + f, "subjects": 3}, "val": {"clips": 2 - f, "subjects": 1},
+                  "test": {"clips": 2, "subjects": 1}} for f in (0, 1)}
+    ids = {f: {"train": [f"c{i}" for i in range(6 + f)], "val": [f"c{i}" for i in range(6 + f, 8)],
+               "test": ["c8", "c9"]} for f in (0, 1)}
+    runs = {}
+    for f in (0, 1, 0):  # fold 0 twice: the same data gets the same digest
+        runs.setdefault(f, []).append(client.create_run(exp).info.run_id)
+        log_datasets(uri, runs[f][-1], [_summary(counts=counts[f], ids=ids[f])])
+    digests = {}
+    for f, rs in runs.items():
+        for run_id in rs:
+            (inp,) = client.get_run(run_id).inputs.dataset_inputs
+            assert json.loads(inp.dataset.profile)["train_clips"] == 6 + f
+            digests.setdefault(f, set()).add(inp.dataset.digest)
+    assert len(digests[0]) == len(digests[1]) == 1 and digests[0] != digests[1]
+    assert all(d.startswith("0123456789abcdef-") for ds in digests.values() for d in ds)
+    # the same clips in another split (one moved from train to val, counts alike) are other data too
+    moved = {**ids[0], "train": ids[0]["train"][1:] + ["c7"], "val": ["c0", "c6"]}
+    run_id = client.create_run(exp).info.run_id
+    log_datasets(uri, run_id, [_summary(counts=counts[0], ids=moved)])
+    assert client.get_run(run_id).inputs.dataset_inputs[0].dataset.digest not in digests[0]
+
+
+def test_folds_record_how_many_subjects_validate_in_two_of_them(tmp_path):
+    """data.split.protocol: chunks with the authors' chunks can put a subject in two folds: counted on
+    the run (metric and dataset profile); without folds nothing is recorded."""
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("e", artifact_location=(tmp_path / "a").as_uri())
+    runs = {}
+    for name, kw in {"chunks": {"folds": {"a_left": 0, "a_right": 1}, "subjects_in_two_folds": 1},
+                     "none": {}}.items():
+        runs[name] = client.create_run(exp).info.run_id
+        log_datasets(uri, runs[name], [_summary(**kw)])
+    r = client.get_run(runs["chunks"])
+    assert r.data.metrics["data/afew/subjects_in_two_folds"] == 1
+    assert json.loads(r.inputs.dataset_inputs[0].dataset.profile)["subjects_in_two_folds"] == 1
+    r = client.get_run(runs["none"])
+    assert "data/afew/subjects_in_two_folds" not in r.data.metrics
+    assert "subjects_in_two_folds" not in json.loads(r.inputs.dataset_inputs[0].dataset.profile)
 
 
 def test_no_face_warning_without_face_detection_or_with_enough_faces():

@@ -62,6 +62,45 @@ def test_csv_errors_name_the_line_and_what_was_expected(tiny_ravdess, tmp_path):
         get_dataset("csv").manifest(tmp_path, data_config(_cfg()))
 
 
+def test_csv_numeric_class_names_are_names_not_indices(tiny_ravdess, tmp_path):
+    """With classes "1", "2", "3" a label 1 is the class named "1"; with named classes, an index works."""
+    vids = sorted(tiny_ravdess.rglob("*.mp4"))[:6]
+    (tmp_path / "manifest.csv").write_text("video,subject,label\n" + "".join(
+        f"{v},{v.parent.name},{1 + k % 3}\n" for k, v in enumerate(vids)))
+    ds = get_dataset("csv")
+    cfg = data_config(_cfg(classes=["1", "2", "3"], **{}))
+    cfg.split.test_fraction = 0.0
+    clips = ds.manifest(tmp_path, cfg)
+    names = ds.class_names_for(cfg, clips)
+    assert [names[c.label] for c in clips] == [str(1 + k % 3) for k in range(6)]
+    # with names that are not numbers, an index picks the class; one past the end is refused, naming the line
+    cfg = data_config(_cfg(classes=["a", "b", "c", "d"]))
+    cfg.split.test_fraction = 0.0
+    clips = ds.manifest(tmp_path, cfg)
+    assert [c.label for c in clips] == [1 + k % 3 for k in range(6)]
+    with pytest.raises(LayoutError, match=r"line 4: label '3' is not one of the classes \['a', 'b', 'c'\] "
+                                          r"\(nor an index 0-2\)"):
+        ds.manifest(tmp_path, data_config(_cfg(classes=["a", "b", "c"])))
+
+
+def test_csv_a_subject_in_two_splits_or_folds_is_refused(tiny_ravdess, tmp_path):
+    vids = sorted(tiny_ravdess.rglob("*.mp4"))
+    last_02 = max(k for k, v in enumerate(vids) if v.parent.name == "Actor_02")
+    lines = ["video,subject,label,split,fold"]
+    for k, v in enumerate(vids):
+        actor = v.parent.name
+        split = "test" if actor == "Actor_03" and k % 2 == 0 else ""  # some of Actor_03's rows only
+        fold = "1" if k == last_02 else ("0" if actor != "Actor_03" else "")  # one of Actor_02's rows
+        lines.append(f"{v},{actor},{EMO[int(v.name.split('-')[2]) - 1]},{split},{fold}")
+    (tmp_path / "manifest.csv").write_text("\n".join(lines) + "\n")
+    with pytest.raises(LayoutError) as e:
+        get_dataset("csv").manifest(tmp_path, data_config(_cfg()))
+    msg = str(e.value)
+    assert "subject 'Actor_03' has rows with split empty and 'test'" in msg
+    assert "subject 'Actor_02' has rows with fold '0' and '1'" in msg and f"lines {last_02 + 2} (1)" in msg
+    assert "Actor_01" not in msg
+
+
 def test_csv_official_split_and_given_folds(tiny_ravdess, tmp_path):
     vids = sorted(tiny_ravdess.rglob("*.mp4"))
     lines = ["video,subject,label,split,fold"]

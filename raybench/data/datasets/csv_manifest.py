@@ -8,7 +8,7 @@ column    meaning
 ========  ============================================================================
 video     the video file (with its audio track), relative to the manifest's folder or absolute
 subject   speaker / actor / subject id: splits and folds never share a subject
-label     categorical task: a class name (or its index in ``data.csv.classes``)
+label     categorical task: a class name (or its index in ``data.csv.classes``, unless a class name is a number)
 va        continuous task: a per-frame CSV (columns ``valence``, ``arousal``, one row per video frame)
 split     optional: train / val / test for an official split; empty = assigned by ``data.split``
 fold      optional: a fixed fold number per row (with ``data.split.folds``); empty = dealt by subject
@@ -72,8 +72,12 @@ class CsvDataset(Dataset):
         path, rows = self._rows(root, data_cfg)
         base = path.parent
         task = self.task_for(data_cfg)
-        configured = data_cfg.csv.classes
+        configured = [str(c) for c in data_cfg.csv.classes or []]
+        # an index stands for a class only when no class name is a number: with classes "1", "2", "3",
+        # label 1 is the class named "1" (before 2026-12-03 it was read as index 1, the class "2")
+        by_index = configured and not any(c.lstrip("-").isdigit() for c in configured)
         problems, clips = [], []
+        rows_of: dict[str, list[tuple[int, str, str]]] = {}  # subject -> (line, split, fold) of its rows
         for i, r in enumerate(rows, start=2):  # line numbers as a spreadsheet shows them
             video = Path(r["video"]).expanduser()
             video = video if video.is_absolute() else base / video
@@ -96,10 +100,11 @@ class CsvDataset(Dataset):
                 continue
             if task == "categorical":
                 label = r.get("label", "")
-                if configured and label.isdigit() and int(label) < len(configured):
-                    label = str(configured[int(label)])
-                if not label or (configured and label not in [str(c) for c in configured]):
-                    problems.append(f"{where}: label {r.get('label')!r} is not one of the classes {configured}")
+                if by_index and label.isdigit() and int(label) < len(configured):
+                    label = configured[int(label)]
+                if not label or (configured and label not in configured):
+                    problems.append(f"{where}: label {r.get('label')!r} is not one of the classes {configured}"
+                                    + (f" (nor an index 0-{len(configured) - 1})" if by_index else ""))
                     continue
                 clip.meta["label_name"] = label
             else:
@@ -110,6 +115,17 @@ class CsvDataset(Dataset):
                     continue
                 clip.va_path, clip.meta["va_format"] = str(va), "csv"
             clips.append(clip)
+            rows_of.setdefault(clip.subject, []).append((i, r.get("split") or "", r.get("fold") or ""))
+        for subject, rs in sorted(rows_of.items()):  # a subject in two splits or folds leaks between them
+            for col, j in (("split", 1), ("fold", 2)):
+                values = sorted({x[j] for x in rs})
+                if len(values) > 1:
+                    lines = ", ".join(f"{x[0]} ({x[j] or 'empty'})" for x in rs if x[j] != rs[0][j])
+                    problems.append(f"{path.name}: subject {subject!r} has rows with {col} "
+                                    f"{' and '.join(repr(v) if v else 'empty' for v in values)} (line {rs[0][0]}: "
+                                    f"{rs[0][j] or 'empty'}; lines {lines}): a subject's rows need one {col}, "
+                                    "as splits and folds never share a subject (give clips of another person "
+                                    "another subject id)")
         if problems:
             more = f" (and {len(problems) - 10} more)" if len(problems) > 10 else ""
             raise LayoutError(f"csv: {len(problems)} problem(s) in {path}{more}:\n  - " + "\n  - ".join(problems[:10]))

@@ -161,3 +161,26 @@ def test_msp_improv_continuous_uses_every_rated_clip(real_layouts, capsys):
     assert va.shape == (5, 2) and np.allclose(va, 0.0)
     c = next(c for c in clips if c.clip_id == "S03S-F02-P-FM03")  # V:4.0 -> 0.5
     assert np.allclose(read_annotation(c.to_row(), n_frames=2), [[0.5, 0.0], [0.5, 0.0]])
+
+
+def test_a_missing_official_test_split_is_said_before_decoding(real_layouts, tiny_affwild2, tmp_path):
+    """AFEW's, Aff-Wild2's and RECOLA's official validation sets are their test splits: without one,
+    the manifest stops, naming the folder, instead of a sweep that trains and has nothing to test."""
+    import shutil
+
+    afew = tmp_path / "afew"
+    shutil.copytree(real_layouts["afew"] / "Train_AFEW", afew / "Train_AFEW")
+    with pytest.raises(LayoutError, match=r"no validation folder \(Val_AFEW, Val, \.\.\.\) with emotion folders: "
+                                          "it is the test split"):
+        get_dataset("afew").manifest(afew, data_config(CFG))
+    aff = tmp_path / "affwild2"
+    shutil.copytree(tiny_affwild2, aff)
+    shutil.rmtree(aff / "annotations/VA_Set/Validation_Set")
+    with pytest.raises(LayoutError, match=r"no VA annotation folder Validation_Set \(the test split\)"):
+        get_dataset("affwild2").manifest(aff, data_config(CFG))
+    recola = tmp_path / "recola"
+    shutil.copytree(real_layouts["recola"], recola)
+    for f in recola.rglob("dev_*.arff"):
+        f.unlink()
+    with pytest.raises(LayoutError, match=r"no dev_N gold-standard .arff files \(dev: the test split\)"):
+        get_dataset("recola").manifest(recola, data_config(CFG))

@@ -40,6 +40,9 @@ class Afew(Dataset):
                 split_dirs["test"].append(d)
         if not split_dirs["train"]:
             raise self.layout_error(root, "no train folder with emotion folders")
+        if not split_dirs["test"]:  # said before decoding, not after every trial has trained
+            raise self.layout_error(root, "no validation folder (Val_AFEW, Val, ...) with emotion folders: it is "
+                                          "the test split")
         clips, others = [], []
         for split, dirs in split_dirs.items():
             for d in dirs:

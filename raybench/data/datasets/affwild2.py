@@ -44,8 +44,9 @@ class AffWild2(Dataset):
     def manifest(self, root: Path, data_cfg: DataConfig) -> list[Clip]:
         root = Path(root)
         ann_dirs = self._annotation_dirs(root)
-        if "Train_Set" not in ann_dirs:
-            raise self.layout_error(root, "no VA annotation folder Train_Set")
+        for name, role in (("Train_Set", "training"), ("Validation_Set", "the test split")):
+            if name not in ann_dirs:  # said before decoding, not after every trial has trained
+                raise self.layout_error(root, f"no VA annotation folder {name} ({role})")
         videos: dict[str, Path] = {}
         for p in root.rglob("*"):
             if is_video(p):
@@ -53,8 +54,6 @@ class AffWild2(Dataset):
         clips, missing = [], []
         crops = sorted(p for p in root.rglob("cropped_aligned*") if p.is_dir())  # the organisers' face crops
         for split_dir, split in (("Train_Set", None), ("Validation_Set", "test")):
-            if split_dir not in ann_dirs:
-                continue
             for ann in sorted(ann_dirs[split_dir].glob("*.txt")):
                 video_name = SIDE_RE.match(ann.stem).group(1)
                 video = videos.get(ann.stem) or videos.get(video_name)

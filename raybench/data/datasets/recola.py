@@ -56,8 +56,10 @@ class Recola(Dataset):
                               split="test" if m.group(1) == "dev" else None, va_path=str(arousal), meta=meta))
         if missing:
             raise self.layout_error(root, f"gold standard without a recording or a valence file: {', '.join(missing[:5])}")
-        if not clips:
-            raise self.layout_error(root, "no train_N/dev_N gold-standard .arff files")
+        for split in ("train", "dev"):  # said before decoding, not after every trial has trained
+            if not any(c.meta["official_split"] == split for c in clips):
+                raise self.layout_error(root, f"no {split}_N gold-standard .arff files ({split}: "
+                                              f"{'training' if split == 'train' else 'the test split'})")
         return split_clips(clips, data_cfg, test_fraction=0.0)
 
 

@@ -119,7 +119,12 @@ def test_msp_improv_manifest_sessions_are_subjects(real_layouts, capsys):
     ds = get_dataset("msp_improv")
     clips = ds.manifest(real_layouts["msp_improv"], data_config({**CFG, "split": {**CFG["split"], "folds": 3}, "fold": 2}))
     assert len(clips) == 6  # the X- and O-coded clips and the clip without a video are left out
-    assert "S04A-F04-P-FM09" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "S04A-F04-P-FM09" in out
+    assert ("2 clip(s) of " in out and "have the category O (other) or X (no agreement) (first: S07S-F03-P-FM07, "
+            "S08N-M03-P-FM08); left out of the 4-class task") in out
+    _, left_out = ds.listed(real_layouts["msp_improv"], data_config(CFG))  # counted for MLflow too
+    assert sorted(x["files"] for x in left_out) == [1, 2]
     # the session is the speaker's number (F01/M01: session 1), not the sentence's (S01..S06 here)
     assert {c.subject for c in clips} == {"session1", "session2", "session3"}
     assert {c.clip_id: c.subject for c in clips}["S04N-M02-P-FM04"] == "session2"
@@ -141,6 +146,20 @@ def test_msp_improv_refuses_a_line_that_is_neither_a_clip_nor_a_rater(real_layou
     (root / "Evalution.txt").write_text(text + "UTD-IMPROV-S01A-X01.avi; A\nUTD-IMPROV-S1A-F01.avi; A; A:3.0; V:3.0;\n")
     with pytest.raises(LayoutError, match=r"Evalution.txt has lines not in the expected form: line 2[0-9]: "
                                           r"'UTD-IMPROV-S01A-X01.avi; A'; line 2[0-9]: 'UTD-IMPROV-S1A-F01.avi"):
+        get_dataset("msp_improv").manifest(root, data_config(CFG))
+    (root / "Evalution.txt").write_text(text.replace("; H; ", "; h; ", 1))  # a category that is none of the codes
+    with pytest.raises(LayoutError, match=r"line [0-9]+: category 'h' is not one of A, H, S, N, O, X"):
+        get_dataset("msp_improv").manifest(root, data_config(CFG))
+    (root / "Evalution.txt").write_text(text)
+    (root / "old").mkdir()
+    (root / "old" / "Evaluation.txt").write_text(text)  # two rating files, or two copies of a video: which one?
+    with pytest.raises(LayoutError, match=r"more than one rating file: Evalution.txt, old/Evaluation.txt"):
+        get_dataset("msp_improv").manifest(root, data_config(CFG))
+    (root / "old" / "Evaluation.txt").unlink()
+    video = next(root.rglob("*S01A-F01-P-FM01.avi"))
+    shutil.copy(video, root / "old" / video.name)
+    with pytest.raises(LayoutError, match=r"1 clip\(s\) with more than one video file \(old/MSP-IMPROV-S01A-F01-P-FM01"
+                                          r".avi and session1/.*S01A-F01-P-FM01.avi\)"):
         get_dataset("msp_improv").manifest(root, data_config(CFG))
 
 

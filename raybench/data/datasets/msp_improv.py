@@ -1,7 +1,8 @@
 """MSP-IMPROV (see DATASETS.md): ``Evaluation.txt`` and per-session video folders.
 
 ``Evaluation.txt`` (``Evalution.txt`` in some copies) gives each clip a line ``UTD-IMPROV-S01A-F01-P-FM01.avi; A; A:x; V:x; D:x ; N:x;``:
-its category (A angry, H happy, S sad, N neutral; other codes, O other and X no agreement, are left out)
+its category (A angry, H happy, S sad, N neutral; O other and X no agreement are left out and counted,
+any other code is an error)
 and its arousal, valence, dominance, naturalness ratings (1-5, kept in the clip's meta; a rating may be
 ``NaN``). Each clip line is followed by one line per rater (``<rater>; Angry; ...; A:x; V:x; D:x; N:x;``),
 which are not read. Video files are found anywhere under the root by the part of the name after the
@@ -30,6 +31,7 @@ from raybench.data.manifest import Clip, split_clips
 from raybench.schema import DataConfig
 
 CODES = ("A", "H", "S", "N")
+OTHER_CODES = ("O", "X")  # other, no agreement: left out of the 4-class task, counted
 EMOTIONS = ("angry", "happy", "sad", "neutral")
 # sentence + emotion, speaker (gender, session), type, turn; group 2 is the session
 KEY_RE = re.compile(r"(S\d\d[A-Z]-[FM](\d\d)-[A-Z]-[FM][FM]\d\d)", re.IGNORECASE)
@@ -56,12 +58,22 @@ class MspImprov(Dataset):
         evals = sorted(p for p in root.rglob("*.txt") if p.name.lower() in ("evaluation.txt", "evalution.txt"))
         if not evals:
             raise self.layout_error(root, "no Evaluation.txt (or Evalution.txt)")
-        videos = {}
-        for p in root.rglob("*"):
+        if len(evals) > 1:  # which one holds the labels is not ours to guess
+            raise self.layout_error(root, f"more than one rating file: {', '.join(str(e.relative_to(root)) for e in evals)}"
+                                          "; leave one of them under data.root")
+        videos: dict[str, Path] = {}
+        twice = []
+        for p in sorted(root.rglob("*")):
             m = KEY_RE.search(p.name)
             if m and is_video(p):
-                videos.setdefault(m.group(1).upper(), p)
-        clips, missing, bad, unrated = [], [], [], []
+                key = m.group(1).upper()
+                if key in videos:
+                    twice.append(f"{videos[key].relative_to(root)} and {p.relative_to(root)}")
+                videos.setdefault(key, p)
+        if twice:
+            raise self.layout_error(root, f"{len(twice)} clip(s) with more than one video file ({'; '.join(twice[:3])}); "
+                                          "leave one of each under data.root")
+        clips, missing, bad, unrated, other = [], [], [], [], []
         for n, line in enumerate(evals[0].read_text(errors="replace").splitlines(), start=1):
             parts = [x.strip() for x in line.split(";")]
             if len(parts) < 2 or not parts[0]:
@@ -72,8 +84,12 @@ class MspImprov(Dataset):
                     continue  # one rater's line under its clip's line (a clip's line names its .avi)
                 bad.append(f"line {n}: {line[:60]!r}")
                 continue
-            if parts[1] not in CODES and not continuous:
-                continue  # other / no-agreement categories are not part of the 4-class task
+            if parts[1] not in CODES + OTHER_CODES and not continuous:
+                bad.append(f"line {n}: category {parts[1]!r} is not one of {', '.join(CODES + OTHER_CODES)}")
+                continue
+            if parts[1] in OTHER_CODES and not continuous:
+                other.append(m.group(1).upper())  # other / no agreement: not part of the 4-class task
+                continue
             key, session = m.group(1).upper(), int(m.group(2))
             video = videos.get(key)
             if video is None:
@@ -102,6 +118,9 @@ class MspImprov(Dataset):
             clips.append(clip)
         if bad:
             raise self.layout_error(root, f"{evals[0].name} has lines not in the expected form: {'; '.join(bad[:3])}")
+        if other:
+            self.left_out(len(other), f"{len(other)} clip(s) of {evals[0]} have the category O (other) or X (no "
+                                      f"agreement) (first: {', '.join(other[:3])}); left out of the 4-class task")
         if unrated:
             self.left_out(len(unrated), f"{len(unrated)} clip(s) of {evals[0]} have a NaN valence or arousal rating "
                                         f"(first: {', '.join(unrated[:3])}); left out of the continuous task")

@@ -30,11 +30,17 @@ def read_va(path: str | Path) -> np.ndarray:
         header = f.readline().strip().lower().replace(" ", "")
         if header != "valence,arousal":
             raise ValueError(f"{path}: first line must be 'valence,arousal', got {header!r}")
-        rows = [line.strip() for line in f if line.strip()]
-    try:
-        va = np.array([[float(x) for x in r.split(",")] for r in rows], np.float32).reshape(-1, 2)
-    except ValueError as e:
-        raise ValueError(f"{path}: expected lines 'valence,arousal' of numbers: {e}") from None
+        rows = [(n, line.strip()) for n, line in enumerate(f, start=2) if line.strip()]
+    values = []
+    for n, r in rows:  # line by line: a reshape of all the numbers would pair values of different lines
+        fields = r.split(",")
+        try:
+            if len(fields) != 2:
+                raise ValueError(f"{len(fields)} value(s)")
+            values.append([float(x) for x in fields])
+        except ValueError as e:
+            raise ValueError(f"{path} line {n}: expected 'valence,arousal' (two numbers), got {r[:40]!r} ({e})") from None
+    va = np.array(values, np.float32).reshape(-1, 2)
     va[(va <= -5).any(1)] = np.nan
     return va
 
@@ -53,7 +59,13 @@ def read_csv_va(path: str | Path) -> np.ndarray:
                 raise ValueError(f"{path}: not a number: {x!r}") from None
             return np.nan if v <= -5 else v
 
-        rows = [(num(r[cols["valence"]]), num(r[cols["arousal"]])) for r in reader]
+        rows = []
+        for r in reader:
+            v, a = r[cols["valence"]], r[cols["arousal"]]
+            if v is None or a is None:  # a short row: DictReader fills the missing cells with None
+                raise ValueError(f"{path} line {reader.line_num}: {len(r) - sum(x is None for x in r.values())} "
+                                 f"cell(s), the header has {len(reader.fieldnames)}: no valence or arousal cell")
+            rows.append((num(v), num(a)))
     return np.array(rows, np.float32).reshape(-1, 2)
 
 

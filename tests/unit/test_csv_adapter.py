@@ -138,3 +138,27 @@ def test_arff_gold_standard_values(tmp_path):
     (tmp_path / "bad.arff").write_text("@relation x\n")
     with pytest.raises(ValueError, match="no @data"):
         read_arff_values(tmp_path / "bad.arff")
+
+
+def test_annotation_rows_of_the_wrong_width_name_their_line(tmp_path):
+    """An Aff-Wild2 file of one value per line is not read as pairs of lines, and a short CSV row is not
+    read as an unannotated frame: both stop, naming the file and line."""
+    from raybench.data.annotations import read_va
+
+    va = tmp_path / "a.txt"
+    va.write_text("valence,arousal\n0.1,0.2\n\n-5,-5\n0.3,0.4\n")
+    got = read_va(va)
+    assert got.shape == (3, 2) and np.isnan(got[1]).all() and np.allclose(got[[0, 2]], [[0.1, 0.2], [0.3, 0.4]])
+    va.write_text("valence,arousal\n0.1\n0.2\n0.3\n0.4\n")  # 4 numbers, one per line: not 2 frames
+    with pytest.raises(ValueError, match=r"a.txt line 2: expected 'valence,arousal' \(two numbers\), got '0.1'"):
+        read_va(va)
+    va.write_text("valence,arousal\n0.1,0.2\n0.1,0.2,0.3\n")
+    with pytest.raises(ValueError, match=r"line 3: .*got '0.1,0.2,0.3' \(3 value"):
+        read_va(va)
+    csv_va = tmp_path / "b.csv"
+    csv_va.write_text("frame,valence,arousal\n0,0.1,0.2\n1,,0.3\n2,0.5\n")
+    with pytest.raises(ValueError, match=r"b.csv line 4: 2 cell\(s\), the header has 3"):
+        read_csv_va(csv_va)
+    csv_va.write_text("frame,valence,arousal\n0,0.1,0.2\n1,,0.3\n")  # an empty cell: that frame unannotated
+    got = read_csv_va(csv_va)
+    assert np.isnan(got[1, 0]) and np.allclose(got[[0], :], [[0.1, 0.2]]) and got[1, 1] == np.float32(0.3)

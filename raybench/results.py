@@ -309,15 +309,19 @@ def bootstrap_ci(model_preds: list[list[dict]], task: str, class_names: list[str
     """A percentile bootstrap interval of each test metric averaged over the chosen models.
 
     Each resample draws the test units with replacement: clips for a categorical task, videos
-    (all frames of a clip) for a continuous one; the same draw for every model (they predict the
-    same units, or each its own fold's). A model's metric on the draw uses raybench's metrics;
-    the draws' model means give the interval."""
+    (all frames of a clip) for a continuous one. Models that predict the same units (seeds of one
+    configuration) share each draw: the interval is about the test set, so M copies of one model
+    give one model's interval (before 2026-12-03 each model drew its own units, which narrowed the
+    interval by about 1/sqrt(M)). Models tested on units of their own (folds) draw each from its
+    own fold's units. A model's metric on the draw uses raybench's metrics; the draws' model means
+    give the interval."""
     import torch
 
     from raybench.train.metrics import TaskMetrics
 
     rng = np.random.default_rng(seed)
     per_model = []  # per model: units as (scores, targets) arrays
+    unit_ids = []
     for rows in model_preds:
         units: dict[str, list[dict]] = {}
         for r in rows:
@@ -330,11 +334,14 @@ def bootstrap_ci(model_preds: list[list[dict]], task: str, class_names: list[str
             x = [np.array([[r["valence"], r["arousal"]] for r in units[i]]) for i in ids]
             y = [np.array([[r["valence_true"], r["arousal_true"]] for r in units[i]]) for i in ids]
         per_model.append((x, y))
+        unit_ids.append(ids)
+    shared = all(ids == unit_ids[0] for ids in unit_ids)
     draws: dict[str, list[float]] = {}
     for _ in range(resamples):
         vals: dict[str, list[float]] = {}
+        common = rng.integers(0, len(unit_ids[0]), len(unit_ids[0])) if shared and unit_ids else None
         for x, y in per_model:
-            idx = rng.integers(0, len(x), len(x))
+            idx = common if common is not None else rng.integers(0, len(x), len(x))
             m = TaskMetrics(task, len(class_names), ccc_over=ccc_over)
             if task == "categorical":
                 m.update(torch.from_numpy(np.concatenate([x[i] for i in idx])).float(),

@@ -298,13 +298,14 @@ def test_the_bootstrap_interval_resamples_clips_and_averages_the_models_as_sciki
         models.append([{"clip_id": f"c{i:02d}", "label": int(labels[i]), "pred": int(p[i].argmax()),
                         **{f"p_{c}": float(p[i, j]) for j, c in enumerate(classes)}} for i in range(40)])
     ci = bootstrap_ci(models, "categorical", classes, resamples=200, seed=7)
-    # the same draws, scored with scikit-learn: per draw, each model on the clips drawn, averaged
+    # the same draws, scored with scikit-learn: per draw, each model on the clips drawn (one draw for
+    # both: they predict the same clips), averaged
     draw = np.random.default_rng(7)
     uar, acc = [], []
     for _ in range(200):
         u, a = [], []
+        idx = draw.integers(0, 40, 40)
         for m in models:
-            idx = draw.integers(0, 40, 40)
             y, yhat = labels[idx], np.array([m[i]["pred"] for i in idx])
             u.append(balanced_accuracy_score(y, yhat))
             a.append(accuracy_score(y, yhat))
@@ -313,6 +314,18 @@ def test_the_bootstrap_interval_resamples_clips_and_averages_the_models_as_sciki
     assert ci["test/uar"] == pytest.approx((np.quantile(uar, 0.025), np.quantile(uar, 0.975)), abs=1e-6)
     assert ci["test/acc"] == pytest.approx((np.quantile(acc, 0.025), np.quantile(acc, 0.975)), abs=1e-6)
     assert ci["test/uar"][0] < ci["test/uar"][1]
+    # three copies of one model are one model: the interval is the test set's, not narrowed by copies
+    one = bootstrap_ci(models[:1], "categorical", classes, resamples=200, seed=7)
+    assert bootstrap_ci(models[:1] * 3, "categorical", classes, resamples=200, seed=7) == one
+    # folds: each model its own clips, each drawn from its own (the second model's clips renamed)
+    other = [{**r, "clip_id": "f1-" + r["clip_id"]} for r in models[1]]
+    ci = bootstrap_ci([models[0], other], "categorical", classes, resamples=200, seed=7)
+    draw = np.random.default_rng(7)
+    acc = []
+    for _ in range(200):
+        acc.append(np.mean([accuracy_score(labels[idx], np.array([m[i]["pred"] for i in idx]))
+                            for m in models for idx in [draw.integers(0, 40, 40)]]))
+    assert ci["test/acc"] == pytest.approx((np.quantile(acc, 0.025), np.quantile(acc, 0.975)), abs=1e-6)
 
 
 def test_the_bootstrap_interval_of_a_perfect_continuous_predictor_is_a_point_and_resamples_videos():

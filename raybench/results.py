@@ -283,8 +283,11 @@ def choose(trials: list[dict], dataset: str, mode: str, over: tuple[str, ...] = 
     """The trials of the configuration best on validation for ``dataset`` (empty when none has a
     score). ``over``: the params a configuration's trials differ in (``data.fold`` in a
     cross-validation, ``train.seed`` with repeats): its trials are grouped and the group with the
-    best mean validation score wins, its trials sorted by those params. Without: the best trial."""
-    ok = [t for t in trials if t["dataset"] == dataset and t["best_val"] is not None and t["checkpoint"]]
+    best mean validation score wins, its trials sorted by those params. Without: the best trial.
+    A trial whose score is not finite (a diverged model) is left out, as a failed one is (and as the
+    report leaves it out)."""
+    ok = [t for t in trials if t["dataset"] == dataset and t["best_val"] is not None
+          and np.isfinite(t["best_val"]) and t["checkpoint"]]
     if not ok:
         return []
     pick = max if mode == "max" else min

@@ -472,7 +472,9 @@ def train_loop_per_worker(config: dict) -> None:
         if device.type == "cuda":
             metrics["gpu/peak_mem_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
         cur = metrics[metric_name]
-        if best is None or (cur > best if mode == "max" else cur < best):
+        # a diverged epoch's NaN score never counts as best: any finite score beats it (before 2026-12-03 a
+        # NaN at the first epoch stayed best, as nothing compares greater than NaN)
+        if best is None or (np.isfinite(cur) and (not np.isfinite(best) or (cur > best if mode == "max" else cur < best))):
             best, best_epoch = cur, epoch
             # kept here, not by a score-ordered ray.train.CheckpointConfig: the trial is a Tune function
             # around a TorchTrainer, and Tune's result holds the Train run's latest checkpoint only;

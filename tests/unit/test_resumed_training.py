@@ -135,3 +135,30 @@ def test_a_trial_resumed_after_stopping_early_trains_no_further_epoch(tmp_path, 
     resumed = tune.run(loop, tmp_path / "trial")  # started again from its last checkpoint
     assert [r["epoch"] for r in resumed] == [1]
     assert resumed[0]["val/score"] == whole[-1]["val/score"]
+
+
+def test_a_diverged_first_epoch_is_never_the_best(tmp_path, monkeypatch):
+    """A NaN validation score (a diverged model) at the first epoch must not stay best: nothing compares
+    greater than NaN, so it used to keep best.pt at that epoch for the whole trial."""
+    import math
+
+    import raybench.train.loop as loop_mod
+
+    data = random_store(tmp_path / "store", [9, 14, 20, 11, 26, 17], task="categorical", image_size=16, n_mels=8,
+                        n_classes=3, steps_per_frame=2)
+    cfg = resolve_trial_config(
+        load(None, ["train.epochs=3", "train.batch_size=4", "window.length=6", "window.hop=3", "tune.metric=null",
+                    "train.read_threads=1", "data.dataset=synthetic_ravdess"]), {"method.name": "av_fusion"})
+    real, calls = loop_mod.evaluate, []
+
+    def evaluate(*a, **kw):
+        val, preds = real(*a, **kw)
+        calls.append(1)
+        return ({k: float("nan") for k in val} if len(calls) == 1 else val), preds
+
+    monkeypatch.setattr(loop_mod, "evaluate", evaluate)
+    reports = Tune(monkeypatch).run({"cfg": cfg, "data": data, "logger": None}, tmp_path / "t")
+    assert [r["epoch"] for r in reports] == [0, 1, 2] and math.isnan(reports[0]["val/score"])
+    assert math.isnan(reports[0]["best/val/score"])  # nothing better yet
+    scores = [r["val/score"] for r in reports[1:]]
+    assert reports[-1]["best/val/score"] == max(scores) and reports[-1]["best_epoch"] == 1 + scores.index(max(scores))

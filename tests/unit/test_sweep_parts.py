@@ -280,6 +280,13 @@ def test_repeats_run_every_configuration_with_consecutive_seeds_and_select_on_th
     chosen = choose(trials, "d", "max", ("train.seed",))
     assert [x["trial_id"] for x in chosen] == ["s/8-5", "s/8-6", "s/8-7"]  # by seed
     assert choose(trials, "d", "max")[0]["trial_id"] == "s/4-5"  # without repeats: the best trial
+    # a diverged trial (NaN score) is never chosen, even first in the list; its group is compared on the rest
+    nan = float("nan")
+    assert choose([t(2, 5, nan), *trials], "d", "max")[0]["trial_id"] == "s/4-5"
+    assert choose([t(2, 5, nan), t(4, 5, 0.2)], "d", "min")[0]["trial_id"] == "s/4-5"
+    assert [x["trial_id"] for x in choose([t(8, 8, nan), *trials], "d", "max", ("train.seed",))] == \
+        ["s/8-5", "s/8-6", "s/8-7"]
+    assert choose([t(2, 5, nan)], "d", "max") == []
 
 
 def test_the_bootstrap_interval_resamples_clips_and_averages_the_models_as_scikit_learn_computes():

@@ -94,7 +94,7 @@ class AudioConfig(Section):
 
 
 class SplitConfig(Section):
-    seed: int = 0
+    seed: int = Field(0, ge=0)  # numpy's generators take no negative seed
     val_fraction: float = Field(0.2, gt=0, lt=1)
     test_fraction: float = Field(0.2, ge=0, lt=1)
     folds: int | None = Field(None, ge=2)
@@ -141,7 +141,7 @@ class SynthConfig(Section):
     size: int = Field(64, ge=16)
     videos: int = Field(12, ge=1)
     video_seconds: float = Field(20.0, gt=0)
-    seed: int = 0
+    seed: int = Field(0, ge=0)  # numpy's generators take no negative seed
 
 
 class DataConfig(Section):
@@ -210,7 +210,7 @@ class TrainConfig(Section):
     # train.cache_gib, else nothing); 0: none
     memory_gib_per_worker: float | None = Field(None, ge=0)
     amp: bool = True  # mixed precision; only takes effect on GPU
-    seed: int = 0
+    seed: int = Field(0, ge=0)  # numpy's generators take no negative seed
     lr_schedule: Literal["none", "plateau"] = "none"  # plateau: ReduceLROnPlateau on the validation metric
     plateau_factor: float = Field(0.1, gt=0, lt=1)
     plateau_patience: int = Field(5, ge=0)

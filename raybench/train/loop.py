@@ -336,6 +336,17 @@ class TuneSession:
         tune.report(metrics)
 
 
+def sync_buffers(module: torch.nn.Module) -> None:
+    """Every rank's buffers (BatchNorm's running statistics) as rank 0's, before evaluation under DDP.
+
+    DDP broadcasts rank 0's buffers at the start of each forward pass, and that pass then updates
+    each rank's copy with its own batch: after an epoch the ranks' statistics differ, and each rank
+    would score its share of the validation clips with other statistics than the checkpoint saves
+    (rank 0's). Before 2026-12-03 they did."""
+    for b in module.buffers():
+        torch.distributed.broadcast(b, 0)
+
+
 def train_loop_per_worker(config: dict) -> None:
     """Ray Train entry point, and the trial itself for a trial without a worker group. ``config``: cfg
     (the trial's :class:`TrialConfig`), data (prepared summary), logger (an :class:`EpochLogger` rank 0
@@ -349,6 +360,8 @@ def train_loop_per_worker(config: dict) -> None:
     seed = tcfg.seed
     torch.manual_seed(seed)  # the model's initial weights (the same on every rank)
     device = session.device
+    if device.type == "cuda":  # gpu/peak_mem_gib: this trial's peak, not an earlier trial's in the same process
+        torch.cuda.reset_peak_memory_stats(device)
     task = data["task"]
     metric_name = cfg.tune.metric or default_metric(task)
     mode = cfg.tune.mode
@@ -451,6 +464,11 @@ def train_loop_per_worker(config: dict) -> None:
             seen = torch.cat([torch.tensor([n_samples], device=device), dropped])
             torch.distributed.all_reduce(seen)
             n_samples, dropped = int(seen[0]), seen[1:]
+            # the loss over every rank's batches (before 2026-12-03: rank 0's only)
+            summed = torch.stack([tot.double(), torch.tensor(float(n_batches), dtype=torch.float64, device=device)])
+            torch.distributed.all_reduce(summed)
+            tot, n_batches = summed[0], int(summed[1])
+            sync_buffers(method)
         val, _ = evaluate(method, store.iter_groups(val_groups, val_ids, store_columns(inputs, True)), data, cfg, device)
         metrics = {f"val/{k}": v for k, v in val.items()}
         # epochs_done: the trial's own count (ASHA's clock; Tune's training_iteration restarts after a resume)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -214,10 +215,16 @@ def valid_pairs(cfg: SweepConfig | dict) -> list[tuple[str, str]]:
     return out
 
 
-def _variants(cfg: dict) -> list[dict]:
-    """Configs for every combination of the finite values of method.name and data.dataset."""
+def _variants(cfg: dict, data_keys: bool = False) -> list[dict]:
+    """Configs for every combination of the finite values of method.name and data.dataset (and, with
+    ``data_keys``, of every other swept ``data.*`` key but data.fold: the checks across keys)."""
     space = cfg.get("tune", {}).get("search_space") or {}
+    if not isinstance(space, dict):
+        return [cfg]
     keys = [k for k in ("method.name", "data.dataset") if isinstance(space.get(k), dict)]
+    if data_keys:
+        keys += [k for k in space if isinstance(k, str) and k.startswith("data.") and k not in keys
+                 and k != "data.fold" and isinstance(space[k], dict)]
     values = []
     for k in keys:
         vals = search_values(space[k]) if len(space[k]) == 1 else None
@@ -256,11 +263,14 @@ def validate(raw: dict, source: str | None = None) -> SweepConfig:
 
     # names, for every method/dataset the sweep can reach
     seen_pairs = set()
-    for variant in _variants(cfg):
+    tasks_of: dict[str, set[str]] = {}  # dataset -> the tasks its swept data values give it
+    for variant in _variants(cfg, data_keys=True):
         mname, dname = variant["method"].get("name"), variant["data"].get("dataset")
-        if (mname, dname) in seen_pairs:
+        key = (mname, json.dumps(variant["data"], sort_keys=True, default=str))
+        if key in seen_pairs:
             continue
-        seen_pairs.add((mname, dname))
+        seen_pairs.add(key)
+        _check_data_across_keys(variant["data"], problems)
         method = METHODS.get_or_none(mname)
         dataset = DATASETS.get_or_none(dname)
         if method is None:
@@ -271,6 +281,7 @@ def validate(raw: dict, source: str | None = None) -> SweepConfig:
         if method is None or dataset is None or data is None:  # a bad data value is reported on its own
             continue
         task = dataset.task_for(data)
+        tasks_of.setdefault(dname, set()).add(task)
         if task not in method.tasks and not pairs_swept(cfg):
             problems.append(
                 f"method {mname!r} does not support dataset {dname!r}: the dataset's task is "
@@ -284,6 +295,11 @@ def validate(raw: dict, source: str | None = None) -> SweepConfig:
                     f"'tune.metric' {metric!r} does not fit the {task} dataset {dname!r}: "
                     f"expected one of {', '.join('val/' + m for m in allowed)}"
                 )
+
+    for dname, tasks in tasks_of.items():
+        if len(tasks) > 1:  # a sweep ranks each dataset's trials on one metric (and records them under its name)
+            problems.append(f"the search space gives dataset {dname!r} two tasks ({', '.join(sorted(tasks))}): a "
+                            "sweep chooses each dataset's best configuration on one metric; run one sweep per task")
 
     # the cross-corpus targets: known categorical corpora sharing classes with every dataset trained on
     cross = (cfg.get("eval") or {}).get("cross_corpus") or []
@@ -380,10 +396,6 @@ def validate(raw: dict, source: str | None = None) -> SweepConfig:
             and t["use_gpu"] is True:
         problems.append(f"'train.gpus_per_worker' {gpw!r} < 1 needs train.num_workers=1: NCCL cannot put two "
                         "ranks of one trial on the same GPU")
-    rv = d.get("ravdess") if isinstance(d.get("ravdess"), dict) else {}
-    if rv.get("video") == "video_only" and rv.get("audio") != "wav":
-        problems.append("'data.ravdess.video' video_only files have no audio track: set data.ravdess.audio=wav "
-                        "(the 03-..wav files of the Audio_*_Actors archives)")
     sp = d["split"] if isinstance(d.get("split"), dict) else {}
     k, fold = sp.get("folds"), d.get("fold")
     if sp.get("protocol") == "chunks" and k is None:
@@ -399,9 +411,6 @@ def validate(raw: dict, source: str | None = None) -> SweepConfig:
             break
         if isinstance(k, int) and (not isinstance(f, int) or isinstance(f, bool) or not 0 <= f < k):
             problems.append(f"'data.fold' must be an integer in 0..{k - 1} (data.split.folds={k}), got {f!r}")
-    vf, tf = sp.get("val_fraction"), sp.get("test_fraction")
-    if all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (vf, tf)) and vf + tf >= 1:
-        problems.append(f"'data.split': val_fraction + test_fraction must be < 1, got {vf!r} and {tf!r}")
 
     _check_per_method(cfg, swept, problems)
     _local_paths(cfg, space, problems)
@@ -415,6 +424,20 @@ def validate(raw: dict, source: str | None = None) -> SweepConfig:
     if problems:
         raise ConfigError(list(dict.fromkeys(problems)), source)  # one line per problem, once
     return SweepConfig.model_validate(cfg)
+
+
+def _check_data_across_keys(d: dict, problems: list[str]) -> None:
+    """Checks across ``data`` keys, for the fixed values and each combination the search space gives."""
+    if not isinstance(d, dict):
+        return
+    rv = d.get("ravdess") if isinstance(d.get("ravdess"), dict) else {}
+    if rv.get("video") == "video_only" and rv.get("audio") != "wav":
+        problems.append("'data.ravdess.video' video_only files have no audio track: set data.ravdess.audio=wav "
+                        "(the 03-..wav files of the Audio_*_Actors archives)")
+    sp = d["split"] if isinstance(d.get("split"), dict) else {}
+    vf, tf = sp.get("val_fraction"), sp.get("test_fraction")
+    if all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in (vf, tf)) and vf + tf >= 1:
+        problems.append(f"'data.split': val_fraction + test_fraction must be < 1, got {vf!r} and {tf!r}")
 
 
 def _check_mfcc_input(cfg: dict, space: dict, swept: list, problems: list[str]) -> None:

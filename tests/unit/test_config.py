@@ -366,3 +366,23 @@ tune:
     assert cfg.data.audio.encoder.path == "~/m"  # already absolute once ~ is expanded: left as written
     assert cfg.eval.cross_corpus[0].root == str(tmp_path.parent / "crema")
     assert cfg.tune.search_space["data.root"] == {"grid": [str(tmp_path / "data" / "a"), "/abs/b", "gs://bucket/c"]}
+
+
+def test_swept_data_values_meet_the_checks_across_keys():
+    """A data value the search space gives is checked with the others as a fixed one is: video_only
+    RAVDESS files without the .wav audio, fractions that leave no training set, a dataset given two
+    tasks (one sweep ranks a dataset's trials on one metric)."""
+    with pytest.raises(ConfigError, match="video_only files have no audio track"):
+        load(SWEEPS_DIR / "smoke.yaml", ["data.dataset=ravdess",
+                                         "tune.search_space={data.ravdess.video: {grid: [av, video_only]}}"])
+    with pytest.raises(ConfigError, match=r"val_fraction \+ test_fraction must be < 1, got 0.6 and 0.5"):
+        load(SWEEPS_DIR / "smoke.yaml", ["data.split.test_fraction=0.5",
+                                         "tune.search_space={data.split.val_fraction: {grid: [0.3, 0.6]}}"])
+    with pytest.raises(ConfigError, match=r"gives dataset 'msp_improv' two tasks \(categorical, continuous\)"):
+        load(SWEEPS_DIR / "smoke.yaml", ["data.dataset=msp_improv", "tune.metric=null",
+                                         "tune.search_space={data.msp_improv.task: {grid: [categorical, continuous]}}"])
+    # values that fit pass
+    cfg = load(SWEEPS_DIR / "smoke.yaml", ["data.dataset=ravdess", "data.ravdess.audio=wav",
+                                           "tune.search_space={data.ravdess.video: {grid: [av, video_only]}, "
+                                           "data.split.val_fraction: {grid: [0.2, 0.3]}}"])
+    assert cfg.tune.search_space["data.ravdess.video"] == {"grid": ["av", "video_only"]}

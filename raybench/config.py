@@ -590,7 +590,9 @@ def _check_per_method(cfg: dict, swept: list, problems: list[str]) -> None:
 
 def load(path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> SweepConfig:
     """Load, override and validate a sweep file; return the typed sweep config."""
-    return validate(load_raw(path, overrides), source=str(sweep_path(path)))
+    # the problems may come from the file or from the command line's overrides: the source names both
+    source = str(sweep_path(path)) + (f" with the command line's {' '.join(overrides)}" if overrides else "")
+    return validate(load_raw(path, overrides), source=source)
 
 
 def resolve_trial_config(cfg: SweepConfig, trial_params: dict) -> TrialConfig:

@@ -98,6 +98,9 @@ def test_overrides_apply_and_types_are_checked():
     assert cfg.train.epochs == 3 and cfg.window.hop == 2
     with pytest.raises(ConfigError, match="not of the form key=value"):
         load(SWEEPS_DIR / "smoke.yaml", ["train.epochs"])
+    # a typo on the command line: the error says where to look, the file and the overrides
+    with pytest.raises(ConfigError, match=r"smoke.yaml with the command line's train.epoch=3 window.hop=2: 1 problem"):
+        load(SWEEPS_DIR / "smoke.yaml", ["train.epoch=3", "window.hop=2"])
 
 
 def test_search_space_values_are_type_checked():

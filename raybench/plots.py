@@ -95,6 +95,11 @@ def trace_figure(rows: list[dict[str, Any]], max_clips: int = 4, title: str = ""
     return fig
 
 
+def annotated_frames(rows: list[dict[str, Any]]) -> int:
+    """The prediction rows with a gold valence or arousal (rows of unannotated frames carry NaN gold)."""
+    return sum(1 for r in rows if not (np.isnan(float(r["valence_true"])) and np.isnan(float(r["arousal_true"]))))
+
+
 def scatter_figure(rows: list[dict[str, Any]], title: str = "", split: str = "test", ccc: dict | None = None,
                    max_points: int = 20000):
     """Predicted against gold valence and arousal over every annotated frame (a random subset of
@@ -117,6 +122,6 @@ def scatter_figure(rows: list[dict[str, Any]], title: str = "", split: str = "te
         ax.set_ylabel(f"predicted {dim}")
         c = (ccc or {}).get(dim)
         ax.set_title(f"{dim}: CCC {c:.3f}" if c is not None else dim, fontsize=10)
-    fig.suptitle(title or f"{split}: predicted vs gold, {len(rows)} annotated frames")
+    fig.suptitle(title or f"{split}: predicted vs gold, {annotated_frames(rows)} annotated frames")
     fig.tight_layout()
     return fig

@@ -638,7 +638,7 @@ def _log_plot(client, run_id: str, preds: list[dict], data: dict, split: str = "
     clips and a predicted-vs-gold scatter with the CCCs (``traces_<split>.png``, ``scatter_<split>.png``)."""
     import matplotlib.pyplot as plt
 
-    from raybench.plots import confusion_figure, recall_figure, scatter_figure, trace_figure
+    from raybench.plots import annotated_frames, confusion_figure, recall_figure, scatter_figure, trace_figure
 
     ds, m = data["dataset"], metrics or {}
     if data["task"] == "categorical":
@@ -649,7 +649,7 @@ def _log_plot(client, run_id: str, preds: list[dict], data: dict, split: str = "
         ccc = {d: m[f"ccc_{d}"] for d in ("valence", "arousal") if f"ccc_{d}" in m}
         figs = {f"traces_{split}.png": trace_figure(preds, title=f"{ds}: {split} predictions vs gold", split=split),
                 f"scatter_{split}.png": scatter_figure(preds, split=split, ccc=ccc,
-                                                       title=f"{ds}: {split}, {len(preds)} annotated frames")}
+                                                       title=f"{ds}: {split}, {annotated_frames(preds)} annotated frames")}
     for name, fig in figs.items():
         client.log_figure(run_id, fig, name)
         plt.close(fig)

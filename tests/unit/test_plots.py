@@ -70,3 +70,6 @@ def test_the_scatter_figure_plots_every_annotated_frame_with_its_ccc():
     assert len(x) == 50 and np.allclose(sorted(y), sorted(r["valence"] for r in rows))
     assert len(ar.collections[0].get_offsets()) == 40  # unannotated frames are not drawn
     assert va.get_xlabel() == "gold valence" and va.get_ylabel() == "predicted valence"
+    # the title counts annotated frames: not the rows of frames with no gold at all (Aff-Wild2's -5)
+    rows += [{**rows[0], "frame": 50 + i, "valence_true": float("nan"), "arousal_true": float("nan")} for i in range(7)]
+    assert "50 annotated frames" in scatter_figure(rows)._suptitle.get_text()

@@ -13,7 +13,7 @@ import numpy as np
 
 from raybench.config import PAIR_KEY, expand_params, resolve_trial_config
 from raybench.schema import SweepConfig, TrialConfig
-from raybench.trials import data_key, trial_data_cfg, trial_gpus
+from raybench.trials import data_key, grouped_keys, trial_data_cfg, trial_gpus
 
 
 @dataclass
@@ -399,8 +399,7 @@ def record(cfg: SweepConfig, grid, summaries: dict[str, dict], mlinfo: dict, sto
 
     # best per dataset, on the validation metric; only it sees the test split
     client = tracking._client(uri)
-    over = (("data.fold",) if "data.fold" in cfg.tune.search_space else ()) + \
-        (("train.seed",) if cfg.tune.repeats > 1 else ())
+    over = grouped_keys(cfg)
     names = list(dict.fromkeys(s["dataset"] for s in summaries.values()))
     plan: dict[str, tuple[list[dict], list[dict]]] = {}  # dataset -> (its chosen models, other methods' best)
     for name in names:

@@ -132,6 +132,24 @@ def param_space(cfg: SweepConfig) -> dict[str, Any]:
     return out
 
 
+def grouped_keys(cfg: SweepConfig) -> tuple[str, ...]:
+    """The params a configuration's trials differ in: ``data.fold`` when folds are swept, ``train.seed``
+    with ``tune.repeats``; the sweep chooses a configuration on its trials' mean."""
+    return (("data.fold",) if "data.fold" in cfg.tune.search_space else ()) + \
+        (("train.seed",) if cfg.tune.repeats > 1 else ())
+
+
+def search_alg(cfg: SweepConfig, max_concurrent: int):
+    """Tune's variant generator. With folds or repeats (:func:`grouped_keys`) every random value
+    (``uniform``, ``loguniform``, ``randint``, ``choice``) is drawn once per sample and kept over the
+    grid (``constant_grid_search``), so a configuration's folds and seeds share it: Tune's default
+    draws it again for each grid point, which gave every fold and seed a configuration of its own
+    (before 2026-12-03), and the "mean over folds" was one trial."""
+    from ray.tune.search import BasicVariantGenerator
+
+    return BasicVariantGenerator(max_concurrent=max_concurrent or 0, constant_grid_search=bool(grouped_keys(cfg)))
+
+
 def planned_trials(cfg: SweepConfig) -> int:
     """The trials a sweep runs: ``tune.num_samples`` x the length of every grid in its search space (as
     Tune's BasicVariantGenerator makes them: every grid point for each sample)."""
@@ -876,7 +894,7 @@ def tune_trials(cfg: SweepConfig, summaries: dict[str, dict], mlinfo: dict, stor
             # Not for Ray Train trials: a second TorchTrainer.fit() in a reused trial process hung after
             # its first trial ended (Ray 2.60; the trial function's report queue is per process)
             tune_config=tune.TuneConfig(metric=metric, mode=mode, scheduler=scheduler,
-                                        num_samples=cfg.tune.num_samples, max_concurrent_trials=conc,
+                                        num_samples=cfg.tune.num_samples, search_alg=search_alg(cfg, conc),
                                         reuse_actors=in_trial_process(cfg.train)),
             # Tune's own tables with -v; by default one raybench line per trial epoch. Tune keeps no
             # checkpoint: a trial in its own process keeps its own (raybench/train/checkpoints.py), a

@@ -955,3 +955,24 @@ def test_the_report_command_the_sweep_prints_finds_its_store(tmp_path, monkeypat
         f"python -m raybench.report --tracking-uri {uri} --sweep s-1"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")  # named, for a shell without it
     assert cmd(f"storage={tmp_path / 'r'}") == "python -m raybench.report --tracking-uri http://127.0.0.1:5000 --sweep s-1"
+
+
+def test_folds_and_seeds_of_a_configuration_share_its_random_values():
+    """With folds or repeats, a loguniform learning rate (or any random key) is drawn once per sample and
+    kept over the folds and seeds: each configuration is trained on every fold, with every seed."""
+    from ray.tune.search.variant_generator import generate_variants
+
+    from raybench.trials import param_space, search_alg
+
+    cfg = load(SWEEPS_DIR / "smoke.yaml", ["data.split.folds=3", "tune.repeats=2", "tune.num_samples=1",
+                                           "tune.search_space={data.fold: {grid: [0, 1, 2]}, "
+                                           "train.lr: {loguniform: [1e-5, 1e-2]}, method.dropout: {choice: [0.1, 0.3, 0.5]}}"])
+    alg = search_alg(cfg, 2)
+    assert alg._constant_grid_search and alg.max_concurrent == 2
+    windows = cfg.tune.search_space["window.length"]["grid"]  # smoke.yaml's own grid, kept
+    for _ in range(3):  # one sample: windows x 3 folds x 2 seeds, one learning rate and dropout for all
+        variants = [v for _, v in generate_variants(param_space(cfg), constant_grid_search=alg._constant_grid_search)]
+        assert len(variants) == 6 * len(windows) and len({(v["train.lr"], v["method.dropout"]) for v in variants}) == 1
+        assert {(v["data.fold"], v["train.seed"]) for v in variants} == {(f, s) for f in range(3) for s in (0, 1)}
+    # without folds or repeats, Tune's default: each grid point draws its own
+    assert not search_alg(load(SWEEPS_DIR / "smoke.yaml", ["tune.repeats=1"]), 0)._constant_grid_search

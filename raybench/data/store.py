@@ -53,7 +53,11 @@ class PrepareError(RuntimeError):
     pass
 
 
-def fingerprint(dataset: str, root: str | Path, data_cfg: DataConfig) -> str:
+def fingerprint(dataset: str, root: str | Path, data_cfg: DataConfig, clips: list | None = None) -> str:
+    """The store's settings' hash. ``clips``: the manifest's clips, for a dataset whose labels are not
+    in its file names (``csv``: its rows' labels, class order and annotation files are in the store's
+    rows, so another manifest, ``data.csv.classes`` or task is another store; before 2026-12-03 they
+    reused the old store and its labels)."""
     d = data_cfg.model_dump(mode="json")
     spec = {
         "version": STORE_VERSION,
@@ -67,6 +71,11 @@ def fingerprint(dataset: str, root: str | Path, data_cfg: DataConfig) -> str:
         spec["crops"] = "annotation name"
     if d["face"] in ("detect", "dataset") and d["face_detector"] != "haar":  # added later; haar before
         spec["face_detector"] = d["face_detector"]
+    if dataset == "csv" and clips is not None:
+        # file names, not paths: a remote root is read through a local mirror whose folder differs by machine
+        rows = sorted((c.clip_id, Path(c.video_path).name, c.label, Path(c.va_path).name if c.va_path else None)
+                      for c in clips)
+        spec["rows"] = hashlib.sha256(json.dumps(rows, default=str).encode()).hexdigest()
     return hashlib.sha256(json.dumps(spec, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -675,7 +684,7 @@ def plan(data_cfg: DataConfig | dict[str, Any]) -> Plan:
             vision_spec(data_cfg.video.encoder)
     except EncoderError as e:
         raise PrepareError(f"{ds_name}: {e}") from None
-    fp = fingerprint(ds_name, root_uri or root, data_cfg)
+    fp = fingerprint(ds_name, root_uri or root, data_cfg, clips)
     store = ClipStore(storage.join(store_root(data_cfg), f"{ds_name}-{fp}"))
     return Plan(dataset=dataset, data_cfg=data_cfg, root=root, root_uri=root_uri, clips=clips, fingerprint=fp,
                 store=store, left_out=left_out)

@@ -162,3 +162,27 @@ def test_annotation_rows_of_the_wrong_width_name_their_line(tmp_path):
     csv_va.write_text("frame,valence,arousal\n0,0.1,0.2\n1,,0.3\n")  # an empty cell: that frame unannotated
     got = read_csv_va(csv_va)
     assert np.isnan(got[1, 0]) and np.allclose(got[[0], :], [[0.1, 0.2]]) and got[1, 1] == np.float32(0.3)
+
+
+def test_a_csv_store_is_another_when_its_labels_are(tiny_ravdess, tmp_path):
+    """The store keeps each clip's label index and annotation: another class order or an edited label is
+    another store; a split setting (not in the store) is not."""
+    from raybench.data.store import fingerprint
+
+    _write_manifest(tmp_path, tiny_ravdess)
+    ds = get_dataset("csv")
+
+    def fp(**kw):
+        cfg = data_config({**_cfg(**kw), "dataset": "csv", "root": str(tmp_path)})
+        return fingerprint("csv", tmp_path, cfg, ds.manifest(tmp_path, cfg))
+
+    base = fp(classes=list(EMO))
+    assert fp(classes=list(EMO)) == base
+    assert fp(classes=list(reversed(EMO))) != base  # the same names, other indices
+    cfg = data_config({**_cfg(classes=list(EMO)), "dataset": "csv", "root": str(tmp_path)})
+    cfg.split.val_fraction = 0.3
+    assert fingerprint("csv", tmp_path, cfg, ds.manifest(tmp_path, cfg)) == base
+    text = (tmp_path / "manifest.csv").read_text().splitlines()
+    video, subject, _ = text[1].split(",")
+    (tmp_path / "manifest.csv").write_text("\n".join([text[0], f"{video},{subject},surprised", *text[2:]]) + "\n")
+    assert fp(classes=list(EMO)) != base  # one label edited in place

@@ -124,6 +124,10 @@ def audio_features(audio: np.ndarray, num_frames: int, sample_rate: int, cfg: Au
     hop = int(round(cfg.hop_ms * sample_rate / 1000))
     n_fft = max(cfg.n_fft, win)
     k = cfg.frames_per_video_frame
+    if len(audio) <= n_fft // 2:  # torchaudio pads each end by n_fft // 2 by reflection: it needs more samples
+        raise AudioTooShort(f"data.audio.features={kind}: the audio ({len(audio) / sample_rate * 1000:.1f} ms, "
+                            f"{len(audio)} samples) is too short for one analysis window (more than n_fft/2 = "
+                            f"{n_fft // 2} samples)")
     tf = _transform(kind, sample_rate, n_fft, win, hop, cfg.n_mels)
     with torch.no_grad():
         spec = tf(torch.from_numpy(np.ascontiguousarray(audio, np.float32)))  # (F, Tspec)

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from raybench.data.decode import DecodeError, decode_clip, resample_indices
-from raybench.data.features import audio_features, resample_labels
+from raybench.data.features import audio_features, resample_labels, window_ms
 from raybench.data.synth import write_mp4
 from raybench.schema import AudioConfig, DataConfig
 
@@ -60,6 +60,19 @@ def test_audio_features_aligned_to_frames(kind):
     assert feats.shape[0] == 40 and feats.dtype == np.float32
     energy = feats.max(1)
     assert energy[24:].mean() > energy[:16].mean() + 3  # the tone is in the second half of the steps
+
+
+@pytest.mark.parametrize("kind", ["logmel", "spectrogram"])
+def test_audio_shorter_than_half_an_fft_is_a_clip_too_short_not_a_fatal_error(kind):
+    """torchaudio pads by reflection, n_fft / 2 each side: a few ms of audio is that clip's problem
+    (skipped with its reason), not an error that stops the prepare stage."""
+    from raybench.data.features import AudioTooShort
+
+    cfg = AudioConfig(features=kind, n_fft=400, win_ms=25, hop_ms=10)
+    n_fft = max(400, int(round(window_ms(cfg) * 16)))
+    with pytest.raises(AudioTooShort, match=rf" {n_fft // 2} samples\) is too short for one analysis window"):
+        audio_features(np.ones(n_fft // 2, np.float32), 3, 16000, cfg)
+    assert audio_features(np.ones(n_fft // 2 + 1, np.float32), 3, 16000, cfg).shape[0] == 3 * cfg.frames_per_video_frame
 
 
 def test_resample_labels_marks_missing_frames_nan():

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -30,26 +32,67 @@ STATE_FILE = "raybench_sweep.json"
 RESUME_KEYS = ("storage", "train.node_wait_s")
 
 
-def save_sweep_state(storage: str, sweep_id: str, cfg: SweepConfig) -> None:
-    """The resolved config of a sweep, kept beside its Tune results so ``--resume`` can rebuild it."""
+def save_sweep_state(storage: str, sweep_id: str, cfg: SweepConfig, tracking_uri: str | None = None) -> None:
+    """The resolved config of a sweep, kept beside its Tune results so ``--resume`` can rebuild it, and
+    the MLflow store it records in (``tracking_uri``) and where that came from: a resume records in the
+    same store, whatever $MLFLOW_TRACKING_URI says then."""
     from raybench import storage as st
+    from raybench.tracking import tracking_uri_source
 
-    text = json.dumps({"sweep_id": sweep_id, "cfg": cfg.model_dump(mode="json")}, indent=1)
+    state = {"sweep_id": sweep_id, "cfg": cfg.model_dump(mode="json")}
+    if tracking_uri:
+        state.update(tracking_uri=tracking_uri, tracking_uri_from=tracking_uri_source(cfg))
+    text = json.dumps(state, indent=1)
     fs, root = st.split(storage)
     st.write_bytes(fs, f"{root}/{sweep_id}/{STATE_FILE}", text.encode())
 
 
-def load_sweep_state(storage: str, sweep_id: str) -> dict:
+def load_sweep_state(storage: str, sweep_id: str, whole: bool = False) -> dict:
+    """The saved config of a sweep (``whole``: the state file's every entry, the config under ``cfg``)."""
     from raybench import storage as st
 
     fs, root = st.split(storage)
     path = f"{root}/{sweep_id}/{STATE_FILE}"
     try:
-        cfg = json.loads(st.read_bytes(fs, path).decode())["cfg"]
-        return {k: v for k, v in cfg.items() if not k.startswith("_")}  # older state files kept hidden keys
+        state = json.loads(st.read_bytes(fs, path).decode())
     except (FileNotFoundError, OSError):
         raise ConfigError([f"no sweep {sweep_id!r} to resume: {path} does not exist (is storage= the one the "
                            "sweep used?)"], "--resume") from None
+    state["cfg"] = {k: v for k, v in state["cfg"].items() if not k.startswith("_")}  # older files kept hidden keys
+    return state if whole else state["cfg"]
+
+
+def _same_place(a: str, b: str) -> bool:
+    if "://" in a or "://" in b:
+        return a.rstrip("/") == b.rstrip("/")
+    return Path(a).expanduser().resolve() == Path(b).expanduser().resolve()
+
+
+def resumed_config(raw: dict, state: dict, given_storage: str | None) -> dict:
+    """The saved config ``raw`` of a sweep to resume, where its results are now: ``storage=`` given
+    with --resume (results moved) replaces the saved one, and the MLflow store is the sweep's own (the
+    saved URI when it came from $MLFLOW_TRACKING_URI, else the default store beside the results), not
+    whatever $MLFLOW_TRACKING_URI says in this shell. Before 2026-12-03 a resume with a new storage= ran
+    the whole sweep again in the old place, and one in another shell recorded in another store."""
+    from raybench import tracking
+
+    raw = copy.deepcopy(raw)
+    saved = str(raw.get("storage") or tracking.results_dir(None) / "tune")  # where the sweep kept its Tune results
+    if given_storage and not _same_place(given_storage, saved):
+        raw["storage"] = given_storage
+    mlflow = raw.setdefault("mlflow", {})
+    if mlflow.get("tracking_uri") or not state.get("tracking_uri"):
+        return raw  # set in the sweep file (kept as it was), or a state file from before 2026-12-03
+    if state.get("tracking_uri_from") == "$MLFLOW_TRACKING_URI":
+        uri = state["tracking_uri"]
+    else:  # the default store: in the results folder, wherever it is now
+        uri = f"sqlite:///{tracking.results_dir(raw.get('storage')) / 'mlflow.db'}"
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env and env != uri:
+        print(f"[raybench] resuming in the sweep's own MLflow store {uri} ($MLFLOW_TRACKING_URI, {env}, is not "
+              "used: the sweep's runs are in its own store)", flush=True)
+    mlflow["tracking_uri"] = uri
+    return raw
 
 
 class SweepInterrupted(Exception):
@@ -166,7 +209,7 @@ def run_sweep(cfg: SweepConfig, sweep_id: str | None = None, resume: bool = Fals
             Path(storage).mkdir(parents=True, exist_ok=True)
 
         def started() -> None:
-            save_sweep_state(storage, sweep_id, cfg)
+            save_sweep_state(storage, sweep_id, cfg, uri)
             saved[0] = True
             print(f"[raybench] to resume this sweep if it is interrupted:  {resume_command(sweep_id, cfg)}", flush=True)
 
@@ -317,9 +360,10 @@ def main(argv: list[str] | None = None) -> int:
                                    f"with; these would change it and are not applied: {', '.join(refused)}. "
                                    f"With --resume give only {' or '.join(k + '=' for k in RESUME_KEYS)}; to "
                                    "change settings, start a new sweep"], "--resume")
-            storage = next((o.split("=", 1)[1] for o in overrides if o.startswith("storage=")), None)
-            storage = storage or str(tracking.results_dir(None) / "tune")
-            raw = load_sweep_state(storage, args.resume)
+            given = next((o.split("=", 1)[1] for o in overrides if o.startswith("storage=")), None)
+            storage = given or str(tracking.results_dir(None) / "tune")
+            state = load_sweep_state(storage, args.resume, whole=True)
+            raw = resumed_config(state["cfg"], state, given)
             operational = [o for o in overrides if not o.startswith("storage=")]
             if operational:
                 from omegaconf import OmegaConf

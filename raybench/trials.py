@@ -887,6 +887,9 @@ def tune_trials(cfg: SweepConfig, summaries: dict[str, dict], mlinfo: dict, stor
         tuner = tune.Tuner.restore(exp_path, trainable, resume_unfinished=True, resume_errored=True,
                                    param_space=param_space(cfg), storage_filesystem=storage_fs)
     else:
+        if resume:  # killed before Tune first saved its state: nothing of Tune's to go on from, said
+            print(f"[raybench] no Tune state of sweep {sweep_id} under {exp_dir} (the sweep stopped before Tune "
+                  "saved one): its trials start from the beginning", flush=True)
         tuner = tune.Tuner(
             trainable,
             param_space=param_space(cfg),

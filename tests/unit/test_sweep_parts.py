@@ -216,7 +216,9 @@ def test_resume_takes_a_new_node_wait_and_nothing_else_of_the_saved_configuratio
     assert sw.main(["--resume", "sweep-x", f"storage={tmp_path}", "train.node_wait_s=30"]) == 2
     assert seen["sweep_id"] == "sweep-x" and seen["resume"] is True
     assert seen["cfg"].train.node_wait_s == 30
-    assert seen["cfg"].model_dump(exclude={"train": {"node_wait_s"}}) == cfg.model_dump(exclude={"train": {"node_wait_s"}})
+    changed = {"train": {"node_wait_s"}, "storage": True}
+    assert seen["cfg"].model_dump(exclude=changed) == cfg.model_dump(exclude=changed)
+    assert seen["cfg"].storage == str(tmp_path)  # where the results are now
     # a value the key does not take is named, before Ray starts
     seen.clear()
     assert sw.main(["--resume", "sweep-x", f"storage={tmp_path}", "train.node_wait_s=-5"]) == 2
@@ -224,6 +226,39 @@ def test_resume_takes_a_new_node_wait_and_nothing_else_of_the_saved_configuratio
     assert not seen and "train.node_wait_s" in err and "sweep sweep-x with train.node_wait_s=-5" in err
     assert sw.main(["--resume", "sweep-x", f"storage={tmp_path}", "train.node_wait_s=[1"]) == 2
     assert not seen and "cannot apply overrides ['train.node_wait_s=[1']" in capsys.readouterr().err
+
+
+def test_a_resume_records_where_the_sweep_is_now_in_its_own_mlflow_store(tmp_path, capsys, monkeypatch):
+    """Results moved (storage= given with --resume): the sweep goes on there, not in the old place; its
+    MLflow store is its own (the default one beside the results, or the $MLFLOW_TRACKING_URI it began
+    with), whatever $MLFLOW_TRACKING_URI says in the resuming shell."""
+    import shutil
+
+    import raybench.sweep as sw
+
+    seen = {}
+
+    def fake_run_sweep(c, sweep_id=None, resume=False, verbose=0):
+        seen["cfg"] = c
+        raise ConfigError(["stop here"], "test")
+
+    monkeypatch.setattr(sw, "run_sweep", fake_run_sweep)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    old, new = tmp_path / "old", tmp_path / "new"
+    cfg = load(None, [f"storage={old}"])
+    sw.save_sweep_state(str(old), "s", cfg, f"sqlite:///{old / 'mlflow.db'}")  # the default store, beside the results
+    shutil.move(old, new)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://elsewhere:5000")  # another shell
+    assert sw.main(["--resume", "s", f"storage={new}"]) == 2
+    assert seen["cfg"].storage == str(new) and seen["cfg"].mlflow.tracking_uri == f"sqlite:///{new / 'mlflow.db'}"
+    assert "resuming in the sweep's own MLflow store" in capsys.readouterr().out
+    # a sweep that began with $MLFLOW_TRACKING_URI goes on recording there, from a shell without it
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://lab:5000")
+    cfg = load(None, [f"storage={new}"])
+    sw.save_sweep_state(str(new), "t", cfg, "http://lab:5000")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    assert sw.main(["--resume", "t", f"storage={new}"]) == 2
+    assert seen["cfg"].mlflow.tracking_uri == "http://lab:5000" and seen["cfg"].storage == str(new)
 
 
 def test_resume_with_only_storage_looks_for_the_sweep_there(tmp_path, capsys):

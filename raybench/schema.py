@@ -307,7 +307,9 @@ class MlflowConfig(Section):
 
 
 class SweepConfig(Section):
-    name: str = "sweep"
+    # the sweep id, the MLflow experiment and Tune's folder are made from it: letters, digits, . _ - only
+    # (a quote broke MLflow's run search after the prepare stage, before 2026-12-03)
+    name: str = Field("sweep", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100)
     data: DataConfig = DataConfig()
     method: dict[str, Any] = {"name": "av_fusion"}  # name + the method's Options (checked per method)
     window: WindowConfig = WindowConfig()

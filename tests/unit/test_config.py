@@ -98,6 +98,9 @@ def test_overrides_apply_and_types_are_checked():
     assert cfg.train.epochs == 3 and cfg.window.hop == 2
     with pytest.raises(ConfigError, match="not of the form key=value"):
         load(SWEEPS_DIR / "smoke.yaml", ["train.epochs"])
+    # the sweep's name makes its id, MLflow experiment and folders: a quote or a space is refused up front
+    with pytest.raises(ConfigError, match=r"'name': String should match pattern"):
+        load(SWEEPS_DIR / "smoke.yaml", ["name=bob's sweep"])
     # a typo on the command line: the error says where to look, the file and the overrides
     with pytest.raises(ConfigError, match=r"smoke.yaml with the command line's train.epoch=3 window.hop=2: 1 problem"):
         load(SWEEPS_DIR / "smoke.yaml", ["train.epoch=3", "window.hop=2"])

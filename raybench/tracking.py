@@ -362,12 +362,15 @@ class TrialLogger:
         # newer is the run's value, as Tune's), and a tag names those epochs
         history = client.get_metric_history(self.run_id, "val/score")
         self.logged_up_to = max((m.step for m in history), default=-1)
+        # the epochs an earlier attempt logged twice stay named (a trial can be resumed more than once)
+        earlier = client.get_run(self.run_id).data.tags.get("raybench.epochs_logged_twice", "")
+        self.again = [int(e) for e in earlier.split(",") if e.strip().isdigit()]
 
     def log(self, metrics: dict[str, float], epoch: int) -> None:
         if self.run_id is not None:
             log_metrics(self.info["tracking_uri"], self.run_id, metrics, step=epoch)
             if epoch <= self.logged_up_to:
-                self.again.append(epoch)
+                self.again = sorted({*self.again, epoch})
                 _client(self.info["tracking_uri"]).set_tag(self.run_id, "raybench.epochs_logged_twice",
                                                            ",".join(map(str, self.again)))
 

@@ -157,6 +157,10 @@ def test_an_epoch_trained_again_after_a_resume_is_named_and_the_newer_value_is_t
     assert client.get_run(first.run_id).data.tags["raybench.epochs_logged_twice"] == "2"  # epoch 3 is new
     assert sorted((m.step, m.value) for m in client.get_metric_history(first.run_id, "val/score")) == \
         [(0, 0.5), (1, 0.6), (2, 0.65), (2, 0.7), (3, 0.8)]
+    again = TrialLogger(info)  # resumed a second time, from the checkpoint of epoch 2: epoch 3 again
+    again.start(cfg)
+    again.log({"val/score": 0.81}, 3)
+    assert client.get_run(first.run_id).data.tags["raybench.epochs_logged_twice"] == "2,3"  # both attempts' epochs
 
 
 def test_a_failed_trials_run_is_running_again_when_the_trial_goes_on(tmp_path):

@@ -286,8 +286,7 @@ def choose(trials: list[dict], dataset: str, mode: str, over: tuple[str, ...] = 
     best mean validation score wins, its trials sorted by those params. Without: the best trial.
     A trial whose score is not finite (a diverged model) is left out, as a failed one is (and as the
     report leaves it out)."""
-    ok = [t for t in trials if t["dataset"] == dataset and t["best_val"] is not None
-          and np.isfinite(t["best_val"]) and t["checkpoint"]]
+    ok = [t for t in trials if t["dataset"] == dataset and _scored(t) and t["checkpoint"]]
     if not ok:
         return []
     pick = max if mode == "max" else min
@@ -395,7 +394,7 @@ def record(cfg: SweepConfig, grid, summaries: dict[str, dict], mlinfo: dict, sto
     labels = _labels(summaries)
     result = SweepResult(sweep_id, uri, exp_id, parent, prepared={labels[k]: s for k, s in summaries.items()})
     result.trials = _timed(trial_rows(cfg, grid, sweep_id), timing)
-    result.failed = sum(t["error"] is not None or t["best_val"] is None for t in result.trials)
+    result.failed = sum(t["error"] is not None or not _scored(t) for t in result.trials)
 
     # best per dataset, on the validation metric; only it sees the test split
     client = tracking._client(uri)
@@ -654,11 +653,20 @@ def _log_plot(client, run_id: str, preds: list[dict], data: dict, split: str = "
         plt.close(fig)
 
 
+def _scored(t: dict) -> bool:
+    """Whether a trial has a validation score to be chosen on (a finite one: NaN is a diverged model)."""
+    return t["best_val"] is not None and bool(np.isfinite(t["best_val"]))
+
+
 def trial_status(t: dict) -> tuple[str, str | None]:
-    """(MLflow status, reason) of a trial row: FAILED with its error; KILLED when early stopping or
-    the scheduler (ASHA) ended it before its configured epochs; else FINISHED."""
+    """(MLflow status, reason) of a trial row: FAILED with its error, or when it never had a finite
+    validation score (a diverged model); KILLED when early stopping or the scheduler (ASHA) ended it
+    before its configured epochs; else FINISHED."""
     if t["error"] or t["best_val"] is None:
         return "FAILED", t["error"] or "no validation score was reported"
+    if not _scored(t):
+        return "FAILED", (f"its validation score was never finite ({t['best_val']}): the model diverged "
+                          "(e.g. train.lr too high); it cannot be chosen")
     want, ran = t["cfg"].train.epochs, t["epochs"] or 0
     if ran >= want:
         return "FINISHED", None

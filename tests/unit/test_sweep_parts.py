@@ -278,6 +278,8 @@ def test_trial_status_says_how_a_trial_ended():
     assert trial_status(row(6)) == ("FINISHED", None)
     assert trial_status(row(3, error="boom"))[0] == "FAILED" and trial_status(row(3, error="boom"))[1] == "boom"
     assert trial_status(row(2, best_val=None))[0] == "FAILED"
+    status, why = trial_status(row(6, best_val=float("nan")))  # diverged at every epoch: it cannot be chosen
+    assert status == "FAILED" and why.startswith("its validation score was never finite (nan): the model diverged")
     status, why = trial_status(row(3, best_epoch=0, early_stop=2))
     assert status == "KILLED" and why.startswith("early_stop")
     status, why = trial_status(row(2, best_epoch=1, early_stop=2))  # no early stop yet: the scheduler

@@ -411,6 +411,10 @@ def record(cfg: SweepConfig, grid, summaries: dict[str, dict], mlinfo: dict, sto
                 others += choose([t for t in result.trials if t["cfg"].method.name == method], name,
                                  cfg.tune.mode, over)
         plan[name] = chosen, others
+    # a record stage run again (a resumed sweep) may choose other trials: the earlier choice's tags go
+    tracking.clear_choice_tags(uri, exp_id, sweep_id, {
+        "raybench.best": {t["trial_id"] for c, _ in plan.values() for t in c},
+        "raybench.best_of_method": {t["trial_id"] for _, o in plan.values() for t in o}})
     # every test, robustness and cross-corpus evaluation is submitted before any is waited for: Ray runs
     # as many at a time as the cluster has CPUs (or GPUs), instead of one model after another
     pending = {t["trial_id"]: _submit_tests(cfg, t, summaries, storage, cross)
@@ -585,6 +589,8 @@ def _finish_test(cfg: SweepConfig, t: dict, refs: dict, summaries: dict[str, dic
         for name, why in skipped.items():
             client.set_tag(child, f"raybench.robust_skipped.{name}", why[:5000])
         client.set_tag(child, tag, "true")
+        if "raybench.superseded" in client.get_run(child).data.tags:  # chosen again: that tag no longer holds
+            client.delete_tag(child, "raybench.superseded")
         _log_table(client, child, preds, "predictions_test.csv")
         if preds:
             _log_plot(client, child, preds, data, "test", test_metrics)

@@ -309,6 +309,30 @@ def close_open_runs(uri: str, exp_id: str, sweep_id: str, status: str, why: str)
         print(f"[raybench] could not close the sweep's MLflow runs ({type(e).__name__}: {e})", flush=True)
 
 
+CHOICE_TAGS = ("raybench.best", "raybench.best_of_method")
+
+
+def clear_choice_tags(uri: str, exp_id: str, sweep_id: str, keep: dict[str, set[str]]) -> list[str]:
+    """Take the tags of an earlier record stage's choice (``raybench.best``, ``raybench.best_of_method``)
+    off the sweep's trial runs not chosen for that tag now (``keep``: tag -> trial ids), and tag them
+    ``raybench.superseded``: their test metrics stay, as what that choice measured. Returns their trial
+    ids. (Before 2026-12-03 a resumed sweep that chose another trial left two runs tagged best.)"""
+    client = _client(uri)
+    cleared = []
+    for tag in CHOICE_TAGS:
+        for run in client.search_runs([exp_id], f"tags.`{SWEEP_TAG}` = '{sweep_id}' and tags.`{tag}` = 'true'",
+                                      max_results=50000):
+            trial = run.data.tags.get(TRIAL_TAG)
+            if trial in keep.get(tag, set()):
+                continue
+            client.delete_tag(run.info.run_id, tag)
+            client.set_tag(run.info.run_id, "raybench.superseded",
+                           f"chosen ({tag}) by an earlier record of this sweep, not by the latest: its test "
+                           "metrics are that choice's")
+            cleared.append(trial)
+    return cleared
+
+
 def reopen(client, run_id: str) -> None:
     """A closed run RUNNING again (a resumed sweep, a trial going on), without the reason it was closed."""
     run = client.get_run(run_id)

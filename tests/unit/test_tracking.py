@@ -235,3 +235,28 @@ def test_a_store_that_does_not_answer_is_not_asked_whether_a_sweep_finished():
     cfg = SweepConfig.model_validate({"mlflow": {"tracking_uri": "http://127.0.0.1:9"}})  # nothing listens there
     t = time.time()
     assert finished_sweep(cfg, "s1") is None and time.time() - t < 60  # MLflow's own retries: minutes
+
+
+def test_a_record_run_again_takes_the_earlier_choices_tags_off(tmp_path):
+    """A resumed sweep that chooses another trial: the earlier choice is no longer tagged best (its test
+    metrics stay, tagged superseded); a trial chosen again keeps its tag; other sweeps are untouched."""
+    from raybench.tracking import SWEEP_TAG, TRIAL_TAG, clear_choice_tags
+
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    client = MlflowClient(uri)
+    exp = client.create_experiment("e", artifact_location=(tmp_path / "a").as_uri())
+    runs = {}
+    for sweep, trial, tag in (("s", "s/a", "raybench.best"), ("s", "s/b", "raybench.best"),
+                              ("s", "s/c", "raybench.best_of_method"), ("s", "s/d", None),
+                              ("other", "other/a", "raybench.best")):
+        tags = {SWEEP_TAG: sweep, TRIAL_TAG: trial, **({tag: "true"} if tag else {})}
+        runs[trial] = client.create_run(exp, tags=tags).info.run_id
+        client.log_metric(runs[trial], "test/uar", 0.5)
+    cleared = clear_choice_tags(uri, exp, "s", {"raybench.best": {"s/b"}, "raybench.best_of_method": {"s/a"}})
+    assert sorted(cleared) == ["s/a", "s/c"]
+    tags = {t: client.get_run(r).data.tags for t, r in runs.items()}
+    assert "raybench.best" not in tags["s/a"] and "earlier record" in tags["s/a"]["raybench.superseded"]
+    assert tags["s/b"]["raybench.best"] == "true" and "raybench.superseded" not in tags["s/b"]
+    assert "raybench.best_of_method" not in tags["s/c"] and "raybench.superseded" in tags["s/c"]
+    assert "raybench.superseded" not in tags["s/d"] and tags["other/a"]["raybench.best"] == "true"
+    assert client.get_run(runs["s/a"]).data.metrics["test/uar"] == 0.5  # what that choice measured stays

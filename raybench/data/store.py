@@ -113,6 +113,14 @@ def _joined(*parts: str | None) -> str | None:
     return "; ".join(p for p in parts if p) or None
 
 
+def _not_the_files_fault(e: BaseException) -> bool:
+    """Out of memory or of disk space: the machine's state, not the clip's; another run may decode it."""
+    import errno
+
+    return isinstance(e, MemoryError) or (isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT,
+                                                                                 errno.ENOMEM))
+
+
 def decode_row(row: dict[str, Any], data_cfg: DataConfig, mirror: str | None = None,
                root_uri: str | None = None) -> tuple[dict[str, Any] | None, str | None, str | None]:
     """Decode + featurise one manifest row -> (store row, bad reason, warning). With a remote dataset
@@ -125,17 +133,20 @@ def decode_row(row: dict[str, Any], data_cfg: DataConfig, mirror: str | None = N
     def local(path: str) -> str:  # a file of a remote root: fetched to this node when needed
         return storage.fetch_if_placeholder(path, mirror, root_uri, cache_home())
 
+    # outside the try below: a file that does not come (a network timeout, a full disk) is not the clip's
+    # fault, and must not mark it bad for good; it stops the stage, which a rerun resumes (before
+    # 2026-12-03 such a clip was marked bad, and left out of every later run)
+    video = local(row["video_path"])
+    audio = (row.get("meta") or {}).get("audio_path")
+    audio = local(audio) if audio else None
     try:
-        video = local(row["video_path"])
-        audio = (row.get("meta") or {}).get("audio_path")
-        audio = local(audio) if audio else None
         d = decode_clip(video, data_cfg.fps, data_cfg.image_size, data_cfg.sample_rate, audio_path=audio,
                         face=data_cfg.face, face_detector=data_cfg.face_detector,
                         crops_dir=(row.get("meta") or {}).get("crops_dir"))
     except DecodeError as e:
         return None, str(e), None
     except Exception as e:  # anything unexpected in one file must not kill the whole stage
-        if is_environment_error(e):  # ... unless it is not about the file: it would fail on every clip
+        if is_environment_error(e) or _not_the_files_fault(e):  # ... unless it is not about the file
             raise
         return None, f"{type(e).__name__}: {e}", None
     T = len(d.frames)
@@ -737,7 +748,8 @@ def build(p: Plan, batch_size: int = 8, progress: bool = True, reservation: bool
                 raise PrepareError(
                     f"{ds_name}: the prepare stage stopped: {fatal[0]}\n"
                     "  This is not a problem of that one clip: the same error would stop every clip (a library "
-                    "that does not load on a worker, or a bug), so no clip was marked bad for it. Clips decoded "
+                    "that does not load on a worker, a bug, a full disk, no memory) or it may pass next time (a "
+                    "file of a remote root that did not come), so no clip was marked bad for it. Clips decoded "
                     f"before it are kept in {store.path}; fix the cause and rerun to go on from there.")
             n_done += len(status["clip_id"])
             decoded += int(np.sum(status["ok"]))

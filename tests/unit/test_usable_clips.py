@@ -45,3 +45,47 @@ def test_another_configurations_bad_clips_leave_this_one_too(tmp_path, capsys):
     assert without_clips(prep, {}, 0.5, "elsewhere") is prep
     with pytest.raises(PrepareError, match=r"2 of 6 clips \(33%\)"):  # its own bad clip counts with the new one
         without_clips(prep, _bad("c5"), 0.2, "elsewhere")
+
+
+def test_a_file_that_does_not_come_or_a_full_disk_stops_the_stage_and_marks_no_clip_bad(tmp_path, monkeypatch):
+    """A network timeout fetching a remote root's file, or a full disk, is not the clip's fault: the
+    batch reports it as fatal (the stage stops, a rerun resumes) and the clip is not marked bad for
+    good; a file that does not decode is the clip's own problem."""
+    import errno
+    import json
+
+    import numpy as np
+
+    from raybench import storage
+    from raybench.data import decode, store as store_mod
+    from raybench.data.store import ClipStore
+    from raybench.schema import DataConfig
+
+    row = {"clip_id": "c1", "video_path": str(tmp_path / "c1.mp4"), "label": 0}
+    batch = {"row": np.array([json.dumps(row)])}
+
+    def run(**patches):
+        for where, name, fn in patches.values():
+            monkeypatch.setattr(where, name, fn)
+        path = tmp_path / f"store{len(list(tmp_path.iterdir()))}"
+        status = store_mod._prepare_batch(batch, str(path), DataConfig(dataset="csv", fps=5, image_size=16))
+        return status, ClipStore(str(path)).bad()
+
+    def timeout(*a, **k):
+        raise OSError("AWS Error NETWORK_CONNECTION during GetObject operation: Timeout was reached")
+
+    status, bad = run(fetch=(storage, "fetch_if_placeholder", timeout))
+    assert "Timeout was reached" in status["fatal"][0] and not status["ok"][0] and bad == {}
+    monkeypatch.setattr(storage, "fetch_if_placeholder", lambda path, *a: path)
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    status, bad = run(decode=(decode, "decode_clip", full))
+    assert "No space left on device" in status["fatal"][0] and bad == {}
+
+    def broken(*a, **k):
+        raise decode.DecodeError("moov atom not found")
+
+    status, bad = run(decode=(decode, "decode_clip", broken))
+    assert status["fatal"][0] == "" and bad["c1"]["reason"] == "moov atom not found"

@@ -27,6 +27,8 @@ class Decoded:
     # container's count (decord's) promised; ``frames_decoded`` source frames were decoded then
     repeated: int = 0
     frames_decoded: int | None = None
+    # data.face=dataset: output frames with no crop of the dataset's (the crop before it repeats)
+    crops_missing: int = 0
 
 
 def resample_indices(n_source: int, source_fps: float, fps: float) -> np.ndarray:
@@ -62,14 +64,16 @@ def decode_clip(path: str, fps: float, image_size: int, sample_rate: int = 16000
     if n_src == 0 or src_fps <= 0:
         raise DecodeError(f"no video frames (frames={n_src}, fps={src_fps})")
     idx = resample_indices(n_src, src_fps, fps)
-    frames, box, face_found = _crop_box(vr, path, idx, image_size, face, crops_dir, face_detector)
+    missing: dict = {}
+    frames, box, face_found = _crop_box(vr, path, idx, image_size, face, crops_dir, face_detector, missing)
     del vr  # before PyAV's pass: decord's reader thread would go on decoding ahead meanwhile
     ended: dict = {}
     if frames is None:
         frames = _decode_frames(path, idx, image_size, box, ended)
     audio = decode_audio(path, sample_rate, audio_path, min_audio_rms)
     return Decoded(frames=frames, audio=audio, source_fps=src_fps, source_frames=n_src, frame_index=idx,
-                   face_found=face_found, repeated=ended.get("repeated", 0), frames_decoded=ended.get("decoded"))
+                   face_found=face_found, repeated=ended.get("repeated", 0), frames_decoded=ended.get("decoded"),
+                   crops_missing=missing.get("frames", 0))
 
 
 def decode_audio(path: str, sample_rate: int = 16000, audio_path: str | None = None,
@@ -99,16 +103,18 @@ def _resize(f: np.ndarray, image_size: int) -> np.ndarray:
 
 
 def _crop_box(vr, path: str, idx: np.ndarray, image_size: int, face: str, crops_dir: str | None,
-              face_detector: str = "haar"):
+              face_detector: str = "haar", missing: dict | None = None):
     """(frames, None, True) when the dataset's own crops are used (``data.face=dataset``, resized as
     they are read); else (None, the crop box (x0, y0, x1, y1) or None for the whole frame, whether a
     face was found). ``detect`` decodes only the few frames it detects faces on."""
     from raybench.data import faces
 
     if face == "dataset" and crops_dir:
-        got = faces.read_crops(crops_dir, idx, transform=lambda f: _resize(f, image_size))
+        got = faces.read_crops(crops_dir, idx, transform=lambda f: _resize(f, image_size), missing=missing)
         if got is not None:
             return got, None, True
+        if missing is not None:  # no crop at all: the frames are decoded and cropped as below
+            missing.clear()
     if face == "none":
         return None, None, True
     if face == "center":

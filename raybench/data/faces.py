@@ -129,14 +129,15 @@ def crop(frames: np.ndarray, mode: str, crops_dir: str | None = None, frame_inde
     return frames[:, y0:y1, x0:x1], found
 
 
-def read_crops(crops_dir: str, frame_index: np.ndarray, transform=None) -> np.ndarray | None:
+def read_crops(crops_dir: str, frame_index: np.ndarray, transform=None, missing: dict | None = None) -> np.ndarray | None:
     """Organisers' per-frame crops ``<dir>/00001.jpg`` (1-based); a missing frame repeats the last one
     found before it. None when the folder has none of the frames. ``transform`` (e.g. the resize)
-    is applied to each image as it is read."""
+    is applied to each image as it is read. ``missing`` (a dict) gets ``frames``: how many of the
+    frames had no crop (the organisers leave out frames with no face), so the caller can say it."""
     import cv2
 
     d = Path(crops_dir)
-    out, last = [], None
+    out, last, absent = [], None, 0
     for i in frame_index:
         p = d / f"{int(i) + 1:05d}.jpg"
         img = cv2.imread(str(p)) if p.exists() else None
@@ -144,7 +145,11 @@ def read_crops(crops_dir: str, frame_index: np.ndarray, transform=None) -> np.nd
             last = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
             if transform is not None:
                 last = transform(last)
+        else:
+            absent += 1
         out.append(last)
+    if missing is not None:
+        missing["frames"] = absent
     if last is None:
         return None
     first = next(x for x in out if x is not None)

@@ -156,6 +156,9 @@ def decode_row(row: dict[str, Any], data_cfg: DataConfig, mirror: str | None = N
     ended = (f"{row['video_path']}: its container counts {d.source_frames} frames but its stream ended after "
              f"{d.frames_decoded}: the last {d.repeated} of its {T} frames at data.fps repeat frame "
              f"{d.frames_decoded - 1}") if d.repeated else None
+    if d.crops_missing:  # data.face=dataset: frames the organisers left without a crop (no face found)
+        ended = _joined(ended, f"{row['video_path']}: {d.crops_missing} of its {T} frames at data.fps have no crop "
+                               f"in {(row.get('meta') or {}).get('crops_dir')} (the crop before each repeats)")
     try:
         feats = audio_features(d.audio, T, data_cfg.sample_rate, data_cfg.audio)  # (T*k, F)
     except AudioTooShort as e:  # shorter than the features' window: this clip is skipped, with the reason

@@ -84,8 +84,9 @@ def test_organisers_crops_are_read_by_frame_index(tmp_path):
     for i in (1, 2, 4):  # frame 3 missing: the previous crop repeats
         img = np.full((16, 16, 3), i * 40, np.uint8)
         cv2.imwrite(str(tmp_path / f"{i:05d}.jpg"), img)
-    got = read_crops(str(tmp_path), np.array([0, 1, 2, 3]))
-    assert got.shape == (4, 16, 16, 3)
+    missing = {}
+    got = read_crops(str(tmp_path), np.array([0, 1, 2, 3]), missing=missing)
+    assert got.shape == (4, 16, 16, 3) and missing == {"frames": 1}
     assert [int(round(got[k].mean() / 40)) for k in range(4)] == [1, 2, 2, 4]
     assert read_crops(str(tmp_path / "none"), np.array([0])) is None
     frames = np.zeros((4, 32, 32, 3), np.uint8)
@@ -220,3 +221,31 @@ def test_a_missing_dlib_is_an_environment_error(monkeypatch):
     assert is_environment_error(e.value)
     monkeypatch.undo()
     faces._hog.cache_clear()
+
+
+def test_frames_without_an_organisers_crop_are_a_clip_warning(tmp_path):
+    """data.face=dataset: the organisers leave out frames with no face; the crop before repeats there,
+    and how many frames that is becomes the clip's warning (printed, counted and kept in MLflow)."""
+    import cv2
+
+    from raybench.data.store import decode_row
+    from raybench.data.synth import write_mp4
+    from raybench.schema import DataConfig
+
+    rng = np.random.default_rng(0)
+    t = np.arange(16000) / 16000
+    write_mp4(tmp_path / "v.mp4", rng.integers(0, 255, (10, 32, 32, 3), dtype=np.uint8), 10,
+              (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), 16000)
+    crops = tmp_path / "crops"
+    crops.mkdir()
+    for i in (1, 2, 3, 4, 8):  # 5 of the 10 frames
+        cv2.imwrite(str(crops / f"{i:05d}.jpg"), np.full((24, 24, 3), 20 * i, np.uint8))
+    cfg = DataConfig(dataset="csv", fps=10, image_size=16, face="dataset")
+    row = {"clip_id": "v", "video_path": str(tmp_path / "v.mp4"), "label": 0, "meta": {"crops_dir": str(crops)}}
+    out, bad, warning = decode_row(row, cfg)
+    assert bad is None and out is not None
+    assert f"v.mp4: 5 of its 10 frames at data.fps have no crop in {crops} (the crop before each repeats)" in warning
+    for i in (5, 6, 7, 9, 10):
+        cv2.imwrite(str(crops / f"{i:05d}.jpg"), np.full((24, 24, 3), 20 * i, np.uint8))
+    out, bad, warning = decode_row(row, cfg)
+    assert bad is None and warning is None  # every frame has its crop

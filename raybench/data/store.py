@@ -49,6 +49,12 @@ LATER_KEYS = {"crema_d": {"audio": "video"}, "annotation_mismatch": "truncate", 
 LISTING_KEYS = {"crema_d": ("keep_flagged",)}
 
 
+# a clip's audio and video durations further apart than this (seconds) is the clip's warning: its audio
+# features are spread over its frames (decord gives the audio track from its first sample, without the
+# stream's start offset), so a track that starts late, ends early or runs on would be misaligned
+AUDIO_VIDEO_GAP_S = 0.25
+
+
 class PrepareError(RuntimeError):
     pass
 
@@ -156,6 +162,12 @@ def decode_row(row: dict[str, Any], data_cfg: DataConfig, mirror: str | None = N
     ended = (f"{row['video_path']}: its container counts {d.source_frames} frames but its stream ended after "
              f"{d.frames_decoded}: the last {d.repeated} of its {T} frames at data.fps repeat frame "
              f"{d.frames_decoded - 1}") if d.repeated else None
+    # (the frames the stream held, when it ended before its container's count: that is said above)
+    audio_s = len(d.audio) / data_cfg.sample_rate
+    video_s = (d.frames_decoded if d.repeated and d.frames_decoded else d.source_frames) / d.source_fps
+    if abs(audio_s - video_s) > AUDIO_VIDEO_GAP_S:  # the audio is spread over the frames: said, not silent
+        ended = _joined(ended, f"{row['video_path']}: its audio lasts {audio_s:.2f} s and its video {video_s:.2f} s: "
+                               "the audio is stretched over the video's frames, so they may not line up")
     if d.crops_missing:  # data.face=dataset: frames the organisers left without a crop (no face found)
         ended = _joined(ended, f"{row['video_path']}: {d.crops_missing} of its {T} frames at data.fps have no crop "
                                f"in {(row.get('meta') or {}).get('crops_dir')} (the crop before each repeats)")

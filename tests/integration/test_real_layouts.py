@@ -101,12 +101,15 @@ def test_recola_labels_at_40_ms_follow_the_chosen_frames(ray_session, real_layou
 def test_msp_improv_avi_clips_decode(ray_session, real_layouts, tmp_path):
     prep = prepare(_data(tmp_path, dataset="msp_improv", root=str(real_layouts["msp_improv"])))
     assert prep.decoded == 6 and not prep.bad and prep.class_names == ["angry", "happy", "sad", "neutral"]
-    # the listed clip without a video: said, and in what a trial records in MLflow (data/msp_improv/left_out)
+    # the listed clip without a video and the O- and X-coded clips: said, and in what a trial records in
+    # MLflow (data/msp_improv/left_out)
     from raybench.trials import data_summary
 
     summary = data_summary(prep, 10.0)
-    assert summary["left_out"] == 1 and len(summary["left_out_list"]) == 1
-    assert "have no video file (first: UTD-IMPROV-S04A-F04-P-FM09.avi); left out" in summary["left_out_list"][0]["why"]
+    assert summary["left_out"] == 3 and len(summary["left_out_list"]) == 2
+    whys = " | ".join(x["why"] for x in summary["left_out_list"])
+    assert "have no video file (first: UTD-IMPROV-S04A-F04-P-FM09.avi); left out" in whys
+    assert "have the category O (other) or X (no agreement)" in whys
 
 
 def test_face_mode_is_part_of_the_store_and_recorded_per_clip(ray_session, real_layouts, tmp_path, capsys):

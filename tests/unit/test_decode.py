@@ -301,7 +301,7 @@ def test_a_stream_shorter_than_its_containers_count_is_warned_not_padded_silentl
     from raybench.schema import DataConfig
 
     frames = np.stack([np.full((32, 32, 3), 12 * i, np.uint8) for i in range(20)])  # frame i: brightness 12i
-    write_mp4(tmp_path / "v.mp4", frames, 10, (0.3 * np.sin(np.arange(40000) / 5)).astype(np.float32), 16000)
+    write_mp4(tmp_path / "v.mp4", frames, 10, (0.3 * np.sin(np.arange(32000) / 5)).astype(np.float32), 16000)
     ended: dict = {}
     got = list(decode._frames_pyav(str(tmp_path / "v.mp4"), np.array([3, 15, 25, 30]), ended))
     # past the stream's end: its last frame (19), not the last one asked for (15)
@@ -380,3 +380,23 @@ def test_listing_choices_keep_the_store_and_affwild2_crops_by_annotation_name_ma
     # Aff-Wild2 store without the organisers' crops) or made again (with them)
     assert fp("crema_d") == "137156422c6e2f6a" and fp("affwild2", face="center") == "57b5590a4e9e6024"
     assert fp("affwild2", face="dataset") != "78e1c33123edfb50"
+
+
+def test_audio_much_shorter_or_longer_than_its_video_is_the_clips_warning(tmp_path):
+    """The audio features are spread over the frames: a track that ends early or runs on would not line
+    up with them, so a gap over AUDIO_VIDEO_GAP_S is the clip's warning (printed, counted in MLflow)."""
+    from raybench.data.store import AUDIO_VIDEO_GAP_S, decode_row
+
+    rng = np.random.default_rng(0)
+    cfg = DataConfig(dataset="csv", fps=10, image_size=16)
+    for name, audio_s, warned in (("same", 2.0, False), ("short", 1.0, True), ("long", 3.0, True)):
+        t = np.arange(int(audio_s * 16000)) / 16000
+        write_mp4(tmp_path / f"{name}.mp4", rng.integers(0, 255, (20, 32, 32, 3), dtype=np.uint8), 10,
+                  (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), 16000)
+        out, bad, warning = decode_row({"clip_id": name, "video_path": str(tmp_path / f"{name}.mp4"), "label": 0}, cfg)
+        assert bad is None and out is not None
+        if warned:
+            assert f"{name}.mp4: its audio lasts {audio_s:.1f}" in warning and "and its video 2.00 s" in warning
+            assert abs(audio_s - 2.0) > AUDIO_VIDEO_GAP_S
+        else:
+            assert warning is None

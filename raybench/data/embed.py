@@ -194,6 +194,8 @@ def embed_fingerprint(clip_fingerprint: str, cfg: AudioEncoderConfig | VideoEnco
         d.update(layer=cfg.layer, steps_per_frame=cfg.steps_per_frame, chunk_s=cfg.chunk_s)
     if spec["kind"] == "videomae":  # its windows' spacing (the default: tiled, its num_frames)
         d.update(window_hop=cfg.window_hop or spec["num_frames"])
+    if spec["kind"] == "ir50":  # 2026-12-03: the authors' network sees the centre 40/48 of each face
+        d.update(frames="authors' layout: centre crop 40/48")
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -287,8 +289,18 @@ class VisionEncoder:
         return np.concatenate(out)[nearest]
 
     def _encode_ir50(self, frames: np.ndarray) -> np.ndarray:
-        """IR-50: the backbone's embedding of each frame, taken in [-1, 1]."""
+        """IR-50: the backbone's embedding of each frame, taken in [-1, 1]. zhang2021's authors' network
+        sees the centre 40/48 of each face, as their evaluation (and raybench's zhang2021 with
+        ``backbone: ir50``) crops it, then resized to 40 px if it is not (before 2026-12-03 the whole
+        frame was shrunk to 40 px: the face filled more of the input than the network was trained on)."""
+        from raybench.nn.irse import AUTHORS_CROP, AuthorsIR50
+
         torch = self._torch
+        if isinstance(self.model, AuthorsIR50):
+            H, W = frames.shape[1:3]
+            ch, cw = max(8, int(round(H * AUTHORS_CROP))), max(8, int(round(W * AUTHORS_CROP)))
+            y, x = (H - ch) // 2, (W - cw) // 2
+            frames = frames[:, y : y + ch, x : x + cw]
         out = []
         for a in range(0, len(frames), self.cfg.frame_batch):
             x = torch.from_numpy(np.ascontiguousarray(frames[a : a + self.cfg.frame_batch]))

@@ -59,7 +59,7 @@ from raybench.methods.base import FaceEncoderOptions, Method, register_method
 from raybench.nn.audio import MFCCStream, VGGishStream, vggish_patch_frames
 from raybench.nn.encoders import backbone_groups, build_frame_encoder
 from raybench.nn.fusion import create_fusion
-from raybench.nn.irse import IR50
+from raybench.nn.irse import AUTHORS_CROP, IR50
 from raybench.nn.losses import ccc_loss, window_ccc_loss
 from raybench.nn.temporal import TCN
 
@@ -120,7 +120,7 @@ class Options(FaceEncoderOptions):
     audio_streams: list[Literal["mfcc", "vggish", "embeddings"]] = Field(["mfcc", "vggish"], min_length=1)
     fusion: Literal["leader_follower", "concat"] = "leader_follower"
     per_dimension: bool = True  # one model per dimension (the authors train valence and arousal apart)
-    crop: float = Field(40 / 48, gt=0, le=1)  # random crop fraction in training (40 of 48 px in the paper)
+    crop: float = Field(AUTHORS_CROP, gt=0, le=1)  # random crop fraction in training (40 of 48 px in the paper)
     flip: bool = True
     # the face backbone's own embedding L2-normalised, no projection (the authors), or Linear(512, visual_dim)
     embedding: Literal["authors", "projected"] = "authors"

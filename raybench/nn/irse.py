@@ -71,6 +71,10 @@ class IR50(nn.Module):
         return self.output_layer(self.body(self.input_layer(x)))
 
 
+# zhang2021's authors crop their 48 px faces to 40 px (randomly in training, in the centre at evaluation)
+AUTHORS_CROP = 40 / 48
+
+
 class AuthorsIR50(IR50):
     """zhang2021's authors' face embedding (``Backbone`` in their ``model/arcface_model.py``, built by
     ``my_res50`` in ``model/model.py``): IR-50 with stage 1 at stride 1, on 40 x 40 inputs (their 48 px

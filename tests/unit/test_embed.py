@@ -227,8 +227,11 @@ def test_ir50_state_dict_gives_the_backbones_frame_embeddings(tmp_path, layout):
     torch.save({"state_dict": state}, path)
     frames = np.random.default_rng(0).integers(0, 256, (5, 48, 48, 3), dtype=np.uint8)
     got = VisionEncoder(VideoEncoderConfig(path=str(path), frame_batch=2)).encode(frames)
+    # the authors' network sees the centre 40 px of a 48 px face (their evaluation crop), not the whole
+    # face shrunk to 40 px; face.evoLVe's takes the whole frame (resized to 112 by the network)
+    seen = frames[:, 4:44, 4:44] if layout == "authors" else frames
     with torch.no_grad():
-        want = net(torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 127.5 - 1.0).numpy()
+        want = net(torch.from_numpy(np.ascontiguousarray(seen)).permute(0, 3, 1, 2).float() / 127.5 - 1.0).numpy()
     assert got.shape == (5, 512) and vision_spec(VideoEncoderConfig(path=str(path)))["dim"] == 512
     np.testing.assert_allclose(got, want, atol=1e-4)
     if layout == "authors":

@@ -187,6 +187,20 @@ def content_hash(files: list[str]) -> str:
     return h.hexdigest()
 
 
+def piece_bounds(n: int, sample_rate: int, chunk_s: float, cap_s: float | None = None) -> list[int]:
+    """Sample bounds of the pieces a signal of ``n`` samples is encoded in: ``chunk_s`` seconds each, a
+    last piece shorter than one second joined to the one before it. ``cap_s`` (Whisper: 30 s, its
+    encoder's span): a joined piece longer than that is cut in two equal halves (before 2026-12-03 it
+    was cut at 30 s, which left the sliver the join was meant to avoid, encoded alone)."""
+    step = int(round(chunk_s * sample_rate))
+    bounds = list(range(0, n, step)) + [n]
+    if len(bounds) > 2 and bounds[-1] - bounds[-2] < sample_rate:
+        del bounds[-2]
+    if cap_s is not None and bounds[-1] - bounds[-2] > cap_s * sample_rate:  # (chunk_s <= cap_s: encoder_spec)
+        bounds.insert(-1, bounds[-2] + (bounds[-1] - bounds[-2]) // 2)
+    return bounds
+
+
 def embed_fingerprint(clip_fingerprint: str, cfg: AudioEncoderConfig | VideoEncoderConfig, spec: dict[str, Any]) -> str:
     d = {"version": EMBED_VERSION, "clips": clip_fingerprint, "kind": spec["kind"],
          "weights": content_hash(spec["files"])}
@@ -194,6 +208,8 @@ def embed_fingerprint(clip_fingerprint: str, cfg: AudioEncoderConfig | VideoEnco
         d.update(layer=cfg.layer, steps_per_frame=cfg.steps_per_frame, chunk_s=cfg.chunk_s)
     if spec["kind"] == "videomae":  # its windows' spacing (the default: tiled, its num_frames)
         d.update(window_hop=cfg.window_hop or spec["num_frames"])
+    if spec["kind"] == "whisper":  # 2026-12-03: a joined last piece over 30 s is halved (piece_bounds)
+        d.update(pieces="halved past 30 s")
     if spec["kind"] == "ir50":  # 2026-12-03: the authors' network sees the centre 40/48 of each face
         d.update(frames="authors' layout: centre crop 40/48")
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
@@ -390,12 +406,7 @@ class AudioEncoder:
         if len(x) < self.field:
             raise ClipNotEncodable(f"the audio ({len(x) / self.sample_rate * 1000:.0f} ms) is shorter than the "
                                f"encoder's receptive field ({self.field / self.sample_rate * 1000:.0f} ms)")
-        n = int(round(self.cfg.chunk_s * self.sample_rate))
-        bounds = list(range(0, len(x), n)) + [len(x)]
-        if len(bounds) > 2 and bounds[-1] - bounds[-2] < self.sample_rate:
-            del bounds[-2]
-        if self.spec["kind"] == "whisper" and bounds[-1] - bounds[-2] > 30 * self.sample_rate:
-            bounds.insert(-1, bounds[-2] + 30 * self.sample_rate)  # (chunk_s <= 30: encoder_spec)
+        bounds = piece_bounds(len(x), self.sample_rate, self.cfg.chunk_s, 30.0 if self.spec["kind"] == "whisper" else None)
         pieces = [(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
         outs, centres = [], []
         by_len: dict[int, list[int]] = {}

@@ -82,6 +82,23 @@ def test_long_audio_is_encoded_in_pieces(tmp_path, make_encoder):
     np.testing.assert_allclose(h2, want2, atol=1e-4)
 
 
+def test_pieces_of_long_audio_never_leave_a_sliver():
+    """chunk_s pieces, a last piece under a second joined to the one before; for Whisper (30 s at most)
+    a joined piece over 30 s is cut in two halves, not into 30 s and a sliver of a few samples."""
+    from raybench.data.embed import piece_bounds
+
+    sr = 16000
+    assert piece_bounds(5 * sr + 8000, sr, 2.0) == [0, 32000, 64000, 88000]
+    assert piece_bounds(5 * sr + 8000, sr, 2.5) == [0, 40000, 88000]
+    for n in (480100, 30 * sr + sr - 1, 61 * sr - 5):  # 30 s + 6 ms, 30 s + 0.99 s, 61 s - 5 samples
+        b = piece_bounds(n, sr, 30.0, cap_s=30.0)
+        lengths = np.diff(b)
+        assert b[0] == 0 and b[-1] == n and lengths.max() <= 30 * sr and lengths.min() >= sr, (n, b)
+    assert piece_bounds(480100, sr, 30.0, cap_s=30.0) == [0, 240050, 480100]
+    b = piece_bounds(488000, sr, 29.8, cap_s=30.0)  # 29.8 s + 0.7 s: joined (30.5 s), then halved
+    assert np.diff(b).min() > 15 * sr and len(b) == 3
+
+
 def test_pool_steps_averages_the_frames_of_each_step():
     from raybench.data.embed import pool_steps
 

@@ -75,7 +75,9 @@ def load_weights(module: nn.Module, path: str, what: str, state: dict | None = N
         # zhang2021's authors' checkpoints (their my_res50): the network under "backbone.", the
         # classifier it was pretrained with under "logits." (not part of the backbone: left out)
         state = {k.removeprefix("backbone."): v for k, v in state.items() if not k.startswith("logits.")}
-    missing = [k for k in own if k not in state]
+    # batch norm's num_batches_tracked came with PyTorch 0.4.1: an older checkpoint lacks it, and torch
+    # itself loads such a file (the count starts at 0; it only matters with momentum=None)
+    missing = [k for k in own if k not in state and not k.endswith(".num_batches_tracked")]
     unexpected = [k for k in state if k not in own]
     bad_shape = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
     if missing or unexpected or bad_shape:

@@ -342,3 +342,24 @@ def test_a_store_encoded_with_other_library_versions_is_named():
     assert version_drift([{"encoded": 3, **now}], now) is None
     msg = version_drift([{"encoded": 3, **now}, {"encoded": 2, "torch": "2.11.0", "transformers": "4.57.0"}], now)
     assert "transformers 4.57.0, 5.1.0 (this run: 5.1.0)" in msg and "torch" not in msg
+
+
+def test_an_ir50_checkpoint_from_before_pytorch_0_4_1_loads(tmp_path):
+    """BatchNorm's num_batches_tracked buffers came with PyTorch 0.4.1; a state dict without them loads,
+    as torch's own load_state_dict takes it, with the same weights."""
+    import torch
+
+    from raybench.nn.encoders import load_weights
+    from raybench.nn.irse import IR50
+
+    torch.manual_seed(0)
+    src = IR50()
+    state = {k: v for k, v in src.state_dict().items() if not k.endswith("num_batches_tracked")}
+    torch.save(state, tmp_path / "old.pth")
+    dst = IR50()
+    load_weights(dst, str(tmp_path / "old.pth"), "data.video.encoder.path")
+    assert all(torch.equal(v, src.state_dict()[k]) for k, v in dst.state_dict().items() if k in state)
+    state.pop(next(k for k in state if k.endswith("running_mean")))  # a real key missing is still refused
+    torch.save(state, tmp_path / "bad.pth")
+    with pytest.raises(ValueError, match="1 missing"):
+        load_weights(IR50(), str(tmp_path / "bad.pth"), "data.video.encoder.path")

@@ -415,6 +415,8 @@ def dataset_input(summary: dict, context: str):
     for m, e in sorted(emb.items()):  # data.audio.encoder: the embeddings trained on are part of the data
         profile[f"{m}_encoder"] = e["encoder"]
         profile[f"{m}_fingerprint"] = e["fingerprint"]
+        if e.get("padded"):  # VideoMAE: clips shorter than its window, padded with their last frame
+            profile[f"{m}_padded_clips"] = e["padded"]
         if e.get("libraries"):  # the torch / transformers versions that encoded its clips (more than one: mixed)
             profile[f"{m}_libraries"] = "; ".join(" ".join(f"{k} {v}" for k, v in sorted(d.items()))
                                                   for d in e["libraries"])
@@ -471,6 +473,9 @@ def log_datasets(uri: str, run_id: str, summaries: list[dict], context: str = "t
         counts.update({f"{pre}{sp}_{k}": v for sp, c in s["counts"].items() for k, v in c.items()})
         counts.update({f"{pre}skipped": s["skipped"], f"{pre}warnings": s["warnings"],
                        f"{pre}left_out": s.get("left_out", 0)})
+        for m, e in (s.get("embedding_info") or {}).items():
+            if e.get("padded"):
+                counts[f"{pre}{m}_padded_clips"] = e["padded"]
         if s.get("folds"):  # folds: how many subjects validate in two of them (the authors' chunks)
             counts[f"{pre}subjects_in_two_folds"] = s.get("subjects_in_two_folds", 0)
         if s["face_found"] is not None:

@@ -545,6 +545,12 @@ def embedding_store_path(data_cfg: DataConfig, dataset: str, clip_fingerprint: s
     return storage.join(store_root(data_cfg), name), {**spec, "fingerprint": fp}
 
 
+def padded_clips(num_frames: dict[str, int], window: int) -> list[str]:
+    """The clips (id -> frames) shorter than a VideoMAE window of ``window`` frames, sorted: their one
+    window repeats their last frame (:meth:`VisionEncoder._encode_windows`)."""
+    return sorted(k for k, n in num_frames.items() if n < window)
+
+
 def build_embeddings(p, clips: list, progress: bool = True, modality: str = "audio_emb") -> dict[str, Any]:
     """Run the encoder of ``modality`` (audio_emb: ``data.audio.encoder``; video_emb: ``data.video.encoder``)
     of ``p.data_cfg`` over the ``clips`` (usable clips of plan ``p``'s clip store) that its embedding
@@ -617,8 +623,16 @@ def build_embeddings(p, clips: list, progress: bool = True, modality: str = "aud
             "fingerprint": spec["fingerprint"], "clips": len(store.done_ids()), "bad": len(bad),
             "libraries": [v for i, v in enumerate(versions) if v not in versions[:i]]}
     store.write_text("_COMPLETE.json", json.dumps(info, indent=1))
+    padded = []  # VideoMAE: clips shorter than one window, whose window repeats their last frame: said, counted
+    if spec["kind"] == "videomae":
+        padded = padded_clips({c.clip_id: nums.get(c.clip_id, 0) for c in clips if c.clip_id not in bad},
+                              spec["num_frames"])
+        if padded:
+            print(f"[raybench] embed: {len(padded)} of {len(clips)} clips are shorter than VideoMAE's window of "
+                  f"{spec['num_frames']} frames (first: {', '.join(padded[:3])}): their window repeats their last "
+                  "frame", flush=True)
     return {"path": str(path), "encoded": encoded, "spec": spec, "libraries": info["libraries"],
-            "bad": {c.clip_id: bad[c.clip_id] for c in clips if c.clip_id in bad}}
+            "bad": {c.clip_id: bad[c.clip_id] for c in clips if c.clip_id in bad}, "padded": len(padded)}
 
 
 def library_versions() -> dict[str, str]:

@@ -814,7 +814,7 @@ def build(p: Plan, batch_size: int = 8, progress: bool = True, reservation: bool
         spec = built["spec"]
         embedding_info[modality] = {"encoder": spec["kind"], "folder": spec["folder"], "layers": spec["kept_layers"],
                                     "fingerprint": spec["fingerprint"], "encoded": built["encoded"],
-                                    "libraries": built.get("libraries", [])}
+                                    "libraries": built.get("libraries", []), "padded": built.get("padded", 0)}
         if built["bad"]:  # clips the encoder could not take: out of this data configuration, for every method
             _say_skipped(built["bad"])
             bad_here.update(built["bad"])

@@ -260,3 +260,17 @@ def test_a_record_run_again_takes_the_earlier_choices_tags_off(tmp_path):
     assert "raybench.best_of_method" not in tags["s/c"] and "raybench.superseded" in tags["s/c"]
     assert "raybench.superseded" not in tags["s/d"] and tags["other/a"]["raybench.best"] == "true"
     assert client.get_run(runs["s/a"]).data.metrics["test/uar"] == 0.5  # what that choice measured stays
+
+
+def test_videomae_clips_padded_to_one_window_are_counted_on_the_run(tmp_path):
+    from raybench.data.embed import padded_clips
+
+    assert padded_clips({"a": 16, "b": 15, "c": 3, "d": 40}, 16) == ["b", "c"]
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    client = MlflowClient(uri)
+    run = client.create_run(client.create_experiment("e", artifact_location=(tmp_path / "a").as_uri())).info.run_id
+    emb = {"video_emb": {"encoder": "videomae", "fingerprint": "f" * 16, "padded": 2}}
+    log_datasets(uri, run, [_summary(embedding_info=emb, embeddings={"video_emb": "/s/emb"})])
+    r = client.get_run(run)
+    assert r.data.metrics["data/afew/video_emb_padded_clips"] == 2
+    assert json.loads(r.inputs.dataset_inputs[0].dataset.profile)["video_emb_padded_clips"] == 2

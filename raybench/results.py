@@ -589,8 +589,6 @@ def _finish_test(cfg: SweepConfig, t: dict, refs: dict, summaries: dict[str, dic
         for name, why in skipped.items():
             client.set_tag(child, f"raybench.robust_skipped.{name}", why[:5000])
         client.set_tag(child, tag, "true")
-        if "raybench.superseded" in client.get_run(child).data.tags:  # chosen again: that tag no longer holds
-            client.delete_tag(child, "raybench.superseded")
         _log_table(client, child, preds, "predictions_test.csv")
         if preds:
             _log_plot(client, child, preds, data, "test", test_metrics)

@@ -315,9 +315,15 @@ CHOICE_TAGS = ("raybench.best", "raybench.best_of_method")
 def clear_choice_tags(uri: str, exp_id: str, sweep_id: str, keep: dict[str, set[str]]) -> list[str]:
     """Take the tags of an earlier record stage's choice (``raybench.best``, ``raybench.best_of_method``)
     off the sweep's trial runs not chosen for that tag now (``keep``: tag -> trial ids), and tag them
-    ``raybench.superseded``: their test metrics stay, as what that choice measured. Returns their trial
-    ids. (Before 2026-12-03 a resumed sweep that chose another trial left two runs tagged best.)"""
+    ``raybench.superseded``: their test metrics stay, as what that choice measured; a run chosen again
+    loses that tag. Returns the trial ids cleared. (Before 2026-12-03 a resumed sweep that chose
+    another trial left two runs tagged best.)"""
     client = _client(uri)
+    chosen = set().union(*keep.values())
+    for run in client.search_runs([exp_id], f"tags.`{SWEEP_TAG}` = '{sweep_id}' and tags.`raybench.superseded` != ''",
+                                  max_results=50000):
+        if run.data.tags.get(TRIAL_TAG) in chosen:
+            client.delete_tag(run.info.run_id, "raybench.superseded")
     cleared = []
     for tag in CHOICE_TAGS:
         for run in client.search_runs([exp_id], f"tags.`{SWEEP_TAG}` = '{sweep_id}' and tags.`{tag}` = 'true'",

@@ -461,13 +461,12 @@ def train_loop_per_worker(config: dict) -> None:
                 n_samples += int(hb["mask"].shape[0])
         train_s = time.time() - t0
         if world > 1 and torch.distributed.is_initialized():  # every rank's windows (shares are uneven)
-            seen = torch.cat([torch.tensor([n_samples], device=device), dropped])
+            # one all-reduce: the windows, those without a modality, and the loss over every rank's batches
+            # (before 2026-12-03 the loss was rank 0's only); float64 holds the counts exactly
+            seen = torch.cat([torch.tensor([n_samples, n_batches], dtype=torch.float64, device=device),
+                              tot.double().view(1), dropped.double()])
             torch.distributed.all_reduce(seen)
-            n_samples, dropped = int(seen[0]), seen[1:]
-            # the loss over every rank's batches (before 2026-12-03: rank 0's only)
-            summed = torch.stack([tot.double(), torch.tensor(float(n_batches), dtype=torch.float64, device=device)])
-            torch.distributed.all_reduce(summed)
-            tot, n_batches = summed[0], int(summed[1])
+            n_samples, n_batches, tot, dropped = int(seen[0]), int(seen[1]), seen[2], seen[3:].long()
             sync_buffers(method)
         val, _ = evaluate(method, store.iter_groups(val_groups, val_ids, store_columns(inputs, True)), data, cfg, device)
         metrics = {f"val/{k}": v for k, v in val.items()}

@@ -260,6 +260,10 @@ def test_a_record_run_again_takes_the_earlier_choices_tags_off(tmp_path):
     assert "raybench.best_of_method" not in tags["s/c"] and "raybench.superseded" in tags["s/c"]
     assert "raybench.superseded" not in tags["s/d"] and tags["other/a"]["raybench.best"] == "true"
     assert client.get_run(runs["s/a"]).data.metrics["test/uar"] == 0.5  # what that choice measured stays
+    # recorded once more, s/a chosen again: it loses the superseded tag (its best tag is the record's to set)
+    assert clear_choice_tags(uri, exp, "s", {"raybench.best": {"s/a"}}) == ["s/b"]
+    assert "raybench.superseded" not in client.get_run(runs["s/a"]).data.tags
+    assert "raybench.superseded" in client.get_run(runs["s/b"]).data.tags
 
 
 def test_videomae_clips_padded_to_one_window_are_counted_on_the_run(tmp_path):

@@ -309,13 +309,11 @@ class VisionEncoder:
         sees the centre 40/48 of each face, as their evaluation (and raybench's zhang2021 with
         ``backbone: ir50``) crops it, then resized to 40 px if it is not (before 2026-12-03 the whole
         frame was shrunk to 40 px: the face filled more of the input than the network was trained on)."""
-        from raybench.nn.irse import AUTHORS_CROP, AuthorsIR50
+        from raybench.nn.irse import AUTHORS_CROP, AuthorsIR50, centre_crop_box
 
         torch = self._torch
         if isinstance(self.model, AuthorsIR50):
-            H, W = frames.shape[1:3]
-            ch, cw = max(8, int(round(H * AUTHORS_CROP))), max(8, int(round(W * AUTHORS_CROP)))
-            y, x = (H - ch) // 2, (W - cw) // 2
+            y, x, ch, cw = centre_crop_box(*frames.shape[1:3], AUTHORS_CROP)
             frames = frames[:, y : y + ch, x : x + cw]
         out = []
         for a in range(0, len(frames), self.cfg.frame_batch):

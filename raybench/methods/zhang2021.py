@@ -59,7 +59,7 @@ from raybench.methods.base import FaceEncoderOptions, Method, register_method
 from raybench.nn.audio import MFCCStream, VGGishStream, vggish_patch_frames
 from raybench.nn.encoders import backbone_groups, build_frame_encoder
 from raybench.nn.fusion import create_fusion
-from raybench.nn.irse import AUTHORS_CROP, IR50
+from raybench.nn.irse import AUTHORS_CROP, IR50, centre_crop_box
 from raybench.nn.losses import ccc_loss, window_ccc_loss
 from raybench.nn.temporal import TCN
 
@@ -249,7 +249,7 @@ class Zhang2021(Method):
     def _augment(self, video: torch.Tensor) -> torch.Tensor:
         """Random crop + flip shared by the whole window (training); centre crop (evaluation)."""
         B, T, C, H, W = video.shape
-        ch, cw = max(8, int(round(H * self.opts.crop))), max(8, int(round(W * self.opts.crop)))
+        y0, x0, ch, cw = centre_crop_box(H, W, self.opts.crop)
         if self.training:
             out = []
             for b in range(B):
@@ -260,8 +260,7 @@ class Zhang2021(Method):
                     clip = clip.flip(-1)
                 out.append(clip)
             return torch.stack(out)  # (B, T, C, ch, cw)
-        y, x = (H - ch) // 2, (W - cw) // 2
-        return video[..., y : y + ch, x : x + cw]
+        return video[..., y0 : y0 + ch, x0 : x0 + cw]
 
     def loss(self, out, batch):
         """1 - CCC per window and dimension, averaged over the batch's windows (``loss: window``, the

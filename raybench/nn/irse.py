@@ -75,6 +75,13 @@ class IR50(nn.Module):
 AUTHORS_CROP = 40 / 48
 
 
+def centre_crop_box(h: int, w: int, frac: float) -> tuple[int, int, int, int]:
+    """(top, left, height, width) of the centre crop of ``frac`` of an h x w face (at least 8 px a side):
+    zhang2021's evaluation crop, and the one its authors' IR-50 sees in the embedding stage."""
+    ch, cw = max(8, int(round(h * frac))), max(8, int(round(w * frac)))
+    return (h - ch) // 2, (w - cw) // 2, ch, cw
+
+
 class AuthorsIR50(IR50):
     """zhang2021's authors' face embedding (``Backbone`` in their ``model/arcface_model.py``, built by
     ``my_res50`` in ``model/model.py``): IR-50 with stage 1 at stride 1, on 40 x 40 inputs (their 48 px

@@ -26,6 +26,7 @@ class SweepResult:
     best: dict[str, dict] = field(default_factory=dict)  # dataset -> best trial (with test metrics)
     prepared: dict[str, dict] = field(default_factory=dict)
     failed: int = 0
+    tests_failed: int = 0  # chosen trials whose test evaluation raised (a corrupt best.pt): no test numbers
     cv: dict[str, dict] = field(default_factory=dict)  # dataset -> cross-validation summary (data.fold swept)
 
 
@@ -373,6 +374,8 @@ def cv_summary(chosen: list[dict], metric: str, over: tuple[str, ...]) -> tuple[
         f = model_label(t, over)
         fold_metrics[f"{f}/best/{metric}"] = t["best_val"]
         fold_metrics.update({f"{f}/{k}": v for k, v in t["test"].items()})
+    # a model whose test evaluation failed (``_finish_test``) is left out of the test mean, and counted
+    summary["test_models"] = sum(not t.get("test_failed") for t in chosen)
     for k in sorted({k for t in chosen for k in t["test"]}):
         xs = [t["test"][k] for t in chosen if k in t["test"]]
         summary["test_mean"][k], summary["test_std"][k] = float(np.mean(xs)), float(np.std(xs))
@@ -455,7 +458,11 @@ def record(cfg: SweepConfig, grid, summaries: dict[str, dict], mlinfo: dict, sto
         # (with repeats: the folds of each seed are merged, and the merged metrics averaged over seeds)
         tests = {ids for _, ids, _ in fold_preds}
         n_folds = len(summary["folds"])
-        if n_folds > 1 and len(tests) == 1 and next(iter(tests)):
+        lost = [t["trial_id"] for t in chosen if t.get("test_failed")]
+        if n_folds > 1 and len(tests) == 1 and next(iter(tests)) and lost:
+            print(f"[raybench] warning: {name}: the fold models' test predictions are not merged: the test "
+                  f"evaluation of {', '.join(lost)} failed (see above)", flush=True)
+        elif n_folds > 1 and len(tests) == 1 and next(iter(tests)):
             how = cfg.tune.fold_merge if fold_preds[0][0] == "continuous" else "mean probabilities"
             by_seed: dict[Any, list[list[dict]]] = {}
             for t, (_, _, p) in zip(chosen, fold_preds):
@@ -477,6 +484,7 @@ def record(cfg: SweepConfig, grid, summaries: dict[str, dict], mlinfo: dict, sto
         folds = {k: s["folds"] for k, s in summaries.items() if s["dataset"] == name and s.get("folds")}
         if folds:
             client.log_dict(parent, next(iter(folds.values())), f"folds_{name}.json")
+    result.tests_failed = sum(bool(t.get("test_failed")) for t in result.trials)
     _log_table(client, parent, [_flat_row(t) for t in result.trials], "trials.csv")
     if cfg.eval.val_plots:
         _log_val_plots(cfg, result.trials, summaries, storage, client, mlinfo)
@@ -484,6 +492,7 @@ def record(cfg: SweepConfig, grid, summaries: dict[str, dict], mlinfo: dict, sto
     # what a --resume would find (tracking.finished_sweep): Tune's errored trials, which it runs again
     client.set_tag(parent, "raybench.trial_errors", str(sum(t["error"] is not None for t in result.trials)))
     client.set_tag(parent, "raybench.trials_failed", str(result.failed))
+    client.set_tag(parent, "raybench.tests_failed", str(result.tests_failed))
     client.set_terminated(parent, status="FAILED" if result.failed == len(result.trials) else "FINISHED")
     return result
 
@@ -549,14 +558,20 @@ def _finish_test(cfg: SweepConfig, t: dict, refs: dict, summaries: dict[str, dic
     from raybench import tracking
 
     data = summaries[data_key(trial_data_cfg(t["cfg"], cfg))]
-    test_metrics, preds = ray.get(refs["test"]) if refs["test"] is not None else ({}, [])
+    failed: dict[str, str | None] = {}
+    try:
+        test_metrics, preds = ray.get(refs["test"]) if refs["test"] is not None else ({}, [])
+    except Exception as e:  # a corrupt or lost best.pt: said, tagged and counted; the record goes on (trials.csv,
+        # the other datasets and models), and the sweep exits 1 (SweepResult.tests_failed)
+        test_metrics, preds, failed["test"] = {}, [], _error_line(e)
+        t["test_failed"] = failed["test"]
     t["test"] = {f"test/{k}": v for k, v in test_metrics.items()}
     t["tested_as"] = tag
     uri = mlinfo["tracking_uri"]
     child = tracking.find_run(uri, mlinfo["experiment_id"], tracking.TRIAL_TAG, t["trial_id"])
     if child:  # the clean test numbers first: a failing track below must not lose them
         tracking.log_metrics(uri, child, t["test"], step=0)
-    t["robust"], skipped, failed = {}, {}, {}
+    t["robust"], skipped = {}, {}
     if refs["robust"] is not None:
         try:
             t["robust"], skipped = ray.get(refs["robust"])
@@ -713,6 +728,7 @@ def _close_trial_runs(client, uri: str, exp_id: str, trials: list[dict]) -> None
 def _flat_row(t: dict) -> dict:
     return {"trial_id": t["trial_id"], "dataset": t["dataset"], **{k: json.dumps(v) for k, v in t["params"].items()},
             **t["val"], "best_val": t["best_val"], "error": t["error"] or "", **t.get("test", {}),
+            "test_error": t.get("test_failed") or "",
             "wall_s": t.get("wall_s"), "fixed_s": t.get("fixed_s")}
 
 
@@ -743,7 +759,8 @@ def format_table(result: SweepResult, metrics: dict[str, str]) -> str:
     vals = sorted({k for t in result.trials for k in t["val"]} - {"val/score"})
     marks = {"raybench.best": " *", "raybench.best_of_method": " +"}
     test_keys = sorted({k for t in result.trials for k in t.get("test", {})})
-    head = ["trial", *keys, "epochs", *vals, f"best {metric}", *test_keys]
+    lost = any(t.get("test_failed") for t in result.trials)  # a chosen model's test evaluation raised
+    head = ["trial", *keys, "epochs", *vals, f"best {metric}", *test_keys, *(["test"] if lost else [])]
     rows = []
     for t in result.trials:
         tid = t["trial_id"].split("/")[-1] + marks.get(t.get("tested_as"), "")
@@ -752,6 +769,8 @@ def format_table(result: SweepResult, metrics: dict[str, str]) -> str:
         r += [f"{t['val'][v]:.3f}" if v in t["val"] else "-" for v in vals]
         r.append(f"{t['best_val']:.3f}" if t["best_val"] is not None else f"FAILED: {t['error']}")
         r += [f"{t['test'][k]:.3f}" if k in t.get("test", {}) else "" for k in test_keys]
+        if lost:
+            r.append(f"FAILED: {t['test_failed']}" if t.get("test_failed") else "")
         rows.append(r)
     import pandas as pd
 
@@ -768,7 +787,9 @@ def format_table(result: SweepResult, metrics: dict[str, str]) -> str:
                          + ([f"{len(cv['seeds'])} seeds"] if cv["seeds"] else []))
         lines.append(f"{name}: {cv['models']} models ({how}), best configuration {cv['params']} "
                      f"(mean validation {cv['val_mean']:.3f} +- {cv['val_std']:.3f}); "
-                     f"test, mean +- std over the models: {tests or 'no test clips'}")
+                     f"test, mean +- std over the models: {tests or 'no test clips'}"
+                     + (f" (over {cv['test_models']} of {cv['models']}: the other test evaluations failed)"
+                        if cv.get("test_models", cv["models"]) < cv["models"] else ""))
         if cv.get("test_merged"):
             lines.append(f"{name}: the {len(cv['folds'])} fold models' test predictions merged ({cv['fold_merge']}): "
                          + ", ".join(f"{k} {v:.3f}" for k, v in cv["test_merged"].items()))

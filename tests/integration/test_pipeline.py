@@ -516,6 +516,40 @@ def test_a_sweep_that_crashes_after_its_trials_leaves_no_run_running(ray_session
         assert reason.startswith("the sweep failed: RuntimeError: the record stage broke") and "--resume" in reason
 
 
+def test_a_chosen_model_whose_test_evaluation_fails_is_counted_and_the_rest_is_recorded(ray_session, tmp_path,
+                                                                                          monkeypatch, capsys):
+    """A chosen trial's best.pt that no longer loads (corrupted after training): its test numbers are missing,
+    said, tagged and counted (the sweep exits 1), and the record goes on: trials.csv, the runs closed."""
+    from mlflow.tracking import MlflowClient
+
+    import raybench.sweep as sweep_mod
+
+    real = sweep_mod.record
+
+    def corrupt_then_record(cfg, grid, *a, **k):
+        for r in grid:
+            (Path(r.metrics["checkpoint_path"]) / "best.pt").write_bytes(b"not a checkpoint")
+        return real(cfg, grid, *a, **k)
+
+    monkeypatch.setattr(sweep_mod, "record", corrupt_then_record)
+    cfg = sweep_cfg(tmp_path, "train.epochs=1", "tune.search_space={window.length: {grid: [4]}}",
+                    "train.num_workers=1")
+    res = sweep_mod.run_sweep(cfg)
+    (t,) = res.trials
+    assert res.failed == 0 and res.tests_failed == 1 and t["test"] == {} and t["test_failed"]
+    out = capsys.readouterr().out
+    assert f"warning: trial {t['trial_id']}: test failed, its numbers are missing: " in out
+    assert f"FAILED: {t['test_failed']}" in sweep_mod.format_table(res, {"synthetic_ravdess": "val/uar"})
+    client = MlflowClient(cfg.mlflow.tracking_uri)
+    parent = client.get_run(res.parent_run_id)
+    assert parent.info.status == "FINISHED" and parent.data.tags["raybench.tests_failed"] == "1"
+    (child,) = client.search_runs([res.experiment_id], f"tags.mlflow.parentRunId = '{res.parent_run_id}'")
+    assert child.data.tags["raybench.track_failed.test"] == t["test_failed"]
+    assert child.info.status == "FINISHED" and not any(k.startswith("test/") for k in child.data.metrics)
+    rows = (Path(client.download_artifacts(res.parent_run_id, "trials.csv", str(tmp_path)))).read_text()
+    assert "test_error" in rows.splitlines()[0] and t["test_failed"].split(":")[0] in rows
+
+
 def test_the_autoscalers_report_is_read_on_a_local_ray(ray_session):
     """On a Ray without an autoscaler config (the integration tests' own, started in this process) the report
     says no node is starting: a sweep there never waits."""

@@ -326,6 +326,23 @@ def test_repeats_run_every_configuration_with_consecutive_seeds_and_select_on_th
     assert choose([t(2, 5, nan)], "d", "max") == []
 
 
+def test_a_model_whose_test_failed_is_left_out_of_the_test_mean_and_counted():
+    from raybench.results import cv_summary
+
+    def t(seed, val, test, failed=None):
+        return {"trial_id": f"s/{seed}", "best_val": val, "params": {"window.length": 4, "train.seed": seed},
+                "test": test, **({"test_failed": failed} if failed else {})}
+
+    chosen = [t(0, 0.5, {"test/uar": 0.4}), t(1, 0.7, {}, "UnpicklingError: invalid load key"),
+              t(2, 0.6, {"test/uar": 0.8})]
+    summary, per_model = cv_summary(chosen, "val/uar", ("train.seed",))
+    assert summary["models"] == 3 and summary["test_models"] == 2
+    assert summary["val_mean"] == pytest.approx(0.6)  # validation: all three models
+    assert summary["test_mean"]["test/uar"] == pytest.approx(0.6) and summary["test_std"]["test/uar"] == \
+        pytest.approx(0.2)  # test: the two that have one
+    assert "seed1/test/uar" not in per_model and per_model["seed1/best/val/uar"] == 0.7
+
+
 def test_the_bootstrap_interval_resamples_clips_and_averages_the_models_as_scikit_learn_computes():
     from sklearn.metrics import accuracy_score, balanced_accuracy_score
 

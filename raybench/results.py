@@ -315,8 +315,9 @@ def bootstrap_ci(model_preds: list[list[dict]], task: str, class_names: list[str
     (all frames of a clip) for a continuous one. Models that predict the same units (seeds of one
     configuration) share each draw: the interval is about the test set, so M copies of one model
     give one model's interval (before 2026-12-03 each model drew its own units, which narrowed the
-    interval by about 1/sqrt(M)). Models tested on units of their own (folds) draw each from its
-    own fold's units. A model's metric on the draw uses raybench's metrics; the draws' model means
+    interval by about 1/sqrt(M)). Models tested on units of their own (folds) draw from their own
+    fold's units, one draw per fold shared by that fold's seeds (before 2026-12-04, with folds and
+    seeds together, each model drew on its own). A model's metric on the draw uses raybench's metrics; the draws' model means
     give the interval."""
     import torch
 
@@ -338,13 +339,14 @@ def bootstrap_ci(model_preds: list[list[dict]], task: str, class_names: list[str
             y = [np.array([[r["valence_true"], r["arousal_true"]] for r in units[i]]) for i in ids]
         per_model.append((x, y))
         unit_ids.append(ids)
-    shared = all(ids == unit_ids[0] for ids in unit_ids)
     draws: dict[str, list[float]] = {}
     for _ in range(resamples):
         vals: dict[str, list[float]] = {}
-        common = rng.integers(0, len(unit_ids[0]), len(unit_ids[0])) if shared and unit_ids else None
-        for x, y in per_model:
-            idx = common if common is not None else rng.integers(0, len(x), len(x))
+        drawn: dict[tuple, np.ndarray] = {}  # one draw per set of units, shared by the models predicting it
+        for (x, y), ids in zip(per_model, unit_ids):
+            if tuple(ids) not in drawn:
+                drawn[tuple(ids)] = rng.integers(0, len(x), len(x))
+            idx = drawn[tuple(ids)]
             m = TaskMetrics(task, len(class_names), ccc_over=ccc_over)
             if task == "categorical":
                 m.update(torch.from_numpy(np.concatenate([x[i] for i in idx])).float(),

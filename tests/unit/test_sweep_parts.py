@@ -387,6 +387,8 @@ def test_the_bootstrap_interval_resamples_clips_and_averages_the_models_as_sciki
         acc.append(np.mean([accuracy_score(labels[idx], np.array([m[i]["pred"] for i in idx]))
                             for m in models for idx in [draw.integers(0, 40, 40)]]))
     assert ci["test/acc"] == pytest.approx((np.quantile(acc, 0.025), np.quantile(acc, 0.975)), abs=1e-6)
+    # folds x seeds: three copies of each fold's model are that fold's model, not three draws of their own
+    assert bootstrap_ci([models[0], other] * 3, "categorical", classes, resamples=200, seed=7) == ci
 
 
 def test_the_bootstrap_interval_of_a_perfect_continuous_predictor_is_a_point_and_resamples_videos():

@@ -69,8 +69,10 @@ class Method(nn.Module):
     # (audio_layers: the encoder layers an audio step holds side by side, data.audio.encoder.layer: all;
     # video_emb_dim: the width of an image encoder's per-frame embeddings, data.video.encoder; 0: none)
     # n_audio_emb_features, audio_emb_steps_per_frame: a speech encoder's embeddings (audio_emb), 0: none)
+    # audio_features: data.audio.features (logmel, spectrogram, ...)
     DATA_KEYS: ClassVar[tuple[str, ...]] = ("n_audio_features", "audio_steps_per_frame", "fps", "audio_layers",
-                                            "video_emb_dim", "n_audio_emb_features", "audio_emb_steps_per_frame")
+                                            "video_emb_dim", "n_audio_emb_features", "audio_emb_steps_per_frame",
+                                            "audio_features")
 
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)

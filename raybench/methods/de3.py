@@ -22,7 +22,7 @@ from typing import Literal
 
 import torch
 import torch.nn as nn
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from raybench.methods.embeddings import speech
 from raybench.methods.base import FaceEncoderOptions, Method, register_method
@@ -42,6 +42,13 @@ class Options(FaceEncoderOptions):
     audio_backbone: Literal["cnn", "embeddings"] = "cnn"
     lambda_: float = Field(0.5, alias="lambda", ge=0)
     dropout: float = Field(0.1, ge=0, lt=1)
+
+    @field_validator("conv_kernel")
+    @classmethod
+    def _odd(cls, v: int) -> int:  # "same" padding (kernel // 2) keeps the frame count only for an odd kernel
+        if v % 2 == 0:
+            raise ValueError("must be odd (the Conformer's convolution keeps the frame count)")
+        return v
 
 @register_method("de3")
 class DE3(Method):

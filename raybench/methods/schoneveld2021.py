@@ -107,7 +107,7 @@ class Schoneveld2021(Method):
         mask = batch.get("mask")
         v = self.face(batch[self.face_key])  # (B, T, Dv)
         a = self.audio(batch[self.audio_key], mask)  # (B, T, 128): padded audio masked out
-        h = self.rnn(self.fusion([v, a]))  # (B, T, H)
+        h = self.rnn(self.fusion([v, a], mask))  # (B, T, H): padded frames are no keys of cross_attention
         out = {}
         if self.task == "continuous":
             out["va"] = torch.tanh(self.head(h))  # (B, T, 2)

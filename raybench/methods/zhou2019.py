@@ -10,8 +10,10 @@ k = 5, o = 512). Cross-entropy.
 
 The audio feature (speech spectrogram vs log-Mel) is a preprocessing setting:
 ``data.audio.features: spectrogram | logmel`` (sweepable; each value builds its
-own clip store). ``deltas: true`` stacks the features with their deltas and
-delta-deltas as 3 channels (the paper's log-Mel input).
+own clip store). ``deltas``: ``auto`` (default) stacks log-Mel features with
+their deltas and delta-deltas as 3 channels (the paper's log-Mel input) and
+gives the spectrogram alone (its other input); ``true`` / ``false`` force it
+(before 2026-12-04 deltas were added to the spectrogram too).
 """
 
 from __future__ import annotations
@@ -41,7 +43,10 @@ class Options(FaceEncoderOptions):
     fbp_k: int = Field(5, ge=1)
     fbp_o: int = Field(512, ge=1)
     hidden: int = Field(256, ge=1)
-    deltas: bool = True
+    # the audio image's channels: deltas and delta-deltas beside the features (3 channels) or the features
+    # alone; auto: as METHODS.md's two inputs, deltas for data.audio.features logmel, none for the
+    # spectrogram (or any other features)
+    deltas: Literal["auto"] | bool = "auto"
     # cnn: the AlexNet-like CNN over the time-frequency image (the paper); embeddings: a speech encoder's
     # frozen embeddings (data.audio.encoder), one vector per frame, attention-pooled over the frames
     audio_backbone: Literal["cnn", "embeddings"] = "cnn"
@@ -53,12 +58,13 @@ class Zhou2019(Method):
     Options = Options
 
     def __init__(self, task, num_outputs, opts: Options, n_audio_features=40, audio_steps_per_frame=4, video_emb_dim=0,
-                 audio_layers=1, n_audio_emb_features=0, audio_emb_steps_per_frame=1):
+                 audio_layers=1, n_audio_emb_features=0, audio_emb_steps_per_frame=1, audio_features="logmel"):
         super().__init__(task, num_outputs, opts)
+        self.deltas = audio_features == "logmel" if opts.deltas == "auto" else opts.deltas
         self.face = build_frame_encoder(opts.backbone, opts.visual_dim, opts.weights, opts.cnn_width,
                                         in_dim=video_emb_dim)
         self.v_pool = AttentionPool(opts.visual_dim, opts.attention, opts.dropout, relation_eval=opts.relation_eval)
-        self.audio = (AudioRegionCNN(3 if opts.deltas else 1, opts.audio_dim) if opts.audio_backbone == "cnn" else
+        self.audio = (AudioRegionCNN(3 if self.deltas else 1, opts.audio_dim) if opts.audio_backbone == "cnn" else
                       speech(n_audio_emb_features, audio_layers, audio_emb_steps_per_frame, opts.audio_dim, 0.0))
         self.a_pool = AttentionPool(opts.audio_dim, opts.attention, opts.dropout, relation_eval=opts.relation_eval)
         dims = [self.a_pool.out_dim, self.v_pool.out_dim]
@@ -80,7 +86,7 @@ class Zhou2019(Method):
             regions, region_mask = self.audio(audio), mask  # (B, T, Da), (B, T)
         else:
             steps = step_mask(mask, audio.shape[1] // face.shape[1])  # (B, T*k): padding masked out
-            img = with_deltas(audio, steps) if self.opts.deltas else audio.unsqueeze(1)  # (B, C, T*k, F)
+            img = with_deltas(audio, steps) if self.deltas else audio.unsqueeze(1)  # (B, C, T*k, F)
             regions, region_mask = self.audio(img, steps)  # (B, R, 256), (B, R)
         a = self.a_pool(regions, region_mask)  # (B, Da)
         return {"logits": self.head(self.fusion([a, v]))}  # (B, C)

@@ -94,9 +94,11 @@ class VGGishStream(nn.Module):
 
         B, S, Fb = audio.shape
         T = S // self.k
-        half = self.patch // 2
+        # patch t spans steps [t*k + k//2 - P//2, ...): centred on the middle of frame t's k steps (before
+        # 2026-12-04 on its start, half a frame early)
+        left = self.patch // 2 - self.k // 2
         audio = zero_padded(audio, step_mask(mask, self.k), time_dim=1)
-        x = F.pad(audio.transpose(1, 2), (half, self.patch - half - self.k))  # (B, F, S + patch - k)
+        x = F.pad(audio.transpose(1, 2), (left, self.patch - self.k - left))  # (B, F, S + patch - k)
         patches = x.unfold(-1, self.patch, self.k)  # (B, F, T, patch)
         patches = patches.permute(0, 2, 3, 1).reshape(B * T, 1, self.patch, Fb)  # (B*T, 1, P, F)
         h = self.cnn(patches).mean((2, 3))  # (B*T, C)

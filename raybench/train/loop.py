@@ -60,7 +60,8 @@ def build_model(cfg: TrialConfig, data: dict) -> torch.nn.Module:
                          audio_steps_per_frame=data["audio_steps_per_frame"], fps=float(data["fps"]),
                          audio_layers=int(data.get("audio_layers", 1)), video_emb_dim=int(data.get("video_emb_dim", 0)),
                          n_audio_emb_features=int(data.get("n_audio_emb_features", 0)),
-                         audio_emb_steps_per_frame=int(data.get("audio_emb_steps_per_frame", 1)))
+                         audio_emb_steps_per_frame=int(data.get("audio_emb_steps_per_frame", 1)),
+                         audio_features=cfg.data.audio.features)
 
 
 @torch.no_grad()

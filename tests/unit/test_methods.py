@@ -83,7 +83,9 @@ PAD_CASES = CASES + [("av_fusion", t, {"fusion": f}) for t in ("categorical", "c
                      for f in ("attention", "fbp", "leader_follower", "cross_attention", "late")] + [
     ("zhou2019", "categorical", {"attention": a, "fusion": f}) for a in ("relation", "transformer")
     for f in ("concat", "fbp")] + [("de3", t, {"use_flow": False}) for t in ("categorical", "continuous")] + [
-    ("zhang2021", "continuous", {"fusion": "concat"}), ("schoneveld2021", "categorical", {"pool": "mean"})]
+    ("zhang2021", "continuous", {"fusion": "concat"}), ("schoneveld2021", "categorical", {"pool": "last"})] + [
+    ("schoneveld2021", t, {"fusion": f}) for t in ("categorical", "continuous")
+    for f in ("attention", "fbp", "cross_attention")]
 # the published methods with an image encoder's frozen face embeddings in place of their face CNN
 EMB_CASES = [(m, t, {"backbone": "embeddings"}) for m in ("zhou2019", "schoneveld2021", "de3", "zhang2021")
              for t in METHODS.get(m).tasks]

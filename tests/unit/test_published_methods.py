@@ -137,6 +137,24 @@ def test_zhou2019_variants():
     assert m.v_pool.relation_eval == m.a_pool.relation_eval == "as_trained"
 
 
+def test_zhou2019_adds_deltas_to_log_mel_only_as_the_papers_two_audio_inputs():
+    from raybench.config import SWEEPS_DIR, load, resolve_trial_config
+    from raybench.train.loop import build_model
+
+    def channels(m):
+        return next(c for c in m.audio.modules() if isinstance(c, torch.nn.Conv2d)).in_channels
+
+    data = {"task": "categorical", "class_names": ["a", "b"], "n_audio_features": 20, "audio_steps_per_frame": 4,
+            "fps": 10}
+    for features, want in (("logmel", 3), ("spectrogram", 1), ("egemaps", 1)):
+        cfg = resolve_trial_config(load(SWEEPS_DIR / "smoke.yaml", [f"data.audio.features={features}"]),
+                                   {"method.name": "zhou2019"})
+        assert channels(build_model(cfg, data)) == want, features
+    cfg = resolve_trial_config(load(SWEEPS_DIR / "smoke.yaml", ["data.audio.features=spectrogram"]),
+                               {"method.name": "zhou2019", "method.deltas": True})
+    assert channels(build_model(cfg, data)) == 3  # forced
+
+
 def test_frame_encoder_from_timm_and_local_weights(tmp_path):
     enc = build_frame_encoder("resnet18", 16, None)
     assert enc(torch.randn(1, 2, 3, 32, 32)).shape == (1, 2, 16)
@@ -289,6 +307,27 @@ def test_vggish_patches_span_0_96_s_at_any_frame_rate(fps):
     assert vggish.patch == frames * k
     # methods that do not use the frame rate are built without it
     assert create_method("av_fusion", "categorical", 3, n_audio_features=20, audio_steps_per_frame=k, fps=fps)
+
+
+@pytest.mark.parametrize("patch_frames", [3, 4])
+def test_a_vggish_patch_is_centred_on_its_frames_audio(patch_frames):
+    """With the CNN and projection taken out, frame t's output is its patch's mean: an impulse on any step of
+    frame 2 reaches the frames whose patch spans it, the same number of frames either side for an odd
+    patch (centred on the middle of frame 2's k steps, not on its first step)."""
+    from raybench.nn.audio import VGGishStream
+
+    k, T = 4, 8
+    st = VGGishStream(1, k, patch_frames=patch_frames)
+    st.cnn, st.proj = torch.nn.Identity(), torch.nn.Identity()
+    for step in range(2 * k, 3 * k):
+        audio = torch.zeros(1, T * k, 1)
+        audio[0, step, 0] = 1.0
+        hit = [t for t in range(T) if st(audio)[0, t, 0] > 0]
+        # patch t spans steps [t*k + k//2 - P//2, t*k + k//2 - P//2 + P), P = patch_frames * k
+        P = patch_frames * k
+        assert hit == [t for t in range(T) if t * k + k // 2 - P // 2 <= step < t * k + k // 2 - P // 2 + P]
+        if patch_frames % 2:
+            assert hit == [1, 2, 3]
 
 
 def test_zhang2021_output_is_linear_as_the_authors_regressor():

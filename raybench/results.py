@@ -109,11 +109,13 @@ def noisy_rows(rows, data_cfg, waves: Waveforms, snr: float):
     from its id and the SNR, the same in every run."""
     import zlib
 
-    from raybench.data.features import add_noise, audio_features
+    from raybench.data.features import add_noise, audio_features, frames_audio
 
     for r in rows:
-        noisy = add_noise(waves(r["clip_id"]), snr, zlib.crc32(f"{r['clip_id']}|{snr:g}".encode()))
-        feats = audio_features(noisy, int(r["num_frames"]), data_cfg.sample_rate, data_cfg.audio)
+        n = int(r["num_frames"])
+        wave = frames_audio(waves(r["clip_id"]), n, data_cfg.fps, data_cfg.sample_rate, data_cfg.audio.align)
+        noisy = add_noise(wave, snr, zlib.crc32(f"{r['clip_id']}|{snr:g}".encode()))
+        feats = audio_features(noisy, n, data_cfg.sample_rate, data_cfg.audio)
         yield {**r, "audio": np.ascontiguousarray(feats, np.float32).tobytes(), "audio_shape": list(feats.shape)}
 
 

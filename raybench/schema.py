@@ -83,6 +83,11 @@ class AudioConfig(Section):
     win_ms: float | None = Field(None, gt=0)
     hop_ms: float = Field(10.0, gt=0)
     frames_per_video_frame: int = Field(4, ge=1)  # audio feature steps per video frame in the store
+    # how a clip's audio meets its frames (features.frames_audio): time: frame t at data.fps gets the audio
+    # of [t / fps, (t + 1) / fps) from the track's start (cut after the last frame, silence where the
+    # track ends first), as the authors' time-indexed features; stretch: the whole track spread over the
+    # frames (raybench before 2026-12-04; an MP4's AAC padding then drew the audio ~2% early by a clip's end)
+    align: Literal["time", "stretch"] = "time"
     encoder: AudioEncoderConfig = AudioEncoderConfig()
 
     @model_validator(mode="after")

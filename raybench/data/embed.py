@@ -470,7 +470,11 @@ class EncodeBatch:
 
     def _embed(self, row: dict[str, Any]) -> np.ndarray:
         if self.modality == "audio_emb":
+            from raybench.data.features import frames_audio
+
             sig = _audio(row, self.enc.sample_rate, self.mirror, self.root_uri)
+            if "fps" in row:  # data.audio.align: the audio under the clip's frames, as the clip store's features
+                sig = frames_audio(sig, int(row["num_frames"]), float(row["fps"]), self.enc.sample_rate, row["align"])
             h, centres = self.enc.encode(sig)
             steps = int(row["num_frames"]) * self.enc.cfg.steps_per_frame
             return pool_steps(h, centres, len(sig) / self.enc.sample_rate, steps)
@@ -583,7 +587,8 @@ def build_embeddings(p, clips: list, progress: bool = True, modality: str = "aud
         gpus = int(ray.cluster_resources().get("GPU", 0))
         cpus = int(ray.cluster_resources().get("CPU", 1))
         actors = max(1, min(gpus or max(1, cpus // 4), math.ceil(len(pending) / cfg.batch_size)))
-        items = [{"row": json.dumps({**c.to_row(), "num_frames": int(nums[c.clip_id])})} for c in pending]
+        items = [{"row": json.dumps({**c.to_row(), "num_frames": int(nums[c.clip_id]), "fps": p.data_cfg.fps,
+                                     "align": p.data_cfg.audio.align})} for c in pending]
         rds = ray.data.from_items(items, override_num_blocks=math.ceil(len(items) / cfg.batch_size))
         out = rds.map_batches(EncodeBatch, batch_size=cfg.batch_size, batch_format="numpy", concurrency=actors,
                               num_gpus=1 if gpus else 0, num_cpus=1,

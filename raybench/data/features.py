@@ -113,6 +113,19 @@ def opensmile_features(audio: np.ndarray, steps: int, sample_rate: int, kind: st
     return out.astype(np.float32)
 
 
+def frames_audio(audio: np.ndarray, num_frames: int, fps: float, sample_rate: int, align: str = "time") -> np.ndarray:
+    """The part of a clip's track under its ``num_frames`` frames at ``fps`` (``data.audio.align``):
+    ``time``: its first round(num_frames / fps * sample_rate) samples, zeros past the track's end, so
+    that frame t's features are the audio of [t / fps, (t + 1) / fps); ``stretch``: the track as it is
+    (its features are then spread over the frames whatever its length)."""
+    if align == "stretch":
+        return audio
+    n = int(round(num_frames * sample_rate / fps))
+    if len(audio) >= n:
+        return audio[:n]
+    return np.concatenate([audio, np.zeros(n - len(audio), audio.dtype)])
+
+
 def audio_features(audio: np.ndarray, num_frames: int, sample_rate: int, cfg: AudioConfig) -> np.ndarray:
     """Features of a mono signal at ``num_frames * k`` steps -> float32 (T*k, F): log-Mel or log
     spectrogram (torchaudio, resampled in time), or openSMILE's descriptors (``opensmile_features``)."""

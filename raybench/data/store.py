@@ -100,6 +100,8 @@ def _without_defaults(key: str, value: Any, data_cfg: DataConfig) -> Any:
 
         # the encoder's embeddings are a store of their own (raybench/data/embed.py): choosing one decodes nothing again
         out = {k: v for k, v in value.items() if k != "encoder"}
+        if out.get("align") == "stretch":  # added 2026-12-04; stores made before stretched the audio
+            out.pop("align")
         if not str(value.get("features", "")).endswith("_functionals"):  # added later; only functionals use them
             out.pop("functionals_s", None)
             out.pop("functionals_hop_s", None)
@@ -134,7 +136,7 @@ def decode_row(row: dict[str, Any], data_cfg: DataConfig, mirror: str | None = N
     from raybench.data.annotations import read_annotation
     from raybench.data.decode import DecodeError, decode_clip
     from raybench.envcheck import is_environment_error
-    from raybench.data.features import AudioTooShort, audio_features, optical_flow, resample_labels
+    from raybench.data.features import AudioTooShort, audio_features, frames_audio, optical_flow, resample_labels
 
     def local(path: str) -> str:  # a file of a remote root: fetched to this node when needed
         return storage.fetch_if_placeholder(path, mirror, root_uri, cache_home())
@@ -165,14 +167,18 @@ def decode_row(row: dict[str, Any], data_cfg: DataConfig, mirror: str | None = N
     # (the frames the stream held, when it ended before its container's count: that is said above)
     audio_s = len(d.audio) / data_cfg.sample_rate
     video_s = (d.frames_decoded if d.repeated and d.frames_decoded else d.source_frames) / d.source_fps
-    if abs(audio_s - video_s) > AUDIO_VIDEO_GAP_S:  # the audio is spread over the frames: said, not silent
-        ended = _joined(ended, f"{row['video_path']}: its audio lasts {audio_s:.2f} s and its video {video_s:.2f} s: "
-                               "the audio is stretched over the video's frames, so they may not line up")
+    if abs(audio_s - video_s) > AUDIO_VIDEO_GAP_S:  # said, not silent
+        ended = _joined(ended, f"{row['video_path']}: its audio lasts {audio_s:.2f} s and its video {video_s:.2f} s"
+                        + (": the audio is stretched over the video's frames, so they may not line up"
+                           if data_cfg.audio.align == "stretch" else
+                           (": the frames after the audio's end get silence" if audio_s < video_s else
+                            ": the audio after the last frame is left out")))
     if d.crops_missing:  # data.face=dataset: frames the organisers left without a crop (no face found)
         ended = _joined(ended, f"{row['video_path']}: {d.crops_missing} of its {T} frames at data.fps have no crop "
                                f"in {(row.get('meta') or {}).get('crops_dir')} (the crop before each repeats)")
     try:
-        feats = audio_features(d.audio, T, data_cfg.sample_rate, data_cfg.audio)  # (T*k, F)
+        feats = audio_features(frames_audio(d.audio, T, data_cfg.fps, data_cfg.sample_rate, data_cfg.audio.align),
+                               T, data_cfg.sample_rate, data_cfg.audio)  # (T*k, F)
     except AudioTooShort as e:  # shorter than the features' window: this clip is skipped, with the reason
         return None, _joined(str(e), ended), None
     warning = None

@@ -116,6 +116,29 @@ def test_pool_steps_averages_the_frames_of_each_step():
     assert fine[4, 0] == pytest.approx((0.5625 - 0.25) / 0.5) and fine[0, 0] == 0.0 and fine[7, 0] == 1.0
 
 
+def test_speech_embeddings_take_the_audio_under_the_clips_frames(tmp_path, make_encoder):
+    """data.audio.align: time: a clip's embeddings come from the audio under its frames, so a track that runs
+    on past the last frame gives the same embeddings as one that ends there; stretch spreads the whole
+    track over the frames (the steps then hold other audio)."""
+    from scipy.io import wavfile
+
+    from raybench.data.embed import EncodeBatch
+    from raybench.schema import AudioEncoderConfig
+
+    folder = make_encoder(tmp_path / "enc", "wav2vec2")
+    x = (np.random.default_rng(2).standard_normal(3 * 16000) * 0.1).astype(np.float32)
+    wavfile.write(tmp_path / "long.wav", 16000, x)  # 3 s under a clip of 20 frames at 10 fps: 2 s
+    wavfile.write(tmp_path / "short.wav", 16000, x[:32000])
+    enc = EncodeBatch("audio_emb", AudioEncoderConfig(path=str(folder)), str(tmp_path / "s"), "", None, None)
+
+    def emb(wav, align):
+        return enc._embed({"clip_id": "c", "video_path": "unused.mp4", "meta": {"audio_path": str(tmp_path / wav)},
+                           "num_frames": 20, "fps": 10.0, "align": align})
+
+    np.testing.assert_allclose(emb("long.wav", "time"), emb("short.wav", "time"), atol=1e-5)
+    assert np.abs(emb("long.wav", "stretch") - emb("short.wav", "stretch")).mean() > 1e-2
+
+
 def test_unusable_folders_are_named(tmp_path, make_encoder):
     from raybench.data.embed import AudioEncoder, EncoderError, encoder_spec
     from raybench.schema import AudioEncoderConfig

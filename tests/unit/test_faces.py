@@ -134,8 +134,8 @@ def test_decode_uses_the_configured_detector(tmp_path, monkeypatch):
                              DataConfig(dataset="csv", fps=10, image_size=16, face="detect", face_detector="hog"))
     assert bad is None and len(calls) == 2 * faces.DETECT_FRAMES  # the prepare stage's decoding used it too
 
-    def fp(**kw):
-        return fingerprint("ravdess", "/data", DataConfig(dataset="ravdess", **kw))
+    def fp(**kw):  # (data.audio.align: stretch, the audio as it was before 2026-12-04)
+        return fingerprint("ravdess", "/data", DataConfig(dataset="ravdess", audio={"align": "stretch"}, **kw))
 
     assert fp(face="detect", face_detector="hog") != fp(face="detect") == fp(face="detect", face_detector="haar")
     # as computed before data.face_detector existed (at ce42018): stores made then are reused

@@ -97,8 +97,8 @@ def test_functionals_window_keys_in_the_fingerprint_only_for_functionals():
     from raybench.data.store import fingerprint
     from raybench.schema import DataConfig
 
-    def fp(**audio):
-        return fingerprint("ravdess", "/data", DataConfig(dataset="ravdess", audio=audio))
+    def fp(**audio):  # (data.audio.align: stretch, the audio as it was before 2026-12-04)
+        return fingerprint("ravdess", "/data", DataConfig(dataset="ravdess", audio={"align": "stretch", **audio}))
 
     assert fp() == fp(functionals_s=2.0, functionals_hop_s=0.5)  # log-Mel: the keys do not apply
     # as computed before the functionals existed (at ce42018): stores made then are reused

@@ -81,14 +81,16 @@ def test_noisy_rows_compute_the_features_again_from_the_source_waveform(tiny_rav
 
     from raybench.data import decode
     from raybench.data.decode import decode_audio, decode_clip
-    from raybench.data.features import add_noise, audio_features
+    from raybench.data.features import add_noise, audio_features, frames_audio
+    from raybench.data.store import decode_row
     from raybench.results import Waveforms, noisy_rows
     from raybench.schema import DataConfig
 
     dcfg = DataConfig(fps=8)
     path = str(sorted(tiny_ravdess.rglob("*.mp4"))[0])
     d = decode_clip(path, dcfg.fps, 32, dcfg.sample_rate)
-    stored = audio_features(d.audio, len(d.frames), dcfg.sample_rate, dcfg.audio)  # what prepare stores
+    out, _, _ = decode_row({"clip_id": "c1", "video_path": path, "label": 3}, dcfg)  # what prepare stores
+    stored = np.frombuffer(out["audio"], np.float32).reshape(out["audio_shape"])
     row = {"clip_id": "c1", "num_frames": len(d.frames), "audio": stored.tobytes(), "audio_shape": list(stored.shape),
            "label": 3}
     decoded = []  # the clips Waveforms decodes
@@ -98,8 +100,9 @@ def test_noisy_rows_compute_the_features_again_from_the_source_waveform(tiny_rav
     np.testing.assert_allclose(np.frombuffer(clean["audio"], np.float32).reshape(clean["audio_shape"]), stored,
                                atol=1e-3)
     (noisy,) = noisy_rows([row], dcfg, waves, snr=0.0)
-    expected = audio_features(add_noise(decode_audio(path, dcfg.sample_rate), 0.0, zlib.crc32(b"c1|0")),
-                              len(d.frames), dcfg.sample_rate, dcfg.audio)
+    # the audio under the clip's frames (data.audio.align: time), with the noise, its features
+    wave = frames_audio(decode_audio(path, dcfg.sample_rate), len(d.frames), dcfg.fps, dcfg.sample_rate)
+    expected = audio_features(add_noise(wave, 0.0, zlib.crc32(b"c1|0")), len(d.frames), dcfg.sample_rate, dcfg.audio)
     got = np.frombuffer(noisy["audio"], np.float32).reshape(noisy["audio_shape"])
     np.testing.assert_array_equal(got, expected)
     assert np.abs(got - stored).mean() > 0.5 and noisy["label"] == 3  # the rest of the row as it was

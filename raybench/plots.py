@@ -116,8 +116,10 @@ def scatter_figure(rows: list[dict[str, Any]], title: str = "", split: str = "te
             ok = rng.choice(ok, max_points, replace=False)
         ax.scatter(g[ok], p[ok], s=4, alpha=0.3)
         ax.plot([-1, 1], [-1, 1], color="grey", linewidth=0.8)
+        # [-1, 1], widened to show predictions outside it (a linear head, zhang2021's, is not bounded)
+        lim = max(1.05, float(np.nanmax(np.abs(p[ok]), initial=0)) * 1.05) if len(ok) else 1.05
         ax.set_xlim(-1.05, 1.05)
-        ax.set_ylim(-1.05, 1.05)
+        ax.set_ylim(-lim, lim)
         ax.set_xlabel(f"gold {dim}")
         ax.set_ylabel(f"predicted {dim}")
         c = (ccc or {}).get(dim)

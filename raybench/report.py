@@ -62,6 +62,20 @@ class Model:
     status: str
     params: dict[str, str]
     metrics: dict[str, float]
+    tags: dict[str, str] = field(default_factory=dict)
+    merged: dict[str, float] = field(default_factory=dict)  # its sweep's merged fold predictions, when chosen
+
+    @property
+    def unfinished(self) -> bool:
+        """A run its sweep left cut short: interrupted or crashed as a whole (``raybench.status_reason``
+        "the sweep ..."; a resume finishes it) or still RUNNING; ASHA, early stopping and a method's own
+        schedule end runs for good (KILLED with their reason), and those compete."""
+        return self.status == "RUNNING" or self.tags.get("raybench.status_reason", "").startswith("the sweep ")
+
+    @property
+    def test_failed(self) -> bool:
+        """Its sweep chose it and its test evaluation failed (``raybench.results._finish_test``)."""
+        return "raybench.track_failed.test" in self.tags
 
     @property
     def metric(self) -> str:
@@ -120,6 +134,9 @@ class Cell:
     failed: int = 0
     robust: dict[str, Stat] = field(default_factory=dict)  # condition (clean first) -> the test metric under it
     cross: dict[str, Stat] = field(default_factory=dict)  # target corpus -> the metric on it (shared classes)
+    test_failed: int = 0  # chosen models whose test evaluation failed (no test numbers)
+    # the fold models' test predictions merged (test_merged/<metric>: the sweep's parent run; chunk folds)
+    merged: dict[str, float] = field(default_factory=dict)
 
     @property
     def main(self) -> str:
@@ -141,19 +158,25 @@ def _is_bookkeeping(k: str) -> bool:
 
 
 def repeat_keys(m: Model) -> tuple[str, ...]:
-    """The params a model's configuration repeats over, as its sweep grouped them: the fold always (it
-    is swept only in a cross-validation), the seed only with ``tune.repeats`` > 1 (a seed listed in the
-    search space makes configurations of their own, as ``raybench.results.choose`` treats it)."""
+    """The params a model's configuration repeats over, as its sweep grouped them
+    (``raybench.trials.grouped_keys``): the fold when the search space sweeps it, the seed only with
+    ``tune.repeats`` > 1 (a seed listed in the search space makes configurations of their own, as
+    ``raybench.results.choose`` treats it). Runs of a sweep that grouped nothing are each a configuration
+    of their own, as ``choose`` takes the best trial (``tune.num_samples`` over a ``choice`` may draw one
+    configuration twice: two trials, not two repeats)."""
     try:
         repeats = int(m.params.get("tune.repeats", "1"))
     except ValueError:
         repeats = 1
-    return REPEAT_KEYS if repeats > 1 else ("data.fold",)
+    folds = any(k == "tune.search_space.data.fold" or k.startswith("tune.search_space.data.fold.") for k in m.params)
+    return (("data.fold",) if folds else ()) + (("train.seed",) if repeats > 1 else ())
 
 
 def config_key(m: Model) -> str:
+    keys = repeat_keys(m)
     return json.dumps([m.sweep_id, m.metric, {k: v for k, v in sorted(m.params.items())
-                                              if k not in repeat_keys(m) and not _is_bookkeeping(k)}])
+                                              if k not in keys and not _is_bookkeeping(k)}]
+                      + ([] if keys else [m.trial_id]))
 
 
 def collect(uri: str, experiments: list[str] | None = None, sweeps: list[str] | None = None) -> list[Model]:
@@ -178,7 +201,7 @@ def collect(uri: str, experiments: list[str] | None = None, sweeps: list[str] | 
                     r.data.tags.get("raybench.trial_id", r.info.run_id), r.info.run_name or "",
                     r.data.tags.get("method", r.data.params.get("method.name", "?")),
                     r.data.tags.get("dataset", r.data.params.get("data.dataset", "?")), r.info.status,
-                    dict(r.data.params), dict(r.data.metrics)) for r in runs]
+                    dict(r.data.params), dict(r.data.metrics), dict(r.data.tags)) for r in runs]
     if sweeps:
         have = {m.sweep_id for m in models}
         missing = [s for s in sweeps if s not in have]
@@ -186,6 +209,19 @@ def collect(uri: str, experiments: list[str] | None = None, sweeps: list[str] | 
             raise ReportError(f"--sweep {', '.join(missing)}: no trial runs of that sweep in {uri} "
                               f"(sweeps there: {', '.join(sorted(have)) or 'none'})")
         models = [m for m in models if m.sweep_id in sweeps]
+    # the parents' merged fold predictions (test_merged/...; "<dataset>/test_merged/..." with several
+    # datasets in a sweep), for the cells of the configuration each sweep chose
+    parents: dict[str, dict[str, float]] = {}
+    for exp in exps:
+        for r in client.search_runs([exp], filter_string="tags.`raybench.kind` = 'sweep'", max_results=50000):
+            merged = {k: v for k, v in r.data.metrics.items() if "test_merged/" in k}
+            if merged:
+                parents[r.data.tags.get("raybench.sweep_id.parent", "")] = merged
+    for m in models:
+        if m.tags.get("raybench.best") == "true" and m.sweep_id in parents:
+            ds = parents[m.sweep_id]
+            own = {k.split("/", 1)[1]: v for k, v in ds.items() if k.startswith(f"{m.dataset}/test_merged/")}
+            m.merged = own or {k: v for k, v in ds.items() if k.startswith("test_merged/")}
     return models
 
 
@@ -204,17 +240,26 @@ def dataset_metrics(models: list[Model]) -> dict[str, str]:
     return {d: sorted(c, key=lambda k: (-c[k], k))[0] for d, c in count.items()}
 
 
-def cells(models: list[Model], notes: list[str] | None = None) -> dict[tuple[str, str], Cell]:
+def cells(models: list[Model], notes: list[str] | None = None,
+          unscored: dict[tuple[str, str], int] | None = None) -> dict[tuple[str, str], Cell]:
     """(method, dataset) -> its cell: the configuration best on mean validation score (over its
     models: seeds with ``tune.repeats``, folds), as ``raybench.results.choose`` picks it in a sweep: every
     run with a validation score counts (a trial that failed after scoring too). ``notes`` gets what
-    was left out."""
-    metric_of = dataset_metrics(models)
+    was left out: runs selected on another metric, runs their sweep left unfinished (interrupted,
+    crashed or still running: ``Model.unfinished``), cells whose every run failed; ``unscored``:
+    (method, dataset) -> how many runs, for the cells that have runs and none with a finite score."""
+    metric_of = dataset_metrics([m for m in models if not m.unfinished])
     by_cell: dict[tuple[str, str], list[Model]] = {}
     for m in models:
         by_cell.setdefault((m.method, m.dataset), []).append(m)
     out = {}
-    for key, ms in sorted(by_cell.items()):
+    for key, all_runs in sorted(by_cell.items()):
+        cut = [m for m in all_runs if m.unfinished]
+        ms = [m for m in all_runs if not m.unfinished]
+        if cut and notes is not None:
+            notes.append(f"{key[0]} on {key[1]}: {len(cut)} run(s) of sweeps that did not finish (interrupted, "
+                         f"crashed or still running: {', '.join(sorted({m.sweep_id for m in cut}))}) left out; "
+                         "resume them (--resume) to count them")
         scored = [m for m in ms if m.score is not None and math.isfinite(m.score)]
         other = [m for m in scored if m.metric != metric_of.get(key[1])]
         if other and notes is not None:
@@ -224,6 +269,12 @@ def cells(models: list[Model], notes: list[str] | None = None) -> dict[tuple[str
         # in trial order: a tie goes to the first configuration, as in the sweep's own choice
         ok = sorted((m for m in scored if m.metric == metric_of.get(key[1])), key=lambda m: (m.sweep_id, m.trial_id))
         if not ok:
+            if ms and not scored:  # it ran, and nothing has a score: said, never shown as "not run"
+                if unscored is not None:
+                    unscored[key] = len(ms)
+                if notes is not None:
+                    notes.append(f"{key[0]} on {key[1]}: all {len(ms)} run(s) failed or diverged (no finite "
+                                 "validation score): no configuration to show")
             continue
         mode = ok[0].params.get("tune.mode", "max")
         groups: dict[str, list[Model]] = {}
@@ -242,6 +293,8 @@ def cells(models: list[Model], notes: list[str] | None = None) -> dict[tuple[str
         for k in sorted({k for m in chosen for k in m.metrics if k.startswith("test/")}):
             xs = [m.metrics[k] for m in chosen if k in m.metrics]
             c.test[k] = stat(xs)
+        c.test_failed = sum(m.test_failed for m in chosen)
+        c.merged = chosen[0].merged if all(m.merged == chosen[0].merged for m in chosen) else {}
         c.cost = cost(chosen)
         conds = sorted({k.split("/")[1] for m in chosen for k in m.metrics
                         if k.startswith("test_robust/") and k.endswith(f"/{c.main}")}, key=condition_order)
@@ -285,9 +338,11 @@ def cost(models: list[Model]) -> dict[str, float]:
 # --- figures ----------------------------------------------------------------------------------
 
 
-def scores_figure(table: dict[tuple[str, str], Cell], methods: list[str], datasets: list[str]):
+def scores_figure(table: dict[tuple[str, str], Cell], methods: list[str], datasets: list[str],
+                  unscored: dict[tuple[str, str], int] | None = None):
     """Per dataset, a bar per method: the selection metric's mean over the chosen configuration's
-    models with its 95% interval, and the test mean (diamond) where the sweep evaluated it."""
+    models with its 95% interval, and the test mean (diamond) where the sweep evaluated it; "not run",
+    or "all N runs failed" (``unscored``), where there is no cell."""
     from raybench.plots import _pyplot
 
     plt = _pyplot()
@@ -302,7 +357,9 @@ def scores_figure(table: dict[tuple[str, str], Cell], methods: list[str], datase
         ax.barh(y, mean, xerr=err, color="tab:blue", alpha=0.8, capsize=3, label="validation (95% CI)")
         for i, c in enumerate(here):
             if c is None:
-                ax.text(0.01, i, "not run", va="center", fontsize=8, color="grey")
+                n = (unscored or {}).get((methods[i], ds))
+                ax.text(0.01, i, "not run" if n is None else f"all {n} runs failed", va="center", fontsize=8,
+                        color="grey" if n is None else "tab:red")
             elif c.test:
                 t = c.test.get(f"test/{c.main}")
                 if t is not None:
@@ -310,9 +367,14 @@ def scores_figure(table: dict[tuple[str, str], Cell], methods: list[str], datase
                             ax.get_legend_handles_labels()[1] else None)
         metric = sorted({c.metric for c in here if c})
         ax.set_title(f"{ds}\n{' / '.join(metric)}", fontsize=10)
+        ax.set_xlabel(" / ".join(metric) or "score")
         ax.set_yticks(y, methods)
-        ax.invert_yaxis()
-        ax.set_xlim(min(0.0, np.nanmin(mean) if np.isfinite(mean).any() else 0.0), 1.05)
+        # the axis takes the intervals too (a t interval of few models can pass 1, a CCC's fall below 0)
+        ends = [x for c in here if c for x in (c.val.mean, c.val.lo, c.val.hi) if x is not None and np.isfinite(x)]
+        ends += [t.mean for c in here if c and (t := c.test.get(f"test/{c.main}")) is not None]
+        lo, hi = min([0.0, *ends]), max([1.0, *ends])
+        ax.set_xlim(lo - 0.02 if lo < 0 else 0.0, hi + 0.05)
+    axes[0, 0].invert_yaxis()  # once: the axes share y, and each inversion flips it for all of them
     axes[0, -1].legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     return fig
@@ -341,6 +403,7 @@ def robustness_figure(table: dict[tuple[str, str], Cell], datasets: list[str]):
         ax.set_xticks(range(len(conds)), [x.replace("_", "\n") for x in conds], fontsize=8)
         metric = sorted({c.main for _, c in here})
         ax.set_title(f"{ds}: test {' / '.join(metric)} under each condition", fontsize=9)
+        ax.set_ylabel(f"test {' / '.join(metric)}")
         if here:
             ax.legend(fontsize=7)
     fig.tight_layout()
@@ -359,20 +422,21 @@ def curves_figure(client, table: dict[tuple[str, str], Cell], dataset: str):
         if ds != dataset:
             continue
         hist = [{h.step: h.value for h in client.get_metric_history(m.run_id, c.metric)} for m in c.models]
-        steps = sorted(set.intersection(*[set(h) for h in hist])) if hist else []
+        # every epoch any model ran (ASHA or early stopping end some sooner): the mean over those that ran it
+        steps = sorted(set().union(*[set(h) for h in hist])) if hist else []
         if not steps:
             continue
-        v = np.array([[h[s] for s in steps] for h in hist])
+        v = np.array([[h.get(s, np.nan) for s in steps] for h in hist])
         x = np.array(steps) + 1
-        (line,) = ax.plot(x, v.mean(0), marker=".", label=method)
+        (line,) = ax.plot(x, np.nanmean(v, 0), marker=".", label=method)
         if len(hist) > 1:
-            ax.fill_between(x, v.min(0), v.max(0), color=line.get_color(), alpha=0.15)
+            ax.fill_between(x, np.nanmin(v, 0), np.nanmax(v, 0), color=line.get_color(), alpha=0.15)
         metrics.add(c.metric)
     ax.set_xlabel("epoch")
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.set_ylabel(" / ".join(sorted(metrics)))
-    ax.set_title(f"{dataset}: validation per epoch\n(chosen configurations; band: min to max over their models)",
-                 fontsize=9)
+    ax.set_title(f"{dataset}: validation per epoch\n(chosen configurations: the mean over the models that ran "
+                 "each epoch; band: min to max)", fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
@@ -439,6 +503,7 @@ class Report:
     sweeps: list[str]
     models: int
     notes: list[str] = field(default_factory=list)  # what the report left out, and why
+    unscored: dict[tuple[str, str], int] = field(default_factory=dict)  # cells whose every run failed: how many
     figures: dict[str, Path] = field(default_factory=dict)  # caption -> file
     cell_figures: dict[tuple[str, str], list[Path]] = field(default_factory=dict)
 
@@ -454,10 +519,12 @@ def build(uri: str, out: Path, experiments: list[str] | None = None, sweeps: lis
                           + (f" (experiments {', '.join(experiments)})" if experiments else "")
                           + ": run a sweep first (python -m raybench.sweep)")
     notes: list[str] = []
-    table = cells(models, notes)
+    unscored: dict[tuple[str, str], int] = {}
+    table = cells(models, notes, unscored)
     methods = sorted({m.method for m in models})
     datasets = sorted({m.dataset for m in models})
-    rep = Report(uri, table, methods, datasets, sorted({m.sweep_id for m in models}), len(models), notes)
+    rep = Report(uri, table, methods, datasets, sorted({m.sweep_id for m in models}), len(models), notes,
+                 unscored=unscored)
     if not figures:
         return rep
     import matplotlib.pyplot as plt
@@ -465,7 +532,7 @@ def build(uri: str, out: Path, experiments: list[str] | None = None, sweeps: lis
     figdir = out / "figures"
     figdir.mkdir(parents=True, exist_ok=True)
     client = MlflowClient(tracking_uri=uri)
-    fig = scores_figure(table, methods, datasets)
+    fig = scores_figure(table, methods, datasets, unscored)
     rep.figures["Selection metric per method and dataset (bars: validation, 95% CI; diamonds: test)"] = \
         _save(fig, figdir / "scores.png")
     plt.close(fig)
@@ -516,11 +583,28 @@ def leader_rows(rep: Report) -> list[tuple[str, list[dict | None]]]:
         row: list[dict | None] = []
         for ds in rep.datasets:
             c = rep.table.get((m, ds))
-            t = c.test.get(f"test/{c.main}") if c else None
-            row.append(None if c is None else {"val": c.val.text(), "test": t.text() if t else "",
-                                               "paper": PAPERS.get((m, ds), ""), "best": best.get(ds) == m})
+            if c is None:
+                n = rep.unscored.get((m, ds))
+                row.append(None if n is None else {"val": f"all {n} runs failed", "test": "",
+                                                   "paper": PAPERS.get((m, ds), ""), "best": False})
+                continue
+            row.append({"val": c.val.text(), "test": test_text(c), "paper": PAPERS.get((m, ds), ""),
+                        "best": best.get(ds) == m})
         rows.append((m, row))
     return rows
+
+
+def test_text(c: Cell) -> str:
+    """A cell's test number as the leaderboard shows it: its metric over the models, the fold models'
+    merged predictions beside it (chunk folds), and the models whose test evaluation failed."""
+    t = c.test.get(f"test/{c.main}")
+    parts = [t.text()] if t else []
+    merged = c.merged.get(f"test_merged/{c.main}")
+    if merged is not None:
+        parts.append(f"folds merged {merged:.3f}")
+    if c.test_failed:
+        parts.append(f"test failed for {c.test_failed} of {len(c.models)} models")
+    return "; ".join(parts)
 
 
 def dataset_heads(rep: Report) -> list[tuple[str, str]]:
@@ -573,8 +657,10 @@ def sections(rep: Report, ui: str) -> list[Section]:
 INTRO = ("Each cell: the configuration best on the validation metric named under the dataset (the mean over its "
          "models: seeds and folds), mean ± std over those models, [95% CI of the mean, Student's t], (n models; one "
          "model: its value alone); "
-         "test: the same for the test split where the sweep evaluated that configuration. The best cell per dataset "
-         "is bold. An empty cell: the method was not run on that dataset.")
+         "test: the same for the test split where the sweep evaluated that configuration (folds merged: the fold "
+         "models' test predictions merged, as the sweep's parent run holds them). The best cell per dataset "
+         "is bold. An empty cell: the method was not run on that dataset; \"all N runs failed\": it was, and no run "
+         "has a finite validation score.")
 
 
 def leaderboard_md(rep: Report, ui: str) -> str:
@@ -613,7 +699,8 @@ def leaderboard_tex(rep: Report) -> str:
     import pandas as pd
 
     heads = [f"{ds} ({metric})" for ds, metric in dataset_heads(rep)]
-    val = pd.DataFrame([["--" if (c := rep.table.get((m, ds))) is None else _tex_stat(c.val)
+    val = pd.DataFrame([[(f"failed ($n{{=}}{rep.unscored[(m, ds)]}$ runs)" if (m, ds) in rep.unscored else "--")
+                          if (c := rep.table.get((m, ds))) is None else _tex_stat(c.val)
                          for ds in rep.datasets] for m in rep.methods], index=rep.methods, columns=heads)
     bold = pd.DataFrame([[bool(c and c["best"]) for c in row] for _, row in leader_rows(rep)],
                         index=rep.methods, columns=heads)
@@ -635,7 +722,8 @@ def leaderboard_tex(rep: Report) -> str:
             "% needs \\usepackage{booktabs}", ""]
     return "\n".join(head) + table(
         val, f"Validation: each method's configuration best on the dataset's selection metric, {models}; the best "
-        "per dataset in bold; --: not run.", "tab:raybench-val", bold) + "\n" + table(
+        "per dataset in bold; --: not run; failed: run, and no run has a finite validation score.",
+        "tab:raybench-val", bold) + "\n" + table(
         test, f"Test split: the same configurations where the sweep tested them, {models}; --: not run or not "
         "tested.", "tab:raybench-test")
 
@@ -739,7 +827,8 @@ def cell_json(c: Cell) -> dict:
     return {"method": c.method, "dataset": c.dataset, "metric": c.metric, "mode": c.mode, "val": s(c.val),
             "test": {k: s(v) for k, v in c.test.items()}, "config": c.config, "candidates": c.candidates,
             "failed": c.failed, "runs": [m.run_id for m in c.models], "cost": c.cost,
-            "robust": {k: s(v) for k, v in c.robust.items()}, "cross": {k: s(v) for k, v in c.cross.items()}}
+            "robust": {k: s(v) for k, v in c.robust.items()}, "cross": {k: s(v) for k, v in c.cross.items()},
+            "test_failed": c.test_failed, "merged": c.merged}
 
 
 def log_to_parents(rep: Report, out: Path) -> list[str]:

@@ -121,3 +121,66 @@ def test_the_latex_tables_hold_each_cells_numbers_escaped_names_and_the_best_in_
     assert f"late\\_fusion & {tmean:.3f} $\\pm$ {tstd:.3f} ($n{{=}}2$) & -- \\\\" in test
     assert "b & -- & -- \\\\" in test and "textbf" not in test
     assert tex.count("{") == tex.count("}")
+
+
+def test_a_method_whose_every_run_failed_is_said_not_shown_as_not_run():
+    ms = [model("a", "d1", 0.8), model("b", "d1", None, status="FAILED"), model("b", "d1", float("nan"), seed=1,
+                                                                                 status="FAILED")]
+    notes, unscored = [], {}
+    table = cells(ms, notes, unscored)
+    assert set(table) == {("a", "d1")} and unscored == {("b", "d1"): 2}
+    assert notes == ["b on d1: all 2 run(s) failed or diverged (no finite validation score): no configuration to show"]
+    rep = Report("sqlite:///x.db", table, ["a", "b"], ["d1"], ["s1"], len(ms), notes, unscored=unscored)
+    row_b = next(line for line in leaderboard_md(rep, "http://ui").splitlines() if line.startswith("| b |"))
+    assert row_b == "| b | all 2 runs failed |"
+    assert "b & failed ($n{=}2$ runs) \\\\" in leaderboard_tex(rep).split("\\end{table}")[0]
+    assert "all 2 runs failed" in index_html(rep, "http://ui")
+
+
+def test_without_folds_or_repeats_each_run_is_a_configuration_as_the_sweeps_choice():
+    """tune.num_samples over a choice can draw one configuration twice: two trials the sweep compares one by
+    one (results.choose takes the best trial), not two repeats to average."""
+    ms = [model("a", "d", 0.80, seed=0, lr="0.1", repeats=1), model("a", "d", 0.70, seed=0, lr="0.1", repeats=1),
+          model("a", "d", 0.78, seed=0, lr="0.3", repeats=1), model("a", "d", 0.77, seed=0, lr="0.3", repeats=1)]
+    for i, m in enumerate(ms):
+        m.trial_id, m.run_id = f"s1/t{i}", f"run{i}"
+    c = cells(ms)[("a", "d")]
+    assert [m.trial_id for m in c.models] == ["s1/t0"] and c.val.n == 1 and c.candidates == 4
+
+
+def test_swept_folds_are_one_configurations_models():
+    ms = [model("a", "d", v, seed=0, lr=lr, repeats=1) for lr, v in (("1", 0.6), ("1", 0.8), ("2", 0.75), ("2", 0.7))]
+    for i, m in enumerate(ms):
+        m.params.update({"data.fold": str(i % 2), "tune.search_space.data.fold.grid": "[0, 1]"})
+        m.trial_id, m.run_id = f"s1/t{i}", f"run{i}"
+    c = cells(ms)[("a", "d")]
+    assert c.candidates == 2 and c.val.mean == pytest.approx(0.725) and [m.params["data.fold"] for m in c.models] == \
+        ["0", "1"]
+
+
+def test_runs_of_an_unfinished_sweep_are_left_out_and_said():
+    done = model("a", "d", 0.7, seed=0, sweep="s1")
+    cut = model("a", "d", 0.9, seed=0, sweep="s2", status="KILLED")
+    cut.tags = {"raybench.status_reason": "the sweep was interrupted (Ctrl-C); resume: ..."}
+    running = model("a", "d", 0.95, seed=0, sweep="s3", status="RUNNING")
+    asha = model("a", "d", 0.6, seed=0, sweep="s4", status="KILLED")
+    asha.tags = {"raybench.status_reason": "scheduler: stopped after 2 of 4 epochs (tune.scheduler)"}
+    notes = []
+    c = cells([done, cut, running, asha], notes)[("a", "d")]
+    assert c.models == [done] and c.candidates == 2  # ASHA's stopped run competes, the cut-short ones do not
+    assert len(notes) == 1 and notes[0].startswith("a on d: 2 run(s) of sweeps that did not finish") and \
+        "s2, s3" in notes[0]
+
+
+def test_a_failed_test_and_merged_folds_are_shown_beside_the_test_number():
+    from raybench.report import leader_rows
+
+    ms = [model("a", "d", 0.8, seed=0, metric="val/ccc", test__ccc=0.5), model("a", "d", 0.7, seed=1, metric="val/ccc")]
+    ms[1].tags = {"raybench.track_failed.test": "UnpicklingError: invalid load key"}
+    for m in ms:
+        m.merged = {"test_merged/ccc": 0.55}
+    c = cells(ms)[("a", "d")]
+    assert c.test_failed == 1 and c.test["test/ccc"].n == 1
+    rep = Report("sqlite:///x.db", {("a", "d"): c}, ["a"], ["d"], ["s1"], 2)
+    (_, (cell,)), = leader_rows(rep)
+    assert cell["test"] == "0.500 (n=1); folds merged 0.550; test failed for 1 of 2 models"

@@ -188,6 +188,13 @@ def data_config(value: DataConfig | dict[str, Any]) -> DataConfig:
 class WindowConfig(Section):
     length: int = Field(16, ge=1)
     hop: int = Field(8, ge=1)
+    # continuous training windows (raybench.train.feed.clip_windows): fixed: the sliding grid from frame 0
+    # each epoch (zhang2021's authors' code); random: from a random phase each epoch, plus one window at the
+    # clip's start (as the last window ends at its end); auto: fixed for zhang2021, random for the others
+    phase: Literal["auto", "fixed", "random"] = "auto"
+
+    def phase_for(self, method: str) -> str:
+        return ("fixed" if method == "zhang2021" else "random") if self.phase == "auto" else self.phase
 
 
 class TrainConfig(Section):

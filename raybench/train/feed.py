@@ -82,17 +82,20 @@ def cache_holds(nbytes: int, cache_gib: float) -> bool:
     return 0 < cache_gib and nbytes <= cache_gib * 2**30
 
 
-def clip_windows(clip: Clip, task: str, length: int, hop: int, rng: np.random.Generator) -> list[int]:
-    """Training window starts of a clip. Categorical: one random window. Continuous: every sliding
-    window from a random phase, less those with no annotated frame."""
+def clip_windows(clip: Clip, task: str, length: int, hop: int, rng: np.random.Generator,
+                 phase: str = "random") -> list[int]:
+    """Training window starts of a clip. Categorical: one random window. Continuous
+    (``window.phase``): ``fixed``, every sliding window from frame 0 (the last ending at the clip's end,
+    as sucv/ABAW2's window arranger); ``random``, every sliding window from a random phase, and one at
+    frame 0 when the phase is not 0 (before 2026-12-04 none: frame f < hop was trained in an epoch only
+    with probability (f + 1) / hop); less, either way, the windows with no annotated frame."""
     n = clip.n
     if task == "categorical":
         return [random_start(n, length, rng)]
-    offset = int(rng.integers(0, hop)) if n > length + hop else 0
+    offset = int(rng.integers(0, hop)) if phase == "random" and n > length + hop else 0
     va = clip.arrays["va"]
     out = []
-    for s in window_starts(n - offset, length, hop):
-        s += offset
+    for s in ([0] if offset else []) + [s + offset for s in window_starts(n - offset, length, hop)]:
         if len(va) and not np.isnan(va[s : s + length]).all():
             out.append(s)
     return out
@@ -223,7 +226,7 @@ def audio_stats_on(data: dict, device: torch.device) -> tuple[torch.Tensor, torc
 
 def pooled_batches(clips: Iterable[Clip], task: str, length: int, hop: int, batch_size: int,
                    rng: np.random.Generator, shuffle_clips: int = 8, shuffle_batches: int = 4,
-                   copy_windows: bool = True) -> Iterator[list[tuple[Clip, int]]]:
+                   copy_windows: bool = True, phase: str = "random") -> Iterator[list[tuple[Clip, int]]]:
     """Training batches of windows drawn at random from a pool: clips are added to the pool until it
     holds windows of ``shuffle_clips`` clips and at least ``shuffle_batches`` batches' worth (or the
     clips run out), then each batch takes ``batch_size`` windows from it at random. A clip's arrays are
@@ -242,7 +245,7 @@ def pooled_batches(clips: Iterable[Clip], task: str, length: int, hop: int, batc
             if clip is None:
                 exhausted = True
                 break
-            starts = clip_windows(clip, task, length, hop, rng)
+            starts = clip_windows(clip, task, length, hop, rng, phase)
             if task == "categorical" and starts and copy_windows:
                 # one window of the clip is used: keep a copy of its frames, not the whole clip
                 clip, starts = window_clip(clip, starts[0], length), [0]
@@ -382,7 +385,7 @@ def read_clips(store, groups: list, keep: set[str] | None, threads: int = 1, col
 def train_feed(store, groups: list, keep: set[str] | None, task: str, length: int, hop: int, batch_size: int,
                rng: np.random.Generator, shuffle_clips: int = 8, shuffle_batches: int = 4,
                pin: bool = False, read_threads: int = 1, columns: Iterable[str] | None = None,
-               cache: dict | None = None) -> Iterator[dict[str, np.ndarray | torch.Tensor]]:
+               cache: dict | None = None, phase: str = "random") -> Iterator[dict[str, np.ndarray | torch.Tensor]]:
     """One epoch of host batches from ``groups`` (row groups of ``store``, in the order given) of the
     clips in ``keep`` (None: all), reading only ``columns`` (``store_columns``; None: all). With
     ``cache`` (a dict the caller keeps across epochs: ``train.cache_gib``), each row group is read
@@ -396,7 +399,7 @@ def train_feed(store, groups: list, keep: set[str] | None, task: str, length: in
     if read_threads <= 1:
         clips = read_clips(store, groups, keep, 1, columns, cache=cache)
         for windows in pooled_batches(clips, task, length, hop, batch_size, rng, shuffle_clips, shuffle_batches,
-                                      copy_windows=cache is None):
+                                      copy_windows=cache is None, phase=phase):
             yield host_batch(windows, length, task, pin)
         return
     from collections import deque
@@ -405,7 +408,7 @@ def train_feed(store, groups: list, keep: set[str] | None, task: str, length: in
     with ThreadPoolExecutor(read_threads, thread_name_prefix="raybench-feed") as pool:
         clips = read_clips(store, groups, keep, read_threads, columns, pool, cache)
         picks = pooled_batches(clips, task, length, hop, batch_size, rng, shuffle_clips, shuffle_batches,
-                               copy_windows=cache is None)
+                               copy_windows=cache is None, phase=phase)
         ahead: deque = deque()
         try:
             for windows in picks:

@@ -416,7 +416,7 @@ def train_loop_per_worker(config: dict) -> None:
         return train_feed(store, epoch_groups(groups, seed, epoch, rank, world), train_ids, task, length, hop,
                           local_bs, rng, tcfg.shuffle_clips, tcfg.shuffle_batches, pin=pin,
                           read_threads=tcfg.read_threads or max(1, int(tcfg.cpus_per_worker)),
-                          columns=columns, cache=cache)
+                          columns=columns, cache=cache, phase=cfg.window.phase_for(cfg.method.name))
 
     restore = getattr(method, "restore_weights", method.load_state_dict)
     # resumed after the epoch that ended it early (train.early_stop; the sweep interrupted before it recorded

@@ -131,6 +131,30 @@ def test_categorical_draws_one_window_per_clip_within_the_clip():
         assert 0 <= s <= max(0, T - 8)
 
 
+def test_continuous_windows_train_every_frame_each_epoch_from_a_fixed_or_random_phase():
+    """fixed (zhang2021's authors' grid): the sliding windows from frame 0, the last ending at the clip's end;
+    random: a random phase each epoch, and a window at frame 0 besides, so the first frames are trained every
+    epoch (from a random phase alone, frame 0 was trained once in ``hop`` epochs). Zhang et al.'s setting:
+    windows of 300 frames every 200."""
+    from raybench.schema import WindowConfig
+
+    rng = np.random.default_rng(0)
+    c = make_clip("x", 1000)
+    assert clip_windows(c, "continuous", 300, 200, rng, "fixed") == window_starts(1000, 300, 200) == [0, 200, 400,
+                                                                                                     600, 700]
+    phases = set()
+    for _ in range(200):
+        starts = clip_windows(c, "continuous", 300, 200, rng, "random")
+        covered = np.zeros(1000, int)
+        for st in starts:
+            covered[st:st + 300] += 1
+        assert covered.min() >= 1 and starts[0] == 0 and starts[-1] == 700
+        phases.add(starts[1] if len(starts) > 1 else 0)
+    assert len(phases) > 50  # the phase does change
+    assert WindowConfig().phase_for("zhang2021") == "fixed" and WindowConfig().phase_for("de3") == "random"
+    assert WindowConfig(phase="random").phase_for("zhang2021") == "random"
+
+
 def test_epoch_groups_partition_the_groups_and_change_each_epoch():
     groups = [("f", g) for g in range(23)]
     for epoch in (0, 1):

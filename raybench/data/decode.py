@@ -29,6 +29,8 @@ class Decoded:
     frames_decoded: int | None = None
     # data.face=dataset: output frames with no crop of the dataset's (the crop before it repeats)
     crops_missing: int = 0
+    # data.face=dataset: the clip had none of the dataset's crops; its face was detected instead
+    crops_fallback: bool = False
 
 
 def resample_indices(n_source: int, source_fps: float, fps: float) -> np.ndarray:
@@ -41,7 +43,7 @@ def resample_indices(n_source: int, source_fps: float, fps: float) -> np.ndarray
 
 def decode_clip(path: str, fps: float, image_size: int, sample_rate: int = 16000,
                 min_audio_rms: float = 1e-4, audio_path: str | None = None, face: str = "none",
-                crops_dir: str | None = None, face_detector: str = "haar") -> Decoded:
+                crops_dir: str | None = None, face_detector: str = "haar", fetch_crop=None) -> Decoded:
     """Frames of ``path`` at ``fps``, face-cropped as ``face`` says (raybench.data.faces) and resized
     to ``image_size``; its audio track as mono ``sample_rate`` float32, or the audio of
     ``audio_path`` (a separate WAV) when given.
@@ -65,7 +67,8 @@ def decode_clip(path: str, fps: float, image_size: int, sample_rate: int = 16000
         raise DecodeError(f"no video frames (frames={n_src}, fps={src_fps})")
     idx = resample_indices(n_src, src_fps, fps)
     missing: dict = {}
-    frames, box, face_found = _crop_box(vr, path, idx, image_size, face, crops_dir, face_detector, missing)
+    frames, box, face_found = _crop_box(vr, path, idx, image_size, face, crops_dir, face_detector, missing,
+                                        fetch_crop)
     del vr  # before PyAV's pass: decord's reader thread would go on decoding ahead meanwhile
     ended: dict = {}
     if frames is None:
@@ -73,7 +76,7 @@ def decode_clip(path: str, fps: float, image_size: int, sample_rate: int = 16000
     audio = decode_audio(path, sample_rate, audio_path, min_audio_rms)
     return Decoded(frames=frames, audio=audio, source_fps=src_fps, source_frames=n_src, frame_index=idx,
                    face_found=face_found, repeated=ended.get("repeated", 0), frames_decoded=ended.get("decoded"),
-                   crops_missing=missing.get("frames", 0))
+                   crops_missing=missing.get("frames", 0), crops_fallback=missing.get("fallback", False))
 
 
 def decode_audio(path: str, sample_rate: int = 16000, audio_path: str | None = None,
@@ -103,18 +106,21 @@ def _resize(f: np.ndarray, image_size: int) -> np.ndarray:
 
 
 def _crop_box(vr, path: str, idx: np.ndarray, image_size: int, face: str, crops_dir: str | None,
-              face_detector: str = "haar", missing: dict | None = None):
+              face_detector: str = "haar", missing: dict | None = None, fetch_crop=None):
     """(frames, None, True) when the dataset's own crops are used (``data.face=dataset``, resized as
     they are read); else (None, the crop box (x0, y0, x1, y1) or None for the whole frame, whether a
-    face was found). ``detect`` decodes only the few frames it detects faces on."""
+    face was found). ``detect`` decodes only the few frames it detects faces on; so does ``dataset``
+    for a clip with none of the dataset's crops (``missing["fallback"]``: the caller says it)."""
     from raybench.data import faces
 
-    if face == "dataset" and crops_dir:
-        got = faces.read_crops(crops_dir, idx, transform=lambda f: _resize(f, image_size), missing=missing)
+    if face == "dataset":
+        got = faces.read_crops(crops_dir, idx, transform=lambda f: _resize(f, image_size), missing=missing,
+                               fetch=fetch_crop) if crops_dir else None
         if got is not None:
             return got, None, True
         if missing is not None:  # no crop at all: the frames are decoded and cropped as below
             missing.clear()
+            missing["fallback"] = True
     if face == "none":
         return None, None, True
     if face == "center":

@@ -121,6 +121,10 @@ def _joined(*parts: str | None) -> str | None:
     return "; ".join(p for p in parts if p) or None
 
 
+class _FetchFailed(RuntimeError):
+    """A file of a remote root that did not come (decode_row): not the clip's fault."""
+
+
 def _not_the_files_fault(e: BaseException) -> bool:
     """Out of memory or of disk space: the machine's state, not the clip's; another run may decode it."""
     import errno
@@ -147,15 +151,22 @@ def decode_row(row: dict[str, Any], data_cfg: DataConfig, mirror: str | None = N
     video = local(row["video_path"])
     audio = (row.get("meta") or {}).get("audio_path")
     audio = local(audio) if audio else None
+    def crop(path: str) -> str:  # a crop of a remote root: fetched when read; one that does not come stops the stage
+        try:
+            return local(path)
+        except Exception as e:
+            raise _FetchFailed(f"{path}: {type(e).__name__}: {e}") from e
+
+    crops_dir = (row.get("meta") or {}).get("crops_dir")
     try:
         d = decode_clip(video, data_cfg.fps, data_cfg.image_size, data_cfg.sample_rate, audio_path=audio,
-                        face=data_cfg.face, face_detector=data_cfg.face_detector,
-                        crops_dir=(row.get("meta") or {}).get("crops_dir"))
+                        face=data_cfg.face, face_detector=data_cfg.face_detector, crops_dir=crops_dir,
+                        fetch_crop=crop if root_uri else None)
     except DecodeError as e:
         return None, str(e), None
     except Exception as e:  # anything unexpected in one file must not kill the whole stage
-        if is_environment_error(e) or _not_the_files_fault(e):  # ... unless it is not about the file
-            raise
+        if is_environment_error(e) or _not_the_files_fault(e) or isinstance(e, _FetchFailed):  # ... unless it
+            raise  # is not about the file
         return None, f"{type(e).__name__}: {e}", None
     T = len(d.frames)
     # a stream shorter than its container's count: the clip's warning (with any other it gets), printed and
@@ -173,6 +184,11 @@ def decode_row(row: dict[str, Any], data_cfg: DataConfig, mirror: str | None = N
                            if data_cfg.audio.align == "stretch" else
                            (": the frames after the audio's end get silence" if audio_s < video_s else
                             ": the audio after the last frame is left out")))
+    if d.crops_fallback:  # data.face=dataset: a clip with none of the organisers' crops
+        ended = _joined(ended, f"{row['video_path']}: none of its frames has a crop of the dataset's "
+                               f"({crops_dir or 'the dataset lists no crops folder for it'}): its face was detected "
+                               f"({data_cfg.face_detector}) instead, or the frame's centre taken where none was "
+                               "found (for a _left/_right annotation: the largest face, the same for both)")
     if d.crops_missing:  # data.face=dataset: frames the organisers left without a crop (no face found)
         ended = _joined(ended, f"{row['video_path']}: {d.crops_missing} of its {T} frames at data.fps have no crop "
                                f"in {(row.get('meta') or {}).get('crops_dir')} (the crop before each repeats)")

@@ -249,3 +249,42 @@ def test_frames_without_an_organisers_crop_are_a_clip_warning(tmp_path):
         cv2.imwrite(str(crops / f"{i:05d}.jpg"), np.full((24, 24, 3), 20 * i, np.uint8))
     out, bad, warning = decode_row(row, cfg)
     assert bad is None and warning is None  # every frame has its crop
+    # none of the frames has a crop (an empty folder, or no folder listed): the face is detected instead, and
+    # that is the clip's warning (before 2026-12-04 it was silent, and counted as "a face was found")
+    for f in crops.iterdir():
+        f.unlink()
+    for meta in ({"crops_dir": str(crops)}, {}):
+        out, bad, warning = decode_row({**row, "meta": meta}, cfg)
+        assert bad is None and out is not None
+        where = str(crops) if meta else "the dataset lists no crops folder for it"
+        assert f"v.mp4: none of its frames has a crop of the dataset's ({where}): its face was detected (haar)" in \
+            warning
+
+
+def test_crops_of_a_remote_root_are_fetched_when_read(tmp_path):
+    """A remote root's mirror holds empty placeholders; data.face=dataset reads each crop through the fetch it
+    is given (raybench.storage.fetch_if_placeholder in the prepare stage), not the empty file."""
+    import cv2
+
+    from raybench.data.decode import decode_clip
+    from raybench.data.synth import write_mp4
+
+    t = np.arange(16000) / 16000
+    write_mp4(tmp_path / "v.mp4", np.zeros((10, 32, 32, 3), np.uint8), 10,
+              (0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), 16000)
+    mirror, remote = tmp_path / "mirror", tmp_path / "remote"
+    mirror.mkdir()
+    remote.mkdir()
+    for i in range(1, 11):
+        (mirror / f"{i:05d}.jpg").touch()
+        cv2.imwrite(str(remote / f"{i:05d}.jpg"), np.full((24, 24, 3), 200, np.uint8))
+    fetched = []
+
+    def fetch(path):
+        fetched.append(path)
+        return str(remote / path.rsplit("/", 1)[1])
+
+    d = decode_clip(str(tmp_path / "v.mp4"), 10, 16, face="dataset", crops_dir=str(mirror), fetch_crop=fetch)
+    assert not d.crops_fallback and len(fetched) == 10 and abs(float(d.frames.mean()) - 200) < 2
+    d = decode_clip(str(tmp_path / "v.mp4"), 10, 16, face="dataset", crops_dir=str(mirror))  # the placeholders
+    assert d.crops_fallback

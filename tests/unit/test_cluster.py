@@ -127,6 +127,18 @@ def test_launcher_yaml_passes_rays_schema(path):
     assert "mlflow server" in head and "sqlite:" in head and "--artifacts-destination" in head
     assert "MLFLOW_TRACKING_URI" in head and "MLFLOW_TRACKING_URI" in " ".join(cfg["worker_start_ray_commands"])
     assert cfg["file_mounts"] == {"/home/ubuntu/raybench": "."}
+    # Python 3.11 in a virtualenv (an image's python3 may be older), and not the checkout's own .venv copied over
+    assert "venv --seed --python 3.11 ~/venv" in setup and "source ~/venv/bin/activate" in setup
+    assert ".venv" in cfg["rsync_exclude"]
+    if path.name == "aws-gpu.yaml":  # Ray gives its instance profile to the head only: the workers need the bucket
+        nodes = cfg["available_node_types"]
+        assert "IamInstanceProfile" in nodes["gpu_worker"]["node_config"]
+        assert all(n["node_config"]["ImageId"] != "latest_dlami" for n in nodes.values())  # Ubuntu 18.04: glibc 2.27
+
+
+def test_the_image_leaves_out_a_local_virtualenv():
+    ignored = (CLUSTER.parent / ".dockerignore").read_text().split()
+    assert ".venv" in ignored and ".git" in ignored
 
 
 @pytest.mark.parametrize("path", LAUNCHER_YAMLS, ids=lambda p: p.name)
@@ -147,6 +159,8 @@ def test_kuberay_manifests_use_only_known_fields(path):
     problems = [p for d in docs for p in manifest_problems(d, path.name)]
     assert problems == []
     text = path.read_text()
+    pods = [d for d in docs if d.get("kind") in ("RayCluster", "RayJob")]
+    assert pods and text.count("serviceAccountName:") >= 2  # the pods' cloud identity reaches the bucket
     assert "python -m raybench.sweep" in text or "mlflow server" in text
     assert "MLFLOW_TRACKING_URI" in text
 

@@ -185,7 +185,9 @@ def rehearse(args, overrides: list[str]) -> dict:
         finally:
             if not started:
                 ray.shutdown()
-    m = dict(one_trial_run(result).data.metrics)  # the last value of each of the trial's metrics
+        # the last value of each of the trial's metrics, read while the sweep's MLflow store (in the temporary
+        # folder) is still there
+        m = dict(one_trial_run(result).data.metrics)
     seen, epoch_s = m["train/windows_seen"], m["time/epoch_s"]
     out["train"] = {"sweep_seconds": wall, "epoch_seconds": epoch_s, "windows_seen": seen,
                     "windows_per_s": m["time/train_samples_per_s"], "data_wait_s": m["time/data_wait_s"],

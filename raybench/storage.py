@@ -173,20 +173,49 @@ def exists(fs, path: str) -> bool:
 SMALL_SUFFIXES = (".txt", ".csv", ".arff", ".json", ".yaml", ".yml", ".xml", ".lab", ".tsv")
 
 
+
+
 def mirror_root(uri: str, cache: Path) -> Path:
+    """The local mirror of a remote root, brought up to date with the bucket's listing: a small
+    (annotation, metadata) file is downloaded again when its size or modification time changed, through
+    a temporary name (a download cut short is never taken for the file); a file gone from the bucket
+    leaves the mirror. (Before 2026-12-04 a mirrored file was never read again: a corrected annotation
+    kept its old version.)"""
+    import json
+
+    import pyarrow.fs as pafs
+
     fs, root = split(uri)
     local = cache / "remote" / hashlib.sha256(uri.encode()).hexdigest()[:16]
-    for remote_path in list_files(fs, root, recursive=True):
-        rel = remote_path[len(root):].lstrip("/")
+    local.mkdir(parents=True, exist_ok=True)
+    # rel path -> [size, mtime ns] of each file as last listed; beside the mirror, not in it (adapters list it)
+    index_path = local.with_name(local.name + ".index.json")
+    try:
+        index = json.loads(index_path.read_text())
+    except (OSError, ValueError):
+        index = {}
+    infos = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True, recursive=True))
+    now: dict[str, list] = {}
+    for i in sorted((i for i in infos if i.type == pafs.FileType.File and not i.base_name.startswith(".")),
+                    key=lambda i: i.path):
+        rel = i.path[len(root):].lstrip("/")
+        stamp = [i.size, i.mtime_ns]
+        now[rel] = stamp
         dst = local / rel
-        if dst.exists():
+        if dst.exists() and index.get(rel) == stamp:
             continue
         dst.parent.mkdir(parents=True, exist_ok=True)
-        if remote_path.lower().endswith(SMALL_SUFFIXES):
-            dst.write_bytes(read_bytes(fs, remote_path))
-        else:
+        if i.path.lower().endswith(SMALL_SUFFIXES):
+            tmp = local.parent / f".tmp-{uuid.uuid4().hex}"  # (outside the mirror: adapters list it)
+            tmp.write_bytes(read_bytes(fs, i.path))
+            tmp.replace(dst)
+        elif not dst.exists():
             dst.touch()
-    local.mkdir(parents=True, exist_ok=True)
+    for rel in set(index) - set(now):  # gone from the bucket
+        (local / rel).unlink(missing_ok=True)
+    tmp = index_path.with_name(f".tmp-{uuid.uuid4().hex}")
+    tmp.write_text(json.dumps(now))
+    tmp.replace(index_path)
     return local
 
 

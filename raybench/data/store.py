@@ -53,6 +53,8 @@ LISTING_KEYS = {"crema_d": ("keep_flagged",)}
 # features are spread over its frames (decord gives the audio track from its first sample, without the
 # stream's start offset), so a track that starts late, ends early or runs on would be misaligned
 AUDIO_VIDEO_GAP_S = 0.25
+# a synthetic set uploaded to a remote root: written after its files, naming the generator settings
+SYNTH_MARKER = ".raybench-synthetic.json"
 
 
 class PrepareError(RuntimeError):
@@ -694,13 +696,29 @@ def plan(data_cfg: DataConfig | dict[str, Any]) -> Plan:
     root_uri = data_cfg.root if is_remote(data_cfg.root) else None
     if root_uri:
         fs, rpath = storage.split(root_uri)
-        if hasattr(dataset, "generator_kwargs") and not storage.list_files(fs, rpath, recursive=True):
-            # a synthetic set with a root in a bucket: generate it here once, upload it for every node
+        if hasattr(dataset, "generator_kwargs"):
+            # a synthetic set with a root in a bucket: generated here once, uploaded for every node; the marker,
+            # written last, names the generator settings (the local folder's name): an upload cut short has
+            # none and is made again, a set of other settings is refused (before 2026-12-04 any file there
+            # counted as the whole set, of whatever settings)
             import pyarrow.fs as pafs
 
-            local = dataset.ensure(dataset.default_root(data_cfg), data_cfg)
-            print(f"[raybench] prepare: uploading the generated {ds_name} to {root_uri}", flush=True)
-            pafs.copy_files(str(local), rpath, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
+            want = Path(dataset.default_root(data_cfg)).name
+            marker = f"{rpath.rstrip('/')}/{SYNTH_MARKER}"
+            have = (json.loads(storage.read_bytes(fs, marker)).get("generated")
+                    if storage.exists(fs, marker) else None)
+            if have is not None and have != want:
+                raise PrepareError(f"{root_uri} holds a synthetic {ds_name} generated with other data.synth "
+                                   f"settings ({have}; these make {want}): give data.root another folder, or the "
+                                   "settings it was generated with")
+            if have is None:
+                local = dataset.ensure(dataset.default_root(data_cfg), data_cfg)
+                partial = bool(storage.list_files(fs, rpath, recursive=True))
+                print(f"[raybench] prepare: uploading the generated {ds_name} to {root_uri}"
+                      + (" (again: the files there have no completion marker, an upload cut short)" if partial else ""),
+                      flush=True)
+                pafs.copy_files(str(local), rpath, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
+                storage.write_bytes(fs, marker, json.dumps({"generated": want}).encode())
         # adapters read a local mirror (annotations downloaded, media as placeholders fetched when decoded)
         root = storage.mirror_root(root_uri, cache_home())
         print(f"[raybench] prepare: {ds_name} root {root_uri} mirrored to {root}", flush=True)

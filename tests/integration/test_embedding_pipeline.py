@@ -77,6 +77,8 @@ tune: {{search_space: {{window.length: {{grid: [4, 8]}}, method.fusion: {{grid: 
     (row,) = ClipStore(emb_path).read_clips([clip.clip_id])
     got = np.frombuffer(row["audio_emb"], np.float32).reshape(row["audio_emb_shape"])
     x = decord.AudioReader(clip.video_path, sample_rate=16000, mono=True)[:].asnumpy().reshape(-1)
+    n = int(round(row["num_frames"] * 16000 / cfg.data.fps))  # the audio under its frames (data.audio.align: time)
+    x = np.pad(x[:n], (0, max(0, n - len(x))))
     fe = tf.AutoFeatureExtractor.from_pretrained(folder)
     with torch.no_grad():
         hs = tf.AutoModel.from_pretrained(folder).eval()(

@@ -157,7 +157,7 @@ def test_a_synthetic_set_with_a_bucket_root_is_generated_once_and_uploaded(s3):
     import pyarrow.fs as pafs
 
     from raybench.config import SWEEPS_DIR, load
-    from raybench.data.store import prepare
+    from raybench.data.store import PrepareError, prepare
 
     fs, q = s3["fs"], s3["q"]
     data = load(SWEEPS_DIR / "smoke.yaml", ["data.synth.actors=3", "data.synth.seconds=1.0",
@@ -168,6 +168,20 @@ def test_a_synthetic_set_with_a_bucket_root_is_generated_once_and_uploaded(s3):
     uploaded = [i.path for i in fs.get_file_info(sel) if i.type == pafs.FileType.File]
     assert sum(p.endswith(".mp4") for p in uploaded) == len(prep.clips) == 45
     assert prep.decoded == 45 and prep.root.startswith("s3://raybench/synth")
+    assert "raybench/synth/.raybench-synthetic.json" in uploaded  # written last, naming the settings
+    # an upload cut short (files there, no marker) is made again, not taken for the set
+    fs.delete_file("raybench/synth/.raybench-synthetic.json")
+    for p in [p for p in uploaded if p.endswith(".mp4")][:10]:
+        fs.delete_file(p)
+    again = prepare(data)
+    assert len(again.clips) == 45 and again.decoded == 0
+    assert sum(i.path.endswith(".mp4") for i in fs.get_file_info(sel) if i.type == pafs.FileType.File) == 45
+    # a set of other generator settings in that folder is refused, naming both
+    other = load(SWEEPS_DIR / "smoke.yaml", ["data.synth.actors=4", "data.synth.seconds=1.0",
+                                              f"data.root=s3://raybench/synth{q}",
+                                              f"data.store_dir=s3://raybench/stores{q}"]).data
+    with pytest.raises(PrepareError, match="holds a synthetic synthetic_ravdess generated with other data.synth"):
+        prepare(other)
 
 
 @pytest.fixture(scope="module")

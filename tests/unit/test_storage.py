@@ -28,3 +28,29 @@ def test_gs_uri_with_anonymous_builds_the_filesystem_pyarrow_would_not():
         st.split("gs://bucket/x?anonymous=true&endpoint_overide=h:1")
     with pytest.raises(ValueError, match="anonymous must be true or false"):
         st.split("gs://bucket/x?anonymous=yes")
+
+
+def test_a_remote_roots_mirror_follows_the_bucket(tmp_path):
+    """Annotations are downloaded again when the bucket's copy changes, media stay placeholders, and a file gone
+    from the bucket leaves the mirror (before 2026-12-04 a mirrored file was never read again)."""
+    import os
+
+    from raybench.storage import mirror_root
+
+    bucket = tmp_path / "bucket"
+    (bucket / "a").mkdir(parents=True)
+    (bucket / "a" / "labels.csv").write_text("v,a\n0.1,0.2\n")
+    (bucket / "a" / "clip.mp4").write_bytes(b"video bytes")
+    (bucket / "a" / "gone.mp4").write_bytes(b"video bytes")
+    uri, cache = f"file://{bucket}", tmp_path / "cache"
+    local = mirror_root(uri, cache)
+    assert (local / "a" / "labels.csv").read_text() == "v,a\n0.1,0.2\n"
+    assert (local / "a" / "clip.mp4").stat().st_size == 0  # a placeholder, fetched when decoded
+    (bucket / "a" / "labels.csv").write_text("v,a\n0.9,0.9\n")  # corrected: same size, a later time
+    st = (bucket / "a" / "labels.csv").stat()
+    os.utime(bucket / "a" / "labels.csv", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    (bucket / "a" / "gone.mp4").unlink()
+    assert mirror_root(uri, cache) == local
+    assert (local / "a" / "labels.csv").read_text() == "v,a\n0.9,0.9\n"
+    assert not (local / "a" / "gone.mp4").exists() and (local / "a" / "clip.mp4").exists()
+    assert sorted(p.name for p in local.rglob("*")) == ["a", "clip.mp4", "labels.csv"]  # nothing else in it

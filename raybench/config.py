@@ -415,6 +415,7 @@ def validate(raw: dict, source: str | None = None) -> SweepConfig:
     _check_per_method(cfg, swept, problems)
     _local_paths(cfg, space, problems)
     _check_mfcc_input(cfg, space, swept, problems)
+    _check_zhou2019_audio_image(cfg, space, swept, problems)
     _check_face_embeddings(cfg, space, swept, problems)
     if isinstance(cfg["tune"].get("repeats"), int) and cfg["tune"]["repeats"] > 1 and "train.seed" in space:
         problems.append("'tune.search_space.train.seed' and 'tune.repeats' both vary the seed: with repeats, "
@@ -455,6 +456,28 @@ def _check_mfcc_input(cfg: dict, space: dict, swept: list, problems: list[str]) 
         problems.append(f"'data.audio.features' {', '.join(sorted(map(str, feats)))} with zhang2021's mfcc audio "
                         "stream: its MFCCs are a DCT of log-Mel features; use data.audio.features=logmel, or "
                         "method.audio_streams=[vggish]")
+
+
+def _check_zhou2019_audio_image(cfg: dict, space: dict, swept: list, problems: list[str]) -> None:
+    """zhou2019's audio CNN pools the window's time-frequency image three times by 2: a window of fewer than
+    8 audio steps (``window.length`` x ``data.audio.frames_per_video_frame``) has no region left, and the
+    trial would stop at its first batch; refused up front, naming the keys."""
+    if not any(m.method_name == "zhou2019" for m in swept):
+        return
+    pm = ((cfg.get("per_method") or {}).get("zhou2019") or {})
+    if ((pm.get("method") or {}).get("audio_backbone", cfg["method"].get("audio_backbone", "cnn")) != "cnn"
+            and not space_values(space.get("method.audio_backbone"))):
+        return
+    window = cfg.get("window") if isinstance(cfg.get("window"), dict) else {}
+    audio = cfg["data"].get("audio") if isinstance(cfg["data"].get("audio"), dict) else {}
+    lengths = [(pm.get("window") or {}).get("length", window.get("length", 16)), *space_values(space.get("window.length"))]
+    ks = [audio.get("frames_per_video_frame", 4), *space_values(space.get("data.audio.frames_per_video_frame"))]
+    lengths = [x for x in lengths if isinstance(x, int) and not isinstance(x, bool)]
+    ks = [x for x in ks if isinstance(x, int) and not isinstance(x, bool)]
+    if lengths and ks and min(lengths) * min(ks) < 8:
+        problems.append(f"zhou2019's audio CNN needs windows of at least 8 audio steps (it pools them 3 times by 2): "
+                        f"'window.length' {min(lengths)} x 'data.audio.frames_per_video_frame' {min(ks)} = "
+                        f"{min(lengths) * min(ks)}; use a longer window or more steps per frame")
 
 
 def _check_face_embeddings(cfg: dict, space: dict, swept: list, problems: list[str]) -> None:

@@ -269,6 +269,8 @@ TYPOS = {  # each used to pass validation and fail inside a trial (or not at all
     "range (train)": (["train.lr=-1"], "'train.lr' must be > 0"),
     "range (data)": (["data.audio.n_mels=0"], "'data.audio.n_mels' must be >= 1, got 0"),
     "range (method)": (["method.dropout=1.5"], "'method.dropout' (av_fusion) must be < 1"),
+    "zhou2019 window too short for its audio CNN": (["method.name=zhou2019", "window.length=1"],
+                                                    "zhou2019's audio CNN needs windows of at least 8 audio steps"),
     "even kernel": (["method.name=de3", "method.conv_kernel=4"],
                     "'method.conv_kernel' (de3): must be odd (the Conformer's convolution keeps the frame count), "
                     "got 4"),

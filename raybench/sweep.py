@@ -76,7 +76,7 @@ def resumed_config(raw: dict, state: dict, given_storage: str | None) -> dict:
     the whole sweep again in the old place, and one in another shell recorded in another store."""
     from raybench import tracking
 
-    raw = copy.deepcopy(raw)
+    raw = _pin_old_defaults(copy.deepcopy(raw))
     saved = str(raw.get("storage") or tracking.results_dir(None) / "tune")  # where the sweep kept its Tune results
     if given_storage and not _same_place(given_storage, saved):
         raw["storage"] = given_storage
@@ -92,6 +92,31 @@ def resumed_config(raw: dict, state: dict, given_storage: str | None) -> dict:
         print(f"[raybench] resuming in the sweep's own MLflow store {uri} ($MLFLOW_TRACKING_URI, {env}, is not "
               "used: the sweep's runs are in its own store)", flush=True)
     mlflow["tracking_uri"] = uri
+    return raw
+
+
+def _pin_old_defaults(raw: dict) -> dict:
+    """A sweep saved before 2026-12-04 (its state has no ``data.audio.align``) resumes with that day's
+    defaults, not today's: ``data.audio.align: stretch`` (its clip store, not a new one), ``window.phase:
+    random``, and zhou2019's ``deltas: true`` (its checkpoints' audio CNN), so that its remaining trials
+    train as its first ones did and its chosen models load. (The random phase's window at frame 0 is
+    new either way.)"""
+    data = raw.get("data") if isinstance(raw.get("data"), dict) else None
+    audio = data.get("audio") if data and isinstance(data.get("audio"), dict) else None
+    if audio is None or "align" in audio:
+        return raw
+    audio["align"] = "stretch"
+    if isinstance(raw.get("window"), dict):
+        raw["window"].setdefault("phase", "random")
+    space = (raw.get("tune") or {}).get("search_space") or {}
+    names = space.get("method.name", {}).get("grid") if isinstance(space.get("method.name"), dict) else None
+    method = raw.get("method") if isinstance(raw.get("method"), dict) else {}
+    if "zhou2019" in (names or [method.get("name")]) and "deltas" not in method:
+        pm = raw["per_method"] = raw.get("per_method") or {}
+        pm.setdefault("zhou2019", {}).setdefault("method", {}).setdefault("deltas", True)
+    print("[raybench] resuming a sweep started before 2026-12-04 with its own defaults: data.audio.align=stretch, "
+          "window.phase=random" + (", zhou2019 deltas=true" if "zhou2019" in (names or [method.get("name")]) else ""),
+          flush=True)
     return raw
 
 

@@ -261,6 +261,27 @@ def test_a_resume_records_where_the_sweep_is_now_in_its_own_mlflow_store(tmp_pat
     assert seen["cfg"].mlflow.tracking_uri == "http://lab:5000" and seen["cfg"].storage == str(new)
 
 
+def test_a_sweep_saved_before_today_resumes_with_its_own_defaults(tmp_path, capsys):
+    """A state saved before data.audio.align, window.phase and zhou2019's deltas: auto existed resumes with the
+    behaviour it started with (its clip store, its checkpoints' audio CNN), not today's defaults; a state
+    saved now keeps what it has."""
+    from raybench.config import resolve_trial_config, validate
+    from raybench.sweep import resumed_config
+
+    cfg = load(SWEEPS_DIR / "default.yaml", ["data.audio.features=spectrogram",
+                                             "tune.search_space={method.name: {grid: [zhou2019, av_fusion]}}"])
+    old = cfg.model_dump(mode="json")
+    del old["data"]["audio"]["align"], old["window"]["phase"]
+    resumed = validate(resumed_config(old, {}, None), "state")
+    assert resumed.data.audio.align == "stretch" and resumed.window.phase == "random"
+    assert resolve_trial_config(resumed, {"method.name": "zhou2019"}).method.deltas is True
+    assert resolve_trial_config(resumed, {"method.name": "av_fusion"}).method.name == "av_fusion"
+    assert "started before 2026-12-04 with its own defaults" in capsys.readouterr().out
+    now = validate(resumed_config(cfg.model_dump(mode="json"), {}, None), "state")
+    assert now.data.audio.align == "time" and now.window.phase == "auto"
+    assert resolve_trial_config(now, {"method.name": "zhou2019"}).method.deltas == "auto"
+
+
 def test_resume_with_only_storage_looks_for_the_sweep_there(tmp_path, capsys):
     from raybench.sweep import main
 

@@ -219,6 +219,19 @@ def mirror_root(uri: str, cache: Path) -> Path:
     return local
 
 
+def fetch_if_there(path: str, mirror: str, uri: str, cache: Path) -> str | None:
+    """:func:`fetch_if_placeholder` for a file that may not be in the root (a frame without an organisers'
+    crop): None when the bucket has no such file. On a node other than the driver the mirror's folder
+    is not there, so the bucket itself is asked."""
+    if not Path(path).exists():
+        rel = path[len(mirror):].lstrip("/")
+        if not (cache / "remote-files" / hashlib.sha256(uri.encode()).hexdigest()[:16] / rel).exists():
+            fs, root = split(uri)
+            if not exists(fs, f"{root.rstrip('/')}/{rel}"):
+                return None
+    return fetch_if_placeholder(path, mirror, uri, cache)
+
+
 def fetch_if_placeholder(path: str, mirror: str | None, uri: str | None, cache: Path) -> str:
     """The local file to decode for ``path`` (a file in the mirror of a remote root)."""
     if not uri or not mirror or not path.startswith(mirror):

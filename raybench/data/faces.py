@@ -135,15 +135,16 @@ def read_crops(crops_dir: str, frame_index: np.ndarray, transform=None, missing:
     found before it. None when the folder has none of the frames. ``transform`` (e.g. the resize)
     is applied to each image as it is read. ``missing`` (a dict) gets ``frames``: how many of the
     frames had no crop (the organisers leave out frames with no face), so the caller can say it.
-    ``fetch``: path -> the local file to read (a remote root's mirror holds empty placeholders: the
-    crop is fetched when read)."""
+    ``fetch``: path -> the local file to read, or None when there is no such crop (a remote root: its
+    mirror holds empty placeholders, and only on the driver's node; the crop is fetched when read)."""
     import cv2
 
     d = Path(crops_dir)
     out, last, absent = [], None, 0
     for i in frame_index:
         p = d / f"{int(i) + 1:05d}.jpg"
-        img = cv2.imread(fetch(str(p)) if fetch else str(p)) if p.exists() else None
+        src = fetch(str(p)) if fetch else (str(p) if p.exists() else None)
+        img = cv2.imread(src) if src else None
         if img is not None:
             last = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
             if transform is not None:

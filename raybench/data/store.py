@@ -153,9 +153,9 @@ def decode_row(row: dict[str, Any], data_cfg: DataConfig, mirror: str | None = N
     video = local(row["video_path"])
     audio = (row.get("meta") or {}).get("audio_path")
     audio = local(audio) if audio else None
-    def crop(path: str) -> str:  # a crop of a remote root: fetched when read; one that does not come stops the stage
-        try:
-            return local(path)
+    def crop(path: str) -> str | None:  # a crop of a remote root: fetched when read (None: the bucket has none);
+        try:  # one that does not come stops the stage
+            return storage.fetch_if_there(path, mirror, root_uri, cache_home())
         except Exception as e:
             raise _FetchFailed(f"{path}: {type(e).__name__}: {e}") from e
 

@@ -280,11 +280,17 @@ def test_crops_of_a_remote_root_are_fetched_when_read(tmp_path):
         cv2.imwrite(str(remote / f"{i:05d}.jpg"), np.full((24, 24, 3), 200, np.uint8))
     fetched = []
 
-    def fetch(path):
+    def fetch(path):  # (as storage.fetch_if_there: None for a crop the bucket does not have)
         fetched.append(path)
-        return str(remote / path.rsplit("/", 1)[1])
+        src = remote / path.rsplit("/", 1)[1]
+        return str(src) if src.exists() else None
 
     d = decode_clip(str(tmp_path / "v.mp4"), 10, 16, face="dataset", crops_dir=str(mirror), fetch_crop=fetch)
+    assert not d.crops_fallback and len(fetched) == 10 and abs(float(d.frames.mean()) - 200) < 2
+    # on another node the mirror's folder is not there: the fetch is still asked for each crop
+    fetched.clear()
+    d = decode_clip(str(tmp_path / "v.mp4"), 10, 16, face="dataset", crops_dir=str(tmp_path / "not-here"),
+                    fetch_crop=fetch)
     assert not d.crops_fallback and len(fetched) == 10 and abs(float(d.frames.mean()) - 200) < 2
     d = decode_clip(str(tmp_path / "v.mp4"), 10, 16, face="dataset", crops_dir=str(mirror))  # the placeholders
     assert d.crops_fallback

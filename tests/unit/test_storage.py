@@ -54,3 +54,17 @@ def test_a_remote_roots_mirror_follows_the_bucket(tmp_path):
     assert (local / "a" / "labels.csv").read_text() == "v,a\n0.9,0.9\n"
     assert not (local / "a" / "gone.mp4").exists() and (local / "a" / "clip.mp4").exists()
     assert sorted(p.name for p in local.rglob("*")) == ["a", "clip.mp4", "labels.csv"]  # nothing else in it
+
+
+def test_a_file_that_may_not_be_in_the_bucket_is_fetched_or_none_on_any_node(tmp_path):
+    """storage.fetch_if_there (the organisers' crops of a remote root): on a node without the driver's mirror
+    the bucket is asked; a crop it has is fetched, one it has not is None, not an error."""
+    from raybench.storage import fetch_if_there
+
+    bucket = tmp_path / "bucket" / "crops" / "v1"
+    bucket.mkdir(parents=True)
+    (bucket / "00001.jpg").write_bytes(b"jpeg bytes")
+    uri, mirror = f"file://{tmp_path / 'bucket'}", str(tmp_path / "mirror-on-the-driver")
+    got = fetch_if_there(f"{mirror}/crops/v1/00001.jpg", mirror, uri, tmp_path / "cache")
+    assert got is not None and open(got, "rb").read() == b"jpeg bytes"
+    assert fetch_if_there(f"{mirror}/crops/v1/00002.jpg", mirror, uri, tmp_path / "cache") is None

@@ -117,7 +117,8 @@ def scatter_figure(rows: list[dict[str, Any]], title: str = "", split: str = "te
         ax.scatter(g[ok], p[ok], s=4, alpha=0.3)
         ax.plot([-1, 1], [-1, 1], color="grey", linewidth=0.8)
         # [-1, 1], widened to show predictions outside it (a linear head, zhang2021's, is not bounded)
-        lim = max(1.05, float(np.nanmax(np.abs(p[ok]), initial=0)) * 1.05) if len(ok) else 1.05
+        fin = np.abs(p[ok])[np.isfinite(p[ok])]  # (an infinite prediction is off any axis: the finite ones)
+        lim = max(1.05, float(fin.max()) * 1.05) if len(fin) else 1.05
         ax.set_xlim(-1.05, 1.05)
         ax.set_ylim(-lim, lim)
         ax.set_xlabel(f"gold {dim}")

@@ -214,7 +214,7 @@ def collect(uri: str, experiments: list[str] | None = None, sweeps: list[str] | 
     parents: dict[str, dict[str, float]] = {}
     for exp in exps:
         for r in client.search_runs([exp], filter_string="tags.`raybench.kind` = 'sweep'", max_results=50000):
-            merged = {k: v for k, v in r.data.metrics.items() if "test_merged/" in k}
+            merged = {k: v for k, v in r.data.metrics.items() if "test_merged/" in k and math.isfinite(v)}
             if merged:
                 parents[r.data.tags.get("raybench.sweep_id.parent", "")] = merged
     for m in models:

@@ -450,6 +450,9 @@ def record(cfg: SweepConfig, grid, summaries: dict[str, dict], mlinfo: dict, sto
             continue
         log_parent(robust)
         summary, fold_metrics = cv_summary(chosen, metrics[name], over)
+        if cfg.tune.bootstrap and not all(p for _, _, p in fold_preds):
+            print(f"[raybench] warning: {name}: no bootstrap interval: a chosen model has no test predictions "
+                  "(its test evaluation failed, see above)", flush=True)
         if cfg.tune.bootstrap and all(p for _, _, p in fold_preds):
             data = summaries[data_key(trial_data_cfg(chosen[0]["cfg"], cfg))]
             summary["test_ci"] = bootstrap_ci([p for _, _, p in fold_preds], data["task"], data["class_names"],
@@ -466,6 +469,9 @@ def record(cfg: SweepConfig, grid, summaries: dict[str, dict], mlinfo: dict, sto
         if n_folds > 1 and len(tests) == 1 and next(iter(tests)) and lost:
             print(f"[raybench] warning: {name}: the fold models' test predictions are not merged: the test "
                   f"evaluation of {', '.join(lost)} failed (see above)", flush=True)
+            # an earlier record's merged numbers (another choice, or this one before it failed) do not stand
+            stale = [k for k in client.get_run(parent).data.metrics if k.startswith(f"{prefix}test_merged/")]
+            tracking.log_metrics(uri, parent, {k: float("nan") for k in stale}, step=0)
         elif n_folds > 1 and len(tests) == 1 and next(iter(tests)):
             how = cfg.tune.fold_merge if fold_preds[0][0] == "continuous" else "mean probabilities"
             by_seed: dict[Any, list[list[dict]]] = {}
@@ -601,6 +607,9 @@ def _finish_test(cfg: SweepConfig, t: dict, refs: dict, summaries: dict[str, dic
         tracking.log_metrics(uri, child, {**t["robust"], **t["cross"]}, step=0)
         for what, err in failed.items():
             client.set_tag(child, f"raybench.track_failed.{what}", (err or "")[:5000])
+        for k in client.get_run(child).data.tags:  # an earlier record's failure that went through this time
+            if k.startswith("raybench.track_failed.") and k[len("raybench.track_failed."):] not in failed:
+                client.delete_tag(child, k)
         for name, rec in maps.items():  # the label map each cross-corpus figure was computed with
             client.log_dict(child, rec, f"cross_corpus/{name}.json")
             client.log_dict(mlinfo["parent_run_id"], rec, f"cross_corpus/{rec['source']}_to_{name}.json")

@@ -241,7 +241,9 @@ def fetch_if_placeholder(path: str, mirror: str | None, uri: str | None, cache: 
         return path
     rel = path[len(mirror):].lstrip("/")
     dst = cache / "remote-files" / hashlib.sha256(uri.encode()).hexdigest()[:16] / rel
-    if not dst.exists():
+    # a media file is fetched once per node; an annotation (small) each time it is read, as the driver's mirror
+    # follows the bucket (a corrected one must not be read in its old version on some nodes)
+    if not dst.exists() or path.lower().endswith(SMALL_SUFFIXES):
         fs, root = split(uri)
         dst.parent.mkdir(parents=True, exist_ok=True)
         tmp = dst.with_name(f".tmp-{uuid.uuid4().hex}")

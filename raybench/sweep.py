@@ -401,15 +401,12 @@ def main(argv: list[str] | None = None) -> int:
             done = tracking.finished_sweep(cfg, args.resume)
             if done:  # resumed again (a retry loop, the shell's history): its record is left as it is
                 failed = done.data.tags.get("raybench.trials_failed", "0")
-                tests_failed = done.data.tags.get("raybench.tests_failed", "0")
                 print(f"[raybench] sweep {args.resume} had finished: every trial ended"
                       + ("" if failed == "0" else f" ({failed} of them failed without an error Tune would "
                          "retry: a resume would not change them)") + " and its results are recorded (MLflow "
                       f"experiment {tracking.experiment_name(cfg)!r}, parent run {done.info.run_id}); nothing to "
-                      "resume. To run it again, start a new sweep"
-                      + ("" if tests_failed == "0" else f" ({tests_failed} chosen model(s)' test evaluation failed: "
-                         "tag raybench.track_failed.test on their runs)"), flush=True)
-                return 0 if failed == tests_failed == "0" else 1  # as the sweep itself ended
+                      "resume. To run it again, start a new sweep", flush=True)
+                return 0 if failed == "0" else 1  # as the sweep itself ended
         else:
             cfg = load(path, overrides)
     except ConfigError as e:
@@ -446,8 +443,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if result.tests_failed:
         print(f"raybench: the test evaluation of {result.tests_failed} chosen model(s) failed: their test numbers "
-              "are missing (see the warnings above; tag raybench.track_failed.test on their MLflow runs)",
-              file=sys.stderr)
+              "are missing (see the warnings above; tag raybench.track_failed.test on their MLflow runs); "
+              f"--resume {result.sweep_id} tests them again", file=sys.stderr)
         return 1
     return 0
 

@@ -271,7 +271,8 @@ def finished_sweep(cfg: SweepConfig, sweep_id: str) -> Run | None:
     when every trial failed; not an interruption or a crash: no ``raybench.status_reason``) with no trial
     that Tune holds as errored
     (``raybench.trial_errors`` 0: a resume starts those again; a trial that ended without a score is
-    failed for good). None otherwise, for a sweep recorded before that tag (2026-12-02: a resume records
+    failed for good) and no chosen model's test evaluation failed (``raybench.tests_failed`` 0: a resume
+    tests again). None otherwise, for a sweep recorded before that tag (2026-12-02: a resume records
     it again), and when the store cannot say (a missing SQLite file, a store that does not answer: the
     sweep's own checks name those)."""
     uri = tracking_uri(cfg, create=False)
@@ -292,7 +293,11 @@ def finished_sweep(cfg: SweepConfig, sweep_id: str) -> Run | None:
     if len(parents) != 1 or parents[0].info.status not in ("FINISHED", "FAILED") or \
             "raybench.status_reason" in parents[0].data.tags:
         return None
-    return parents[0] if parents[0].data.tags.get("raybench.trial_errors") == "0" else None
+    tags = parents[0].data.tags
+    # a chosen model whose test evaluation failed (a file that did not come, a GPU out of memory) is tested
+    # again by a resume's record stage
+    return parents[0] if tags.get("raybench.trial_errors") == "0" and tags.get("raybench.tests_failed", "0") == "0" \
+        else None
 
 
 def close_open_runs(uri: str, exp_id: str, sweep_id: str, status: str, why: str) -> None:

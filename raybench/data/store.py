@@ -713,7 +713,14 @@ def plan(data_cfg: DataConfig | dict[str, Any]) -> Plan:
                                    "settings it was generated with")
             if have is None:
                 local = dataset.ensure(dataset.default_root(data_cfg), data_cfg)
-                partial = bool(storage.list_files(fs, rpath, recursive=True))
+                there = {p[len(rpath.rstrip("/")):].lstrip("/") for p in storage.list_files(fs, rpath, recursive=True)}
+                ours = {str(f.relative_to(local)) for f in Path(local).rglob("*")
+                        if f.is_file() and not f.name.startswith(".")}
+                if there - ours:  # not an upload of this set cut short: another set (or other files) is there
+                    raise PrepareError(f"{root_uri} holds files that are not the synthetic {ds_name} these data.synth "
+                                       f"settings make (e.g. {sorted(there - ours)[0]}), and no marker of a "
+                                       "raybench upload: give data.root an empty folder (or clear that one)")
+                partial = bool(there)
                 print(f"[raybench] prepare: uploading the generated {ds_name} to {root_uri}"
                       + (" (again: the files there have no completion marker, an upload cut short)" if partial else ""),
                       flush=True)

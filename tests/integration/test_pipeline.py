@@ -526,9 +526,13 @@ def test_a_chosen_model_whose_test_evaluation_fails_is_counted_and_the_rest_is_r
 
     real = sweep_mod.record
 
+    kept = {}
+
     def corrupt_then_record(cfg, grid, *a, **k):
         for r in grid:
-            (Path(r.metrics["checkpoint_path"]) / "best.pt").write_bytes(b"not a checkpoint")
+            best = Path(r.metrics["checkpoint_path"]) / "best.pt"
+            kept[best] = best.read_bytes()
+            best.write_bytes(b"not a checkpoint")
         return real(cfg, grid, *a, **k)
 
     monkeypatch.setattr(sweep_mod, "record", corrupt_then_record)
@@ -548,6 +552,19 @@ def test_a_chosen_model_whose_test_evaluation_fails_is_counted_and_the_rest_is_r
     assert child.info.status == "FINISHED" and not any(k.startswith("test/") for k in child.data.metrics)
     rows = (Path(client.download_artifacts(res.parent_run_id, "trials.csv", str(tmp_path)))).read_text()
     assert "test_error" in rows.splitlines()[0] and t["test_failed"].split(":")[0] in rows
+    # --resume tests it again (the failure may have been passing: a file that did not come); here the checkpoint
+    # is mended first, and the record's failure tag goes with the test that now goes through
+    from raybench.tracking import finished_sweep
+
+    assert finished_sweep(cfg, res.sweep_id) is None
+    for best, content in kept.items():
+        best.write_bytes(content)
+    monkeypatch.setattr(sweep_mod, "record", real)
+    again = sweep_mod.run_sweep(cfg, sweep_id=res.sweep_id, resume=True)
+    assert again.tests_failed == 0 and set(again.trials[0]["test"]) == {"test/acc", "test/uar", "test/f1"}
+    child = client.get_run(child.info.run_id)
+    assert "raybench.track_failed.test" not in child.data.tags and "test/uar" in child.data.metrics
+    assert client.get_run(res.parent_run_id).data.tags["raybench.tests_failed"] == "0"
 
 
 def test_the_autoscalers_report_is_read_on_a_local_ray(ray_session):

@@ -182,6 +182,13 @@ def test_a_synthetic_set_with_a_bucket_root_is_generated_once_and_uploaded(s3):
                                               f"data.store_dir=s3://raybench/stores{q}"]).data
     with pytest.raises(PrepareError, match="holds a synthetic synthetic_ravdess generated with other data.synth"):
         prepare(other)
+    # with no marker (uploaded before the marker existed): a folder whose files all belong to the set is
+    # uploaded over (every file rewritten: that set, whole), one holding files the set has not is refused
+    fs.delete_file("raybench/synth/.raybench-synthetic.json")
+    assert len(prepare(other).clips) == 60  # the 3 actors' files are among the 4 actors' set
+    fs.delete_file("raybench/synth/.raybench-synthetic.json")
+    with pytest.raises(PrepareError, match="holds files that are not the synthetic synthetic_ravdess"):
+        prepare(data)  # Actor_04's files are not the 3-actor set's
 
 
 @pytest.fixture(scope="module")

@@ -73,3 +73,7 @@ def test_the_scatter_figure_plots_every_annotated_frame_with_its_ccc():
     # the title counts annotated frames: not the rows of frames with no gold at all (Aff-Wild2's -5)
     rows += [{**rows[0], "frame": 50 + i, "valence_true": float("nan"), "arousal_true": float("nan")} for i in range(7)]
     assert "50 annotated frames" in scatter_figure(rows)._suptitle.get_text()
+    # a linear head's predictions outside [-1, 1] are on the figure; an infinite one does not break it
+    rows[1]["valence"], rows[2]["valence"] = 2.5, float("inf")
+    va = scatter_figure(rows).axes[0]
+    assert va.get_ylim()[1] >= 2.5 and np.isfinite(va.get_ylim()).all()

@@ -68,3 +68,21 @@ def test_a_file_that_may_not_be_in_the_bucket_is_fetched_or_none_on_any_node(tmp
     got = fetch_if_there(f"{mirror}/crops/v1/00001.jpg", mirror, uri, tmp_path / "cache")
     assert got is not None and open(got, "rb").read() == b"jpeg bytes"
     assert fetch_if_there(f"{mirror}/crops/v1/00002.jpg", mirror, uri, tmp_path / "cache") is None
+
+
+def test_a_node_reads_an_annotation_from_the_bucket_each_time_and_a_video_once(tmp_path):
+    from raybench.storage import fetch_if_placeholder
+
+    bucket = tmp_path / "bucket"
+    bucket.mkdir()
+    (bucket / "v.csv").write_text("0.1\n")
+    (bucket / "v.mp4").write_bytes(b"one")
+    uri, mirror, cache = f"file://{bucket}", str(tmp_path / "mirror-on-the-driver"), tmp_path / "cache"
+
+    def read(name):
+        return open(fetch_if_placeholder(f"{mirror}/{name}", mirror, uri, cache), "rb").read()
+
+    assert read("v.csv") == b"0.1\n" and read("v.mp4") == b"one"
+    (bucket / "v.csv").write_text("0.9\n")
+    (bucket / "v.mp4").write_bytes(b"two")
+    assert read("v.csv") == b"0.9\n" and read("v.mp4") == b"one"  # (the video: fetched once per node)

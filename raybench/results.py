@@ -27,6 +27,7 @@ class SweepResult:
     prepared: dict[str, dict] = field(default_factory=dict)
     failed: int = 0
     tests_failed: int = 0  # chosen trials whose test evaluation raised (a corrupt best.pt): no test numbers
+    tests_retested: bool = False  # ... and they had failed in the record before this one (a resume's)
     cv: dict[str, dict] = field(default_factory=dict)  # dataset -> cross-validation summary (data.fold swept)
 
 
@@ -418,6 +419,10 @@ def record(cfg: SweepConfig, grid, summaries: dict[str, dict], mlinfo: dict, sto
                 others += choose([t for t in result.trials if t["cfg"].method.name == method], name,
                                  cfg.tune.mode, over)
         plan[name] = chosen, others
+    # what an earlier record of this sweep left on the parent (a resume records again): its figures that this
+    # record does not log again (another choice, a test that failed this time) are set NaN at the end
+    before = client.get_run(parent).data
+    logged: set[str] = set()
     # a record stage run again (a resumed sweep) may choose other trials: the earlier choice's tags go
     tracking.clear_choice_tags(uri, exp_id, sweep_id, {
         "raybench.best": {t["trial_id"] for c, _ in plan.values() for t in c},
@@ -432,6 +437,7 @@ def record(cfg: SweepConfig, grid, summaries: dict[str, dict], mlinfo: dict, sto
         prefix = f"{name}/" if len(names) > 1 else ""
 
         def log_parent(values: dict[str, float]) -> None:
+            logged.update(prefix + k for k in values)
             tracking.log_metrics(uri, parent, {prefix + k: v for k, v in values.items()}, step=0)
 
         if name not in plan:
@@ -469,9 +475,6 @@ def record(cfg: SweepConfig, grid, summaries: dict[str, dict], mlinfo: dict, sto
         if n_folds > 1 and len(tests) == 1 and next(iter(tests)) and lost:
             print(f"[raybench] warning: {name}: the fold models' test predictions are not merged: the test "
                   f"evaluation of {', '.join(lost)} failed (see above)", flush=True)
-            # an earlier record's merged numbers (another choice, or this one before it failed) do not stand
-            stale = [k for k in client.get_run(parent).data.metrics if k.startswith(f"{prefix}test_merged/")]
-            tracking.log_metrics(uri, parent, {k: float("nan") for k in stale}, step=0)
         elif n_folds > 1 and len(tests) == 1 and next(iter(tests)):
             how = cfg.tune.fold_merge if fold_preds[0][0] == "continuous" else "mean probabilities"
             by_seed: dict[Any, list[list[dict]]] = {}
@@ -495,6 +498,9 @@ def record(cfg: SweepConfig, grid, summaries: dict[str, dict], mlinfo: dict, sto
         if folds:
             client.log_dict(parent, next(iter(folds.values())), f"folds_{name}.json")
     result.tests_failed = sum(bool(t.get("test_failed")) for t in result.trials)
+    stale = {k: float("nan") for k in before.metrics if k not in logged and _recorded_key(k, names)}
+    if stale:  # an earlier record's numbers that do not stand for this one (its choice, its tests)
+        tracking.log_metrics(uri, parent, stale, step=0)
     _log_table(client, parent, [_flat_row(t) for t in result.trials], "trials.csv")
     if cfg.eval.val_plots:
         _log_val_plots(cfg, result.trials, summaries, storage, client, mlinfo)
@@ -503,8 +509,24 @@ def record(cfg: SweepConfig, grid, summaries: dict[str, dict], mlinfo: dict, sto
     client.set_tag(parent, "raybench.trial_errors", str(sum(t["error"] is not None for t in result.trials)))
     client.set_tag(parent, "raybench.trials_failed", str(result.failed))
     client.set_tag(parent, "raybench.tests_failed", str(result.tests_failed))
+    # tested again by a resume (tracking.finished_sweep) and failed again: not retried a third time
+    result.tests_retested = bool(result.tests_failed) and before.tags.get("raybench.tests_failed", "0") != "0"
+    if result.tests_retested:
+        client.set_tag(parent, "raybench.tests_retested", "true")
+    elif "raybench.tests_retested" in before.tags:
+        client.delete_tag(parent, "raybench.tests_retested")
     client.set_terminated(parent, status="FAILED" if result.failed == len(result.trials) else "FINISHED")
     return result
+
+
+def _recorded_key(k: str, names: list[str]) -> bool:
+    """Whether a parent-run metric is one ``record`` logs (test numbers, the chosen models' validation,
+    per-model ``fold<f>/``, ``seed<s>/``), with the dataset's prefix when the sweep has several; not the
+    prepare stage's ``data/...``."""
+    head, _, rest = k.partition("/")
+    if len(names) > 1 and head in names:
+        k = rest
+    return k.startswith(("test", "best/")) or bool(re.match(r"(fold|seed)[^/]*/", k))
 
 
 def _timed(rows: list[dict], timing: dict | None) -> list[dict]:

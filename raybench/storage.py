@@ -221,9 +221,11 @@ def mirror_root(uri: str, cache: Path) -> Path:
 
 def fetch_if_there(path: str, mirror: str, uri: str, cache: Path) -> str | None:
     """:func:`fetch_if_placeholder` for a file that may not be in the root (a frame without an organisers'
-    crop): None when the bucket has no such file. On a node other than the driver the mirror's folder
-    is not there, so the bucket itself is asked."""
+    crop): None when the bucket has no such file. The driver's mirror answers that where it is (its
+    folder is there: the listing made it); on another node the bucket itself is asked."""
     if not Path(path).exists():
+        if Path(path).parent.is_dir():  # the driver's mirror: the bucket has no such file
+            return None
         rel = path[len(mirror):].lstrip("/")
         if not (cache / "remote-files" / hashlib.sha256(uri.encode()).hexdigest()[:16] / rel).exists():
             fs, root = split(uri)

@@ -105,17 +105,22 @@ def _pin_old_defaults(raw: dict) -> dict:
     audio = data.get("audio") if data and isinstance(data.get("audio"), dict) else None
     if audio is None or "align" in audio:
         return raw
+    from raybench.config import reachable_methods
+
+    pinned = ["data.audio.align=stretch"]
     audio["align"] = "stretch"
-    if isinstance(raw.get("window"), dict):
-        raw["window"].setdefault("phase", "random")
-    space = (raw.get("tune") or {}).get("search_space") or {}
-    names = space.get("method.name", {}).get("grid") if isinstance(space.get("method.name"), dict) else None
+    if isinstance(raw.get("window"), dict) and "phase" not in raw["window"]:
+        raw["window"]["phase"] = "random"
+        pinned.append("window.phase=random")
     method = raw.get("method") if isinstance(raw.get("method"), dict) else {}
-    if "zhou2019" in (names or [method.get("name")]) and "deltas" not in method:
+    space = (raw.get("tune") or {}).get("search_space") or {}
+    if "zhou2019" in reachable_methods(raw) and "deltas" not in method and "method.deltas" not in space:
         pm = raw["per_method"] = raw.get("per_method") or {}
-        pm.setdefault("zhou2019", {}).setdefault("method", {}).setdefault("deltas", True)
-    print("[raybench] resuming a sweep started before 2026-12-04 with its own defaults: data.audio.align=stretch, "
-          "window.phase=random" + (", zhou2019 deltas=true" if "zhou2019" in (names or [method.get("name")]) else ""),
+        keys = pm.setdefault("zhou2019", {}).setdefault("method", {})
+        if "deltas" not in keys:
+            keys["deltas"] = True
+            pinned.append("zhou2019's method.deltas=true")
+    print(f"[raybench] resuming a sweep started before 2026-12-04 with its own defaults: {', '.join(pinned)}",
           flush=True)
     return raw
 
@@ -401,12 +406,15 @@ def main(argv: list[str] | None = None) -> int:
             done = tracking.finished_sweep(cfg, args.resume)
             if done:  # resumed again (a retry loop, the shell's history): its record is left as it is
                 failed = done.data.tags.get("raybench.trials_failed", "0")
+                tests_failed = done.data.tags.get("raybench.tests_failed", "0")
                 print(f"[raybench] sweep {args.resume} had finished: every trial ended"
                       + ("" if failed == "0" else f" ({failed} of them failed without an error Tune would "
                          "retry: a resume would not change them)") + " and its results are recorded (MLflow "
                       f"experiment {tracking.experiment_name(cfg)!r}, parent run {done.info.run_id}); nothing to "
-                      "resume. To run it again, start a new sweep", flush=True)
-                return 0 if failed == "0" else 1  # as the sweep itself ended
+                      "resume. To run it again, start a new sweep"
+                      + ("" if tests_failed == "0" else f" (the test evaluation of {tests_failed} chosen model(s) "
+                         "failed, and again when resumed: tag raybench.track_failed.test on their runs)"), flush=True)
+                return 0 if failed == tests_failed == "0" else 1  # as the sweep itself ended
         else:
             cfg = load(path, overrides)
     except ConfigError as e:
@@ -443,8 +451,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if result.tests_failed:
         print(f"raybench: the test evaluation of {result.tests_failed} chosen model(s) failed: their test numbers "
-              "are missing (see the warnings above; tag raybench.track_failed.test on their MLflow runs); "
-              f"--resume {result.sweep_id} tests them again", file=sys.stderr)
+              "are missing (see the warnings above; tag raybench.track_failed.test on their MLflow runs)"
+              + ("; they had failed before this resume too, and a further --resume leaves them" if result.tests_retested
+                 else f"; --resume {result.sweep_id} tests them again, once"), file=sys.stderr)
         return 1
     return 0
 

@@ -272,7 +272,7 @@ def finished_sweep(cfg: SweepConfig, sweep_id: str) -> Run | None:
     that Tune holds as errored
     (``raybench.trial_errors`` 0: a resume starts those again; a trial that ended without a score is
     failed for good) and no chosen model's test evaluation failed (``raybench.tests_failed`` 0: a resume
-    tests again). None otherwise, for a sweep recorded before that tag (2026-12-02: a resume records
+    tests again, once: ``raybench.tests_retested`` when that failed too). None otherwise, for a sweep recorded before that tag (2026-12-02: a resume records
     it again), and when the store cannot say (a missing SQLite file, a store that does not answer: the
     sweep's own checks name those)."""
     uri = tracking_uri(cfg, create=False)
@@ -296,8 +296,8 @@ def finished_sweep(cfg: SweepConfig, sweep_id: str) -> Run | None:
     tags = parents[0].data.tags
     # a chosen model whose test evaluation failed (a file that did not come, a GPU out of memory) is tested
     # again by a resume's record stage
-    return parents[0] if tags.get("raybench.trial_errors") == "0" and tags.get("raybench.tests_failed", "0") == "0" \
-        else None
+    tested = tags.get("raybench.tests_failed", "0") == "0" or tags.get("raybench.tests_retested") == "true"
+    return parents[0] if tags.get("raybench.trial_errors") == "0" and tested else None
 
 
 def close_open_runs(uri: str, exp_id: str, sweep_id: str, status: str, why: str) -> None:

@@ -277,6 +277,14 @@ def test_a_sweep_saved_before_today_resumes_with_its_own_defaults(tmp_path, caps
     assert resolve_trial_config(resumed, {"method.name": "zhou2019"}).method.deltas is True
     assert resolve_trial_config(resumed, {"method.name": "av_fusion"}).method.name == "av_fusion"
     assert "started before 2026-12-04 with its own defaults" in capsys.readouterr().out
+    # zhou2019 reached through a choice, or not at all (then no per_method entry, which validation would refuse)
+    for names, pinned in ((["zhou2019", "av_fusion"], True), (["de3", "av_fusion"], False)):
+        old = cfg.model_dump(mode="json")
+        del old["data"]["audio"]["align"], old["window"]["phase"]
+        old["tune"]["search_space"]["method.name"] = {"choice": names}
+        resumed = validate(resumed_config(old, {}, None), "state")
+        assert ("zhou2019" in resumed.per_method) == pinned
+        assert ("zhou2019's method.deltas=true" in capsys.readouterr().out) == pinned
     now = validate(resumed_config(cfg.model_dump(mode="json"), {}, None), "state")
     assert now.data.audio.align == "time" and now.window.phase == "auto"
     assert resolve_trial_config(now, {"method.name": "zhou2019"}).method.deltas == "auto"
@@ -362,6 +370,18 @@ def test_a_model_whose_test_failed_is_left_out_of_the_test_mean_and_counted():
     assert summary["test_mean"]["test/uar"] == pytest.approx(0.6) and summary["test_std"]["test/uar"] == \
         pytest.approx(0.2)  # test: the two that have one
     assert "seed1/test/uar" not in per_model and per_model["seed1/best/val/uar"] == 0.7
+
+
+def test_the_parent_figures_a_record_logs_are_told_from_the_prepare_stages():
+    """An earlier record's parent figures that a new record does not log again are set NaN (results.record):
+    only those a record logs, with the dataset's prefix in a sweep of several datasets."""
+    from raybench.results import _recorded_key
+
+    for k in ("test/uar", "test_merged/ccc", "test_robust/clean/uar", "best/val/uar", "fold0/test/uar",
+              "fold1/seed2/best/val/uar", "seed3/test/acc", "test/uar_ci_low"):
+        assert _recorded_key(k, ["d"]) and _recorded_key(f"ravdess/{k}", ["ravdess", "crema_d"]), k
+    for k in ("data/ravdess/clips", "time/sweep_s", "folds_x"):
+        assert not _recorded_key(k, ["d"]) and not _recorded_key(f"ravdess/{k}", ["ravdess", "crema_d"]), k
 
 
 def test_the_bootstrap_interval_resamples_clips_and_averages_the_models_as_scikit_learn_computes():

@@ -221,6 +221,8 @@ def test_a_sweep_has_nothing_to_resume_only_when_its_record_ended_it_and_no_tria
     client.set_tag(parent, "raybench.trial_errors", "0")
     client.set_tag(parent, "raybench.tests_failed", "1")  # a chosen model's test failed: a resume tests again
     assert finished_sweep(cfg, "s1") is None
+    client.set_tag(parent, "raybench.tests_retested", "true")  # ... once: it failed again when resumed
+    assert finished_sweep(cfg, "s1").info.run_id == parent
     client.set_tag(parent, "raybench.tests_failed", "0")
     client.set_terminated(parent, status="FAILED")  # every trial failed for good: the record's own end
     assert finished_sweep(cfg, "s1").info.run_id == parent

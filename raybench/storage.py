@@ -219,6 +219,11 @@ def mirror_root(uri: str, cache: Path) -> Path:
     return local
 
 
+def _fetched(cache: Path, uri: str, rel: str) -> Path:
+    """Where a node keeps its fetched copy of file ``rel`` of the remote root ``uri``."""
+    return cache / "remote-files" / hashlib.sha256(uri.encode()).hexdigest()[:16] / rel
+
+
 def fetch_if_there(path: str, mirror: str, uri: str, cache: Path) -> str | None:
     """:func:`fetch_if_placeholder` for a file that may not be in the root (a frame without an organisers'
     crop): None when the bucket has no such file. The driver's mirror answers that where it is (its
@@ -227,7 +232,7 @@ def fetch_if_there(path: str, mirror: str, uri: str, cache: Path) -> str | None:
         if Path(path).parent.is_dir():  # the driver's mirror: the bucket has no such file
             return None
         rel = path[len(mirror):].lstrip("/")
-        if not (cache / "remote-files" / hashlib.sha256(uri.encode()).hexdigest()[:16] / rel).exists():
+        if not _fetched(cache, uri, rel).exists():
             fs, root = split(uri)
             if not exists(fs, f"{root.rstrip('/')}/{rel}"):
                 return None
@@ -242,7 +247,7 @@ def fetch_if_placeholder(path: str, mirror: str | None, uri: str | None, cache: 
     if p.exists() and p.stat().st_size > 0:
         return path
     rel = path[len(mirror):].lstrip("/")
-    dst = cache / "remote-files" / hashlib.sha256(uri.encode()).hexdigest()[:16] / rel
+    dst = _fetched(cache, uri, rel)
     # a media file is fetched once per node; an annotation (small) each time it is read, as the driver's mirror
     # follows the bucket (a corrected one must not be read in its old version on some nodes)
     if not dst.exists() or path.lower().endswith(SMALL_SUFFIXES):

@@ -3,6 +3,8 @@ processes on this CPU, no Ray."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
@@ -11,7 +13,8 @@ import torch.multiprocessing as mp
 def _rank(rank: int, world: int, init: str, out: dict) -> None:
     from raybench.train.loop import sync_buffers
 
-    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world,
+                            timeout=timedelta(seconds=120))  # a rank that never comes: an error, not a hang
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
     ddp = torch.nn.parallel.DistributedDataParallel(model)

@@ -178,6 +178,7 @@ def test_trials_that_need_gpus_the_cluster_lacks_fail_before_the_decoding(tmp_pa
     import ray
 
     import raybench.data.store as store
+    import raybench.trials as trials
     from raybench.config import ConfigError
     from raybench.sweep import run_sweep
 
@@ -186,6 +187,9 @@ def test_trials_that_need_gpus_the_cluster_lacks_fail_before_the_decoding(tmp_pa
 
     monkeypatch.setattr(ray, "is_initialized", lambda: True)  # a running Ray of 2 CPUs and no GPU
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 2.0})
+    # whose autoscaler starts nothing (read from a real Ray's GCS otherwise: 13 s with none running here,
+    # and a test of this process's own checks should ask no Ray at all)
+    monkeypatch.setattr(trials, "read_autoscaler_pending", lambda: 0)
     monkeypatch.setattr(store, "build", decoded)
     with pytest.raises(ConfigError, match=r"'train.use_gpu' is true .* the cluster has 0 GPU"):
         run_sweep(_cfg(tmp_path, "train.use_gpu=true"))

@@ -12,6 +12,8 @@ from local_ray import init_local_ray  # noqa: E402  (tests/integration is on sys
 def ray_session():
     import ray
 
+    if ray.is_initialized():  # one a unit test (run first) started, ray.data's own default: these settings instead
+        ray.shutdown()
     init_local_ray()
     yield ray
     ray.shutdown()

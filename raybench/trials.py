@@ -413,6 +413,7 @@ def max_epochs(cfg: SweepConfig) -> int:
 
 
 TRAIN_POLL_S = 0.25  # Ray Train's controller's poll of its workers (RAY_TRAIN_HEALTH_CHECK_INTERVAL_S): run_trial
+PREEMPTION_WATCHER_ENV = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"  # Ray Train's switch for it: run_trial
 
 
 def run_trial(params: dict, base: SweepConfig, data: dict, mlinfo: dict | None, storage: str,
@@ -482,6 +483,11 @@ def run_trial(params: dict, base: SweepConfig, data: dict, mlinfo: dict | None, 
     # 14.3-16.4 s to 9.9-12.1 s (this 2-core machine, 2026-12-02: README "Performance"). The controller
     # takes the variable from this process (Ray Train propagates it); a value set already is kept
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", str(TRAIN_POLL_S))
+    # Ray Train 2.60 starts a PreemptionWatcher actor (its own process) beside every worker group; it
+    # only logs a node's drain and keeps it for ray.train.get_preemption_info(), which raybench never
+    # reads (a worker lost with its node fails the trial, retried by tune.max_failures from its
+    # checkpoint, either way). Off unless set: one process less per trial (README "How a trial runs")
+    os.environ.setdefault(PREEMPTION_WATCHER_ENV, "0")
     trainer.fit()
 
 

@@ -6,7 +6,7 @@ random share every epoch: raybench/train/feed.py), cuts windows, and trains the
 method under DDP (gloo on CPU, NCCL on GPU). Uneven shares are handled by DDP's
 ``join()``. Validation clips are split by rank (``ids[rank::world]``) and
 streamed from the store too, so every clip is evaluated exactly once;
-torchmetrics syncs the metric states across ranks.
+the metric sums are added up across ranks (raybench/train/metrics.py).
 
 Every epoch: metrics reported to Ray Train (and on to Tune), a checkpoint with
 the latest state (``last.pt``) and the best-so-far weights (``best.pt``), and

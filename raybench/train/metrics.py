@@ -1,47 +1,98 @@
-"""Epoch metrics with torchmetrics (synced across DDP ranks at ``compute()``).
+"""Epoch metrics, summed across DDP ranks at ``compute()``.
 
-Categorical: ``acc`` (weighted accuracy, micro) and ``f1`` (macro F1), torchmetrics' own classes;
-``uar`` (mean recall over the classes present in the targets, scikit-learn's balanced accuracy).
-Continuous: ``ccc_valence``, ``ccc_arousal``, ``ccc`` (their mean). torchmetrics'
-``ConcordanceCorrCoef`` uses n-1 moments; METHODS.md defines CCC with population
-(1/N) moments, so ``PopulationCCC`` is a torchmetrics ``Metric`` that keeps sums
-(synced with ``dist_reduce_fx="sum"``) and computes Lin's formula exactly, over
-all frames concatenated (Aff-Wild2 practice, ``eval.ccc_over: frames``); ``ClipMeanCCC``
-is the mean of per-clip CCCs (AVEC 2018's practice, ``eval.ccc_over: clips``).
+Categorical: ``acc`` (weighted accuracy: correct / clips), ``uar`` (mean recall over the classes
+present in the targets, scikit-learn's ``balanced_accuracy_score``) and ``f1`` (macro F1 over the
+classes present in the targets or the predictions, scikit-learn's ``f1_score(average="macro")``
+without ``labels``, and torchmetrics' ``MulticlassF1Score(average="macro")``, which leaves out a class
+with no true positive, false positive or false negative), all from one confusion matrix.
+Continuous: ``ccc_valence``, ``ccc_arousal``, ``ccc`` (their mean), with population (1/N) moments as
+METHODS.md defines CCC (torchmetrics' ``ConcordanceCorrCoef`` uses n-1 moments): ``PopulationCCC``
+keeps sums and computes Lin's formula exactly, over all frames concatenated (Aff-Wild2 practice,
+``eval.ccc_over: frames``); ``ClipMeanCCC`` is the mean of per-clip CCCs (AVEC 2018's practice,
+``eval.ccc_over: clips``).
+
+Hand-written, not torchmetrics' classes: every metric here is a sum (a confusion matrix, six moment
+sums) reduced across ranks with one ``all_reduce``, and ``import torchmetrics`` pulls in
+torchvision, transformers and scipy.signal, 4.2-5 s per process on a 2-core machine (``python -X
+importtime -c "import torch, torchmetrics"``, 2026-12-03), paid by every Ray Train worker of every
+worker-group trial and by every evaluation task. tests/unit/test_metrics.py checks each figure
+against scikit-learn, and tests/unit/test_ddp_sync.py the sum across two gloo ranks.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
-from torchmetrics import Metric, MetricCollection
-from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, MulticlassStatScores
 
 
+class SumMetric:
+    """Float64 sum states (``states``: name -> shape), kept on ``device``. ``compute`` sees their sum
+    over every DDP rank (one ``all_reduce`` when torch.distributed runs with more than one rank, as
+    torchmetrics' ``dist_reduce_fx="sum"``; every rank must call it); the local sums are kept, so
+    updates may go on afterwards."""
 
-class PopulationCCC(Metric):
+    def __init__(self, states: dict[str, int], device: torch.device | str = "cpu"):
+        self._shapes = dict(states)
+        self.device = torch.device(device)
+        self.reset()
+
+    def reset(self) -> None:
+        self.sums = {k: torch.zeros(n, dtype=torch.float64, device=self.device) for k, n in self._shapes.items()}
+
+    def synced(self) -> dict[str, torch.Tensor]:
+        dist = torch.distributed
+        if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return self.sums
+        flat = torch.cat([self.sums[k] for k in self._shapes])  # a copy: the local sums stay as they are
+        dist.all_reduce(flat)
+        return dict(zip(self._shapes, flat.split(list(self._shapes.values()))))
+
+
+class Confusion(SumMetric):
+    """Categorical metrics from a confusion matrix (rows: gold, columns: the argmax of the scores)."""
+
+    def __init__(self, num_classes: int, device: torch.device | str = "cpu"):
+        self.num_classes = num_classes
+        super().__init__({"cm": num_classes * num_classes}, device)
+
+    def update(self, scores: torch.Tensor, labels: torch.Tensor) -> None:
+        """scores (N, C), labels (N,) class indices."""
+        c = self.num_classes
+        labels = labels.to(self.device).long().reshape(-1)
+        if scores.shape[-1] != c or len(scores) != len(labels):
+            raise ValueError(f"metrics: scores of shape {tuple(scores.shape)} for {len(labels)} labels of {c} classes")
+        if len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= c):
+            raise ValueError(f"metrics: a label outside 0..{c - 1}: {labels.tolist()[:20]}")
+        pred = scores.to(self.device).argmax(-1).reshape(-1)
+        self.sums["cm"] += torch.bincount(labels * c + pred, minlength=c * c).double()
+
+    def compute(self) -> dict[str, float]:
+        c = self.num_classes
+        cm = self.synced()["cm"].reshape(c, c)
+        tp, gold, predicted = cm.diagonal(), cm.sum(1), cm.sum(0)
+        fp, fn = predicted - tp, gold - tp
+        present = gold > 0  # UAR: recall over the classes in the targets
+        seen = (tp + fp + fn) > 0  # macro F1: the classes in the targets or the predictions
+        f1 = 2 * tp / (2 * tp + fp + fn).clamp_min(1)
+        return {"acc": float(tp.sum() / cm.sum()) if cm.sum() > 0 else 0.0,
+                "uar": float((tp[present] / gold[present]).mean()) if present.any() else 0.0,
+                "f1": float(f1[seen].mean()) if seen.any() else 0.0}
+
+
+class PopulationCCC(SumMetric):
     """CCC per dimension over every (non-NaN) frame seen: 2 s_xy / (s_x^2 + s_y^2 + (m_x - m_y)^2)."""
 
-    full_state_update = False
-    higher_is_better = True
-
-    def __init__(self, num_dims: int = 2, **kw):
-        super().__init__(**kw)
-        for name in ("n", "sx", "sy", "sxx", "syy", "sxy"):
-            self.add_state(name, default=torch.zeros(num_dims, dtype=torch.float64), dist_reduce_fx="sum")
+    def __init__(self, num_dims: int = 2, device: torch.device | str = "cpu"):
+        super().__init__({k: num_dims for k in ("n", "sx", "sy", "sxx", "syy", "sxy")}, device)
 
     def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
         """preds, target: (N, D); target NaN where not annotated (ignored per dimension)."""
-        n, sx, sy, sxx, syy, sxy = _sums(preds, target)
-        self.n += n
-        self.sx += sx
-        self.sy += sy
-        self.sxx += sxx
-        self.syy += syy
-        self.sxy += sxy
+        for k, v in zip(("n", "sx", "sy", "sxx", "syy", "sxy"), _sums(preds, target)):
+            self.sums[k] += v.to(self.device)
 
     def compute(self) -> torch.Tensor:
-        return _lin(self.n, self.sx, self.sy, self.sxx, self.syy, self.sxy).float()
+        s = self.synced()
+        return _lin(s["n"], s["sx"], s["sy"], s["sxx"], s["syy"], s["sxy"]).float()
 
 
 def _lin(n, sx, sy, sxx, syy, sxy) -> torch.Tensor:
@@ -60,46 +111,24 @@ def _sums(preds: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, ...]
     return ok.sum(0), p.sum(0), t.sum(0), (p * p).sum(0), (t * t).sum(0), (p * t).sum(0)
 
 
-class ClipMeanCCC(Metric):
+class ClipMeanCCC(SumMetric):
     """The mean over clips of each clip's CCC (population moments), per dimension: each ``update``
     is one clip. A clip with no annotated frame in a dimension does not count there; a clip whose
     predictions and labels are both constant (CCC 0/0) counts as 0."""
 
-    full_state_update = False
-    higher_is_better = True
-
-    def __init__(self, num_dims: int = 2, **kw):
-        super().__init__(**kw)
-        self.add_state("total", default=torch.zeros(num_dims, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("clips", default=torch.zeros(num_dims, dtype=torch.float64), dist_reduce_fx="sum")
+    def __init__(self, num_dims: int = 2, device: torch.device | str = "cpu"):
+        super().__init__({"total": num_dims, "clips": num_dims}, device)
 
     def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
         """preds, target: (N, D), the frames of one clip; target NaN where not annotated."""
         s = _sums(preds, target)
         has = s[0] > 0
-        self.total += torch.where(has, _lin(*s), 0.0)
-        self.clips += has.double()
+        self.sums["total"] += torch.where(has, _lin(*s), 0.0).to(self.device)
+        self.sums["clips"] += has.double().to(self.device)
 
     def compute(self) -> torch.Tensor:
-        return (self.total / self.clips.clamp_min(1)).float()
-
-
-class UAR(MulticlassStatScores):
-    """Unweighted average recall: the mean recall over the classes present in the targets, as
-    scikit-learn's ``balanced_accuracy_score`` computes it. torchmetrics' macro ``MulticlassRecall``
-    also averages in a class that is predicted but absent from the targets, with recall 0 (a
-    validation split without one class scored 0.451 where the recall over its classes was 0.526)."""
-
-    def __init__(self, num_classes: int, **kw):
-        super().__init__(num_classes, average=None, **kw)
-
-    def compute(self) -> torch.Tensor:
-        s = super().compute()  # (C, 5): tp, fp, tn, fn, support
-        tp, fn = s[:, 0].double(), s[:, 3].double()
-        present = (tp + fn) > 0
-        if not present.any():
-            return torch.tensor(0.0)
-        return (tp[present] / (tp + fn)[present]).mean().float()
+        s = self.synced()
+        return (s["total"] / s["clips"].clamp_min(1)).float()
 
 
 class TaskMetrics:
@@ -110,15 +139,11 @@ class TaskMetrics:
     def __init__(self, task: str, num_classes: int, device: torch.device | str = "cpu", ccc_over: str = "frames"):
         self.task = task
         if task == "categorical":
-            self.m = MetricCollection({
-                "acc": MulticlassAccuracy(num_classes, average="micro"),
-                "uar": UAR(num_classes),
-                "f1": MulticlassF1Score(num_classes, average="macro"),
-            }).to(device)
+            self.m = Confusion(num_classes, device)
         elif ccc_over == "frames":
-            self.m = PopulationCCC(2).to(device)
+            self.m = PopulationCCC(2, device)
         elif ccc_over == "clips":
-            self.m = ClipMeanCCC(2).to(device)
+            self.m = ClipMeanCCC(2, device)
         else:
             raise ValueError(f"eval.ccc_over must be 'frames' or 'clips', got {ccc_over!r}")
 
@@ -128,7 +153,7 @@ class TaskMetrics:
 
     def compute(self) -> dict[str, float]:
         if self.task == "categorical":
-            return {k: float(v) for k, v in self.m.compute().items()}
+            return self.m.compute()
         c = self.m.compute()
         return {"ccc_valence": float(c[0]), "ccc_arousal": float(c[1]), "ccc": float(c.mean())}
 

@@ -55,6 +55,16 @@ def test_smoke_sweep_runs_every_trial_and_tests_only_the_best(smoke):
     assert sum("test" in t for t in res.trials) == 1
 
 
+def test_a_worker_group_trial_starts_no_preemption_watcher(smoke):
+    """Ray Train's PreemptionWatcher (a process per worker group, whose notices raybench never reads)
+    is off: the smoke sweep's 2-worker trials started their workers and no watcher."""
+    from ray.util.state import list_actors
+
+    classes = [a.class_name for a in list_actors(limit=10000)]
+    assert classes.count("RayTrainWorker") >= 4, classes  # two trials of two workers (the listing works)
+    assert "PreemptionWatcher" not in classes, classes
+
+
 def test_mlflow_holds_one_parent_and_a_child_per_trial(smoke):
     from mlflow.tracking import MlflowClient
 

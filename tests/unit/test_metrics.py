@@ -79,6 +79,36 @@ def test_uar_is_scikit_learns_balanced_accuracy_even_with_absent_classes(seed):
     assert m.compute()["uar"] == pytest.approx(expected, abs=1e-6)
 
 
+@pytest.mark.parametrize("seed", range(8))
+def test_accuracy_and_macro_f1_are_scikit_learns_with_absent_classes(seed):
+    """acc is scikit-learn's accuracy_score and f1 its f1_score(average="macro") without labels (the
+    classes in the targets or the predictions; a class in neither is left out, not scored 0), over
+    several updates of different sizes, ties in the scores broken to the lowest class as argmax does."""
+    from sklearn.metrics import accuracy_score, f1_score
+
+    rng = np.random.default_rng(seed)
+    n_classes = 6
+    used = rng.choice(n_classes, size=4, replace=False)  # two classes neither gold nor predicted
+    y = rng.choice(used[:3], size=57)  # one more only ever predicted
+    scores = rng.random((57, n_classes)).round(1)  # ties happen
+    scores[:, [c for c in range(n_classes) if c not in used]] = -1.0
+    p = scores.argmax(1)
+    m = TaskMetrics("categorical", n_classes)
+    for lo, hi in ((0, 1), (1, 20), (20, 57)):
+        m.update(torch.tensor(scores[lo:hi]), torch.tensor(y[lo:hi]))
+    out = m.compute()
+    assert out["acc"] == pytest.approx(accuracy_score(y, p), abs=1e-9)
+    assert out["f1"] == pytest.approx(f1_score(y, p, average="macro", zero_division=0), abs=1e-9)
+    m.reset()
+    assert m.compute() == {"acc": 0.0, "uar": 0.0, "f1": 0.0}
+
+
+def test_a_label_outside_the_classes_is_an_error():
+    m = TaskMetrics("categorical", 3)
+    with pytest.raises(ValueError, match="outside 0..2"):
+        m.update(torch.ones(2, 3), torch.tensor([0, 3]))
+
+
 def test_uar_of_a_prediction_of_an_absent_class():
     m = TaskMetrics("categorical", 3)
     m.update(torch.nn.functional.one_hot(torch.tensor([0, 2, 1, 1]), 3).float(), torch.tensor([0, 0, 1, 1]))

@@ -12,11 +12,7 @@ from local_ray import init_local_ray  # noqa: E402  (tests/integration is on sys
 def ray_session():
     import ray
 
-    # a Ray started earlier in this process (the unit tests run first; none is known to start one, but a
-    # ray.data call would, with Ray's defaults): these tests get their own settings all the same
-    if ray.is_initialized():
-        ray.shutdown()
-    init_local_ray()
+    init_local_ray()  # (its own settings, even where a Ray is running in this process already)
     yield ray
     ray.shutdown()
 

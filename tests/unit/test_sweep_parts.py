@@ -646,6 +646,20 @@ def test_a_worker_group_trials_own_process_and_ray_trains_controller_do_not_impo
     assert called == [{"cfg": "c"}]
 
 
+def test_the_training_loop_imports_no_optional_heavy_library():
+    """What every worker, every one-worker trial's process and every evaluation task imports (the loop,
+    its metrics, the store, the methods' module) pulls in none of torchmetrics, torchvision, transformers,
+    scipy and matplotlib: together about 4 s per process on a 2-core machine (raybench/train/metrics.py)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, raybench.train.loop, raybench.methods, raybench.results; print(sorted(m for m in "
+            "('torchmetrics', 'torchvision', 'transformers', 'scipy', 'matplotlib', 'timm') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout
+
+
 def _trial(method, *over):
     from raybench.config import resolve_trial_config
 

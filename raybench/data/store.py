@@ -346,6 +346,52 @@ def table_rows(table, keep: set[str] | None = None) -> list[dict[str, Any]]:
     return rows
 
 
+LABELS_FILE = "labels.json"  # clip id -> the digest of what its labels were decoded from (label_digests)
+
+
+def label_digests(clips: list[Clip]) -> dict[str, str]:
+    """clip id -> a digest of what its store row's labels are decoded from: its label (categorical,
+    from the listing), the bytes of its annotation files (continuous: ``va_path``, and RECOLA's
+    ``valence_path``/``arousal_path``) and how they are read (``va_format``, ``va_rate``, a constant
+    ``va_value``: raybench/data/annotations.py). No path goes in: a store reached from another
+    machine, or through another mirror of a remote root, compares alike."""
+    of_file: dict[str, bytes] = {}  # an annotation file several clips read (one per person of a video)
+
+    def file_digest(path: str) -> bytes:
+        if path not in of_file:
+            of_file[path] = hashlib.sha256(Path(path).read_bytes()).digest()
+        return of_file[path]
+
+    out = {}
+    for c in clips:
+        meta = c.meta or {}
+        read = [c.label] + [meta.get(k) for k in ("va_format", "va_rate", "va_value")]
+        h = hashlib.sha256(str(read).encode())  # (str: an int or a NumPy integer alike)
+        for path in (c.va_path, meta.get("valence_path"), meta.get("arousal_path")):
+            h.update(file_digest(path) if path else b"-")
+        out[c.clip_id] = h.hexdigest()[:16]
+    return out
+
+
+def check_labels(name: str, store: "ClipStore", clips: list[Clip], digests: dict[str, str]) -> None:
+    """A PrepareError when a clip the store holds was decoded from another label or annotation file
+    than the listing gives now (a corrected annotation release, an edited label): the store keeps each
+    clip's labels, and would otherwise train and score on the old ones without a word."""
+    recorded = store.label_digests()
+    if not recorded:
+        return
+    changed = [c for c in clips if c.clip_id in recorded and recorded[c.clip_id] != digests[c.clip_id]]
+    done = store.done_ids() if changed else set()
+    changed = [c for c in changed if c.clip_id in done]
+    if changed:
+        shown = "; ".join(f"{c.clip_id} ({c.va_path or f'label {c.label}'})" for c in changed[:5])
+        raise PrepareError(
+            f"{name}: {len(changed)} clip(s) of the clip store {store.path} were decoded from other labels or "
+            f"annotation files than the dataset's now: {shown}{' ...' if len(changed) > 5 else ''}. The store "
+            "keeps each clip's labels: delete that folder to decode the clips again with these files, or put "
+            "back the files it was made from")
+
+
 class ClipStore:
     """One store, on a local disk (``path`` a folder) or in an object store (``path`` a URI)."""
 
@@ -402,6 +448,18 @@ class ClipStore:
         to the centre crop)."""
         rows = self.read_clips(ids, columns=["face_found"]) if ids else []
         return sum(bool(r.get("face_found", True)) for r in rows)
+
+    def label_digests(self) -> dict[str, str]:
+        """clip id -> :func:`label_digests` of what its row's labels were decoded from (``labels.json``;
+        empty for a store made before labels.json, 2026-12-03)."""
+        p = self._p(LABELS_FILE)
+        return json.loads(storage.read_bytes(self.fs, p)) if storage.exists(self.fs, p) else {}
+
+    def record_label_digests(self, digests: dict[str, str]) -> None:
+        """Add these clips' digests to ``labels.json`` (the ones recorded before are kept)."""
+        had = self.label_digests()
+        if any(had.get(k) != v for k, v in digests.items()):
+            self.write_text(LABELS_FILE, json.dumps({**had, **digests}, sort_keys=True))
 
     def info(self) -> dict[str, Any]:
         p = self._p("_COMPLETE.json")
@@ -676,6 +734,7 @@ class Plan:
     store: ClipStore
     # files the dataset lists that its manifest left out, and why: [{"files": n, "why": text}]
     left_out: list[dict] = field(default_factory=list)
+    labels: dict[str, str] = field(default_factory=dict)  # clip id -> label_digests (recorded by build)
 
     @property
     def name(self) -> str:
@@ -759,8 +818,10 @@ def plan(data_cfg: DataConfig | dict[str, Any]) -> Plan:
         raise PrepareError(f"{ds_name}: {e}") from None
     fp = fingerprint(ds_name, root_uri or root, data_cfg, clips)
     store = ClipStore(storage.join(store_root(data_cfg), f"{ds_name}-{fp}"))
+    labels = label_digests(clips)
+    check_labels(ds_name, store, clips, labels)  # before any decoding: the labels a reused store holds are these
     return Plan(dataset=dataset, data_cfg=data_cfg, root=root, root_uri=root_uri, clips=clips, fingerprint=fp,
-                store=store, left_out=left_out)
+                store=store, left_out=left_out, labels=labels)
 
 
 def clips_per_task(n: int, cpus: int, batch_size: int = 8, tasks_per_cpu: int = 4) -> int:
@@ -827,6 +888,8 @@ def build(p: Plan, batch_size: int = 8, progress: bool = True, reservation: bool
         print(f"[raybench] prepare: reusing clip store {store.path} ({len(clips)} clips, nothing to decode)",
               flush=True)
 
+    done_now = store.done_ids()  # what the labels of the clips decoded (now or before) came from: check_labels
+    store.record_label_digests({c: d for c, d in p.labels.items() if c in done_now})
     bad_here = {k: v for k, v in bad.items() if k in set(ids)}
     _say_skipped(bad_here)
     usable = _usable(ds_name, clips, bad_here, data_cfg.max_bad_fraction)
@@ -836,7 +899,7 @@ def build(p: Plan, batch_size: int = 8, progress: bool = True, reservation: bool
     info = {
         "dataset": ds_name, "task": task, "class_names": class_names, "root": root,
         "fingerprint": p.fingerprint, "settings": {k: getattr(data_cfg, k) for k in PREPROCESSING_KEYS},
-        "clips": len(store.done_ids()), "bad": len(store.bad()),
+        "clips": len(done_now), "bad": len(store.bad()),
     }
     if decoded or store.index(store.part_files()) is None:  # new parts, or a store from before the index
         store.write_index()

@@ -7,6 +7,7 @@ default sweep's kind: a worker group costs about 30 s per trial on a 2-core mach
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -238,6 +239,24 @@ def test_continuous_pipeline_reports_ccc_and_merges_chunk_folds(ray_session, tmp
         assert pm[f"test_merged/{k}"] == pytest.approx(v, abs=1e-5)
     arts = {a.path for a in client.list_artifacts(res.parent_run_id)}
     assert "predictions_test_merged_synthetic_affwild2.csv" in arts
+    # an annotation file changed after its clip was decoded (a corrected release): the store, which keeps
+    # the old labels, is refused naming the clip and the file, before any decoding; put back, it is reused
+    from raybench.data.store import plan
+    from raybench.trials import data_variants
+
+    dcfg = data_variants(cfg)[0]
+    clip = plan(dcfg).clips[0]
+    ann = Path(clip.va_path)
+    original = ann.read_text()
+    lines = original.splitlines(keepends=True)
+    ann.write_text("".join(lines[:-2] + lines[-1:] + lines[-2:-1]))  # two frames' values swapped
+    try:
+        with pytest.raises(PrepareError, match=rf"1 clip\(s\) of the clip store {re.escape(prep['store_path'])} .*"
+                                               rf"{re.escape(clip.clip_id)} \({re.escape(str(ann))}\)"):
+            plan(dcfg)
+    finally:
+        ann.write_text(original)
+    assert str(plan(dcfg).store.path) == prep["store_path"]
 
 
 @pytest.mark.timeout(600)

@@ -30,9 +30,7 @@ def confusion_figure(rows: list[dict[str, Any]], class_names: list[str], title: 
     torchmetrics costs about 4 s per process, and nothing else of raybench uses it)."""
     plt = _pyplot()
     n = len(class_names)
-    gold = np.array([int(r["label"]) for r in rows], dtype=np.int64)
-    pred = np.array([int(r["pred"]) for r in rows], dtype=np.int64)
-    counts = np.bincount(gold * n + pred, minlength=n * n).reshape(n, n)
+    counts = confusion_counts(rows, n)
     fig, ax = plt.subplots(figsize=(max(4.5, 0.8 * n + 1.5), max(4.0, 0.7 * n + 1.5)), constrained_layout=True)
     im = ax.imshow(counts, cmap="Blues")
     for i in range(n):  # row by row
@@ -47,14 +45,19 @@ def confusion_figure(rows: list[dict[str, Any]], class_names: list[str], title: 
     return fig
 
 
+def confusion_counts(rows: list[dict[str, Any]], n_classes: int) -> np.ndarray:
+    """The (gold, predicted) clip counts of prediction rows (label, pred per clip), n_classes x n_classes.
+    (Training's epoch metrics count theirs in torch, summed across DDP ranks: raybench/train/metrics.py.)"""
+    gold = np.array([int(r["label"]) for r in rows], dtype=np.int64)
+    pred = np.array([int(r["pred"]) for r in rows], dtype=np.int64)
+    return np.bincount(gold * n_classes + pred, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+
+
 def class_recall(rows: list[dict[str, Any]], n_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    """(recall per class, NaN for a class absent from the gold labels; clips per gold class).
-    Counted here: torchmetrics' MulticlassRecall reports an absent class as 0,
-    and the figure must show it as absent (UAR, like scikit-learn, leaves it out)."""
-    gold = np.array([r["label"] for r in rows])
-    pred = np.array([r["pred"] for r in rows])
-    support = np.bincount(gold, minlength=n_classes)
-    hits = np.bincount(gold[gold == pred], minlength=n_classes)
+    """(recall per class, NaN for a class absent from the gold labels; clips per gold class): the
+    figure shows an absent class as absent, not as 0 (UAR, like scikit-learn, leaves it out)."""
+    counts = confusion_counts(rows, n_classes)
+    support, hits = counts.sum(1), np.diag(counts)
     with np.errstate(invalid="ignore", divide="ignore"):
         recall = np.where(support > 0, hits / np.maximum(support, 1), np.nan)
     return recall, support

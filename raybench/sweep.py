@@ -32,16 +32,20 @@ STATE_FILE = "raybench_sweep.json"
 RESUME_KEYS = ("storage", "train.node_wait_s")
 
 
-def save_sweep_state(storage: str, sweep_id: str, cfg: SweepConfig, tracking_uri: str | None = None) -> None:
+def save_sweep_state(storage: str, sweep_id: str, cfg: SweepConfig, tracking_uri: str | None = None,
+                     labels: dict[str, str] | None = None) -> None:
     """The resolved config of a sweep, kept beside its Tune results so ``--resume`` can rebuild it, and
     the MLflow store it records in (``tracking_uri``) and where that came from: a resume records in the
-    same store, whatever $MLFLOW_TRACKING_URI says then."""
+    same store, whatever $MLFLOW_TRACKING_URI says then. ``labels``: data key -> its summary's
+    ``labels`` digest (a resume on other labels is refused: trials.prepare_all)."""
     from raybench import storage as st
     from raybench.tracking import tracking_uri_source
 
     state = {"sweep_id": sweep_id, "cfg": cfg.model_dump(mode="json")}
     if tracking_uri:
         state.update(tracking_uri=tracking_uri, tracking_uri_from=tracking_uri_source(cfg))
+    if labels:
+        state["labels"] = labels
     text = json.dumps(state, indent=1)
     fs, root = st.split(storage)
     st.write_bytes(fs, f"{root}/{sweep_id}/{STATE_FILE}", text.encode())
@@ -213,13 +217,20 @@ def run_sweep(cfg: SweepConfig, sweep_id: str | None = None, resume: bool = Fals
     t_start = time.time()
     check_outside(cfg)  # an MLflow store or a bucket that would fail: said before the decoding
 
-    # 1. PREPARE every data configuration the sweep reaches (file listings before Ray starts)
-    summaries = prepare_all(cfg, verbose)
+    # 1. PREPARE every data configuration the sweep reaches (file listings before Ray starts); a resume on the
+    # labels the sweep started with (a state from before 2026-12-04 has none recorded)
+    storage = str(cfg.storage or tracking.results_dir(cfg.storage) / "tune")
+    started_on = None
+    if resume and sweep_id:
+        try:
+            started_on = load_sweep_state(storage, sweep_id, whole=True).get("labels")
+        except ConfigError:  # no state to read: the resume itself says so, after the prepare stage
+            pass
+    summaries = prepare_all(cfg, verbose, labels=started_on)
     cross = prepare_cross(cfg) if cfg.eval.cross_corpus else {}  # the cross-corpus track's target corpora
     # each dataset is judged on its own task's metric; Tune sees it as val/score
     metrics = {s["dataset"]: cfg.tune.metric or default_metric(s["task"]) for s in summaries.values()}
     sizing = check_resources(cfg, summaries)  # trials the cluster could never run: said before anything is recorded
-    storage = str(cfg.storage or tracking.results_dir(cfg.storage) / "tune")
     if resume:  # Tune's saved state cut short by a driver killed mid-copy: mended, or said, before anything is recorded
         mend_tune_state(storage, sweep_id, ray_temp_dir())
 
@@ -239,7 +250,7 @@ def run_sweep(cfg: SweepConfig, sweep_id: str | None = None, resume: bool = Fals
             Path(storage).mkdir(parents=True, exist_ok=True)
 
         def started() -> None:
-            save_sweep_state(storage, sweep_id, cfg, uri)
+            save_sweep_state(storage, sweep_id, cfg, uri, {k: s["labels"] for k, s in summaries.items()})
             saved[0] = True
             print(f"[raybench] to resume this sweep if it is interrupted:  {resume_command(sweep_id, cfg)}", flush=True)
 

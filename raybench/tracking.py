@@ -413,14 +413,14 @@ class TrialLogger:
 def dataset_input(summary: dict, context: str):
     """A prepared dataset as an MLflow dataset input (the UI's Dataset column): its name, a digest
     (:func:`dataset_digest`), the store as source, and a profile with the clips and subjects per
-    split, skipped clips, decoding warnings and faces found."""
+    split, skipped clips, decoding warnings, faces found and a digest of the labels' sources."""
     from mlflow.entities import Dataset, DatasetInput, InputTag
 
     store = str(summary["store_path"])
     profile = {"task": summary["task"], "classes": len(summary["class_names"]), **{
         f"{s}_{k}": v for s, c in summary["counts"].items() for k, v in c.items()},
         "skipped": summary["skipped"], "warnings": summary["warnings"], "face_found": summary["face_found"],
-        "left_out": summary.get("left_out", 0), "fps": summary["fps"],
+        "left_out": summary.get("left_out", 0), "fps": summary["fps"], "labels": summary.get("labels"),
         **({"subjects_in_two_folds": summary.get("subjects_in_two_folds", 0)} if summary.get("folds") else {})}
     emb = summary.get("embedding_info") or {}
     for m, e in sorted(emb.items()):  # data.audio.encoder: the embeddings trained on are part of the data

@@ -23,6 +23,7 @@ def data_summary(prep, fps: float, by_clip: bool = False) -> dict[str, Any]:
     by clip, not by subject (``data.split.protocol: chunks``, whose authors' chunks can put one
     subject's clips in two folds)."""
     from raybench.data.manifest import fold_record, subjects_in_two_folds
+    from raybench.data.store import labels_digest
 
     train_ids = prep.ids("train")
     store = prep.joined()  # with the encoders' embeddings (data.audio.encoder, data.video.encoder) when set
@@ -63,6 +64,9 @@ def data_summary(prep, fps: float, by_clip: bool = False) -> dict[str, Any]:
         "left_out": sum(n["files"] for n in prep.left_out), "left_out_list": list(prep.left_out),
         "face_found": prep.face_found,
         "fingerprint": prep.fingerprint,
+        # a digest of what the listed clips' labels are decoded from (store.labels_digest): runs on one store
+        # trained on other annotation releases tell apart, and a resume checks it
+        "labels": labels_digest(prep.label_digests),
         # the test clips' source files: the robustness track decodes their audio again to add noise
         "sources": {c.clip_id: [c.video_path, (c.meta or {}).get("audio_path")] for c in prep.clips
                     if c.split == "test"},
@@ -528,15 +532,28 @@ def quiet_ray_worker() -> None:
         pass
 
 
-def prepare_all(cfg: SweepConfig, verbose: int = 0) -> dict[str, dict]:
+def prepare_all(cfg: SweepConfig, verbose: int = 0, labels: dict[str, str] | None = None) -> dict[str, dict]:
     """PREPARE: every dataset x preprocessing configuration the sweep can reach, once. The file
     listings first (a missing root, a wrong layout, too few subjects fail here, before Ray starts),
-    then the decoding, on Ray Data. Returns data key -> summary."""
+    then the decoding, on Ray Data. Returns data key -> summary.
+
+    ``labels``: data key -> the summary's ``labels`` digest when the sweep started (a resume): a
+    configuration whose labels or annotation files changed since is refused before anything is
+    decoded (its trials so far trained on the old ones)."""
     import ray
 
-    from raybench.data.store import build, plan, without_clips
+    from raybench.data.store import PrepareError, build, labels_digest, plan, relabelled, without_clips
 
     plans = {data_key(dcfg): plan(dcfg) for dcfg in data_variants(cfg)}
+    for key, p in plans.items():
+        if labels and labels.get(key, labels_digest(p.labels)) != labels_digest(p.labels):
+            changed = relabelled(p.store, p.clips, p.labels)
+            shown = "; ".join(f"{c.clip_id} ({c.va_path or f'label {c.label}'})" for c in changed[:5])
+            raise PrepareError(
+                f"{p.name}: the labels or annotation files of the dataset changed since this sweep started"
+                + (f" ({len(changed)} clip(s) of its clip store: {shown}{' ...' if len(changed) > 5 else ''})"
+                   if changed else "") + ": its trials so far trained on the old ones. Put back the files it "
+                "started with to resume it, or start a new sweep")
     if not ray.is_initialized():
         # without -v, every Ray worker process quiets Ray Data's per-execution INFO lines at start (not
         # when a submitted job brings its own hook: Ray refuses two)

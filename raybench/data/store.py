@@ -4,6 +4,9 @@ Layout of one store (``<store_dir>/<dataset>-<fingerprint>/``)::
 
     parts/part-<hash>.parquet   decoded clips, one row per clip, written atomically
     bad/<clip_id>.json          clips that could not be used, with the reason
+    warnings/<clip_id>.json     what a clip's decoding warned of (an annotation shorter than its video)
+    labels.json                 clip id -> a digest of the label and annotation files it was decoded from
+    index.json                  the clip ids of every part file's row groups
     _COMPLETE.json              the store's settings and counts, once every clip is done
 
 The fingerprint covers the dataset, its root and every preprocessing setting,
@@ -12,7 +15,9 @@ Split and fold assignment are *not* in the store: they come from the manifest,
 so a new split or fold reuses the decoded clips.
 
 An interrupted prepare resumes: clips already in a part or in ``bad/`` are
-skipped. A dataset that gains clips only decodes the new ones.
+skipped. A dataset that gains clips only decodes the new ones; a clip whose
+label or annotation files changed since it was decoded (or marked bad) is
+decoded again (``relabelled``, ``ClipStore.drop_clips``).
 """
 
 from __future__ import annotations
@@ -276,13 +281,20 @@ def store_row(clip_id: str, label: int, frames: np.ndarray, feats: np.ndarray, v
 def write_part(store: ClipStore, rows: list[dict[str, Any]]) -> str:
     """Write rows as one part file of ``store`` (one clip per row group); returns its name."""
     import pyarrow as pa
+
+    return write_table(store, pa.Table.from_pylist(rows))
+
+
+def write_table(store: ClipStore, table) -> str:
+    """Write an Arrow table of store rows as one part file (one clip per row group), named by its clip ids."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    ids = ",".join(sorted(g["clip_id"] for g in rows))
+    ids = ",".join(sorted(table.column("clip_id").to_pylist()))
     name = f"part-{hashlib.sha1(ids.encode()).hexdigest()[:16]}.parquet"
     buf = pa.BufferOutputStream()
     # one clip per row group: a trial reads any clip alone (ClipStore.row_groups, iter_groups)
-    pq.write_table(pa.Table.from_pylist(rows), buf, row_group_size=1)
+    pq.write_table(table, buf, row_group_size=1)
     store.write_bytes(f"parts/{name}", buf.getvalue().to_pybytes())
     return name
 
@@ -292,6 +304,7 @@ def _prepare_batch(batch: dict[str, np.ndarray], store_path: str, data_cfg: dict
     """Ray Data map_batches function: decode a batch of manifest rows, write one part file."""
     store = ClipStore(store_path)
     rows = [json.loads(r) for r in batch["row"]]
+    labels = dict(zip([r["clip_id"] for r in rows], batch["labels"])) if "labels" in batch else {}
     good, status = [], {"clip_id": [], "ok": [], "reason": [], "warning": [], "fatal": []}
     for row in rows:
         fatal = ""
@@ -309,7 +322,7 @@ def _prepare_batch(batch: dict[str, np.ndarray], store_path: str, data_cfg: dict
         if fatal:
             break
         if out is None:
-            store.mark_bad(row["clip_id"], row["video_path"], reason)
+            store.mark_bad(row["clip_id"], row["video_path"], reason, labels.get(row["clip_id"]))
         else:
             good.append(out)
         if warning:  # kept with the store, so a run that reuses it still reports it
@@ -373,23 +386,21 @@ def label_digests(clips: list[Clip]) -> dict[str, str]:
     return out
 
 
-def check_labels(name: str, store: "ClipStore", clips: list[Clip], digests: dict[str, str]) -> None:
-    """A PrepareError when a clip the store holds was decoded from another label or annotation file
-    than the listing gives now (a corrected annotation release, an edited label): the store keeps each
-    clip's labels, and would otherwise train and score on the old ones without a word."""
+def relabelled(store: "ClipStore", clips: list[Clip], digests: dict[str, str]) -> list[Clip]:
+    """The clips the store holds whose label or annotation files changed since they were decoded (a
+    corrected annotation release, an edited label): their recorded digest (``labels.json``) is not
+    ``digests``' (:func:`label_digests`). A store made before labels.json has none recorded."""
     recorded = store.label_digests()
-    if not recorded:
-        return
     changed = [c for c in clips if c.clip_id in recorded and recorded[c.clip_id] != digests[c.clip_id]]
     done = store.done_ids() if changed else set()
-    changed = [c for c in changed if c.clip_id in done]
-    if changed:
-        shown = "; ".join(f"{c.clip_id} ({c.va_path or f'label {c.label}'})" for c in changed[:5])
-        raise PrepareError(
-            f"{name}: {len(changed)} clip(s) of the clip store {store.path} were decoded from other labels or "
-            f"annotation files than the dataset's now: {shown}{' ...' if len(changed) > 5 else ''}. The store "
-            "keeps each clip's labels: delete that folder to decode the clips again with these files, or put "
-            "back the files it was made from")
+    return [c for c in changed if c.clip_id in done]
+
+
+def labels_digest(digests: dict[str, str]) -> str:
+    """One digest of every listed clip's :func:`label_digests`: recorded with a sweep's data (the MLflow
+    dataset's profile, the sweep's state), so that runs on one store trained on other annotation
+    releases tell apart, and a sweep is not resumed on other labels than it started with."""
+    return hashlib.sha256(json.dumps(digests, sort_keys=True).encode()).hexdigest()[:16]
 
 
 class ClipStore:
@@ -424,10 +435,42 @@ class ClipStore:
         groups = self.index(parts) or self._scan_groups(parts)
         return {c for part in groups.values() for g in part for c in g}
 
-    def mark_bad(self, clip_id: str, video_path: str, reason: str) -> None:
-        """Record a clip that cannot be used (``bad/<clip id>.json``): skipped by every later run."""
+    def mark_bad(self, clip_id: str, video_path: str, reason: str, labels: str | None = None) -> None:
+        """Record a clip that cannot be used (``bad/<clip id>.json``): skipped by every later run, until
+        its label or annotation files change (``labels``: its :func:`label_digests` digest when marked)."""
         self.write_text(f"bad/{clip_id}.json", json.dumps({"clip_id": clip_id, "video_path": video_path,
-                                                           "reason": reason}))
+                                                           "reason": reason,
+                                                           **({"labels": labels} if labels else {})}))
+
+    def _remove(self, rel: str) -> None:
+        p = self._p(rel)
+        if storage.exists(self.fs, p):
+            self.fs.delete_file(p)
+
+    def drop_clips(self, ids: set[str]) -> None:
+        """Take these clips out of the store (their rows, bad marks and warnings), so that the next
+        build decodes them again. A part file holding one is written anew without it; the old one is
+        deleted first: a drop cut short loses that part's other clips, which the next build decodes
+        again, and never leaves a clip in two parts."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        parts = self.part_files()
+        groups = self.index(parts) or self._scan_groups(parts)
+        for part in parts:
+            if not any(ids.intersection(g) for g in groups[part.rsplit("/", 1)[-1]]):
+                continue
+            with self.fs.open_input_file(part) as f:
+                table = pq.ParquetFile(f).read()
+            kept = table.filter(pc.invert(pc.is_in(table.column("clip_id"), value_set=pa.array(sorted(ids)))))
+            self.fs.delete_file(part)
+            self._footers.pop(part, None)
+            if kept.num_rows:
+                write_table(self, kept)
+        for i in ids:
+            self._remove(f"bad/{i}.json")
+            self._remove(f"warnings/{i}.json")
 
     def bad(self) -> dict[str, dict]:
         out = {}
@@ -707,6 +750,7 @@ class Prepared:
     # modality -> the embedding store that replaces its arrays (data.audio.encoder), and what it holds
     embeddings: dict[str, str] = field(default_factory=dict)
     embedding_info: dict[str, dict] = field(default_factory=dict)
+    label_digests: dict[str, str] = field(default_factory=dict)  # clip id -> label_digests (what its labels came from)
 
     def joined(self) -> ClipStore | JoinedStore:
         """The store training reads: the clip store, with the embeddings in place of their modality's arrays."""
@@ -819,7 +863,6 @@ def plan(data_cfg: DataConfig | dict[str, Any]) -> Plan:
     fp = fingerprint(ds_name, root_uri or root, data_cfg, clips)
     store = ClipStore(storage.join(store_root(data_cfg), f"{ds_name}-{fp}"))
     labels = label_digests(clips)
-    check_labels(ds_name, store, clips, labels)  # before any decoding: the labels a reused store holds are these
     return Plan(dataset=dataset, data_cfg=data_cfg, root=root, root_uri=root_uri, clips=clips, fingerprint=fp,
                 store=store, left_out=left_out, labels=labels)
 
@@ -842,6 +885,19 @@ def build(p: Plan, batch_size: int = 8, progress: bool = True, reservation: bool
 
     ds_name, data_cfg, clips, store = p.name, p.data_cfg, p.clips, p.store
     ids = [c.clip_id for c in clips]
+    # clips decoded, or marked bad, from other labels or annotation files than these (a corrected release): out of
+    # the store, to be decoded again with these (before 2026-12-04 the store was refused, naming them: the remedy,
+    # deleting the store, decoded every clip again; before 2026-12-03 it was reused with the old labels)
+    relabel = relabelled(store, clips, p.labels)
+    bad = store.bad()
+    retry = [c for c in clips if c.clip_id in bad and bad[c.clip_id].get("labels") not in (None, p.labels[c.clip_id])]
+    if relabel or retry:
+        shown = "; ".join(f"{c.clip_id} ({c.va_path or f'label {c.label}'})" for c in (relabel + retry)[:5])
+        print(f"[raybench] prepare: {ds_name}: {len(relabel)} clip(s) of the clip store {store.path}"
+              + (f" and {len(retry)} it marked bad" if retry else "") + " were decoded from other labels or "
+              f"annotation files than the dataset's now: {shown}{' ...' if len(relabel) + len(retry) > 5 else ''}; "
+              "decoding them again", flush=True)
+        store.drop_clips({c.clip_id for c in relabel + retry})
     done, bad = store.done_ids(), store.bad()
     pending = [c for c in clips if c.clip_id not in done and c.clip_id not in bad]
     warnings: list[str] = []
@@ -851,7 +907,7 @@ def build(p: Plan, batch_size: int = 8, progress: bool = True, reservation: bool
         print(f"[raybench] prepare: {verb} clip store {store.path} ({len(pending)} of {len(clips)} clips to decode)",
               flush=True)
         t0 = time.time()
-        items = [{"row": json.dumps(c.to_row())} for c in pending]
+        items = [{"row": json.dumps(c.to_row()), "labels": p.labels[c.clip_id]} for c in pending]
         per_task = clips_per_task(len(items), int(ray.cluster_resources().get("CPU", 1)), batch_size)
         ctx = ray.data.DataContext.get_current()
         was = ctx.op_resource_reservation_enabled
@@ -888,7 +944,7 @@ def build(p: Plan, batch_size: int = 8, progress: bool = True, reservation: bool
         print(f"[raybench] prepare: reusing clip store {store.path} ({len(clips)} clips, nothing to decode)",
               flush=True)
 
-    done_now = store.done_ids()  # what the labels of the clips decoded (now or before) came from: check_labels
+    done_now = store.done_ids()  # what the labels of the clips decoded (now or before) came from: relabelled
     store.record_label_digests({c: d for c, d in p.labels.items() if c in done_now})
     bad_here = {k: v for k, v in bad.items() if k in set(ids)}
     _say_skipped(bad_here)
@@ -951,7 +1007,7 @@ def build(p: Plan, batch_size: int = 8, progress: bool = True, reservation: bool
     return Prepared(store=store, clips=usable, dataset=ds_name, task=task,
                     class_names=class_names, root=root, decoded=decoded, bad=bad_here, warnings=warnings,
                     face_found=face_found, fingerprint=p.fingerprint, embeddings=embeddings,
-                    embedding_info=embedding_info, left_out=list(p.left_out))
+                    embedding_info=embedding_info, left_out=list(p.left_out), label_digests=dict(p.labels))
 
 
 def _say_skipped(bad: dict[str, dict]) -> None:

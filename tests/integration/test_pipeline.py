@@ -239,9 +239,10 @@ def test_continuous_pipeline_reports_ccc_and_merges_chunk_folds(ray_session, tmp
         assert pm[f"test_merged/{k}"] == pytest.approx(v, abs=1e-5)
     arts = {a.path for a in client.list_artifacts(res.parent_run_id)}
     assert "predictions_test_merged_synthetic_affwild2.csv" in arts
-    # an annotation file changed after its clip was decoded (a corrected release): the store, which keeps
-    # the old labels, is refused naming the clip and the file, before any decoding; put back, it is reused
-    from raybench.data.store import plan
+    # an annotation file changed after its clip was decoded (a corrected release): the store, which keeps the
+    # old labels, decodes that clip again (and no other) with the new file; put back, again with the old one
+    from raybench.data.annotations import read_annotation
+    from raybench.data.store import build, plan
     from raybench.trials import data_variants
 
     dcfg = data_variants(cfg)[0]
@@ -249,14 +250,41 @@ def test_continuous_pipeline_reports_ccc_and_merges_chunk_folds(ray_session, tmp
     ann = Path(clip.va_path)
     original = ann.read_text()
     lines = original.splitlines(keepends=True)
-    ann.write_text("".join(lines[:-2] + lines[-1:] + lines[-2:-1]))  # two frames' values swapped
+    store = ClipStore(prep["store_path"])
+    others = {r["clip_id"]: r["source_va"] for r in store.read_clips(columns=["clip_id", "source_va"])
+              if r["clip_id"] != clip.clip_id}
+
+    def stored_va():
+        (row,) = store.read_clips([clip.clip_id], columns=["source_va"])
+        return np.frombuffer(row["source_va"], np.float32).reshape(-1, 2)
+
     try:
-        with pytest.raises(PrepareError, match=rf"1 clip\(s\) of the clip store {re.escape(prep['store_path'])} .*"
-                                               rf"{re.escape(clip.clip_id)} \({re.escape(str(ann))}\)"):
-            plan(dcfg)
+        ann.write_text("".join(lines[:-2] + lines[-1:] + lines[-2:-1]))  # two frames' values swapped
+        swapped = read_annotation(clip.to_row())
+        assert not np.array_equal(stored_va(), swapped)
+        again = build(plan(dcfg), progress=False)
+        assert again.decoded == 1 and str(again.store.path) == prep["store_path"]
+        np.testing.assert_array_equal(stored_va(), swapped)
     finally:
         ann.write_text(original)
-    assert str(plan(dcfg).store.path) == prep["store_path"]
+    assert build(plan(dcfg), progress=False).decoded == 1  # put back: decoded again with the old file
+    np.testing.assert_array_equal(stored_va(), read_annotation(clip.to_row()))
+    assert build(plan(dcfg), progress=False).decoded == 0  # nothing changed since
+    # a clip marked bad for its annotation is decoded again once the file is mended (one of 6 clips bad is
+    # over the default data.max_bad_fraction, which chooses no clip: not fingerprinted)
+    tolerant = dcfg.model_copy(update={"max_bad_fraction": 0.5})
+    try:
+        ann.write_text("valence,arousal\nnot a number\n")
+        marked = build(plan(tolerant), progress=False)
+        assert marked.decoded == 0 and marked.bad[clip.clip_id]["reason"].startswith("bad annotation")
+    finally:
+        ann.write_text(original)
+    mended = build(plan(tolerant), progress=False)
+    assert str(mended.store.path) == prep["store_path"]
+    assert mended.decoded == 1 and clip.clip_id not in mended.bad
+    np.testing.assert_array_equal(stored_va(), read_annotation(clip.to_row()))
+    assert {r["clip_id"]: r["source_va"] for r in store.read_clips(columns=["clip_id", "source_va"])
+            if r["clip_id"] != clip.clip_id} == others  # every other clip's row as it was, once
 
 
 @pytest.mark.timeout(600)

@@ -33,11 +33,12 @@ RESUME_KEYS = ("storage", "train.node_wait_s")
 
 
 def save_sweep_state(storage: str, sweep_id: str, cfg: SweepConfig, tracking_uri: str | None = None,
-                     labels: dict[str, str] | None = None) -> None:
+                     labels: dict[str, dict[str, str]] | None = None) -> None:
     """The resolved config of a sweep, kept beside its Tune results so ``--resume`` can rebuild it, and
     the MLflow store it records in (``tracking_uri``) and where that came from: a resume records in the
-    same store, whatever $MLFLOW_TRACKING_URI says then. ``labels``: data key -> its summary's
-    ``labels`` digest (a resume on other labels is refused: trials.prepare_all)."""
+    same store, whatever $MLFLOW_TRACKING_URI says then. ``labels``: data key -> clip id -> the
+    digest of what its labels are decoded from (a resume on other clips or labels is refused:
+    trials.prepare_all)."""
     from raybench import storage as st
     from raybench.tracking import tracking_uri_source
 
@@ -250,7 +251,7 @@ def run_sweep(cfg: SweepConfig, sweep_id: str | None = None, resume: bool = Fals
             Path(storage).mkdir(parents=True, exist_ok=True)
 
         def started() -> None:
-            save_sweep_state(storage, sweep_id, cfg, uri, {k: s["labels"] for k, s in summaries.items()})
+            save_sweep_state(storage, sweep_id, cfg, uri, {k: s["label_digests"] for k, s in summaries.items()})
             saved[0] = True
             print(f"[raybench] to resume this sweep if it is interrupted:  {resume_command(sweep_id, cfg)}", flush=True)
 
@@ -308,7 +309,7 @@ def dry_run(cfg: SweepConfig, source: str) -> None:
 
     from raybench import tracking
     from raybench.config import PAIR_KEY
-    from raybench.data.store import plan
+    from raybench.data.store import plan, stale_clips
     from raybench.registry import DATASETS
     from raybench.train.loop import default_metric
     from raybench.trials import (cross_data_cfgs, data_variants, in_trial_process, max_epochs, param_space,
@@ -324,12 +325,16 @@ def dry_run(cfg: SweepConfig, source: str) -> None:
         if not why:
             metrics[dcfg.dataset] = cfg.tune.metric or default_metric(DATASETS.get(dcfg.dataset).task_for(dcfg))
         done, bad = p.store.done_ids(), p.store.bad()
-        state = Counter("decoded" if c.clip_id in done else "bad" if c.clip_id in bad else "pending" for c in p.clips)
+        relabel, retry = stale_clips(p)  # decoded again: their label or annotation files changed since
+        again = {c.clip_id for c in relabel + retry}
+        state = Counter("pending" if c.clip_id in again else "decoded" if c.clip_id in done else
+                        "bad" if c.clip_id in bad else "pending" for c in p.clips)
         splits = Counter(c.split or "none" for c in p.clips)
         print(f"[raybench] data {dcfg.dataset}{why}: {len(p.clips)} clips under {p.root_uri or p.root} ("
               + ", ".join(f"{k} {splits[k]}" for k in ("train", "val", "test", "none") if splits[k])
-              + f"); clip store {p.store.path}: {state['pending']} to decode, {state['decoded']} decoded, "
-              f"{state['bad']} found bad before")
+              + f"); clip store {p.store.path}: {state['pending']} to decode"
+              + (f" ({len(again)} of them again: their label or annotation files changed since)" if again else "")
+              + f", {state['decoded']} decoded, {state['bad']} found bad before")
     space = param_space(cfg)
     grids = {k: v["grid_search"] for k, v in space.items() if isinstance(v, dict) and "grid_search" in v}
     sampled = [k for k in space if k not in grids]

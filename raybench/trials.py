@@ -66,7 +66,7 @@ def data_summary(prep, fps: float, by_clip: bool = False) -> dict[str, Any]:
         "fingerprint": prep.fingerprint,
         # a digest of what the listed clips' labels are decoded from (store.labels_digest): runs on one store
         # trained on other annotation releases tell apart, and a resume checks it
-        "labels": labels_digest(prep.label_digests),
+        "labels": labels_digest(prep.label_digests), "label_digests": dict(prep.label_digests),
         # the test clips' source files: the robustness track decodes their audio again to add noise
         "sources": {c.clip_id: [c.video_path, (c.meta or {}).get("audio_path")] for c in prep.clips
                     if c.split == "test"},
@@ -537,23 +537,36 @@ def prepare_all(cfg: SweepConfig, verbose: int = 0, labels: dict[str, str] | Non
     listings first (a missing root, a wrong layout, too few subjects fail here, before Ray starts),
     then the decoding, on Ray Data. Returns data key -> summary.
 
-    ``labels``: data key -> the summary's ``labels`` digest when the sweep started (a resume): a
-    configuration whose labels or annotation files changed since is refused before anything is
-    decoded (its trials so far trained on the old ones)."""
+    ``labels``: data key -> clip id -> its label digest when the sweep started (the summaries'
+    ``label_digests``, kept in the sweep's state): on a resume, a configuration whose listed clips or
+    their label or annotation files changed since is refused before anything is decoded (its trials
+    so far trained on the others). A key the state lacks (a state from before 2026-12-03, or a data
+    configuration whose settings' JSON a newer raybench writes otherwise) is not checked."""
     import ray
 
-    from raybench.data.store import PrepareError, build, labels_digest, plan, relabelled, without_clips
+    from raybench.data.store import PrepareError, build, plan, without_clips
 
     plans = {data_key(dcfg): plan(dcfg) for dcfg in data_variants(cfg)}
     for key, p in plans.items():
-        if labels and labels.get(key, labels_digest(p.labels)) != labels_digest(p.labels):
-            changed = relabelled(p.store, p.clips, p.labels)
-            shown = "; ".join(f"{c.clip_id} ({c.va_path or f'label {c.label}'})" for c in changed[:5])
-            raise PrepareError(
-                f"{p.name}: the labels or annotation files of the dataset changed since this sweep started"
-                + (f" ({len(changed)} clip(s) of its clip store: {shown}{' ...' if len(changed) > 5 else ''})"
-                   if changed else "") + ": its trials so far trained on the old ones. Put back the files it "
-                "started with to resume it, or start a new sweep")
+        then = (labels or {}).get(key)
+        if then is None or then == p.labels:
+            continue
+        by_id = {c.clip_id: c for c in p.clips}
+        changed = [by_id[c] for c in sorted(set(then) & set(by_id)) if then[c] != p.labels[c]]
+        added, gone = sorted(set(by_id) - set(then)), sorted(set(then) - set(by_id))
+
+        def some(xs: list[str]) -> str:
+            return ", ".join(xs[:5]) + (" ..." if len(xs) > 5 else "")
+
+        what = ([f"{len(changed)} clip(s) whose label or annotation files changed: "
+                 + "; ".join(f"{c.clip_id} ({c.va_path or f'label {c.label}'})" for c in changed[:5])
+                 + (" ..." if len(changed) > 5 else "")] if changed else []) \
+            + ([f"{len(added)} clip(s) listed now and not then: {some(added)}"] if added else []) \
+            + ([f"{len(gone)} clip(s) listed then and not now: {some(gone)}"] if gone else [])
+        raise PrepareError(
+            f"{p.name}: the dataset's clips or their labels changed since this sweep started ({'; '.join(what)}): "
+            "its trials so far trained on what it listed then. Put back the files it started with to resume it, "
+            "or start a new sweep")
     if not ray.is_initialized():
         # without -v, every Ray worker process quiets Ray Data's per-execution INFO lines at start (not
         # when a submitted job brings its own hook: Ray refuses two)

@@ -396,6 +396,16 @@ def relabelled(store: "ClipStore", clips: list[Clip], digests: dict[str, str]) -
     return [c for c in changed if c.clip_id in done]
 
 
+def stale_clips(p: "Plan") -> tuple[list[Clip], list[Clip]]:
+    """(the clips the store holds whose label or annotation files changed since they were decoded:
+    :func:`relabelled`; the clips it marked bad whose files changed since): :func:`build` takes both out
+    of the store and decodes them again. A bad mark written before 2026-12-03 records no digest, and is
+    kept whatever the files say now."""
+    bad = p.store.bad()
+    retry = [c for c in p.clips if c.clip_id in bad and bad[c.clip_id].get("labels") not in (None, p.labels[c.clip_id])]
+    return relabelled(p.store, p.clips, p.labels), retry
+
+
 def labels_digest(digests: dict[str, str]) -> str:
     """One digest of every listed clip's :func:`label_digests`: recorded with a sweep's data (the MLflow
     dataset's profile, the sweep's state), so that runs on one store trained on other annotation
@@ -888,9 +898,7 @@ def build(p: Plan, batch_size: int = 8, progress: bool = True, reservation: bool
     # clips decoded, or marked bad, from other labels or annotation files than these (a corrected release): out of
     # the store, to be decoded again with these (before 2026-12-04 the store was refused, naming them: the remedy,
     # deleting the store, decoded every clip again; before 2026-12-03 it was reused with the old labels)
-    relabel = relabelled(store, clips, p.labels)
-    bad = store.bad()
-    retry = [c for c in clips if c.clip_id in bad and bad[c.clip_id].get("labels") not in (None, p.labels[c.clip_id])]
+    relabel, retry = stale_clips(p)
     if relabel or retry:
         shown = "; ".join(f"{c.clip_id} ({c.va_path or f'label {c.label}'})" for c in (relabel + retry)[:5])
         print(f"[raybench] prepare: {ds_name}: {len(relabel)} clip(s) of the clip store {store.path}"
@@ -900,6 +908,9 @@ def build(p: Plan, batch_size: int = 8, progress: bool = True, reservation: bool
         store.drop_clips({c.clip_id for c in relabel + retry})
     done, bad = store.done_ids(), store.bad()
     pending = [c for c in clips if c.clip_id not in done and c.clip_id not in bad]
+    # what the clips about to be decoded are decoded from, recorded first: a build cut short, and files put back
+    # before the next, must not leave a clip decoded from new files recorded with the old digest
+    store.record_label_digests({c.clip_id: p.labels[c.clip_id] for c in pending})
     warnings: list[str] = []
     decoded = 0
     if pending:

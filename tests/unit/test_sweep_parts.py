@@ -829,7 +829,7 @@ def test_a_sweep_records_the_labels_it_started_on_and_a_resume_checks_them(tmp_p
 
     def prepare_all(cfg, verbose=0, labels=None):
         seen.append(labels)
-        return {"k1": {"dataset": "synthetic_ravdess", "task": "categorical", "labels": "a" * 16}}
+        return {"k1": {"dataset": "synthetic_ravdess", "task": "categorical", "label_digests": {"c1": "a" * 16}}}
 
     def tune_trials(*args, on_start=None, **kw):
         on_start()
@@ -841,8 +841,8 @@ def test_a_sweep_records_the_labels_it_started_on_and_a_resume_checks_them(tmp_p
     for resume in (False, True):
         with pytest.raises(RuntimeError, match="broke"):
             run_sweep(cfg, sweep_id="s1", resume=resume)
-    assert load_sweep_state(str(tmp_path / "results"), "s1", whole=True)["labels"] == {"k1": "a" * 16}
-    assert seen == [None, {"k1": "a" * 16}]
+    assert load_sweep_state(str(tmp_path / "results"), "s1", whole=True)["labels"] == {"k1": {"c1": "a" * 16}}
+    assert seen == [None, {"k1": {"c1": "a" * 16}}]
 
 
 @pytest.mark.parametrize("crash_after_start", [False, True], ids=["before-its-state-is-saved", "after"])

@@ -416,11 +416,14 @@ def dataset_input(summary: dict, context: str):
     split, skipped clips, decoding warnings, faces found and a digest of the labels' sources."""
     from mlflow.entities import Dataset, DatasetInput, InputTag
 
+    from raybench.data.store import labels_digest
+
     store = str(summary["store_path"])
     profile = {"task": summary["task"], "classes": len(summary["class_names"]), **{
         f"{s}_{k}": v for s, c in summary["counts"].items() for k, v in c.items()},
         "skipped": summary["skipped"], "warnings": summary["warnings"], "face_found": summary["face_found"],
-        "left_out": summary.get("left_out", 0), "fps": summary["fps"], "labels": summary.get("labels"),
+        "left_out": summary.get("left_out", 0), "fps": summary["fps"],
+        "labels": labels_digest(summary["label_digests"]) if "label_digests" in summary else None,
         **({"subjects_in_two_folds": summary.get("subjects_in_two_folds", 0)} if summary.get("folds") else {})}
     emb = summary.get("embedding_info") or {}
     for m, e in sorted(emb.items()):  # data.audio.encoder: the embeddings trained on are part of the data

@@ -23,7 +23,6 @@ def data_summary(prep, fps: float, by_clip: bool = False) -> dict[str, Any]:
     by clip, not by subject (``data.split.protocol: chunks``, whose authors' chunks can put one
     subject's clips in two folds)."""
     from raybench.data.manifest import fold_record, subjects_in_two_folds
-    from raybench.data.store import labels_digest
 
     train_ids = prep.ids("train")
     store = prep.joined()  # with the encoders' embeddings (data.audio.encoder, data.video.encoder) when set
@@ -64,9 +63,9 @@ def data_summary(prep, fps: float, by_clip: bool = False) -> dict[str, Any]:
         "left_out": sum(n["files"] for n in prep.left_out), "left_out_list": list(prep.left_out),
         "face_found": prep.face_found,
         "fingerprint": prep.fingerprint,
-        # a digest of what the listed clips' labels are decoded from (store.labels_digest): runs on one store
-        # trained on other annotation releases tell apart, and a resume checks it
-        "labels": labels_digest(prep.label_digests), "label_digests": dict(prep.label_digests),
+        # clip id -> what each listed clip's labels are decoded from (store.label_digests): the MLflow profile's
+        # digest of them tells runs on other annotation releases of one store apart; a resume checks them
+        "label_digests": dict(prep.label_digests),
         # the test clips' source files: the robustness track decodes their audio again to add noise
         "sources": {c.clip_id: [c.video_path, (c.meta or {}).get("audio_path")] for c in prep.clips
                     if c.split == "test"},
@@ -540,7 +539,7 @@ def prepare_all(cfg: SweepConfig, verbose: int = 0, labels: dict[str, str] | Non
     ``labels``: data key -> clip id -> its label digest when the sweep started (the summaries'
     ``label_digests``, kept in the sweep's state): on a resume, a configuration whose listed clips or
     their label or annotation files changed since is refused before anything is decoded (its trials
-    so far trained on the others). A key the state lacks (a state from before 2026-12-03, or a data
+    so far trained on the others). A key the state lacks (a state from before 2026-12-04, or a data
     configuration whose settings' JSON a newer raybench writes otherwise) is not checked."""
     import ray
 

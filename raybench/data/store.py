@@ -399,7 +399,7 @@ def relabelled(store: "ClipStore", clips: list[Clip], digests: dict[str, str]) -
 def stale_clips(p: "Plan") -> tuple[list[Clip], list[Clip]]:
     """(the clips the store holds whose label or annotation files changed since they were decoded:
     :func:`relabelled`; the clips it marked bad whose files changed since): :func:`build` takes both out
-    of the store and decodes them again. A bad mark written before 2026-12-03 records no digest, and is
+    of the store and decodes them again. A bad mark written before 2026-12-04 records no digest, and is
     kept whatever the files say now."""
     bad = p.store.bad()
     retry = [c for c in p.clips if c.clip_id in bad and bad[c.clip_id].get("labels") not in (None, p.labels[c.clip_id])]

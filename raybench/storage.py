@@ -171,6 +171,31 @@ def exists(fs, path: str) -> bool:
 # reads of them). A decode task that finds a placeholder fetches that one file from the root, on
 # whichever node it runs.
 SMALL_SUFFIXES = (".txt", ".csv", ".arff", ".json", ".yaml", ".yml", ".xml", ".lab", ".tsv")
+MEDIA_SAMPLE = 1 << 14  # bytes of each end of a media file that ends_digest reads
+
+
+def ends_digest(size: int, read_at) -> str:
+    """A digest of a media file of ``size`` bytes from its size and its first and last 16 KiB
+    (``MEDIA_SAMPLE``), where a container keeps its header and index: a video re-encoded or replaced
+    under its name tells apart without reading every file whole (that would cost about as much as
+    decoding it). ``read_at(offset, n)``: n bytes from offset (a local file's, or a bucket's ranged
+    read: a file alike in a bucket and on a disk gets the same digest)."""
+    head = read_at(0, min(size, MEDIA_SAMPLE))
+    start = max(size - MEDIA_SAMPLE, len(head))
+    tail = read_at(start, size - start) if size > start else b""
+    return hashlib.sha256(str(size).encode() + b":" + head + tail).hexdigest()[:32]
+
+
+def local_ends_digest(path: str | Path) -> str:
+    """:func:`ends_digest` of a local file."""
+    with open(path, "rb") as f:
+        size = f.seek(0, 2)
+
+        def read_at(offset: int, n: int) -> bytes:
+            f.seek(offset)
+            return f.read(n)
+
+        return ends_digest(size, read_at)
 
 
 
@@ -180,8 +205,10 @@ def mirror_root(uri: str, cache: Path) -> Path:
     (annotation, metadata) file is downloaded again when its size or modification time changed, through
     a temporary name (a download cut short is never taken for the file); a file gone from the bucket
     leaves the mirror. (Before 2026-12-04 a mirrored file was never read again: a corrected annotation
-    kept its old version.)"""
+    kept its old version.) Each media file's :func:`ends_digest` is read from the bucket (two ranged
+    reads) when it is first listed and when its size or time changes: :func:`mirror_stamps`."""
     import json
+    from concurrent.futures import ThreadPoolExecutor
 
     import pyarrow.fs as pafs
 
@@ -196,16 +223,24 @@ def mirror_root(uri: str, cache: Path) -> Path:
         index = {}
     infos = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True, recursive=True))
     now: dict[str, list] = {}
+    to_digest = []
     for i in sorted((i for i in infos if i.type == pafs.FileType.File and not i.base_name.startswith(".")),
                     key=lambda i: i.path):
         rel = i.path[len(root):].lstrip("/")
         stamp = [i.size, i.mtime_ns]
         now[rel] = stamp
         dst = local / rel
-        if dst.exists() and index.get(rel) == stamp:
+        small = i.path.lower().endswith(SMALL_SUFFIXES)
+        if not small:  # a media file: [size, time, ends_digest], the digest kept while size and time are
+            had = index.get(rel)
+            if had and had[:2] == stamp and len(had) == 3:
+                now[rel] = had
+            else:
+                to_digest.append(i)
+        if dst.exists() and (index.get(rel) or [None, None])[:2] == stamp:
             continue
         dst.parent.mkdir(parents=True, exist_ok=True)
-        if i.path.lower().endswith(SMALL_SUFFIXES):
+        if small:
             tmp = local.parent / f".tmp-{uuid.uuid4().hex}"  # (outside the mirror: adapters list it)
             tmp.write_bytes(read_bytes(fs, i.path))
             tmp.replace(dst)
@@ -213,10 +248,30 @@ def mirror_root(uri: str, cache: Path) -> Path:
             dst.touch()
     for rel in set(index) - set(now):  # gone from the bucket
         (local / rel).unlink(missing_ok=True)
+
+    def remote_digest(info) -> str:
+        with fs.open_input_file(info.path) as f:
+            return ends_digest(info.size, lambda offset, n: f.read_at(n, offset))
+
+    with ThreadPoolExecutor(16) as pool:  # a request's latency each: many at once
+        for i, d in zip(to_digest, pool.map(remote_digest, to_digest)):
+            now[i.path[len(root):].lstrip("/")] = [i.size, i.mtime_ns, d]
     tmp = index_path.with_name(f".tmp-{uuid.uuid4().hex}")
     tmp.write_text(json.dumps(now))
     tmp.replace(index_path)
     return local
+
+
+def mirror_stamps(mirror: Path) -> dict[str, list]:
+    """rel path -> [size, modification time in ns] of every file of a remote root, as the bucket listed
+    them when :func:`mirror_root` last brought ``mirror`` up to date, and for a media file its
+    :func:`ends_digest` third ({} for a folder that is no mirror)."""
+    import json
+
+    try:
+        return json.loads(Path(mirror).with_name(Path(mirror).name + ".index.json").read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def _fetched(cache: Path, uri: str, rel: str) -> Path:
@@ -246,14 +301,28 @@ def fetch_if_placeholder(path: str, mirror: str | None, uri: str | None, cache: 
     p = Path(path)
     if p.exists() and p.stat().st_size > 0:
         return path
+    import os
+
+    import pyarrow.fs as pafs
+
     rel = path[len(mirror):].lstrip("/")
     dst = _fetched(cache, uri, rel)
-    # a media file is fetched once per node; an annotation (small) each time it is read, as the driver's mirror
-    # follows the bucket (a corrected one must not be read in its old version on some nodes)
-    if not dst.exists() or path.lower().endswith(SMALL_SUFFIXES):
-        fs, root = split(uri)
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dst.with_name(f".tmp-{uuid.uuid4().hex}")
-        tmp.write_bytes(read_bytes(fs, f"{root.rstrip('/')}/{rel}"))
-        tmp.replace(dst)
+    fs, root = split(uri)
+    src = f"{root.rstrip('/')}/{rel}"
+    # an annotation (small) is fetched each time it is read, as the driver's mirror follows the bucket (a corrected
+    # one must not be read in its old version on some nodes); a media file once per node, and again when the
+    # bucket's file is not the one fetched (another size or modification time: a video replaced under its name;
+    # before 2026-12-04 the copy fetched first was decoded for good)
+    if dst.exists() and not path.lower().endswith(SMALL_SUFFIXES):
+        info = fs.get_file_info(src)
+        st = dst.stat()
+        if info.type != pafs.FileType.File or [info.size, info.mtime_ns] == [st.st_size, st.st_mtime_ns]:
+            return str(dst)  # (gone from the bucket: the copy here is decoded, as the mirror still lists it)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".tmp-{uuid.uuid4().hex}")
+    info = fs.get_file_info(src)
+    tmp.write_bytes(read_bytes(fs, src))
+    if info.mtime_ns is not None:  # the bucket's time on the copy: what the check above compares
+        os.utime(tmp, ns=(info.mtime_ns, info.mtime_ns))
+    tmp.replace(dst)
     return str(dst)

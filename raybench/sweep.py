@@ -33,12 +33,13 @@ RESUME_KEYS = ("storage", "train.node_wait_s")
 
 
 def save_sweep_state(storage: str, sweep_id: str, cfg: SweepConfig, tracking_uri: str | None = None,
-                     labels: dict[str, dict[str, str]] | None = None) -> None:
+                     labels: dict[str, dict[str, str]] | None = None,
+                     media: dict[str, dict[str, str]] | None = None) -> None:
     """The resolved config of a sweep, kept beside its Tune results so ``--resume`` can rebuild it, and
     the MLflow store it records in (``tracking_uri``) and where that came from: a resume records in the
-    same store, whatever $MLFLOW_TRACKING_URI says then. ``labels``: data key -> clip id -> the
-    digest of what its labels are decoded from (a resume on other clips or labels is refused:
-    trials.prepare_all)."""
+    same store, whatever $MLFLOW_TRACKING_URI says then. ``labels``, ``media``: data key -> clip id
+    -> the digest of what its labels, its video and audio, are decoded from (a resume on other clips or
+    files is refused: trials.prepare_all)."""
     from raybench import storage as st
     from raybench.tracking import tracking_uri_source
 
@@ -47,6 +48,8 @@ def save_sweep_state(storage: str, sweep_id: str, cfg: SweepConfig, tracking_uri
         state.update(tracking_uri=tracking_uri, tracking_uri_from=tracking_uri_source(cfg))
     if labels:
         state["labels"] = labels
+    if media:
+        state["media"] = media
     text = json.dumps(state, indent=1)
     fs, root = st.split(storage)
     st.write_bytes(fs, f"{root}/{sweep_id}/{STATE_FILE}", text.encode())
@@ -221,13 +224,13 @@ def run_sweep(cfg: SweepConfig, sweep_id: str | None = None, resume: bool = Fals
     # 1. PREPARE every data configuration the sweep reaches (file listings before Ray starts); a resume on the
     # labels the sweep started with (a state from before 2026-12-04 has none recorded)
     storage = str(cfg.storage or tracking.results_dir(cfg.storage) / "tune")
-    started_on = None
+    started_on: dict = {}
     if resume and sweep_id:
         try:
-            started_on = load_sweep_state(storage, sweep_id, whole=True).get("labels")
+            started_on = load_sweep_state(storage, sweep_id, whole=True)
         except ConfigError:  # no state to read: the resume itself says so, after the prepare stage
             pass
-    summaries = prepare_all(cfg, verbose, labels=started_on)
+    summaries = prepare_all(cfg, verbose, labels=started_on.get("labels"), media=started_on.get("media"))
     cross = prepare_cross(cfg) if cfg.eval.cross_corpus else {}  # the cross-corpus track's target corpora
     # each dataset is judged on its own task's metric; Tune sees it as val/score
     metrics = {s["dataset"]: cfg.tune.metric or default_metric(s["task"]) for s in summaries.values()}
@@ -251,7 +254,8 @@ def run_sweep(cfg: SweepConfig, sweep_id: str | None = None, resume: bool = Fals
             Path(storage).mkdir(parents=True, exist_ok=True)
 
         def started() -> None:
-            save_sweep_state(storage, sweep_id, cfg, uri, {k: s["label_digests"] for k, s in summaries.items()})
+            save_sweep_state(storage, sweep_id, cfg, uri, {k: s["label_digests"] for k, s in summaries.items()},
+                             {k: s["media_digests"] for k, s in summaries.items()})
             saved[0] = True
             print(f"[raybench] to resume this sweep if it is interrupted:  {resume_command(sweep_id, cfg)}", flush=True)
 
@@ -325,7 +329,7 @@ def dry_run(cfg: SweepConfig, source: str) -> None:
         if not why:
             metrics[dcfg.dataset] = cfg.tune.metric or default_metric(DATASETS.get(dcfg.dataset).task_for(dcfg))
         done, bad = p.store.done_ids(), p.store.bad()
-        relabel, retry = stale_clips(p)  # decoded again: their label or annotation files changed since
+        relabel, retry = stale_clips(p)  # decoded again: their label, annotation, video or audio files changed since
         again = {c.clip_id for c in relabel + retry}
         state = Counter("pending" if c.clip_id in again else "decoded" if c.clip_id in done else
                         "bad" if c.clip_id in bad else "pending" for c in p.clips)
@@ -333,7 +337,8 @@ def dry_run(cfg: SweepConfig, source: str) -> None:
         print(f"[raybench] data {dcfg.dataset}{why}: {len(p.clips)} clips under {p.root_uri or p.root} ("
               + ", ".join(f"{k} {splits[k]}" for k in ("train", "val", "test", "none") if splits[k])
               + f"); clip store {p.store.path}: {state['pending']} to decode"
-              + (f" ({len(again)} of them again: their label or annotation files changed since)" if again else "")
+              + (f" ({len(again)} of them again: their label, annotation, video or audio files changed since)"
+                 if again else "")
               + f", {state['decoded']} decoded, {state['bad']} found bad before")
     space = param_space(cfg)
     grids = {k: v["grid_search"] for k, v in space.items() if isinstance(v, dict) and "grid_search" in v}

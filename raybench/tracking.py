@@ -413,7 +413,7 @@ class TrialLogger:
 def dataset_input(summary: dict, context: str):
     """A prepared dataset as an MLflow dataset input (the UI's Dataset column): its name, a digest
     (:func:`dataset_digest`), the store as source, and a profile with the clips and subjects per
-    split, skipped clips, decoding warnings, faces found and a digest of the labels' sources."""
+    split, skipped clips, decoding warnings, faces found and digests of the labels' and media's sources."""
     from mlflow.entities import Dataset, DatasetInput, InputTag
 
     from raybench.data.store import labels_digest
@@ -424,6 +424,7 @@ def dataset_input(summary: dict, context: str):
         "skipped": summary["skipped"], "warnings": summary["warnings"], "face_found": summary["face_found"],
         "left_out": summary.get("left_out", 0), "fps": summary["fps"],
         "labels": labels_digest(summary["label_digests"]) if "label_digests" in summary else None,
+        "media": labels_digest(summary["media_digests"]) if "media_digests" in summary else None,
         **({"subjects_in_two_folds": summary.get("subjects_in_two_folds", 0)} if summary.get("folds") else {})}
     emb = summary.get("embedding_info") or {}
     for m, e in sorted(emb.items()):  # data.audio.encoder: the embeddings trained on are part of the data

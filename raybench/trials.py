@@ -66,6 +66,8 @@ def data_summary(prep, fps: float, by_clip: bool = False) -> dict[str, Any]:
         # clip id -> what each listed clip's labels are decoded from (store.label_digests): the MLflow profile's
         # digest of them tells runs on other annotation releases of one store apart; a resume checks them
         "label_digests": dict(prep.label_digests),
+        # clip id -> a digest of each listed clip's video and audio files (store.media_digests): likewise
+        "media_digests": dict(prep.media_digests),
         # the test clips' source files: the robustness track decodes their audio again to add noise
         "sources": {c.clip_id: [c.video_path, (c.meta or {}).get("audio_path")] for c in prep.clips
                     if c.split == "test"},
@@ -531,39 +533,48 @@ def quiet_ray_worker() -> None:
         pass
 
 
-def prepare_all(cfg: SweepConfig, verbose: int = 0, labels: dict[str, str] | None = None) -> dict[str, dict]:
+def prepare_all(cfg: SweepConfig, verbose: int = 0, labels: dict[str, dict[str, str]] | None = None,
+                media: dict[str, dict[str, str]] | None = None) -> dict[str, dict]:
     """PREPARE: every dataset x preprocessing configuration the sweep can reach, once. The file
     listings first (a missing root, a wrong layout, too few subjects fail here, before Ray starts),
     then the decoding, on Ray Data. Returns data key -> summary.
 
-    ``labels``: data key -> clip id -> its label digest when the sweep started (the summaries'
-    ``label_digests``, kept in the sweep's state): on a resume, a configuration whose listed clips or
-    their label or annotation files changed since is refused before anything is decoded (its trials
-    so far trained on the others). A key the state lacks (a state from before 2026-12-04, or a data
+    ``labels``, ``media``: data key -> clip id -> its label digest, its media digest, when the sweep
+    started (the summaries' ``label_digests`` and ``media_digests``, kept in the sweep's state): on a
+    resume, a configuration whose listed clips or their label, annotation, video or audio files changed
+    since is refused before anything is decoded (its trials so far trained on the others). A key the
+    state lacks (a state from before 2026-12-04, or from before its media digests were added that day, or a data
     configuration whose settings' JSON a newer raybench writes otherwise) is not checked."""
     import ray
 
     from raybench.data.store import PrepareError, build, plan, without_clips
 
     plans = {data_key(dcfg): plan(dcfg) for dcfg in data_variants(cfg)}
+
+    def some(xs: list[str]) -> str:
+        return ", ".join(xs[:5]) + (" ..." if len(xs) > 5 else "")
+
     for key, p in plans.items():
-        then = (labels or {}).get(key)
-        if then is None or then == p.labels:
-            continue
         by_id = {c.clip_id: c for c in p.clips}
-        changed = [by_id[c] for c in sorted(set(then) & set(by_id)) if then[c] != p.labels[c]]
-        added, gone = sorted(set(by_id) - set(then)), sorted(set(then) - set(by_id))
-
-        def some(xs: list[str]) -> str:
-            return ", ".join(xs[:5]) + (" ..." if len(xs) > 5 else "")
-
-        what = ([f"{len(changed)} clip(s) whose label or annotation files changed: "
-                 + "; ".join(f"{c.clip_id} ({c.va_path or f'label {c.label}'})" for c in changed[:5])
-                 + (" ..." if len(changed) > 5 else "")] if changed else []) \
-            + ([f"{len(added)} clip(s) listed now and not then: {some(added)}"] if added else []) \
+        what, listed = [], None
+        for files, then, now, name in (("label or annotation", (labels or {}).get(key), p.labels,
+                                        lambda c: c.va_path or f"label {c.label}"),
+                                       ("video or audio", (media or {}).get(key), p.media, lambda c: c.video_path)):
+            if then is None or then == now:
+                continue
+            changed = [by_id[c] for c in sorted(set(then) & set(by_id)) if then[c] != now[c]]
+            if changed:
+                what.append(f"{len(changed)} clip(s) whose {files} files changed: "
+                            + "; ".join(f"{c.clip_id} ({name(c)})" for c in changed[:5])
+                            + (" ..." if len(changed) > 5 else ""))
+            listed = listed or (sorted(set(by_id) - set(then)), sorted(set(then) - set(by_id)))
+        added, gone = listed or ([], [])
+        what += ([f"{len(added)} clip(s) listed now and not then: {some(added)}"] if added else []) \
             + ([f"{len(gone)} clip(s) listed then and not now: {some(gone)}"] if gone else [])
+        if not what:
+            continue
         raise PrepareError(
-            f"{p.name}: the dataset's clips or their labels changed since this sweep started ({'; '.join(what)}): "
+            f"{p.name}: the dataset's clips or their files changed since this sweep started ({'; '.join(what)}): "
             "its trials so far trained on what it listed then. Put back the files it started with to resume it, "
             "or start a new sweep")
     if not ray.is_initialized():

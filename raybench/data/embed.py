@@ -499,7 +499,7 @@ class EncodeBatch:
                 rows.append(embedding_row(row["clip_id"], int(row["num_frames"]), self._embed(row), self.modality))
             except ClipNotEncodable as e:  # this clip only: skipped, with the reason, and not tried again
                 reason = f"{self.key} ({self.enc.spec['kind']}): {e}"
-                store.mark_bad(row["clip_id"], src or row["video_path"], reason)
+                store.mark_bad(row["clip_id"], src or row["video_path"], reason, media=row.get("media"))
             except Exception as e:  # noqa: BLE001 - raised by the driver with the clip's name
                 fatal = f"clip {row['clip_id']} ({src or row['video_path']}): " + " ".join(f"{type(e).__name__}: {e}".split())
             status["clip_id"].append(row["clip_id"])
@@ -562,15 +562,25 @@ def build_embeddings(p, clips: list, progress: bool = True, modality: str = "aud
     of the data variant's usable clips."""
     import ray
 
-    from raybench.data.store import ClipStore, PrepareError
+    from raybench.data.store import MEDIA_FILE, ClipStore, PrepareError, changed_clips, retried_clips
 
     cfg = _encoder_cfg(p.data_cfg, modality)
     path, spec = embedding_store_path(p.data_cfg, p.name, p.fingerprint, modality)
     store = ClipStore(path)
+    # clips encoded, or marked bad, from other video or audio files than the clip store's now (decoded again
+    # from a video replaced under its name): out, to be encoded again (store.changed_clips)
+    media = {c.clip_id: p.media[c.clip_id] for c in clips if c.clip_id in p.media}
+    stale = changed_clips(store, clips, media=media) + retried_clips(store, clips, media=media)
+    if stale:
+        print(f"[raybench] embed: {len(stale)} clip(s) of the embedding store {path} were encoded from other video "
+              f"or audio files than the dataset's now ({', '.join(c.clip_id for c in stale[:5])}"
+              f"{' ...' if len(stale) > 5 else ''}): encoding them again", flush=True)
+        store.drop_clips({c.clip_id for c in stale})
     done, bad = store.done_ids(), store.bad()
     nums = {r["clip_id"]: r["num_frames"] for r in p.store.read_clips([c.clip_id for c in clips],
                                                                        columns=["clip_id", "num_frames"])}
     pending = [c for c in clips if c.clip_id not in done and c.clip_id not in bad]
+    store.record(MEDIA_FILE, {c.clip_id: media[c.clip_id] for c in pending if c.clip_id in media})  # (before: build)
     encoded = 0
     libs = library_versions()
     log = build_log(str(path)) if done or bad else []  # the earlier runs that encoded clips into it
@@ -588,7 +598,8 @@ def build_embeddings(p, clips: list, progress: bool = True, modality: str = "aud
         cpus = int(ray.cluster_resources().get("CPU", 1))
         actors = max(1, min(gpus or max(1, cpus // 4), math.ceil(len(pending) / cfg.batch_size)))
         items = [{"row": json.dumps({**c.to_row(), "num_frames": int(nums[c.clip_id]), "fps": p.data_cfg.fps,
-                                     "align": p.data_cfg.audio.align})} for c in pending]
+                                     "align": p.data_cfg.audio.align, "media": media.get(c.clip_id)})}
+                 for c in pending]
         rds = ray.data.from_items(items, override_num_blocks=math.ceil(len(items) / cfg.batch_size))
         out = rds.map_batches(EncodeBatch, batch_size=cfg.batch_size, batch_format="numpy", concurrency=actors,
                               num_gpus=1 if gpus else 0, num_cpus=1,
@@ -619,6 +630,7 @@ def build_embeddings(p, clips: list, progress: bool = True, modality: str = "aud
         print(f"[raybench] embed: reusing embedding store {path} ({len(clips)} clips, nothing to encode)", flush=True)
         if store.index(store.part_files()) is None:
             store.write_index()
+    store.record(MEDIA_FILE, {c: media[c] for c in store.done_ids() if c in media})  # clips encoded before it
     versions = [{k: e[k] for k in libs if k in e} for e in log]  # each run's that encoded
     versions = [v for v in versions if v]
     info = {"modality": modality, "encoder": spec["kind"], "folder": spec["folder"], "layers": spec["kept_layers"],

@@ -6,6 +6,7 @@ Layout of one store (``<store_dir>/<dataset>-<fingerprint>/``)::
     bad/<clip_id>.json          clips that could not be used, with the reason
     warnings/<clip_id>.json     what a clip's decoding warned of (an annotation shorter than its video)
     labels.json                 clip id -> a digest of the label and annotation files it was decoded from
+    media.json                  clip id -> a digest of the video (and audio) files it was decoded from
     index.json                  the clip ids of every part file's row groups
     _COMPLETE.json              the store's settings and counts, once every clip is done
 
@@ -16,8 +17,8 @@ so a new split or fold reuses the decoded clips.
 
 An interrupted prepare resumes: clips already in a part or in ``bad/`` are
 skipped. A dataset that gains clips only decodes the new ones; a clip whose
-label or annotation files changed since it was decoded (or marked bad) is
-decoded again (``relabelled``, ``ClipStore.drop_clips``).
+label, annotation, video or audio files changed since it was decoded (or
+marked bad) is decoded again (``changed_clips``, ``ClipStore.drop_clips``).
 """
 
 from __future__ import annotations
@@ -305,6 +306,7 @@ def _prepare_batch(batch: dict[str, np.ndarray], store_path: str, data_cfg: dict
     store = ClipStore(store_path)
     rows = [json.loads(r) for r in batch["row"]]
     labels = dict(zip([r["clip_id"] for r in rows], batch["labels"])) if "labels" in batch else {}
+    media = dict(zip([r["clip_id"] for r in rows], batch["media"])) if "media" in batch else {}
     good, status = [], {"clip_id": [], "ok": [], "reason": [], "warning": [], "fatal": []}
     for row in rows:
         fatal = ""
@@ -322,7 +324,8 @@ def _prepare_batch(batch: dict[str, np.ndarray], store_path: str, data_cfg: dict
         if fatal:
             break
         if out is None:
-            store.mark_bad(row["clip_id"], row["video_path"], reason, labels.get(row["clip_id"]))
+            store.mark_bad(row["clip_id"], row["video_path"], reason, labels.get(row["clip_id"]),
+                           media.get(row["clip_id"]))
         else:
             good.append(out)
         if warning:  # kept with the store, so a run that reuses it still reports it
@@ -386,30 +389,79 @@ def label_digests(clips: list[Clip]) -> dict[str, str]:
     return out
 
 
-def relabelled(store: "ClipStore", clips: list[Clip], digests: dict[str, str]) -> list[Clip]:
+MEDIA_FILE = "media.json"  # clip id -> the digest of the media files it was decoded from (media_digests)
+def media_digests(clips: list[Clip], mirror: str | Path | None = None) -> dict[str, str]:
+    """clip id -> a digest of the media files its store row is decoded from: its video and a separate
+    audio file (``meta.audio_path``), each by its size and first and last 16 KiB
+    (:func:`raybench.storage.ends_digest`); copying the dataset, or uploading the same files again,
+    keeps it. A file of a remote root (``mirror``: its local mirror) has its digest read from the bucket
+    by :func:`raybench.storage.mirror_root`. A file that is not there counts as such (it is decoded when
+    it comes). The dataset's face crops (``data.face=dataset``: a file per frame) are not covered. No
+    path goes in."""
+    stamps = storage.mirror_stamps(Path(mirror)) if mirror else None
+
+    def file_digest(path: str | None) -> str:
+        if not path:
+            return "-"
+        if stamps is not None:
+            stamp = stamps.get(str(path)[len(str(mirror)):].lstrip("/")) or []
+            return stamp[2] if len(stamp) == 3 else "none"
+        try:
+            return storage.local_ends_digest(path)
+        except FileNotFoundError:
+            return "none"
+
+    return {c.clip_id: hashlib.sha256(f"{file_digest(c.video_path)}|{file_digest((c.meta or {}).get('audio_path'))}"
+                                      .encode()).hexdigest()[:16] for c in clips}
+
+
+def changed_clips(store: "ClipStore", clips: list[Clip], labels: dict[str, str] | None = None,
+                  media: dict[str, str] | None = None) -> list[Clip]:
     """The clips the store holds whose label or annotation files changed since they were decoded (a
-    corrected annotation release, an edited label): their recorded digest (``labels.json``) is not
-    ``digests``' (:func:`label_digests`). A store made before labels.json has none recorded."""
-    recorded = store.label_digests()
-    changed = [c for c in clips if c.clip_id in recorded and recorded[c.clip_id] != digests[c.clip_id]]
+    corrected annotation release, an edited label: their digest recorded in ``labels.json`` is not
+    ``labels``', :func:`label_digests`), or whose video or audio files did (a video replaced under its
+    name: ``media.json`` against ``media``, :func:`media_digests`). A clip with nothing recorded (a store
+    made before labels.json, 2026-12-03, or media.json, 2026-12-04) is taken as decoded from its files now."""
+    checks = [(store.recorded(f), now) for f, now in ((LABELS_FILE, labels), (MEDIA_FILE, media)) if now is not None]
+    changed = [c for c in clips if any(c.clip_id in had and had[c.clip_id] != now[c.clip_id] for had, now in checks)]
     done = store.done_ids() if changed else set()
     return [c for c in changed if c.clip_id in done]
 
 
+def retried_clips(store: "ClipStore", clips: list[Clip], labels: dict[str, str] | None = None,
+                  media: dict[str, str] | None = None, bad: dict[str, dict] | None = None) -> list[Clip]:
+    """The clips the store marked bad whose label, annotation, video or audio files changed since (a
+    mended annotation, a video put right): their mark's recorded digests against ``labels`` and
+    ``media``. A mark that records neither (written before 2026-12-04) is kept whatever the files say now."""
+    bad = store.bad() if bad is None else bad
+    return [c for c in clips if c.clip_id in bad and any(
+        bad[c.clip_id].get(k) not in (None, now[c.clip_id]) for k, now in (("labels", labels), ("media", media))
+        if now is not None)]
+
+
 def stale_clips(p: "Plan") -> tuple[list[Clip], list[Clip]]:
-    """(the clips the store holds whose label or annotation files changed since they were decoded:
-    :func:`relabelled`; the clips it marked bad whose files changed since): :func:`build` takes both out
-    of the store and decodes them again. A bad mark written before 2026-12-04 records no digest, and is
-    kept whatever the files say now."""
-    bad = p.store.bad()
-    retry = [c for c in p.clips if c.clip_id in bad and bad[c.clip_id].get("labels") not in (None, p.labels[c.clip_id])]
-    return relabelled(p.store, p.clips, p.labels), retry
+    """(:func:`changed_clips` of the plan's store; its :func:`retried_clips`): :func:`build` takes both out
+    of the store and decodes them again."""
+    return (changed_clips(p.store, p.clips, p.labels, p.media),
+            retried_clips(p.store, p.clips, p.labels, p.media))
+
+
+def stale_reason(c: Clip, store: "ClipStore", p: "Plan", bad: dict[str, dict] | None = None) -> str:
+    """Which of a stale clip's files changed, with their names (for the messages that say so)."""
+    had = (bad or {}).get(c.clip_id) or {"labels": store.recorded(LABELS_FILE).get(c.clip_id),
+                                           "media": store.recorded(MEDIA_FILE).get(c.clip_id)}
+    what = []
+    if had.get("labels") not in (None, p.labels.get(c.clip_id)):
+        what.append(c.va_path or f"label {c.label}")
+    if had.get("media") not in (None, p.media.get(c.clip_id)):
+        what.append(c.video_path)
+    return f"{c.clip_id} ({', '.join(what)})"
 
 
 def labels_digest(digests: dict[str, str]) -> str:
-    """One digest of every listed clip's :func:`label_digests`: recorded with a sweep's data (the MLflow
-    dataset's profile, the sweep's state), so that runs on one store trained on other annotation
-    releases tell apart, and a sweep is not resumed on other labels than it started with."""
+    """One digest of every listed clip's :func:`label_digests` (or :func:`media_digests`): recorded with
+    a sweep's data (the MLflow dataset's profile), so that runs on one store trained on other annotation
+    releases (or other videos under the same names) tell apart."""
     return hashlib.sha256(json.dumps(digests, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -445,12 +497,15 @@ class ClipStore:
         groups = self.index(parts) or self._scan_groups(parts)
         return {c for part in groups.values() for g in part for c in g}
 
-    def mark_bad(self, clip_id: str, video_path: str, reason: str, labels: str | None = None) -> None:
+    def mark_bad(self, clip_id: str, video_path: str, reason: str, labels: str | None = None,
+                 media: str | None = None) -> None:
         """Record a clip that cannot be used (``bad/<clip id>.json``): skipped by every later run, until
-        its label or annotation files change (``labels``: its :func:`label_digests` digest when marked)."""
+        its label, annotation or media files change (``labels``, ``media``: its :func:`label_digests` and
+        :func:`media_digests` digests when marked: :func:`retried_clips`)."""
         self.write_text(f"bad/{clip_id}.json", json.dumps({"clip_id": clip_id, "video_path": video_path,
                                                            "reason": reason,
-                                                           **({"labels": labels} if labels else {})}))
+                                                           **({"labels": labels} if labels else {}),
+                                                           **({"media": media} if media else {})}))
 
     def _remove(self, rel: str) -> None:
         p = self._p(rel)
@@ -502,17 +557,18 @@ class ClipStore:
         rows = self.read_clips(ids, columns=["face_found"]) if ids else []
         return sum(bool(r.get("face_found", True)) for r in rows)
 
-    def label_digests(self) -> dict[str, str]:
-        """clip id -> :func:`label_digests` of what its row's labels were decoded from (``labels.json``;
-        empty for a store made before labels.json, 2026-12-03)."""
-        p = self._p(LABELS_FILE)
+    def recorded(self, name: str) -> dict[str, str]:
+        """clip id -> the digest recorded in ``name``: ``labels.json`` (:func:`label_digests` of what its row's
+        labels were decoded from; none in a store made before 2026-12-03) or ``media.json``
+        (:func:`media_digests` of its video and audio files; none before 2026-12-04)."""
+        p = self._p(name)
         return json.loads(storage.read_bytes(self.fs, p)) if storage.exists(self.fs, p) else {}
 
-    def record_label_digests(self, digests: dict[str, str]) -> None:
-        """Add these clips' digests to ``labels.json`` (the ones recorded before are kept)."""
-        had = self.label_digests()
+    def record(self, name: str, digests: dict[str, str]) -> None:
+        """Add these clips' digests to ``name`` (:meth:`recorded`; the ones recorded before are kept)."""
+        had = self.recorded(name)
         if any(had.get(k) != v for k, v in digests.items()):
-            self.write_text(LABELS_FILE, json.dumps({**had, **digests}, sort_keys=True))
+            self.write_text(name, json.dumps({**had, **digests}, sort_keys=True))
 
     def info(self) -> dict[str, Any]:
         p = self._p("_COMPLETE.json")
@@ -761,6 +817,7 @@ class Prepared:
     embeddings: dict[str, str] = field(default_factory=dict)
     embedding_info: dict[str, dict] = field(default_factory=dict)
     label_digests: dict[str, str] = field(default_factory=dict)  # clip id -> label_digests (what its labels came from)
+    media_digests: dict[str, str] = field(default_factory=dict)  # clip id -> media_digests (its video and audio files)
 
     def joined(self) -> ClipStore | JoinedStore:
         """The store training reads: the clip store, with the embeddings in place of their modality's arrays."""
@@ -789,6 +846,7 @@ class Plan:
     # files the dataset lists that its manifest left out, and why: [{"files": n, "why": text}]
     left_out: list[dict] = field(default_factory=list)
     labels: dict[str, str] = field(default_factory=dict)  # clip id -> label_digests (recorded by build)
+    media: dict[str, str] = field(default_factory=dict)  # clip id -> media_digests (recorded by build)
 
     @property
     def name(self) -> str:
@@ -872,9 +930,9 @@ def plan(data_cfg: DataConfig | dict[str, Any]) -> Plan:
         raise PrepareError(f"{ds_name}: {e}") from None
     fp = fingerprint(ds_name, root_uri or root, data_cfg, clips)
     store = ClipStore(storage.join(store_root(data_cfg), f"{ds_name}-{fp}"))
-    labels = label_digests(clips)
     return Plan(dataset=dataset, data_cfg=data_cfg, root=root, root_uri=root_uri, clips=clips, fingerprint=fp,
-                store=store, left_out=left_out, labels=labels)
+                store=store, left_out=left_out, labels=label_digests(clips),
+                media=media_digests(clips, root if root_uri else None))
 
 
 def clips_per_task(n: int, cpus: int, batch_size: int = 8, tasks_per_cpu: int = 4) -> int:
@@ -895,22 +953,25 @@ def build(p: Plan, batch_size: int = 8, progress: bool = True, reservation: bool
 
     ds_name, data_cfg, clips, store = p.name, p.data_cfg, p.clips, p.store
     ids = [c.clip_id for c in clips]
-    # clips decoded, or marked bad, from other labels or annotation files than these (a corrected release): out of
-    # the store, to be decoded again with these (before 2026-12-04 the store was refused, naming them: the remedy,
-    # deleting the store, decoded every clip again; before 2026-12-03 it was reused with the old labels)
+    # clips decoded, or marked bad, from other labels, annotation, video or audio files than these (a corrected
+    # release, a video replaced under its name): out of the store, to be decoded again from these (before
+    # 2026-12-04 a changed annotation's store was refused, naming them: the remedy, deleting the store, decoded
+    # every clip again; before 2026-12-03 it was reused with the old labels; a replaced video was never noticed)
     relabel, retry = stale_clips(p)
     if relabel or retry:
-        shown = "; ".join(f"{c.clip_id} ({c.va_path or f'label {c.label}'})" for c in (relabel + retry)[:5])
+        said = store.bad() if retry else {}
+        shown = "; ".join(stale_reason(c, store, p, said) for c in (relabel + retry)[:5])
         print(f"[raybench] prepare: {ds_name}: {len(relabel)} clip(s) of the clip store {store.path}"
-              + (f" and {len(retry)} it marked bad" if retry else "") + " were decoded from other labels or "
-              f"annotation files than the dataset's now: {shown}{' ...' if len(relabel) + len(retry) > 5 else ''}; "
-              "decoding them again", flush=True)
+              + (f" and {len(retry)} it marked bad" if retry else "") + " were decoded from other label, "
+              f"annotation, video or audio files than the dataset's now: {shown}"
+              f"{' ...' if len(relabel) + len(retry) > 5 else ''}; decoding them again", flush=True)
         store.drop_clips({c.clip_id for c in relabel + retry})
     done, bad = store.done_ids(), store.bad()
     pending = [c for c in clips if c.clip_id not in done and c.clip_id not in bad]
     # what the clips about to be decoded are decoded from, recorded first: a build cut short, and files put back
     # before the next, must not leave a clip decoded from new files recorded with the old digest
-    store.record_label_digests({c.clip_id: p.labels[c.clip_id] for c in pending})
+    store.record(LABELS_FILE, {c.clip_id: p.labels[c.clip_id] for c in pending})
+    store.record(MEDIA_FILE, {c.clip_id: p.media[c.clip_id] for c in pending})
     warnings: list[str] = []
     decoded = 0
     if pending:
@@ -918,7 +979,8 @@ def build(p: Plan, batch_size: int = 8, progress: bool = True, reservation: bool
         print(f"[raybench] prepare: {verb} clip store {store.path} ({len(pending)} of {len(clips)} clips to decode)",
               flush=True)
         t0 = time.time()
-        items = [{"row": json.dumps(c.to_row()), "labels": p.labels[c.clip_id]} for c in pending]
+        items = [{"row": json.dumps(c.to_row()), "labels": p.labels[c.clip_id], "media": p.media[c.clip_id]}
+                 for c in pending]
         per_task = clips_per_task(len(items), int(ray.cluster_resources().get("CPU", 1)), batch_size)
         ctx = ray.data.DataContext.get_current()
         was = ctx.op_resource_reservation_enabled
@@ -955,8 +1017,9 @@ def build(p: Plan, batch_size: int = 8, progress: bool = True, reservation: bool
         print(f"[raybench] prepare: reusing clip store {store.path} ({len(clips)} clips, nothing to decode)",
               flush=True)
 
-    done_now = store.done_ids()  # what the labels of the clips decoded (now or before) came from: relabelled
-    store.record_label_digests({c: d for c, d in p.labels.items() if c in done_now})
+    done_now = store.done_ids()  # what the clips decoded (now or before) came from: changed_clips compares
+    store.record(LABELS_FILE, {c: d for c, d in p.labels.items() if c in done_now})
+    store.record(MEDIA_FILE, {c: d for c, d in p.media.items() if c in done_now})
     bad_here = {k: v for k, v in bad.items() if k in set(ids)}
     _say_skipped(bad_here)
     usable = _usable(ds_name, clips, bad_here, data_cfg.max_bad_fraction)
@@ -1018,7 +1081,8 @@ def build(p: Plan, batch_size: int = 8, progress: bool = True, reservation: bool
     return Prepared(store=store, clips=usable, dataset=ds_name, task=task,
                     class_names=class_names, root=root, decoded=decoded, bad=bad_here, warnings=warnings,
                     face_found=face_found, fingerprint=p.fingerprint, embeddings=embeddings,
-                    embedding_info=embedding_info, left_out=list(p.left_out), label_digests=dict(p.labels))
+                    embedding_info=embedding_info, left_out=list(p.left_out), label_digests=dict(p.labels),
+                    media_digests=dict(p.media))
 
 
 def _say_skipped(bad: dict[str, dict]) -> None:

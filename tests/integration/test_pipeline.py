@@ -285,6 +285,33 @@ def test_continuous_pipeline_reports_ccc_and_merges_chunk_folds(ray_session, tmp
     np.testing.assert_array_equal(stored_va(), read_annotation(clip.to_row()))
     assert {r["clip_id"]: r["source_va"] for r in store.read_clips(columns=["clip_id", "source_va"])
             if r["clip_id"] != clip.clip_id} == others  # every other clip's row as it was, once
+    # its video replaced under its name (its frames mirrored, re-encoded): that clip alone decoded again from the
+    # new file; the old bytes put back, from them again (before 2026-12-04 the store kept the first video's frames)
+    import decord
+
+    from raybench.data.synth import write_mp4
+
+    video = Path(clip.video_path)
+    kept = video.read_bytes()
+
+    def stored_frames() -> bytes:
+        (row,) = store.read_clips([clip.clip_id], columns=["video"])
+        return row["video"]
+
+    first = stored_frames()
+    vr = decord.VideoReader(str(video))
+    audio = decord.AudioReader(str(video), sample_rate=16000, mono=True)[:].asnumpy()[0]
+    try:
+        write_mp4(video, vr.get_batch(range(len(vr))).asnumpy()[:, :, ::-1].copy(), vr.get_avg_fps(), audio, 16000)
+        del vr
+        replaced = build(plan(dcfg), progress=False)
+        assert replaced.decoded == 1 and clip.clip_id not in replaced.bad and stored_frames() != first
+    finally:
+        video.write_bytes(kept)
+    assert build(plan(dcfg), progress=False).decoded == 1 and stored_frames() == first
+    assert build(plan(dcfg), progress=False).decoded == 0
+    assert {r["clip_id"]: r["source_va"] for r in store.read_clips(columns=["clip_id", "source_va"])
+            if r["clip_id"] != clip.clip_id} == others
 
 
 @pytest.mark.timeout(600)

@@ -70,7 +70,8 @@ def test_a_file_that_may_not_be_in_the_bucket_is_fetched_or_none_on_any_node(tmp
     assert fetch_if_there(f"{mirror}/crops/v1/00002.jpg", mirror, uri, tmp_path / "cache") is None
 
 
-def test_a_node_reads_an_annotation_from_the_bucket_each_time_and_a_video_once(tmp_path):
+def test_a_node_reads_an_annotation_from_the_bucket_each_time_and_a_video_once_while_it_stays(tmp_path):
+    """(A video replaced in the bucket is fetched again: tests/unit/test_store_media.py.)"""
     from raybench.storage import fetch_if_placeholder
 
     bucket = tmp_path / "bucket"
@@ -84,5 +85,4 @@ def test_a_node_reads_an_annotation_from_the_bucket_each_time_and_a_video_once(t
 
     assert read("v.csv") == b"0.1\n" and read("v.mp4") == b"one"
     (bucket / "v.csv").write_text("0.9\n")
-    (bucket / "v.mp4").write_bytes(b"two")
-    assert read("v.csv") == b"0.9\n" and read("v.mp4") == b"one"  # (the video: fetched once per node)
+    assert read("v.csv") == b"0.9\n" and read("v.mp4") == b"one"

@@ -8,7 +8,8 @@ from __future__ import annotations
 import pytest
 
 from raybench.data.manifest import Clip
-from raybench.data.store import ClipStore, PrepareError, label_digests, labels_digest, random_store, relabelled
+from raybench.data.store import (LABELS_FILE, ClipStore, PrepareError, changed_clips, label_digests, labels_digest,
+                                 random_store)
 
 
 def _clips(tmp_path, folder="a", label=None):
@@ -35,16 +36,16 @@ def test_a_stored_clip_decoded_from_another_annotation_is_found_by_name(tmp_path
     store = ClipStore(tmp_path / "store")
     random_store(store.path, [3, 4], task="continuous", image_size=4, n_mels=2)  # holds clip00000, clip00001
     clips = _clips(tmp_path)
-    assert relabelled(store, clips, label_digests(clips)) == []  # a store from before labels.json: nothing to compare
-    store.record_label_digests(label_digests(clips))
+    assert changed_clips(store, clips, label_digests(clips)) == []  # a store from before labels.json: nothing to compare
+    store.record(LABELS_FILE, label_digests(clips))
     (tmp_path / "a" / "v2.txt").write_text("valence,arousal\n0.5,0.7\n")  # a corrected release
     (tmp_path / "a" / "v1.txt").write_text("valence,arousal\n0.1,0.2\n0.3,0.4\n")  # rewritten, the same bytes
-    assert [c.clip_id for c in relabelled(store, clips, label_digests(clips))] == ["clip00001"]
+    assert [c.clip_id for c in changed_clips(store, clips, label_digests(clips))] == ["clip00001"]
     (tmp_path / "a" / "v2.txt").write_text("valence,arousal\n0.5,0.6\n")  # put back: nothing changed
-    assert relabelled(store, clips, label_digests(clips)) == []
+    assert changed_clips(store, clips, label_digests(clips)) == []
     # a clip the store does not hold (clip00002: recorded, but its part is gone) may change freely
-    store.record_label_digests({"clip00002": "0" * 16})
-    assert relabelled(store, clips, label_digests(clips)) == []
+    store.record(LABELS_FILE, {"clip00002": "0" * 16})
+    assert changed_clips(store, clips, label_digests(clips)) == []
     assert labels_digest(label_digests(clips)) != labels_digest({**label_digests(clips), "clip00002": "0" * 16})
 
 
@@ -89,13 +90,14 @@ def test_a_bad_mark_is_stale_once_its_files_change_and_an_old_one_never_is(tmp_p
     random_store(store.path, [3], task="continuous", image_size=4, n_mels=2)  # holds clip00000
     clips = _clips(tmp_path)
     then = label_digests(clips)
-    store.record_label_digests(then)
+    store.record(LABELS_FILE, then)
     store.mark_bad("clip00001", "y.mp4", "bad annotation: short", labels=then["clip00001"])
     store.mark_bad("clip00002", "z.mp4", "no audio track")  # no digest recorded
 
     def stale():
         now = label_digests(clips)
-        return [[c.clip_id for c in x] for x in stale_clips(SimpleNamespace(store=store, clips=clips, labels=now))]
+        plan = SimpleNamespace(store=store, clips=clips, labels=now, media=None)
+        return [[c.clip_id for c in x] for x in stale_clips(plan)]
 
     assert stale() == [[], []]
     (tmp_path / "a" / "v2.txt").write_text("valence,arousal\n0.5,0.7\n")  # the bad clip's file mended
@@ -118,7 +120,7 @@ def test_a_build_records_what_it_decodes_from_before_decoding(tmp_path, monkeypa
     store = ClipStore(tmp_path / "store")
     random_store(store.path, [3, 4], task="continuous", image_size=4, n_mels=2)
     clips = _clips(tmp_path)
-    store.record_label_digests(label_digests(clips))
+    store.record(LABELS_FILE, label_digests(clips))
     (tmp_path / "a" / "v1.txt").write_text("valence,arousal\n0.1,0.2\n0.3,0.9\n")  # clip00000's corrected
     now = label_digests(clips)
 
@@ -130,11 +132,12 @@ def test_a_build_records_what_it_decodes_from_before_decoding(tmp_path, monkeypa
 
     monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 2.0})
     monkeypatch.setattr(ray.data, "from_items", from_items)
-    p = SimpleNamespace(name="ds", data_cfg=None, clips=clips, store=store, labels=now, root=tmp_path, root_uri=None)
+    p = SimpleNamespace(name="ds", data_cfg=None, clips=clips, store=store, labels=now,
+                        media={c.clip_id: "m" for c in clips}, root=tmp_path, root_uri=None)
     with pytest.raises(Cut):
         build(p, progress=False)
     assert store.done_ids() == {"clip00001"}  # clip00000 out, to be decoded again
-    assert store.label_digests() == now  # clip00000 and clip00002 (about to be decoded): what they are decoded from
+    assert store.recorded(LABELS_FILE) == now  # clip00000 and clip00002 (about to be decoded): what they are decoded from
 
 
 def test_a_sweep_is_not_resumed_on_other_clips_or_labels_than_it_started_with(tmp_path, monkeypatch):
@@ -154,13 +157,13 @@ def test_a_sweep_is_not_resumed_on_other_clips_or_labels_than_it_started_with(tm
     started = label_digests(clips)
     listed = [clips]
     monkeypatch.setattr(store_mod, "plan", lambda dcfg: SimpleNamespace(name="ds", clips=listed[0],
-                                                                        labels=label_digests(listed[0])))
+                                                                        labels=label_digests(listed[0]), media={}))
     cfg = load(None, [])
     key = data_key(data_variants(cfg)[0])
     decoded = []
     monkeypatch.setattr(store_mod, "build", lambda p, **k: decoded.append(p))
     (tmp_path / "a" / "v2.txt").write_text("valence,arousal\n0.5,0.7\n")  # changed since the sweep started
-    with pytest.raises(PrepareError, match=r"ds: the dataset's clips or their labels changed since this sweep "
+    with pytest.raises(PrepareError, match=r"ds: the dataset's clips or their files changed since this sweep "
                                            r"started \(1 clip\(s\) whose label or annotation files changed: "
                                            r"clip00001 \(.*v2.txt\)\): its trials so far trained on what it listed "
                                            r"then\. Put back the files"):

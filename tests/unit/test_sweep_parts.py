@@ -816,9 +816,10 @@ def test_a_sweep_counts_as_ended_only_when_each_planned_trial_ended_through_tune
     assert run({"a": Trial.TERMINATED, "b": Trial.PENDING}, [], step=False) == 1  # Ctrl-C before its first step
 
 
-def test_a_sweep_records_the_labels_it_started_on_and_a_resume_checks_them(tmp_path, monkeypatch):
-    """The state saved when Tune starts keeps each data configuration's labels digest; run_sweep
-    with resume hands those to prepare_all (which refuses other labels: test_store_labels.py)."""
+def test_a_sweep_records_the_labels_and_media_it_started_on_and_a_resume_checks_them(tmp_path, monkeypatch):
+    """The state saved when Tune starts keeps each data configuration's label and media digests;
+    run_sweep with resume hands those to prepare_all (which refuses other files: test_store_labels.py,
+    test_store_media.py)."""
     from raybench import sweep, tracking
     from raybench.sweep import load_sweep_state, run_sweep
 
@@ -827,9 +828,10 @@ def test_a_sweep_records_the_labels_it_started_on_and_a_resume_checks_them(tmp_p
     monkeypatch.setattr(tracking, "log_datasets", lambda *a, **k: None)  # (the summaries here are stand-ins)
     seen = []
 
-    def prepare_all(cfg, verbose=0, labels=None):
-        seen.append(labels)
-        return {"k1": {"dataset": "synthetic_ravdess", "task": "categorical", "label_digests": {"c1": "a" * 16}}}
+    def prepare_all(cfg, verbose=0, labels=None, media=None):
+        seen.append((labels, media))
+        return {"k1": {"dataset": "synthetic_ravdess", "task": "categorical", "label_digests": {"c1": "a" * 16},
+                       "media_digests": {"c1": "b" * 16}}}
 
     def tune_trials(*args, on_start=None, **kw):
         on_start()
@@ -841,8 +843,9 @@ def test_a_sweep_records_the_labels_it_started_on_and_a_resume_checks_them(tmp_p
     for resume in (False, True):
         with pytest.raises(RuntimeError, match="broke"):
             run_sweep(cfg, sweep_id="s1", resume=resume)
-    assert load_sweep_state(str(tmp_path / "results"), "s1", whole=True)["labels"] == {"k1": {"c1": "a" * 16}}
-    assert seen == [None, {"k1": {"c1": "a" * 16}}]
+    state = load_sweep_state(str(tmp_path / "results"), "s1", whole=True)
+    assert state["labels"] == {"k1": {"c1": "a" * 16}} and state["media"] == {"k1": {"c1": "b" * 16}}
+    assert seen == [(None, None), ({"k1": {"c1": "a" * 16}}, {"k1": {"c1": "b" * 16}})]
 
 
 @pytest.mark.parametrize("crash_after_start", [False, True], ids=["before-its-state-is-saved", "after"])
@@ -858,7 +861,7 @@ def test_a_crashed_sweeps_runs_name_a_resume_command_only_when_it_can_resume(tmp
 
     uri = f"sqlite:///{tmp_path / 'm.db'}"
     cfg = load(SWEEPS_DIR / "smoke.yaml", [f"mlflow.tracking_uri={uri}", f"storage={tmp_path / 'results'}"])
-    monkeypatch.setattr(sweep, "prepare_all", lambda cfg, verbose=0, labels=None: {})
+    monkeypatch.setattr(sweep, "prepare_all", lambda cfg, verbose=0, labels=None, media=None: {})
     monkeypatch.setattr(sweep, "check_resources", lambda cfg, summaries: (1.0, 1, 0))
 
     def tune_trials(*args, on_start=None, **kw):

@@ -80,11 +80,13 @@ def test_runs_on_one_store_with_other_splits_keep_their_own_profiles(tmp_path):
     # the same clips and splits labelled from other annotation files (a corrected release) are other data
     from raybench.data.store import labels_digest
 
-    for labels in ({"c0": "a" * 16}, {"c0": "b" * 16}):
+    # (and so are they decoded from other videos under the same names: media)
+    for key, profiled, per_clip in [("label_digests", "labels", {"c0": c * 16}) for c in "ab"] + [
+            ("media_digests", "media", {"c0": c * 16}) for c in "cd"]:
         run_id = client.create_run(exp).info.run_id
-        log_datasets(uri, run_id, [_summary(counts=counts[0], ids=ids[0], label_digests=labels)])
+        log_datasets(uri, run_id, [_summary(counts=counts[0], ids=ids[0], **{key: per_clip})])
         (inp,) = client.get_run(run_id).inputs.dataset_inputs
-        assert json.loads(inp.dataset.profile)["labels"] == labels_digest(labels)
+        assert json.loads(inp.dataset.profile)[profiled] == labels_digest(per_clip)
         assert inp.dataset.digest not in digests[0]
         digests[0].add(inp.dataset.digest)
 

@@ -180,8 +180,11 @@ def config_key(m: Model) -> str:
 
 
 def collect(uri: str, experiments: list[str] | None = None, sweeps: list[str] | None = None) -> list[Model]:
-    """Every trial run in the store (or in the named experiments / sweeps)."""
+    """Every trial run in the store (or in the named experiments / sweeps: the store is asked for
+    those sweeps' runs only; before 2026-12-04 every trial run was read, then filtered)."""
     from mlflow.tracking import MlflowClient
+
+    from raybench.tracking import search_all
 
     client = MlflowClient(tracking_uri=uri)
     if experiments:
@@ -194,9 +197,15 @@ def collect(uri: str, experiments: list[str] | None = None, sweeps: list[str] | 
             exps.append(e.experiment_id)
     else:
         exps = [e.experiment_id for e in client.search_experiments()]
-    runs = []
-    for exp in exps:
-        runs += client.search_runs([exp], filter_string="tags.`raybench.kind` = 'trial'", max_results=50000)
+    quoted = [s for s in sweeps or [] if "'" in s or "\\" in s]
+    if quoted:  # (no sweep id has one: the sweep's name is letters, digits, '_', '.' and '-')
+        raise ReportError(f"--sweep {quoted[0]!r}: a sweep id has no quote or backslash")
+
+    def search(kind: str, tag: str) -> list:  # the runs of one kind, of the named sweeps only when named
+        return [r for exp in exps for sweep in sweeps or [None] for r in search_all(
+            client, [exp], f"tags.`raybench.kind` = '{kind}'" + (f" and tags.`{tag}` = '{sweep}'" if sweep else ""))]
+
+    runs = search("trial", "raybench.sweep_id")
     models = [Model(r.info.run_id, r.info.experiment_id, r.data.tags.get("raybench.sweep_id", ""),
                     r.data.tags.get("raybench.trial_id", r.info.run_id), r.info.run_name or "",
                     r.data.tags.get("method", r.data.params.get("method.name", "?")),
@@ -206,17 +215,17 @@ def collect(uri: str, experiments: list[str] | None = None, sweeps: list[str] | 
         have = {m.sweep_id for m in models}
         missing = [s for s in sweeps if s not in have]
         if missing:
+            there = {r.data.tags.get("raybench.sweep_id.parent", "") for exp in exps
+                     for r in search_all(client, [exp], "tags.`raybench.kind` = 'sweep'")} - {""}
             raise ReportError(f"--sweep {', '.join(missing)}: no trial runs of that sweep in {uri} "
-                              f"(sweeps there: {', '.join(sorted(have)) or 'none'})")
-        models = [m for m in models if m.sweep_id in sweeps]
+                              f"(sweeps there: {', '.join(sorted(there)) or 'none'})")
     # the parents' merged fold predictions (test_merged/...; "<dataset>/test_merged/..." with several
     # datasets in a sweep), for the cells of the configuration each sweep chose
     parents: dict[str, dict[str, float]] = {}
-    for exp in exps:
-        for r in client.search_runs([exp], filter_string="tags.`raybench.kind` = 'sweep'", max_results=50000):
-            merged = {k: v for k, v in r.data.metrics.items() if "test_merged/" in k and math.isfinite(v)}
-            if merged:
-                parents[r.data.tags.get("raybench.sweep_id.parent", "")] = merged
+    for r in search("sweep", "raybench.sweep_id.parent"):
+        merged = {k: v for k, v in r.data.metrics.items() if "test_merged/" in k and math.isfinite(v)}
+        if merged:
+            parents[r.data.tags.get("raybench.sweep_id.parent", "")] = merged
     for m in models:
         if m.tags.get("raybench.best") == "true" and m.sweep_id in parents:
             ds = parents[m.sweep_id]

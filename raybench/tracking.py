@@ -237,6 +237,23 @@ def _client(uri: str):
     return MlflowClient(tracking_uri=uri)
 
 
+SEARCH_PAGE = 50000  # MLflow's most runs in one page of search_runs
+
+
+def search_all(client, experiment_ids: list[str], filter_string: str) -> list:
+    """Every run of ``experiment_ids`` that ``filter_string`` matches: MlflowClient.search_runs answers
+    one page (50,000 runs at most) and a token for the next, followed here (before 2026-12-04 the runs
+    after the first page were left out without a word)."""
+    runs, token = [], None
+    while True:
+        page = client.search_runs(experiment_ids, filter_string=filter_string, max_results=SEARCH_PAGE,
+                                  page_token=token)
+        runs += page
+        token = page.token
+        if not token:
+            return runs
+
+
 def find_run(uri: str, experiment_id: str, tag: str, value: str) -> str | None:
     runs = _client(uri).search_runs([experiment_id], filter_string=f"tags.`{tag}` = '{value}'", max_results=1)
     return runs[0].info.run_id if runs else None
@@ -285,8 +302,7 @@ def finished_sweep(cfg: SweepConfig, sweep_id: str) -> Run | None:
         exp = client.get_experiment_by_name(experiment_name(cfg))
         if exp is None:
             return None
-        runs = client.search_runs([exp.experiment_id], filter_string=f"tags.`{SWEEP_TAG}` = '{sweep_id}'",
-                                  max_results=50000)
+        runs = search_all(client, [exp.experiment_id], f"tags.`{SWEEP_TAG}` = '{sweep_id}'")
     except Exception:
         return None
     parents = [r for r in runs if r.data.tags.get(SWEEP_TAG + ".parent") == sweep_id]
@@ -306,8 +322,8 @@ def close_open_runs(uri: str, exp_id: str, sweep_id: str, status: str, why: str)
     is printed, not raised over the error that brought it here."""
     try:
         client = _client(uri)
-        for run in client.search_runs([exp_id], filter_string=f"tags.`{SWEEP_TAG}` = '{sweep_id}' and "
-                                      "attributes.status = 'RUNNING'", max_results=50000):  # the parent's too
+        for run in search_all(client, [exp_id], f"tags.`{SWEEP_TAG}` = '{sweep_id}' and "
+                              "attributes.status = 'RUNNING'"):  # the parent's too
             client.set_tag(run.info.run_id, "raybench.status_reason", why[:5000])
             client.set_terminated(run.info.run_id, status=status)
     except Exception as e:
@@ -325,14 +341,12 @@ def clear_choice_tags(uri: str, exp_id: str, sweep_id: str, keep: dict[str, set[
     another trial left two runs tagged best.)"""
     client = _client(uri)
     chosen = set().union(*keep.values())
-    for run in client.search_runs([exp_id], f"tags.`{SWEEP_TAG}` = '{sweep_id}' and tags.`raybench.superseded` != ''",
-                                  max_results=50000):
+    for run in search_all(client, [exp_id], f"tags.`{SWEEP_TAG}` = '{sweep_id}' and tags.`raybench.superseded` != ''"):
         if run.data.tags.get(TRIAL_TAG) in chosen:
             client.delete_tag(run.info.run_id, "raybench.superseded")
     cleared = []
     for tag in CHOICE_TAGS:
-        for run in client.search_runs([exp_id], f"tags.`{SWEEP_TAG}` = '{sweep_id}' and tags.`{tag}` = 'true'",
-                                      max_results=50000):
+        for run in search_all(client, [exp_id], f"tags.`{SWEEP_TAG}` = '{sweep_id}' and tags.`{tag}` = 'true'"):
             trial = run.data.tags.get(TRIAL_TAG)
             if trial in keep.get(tag, set()):
                 continue

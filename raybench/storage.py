@@ -215,7 +215,8 @@ def mirror_root(uri: str, cache: Path) -> Path:
     fs, root = split(uri)
     local = cache / "remote" / hashlib.sha256(uri.encode()).hexdigest()[:16]
     local.mkdir(parents=True, exist_ok=True)
-    # rel path -> [size, mtime ns] of each file as last listed; beside the mirror, not in it (adapters list it)
+    # rel path -> [size, mtime ns] of each file as last listed (a media file's with its ends_digest third); beside
+    # the mirror, not in it (adapters list it)
     index_path = local.with_name(local.name + ".index.json")
     try:
         index = json.loads(index_path.read_text())
@@ -249,16 +250,26 @@ def mirror_root(uri: str, cache: Path) -> Path:
     for rel in set(index) - set(now):  # gone from the bucket
         (local / rel).unlink(missing_ok=True)
 
-    def remote_digest(info) -> str:
-        with fs.open_input_file(info.path) as f:
-            return ends_digest(info.size, lambda offset, n: f.read_at(n, offset))
+    def remote_digest(info) -> str | OSError:
+        try:
+            with fs.open_input_file(info.path) as f:
+                return ends_digest(info.size, lambda offset, n: f.read_at(n, offset))
+        except OSError as e:  # (gone since the listing, no access, the network): said below
+            return e
 
+    failed = []
     with ThreadPoolExecutor(16) as pool:  # a request's latency each: many at once
         for i, d in zip(to_digest, pool.map(remote_digest, to_digest)):
-            now[i.path[len(root):].lstrip("/")] = [i.size, i.mtime_ns, d]
+            if isinstance(d, OSError):
+                failed.append((i.path, d))  # its stamp stays [size, time]: read again at the next listing
+            else:
+                now[i.path[len(root):].lstrip("/")] = [i.size, i.mtime_ns, d]
     tmp = index_path.with_name(f".tmp-{uuid.uuid4().hex}")
     tmp.write_text(json.dumps(now))
     tmp.replace(index_path)
+    if failed:  # (after the index: the files read so far are not read again)
+        raise OSError(f"{len(failed)} media file(s) of {uri} could not be read from the bucket to tell whether "
+                      f"they changed since decoded (first: {failed[0][0]}: {failed[0][1]}); rerun when they can")
     return local
 
 
@@ -291,17 +302,17 @@ def fetch_if_there(path: str, mirror: str, uri: str, cache: Path) -> str | None:
             fs, root = split(uri)
             if not exists(fs, f"{root.rstrip('/')}/{rel}"):
                 return None
-    return fetch_if_placeholder(path, mirror, uri, cache)
+    return fetch_if_placeholder(path, mirror, uri, cache, recheck=False)
 
 
-def fetch_if_placeholder(path: str, mirror: str | None, uri: str | None, cache: Path) -> str:
+def fetch_if_placeholder(path: str, mirror: str | None, uri: str | None, cache: Path, recheck: bool = True) -> str:
     """The local file to decode for ``path`` (a file in the mirror of a remote root)."""
     if not uri or not mirror or not path.startswith(mirror):
         return path
     p = Path(path)
     if p.exists() and p.stat().st_size > 0:
         return path
-    import os
+    import json
 
     import pyarrow.fs as pafs
 
@@ -311,13 +322,29 @@ def fetch_if_placeholder(path: str, mirror: str | None, uri: str | None, cache: 
     src = f"{root.rstrip('/')}/{rel}"
     # an annotation (small) is fetched each time it is read, as the driver's mirror follows the bucket (a corrected
     # one must not be read in its old version on some nodes); a media file once per node, and again when the
-    # bucket's file is not the one fetched (another size or modification time: a video replaced under its name;
-    # before 2026-12-04 the copy fetched first was decoded for good)
+    # bucket's size or modification time is not the one fetched (a video replaced under its name; kept beside the
+    # copy: a copy fetched before 2026-12-04 has none and is fetched once more; before, the copy fetched first was
+    # decoded for good); a crop (``recheck`` off: a file per frame, a request each) once per node
+    stamp_file = dst.with_name(dst.name + ".bucket.json")
+    info = None
     if dst.exists() and not path.lower().endswith(SMALL_SUFFIXES):
+        if not recheck:
+            return str(dst)
         info = fs.get_file_info(src)
-        st = dst.stat()
-        if info.type != pafs.FileType.File or [info.size, info.mtime_ns] == [st.st_size, st.st_mtime_ns]:
+        try:
+            fetched = json.loads(stamp_file.read_text())
+        except (OSError, ValueError):
+            fetched = None
+        if info.type != pafs.FileType.File or [info.size, info.mtime_ns] == fetched:
             return str(dst)  # (gone from the bucket: the copy here is decoded, as the mirror still lists it)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".tmp-{uuid.uuid4().hex}")
+    info = info or fs.get_file_info(src)
+    tmp.write_bytes(read_bytes(fs, src))
+    tmp.replace(dst)
+    if not path.lower().endswith(SMALL_SUFFIXES):
+        stamp_file.write_text(json.dumps([info.size, info.mtime_ns]))
+    return str(dst)  # (gone from the bucket: the copy here is decoded, as the mirror still lists it)
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(f".tmp-{uuid.uuid4().hex}")
     info = fs.get_file_info(src)

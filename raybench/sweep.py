@@ -222,7 +222,7 @@ def run_sweep(cfg: SweepConfig, sweep_id: str | None = None, resume: bool = Fals
     check_outside(cfg)  # an MLflow store or a bucket that would fail: said before the decoding
 
     # 1. PREPARE every data configuration the sweep reaches (file listings before Ray starts); a resume on the
-    # labels the sweep started with (a state from before 2026-12-04 has none recorded)
+    # labels and media the sweep started with (a state from before 2026-12-04 has none recorded)
     storage = str(cfg.storage or tracking.results_dir(cfg.storage) / "tune")
     started_on: dict = {}
     if resume and sweep_id:

@@ -547,7 +547,7 @@ def prepare_all(cfg: SweepConfig, verbose: int = 0, labels: dict[str, dict[str, 
     configuration whose settings' JSON a newer raybench writes otherwise) is not checked."""
     import ray
 
-    from raybench.data.store import PrepareError, build, plan, without_clips
+    from raybench.data.store import PrepareError, build, media_files, plan, without_clips
 
     plans = {data_key(dcfg): plan(dcfg) for dcfg in data_variants(cfg)}
 
@@ -559,7 +559,7 @@ def prepare_all(cfg: SweepConfig, verbose: int = 0, labels: dict[str, dict[str, 
         what, listed = [], None
         for files, then, now, name in (("label or annotation", (labels or {}).get(key), p.labels,
                                         lambda c: c.va_path or f"label {c.label}"),
-                                       ("video or audio", (media or {}).get(key), p.media, lambda c: c.video_path)):
+                                       ("video or audio", (media or {}).get(key), p.media, media_files)):
             if then is None or then == now:
                 continue
             changed = [by_id[c] for c in sorted(set(then) & set(by_id)) if then[c] != now[c]]

@@ -20,11 +20,14 @@ Layout of an embedding store (``<store_dir>/<dataset>-<clip store fingerprint>-a
     parts/part-<hash>.parquet   clip_id, num_frames, audio_emb (steps, layers x dim) float32, audio_emb_shape,
                                 audio_emb_sum, audio_emb_sumsq: one clip per row group, like the clip store
     log/<time>-<n>.json         one file per run of the stage that encoded clips: how many, how long
+    bad/<clip_id>.json          clips the encoder could not take, with the reason (and their media digest)
+    media.json                  clip id -> a digest of the video and audio files it was encoded from
     _COMPLETE.json              the encoder's settings, once every clip is done
 
 Its fingerprint covers the clip store's, the encoder's files (their contents' hash, not the path),
 the layer, ``steps_per_frame`` and ``chunk_s`` (VideoMAE: ``window_hop``): a sweep over methods, fusions and windows reuses it;
-an interrupted stage resumes (clips already in a part are skipped).
+an interrupted stage resumes (clips already in a part are skipped); a clip whose video or audio
+file changed since it was encoded (the clip store decodes it again) is encoded again.
 
 Ray Data runs the stage: an actor pool (one model per actor, a GPU each when the cluster has GPUs),
 ``batch_size`` clips per task, each task one part file. Within a clip, pieces of equal length go
@@ -557,7 +560,8 @@ def build_embeddings(p, clips: list, progress: bool = True, modality: str = "aud
     """Run the encoder of ``modality`` (audio_emb: ``data.audio.encoder``; video_emb: ``data.video.encoder``)
     of ``p.data_cfg`` over the ``clips`` (usable clips of plan ``p``'s clip store) that its embedding
     store lacks -> ``{"path", "encoded", "spec", "libraries", "bad"}``. Clips already there, or marked
-    bad there by an earlier run, are skipped. ``bad``: clip id -> ``{"clip_id", "video_path", "reason"}``
+    bad there by an earlier run, are skipped, unless their video or audio files changed since
+    (``p.media``: they are encoded again). ``bad``: clip id -> ``{"clip_id", "video_path", "reason"}``
     for the ``clips`` the encoder could not take (:class:`ClipNotEncodable`); the caller leaves them out
     of the data variant's usable clips."""
     import ray
@@ -569,7 +573,7 @@ def build_embeddings(p, clips: list, progress: bool = True, modality: str = "aud
     store = ClipStore(path)
     # clips encoded, or marked bad, from other video or audio files than the clip store's now (decoded again
     # from a video replaced under its name): out, to be encoded again (store.changed_clips)
-    media = {c.clip_id: p.media[c.clip_id] for c in clips if c.clip_id in p.media}
+    media = {c.clip_id: p.media[c.clip_id] for c in clips}
     stale = changed_clips(store, clips, media=media) + retried_clips(store, clips, media=media)
     if stale:
         print(f"[raybench] embed: {len(stale)} clip(s) of the embedding store {path} were encoded from other video "
@@ -580,7 +584,7 @@ def build_embeddings(p, clips: list, progress: bool = True, modality: str = "aud
     nums = {r["clip_id"]: r["num_frames"] for r in p.store.read_clips([c.clip_id for c in clips],
                                                                        columns=["clip_id", "num_frames"])}
     pending = [c for c in clips if c.clip_id not in done and c.clip_id not in bad]
-    store.record(MEDIA_FILE, {c.clip_id: media[c.clip_id] for c in pending if c.clip_id in media})  # (before: build)
+    store.record(MEDIA_FILE, {c.clip_id: media[c.clip_id] for c in pending})  # (before the encoding: as build)
     encoded = 0
     libs = library_versions()
     log = build_log(str(path)) if done or bad else []  # the earlier runs that encoded clips into it
@@ -598,7 +602,7 @@ def build_embeddings(p, clips: list, progress: bool = True, modality: str = "aud
         cpus = int(ray.cluster_resources().get("CPU", 1))
         actors = max(1, min(gpus or max(1, cpus // 4), math.ceil(len(pending) / cfg.batch_size)))
         items = [{"row": json.dumps({**c.to_row(), "num_frames": int(nums[c.clip_id]), "fps": p.data_cfg.fps,
-                                     "align": p.data_cfg.audio.align, "media": media.get(c.clip_id)})}
+                                     "align": p.data_cfg.audio.align, "media": media[c.clip_id]})}
                  for c in pending]
         rds = ray.data.from_items(items, override_num_blocks=math.ceil(len(items) / cfg.batch_size))
         out = rds.map_batches(EncodeBatch, batch_size=cfg.batch_size, batch_format="numpy", concurrency=actors,
@@ -630,7 +634,9 @@ def build_embeddings(p, clips: list, progress: bool = True, modality: str = "aud
         print(f"[raybench] embed: reusing embedding store {path} ({len(clips)} clips, nothing to encode)", flush=True)
         if store.index(store.part_files()) is None:
             store.write_index()
-    store.record(MEDIA_FILE, {c: media[c] for c in store.done_ids() if c in media})  # clips encoded before it
+    # the clips encoded by earlier runs too (an embedding store made before media.json, 2026-12-04, takes its clips'
+    # files as they are now: one whose clip store decoded a replaced video before it has its old embedding kept)
+    store.record(MEDIA_FILE, {c: media[c] for c in store.done_ids() if c in media})
     versions = [{k: e[k] for k in libs if k in e} for e in log]  # each run's that encoded
     versions = [v for v in versions if v]
     info = {"modality": modality, "encoder": spec["kind"], "folder": spec["folder"], "layers": spec["kept_layers"],

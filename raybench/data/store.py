@@ -398,21 +398,27 @@ def media_digests(clips: list[Clip], mirror: str | Path | None = None) -> dict[s
     by :func:`raybench.storage.mirror_root`. A file that is not there counts as such (it is decoded when
     it comes). The dataset's face crops (``data.face=dataset``: a file per frame) are not covered. No
     path goes in."""
-    stamps = storage.mirror_stamps(Path(mirror)) if mirror else None
+    stamps = storage.mirror_stamps(Path(mirror)) if mirror else {}
 
     def file_digest(path: str | None) -> str:
         if not path:
             return "-"
-        if stamps is not None:
+        if mirror and str(path).startswith(str(mirror)):  # a placeholder of the mirror (else a local file)
             stamp = stamps.get(str(path)[len(str(mirror)):].lstrip("/")) or []
             return stamp[2] if len(stamp) == 3 else "none"
         try:
             return storage.local_ends_digest(path)
-        except FileNotFoundError:
+        except OSError:  # not there, not readable, a folder: the decoding says what (the clip is marked bad)
             return "none"
 
     return {c.clip_id: hashlib.sha256(f"{file_digest(c.video_path)}|{file_digest((c.meta or {}).get('audio_path'))}"
                                       .encode()).hexdigest()[:16] for c in clips}
+
+
+def media_files(c: Clip) -> str:
+    """A clip's video, and its separate audio file where it has one (for the messages)."""
+    audio = (c.meta or {}).get("audio_path")
+    return f"{c.video_path} and {audio}" if audio else c.video_path
 
 
 def changed_clips(store: "ClipStore", clips: list[Clip], labels: dict[str, str] | None = None,
@@ -432,7 +438,8 @@ def retried_clips(store: "ClipStore", clips: list[Clip], labels: dict[str, str] 
                   media: dict[str, str] | None = None, bad: dict[str, dict] | None = None) -> list[Clip]:
     """The clips the store marked bad whose label, annotation, video or audio files changed since (a
     mended annotation, a video put right): their mark's recorded digests against ``labels`` and
-    ``media``. A mark that records neither (written before 2026-12-04) is kept whatever the files say now."""
+    ``media``. A mark that records no digest of a kind (labels: written before 2026-12-03; media: before
+    2026-12-04) is kept whatever those files say now."""
     bad = store.bad() if bad is None else bad
     return [c for c in clips if c.clip_id in bad and any(
         bad[c.clip_id].get(k) not in (None, now[c.clip_id]) for k, now in (("labels", labels), ("media", media))
@@ -454,7 +461,7 @@ def stale_reason(c: Clip, store: "ClipStore", p: "Plan", bad: dict[str, dict] | 
     if had.get("labels") not in (None, p.labels.get(c.clip_id)):
         what.append(c.va_path or f"label {c.label}")
     if had.get("media") not in (None, p.media.get(c.clip_id)):
-        what.append(c.video_path)
+        what.append(media_files(c))
     return f"{c.clip_id} ({', '.join(what)})"
 
 
@@ -898,7 +905,10 @@ def plan(data_cfg: DataConfig | dict[str, Any]) -> Plan:
                 pafs.copy_files(str(local), rpath, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=fs)
                 storage.write_bytes(fs, marker, json.dumps({"generated": want}).encode())
         # adapters read a local mirror (annotations downloaded, media as placeholders fetched when decoded)
-        root = storage.mirror_root(root_uri, cache_home())
+        try:
+            root = storage.mirror_root(root_uri, cache_home())
+        except OSError as e:  # a listing or a read that failed: said with the dataset, not as a traceback
+            raise PrepareError(f"{ds_name}: data.root {root_uri}: {e}") from None
         print(f"[raybench] prepare: {ds_name} root {root_uri} mirrored to {root}", flush=True)
     else:
         root = Path(data_cfg.root or dataset.default_root(data_cfg)).expanduser()

@@ -210,12 +210,36 @@ def test_a_node_fetches_a_remote_video_again_only_when_the_bucket_has_another(tm
     def read():
         return open(st.fetch_if_placeholder(f"{mirror}/v.mp4", mirror, uri, cache), "rb").read()
 
+    infos = []
+    split = st.split
+
+    def counted_split(uri):  # the bucket's metadata requests, counted
+        fs, root = split(uri)
+        class Counted:
+            def get_file_info(self, p):
+                infos.append(p)
+                return fs.get_file_info(p)
+
+            def __getattr__(self, name):
+                return getattr(fs, name)
+
+        return Counted(), root
+
     assert read() == b"one" and read() == b"one" and len(fetched) == 1  # once per node
     (bucket / "v.mp4").write_bytes(b"two")  # replaced under its name (the same size)
     s = (bucket / "v.mp4").stat()
     os.utime(bucket / "v.mp4", ns=(s.st_atime_ns, s.st_mtime_ns + 10**9))
-    assert read() == b"two" and len(fetched) == 2
-    assert read() == b"two" and len(fetched) == 2
+    monkeypatch.setattr(st, "split", counted_split)
+    assert read() == b"two" and len(fetched) == 2 and len(infos) == 1  # one request for the size and time
+    assert read() == b"two" and len(fetched) == 2 and len(infos) == 2
+    crop = f"{mirror}/crops/1.jpg"  # a crop (a file per frame): fetched once, not asked about again
+    (bucket / "crops").mkdir()
+    (bucket / "crops" / "1.jpg").write_bytes(b"jpeg")
+    monkeypatch.setattr(st, "split", split)
+    assert open(st.fetch_if_there(crop, mirror, uri, cache), "rb").read() == b"jpeg"
+    (bucket / "crops" / "1.jpg").write_bytes(b"JPEG")
+    monkeypatch.setattr(st, "split", counted_split)
+    assert open(st.fetch_if_there(crop, mirror, uri, cache), "rb").read() == b"jpeg" and len(infos) == 2
 
 
 def test_a_sweep_is_not_resumed_on_other_videos_than_it_started_with(tmp_path, monkeypatch):
@@ -239,6 +263,84 @@ def test_a_sweep_is_not_resumed_on_other_videos_than_it_started_with(tmp_path, m
     _poke(tmp_path / "a" / "v2.mp4", 1)
     with pytest.raises(PrepareError, match=r"ds: the dataset's clips or their files changed since this sweep "
                                            r"started \(1 clip\(s\) whose video or audio files changed: "
-                                           r"clip00001 \(.*v2.mp4\)\)"):
+                                           r"clip00001 \(.*v2.mp4 and .*a2.wav\)\)"):
         prepare_all(cfg, labels={key: {c.clip_id: "l" for c in clips}}, media={key: started})
     assert not ray.is_initialized()
+
+
+def test_a_clip_the_decoding_or_the_encoder_cannot_take_is_marked_with_its_media_digest(tmp_path, monkeypatch):
+    """_prepare_batch (the decoding's Ray Data function) and EncodeBatch (the embedding stage's actor)
+    record the digest each item carries in the bad mark they write: retried_clips compares it."""
+    import numpy as np
+
+    import raybench.data.embed as embed
+    from raybench.data import decode, store as store_mod
+    from raybench.schema import DataConfig
+
+    row = {"clip_id": "c1", "video_path": str(tmp_path / "c1.mp4"), "label": 0}
+
+    def broken(*a, **k):
+        raise decode.DecodeError("moov atom not found")
+
+    monkeypatch.setattr(decode, "decode_clip", broken)
+    batch = {"row": np.array([json.dumps(row)]), "labels": np.array(["l" * 16]), "media": np.array(["m" * 16])}
+    store_mod._prepare_batch(batch, str(tmp_path / "clips"), DataConfig(dataset="csv", fps=5, image_size=16))
+    mark = ClipStore(tmp_path / "clips").bad()["c1"]
+    assert (mark["reason"], mark["labels"], mark["media"]) == ("moov atom not found", "l" * 16, "m" * 16)
+
+    actor = object.__new__(embed.EncodeBatch)  # (no encoder loaded: _embed replaced)
+    actor.modality, actor.key, actor.store_path = "audio_emb", "data.audio.encoder", str(tmp_path / "emb")
+    actor.enc = type("Enc", (), {"spec": {"kind": "wav2vec2"}})()
+
+    def too_short(row):
+        raise embed.ClipNotEncodable("shorter than one window")
+
+    actor._embed = too_short
+    status = actor({"row": np.array([json.dumps({**row, "num_frames": 3, "media": "n" * 16})])})
+    assert status["fatal"] == [""]
+    assert ClipStore(tmp_path / "emb").bad()["c1"]["media"] == "n" * 16
+
+
+def test_a_mirror_index_from_before_media_digests_has_them_read_from_the_bucket(tmp_path):
+    """An index written before 2026-12-04 holds [size, time] per file: its media files' ends are read
+    at the next listing, its annotations are not downloaded again."""
+    import raybench.storage as st
+
+    bucket = tmp_path / "bucket"
+    bucket.mkdir()
+    (bucket / "v.mp4").write_bytes(b"video")
+    (bucket / "a.csv").write_text("v,a\n")
+    uri, cache = f"file://{bucket}", tmp_path / "cache"
+    mirror = st.mirror_root(uri, cache)
+    index = mirror.with_name(mirror.name + ".index.json")
+    old = {rel: stamp[:2] for rel, stamp in json.loads(index.read_text()).items()}
+    index.write_text(json.dumps(old))
+    (mirror / "a.csv").write_text("kept\n")  # (not downloaded again: its size and time are the listing's)
+    assert media_digests([Clip("c", str(mirror / "v.mp4"), "s")], mirror)["c"] == \
+        media_digests([Clip("c", str(tmp_path / "nowhere.mp4"), "s")])["c"]  # no digest yet: 'not there'
+    st.mirror_root(uri, cache)
+    assert media_digests([Clip("c", str(mirror / "v.mp4"), "s")], mirror) == \
+        media_digests([Clip("c", str(bucket / "v.mp4"), "s")])
+    assert (mirror / "a.csv").read_text() == "kept\n"
+
+
+def test_a_media_file_the_bucket_does_not_answer_for_stops_the_listing_with_its_name(tmp_path, monkeypatch):
+    import raybench.storage as st
+
+    bucket = tmp_path / "bucket"
+    bucket.mkdir()
+    for name in ("v1.mp4", "v2.mp4"):
+        (bucket / name).write_bytes(b"video")
+    uri, cache = f"file://{bucket}", tmp_path / "cache"
+    ends_digest = st.ends_digest
+
+    def flaky(size, read_at):
+        raise OSError("AWS Error NETWORK_CONNECTION: Timeout was reached")
+
+    monkeypatch.setattr(st, "ends_digest", flaky)
+    with pytest.raises(OSError, match=r"2 media file\(s\) of file://.* could not be read from the bucket .*"
+                                      r"\(first: .*v\d.mp4: AWS Error NETWORK_CONNECTION"):
+        st.mirror_root(uri, cache)
+    monkeypatch.setattr(st, "ends_digest", ends_digest)
+    mirror = st.mirror_root(uri, cache)  # the next listing reads them
+    assert len(set(media_digests([Clip(f"c{i}", str(mirror / f"v{i}.mp4"), "s") for i in (1, 2)], mirror).values())) == 1

@@ -184,7 +184,7 @@ def collect(uri: str, experiments: list[str] | None = None, sweeps: list[str] | 
     those sweeps' runs only; before 2026-12-04 every trial run was read, then filtered)."""
     from mlflow.tracking import MlflowClient
 
-    from raybench.tracking import search_all
+    from raybench.tracking import all_experiments, search_all
 
     client = MlflowClient(tracking_uri=uri)
     if experiments:
@@ -192,11 +192,11 @@ def collect(uri: str, experiments: list[str] | None = None, sweeps: list[str] | 
         for name in experiments:
             e = client.get_experiment_by_name(name)
             if e is None:
-                known = ", ".join(sorted(x.name for x in client.search_experiments()))
+                known = ", ".join(sorted(x.name for x in all_experiments(client)))
                 raise ReportError(f"--experiment {name!r}: no such experiment in {uri} (known: {known or 'none'})")
             exps.append(e.experiment_id)
     else:
-        exps = [e.experiment_id for e in client.search_experiments()]
+        exps = [e.experiment_id for e in all_experiments(client)]
     quoted = [s for s in sweeps or [] if "'" in s or "\\" in s]
     if quoted:  # (no sweep id has one: the sweep's name is letters, digits, '_', '.' and '-')
         raise ReportError(f"--sweep {quoted[0]!r}: a sweep id has no quote or backslash")
@@ -844,12 +844,14 @@ def log_to_parents(rep: Report, out: Path) -> list[str]:
     """Log the report folder under ``report/`` to the parent run of every sweep it covers."""
     from mlflow.tracking import MlflowClient
 
+    from raybench.tracking import all_experiments
+
     client = MlflowClient(tracking_uri=rep.uri)
     done = []
     models = {m.sweep_id: m for c in rep.table.values() for m in c.models}
     for sweep in rep.sweeps:
         exp = models[sweep].experiment_id if sweep in models else None
-        exps = [exp] if exp else [e.experiment_id for e in client.search_experiments()]
+        exps = [exp] if exp else [e.experiment_id for e in all_experiments(client)]
         runs = client.search_runs(exps, filter_string=f"tags.`raybench.sweep_id.parent` = '{sweep}'", max_results=1)
         if runs:
             client.log_artifacts(runs[0].info.run_id, str(out), "report")

@@ -238,20 +238,30 @@ def _client(uri: str):
 
 
 SEARCH_PAGE = 50000  # MLflow's most runs in one page of search_runs
+EXPERIMENTS_PAGE = 1000  # ... and its default page of search_experiments
+
+
+def _every_page(search, **kw) -> list:
+    """Every result of an MlflowClient search: it answers one page and a token for the next, followed
+    here (before 2026-12-04 what came after the first page was left out without a word)."""
+    out, token = [], None
+    while True:
+        page = search(page_token=token, **kw)
+        out += page
+        token = page.token
+        if not token:
+            return out
 
 
 def search_all(client, experiment_ids: list[str], filter_string: str) -> list:
-    """Every run of ``experiment_ids`` that ``filter_string`` matches: MlflowClient.search_runs answers
-    one page (50,000 runs at most) and a token for the next, followed here (before 2026-12-04 the runs
-    after the first page were left out without a word)."""
-    runs, token = [], None
-    while True:
-        page = client.search_runs(experiment_ids, filter_string=filter_string, max_results=SEARCH_PAGE,
-                                  page_token=token)
-        runs += page
-        token = page.token
-        if not token:
-            return runs
+    """Every run of ``experiment_ids`` that ``filter_string`` matches (pages of 50,000 runs at most)."""
+    return _every_page(client.search_runs, experiment_ids=experiment_ids, filter_string=filter_string,
+                       max_results=SEARCH_PAGE)
+
+
+def all_experiments(client) -> list:
+    """Every (active) experiment of the store (pages of 1,000)."""
+    return _every_page(client.search_experiments, max_results=EXPERIMENTS_PAGE)
 
 
 def find_run(uri: str, experiment_id: str, tag: str, value: str) -> str | None:

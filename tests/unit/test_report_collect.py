@@ -1,6 +1,6 @@
 """report.collect asks the MLflow store for the named sweeps' runs only, and follows MLflow's pages
-(search_runs answers 50,000 runs at most at a time: a store holding more lost the rest before
-2026-12-04). A real (SQLite) MLflow store; the page size lowered to 2."""
+(search_runs answers 50,000 runs at most at a time, search_experiments 1,000: a store holding more
+lost the rest before 2026-12-04). A real (SQLite) MLflow store; the page sizes lowered to 2 and 1."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from raybench.report import ReportError, collect
 def store(tmp_path):
     uri = f"sqlite:///{tmp_path / 'm.db'}"
     client = MlflowClient(uri)
-    exp = client.create_experiment("e", artifact_location=(tmp_path / "a").as_uri())
-    for sweep, n in (("s1", 3), ("s2", 2)):
+    for sweep, n in (("s1", 3), ("s2", 2)):  # each in an experiment of its own
+        exp = client.create_experiment(f"e-{sweep}", artifact_location=(tmp_path / sweep).as_uri())
         parent = client.create_run(exp, tags={"raybench.kind": "sweep", "raybench.sweep_id.parent": sweep}).info.run_id
         client.log_metric(parent, "test_merged/ccc", 0.5 if sweep == "s1" else 0.25)
         for i in range(n):
@@ -27,6 +27,7 @@ def store(tmp_path):
 
 def test_every_page_is_read_and_only_the_named_sweeps_runs_are_asked_for(store, monkeypatch):
     monkeypatch.setattr(tracking, "SEARCH_PAGE", 2)
+    monkeypatch.setattr(tracking, "EXPERIMENTS_PAGE", 1)  # (the Default experiment and the two sweeps')
     asked = []
     search_runs = MlflowClient.search_runs
 

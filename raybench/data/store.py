@@ -435,12 +435,12 @@ def changed_clips(store: "ClipStore", clips: list[Clip], labels: dict[str, str] 
 
 
 def retried_clips(store: "ClipStore", clips: list[Clip], labels: dict[str, str] | None = None,
-                  media: dict[str, str] | None = None, bad: dict[str, dict] | None = None) -> list[Clip]:
+                  media: dict[str, str] | None = None) -> list[Clip]:
     """The clips the store marked bad whose label, annotation, video or audio files changed since (a
     mended annotation, a video put right): their mark's recorded digests against ``labels`` and
     ``media``. A mark that records no digest of a kind (labels: written before 2026-12-03; media: before
     2026-12-04) is kept whatever those files say now."""
-    bad = store.bad() if bad is None else bad
+    bad = store.bad()
     return [c for c in clips if c.clip_id in bad and any(
         bad[c.clip_id].get(k) not in (None, now[c.clip_id]) for k, now in (("labels", labels), ("media", media))
         if now is not None)]
@@ -453,10 +453,15 @@ def stale_clips(p: "Plan") -> tuple[list[Clip], list[Clip]]:
             retried_clips(p.store, p.clips, p.labels, p.media))
 
 
-def stale_reason(c: Clip, store: "ClipStore", p: "Plan", bad: dict[str, dict] | None = None) -> str:
-    """Which of a stale clip's files changed, with their names (for the messages that say so)."""
-    had = (bad or {}).get(c.clip_id) or {"labels": store.recorded(LABELS_FILE).get(c.clip_id),
-                                           "media": store.recorded(MEDIA_FILE).get(c.clip_id)}
+def stale_reasons(clips: list[Clip], store: "ClipStore", p: "Plan") -> list[str]:
+    """Which of each stale clip's files changed, with their names (for the message that says so): its
+    bad mark's digests, or the store's recorded ones, against the plan's."""
+    bad, labels, media = store.bad(), store.recorded(LABELS_FILE), store.recorded(MEDIA_FILE)
+    return [_stale_reason(c, bad.get(c.clip_id) or {"labels": labels.get(c.clip_id), "media": media.get(c.clip_id)},
+                          p) for c in clips]
+
+
+def _stale_reason(c: Clip, had: dict, p: "Plan") -> str:
     what = []
     if had.get("labels") not in (None, p.labels.get(c.clip_id)):
         what.append(c.va_path or f"label {c.label}")
@@ -969,8 +974,7 @@ def build(p: Plan, batch_size: int = 8, progress: bool = True, reservation: bool
     # every clip again; before 2026-12-03 it was reused with the old labels; a replaced video was never noticed)
     relabel, retry = stale_clips(p)
     if relabel or retry:
-        said = store.bad() if retry else {}
-        shown = "; ".join(stale_reason(c, store, p, said) for c in (relabel + retry)[:5])
+        shown = "; ".join(stale_reasons((relabel + retry)[:5], store, p))
         print(f"[raybench] prepare: {ds_name}: {len(relabel)} clip(s) of the clip store {store.path}"
               + (f" and {len(retry)} it marked bad" if retry else "") + " were decoded from other label, "
               f"annotation, video or audio files than the dataset's now: {shown}"

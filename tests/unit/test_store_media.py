@@ -128,7 +128,7 @@ def test_a_stored_clip_decoded_from_another_video_is_found_and_a_bad_one_retried
         media_digests([Clip("clip00002", "/nowhere/v3.mp4", "s3")])["clip00002"]  # recorded: 'not there'
 
 
-def test_a_build_takes_a_replaced_videos_clip_out_and_records_its_new_digest_first(tmp_path, monkeypatch):
+def test_a_build_takes_a_replaced_videos_clip_out_and_records_its_new_digest_first(tmp_path, monkeypatch, capsys):
     """build (cut short at the decoding, as Ctrl-C would) takes the clip whose video changed out of the
     store and records the digests of the clips it is about to decode before decoding them; the clips
     it keeps get theirs recorded too (a store from before media.json adopts its files' digests)."""
@@ -159,6 +159,10 @@ def test_a_build_takes_a_replaced_videos_clip_out_and_records_its_new_digest_fir
         build(p, progress=False)
     assert store.done_ids() == {"clip00000"}  # clip00001 out, to be decoded again
     assert store.recorded(MEDIA_FILE) == p.media
+    said = capsys.readouterr().out
+    assert "ds: 1 clip(s) of the clip store" in said and "were decoded from other label, annotation, video or audio" \
+        f" files than the dataset's now: clip00001 ({clips[1].video_path} and {clips[1].meta['audio_path']}); " \
+        "decoding them again" in said
 
 
 def test_an_embedding_store_encodes_a_replaced_videos_clip_again(tmp_path, monkeypatch):

@@ -326,8 +326,9 @@ def fetch_if_placeholder(path: str, mirror: str | None, uri: str | None, cache: 
     # copy: a copy fetched before 2026-12-04 has none and is fetched once more; before, the copy fetched first was
     # decoded for good); a crop (``recheck`` off: a file per frame, a request each) once per node
     stamp_file = dst.with_name(dst.name + ".bucket.json")
+    small = path.lower().endswith(SMALL_SUFFIXES)
     info = None
-    if dst.exists() and not path.lower().endswith(SMALL_SUFFIXES):
+    if dst.exists() and not small:
         if not recheck:
             return str(dst)
         info = fs.get_file_info(src)
@@ -339,17 +340,10 @@ def fetch_if_placeholder(path: str, mirror: str | None, uri: str | None, cache: 
             return str(dst)  # (gone from the bucket: the copy here is decoded, as the mirror still lists it)
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(f".tmp-{uuid.uuid4().hex}")
-    info = info or fs.get_file_info(src)
+    if not small:  # (an annotation needs no stamp: it is fetched each time)
+        info = info or fs.get_file_info(src)
     tmp.write_bytes(read_bytes(fs, src))
     tmp.replace(dst)
-    if not path.lower().endswith(SMALL_SUFFIXES):
+    if info is not None:
         stamp_file.write_text(json.dumps([info.size, info.mtime_ns]))
-    return str(dst)  # (gone from the bucket: the copy here is decoded, as the mirror still lists it)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".tmp-{uuid.uuid4().hex}")
-    info = fs.get_file_info(src)
-    tmp.write_bytes(read_bytes(fs, src))
-    if info.mtime_ns is not None:  # the bucket's time on the copy: what the check above compares
-        os.utime(tmp, ns=(info.mtime_ns, info.mtime_ns))
-    tmp.replace(dst)
     return str(dst)

@@ -236,6 +236,9 @@ def test_a_node_fetches_a_remote_video_again_only_when_the_bucket_has_another(tm
     monkeypatch.setattr(st, "split", counted_split)
     assert read() == b"two" and len(fetched) == 2 and len(infos) == 1  # one request for the size and time
     assert read() == b"two" and len(fetched) == 2 and len(infos) == 2
+    (bucket / "v.csv").write_text("0.1\n")  # an annotation: read from the bucket each time, no metadata asked
+    assert open(st.fetch_if_placeholder(f"{mirror}/v.csv", mirror, uri, cache), "rb").read() == b"0.1\n"
+    assert len(infos) == 2 and len(fetched) == 3
     crop = f"{mirror}/crops/1.jpg"  # a crop (a file per frame): fetched once, not asked about again
     (bucket / "crops").mkdir()
     (bucket / "crops" / "1.jpg").write_bytes(b"jpeg")
